@@ -1,0 +1,131 @@
+"""Small frozen data classes shared by every stage.
+
+A :class:`Book` is what the *parse* stage produces: metadata plus an ordered
+tuple of :class:`Chapter` objects, each holding its text as paragraphs.  The
+objects are plain, picklable and immutable, so they travel between Dask
+workers and the client unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+__all__ = ["Book", "Chapter", "Cover"]
+
+#: Values of :attr:`Chapter.kind`.
+CHAPTER_KINDS = ("body", "front", "back")
+
+
+@dataclass(frozen=True)
+class Cover:
+    """A cover image taken from the book.
+
+    Parameters
+    ----------
+    data : bytes
+        The image file's bytes, unchanged.
+    media_type : str
+        Its MIME type, e.g. ``"image/jpeg"``.
+    """
+
+    data: bytes = field(repr=False)
+    media_type: str
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of a book, in reading order.
+
+    Parameters
+    ----------
+    index : int
+        1-based position in the book's chapter list (the number shown by
+        ``ebook2audio inspect`` and accepted by ``--chapters``).
+    title : str
+        The chapter's real title (from the TOC, the heading or the text).
+    paragraphs : tuple of str
+        The text to read aloud, one string per paragraph, whitespace-normalised.
+    kind : {"body", "front", "back"}
+        Front matter (title page, contents, licence...) and back matter
+        (colophon, licence, glossary...) are left out of conversions unless
+        asked for.
+    source : str
+        Where the chapter starts inside the ebook, e.g. ``"text/ch1.xhtml#c1"``.
+    """
+
+    index: int
+    title: str
+    paragraphs: tuple[str, ...]
+    kind: str = "body"
+    source: str = ""
+
+    @property
+    def text(self) -> str:
+        """The whole chapter as one string, paragraphs separated by blank lines."""
+        return "\n\n".join(self.paragraphs)
+
+    @property
+    def chars(self) -> int:
+        """Number of characters in the chapter's paragraphs."""
+        return sum(len(p) for p in self.paragraphs)
+
+    @property
+    def words(self) -> int:
+        """Number of whitespace-separated words in the chapter."""
+        return sum(len(p.split()) for p in self.paragraphs)
+
+
+@dataclass(frozen=True)
+class Book:
+    """An ebook read into memory: metadata plus chapters.
+
+    Parameters
+    ----------
+    source : str
+        The path or fsspec URL the book was read from.
+    title : str
+        The book's title (the file name's stem when the book has none).
+    authors : tuple of str
+        Authors in the order the book lists them (may be empty).
+    language : str or None
+        BCP 47 language tag as given by the book (``"en-GB"``, ``"fr"``), or
+        ``None`` when the book does not say.
+    chapters : tuple of Chapter
+        The chapters, in reading order, numbered from 1.
+    cover : Cover or None
+        The cover image, when the book has one that could be read.
+    format : str
+        ``"epub"``, ``"txt"`` or ``"html"``.
+    """
+
+    source: str
+    title: str
+    authors: tuple[str, ...]
+    language: str | None
+    chapters: tuple[Chapter, ...]
+    cover: Cover | None = None
+    format: str = "epub"
+
+    @property
+    def chars(self) -> int:
+        """Characters in all chapters."""
+        return sum(c.chars for c in self.chapters)
+
+    def select(self, indices: list[int] | tuple[int, ...] | None) -> "Book":
+        """Return a copy holding only the chapters whose ``index`` is in *indices*.
+
+        Chapter indices are kept, so a report still says "chapter 7".
+        ``None`` selects every chapter.
+        """
+        if indices is None:
+            return self
+        wanted = set(indices)
+        missing = sorted(wanted - {c.index for c in self.chapters})
+        if missing:
+            from .errors import UsageError
+
+            raise UsageError(
+                f"{self.source}: no chapter {', '.join(map(str, missing))} "
+                f"(the book has {len(self.chapters)})"
+            )
+        return replace(self, chapters=tuple(c for c in self.chapters if c.index in wanted))
