@@ -1,0 +1,186 @@
+"""Speech engines: the registry, per-worker loading and language routing.
+
+Engines are found through the ``ebook2audio_dask.engines`` entry-point group
+(the built-in ``piper`` and ``espeak`` register the same way third-party
+engines do)::
+
+    [project.entry-points."ebook2audio_dask.engines"]
+    myengine = "mypackage.tts:MyEngine"
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import threading
+from importlib.metadata import entry_points
+
+from ..errors import EngineError, UsageError
+from .base import Engine, EngineSpec, VoiceInfo
+
+__all__ = [
+    "Engine",
+    "EngineSpec",
+    "VoiceInfo",
+    "engine_names",
+    "get_engine_class",
+    "load_engine",
+    "resolve_spec",
+    "ENTRY_POINT_GROUP",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "ebook2audio_dask.engines"
+
+# Used when the package is imported from a source tree that was never installed.
+_BUILTIN = {
+    "piper": "ebook2audio_dask.engines.piper:PiperEngine",
+    "espeak": "ebook2audio_dask.engines.espeak:EspeakEngine",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _registry() -> dict[str, str]:
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found[ep.name] = ep.value
+    return found
+
+
+def engine_names() -> list[str]:
+    """Names of every registered engine (installed or not)."""
+    return sorted(_registry())
+
+
+def get_engine_class(name: str) -> type[Engine]:
+    """The engine class registered as *name*.
+
+    Raises
+    ------
+    UsageError
+        No engine has that name.
+    """
+    try:
+        target = _registry()[name]
+    except KeyError:
+        raise UsageError(f"unknown engine {name!r} (known: {', '.join(engine_names())})") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# One engine instance per (spec, threads) per process: a worker loads a model once
+# and keeps it for every task it runs.
+_LOADED: dict[tuple[EngineSpec, int], Engine] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
+    """Return this process's engine for *spec*, loading it on first use.
+
+    Parameters
+    ----------
+    spec : EngineSpec
+        Engine, voice and settings.
+    threads : int
+        CPU threads the engine may use.
+    """
+    ident = (spec, int(threads))
+    engine = _LOADED.get(ident)
+    if engine is not None:
+        return engine
+    with _LOAD_LOCK:
+        engine = _LOADED.get(ident)
+        if engine is None:
+            cls = get_engine_class(spec.engine)
+            ok, why = cls.availability()
+            if not ok:
+                raise EngineError(f"engine {spec.engine!r} is not available: {why}")
+            logger.info("loading engine %s voice %s (%d threads)", spec.engine, spec.voice, threads)
+            engine = cls(spec.voice, spec.settings_dict, threads=threads)
+            _LOADED[ident] = engine
+    return engine
+
+
+def unload_engines() -> None:
+    """Close and forget every engine this process loaded."""
+    with _LOAD_LOCK:
+        for engine in _LOADED.values():
+            try:
+                engine.close()
+            except Exception:  # pragma: no cover - best effort on teardown
+                logger.exception("closing engine %s failed", engine)
+        _LOADED.clear()
+
+
+def _available(name: str) -> type[Engine] | None:
+    try:
+        cls = get_engine_class(name)
+    except Exception:  # an entry point that cannot import is just unavailable
+        return None
+    ok, _ = cls.availability()
+    return cls if ok else None
+
+
+def resolve_spec(
+    language: str | None,
+    *,
+    engine: str | None = None,
+    voice: str | None = None,
+    settings: dict | None = None,
+    fallback_language: str = "en",
+    routing: list[str] | tuple[str, ...] = ("piper", "espeak"),
+) -> tuple[EngineSpec, str, list[str]]:
+    """Pick the engine and voice that speak *language*.
+
+    With no engine given, engines are tried in *routing* order and the first
+    installed one with a voice for the language wins (the bundled Piper voice
+    for English, espeak-ng for the rest).  A language nobody speaks falls back
+    to *fallback_language*, with a warning.
+
+    Returns
+    -------
+    spec : EngineSpec
+    language : str
+        The language that will be spoken (after any fallback).
+    warnings : list of str
+    """
+    warnings: list[str] = []
+    names = [engine] if engine else list(routing)
+    classes = []
+    for name in names:
+        cls = get_engine_class(name) if engine else _available(name)
+        if cls is None:
+            continue
+        if engine:
+            ok, why = cls.availability()
+            if not ok:
+                raise EngineError(f"engine {engine!r} is not available: {why}")
+        classes.append(cls)
+    if not classes:
+        raise EngineError(
+            "no speech engine is installed: pip install 'ebook2audio_dask[piper,espeak]'"
+        )
+
+    if voice:
+        for cls in classes:
+            known = {v.id for v in cls.voices()}
+            if voice in known or cls.accepts_voice_path(voice):
+                return EngineSpec.make(cls.name, voice, settings), language or fallback_language, warnings
+        raise UsageError(f"unknown voice {voice!r} for engine(s) {', '.join(c.name for c in classes)}")
+
+    for lang in (language, fallback_language):
+        for cls in classes:
+            found = cls.voice_for_language(lang)
+            if found:
+                if lang != language:
+                    warnings.append(
+                        f"no installed voice speaks language {language!r}; "
+                        f"using {cls.name} voice {found!r} ({lang})"
+                    )
+                return EngineSpec.make(cls.name, found, settings), lang, warnings
+    raise EngineError(
+        f"no voice for language {language!r} nor the fallback {fallback_language!r} "
+        f"in engine(s) {', '.join(c.name for c in classes)}"
+    )

@@ -143,6 +143,14 @@ class Engine(abc.ABC):
         return None
 
     @classmethod
+    def accepts_voice_path(cls, voice: str) -> bool:
+        """True when *voice* is a model file path/URL this engine can load.
+
+        Engines that only know named voices keep the default (``False``).
+        """
+        return False
+
+    @classmethod
     @abc.abstractmethod
     def sample_rate_for(cls, voice: str) -> int:
         """Sample rate (Hz) of the audio *voice* produces, without loading it."""

@@ -1,0 +1,222 @@
+"""The ``ebook2audio`` command line (click).
+
+Exit codes: 0 every book converted; 1 at least one book failed (the others
+still finished); 2 bad usage (unknown option, bad chapter range, unknown
+engine...).  Errors are printed as one line; ``--debug`` adds tracebacks and
+debug logging.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from ..errors import EXIT_BOOK_FAILED, EXIT_OK, EXIT_USAGE, Ebook2AudioError, UsageError
+
+__all__ = ["main", "cli", "parse_chapters"]
+
+
+def parse_chapters(spec: str | None) -> tuple[int, ...] | None:
+    """``"1-3,7"`` → ``(1, 2, 3, 7)``; ``None``/empty → ``None`` (all chapters)."""
+    if not spec:
+        return None
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                if a > b or a < 1:
+                    raise ValueError
+                out.extend(range(a, b + 1))
+            else:
+                n = int(part)
+                if n < 1:
+                    raise ValueError
+                out.append(n)
+        except ValueError:
+            raise UsageError(f"bad chapter range {part!r} in --chapters (use e.g. 1-3,7)") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    """Print *exc* as one line (plus a traceback with --debug) and exit."""
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, Ebook2AudioError):
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    hint = "" if debug else " (run with --debug for details)"
+    click.echo(f"error: {type(exc).__name__}: {text}{hint}", err=True)
+    sys.exit(EXIT_BOOK_FAILED)
+
+
+debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ebook2audio_dask")
+def cli() -> None:
+    """Turn ebooks (EPUB, TXT, HTML) into chaptered M4B audiobooks on a Dask cluster.
+
+    \b
+    Exit codes: 0 all books done, 1 at least one book failed, 2 usage error.
+    Configuration: dask config key "ebook2audio" (env DASK_EBOOK2AUDIO__...).
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "output", required=True, help="Output folder (path or fsspec URL).")
+@click.option("--engine", help="Speech engine (piper, espeak); default: chosen by language.")
+@click.option("--voice", help="Voice id or model file; default: the engine's voice for the language.")
+@click.option("--language", help="Override the book's language (BCP 47, e.g. fr, en-GB).")
+@click.option("--chapters", help="Chapters to convert, as `inspect` numbers them: 1-3,7.")
+@click.option("--include-matter", is_flag=True, default=None,
+              help="Also read front/back matter (title page, contents, licence, colophon).")
+@click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
+@click.option("--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT).")
+@click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
+@click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
+@click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@debug_option
+def convert(inputs, output, engine, voice, language, chapters, include_matter, n_workers, scheduler,
+            cache, batch_chars, engine_threads, no_progress, debug) -> None:
+    """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
+
+    INPUT may be files, folders or glob patterns (paths or fsspec URLs).
+    """
+    _setup_logging(debug)
+    try:
+        from ..cluster import client_for
+        from ..pipeline import convert as run_convert
+
+        chapter_list = parse_chapters(chapters)
+        with client_for(None, scheduler, n_workers, engine_threads) as client:
+            if client.dashboard_link and not scheduler:
+                click.echo(f"dashboard: {client.dashboard_link}", err=True)
+            bar = None
+            if not no_progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=0, unit="chunk", desc="synthesize", file=sys.stderr,
+                           disable=None, dynamic_ncols=True)
+
+            def total(n: int) -> None:
+                if bar is not None:
+                    bar.total += n
+                    bar.refresh()
+
+            def step(n: int) -> None:
+                if bar is not None:
+                    bar.update(n)
+
+            try:
+                results = run_convert(
+                    list(inputs), output, engine=engine, voice=voice, language=language,
+                    chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
+                    batch_chars=batch_chars, engine_threads=engine_threads,
+                    progress=step, progress_total=total,
+                )
+            finally:
+                if bar is not None:
+                    bar.close()
+    except Exception as exc:  # noqa: BLE001 - every error becomes one line + exit code
+        _fail(exc, debug)
+        return
+    failed = 0
+    for r in results:
+        if r.ok:
+            t = r.report["totals"]
+            click.echo(
+                f"done: {r.output} ({len(r.report['chapters'])} chapters, {t['audio_s'] / 60:.1f} min, "
+                f"{t['chunks_from_cache']}/{t['unique_chunks']} chunks from cache, {t['wall_s']:.1f} s)"
+            )
+        else:
+            failed += 1
+            click.echo(f"error: {r.error}", err=True)
+    if failed:
+        click.echo(f"{failed} of {len(results)} book(s) failed", err=True)
+    sys.exit(EXIT_BOOK_FAILED if failed else EXIT_OK)
+
+
+def _book_summary(book) -> dict[str, Any]:
+    return {
+        "source": book.source,
+        "format": book.format,
+        "title": book.title,
+        "authors": list(book.authors),
+        "language": book.language,
+        "cover": book.cover.media_type if book.cover else None,
+        "chapters": [
+            {"index": c.index, "title": c.title, "kind": c.kind, "chars": c.chars, "words": c.words}
+            for c in book.chapters
+        ],
+    }
+
+
+@cli.command()
+@click.argument("input")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--include-matter", is_flag=True, default=None,
+              help="Also list front/back matter (title page, contents, licence, colophon).")
+@debug_option
+def inspect(input, as_json, include_matter, debug) -> None:
+    """Show INPUT's metadata and chapter list without synthesising anything."""
+    _setup_logging(debug)
+    try:
+        from .. import config
+        from ..ingest import read_book
+
+        book = read_book(input, include_matter=bool(config.get("include-matter", override=include_matter)))
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc, debug)
+        return
+    info = _book_summary(book)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"Title:    {info['title']}")
+    click.echo(f"Authors:  {', '.join(info['authors']) or '-'}")
+    click.echo(f"Language: {info['language'] or '-'}")
+    click.echo(f"Format:   {info['format']}   Cover: {info['cover'] or 'none'}")
+    click.echo(f"Chapters: {len(info['chapters'])}")
+    width = max([len(str(len(info['chapters'])))] + [1])
+    for ch in info["chapters"]:
+        kind = "" if ch["kind"] == "body" else f" [{ch['kind']}]"
+        click.echo(f"  {ch['index']:>{width}}. {ch['title']}{kind}  ({ch['chars']} chars, {ch['words']} words)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``ebook2audio`` script."""
+    try:
+        cli.main(args=argv, prog_name="ebook2audio", standalone_mode=True)
+    except SystemExit:
+        raise
+    except UsageError as exc:  # pragma: no cover - raised before a command runs
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,103 @@
+"""The embedded default cluster and connecting to an existing one."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+import dask
+from distributed import Client, LocalCluster
+
+from .. import config
+
+__all__ = ["client_for", "default_n_workers", "local_cluster"]
+
+logger = logging.getLogger(__name__)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return os.cpu_count() or 1
+
+
+def default_n_workers(engine_threads: int | None = None) -> int:
+    """Worker processes for this machine: ``cores // engine threads`` (at least 1).
+
+    Keeps ``engine threads × workers ≤ cores``, so engines never fight for cores.
+    """
+    threads = int(config.get("synthesize.engine-threads", override=engine_threads))
+    return max(1, _cores() // max(1, threads))
+
+
+def local_cluster(
+    n_workers: int | None = None,
+    *,
+    engine_threads: int | None = None,
+    threads_per_worker: int | None = None,
+    resources: dict[str, float] | None = None,
+    dashboard_address: str | None = "default",
+    **kwargs,
+) -> LocalCluster:
+    """Start the embedded cluster: worker processes on 127.0.0.1 only.
+
+    Each worker advertises the synthesize resources (default ``{"GPU": 1}``),
+    so exactly one synthesize task runs per worker at a time, and the engine
+    it loads stays resident for the next task.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes; default :func:`default_n_workers`.
+    engine_threads : int, optional
+        Threads per engine (``synthesize.engine-threads``).
+    threads_per_worker : int, optional
+        Dask threads per worker (``cluster.threads-per-worker``).
+    resources : dict, optional
+        Resources each worker advertises (``synthesize.resources``).
+    dashboard_address : str or None
+        ``":0"`` for any free port, ``None`` for no dashboard; default from config.
+    **kwargs
+        Passed to :class:`distributed.LocalCluster`.
+    """
+    n = n_workers or config.get("cluster.n-workers", None) or default_n_workers(engine_threads)
+    if dashboard_address == "default":
+        dashboard_address = config.get("cluster.dashboard-address", None)
+    kwargs.setdefault("silence_logs", logging.ERROR)
+    with dask.config.set(
+        {"distributed.scheduler.no-workers-timeout": f"{config.get('cluster.no-workers-timeout')}s"}
+    ):
+        return LocalCluster(
+            n_workers=int(n),
+            threads_per_worker=int(config.get("cluster.threads-per-worker", override=threads_per_worker)),
+            processes=True,
+            host="127.0.0.1",
+            resources=dict(resources or config.get("synthesize.resources") or {}),
+            dashboard_address=dashboard_address,
+            **kwargs,
+        )
+
+
+@contextlib.contextmanager
+def client_for(
+    client: Client | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    engine_threads: int | None = None,
+) -> Iterator[Client]:
+    """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
+
+    Clients and clusters created here are closed on exit; a given *client* is not.
+    """
+    if client is not None:
+        yield client
+        return
+    if scheduler:
+        with Client(scheduler) as c:
+            yield c
+        return
+    with local_cluster(n_workers, engine_threads=engine_threads) as cluster, Client(cluster) as c:
+        yield c

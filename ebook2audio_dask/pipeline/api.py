@@ -1,0 +1,165 @@
+"""The one-call API: :func:`convert`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable
+
+from distributed import Client
+
+from ..cluster import client_for
+from ..errors import UsageError
+from ..storage import get_fs, stem_of
+from ..storage.fs import write_bytes_atomic
+from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
+from .report import dumps_report
+
+__all__ = ["convert", "expand_inputs", "BOOK_SUFFIXES"]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings picked up when an input is a folder.
+BOOK_SUFFIXES = (".epub", ".txt", ".html", ".htm", ".xhtml")
+
+
+def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Turn files, folders and glob patterns into a list of book URLs.
+
+    A folder contributes the books directly inside it (``*.epub``, ``*.txt``,
+    ``*.html``...), sorted.  A file is taken as-is whatever its extension
+    (its content decides its format).  A pattern or folder matching nothing is
+    a :class:`~ebook2audio_dask.errors.UsageError`.
+    """
+    out: list[str] = []
+    for item in inputs:
+        fs, path = get_fs(item, storage_options)
+        proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+        prefix = "" if proto in ("file", "local") else f"{proto}://"
+        if any(ch in item for ch in "*?["):
+            matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+            if not matches:
+                raise UsageError(f"{item}: no file matches")
+            out.extend(prefix + p for p in matches)
+        elif fs.isdir(path):
+            books = sorted(p for p in fs.ls(path, detail=False) if p.lower().endswith(BOOK_SUFFIXES))
+            if not books:
+                raise UsageError(f"{item}: folder holds no ebook ({', '.join(BOOK_SUFFIXES)})")
+            out.extend(prefix + p for p in books)
+        else:
+            # a missing file is the book's own failure (reported per book), not a usage error
+            out.append(item)
+    stems: dict[str, str] = {}
+    for url in out:
+        other = stems.setdefault(stem_of(url), url)
+        if other != url:
+            raise UsageError(f"{other} and {url} would both be written as {stem_of(url)}.m4b")
+    return list(dict.fromkeys(out))
+
+
+def convert(
+    inputs: str | Iterable[str],
+    output: str,
+    *,
+    engine: str | None = None,
+    voice: str | None = None,
+    language: str | None = None,
+    chapters: Iterable[int] | None = None,
+    include_matter: bool | None = None,
+    cache: str | None = None,
+    client: Client | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    batch_chars: int | None = None,
+    engine_threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    progress_total: Callable[[int], None] | None = None,
+    on_job: Callable[[BookJob], None] | None = None,
+) -> list[BookResult]:
+    """Convert ebooks into chaptered M4B audiobooks.
+
+    Writes ``<output>/<stem>.m4b`` and ``<output>/<stem>.report.json`` for
+    every book that succeeds.  A book that fails (unreadable file, no text...)
+    is reported in its :class:`BookResult` and never stops the others; nothing
+    is written at its output path.
+
+    Parameters
+    ----------
+    inputs : str or iterable of str
+        Book files, folders or glob patterns (paths or fsspec URLs).
+    output : str
+        Output folder (path or fsspec URL), created if needed.
+    engine, voice : str, optional
+        Speech engine (``"piper"``, ``"espeak"``) and voice; by default chosen
+        from each book's language.
+    language : str, optional
+        Override the books' language (BCP 47).
+    chapters : iterable of int, optional
+        Chapter indices to convert, as :func:`ebook2audio_dask.read_book` numbers them.
+    include_matter : bool, optional
+        Also convert front/back matter (title page, licence...).
+    cache : str, optional
+        Chunk store URL (default: config ``ebook2audio.cache``).
+    client : distributed.Client, optional
+        Run on this client's cluster.
+    scheduler : str, optional
+        Address of an existing scheduler (``tcp://host:8786``).
+    n_workers : int, optional
+        Workers of the embedded cluster (when neither *client* nor *scheduler*).
+    storage_options : dict, optional
+        fsspec options for inputs, output and cache.
+    settings : dict, optional
+        Engine settings that change the audio.
+    batch_chars : int, optional
+        Characters per synthesize task.
+    engine_threads : int, optional
+        Threads per engine instance.
+    progress, progress_total : callable, optional
+        Called with chunk counts as work completes / becomes known.
+    on_job : callable, optional
+        Called with each :class:`BookJob` once submitted (e.g. to show the
+        dashboard or keep the futures).
+
+    Returns
+    -------
+    list of BookResult
+        One per input book, in input order.
+
+    Examples
+    --------
+    >>> import ebook2audio_dask as e2a
+    >>> results = e2a.convert("book.epub", "out/", chapters=[1, 2])  # doctest: +SKIP
+    >>> results[0].report["totals"]["audio_s"]  # doctest: +SKIP
+    """
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    books = expand_inputs(inputs, storage_options)
+    if not books:
+        raise UsageError("no input books given")
+    options = ConvertOptions(
+        output=output,
+        engine=engine,
+        voice=voice,
+        language=language,
+        chapters=tuple(chapters) if chapters is not None else None,
+        include_matter=include_matter,
+        cache=cache,
+        storage_options=storage_options,
+        batch_chars=batch_chars,
+        engine_threads=engine_threads,
+        settings=settings,
+    )
+
+    def write_report(job: BookJob, report: dict) -> None:
+        fs, path = get_fs(job.report_url, storage_options)
+        write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8"))
+
+    with client_for(client, scheduler, n_workers, engine_threads) as c:
+        jobs = []
+        for source in books:
+            job = submit_book(c, source, options)
+            if on_job:
+                on_job(job)
+            jobs.append(job)
+        return run_jobs(jobs, on_chunks=progress, on_total=progress_total, write_report=write_report)

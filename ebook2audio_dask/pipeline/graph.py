@@ -1,0 +1,308 @@
+"""Building and running the task graph on a Dask client.
+
+For each book::
+
+    parse ──► chunk ──► synthesize[0..n] (resource-tagged) ──► merge
+
+``parse`` and ``chunk`` are submitted for every book at once.  When a book's
+plan arrives at the client, the chunk store is listed once, the chunks not in
+it are grouped into batches and submitted as synthesize tasks that request
+the configured worker resources (default ``{"GPU": 1}``), and a merge task
+that depends on them is submitted with a higher priority, so finished books
+are written before new synthesis starts.
+
+Jupyter users can drive the stages themselves with :func:`submit_book`, which
+returns a :class:`BookJob` holding the futures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from dask.base import tokenize
+from distributed import Client, Future, as_completed
+
+from .. import config
+from ..errors import BookError, Ebook2AudioError
+from ..storage import ChunkStore, join, stem_of
+from ..text.chunk import BookPlan, Pauses
+from .report import build_report
+from .tasks import BatchResult, MergeResult, PlanRequest, merge_task, parse_task, plan_task, synthesize_task
+
+__all__ = ["ConvertOptions", "BookJob", "submit_book", "run_jobs"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Settings of one conversion run (shared by all its books).
+
+    Every ``None`` is taken from the ``ebook2audio`` dask config namespace.
+
+    Parameters
+    ----------
+    output : str
+        Output folder (path or fsspec URL).
+    engine, voice, language : str, optional
+        Force an engine / voice / language instead of routing by the book's
+        language.
+    chapters : tuple of int, optional
+        Chapter indices to convert (as ``inspect`` numbers them); all if None.
+    include_matter : bool, optional
+        Keep front/back matter (title page, licence, colophon...).
+    cache : str, optional
+        Chunk store URL.
+    storage_options : dict, optional
+        fsspec options used for inputs, outputs and the chunk store.
+    batch_chars : int, optional
+        Characters per synthesize task.
+    resources : dict, optional
+        Worker resources each synthesize task requests.
+    engine_threads : int, optional
+        CPU threads per engine instance.
+    settings : dict, optional
+        Engine settings that change the audio (e.g. ``{"length_scale": 1.1}``).
+    """
+
+    output: str
+    engine: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    chapters: tuple[int, ...] | None = None
+    include_matter: bool | None = None
+    cache: str | None = None
+    storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
+    batch_chars: int | None = None
+    resources: dict[str, float] | None = field(default=None, hash=False, compare=False)
+    engine_threads: int | None = None
+    settings: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    retries: int | None = None
+
+    def store(self) -> ChunkStore:
+        return ChunkStore.make(config.get("cache", override=self.cache), self.storage_options)
+
+    def plan_request(self) -> PlanRequest:
+        return PlanRequest(
+            chapters=self.chapters,
+            engine=config.get("engine", override=self.engine),
+            voice=config.get("voice", override=self.voice),
+            language=self.language,
+            settings=tuple(sorted((self.settings or {}).items())),
+            max_chars=config.get("chunk.max-chars", None),
+            speak_titles=bool(config.get("chunk.speak-titles", True)),
+            pauses=Pauses.from_config(),
+            fallback_language=config.get("fallback-language"),
+            routing=tuple(config.get("routing")),
+        )
+
+
+class BookJob:
+    """One book's futures and figures while it converts.
+
+    Attributes
+    ----------
+    source : str
+        Input path or URL.
+    output : str
+        Where the M4B will be written.
+    parse, plan : distributed.Future
+        The parse and chunk tasks.
+    batches : list of distributed.Future
+        Synthesize tasks (empty until :meth:`submit_synthesis`).
+    merge : distributed.Future or None
+        The merge task.
+    """
+
+    def __init__(self, client: Client, source: str, options: ConvertOptions, *, priority: int = 0):
+        self.client = client
+        self.source = source
+        self.options = options
+        self.stem = stem_of(source)
+        self.output = join(options.output, f"{self.stem}.m4b")
+        self.report_url = join(options.output, f"{self.stem}.report.json")
+        self.priority = priority
+        self.started = time.time()
+        self.store = options.store()
+        token = tokenize(source, options.include_matter, options.plan_request(), self.started)
+        include_matter = bool(config.get("include-matter", override=options.include_matter))
+        self.parse: Future = client.submit(
+            parse_task, source, include_matter, options.storage_options,
+            key=f"parse-{self.stem}-{token}", priority=priority + 20, pure=False,
+        )
+        self.plan: Future = client.submit(
+            plan_task, self.parse, options.plan_request(),
+            key=f"chunk-{self.stem}-{token}", priority=priority + 20, pure=False,
+        )
+        self.token = token
+        self.batches: list[Future] = []
+        self.merge: Future | None = None
+        self.book_plan: BookPlan | None = None
+        self.cached_sizes: dict[str, int] = {}
+        self.n_batches_chunks: list[int] = []
+
+    def submit_synthesis(self) -> None:
+        """Gather the plan, list the chunk store once and submit synthesize + merge."""
+        plan: BookPlan = self.plan.result()
+        self.book_plan = plan
+        present = self.store.list_sizes(plan.spec.engine)
+        wanted = {c.key for c in plan.chunks}
+        self.cached_sizes = {k: v for k, v in present.items() if k in wanted}
+        batch_chars = int(config.get("synthesize.batch-chars", override=self.options.batch_chars))
+        resources = self.options.resources or dict(config.get("synthesize.resources"))
+        threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
+        retries = int(config.get("synthesize.retries", override=self.options.retries))
+        batches = plan.batches(batch_chars, skip=set(self.cached_sizes))
+        for i, batch in enumerate(batches):
+            items = tuple((c.key, c.text) for c in batch)
+            self.n_batches_chunks.append(len(items))
+            self.batches.append(
+                self.client.submit(
+                    synthesize_task, plan.spec, items, self.store, threads,
+                    key=f"synthesize-{self.stem}-{i}-{self.token}",
+                    resources=resources or None, retries=retries,
+                    priority=self.priority, pure=False,
+                )
+            )
+        self.merge = self.client.submit(
+            merge_task, self.parse, plan, self.batches, self.cached_sizes, self.store,
+            self.output, self.options.storage_options, None,
+            key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.book_plan.chunks) if self.book_plan else 0
+
+    def report(self) -> dict:
+        """The book's report (see :func:`ebook2audio_dask.pipeline.report.build_report`)."""
+        merged: MergeResult = self.merge.result()
+        batches: list[BatchResult] = [f.result() for f in self.batches]
+        return build_report(
+            self.book_plan, merged, batches, self.cached_sizes, wall_s=time.time() - self.started,
+            source=self.source,
+        )
+
+    def cancel(self) -> None:
+        futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
+        self.client.cancel(futures)
+
+
+def submit_book(client: Client, source: str, options: ConvertOptions, *, priority: int = 0) -> BookJob:
+    """Submit the parse and chunk tasks of one book; returns its :class:`BookJob`.
+
+    Call ``job.submit_synthesis()`` once ``job.plan`` is done (or use
+    :func:`run_jobs`) to submit the synthesize and merge tasks.
+    """
+    return BookJob(client, source, options, priority=priority)
+
+
+@dataclass
+class BookResult:
+    """Outcome of one book.
+
+    Attributes
+    ----------
+    source : str
+        Input path or URL.
+    ok : bool
+        True when the M4B and report were written.
+    output : str or None
+        The M4B's URL.
+    report : dict or None
+        The report (also written next to the M4B).
+    error : str or None
+        One-line error message when the book failed.
+    """
+
+    source: str
+    ok: bool
+    output: str | None = None
+    report: dict | None = None
+    error: str | None = None
+
+
+def _error_line(source: str, exc: BaseException) -> str:
+    if isinstance(exc, BookError):
+        return str(exc)
+    if isinstance(exc, Ebook2AudioError):
+        return f"{source}: {exc}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{source}: {type(exc).__name__}: {text}"
+
+
+def run_jobs(
+    jobs: list[BookJob],
+    *,
+    on_chunks: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    write_report: Callable[[BookJob, dict], None] | None = None,
+) -> list[BookResult]:
+    """Drive submitted books to the end; one failing book never stops the others.
+
+    Parameters
+    ----------
+    jobs : list of BookJob
+        Books from :func:`submit_book`.
+    on_chunks : callable, optional
+        Called with the number of chunks each finished synthesize task made
+        (progress bars); cached chunks are reported when a plan arrives.
+    on_total : callable, optional
+        Called with the number of chunks of each book once its plan is known.
+    write_report : callable, optional
+        Called with ``(job, report)`` when a book is done.
+    """
+    results: dict[int, BookResult] = {}
+    by_future: dict[Future, tuple[str, BookJob, int]] = {}
+    pending = as_completed()
+    for job in jobs:
+        by_future[job.plan] = ("plan", job, 0)
+        pending.add(job.plan)
+
+    def fail(job: BookJob, exc: BaseException) -> None:
+        if id(job) in results:
+            return
+        logger.debug("book %s failed", job.source, exc_info=exc)
+        results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc))
+        job.cancel()
+
+    for future in pending:
+        stage, job, n = by_future.pop(future)
+        if id(job) in results:
+            continue
+        try:
+            future.result()
+        except Exception as exc:
+            fail(job, exc)
+            continue
+        if stage == "plan":
+            try:
+                job.submit_synthesis()
+            except Exception as exc:
+                fail(job, exc)
+                continue
+            if on_total:
+                on_total(job.n_chunks)
+            if on_chunks and job.n_chunks - sum(job.n_batches_chunks):
+                on_chunks(job.n_chunks - sum(job.n_batches_chunks))
+            for f, count in zip(job.batches, job.n_batches_chunks):
+                by_future[f] = ("synthesize", job, count)
+                pending.add(f)
+            by_future[job.merge] = ("merge", job, 0)
+            pending.add(job.merge)
+        elif stage == "synthesize":
+            if on_chunks:
+                on_chunks(n)
+        elif stage == "merge":
+            try:
+                report = job.report()
+                if write_report:
+                    write_report(job, report)
+            except Exception as exc:
+                fail(job, exc)
+                continue
+            results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+    return [results[id(job)] for job in jobs]

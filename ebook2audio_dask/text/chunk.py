@@ -1,0 +1,250 @@
+"""The *chunk* stage: a Book becomes an ordered plan of content-keyed chunks.
+
+A chunk is a few sentences of one paragraph, no longer than the engine's
+limit.  Its **content key** hashes exactly what determines its audio (text,
+engine, voice, engine settings, sample rate), so the same text spoken by the
+same voice is synthesised once and found in the chunk store ever after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from ..engines.base import EngineSpec
+from ..model import Book
+from .normalize import normalize_text
+from .segment import split_long, split_sentences
+
+__all__ = ["Chunk", "ChapterPlan", "BookPlan", "Pauses", "content_key", "plan_book"]
+
+#: Bump when the audio for a given key would change (e.g. a new WAV layout).
+KEY_VERSION = 1
+
+
+def content_key(text: str, spec: EngineSpec, sample_rate: int) -> str:
+    """Stable content key of one chunk: SHA-256 (hex, 40 chars) of its inputs.
+
+    Parameters
+    ----------
+    text : str
+        The exact text given to the engine.
+    spec : EngineSpec
+        Engine, voice and audio-affecting settings.
+    sample_rate : int
+        Output sample rate in Hz.
+    """
+    payload = json.dumps(
+        {"v": KEY_VERSION, "text": text, "spec": spec.token(), "sr": int(sample_rate)},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class Pauses:
+    """Silence in seconds after a sentence group, paragraph, title and chapter."""
+
+    sentence: float = 0.25
+    paragraph: float = 0.6
+    title: float = 1.0
+    chapter: float = 2.0
+
+    @classmethod
+    def from_config(cls) -> "Pauses":
+        from .. import config
+
+        conf = config.get("pauses")
+        return cls(**{k: float(conf[k]) for k in ("sentence", "paragraph", "title", "chapter")})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of synthesis.
+
+    Parameters
+    ----------
+    key : str
+        Content key (see :func:`content_key`); the chunk store's file name.
+    text : str
+        What the engine speaks.
+    chapter : int
+        Index of the chapter the chunk belongs to.
+    pause_after : float
+        Seconds of silence after the chunk's audio.
+    """
+
+    key: str
+    text: str
+    chapter: int
+    pause_after: float
+
+
+@dataclass(frozen=True)
+class ChapterPlan:
+    """A chapter's place in the plan: chunks ``plan.chunks[start:stop]``."""
+
+    index: int
+    title: str
+    start: int
+    stop: int
+    chars: int
+
+
+@dataclass(frozen=True)
+class BookPlan:
+    """Everything the synthesize and merge stages need to know about a book.
+
+    No audio and no cover here: the plan is small and is gathered to the
+    client, which decides what to synthesise.
+    """
+
+    source: str
+    title: str
+    authors: tuple[str, ...]
+    language: str
+    spec: EngineSpec
+    sample_rate: int
+    chunks: tuple[Chunk, ...]
+    chapters: tuple[ChapterPlan, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def chars(self) -> int:
+        return sum(len(c.text) for c in self.chunks)
+
+    def batches(self, batch_chars: int, skip: frozenset[str] | set[str] = frozenset()) -> list[tuple[Chunk, ...]]:
+        """Group the chunks still to synthesise into batches of ~*batch_chars*.
+
+        Chunks whose key is in *skip* (already in the store) and repeated keys
+        (the same text twice in a book) are left out.  Order is kept, so a
+        batch covers consecutive text and books finish front to back.
+        """
+        seen = set(skip)
+        batches: list[tuple[Chunk, ...]] = []
+        current: list[Chunk] = []
+        size = 0
+        for chunk in self.chunks:
+            if chunk.key in seen:
+                continue
+            seen.add(chunk.key)
+            if current and size + len(chunk.text) > batch_chars:
+                batches.append(tuple(current))
+                current, size = [], 0
+            current.append(chunk)
+            size += len(chunk.text)
+        if current:
+            batches.append(tuple(current))
+        return batches
+
+
+def _group_sentences(sentences: list[str], max_chars: int) -> list[str]:
+    """Join consecutive sentences into groups of at most *max_chars*."""
+    groups: list[str] = []
+    current = ""
+    for sentence in sentences:
+        for piece in split_long(sentence, max_chars):
+            if current and len(current) + 1 + len(piece) <= max_chars:
+                current = f"{current} {piece}"
+            else:
+                if current:
+                    groups.append(current)
+                current = piece
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _same_words(a: str, b: str) -> bool:
+    norm = lambda s: "".join(ch for ch in s.casefold() if ch.isalnum())  # noqa: E731
+    return bool(norm(a)) and norm(a) == norm(b)
+
+
+def plan_book(
+    book: Book,
+    spec: EngineSpec,
+    *,
+    sample_rate: int,
+    max_chars: int,
+    language: str,
+    pauses: Pauses | None = None,
+    speak_titles: bool = True,
+    warnings: tuple[str, ...] = (),
+) -> BookPlan:
+    """Cut a book into chunks and key them.
+
+    Parameters
+    ----------
+    book : Book
+        The parsed book (already restricted to the chapters to convert).
+    spec : EngineSpec
+        The engine and voice that will speak it.
+    sample_rate : int
+        The voice's sample rate (part of every key).
+    max_chars : int
+        Longest chunk allowed (the engine's limit).
+    language : str
+        Language used for sentence splitting.
+    pauses : Pauses, optional
+        Pause model; defaults to the configured one.
+    speak_titles : bool
+        Speak each chapter's title first, unless its first paragraph already
+        is the title.
+    warnings : tuple of str
+        Notes to carry into the report (e.g. a language fallback).
+
+    Returns
+    -------
+    BookPlan
+    """
+    pauses = pauses or Pauses.from_config()
+    chunks: list[Chunk] = []
+    chapters: list[ChapterPlan] = []
+    for chapter in book.chapters:
+        start = len(chunks)
+        paragraphs = [normalize_text(p) for p in chapter.paragraphs]
+        paragraphs = [p for p in paragraphs if p]
+        title = normalize_text(chapter.title)
+        units: list[tuple[list[str], float]] = []  # (texts, pause after the last)
+        if speak_titles and title and not (paragraphs and _same_words(paragraphs[0], title)):
+            units.append((_group_sentences([title], max_chars), pauses.title))
+        for para in paragraphs:
+            units.append((_group_sentences(split_sentences(para, language), max_chars), pauses.paragraph))
+        for texts, pause in units:
+            for i, text in enumerate(texts):
+                last = i == len(texts) - 1
+                chunks.append(
+                    Chunk(
+                        key=content_key(text, spec, sample_rate),
+                        text=text,
+                        chapter=chapter.index,
+                        pause_after=pause if last else pauses.sentence,
+                    )
+                )
+        if len(chunks) == start:
+            continue  # a chapter with nothing to say is dropped
+        last = chunks[-1]
+        chunks[-1] = Chunk(last.key, last.text, last.chapter, max(last.pause_after, pauses.chapter))
+        chapters.append(
+            ChapterPlan(
+                index=chapter.index,
+                title=chapter.title,
+                start=start,
+                stop=len(chunks),
+                chars=sum(len(c.text) for c in chunks[start:]),
+            )
+        )
+    return BookPlan(
+        source=book.source,
+        title=book.title,
+        authors=tuple(book.authors),
+        language=language,
+        spec=spec,
+        sample_rate=sample_rate,
+        chunks=tuple(chunks),
+        chapters=tuple(chapters),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,84 @@
+"""Sentence segmentation (pySBD, rule-based, multilingual) and length limits."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+__all__ = ["split_sentences", "split_long"]
+
+# Break points for over-long sentences, best first.
+_CLAUSE_BREAKS = (re.compile(r"(?<=[;:])\s+"), re.compile(r"(?<=[,\u2014\u2013)])\s+|\s+(?=[\u2014\u2013(])"))
+
+
+@functools.lru_cache(maxsize=32)
+def _segmenter(language: str):
+    import pysbd
+
+    lang = (language or "en").replace("_", "-").split("-")[0].lower()
+    if lang not in pysbd.languages.LANGUAGE_CODES:
+        lang = "en"  # pySBD's English rules are a fair default for Latin scripts
+    return pysbd.Segmenter(language=lang, clean=False)
+
+
+def split_sentences(text: str, language: str | None) -> list[str]:
+    """Split one paragraph into sentences with pySBD.
+
+    Parameters
+    ----------
+    text : str
+        A normalised paragraph.
+    language : str or None
+        BCP 47 tag; pySBD's rules for its primary subtag are used (English
+        rules when pySBD does not know the language).
+
+    Returns
+    -------
+    list of str
+        Stripped, non-empty sentences whose concatenation is the paragraph
+        (up to whitespace).
+    """
+    if not text.strip():
+        return []
+    try:
+        parts = _segmenter(language or "en").segment(text)
+    except Exception:  # pySBD has rare regex failures on odd input: keep the text whole
+        parts = [text]
+    return [s.strip() for s in parts if s.strip()]
+
+
+def split_long(sentence: str, max_chars: int) -> list[str]:
+    """Cut a sentence longer than *max_chars* at clause breaks, then at spaces.
+
+    Text without any break point (a very long "word") is cut hard.  Every
+    piece is at most *max_chars* long and nothing is lost but whitespace.
+    """
+    if len(sentence) <= max_chars:
+        return [sentence]
+    for pattern in _CLAUSE_BREAKS:
+        pieces = [p for p in pattern.split(sentence) if p and p.strip()]
+        if len(pieces) > 1:
+            return _pack(pieces, max_chars)
+    words = sentence.split(" ")
+    if len(words) > 1:
+        return _pack(words, max_chars)
+    return [sentence[i : i + max_chars] for i in range(0, len(sentence), max_chars)]
+
+
+def _pack(pieces: list[str], max_chars: int) -> list[str]:
+    """Greedily join pieces with spaces into strings of at most *max_chars*."""
+    out: list[str] = []
+    current = ""
+    for piece in pieces:
+        piece = piece.strip()
+        for part in split_long(piece, max_chars) if len(piece) > max_chars else [piece]:
+            if not current:
+                current = part
+            elif len(current) + 1 + len(part) <= max_chars:
+                current = f"{current} {part}"
+            else:
+                out.append(current)
+                current = part
+    if current:
+        out.append(current)
+    return out
