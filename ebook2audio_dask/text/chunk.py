@@ -158,9 +158,29 @@ def _group_sentences(sentences: list[str], max_chars: int) -> list[str]:
     return groups
 
 
-def _same_words(a: str, b: str) -> bool:
-    norm = lambda s: "".join(ch for ch in s.casefold() if ch.isalnum())  # noqa: E731
-    return bool(norm(a)) and norm(a) == norm(b)
+def _norm_words(text: str) -> str:
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def _heading_paragraphs(paragraphs: list[str], title: str) -> int:
+    """How many leading paragraphs are the chapter's heading (its title's words).
+
+    Ingest keeps a chapter's own heading lines as paragraphs ("STAVE ONE.",
+    "MARLEY'S GHOST."); when they spell the title, the title is not spoken a
+    second time and they get the title pause.
+    """
+    target = _norm_words(title)
+    if not target:
+        return 0
+    seen = ""
+    for n, para in enumerate(paragraphs[:4]):
+        words = _norm_words(para)
+        if not words or not target.startswith(seen + words):
+            return n
+        seen += words
+        if seen == target:
+            return n + 1
+    return 0
 
 
 def plan_book(
@@ -208,11 +228,15 @@ def plan_book(
         paragraphs = [normalize_text(p) for p in chapter.paragraphs]
         paragraphs = [p for p in paragraphs if p]
         title = normalize_text(chapter.title)
+        if not paragraphs:
+            continue  # a chapter with nothing to say (a bare heading) is dropped
         units: list[tuple[list[str], float]] = []  # (texts, pause after the last)
-        if speak_titles and title and not (paragraphs and _same_words(paragraphs[0], title)):
+        heading = _heading_paragraphs(paragraphs, title)
+        if speak_titles and title and not heading:
             units.append((_group_sentences([title], max_chars), pauses.title))
-        for para in paragraphs:
-            units.append((_group_sentences(split_sentences(para, language), max_chars), pauses.paragraph))
+        for n, para in enumerate(paragraphs):
+            pause = pauses.title if n < heading else pauses.paragraph
+            units.append((_group_sentences(split_sentences(para, language), max_chars), pause))
         for texts, pause in units:
             for i, text in enumerate(texts):
                 last = i == len(texts) - 1
@@ -224,8 +248,6 @@ def plan_book(
                         pause_after=pause if last else pauses.sentence,
                     )
                 )
-        if len(chunks) == start:
-            continue  # a chapter with nothing to say is dropped
         last = chunks[-1]
         chunks[-1] = Chunk(last.key, last.text, last.chapter, max(last.pause_after, pauses.chapter))
         chapters.append(

@@ -1,0 +1,597 @@
+"""Stream PCM into ffmpeg and write a chaptered, tagged M4B audiobook.
+
+:func:`encode_m4b` is the last step of a conversion.  The pipeline hands it an
+iterator of raw PCM blocks (mono, signed 16-bit little-endian), the chapter
+marks in samples, the book's tags and optionally its cover.  The blocks are
+piped straight into one ffmpeg process that encodes AAC into an MP4 container
+with the ``"M4B "`` brand, so memory use does not grow with the length of the
+book.
+
+ffmpeg comes from :mod:`imageio_ffmpeg` (a static build, no ffprobe); set the
+``IMAGEIO_FFMPEG_EXE`` environment variable to use another binary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "ChapterMark",
+    "BookTags",
+    "ffmpeg_exe",
+    "encode_m4b",
+    "silence",
+    "decode_to_pcm",
+]
+
+log = logging.getLogger(__name__)
+
+#: Buffer size of the pipe writer: small PCM blocks are gathered into writes
+#: of about this size, larger ones go through directly.
+_WRITE_SIZE = 256 * 1024
+
+#: How much of ffmpeg's stderr is quoted in an error message.
+_STDERR_TAIL_BYTES = 4096
+
+#: Decompressed size limit for a gzip-compressed (``.svgz``) cover.
+_MAX_SVG_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ChapterMark:
+    """Where one chapter lies in the audio stream.
+
+    Parameters
+    ----------
+    title : str
+        The chapter's title, as players show it.
+    start_sample : int
+        First sample of the chapter (inclusive), counted from the start of
+        the book at the stream's sample rate.
+    end_sample : int
+        One past the chapter's last sample (exclusive).
+    """
+
+    title: str
+    start_sample: int
+    end_sample: int
+
+
+@dataclass(frozen=True)
+class BookTags:
+    """The tags written into the M4B file.
+
+    Parameters
+    ----------
+    title : str
+        The book's title (``\\xa9nam``).
+    authors : tuple of str
+        Authors, joined with ``", "`` into the artist and album-artist tags.
+    language : str or None
+        BCP 47 tag such as ``"en-GB"``.  MP4 has no iTunes language tag; it
+        is written as the audio track's ISO 639-2 language (``"eng"``).
+    album : str or None
+        Album tag; defaults to *title*.
+    comment : str or None
+        Free-text comment (``\\xa9cmt``).
+    genre : str
+        Genre tag, ``"Audiobook"`` unless told otherwise.
+    """
+
+    title: str
+    authors: tuple[str, ...] = ()
+    language: str | None = None
+    album: str | None = None
+    comment: str | None = None
+    genre: str = "Audiobook"
+
+    def __post_init__(self):
+        if isinstance(self.authors, str):
+            object.__setattr__(self, "authors", (self.authors,))
+        elif not isinstance(self.authors, tuple):
+            object.__setattr__(self, "authors", tuple(self.authors))
+
+
+# --------------------------------------------------------------------------
+# ffmpeg
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Return the path of the ffmpeg executable.
+
+    The binary bundled with :mod:`imageio_ffmpeg` is used, or the one named by
+    the ``IMAGEIO_FFMPEG_EXE`` environment variable.  The answer is cached.
+
+    Returns
+    -------
+    str
+        Absolute path of ffmpeg.
+
+    Raises
+    ------
+    RuntimeError
+        If imageio-ffmpeg is not installed or cannot find a binary.
+    """
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise RuntimeError(
+            "ffmpeg is needed to write M4B files: install the imageio-ffmpeg package"
+        ) from None
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # imageio-ffmpeg raises RuntimeError or OSError
+        raise RuntimeError(
+            f"ffmpeg is needed to write M4B files but none was found ({exc}); "
+            "reinstall imageio-ffmpeg or set IMAGEIO_FFMPEG_EXE to an ffmpeg binary"
+        ) from None
+
+
+def _stderr_tail(fileobj, max_lines: int = 5) -> str:
+    """Return the last non-empty lines of a file ffmpeg wrote its stderr to."""
+    fileobj.flush()
+    size = fileobj.seek(0, os.SEEK_END)
+    fileobj.seek(max(0, size - _STDERR_TAIL_BYTES))
+    text = fileobj.read().decode("utf-8", "replace")
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    return " | ".join(lines[-max_lines:]) or "no message"
+
+
+def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
+    """Run a short ffmpeg command, capturing its output."""
+    return subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+
+
+# --------------------------------------------------------------------------
+# Metadata
+
+
+def _escape(value: str) -> str:
+    """Escape a value for an FFMETADATA1 file.
+
+    ffmpeg's rules: ``=``, ``;``, ``#``, ``\\`` and newlines are preceded by a
+    backslash.  Carriage returns become newlines and NUL characters are dropped.
+    """
+    value = str(value).replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")
+    return re.sub(r"([=;#\\\n])", r"\\\1", value)
+
+
+def _ffmetadata(tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: int) -> str:
+    """Build the FFMETADATA1 text holding the global tags and the chapters."""
+    lines = [";FFMETADATA1"]
+    artist = ", ".join(a for a in tags.authors if a)
+    global_tags = {
+        "title": tags.title,
+        "artist": artist,
+        "album_artist": artist,
+        "album": tags.album if tags.album is not None else tags.title,
+        "genre": tags.genre,
+        "comment": tags.comment,
+    }
+    lines += [f"{key}={_escape(val)}" for key, val in global_tags.items() if val]
+    for ch in chapters:
+        lines += [
+            "[CHAPTER]",
+            f"TIMEBASE=1/{sample_rate}",
+            f"START={ch.start_sample}",
+            f"END={ch.end_sample}",
+            f"title={_escape(ch.title)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _check_chapters(chapters: Sequence[ChapterMark]) -> list[ChapterMark]:
+    """Validate chapter marks; drop empty ones (with a warning)."""
+    kept: list[ChapterMark] = []
+    previous_end = 0
+    for ch in chapters:
+        start, end = int(ch.start_sample), int(ch.end_sample)
+        if start < 0 or end < start:
+            raise ValueError(f"chapter {ch.title!r}: invalid sample range {start}..{end}")
+        if start < previous_end:
+            raise ValueError(
+                f"chapter {ch.title!r} starts at sample {start}, before the end of "
+                f"the previous chapter ({previous_end}); chapters must be in order "
+                "and must not overlap"
+            )
+        if end == start:
+            log.warning("chapter %r has no audio; it is left out of the chapter list", ch.title)
+            continue
+        kept.append(ch)
+        previous_end = end
+    return kept
+
+
+# ISO 639-1 -> ISO 639-2/T, as MP4 track languages use three-letter codes.
+_ISO639_1_TO_2 = dict(
+    pair.split(":")
+    for pair in (
+        "aa:aar ab:abk af:afr ak:aka am:amh an:arg ar:ara as:asm av:ava ay:aym az:aze "
+        "ba:bak be:bel bg:bul bi:bis bm:bam bn:ben bo:bod br:bre bs:bos ca:cat ce:che "
+        "ch:cha co:cos cr:cre cs:ces cu:chu cv:chv cy:cym da:dan de:deu dv:div dz:dzo "
+        "ee:ewe el:ell en:eng eo:epo es:spa et:est eu:eus fa:fas ff:ful fi:fin fj:fij "
+        "fo:fao fr:fra fy:fry ga:gle gd:gla gl:glg gn:grn gu:guj gv:glv ha:hau he:heb "
+        "hi:hin ho:hmo hr:hrv ht:hat hu:hun hy:hye hz:her ia:ina id:ind ie:ile ig:ibo "
+        "ii:iii ik:ipk io:ido is:isl it:ita iu:iku ja:jpn jv:jav ka:kat kg:kon ki:kik "
+        "kj:kua kk:kaz kl:kal km:khm kn:kan ko:kor kr:kau ks:kas ku:kur kv:kom kw:cor "
+        "ky:kir la:lat lb:ltz lg:lug li:lim ln:lin lo:lao lt:lit lu:lub lv:lav mg:mlg "
+        "mh:mah mi:mri mk:mkd ml:mal mn:mon mr:mar ms:msa mt:mlt my:mya na:nau nb:nob "
+        "nd:nde ne:nep ng:ndo nl:nld nn:nno no:nor nr:nbl nv:nav ny:nya oc:oci oj:oji "
+        "om:orm or:ori os:oss pa:pan pi:pli pl:pol ps:pus pt:por qu:que rm:roh rn:run "
+        "ro:ron ru:rus rw:kin sa:san sc:srd sd:snd se:sme sg:sag si:sin sk:slk sl:slv "
+        "sm:smo sn:sna so:som sq:sqi sr:srp ss:ssw st:sot su:sun sv:swe sw:swa ta:tam "
+        "te:tel tg:tgk th:tha ti:tir tk:tuk tl:tgl tn:tsn to:ton tr:tur ts:tso tt:tat "
+        "tw:twi ty:tah ug:uig uk:ukr ur:urd uz:uzb ve:ven vi:vie vo:vol wa:wln wo:wol "
+        "xh:xho yi:yid yo:yor za:zha zh:zho zu:zul"
+    ).split()
+)
+
+
+def _iso639_2(language: str | None) -> str | None:
+    """Map a BCP 47 tag (``"en-GB"``) to an ISO 639-2 code (``"eng"``), or None."""
+    if not language:
+        return None
+    primary = language.strip().replace("_", "-").split("-")[0].lower()
+    if len(primary) == 3 and primary.isascii() and primary.isalpha():
+        return primary
+    return _ISO639_1_TO_2.get(primary)
+
+
+# --------------------------------------------------------------------------
+# Cover
+
+
+_RASTER_MAGIC = (
+    # (prefix, offset, format)
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"WEBP", 8, "webp"),  # after b"RIFF" + size
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+)
+
+_DATA_URI = re.compile(rb"data:image/[a-zA-Z0-9.+-]*\s*;\s*base64\s*,([^\"'<>()]+)")
+_XML_CHAR_REF = re.compile(rb"&#(?:x[0-9a-fA-F]+|[0-9]+);")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")  # padding is stripped, then restored
+
+
+def _raster_format(data: bytes) -> str | None:
+    """Recognise a raster image by its magic bytes."""
+    for prefix, offset, fmt in _RASTER_MAGIC:
+        if data[offset : offset + len(prefix)] == prefix:
+            if fmt == "webp" and data[:4] != b"RIFF":
+                continue
+            return fmt
+    return None
+
+
+def _svg_text(data: bytes, media_type: str | None) -> bytes | None:
+    """Return the SVG document in *data* (gunzipping ``.svgz``), or None."""
+    if data[:2] == b"\x1f\x8b":
+        if media_type != "image/svg+xml":
+            return None
+        try:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            data = inflater.decompress(data, _MAX_SVG_BYTES)
+        except zlib.error:
+            return None
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if media_type == "image/svg+xml" or (head.startswith(b"<") and b"<svg" in head):
+        return data if b"<svg" in data[:65536].lower() else None
+    return None
+
+
+def _svg_rasters(svg: bytes) -> list[bytes]:
+    """Decode the base64 ``data:image/...`` URIs embedded in an SVG, largest first."""
+    found = []
+    for match in _DATA_URI.finditer(svg):
+        payload = _NOT_BASE64.sub(b"", _XML_CHAR_REF.sub(b"", match.group(1)))
+        if len(payload) % 4 == 1:  # cannot be valid: drop the stray character
+            payload = payload[:-1]
+        payload += b"=" * (-len(payload) % 4)
+        try:
+            image = base64.b64decode(payload)
+        except (binascii.Error, ValueError):
+            continue
+        if image:
+            found.append(image)
+    return sorted(found, key=len, reverse=True)
+
+
+def _prepare_cover(cover: bytes, media_type: str | None, workdir: Path) -> Path | None:
+    """Turn the book's cover into a JPEG or PNG file ffmpeg can attach.
+
+    JPEG and PNG are kept as they are (after checking that ffmpeg can decode
+    them); GIF, WebP, BMP and TIFF are converted to PNG; an SVG contributes
+    its largest embedded raster image.  Anything else gives ``None``.
+    """
+    fmt = _raster_format(cover)
+    if fmt is None:
+        svg = _svg_text(cover, media_type)
+        if svg is None:
+            log.warning(
+                "cover (%s, %d bytes) is not a recognised image; writing the "
+                "audiobook without a cover",
+                media_type or "unknown type",
+                len(cover),
+            )
+            return None
+        for image in _svg_rasters(svg):
+            if _raster_format(image) is not None:
+                path = _prepare_cover(image, None, workdir)
+                if path is not None:
+                    return path
+        log.warning(
+            "SVG cover holds no usable embedded raster image; writing the "
+            "audiobook without a cover"
+        )
+        return None
+
+    source = workdir / f"cover-in.{fmt}"
+    source.write_bytes(cover)
+    demuxer = ["-f", f"{fmt}_pipe", "-i", str(source)]
+    if fmt in ("jpeg", "png"):
+        result = _run_ffmpeg([*demuxer, "-frames:v", "1", "-f", "null", "-"])
+        if result.returncode == 0:
+            return source
+    else:
+        target = workdir / "cover.png"
+        result = _run_ffmpeg(
+            [*demuxer, "-frames:v", "1", "-c:v", "png", "-update", "1", "-f", "image2",
+             "-y", str(target)]
+        )
+        if result.returncode == 0 and target.exists() and target.stat().st_size:
+            return target
+    message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+    log.warning(
+        "cover image (%s) cannot be decoded (%s); writing the audiobook without a cover",
+        fmt,
+        message[-1] if message else f"ffmpeg exit status {result.returncode}",
+    )
+    return None
+
+
+# --------------------------------------------------------------------------
+# Encoding
+
+
+def encode_m4b(
+    pcm: Iterable[bytes],
+    *,
+    sample_rate: int,
+    chapters: Sequence[ChapterMark],
+    tags: BookTags,
+    out_path: str | os.PathLike,
+    cover: bytes | None = None,
+    cover_media_type: str | None = None,
+    bitrate: str = "64k",
+) -> float:
+    """Encode a stream of PCM blocks into a chaptered, tagged M4B file.
+
+    The blocks are piped into ffmpeg as they come, so the whole book is never
+    held in memory.  ffmpeg encodes AAC into an MP4 container whose major
+    brand is ``"M4B "``, with the moov box at the front (``faststart``).
+
+    Parameters
+    ----------
+    pcm : iterable of bytes-like
+        Mono, signed 16-bit little-endian PCM, in blocks of any size
+        (``bytes``, ``bytearray``, ``memoryview`` or C-contiguous ``int16``
+        NumPy arrays).  A block may end in the middle of a sample as long as
+        the stream as a whole holds whole samples.
+    sample_rate : int
+        Samples per second of the stream.
+    chapters : sequence of ChapterMark
+        Chapter marks in samples, in order and not overlapping.  Marks with
+        no audio are left out (with a warning).  May be empty.
+    tags : BookTags
+        Title, authors, language and the other tags.
+    out_path : str or os.PathLike
+        Local path of the file to write (overwritten if it exists).
+    cover : bytes, optional
+        The cover image.  JPEG and PNG are attached unchanged; GIF, WebP, BMP
+        and TIFF are converted to PNG; for an SVG the largest embedded raster
+        image is used.  A cover that cannot be used is left out with a
+        logged warning; it never fails the book.
+    cover_media_type : str, optional
+        The cover's MIME type; only needed to recognise compressed SVG, as
+        image formats are recognised by their content.
+    bitrate : str
+        AAC bit rate in ffmpeg's notation, ``"64k"`` by default.
+
+    Returns
+    -------
+    float
+        Duration of the audio in seconds (samples written / *sample_rate*).
+
+    Raises
+    ------
+    ValueError
+        If the arguments are invalid, the stream is empty or holds a partial
+        sample, or the chapter marks reach past the end of the audio.
+    RuntimeError
+        If ffmpeg is missing or fails; the message ends with ffmpeg's own.
+    Exception
+        Whatever the *pcm* iterator raises is propagated.
+
+    Notes
+    -----
+    On any error the ffmpeg process is killed and *out_path* is removed.
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise ValueError(f"sample rate must be an integer, got {sample_rate!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample rate must be positive, got {sample_rate}")
+    sample_rate = int(sample_rate)
+    chapters = _check_chapters(chapters)
+    out_path = Path(out_path)
+    exe = ffmpeg_exe()
+
+    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-") as tmp:
+        workdir = Path(tmp)
+        meta_path = workdir / "metadata.txt"
+        meta_path.write_text(_ffmetadata(tags, chapters, sample_rate), encoding="utf-8")
+        cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
+
+        cmd = [
+            exe, "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+            "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
+            "-f", "ffmetadata", "-i", str(meta_path),
+        ]  # fmt: skip
+        if cover_path is not None:
+            cmd += ["-f", f"{cover_path.suffix[1:]}_pipe", "-i", str(cover_path)]
+        cmd += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+        if cover_path is not None:
+            cmd += ["-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
+        cmd += ["-c:a", "aac", "-b:a", str(bitrate)]
+        language = _iso639_2(tags.language)
+        if language:
+            cmd += ["-metadata:s:a:0", f"language={language}"]
+        cmd += ["-brand", "M4B ", "-movflags", "+faststart", "-f", "mp4", str(out_path)]
+
+        audio_end = chapters[-1].end_sample if chapters else 0
+        with tempfile.TemporaryFile(dir=tmp) as stderr:
+            n_bytes = _pipe_through_ffmpeg(cmd, pcm, stderr, out_path, audio_end)
+
+    n_samples = n_bytes // 2
+    log.debug("wrote %s: %d samples at %d Hz", out_path, n_samples, sample_rate)
+    return n_samples / sample_rate
+
+
+def _pipe_through_ffmpeg(
+    cmd: list[str], pcm: Iterable, stderr, out_path: Path, min_samples: int
+) -> int:
+    """Run *cmd*, feed it *pcm* on stdin and wait for it; return the bytes fed.
+
+    The stream must hold at least *min_samples* samples (the end of the last
+    chapter), else ValueError.
+
+    stderr goes to a file, so ffmpeg never blocks on a full pipe while we
+    write.  On any failure (ours, the iterator's or ffmpeg's) the process is
+    killed and *out_path* removed before the exception propagates.
+    """
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        bufsize=_WRITE_SIZE,  # gathers small blocks into large pipe writes
+    )
+    try:
+        n_bytes = 0
+        try:
+            for block in pcm:
+                size = memoryview(block).nbytes
+                if size:
+                    proc.stdin.write(block)
+                    n_bytes += size
+            if n_bytes == 0:
+                raise ValueError("no audio to encode (the PCM stream is empty)")
+            if n_bytes % 2:
+                raise ValueError(f"PCM stream ends with a partial sample ({n_bytes} bytes)")
+            if n_bytes // 2 < min_samples:
+                raise ValueError(
+                    f"the chapters end at sample {min_samples} but the audio has only "
+                    f"{n_bytes // 2} samples"
+                )
+            proc.stdin.close()
+        except BrokenPipeError:
+            proc.wait()
+            raise RuntimeError(
+                f"ffmpeg stopped while encoding {out_path.name}: {_stderr_tail(stderr)}"
+            ) from None
+        status = proc.wait()
+        if status != 0:
+            raise RuntimeError(
+                f"ffmpeg failed (exit status {status}) writing {out_path.name}: "
+                f"{_stderr_tail(stderr)}"
+            )
+        return n_bytes
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        try:
+            proc.stdin.close()
+        except OSError:  # unflushed data into a dead pipe
+            pass
+        out_path.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def silence(n_samples: int) -> bytes:
+    """Return *n_samples* of silence as int16 PCM bytes.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of samples (not bytes).
+
+    Returns
+    -------
+    bytes
+        ``2 * n_samples`` zero bytes.
+    """
+    if n_samples < 0:
+        raise ValueError(f"cannot make {n_samples} samples of silence")
+    return bytes(2 * int(n_samples))
+
+
+def decode_to_pcm(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Decode an audio file to mono int16 samples with ffmpeg.
+
+    Meant for tests and checks: the whole file is decoded into memory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The audio file (any format ffmpeg reads).
+    sample_rate : int
+        Rate to resample to.
+
+    Returns
+    -------
+    numpy.ndarray
+        The first audio stream, downmixed to mono, as ``int16`` samples.
+
+    Raises
+    ------
+    RuntimeError
+        If ffmpeg cannot decode the file.
+    """
+    result = _run_ffmpeg(
+        ["-i", str(path), "-map", "0:a:0", "-f", "s16le", "-acodec", "pcm_s16le",
+         "-ac", "1", "-ar", str(int(sample_rate)), "pipe:1"]
+    )  # fmt: skip
+    if result.returncode != 0:
+        lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(
+            f"ffmpeg cannot decode {path}: {lines[-1] if lines else result.returncode}"
+        )
+    return np.frombuffer(result.stdout, dtype="<i2").astype(np.int16)

@@ -1,0 +1,383 @@
+"""Plain-text reader (Project Gutenberg ``.txt`` and similar).
+
+Rules
+-----
+* Line endings are normalised (CRLF/CR → LF), a BOM is dropped.
+* The Project Gutenberg header (up to ``*** START OF ...``, plus the
+  "Produced by" credits) and footer (from "End of the Project Gutenberg
+  EBook" / ``*** END OF ...``) become front/back matter; ``Title:``,
+  ``Author:`` and ``Language:`` are read from the header.
+* Paragraphs are runs of non-blank lines; their lines are joined with
+  spaces.  ``[Illustration...]``, ``[Footnote ...]`` and similar
+  placeholders, footnote markers like ``[12]``, page markers ``[Pg 6]``,
+  ``_italics_`` / ``=bold=`` markup and ``*   *   *`` separators are removed.
+* Chapter headings are single-line paragraphs such as ``CHAPTER IV``,
+  ``Chapter 4: Title``, ``IV.`` or ``II. Papa se fâche.`` preceded by at
+  least two blank lines (one for keyword headings, unless the book sets
+  its headings apart with two or more, as Gutenberg texts do: then
+  single-spaced ones are a contents list).  Headings are grouped
+  by keyword; the biggest group is the chapter sequence.  The sequence
+  is cut into runs where the numbering starts again without a ``PART`` /
+  ``BOOK`` heading in between (a glossary or notes numbered like the
+  chapters, or a contents list typed as headings), and the run holding the
+  most text is taken as the chapters.
+* Before the first and after the last chapter, all-capital single-line
+  headings preceded by three or more blank lines ("PRÉFACE.", "INDEX.",
+  "MOTS ET EXPRESSIONS.") start front/back-matter sections.
+* A heading that is only a number takes its title from the in-text
+  contents list when there is one ("I." → "I. Deux Parents et Deux
+  Enfants"), or from a short title line right under it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._sections import Section
+from ._text import (
+    PAGE_MARKER_RE,
+    PG_CREDITS_RE,
+    PG_END_RE,
+    PG_START_RE,
+    clean,
+    pg_header_fields,
+    roman_to_int,
+    split_authors,
+)
+from ._xhtml import Block
+
+__all__ = ["read_txt", "TextContent"]
+
+_NUMBER_WORDS = {
+    w: i + 1
+    for i, w in enumerate(
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_KEYWORDS = (
+    r"chapter|chap\.|chapitre|kapitel|hoofdstuk|cap[ií]tulo|capitolo|stave|book|part|livre"
+    r"|partie|teil|deel|buch|volume|canto|letter|section|act|scene"
+)
+_PART_KEYWORDS = frozenset("book part livre partie teil deel buch volume".split())
+_KW_HEADING_RE = re.compile(
+    rf"^(?P<kw>{_KEYWORDS})\s+(?P<num>[ivxlcdm]+|\d{{1,3}}|{'|'.join(_NUMBER_WORDS)})\b\.?"
+    r"(?:\s*[:.\-—–]\s*|\s+)?(?P<title>.*)$",
+    re.IGNORECASE,
+)
+_NUM_HEADING_RE = re.compile(r"^(?P<num>[IVXLCDM]+|\d{1,3})(?:\.(?:\s+(?P<title>\S.*))?)?$")
+_CONTENTS_LINE_RE = re.compile(
+    r"^\s*(?P<num>[IVXLCDM]+|\d{1,3})\.\s+(?P<title>\S.*?)\s*(?:\.{2,}\s*)?(?:\s\d{1,4})?\s*$"
+)
+_PLACEHOLDER_RE = re.compile(
+    r"\[\s*(?:Illustration|Ilustración|Vignette|Image|Picture|Figure|Frontispiece|Footnote|Note"
+    r"|Transcriber.s Note)\b[^\]]*\]",
+    re.IGNORECASE,
+)
+_FOOTNOTE_MARK_RE = re.compile(r"\[(?:\d{1,3}|[*†‡])\]")
+_ITALIC_RE = re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])", re.DOTALL)
+_BOLD_RE = re.compile(r"(?<![\w=])=(?=\S)([^=]+?)(?<=\S)=(?![\w=])")
+_SEPARATOR_RE = re.compile(r"^[\s*\-_=~#.·•—–]+$")
+
+
+@dataclass
+class TextContent:
+    """What the text reader found: metadata and proposed sections."""
+
+    title: str | None
+    authors: tuple[str, ...]
+    language: str | None
+    sections: list[Section]
+
+
+@dataclass
+class _Para:
+    line: int  # 0-based index of its first line
+    lines: list[str]
+    blank_before: int
+    text: str = ""
+
+
+def _clean_para(lines: list[str]) -> str:
+    text = " ".join(line.strip() for line in lines)
+    text = _PLACEHOLDER_RE.sub(" ", text)
+    text = PAGE_MARKER_RE.sub(" ", text)
+    text = _FOOTNOTE_MARK_RE.sub("", text)
+    text = _ITALIC_RE.sub(r"\1", text)
+    text = _BOLD_RE.sub(r"\1", text)
+    text = text.replace("--", "\u2014")  # Gutenberg's typewriter em dash
+    text = clean(text)
+    if _SEPARATOR_RE.match(text or "*"):
+        return ""
+    return text
+
+
+def _paragraphs(lines: list[str], first_line: int) -> list[_Para]:
+    paras: list[_Para] = []
+    blank = 0
+    current: _Para | None = None
+    for n, line in enumerate(lines):
+        if not line.strip():
+            if current is not None:
+                paras.append(current)
+                current = None
+                blank = 0
+            blank += 1
+            continue
+        if current is None:
+            current = _Para(first_line + n, [], blank)
+        current.lines.append(line)
+    if current is not None:
+        paras.append(current)
+    for p in paras:
+        p.text = _clean_para(p.lines)
+    return paras
+
+
+def _number(value: str) -> int | None:
+    if value.isdigit():
+        return int(value)
+    low = value.lower()
+    if low in _NUMBER_WORDS:
+        return _NUMBER_WORDS[low]
+    return roman_to_int(value)
+
+
+def _numbered_heading(p: _Para) -> tuple[str | None, int, str] | None:
+    """(keyword, number, title) when *p* is a numbered chapter heading."""
+    if len(p.lines) != 1 or not p.text or len(p.text) > 80:
+        return None
+    line = p.lines[0].strip()
+    m = _KW_HEADING_RE.match(line)
+    if m and p.blank_before >= 1:
+        num = _number(m.group("num"))
+        if num is not None:
+            return m.group("kw").lower().rstrip("."), num, clean(line)
+    m = _NUM_HEADING_RE.match(line)
+    if m and p.blank_before >= 2:
+        num = _number(m.group("num"))
+        if num is not None:
+            return None, num, clean(line)
+    return None
+
+
+def _unnumbered_heading(p: _Para) -> bool:
+    if len(p.lines) != 1 or not p.text or len(p.text) > 60 or p.blank_before < 3:
+        return False
+    letters = [c for c in p.text if c.isalpha()]
+    if len(letters) < 3:
+        return False
+    upper = sum(1 for c in letters if c.isupper())
+    return upper >= 0.8 * len(letters)
+
+
+def _contents_titles(paras: list[_Para]) -> dict[str, str]:
+    """Numeral → title, from the first paragraph that looks like a contents list."""
+    for p in paras:
+        if len(p.lines) < 3:
+            continue
+        found = {}
+        for line in p.lines:
+            m = _CONTENTS_LINE_RE.match(line)
+            if m:
+                title = clean(re.sub(r"[\s.]+\d{1,4}\s*$", "", m.group("title")))
+                found.setdefault(m.group("num"), clean(f"{m.group('num')}. {title}"))
+        if len(found) >= 3 and len(found) >= 0.5 * len(p.lines):
+            return found
+    return {}
+
+
+def _title_line(p: _Para | None) -> bool:
+    if p is None or len(p.lines) != 1 or not p.text or len(p.text) > 70:
+        return False
+    if _numbered_heading(p) is not None:
+        return False
+    letters = [c for c in p.text if c.isalpha()]
+    if not letters or p.text[-1] in ",;:?!" or p.text.count(". ") > 1:
+        return False
+    upper = sum(1 for c in letters if c.isupper())
+    words = p.text.split()
+    capitalised = sum(1 for w in words if w[:1].isupper())
+    return upper >= 0.8 * len(letters) or capitalised >= 0.6 * len(words)
+
+
+def _chapter_run(paras: list[_Para], headings: dict[int, tuple[str | None, int, str]]) -> list[int]:
+    """Indices (into *paras*) of the chapter headings: see the module docstring."""
+    if not headings:
+        return []
+    groups: dict[str | None, list[int]] = {}
+    for i, (kw, _, _) in headings.items():
+        if kw in _PART_KEYWORDS:
+            continue
+        groups.setdefault(kw, []).append(i)
+    if not groups:
+        return []
+    kw = max(groups, key=lambda k: (len(groups[k]), -groups[k][0]))
+    members = groups[kw]
+    parts = sorted(i for i, (k, _, _) in headings.items() if k in _PART_KEYWORDS)
+
+    runs: list[list[int]] = []
+    current: list[int] = []
+    prev = None
+    for i in members:
+        num = headings[i][1]
+        if current and prev is not None and num <= prev:
+            restart_ok = num == 1 and any(current[-1] < p < i for p in parts)
+            if not restart_ok:
+                runs.append(current)
+                current = []
+        current.append(i)
+        prev = num
+    if current:
+        runs.append(current)
+
+    def weight(run: list[int]) -> int:
+        end = len(paras)
+        nxt = [j for j in members + parts if j > run[-1]]
+        if nxt:
+            end = min(nxt)
+        return sum(len(paras[j].text.split()) for j in range(run[0], end))
+
+    return max(runs, key=weight)
+
+
+def read_txt(text: str, source: str) -> TextContent:
+    """Read a plain-text book.
+
+    Parameters
+    ----------
+    text : str
+        The decoded text.
+    source : str
+        Path or URL, for messages.
+
+    Returns
+    -------
+    TextContent
+        Metadata and the proposed sections (not yet classified).
+    """
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+
+    start = next((i for i, line in enumerate(lines) if PG_START_RE.match(line)), None)
+    end = None
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if PG_END_RE.match(lines[i])), None)
+    fields = pg_header_fields(lines[:start]) if start is not None else {}
+
+    text_from = start + 1 if start is not None else 0
+    text_to = end if end is not None else len(lines)
+    paras = _paragraphs(lines[text_from:text_to], text_from)
+    header = Section("", [], "line 1", hint="pg")
+    if start is not None:
+        header.blocks = [Block(p.text) for p in _paragraphs(lines[: start + 1], 0) if p.text]
+        while paras and not paras[0].text:
+            paras.pop(0)
+        if paras and PG_CREDITS_RE.match(paras[0].text):
+            header.blocks.append(Block(paras.pop(0).text))
+        header.title = (
+            header.blocks[0].text if header.blocks and len(header.blocks[0].text) <= 100 else ""
+        )
+    footer = Section("", [], f"line {text_to + 1}", hint="pg")
+    if end is not None:
+        footer.blocks = [Block(p.text) for p in _paragraphs(lines[end:], end) if p.text]
+        footer.title = (
+            footer.blocks[0].text if footer.blocks and len(footer.blocks[0].text) <= 100 else ""
+        )
+
+    headings = {i: h for i, p in enumerate(paras) if (h := _numbered_heading(p)) is not None}
+    if sum(1 for i in headings if paras[i].blank_before >= 2) >= 2:
+        # The book sets its headings apart with blank lines (Gutenberg uses
+        # four): single-spaced "CHAPTER I. ..." lines are a contents list.
+        headings = {i: h for i, h in headings.items() if paras[i].blank_before >= 2}
+    run = _chapter_run(paras, headings)
+    contents = _contents_titles(paras[: run[0]] if run else paras)
+
+    starts: dict[int, str] = {}  # para index -> title
+    tail_from = len(paras)  # first paragraph after the last chapter
+    body_start = 0  # first paragraph of the first chapter
+    chapters: set[int] = set()
+    if run:
+        first, last = run[0], run[-1]
+        for i in run:
+            title = headings[i][2]
+            if _NUM_HEADING_RE.match(title) and not _NUM_HEADING_RE.match(title).group("title"):
+                numeral = _NUM_HEADING_RE.match(title).group("num")
+                nxt = next((paras[j] for j in range(i + 1, len(paras)) if paras[j].text), None)
+                if numeral in contents:
+                    title = contents[numeral]
+                elif _title_line(nxt):
+                    title = f"{title} {nxt.text}"
+            elif _KW_HEADING_RE.match(title) and not _KW_HEADING_RE.match(title).group("title"):
+                nxt = next((paras[j] for j in range(i + 1, len(paras)) if paras[j].text), None)
+                if _title_line(nxt):
+                    title = f"{title} {nxt.text}"
+            starts[i] = title
+        # A part heading ("BOOK TWO") followed, after nothing but short
+        # lines, by a chapter heading opens that chapter: the chapter starts
+        # at the part heading and the two titles are joined.  A part heading
+        # with text of its own (an introduction) is a section of its own.
+        chapters = set(run)
+        parts = [i for i, (kw, _, _) in headings.items() if kw in _PART_KEYWORDS and i < last]
+        for p in reversed(parts):  # "VOLUME I" / "BOOK ONE" / "CHAPTER I" nest
+            nxt = min((c for c in chapters if c > p), default=None)
+            if nxt is None:
+                continue
+            if all(len(paras[j].text.split()) < 15 for j in range(p, nxt)):
+                starts[p] = clean(f"{headings[p][2]} {starts.pop(nxt)}")
+                chapters.discard(nxt)
+                chapters.add(p)
+                first = min(first, p)
+            elif p > first:
+                starts[p] = headings[p][2]
+        # The end of the last chapter: the next heading that is not part of
+        # the run (numbered or not).
+        tail_from = next(
+            (
+                j
+                for j in range(last + 1, len(paras))
+                if (j in headings and j not in starts) or _unnumbered_heading(paras[j])
+            ),
+            len(paras),
+        )
+        body_start = first
+        for j in list(range(0, first)) + list(range(tail_from, len(paras))):
+            if _unnumbered_heading(paras[j]) or j == tail_from:
+                starts.setdefault(j, paras[j].text)
+    else:
+        for j, p in enumerate(paras):
+            if _unnumbered_heading(p):
+                starts[j] = p.text
+    if 0 not in starts:
+        starts[0] = ""
+
+    sections: list[Section] = []
+    if header.blocks:
+        sections.append(header)
+    order = sorted(starts)
+    for n, i in enumerate(order):
+        stop = order[n + 1] if n + 1 < len(order) else len(paras)
+        chunk = [p for p in paras[i:stop] if p.text]
+        if not chunk:
+            continue
+        blocks = [Block(p.text, 2 if (j == 0 and starts[i]) else 0) for j, p in enumerate(chunk)]
+        title = starts[i] or (chunk[0].text if len(chunk[0].text) <= 80 else "")
+        hint = None
+        if run:
+            # The chapter sequence defines the body: what comes before it is
+            # front matter, what follows its last chapter is back matter.
+            if i in chapters:
+                hint = "body"
+            elif i < body_start:
+                hint = "front"
+            elif i >= tail_from:
+                hint = "back"
+            # else: a part heading, classified (and folded) by assemble()
+        sections.append(Section(title, blocks, f"line {paras[i].line + 1}", hint=hint))
+    if footer.blocks:
+        sections.append(footer)
+
+    title = fields.get("title")
+    authors = split_authors(fields["author"]) if "author" in fields else ()
+    return TextContent(title, authors, fields.get("language"), sections)

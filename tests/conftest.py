@@ -1,0 +1,37 @@
+"""Shared fixtures: the corpus, a private chunk store, and dask config isolation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared corpus of real ebooks (``../shared/corpus``)."""
+    if not CORPUS.is_dir():  # pragma: no cover - the corpus is part of the project's checkout
+        pytest.fail(f"corpus not found at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> str:
+    """A fresh chunk store for one test."""
+    return str(tmp_path / "chunks")
+
+
+@pytest.fixture(autouse=True)
+def _private_default_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's real ~/.cache from tests."""
+    import dask
+
+    store = tmp_path_factory.mktemp("default-cache")
+    monkeypatch.setenv("DASK_EBOOK2AUDIO__CACHE", str(store))
+    with dask.config.set({"ebook2audio.cache": str(store)}):
+        yield
