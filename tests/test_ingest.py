@@ -697,9 +697,13 @@ def _problem(path: Path, **kw) -> str:
 def test_random_bytes_and_png_are_not_ebooks(tmp_path):
     import random
 
-    rnd = tmp_path / "random.epub"
+    rnd = tmp_path / "random.bin"
     rnd.write_bytes(random.Random(1).randbytes(4096))
     assert _problem(rnd) == "not an ebook (unrecognised content)"
+    # text (or anything else) named .epub is a broken EPUB, not a plain-text book
+    text_epub = tmp_path / "download.epub"
+    text_epub.write_bytes(b"<html>404 Not Found</html>")
+    assert _problem(text_epub) == "not a valid EPUB: not a zip archive"
     png = tmp_path / "picture.txt"
     png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     assert _problem(png) == "not an ebook (unrecognised content)"

@@ -99,6 +99,9 @@ def detect_format(data: bytes, name: str = "") -> str | None:
     """
     if data.startswith(_ZIP_MAGIC):
         return "epub"
+    if name.lower().endswith((".epub", ".kepub")):
+        # an EPUB is always a zip: text inside a .epub is a broken download, not a book
+        return None
     head = data[:8192]
     if _decode_text(head) is None:
         return None
@@ -156,6 +159,8 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         raise BookError(source, "no readable text")
     fmt = detect_format(data, _name(source))
     if fmt is None:
+        if _name(source).lower().endswith((".epub", ".kepub")):
+            raise BookError(source, "not a valid EPUB: not a zip archive")
         raise BookError(source, "not an ebook (unrecognised content)")
     try:
         if fmt == "epub":

@@ -155,6 +155,8 @@ class BookJob:
         resources = self.options.resources or dict(config.get("synthesize.resources"))
         threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
         retries = int(config.get("synthesize.retries", override=self.options.retries))
+        todo_chars = sum(len(c.text) for c in plan.chunks if c.key not in self.cached_sizes)
+        batch_chars = _balanced_batch_chars(batch_chars, todo_chars, self._synth_slots(resources))
         batches = plan.batches(batch_chars, skip=set(self.cached_sizes))
         for i, batch in enumerate(batches):
             items = tuple((c.key, c.text) for c in batch)
@@ -173,6 +175,17 @@ class BookJob:
             key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
         )
 
+    def _synth_slots(self, resources: dict[str, float] | None) -> int:
+        """How many synthesize tasks the cluster can run at once right now."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        if not resources:
+            return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+        slots = 0
+        for w in workers.values():
+            have = w.get("resources", {}) or {}
+            slots += int(min((have.get(k, 0) // v) if v else 0 for k, v in resources.items()))
+        return max(1, slots)
+
     @property
     def n_chunks(self) -> int:
         return len(self.book_plan.chunks) if self.book_plan else 0
@@ -189,6 +202,21 @@ class BookJob:
     def cancel(self) -> None:
         futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
         self.client.cancel(futures)
+
+
+#: Smallest batch the balancing below will make (a few seconds of work).
+MIN_BATCH_CHARS = 400
+
+
+def _balanced_batch_chars(batch_chars: int, todo_chars: int, slots: int) -> int:
+    """Shrink batches of a short book so every synthesize slot gets work.
+
+    At most *batch_chars*, but small enough that there are about four batches
+    per slot (so the last ones even out), and never below
+    :data:`MIN_BATCH_CHARS` (or *batch_chars* if that is smaller).
+    """
+    share = -(-todo_chars // (4 * max(1, slots)))
+    return max(min(batch_chars, MIN_BATCH_CHARS), min(batch_chars, share))
 
 
 def submit_book(client: Client, source: str, options: ConvertOptions, *, priority: int = 0) -> BookJob:

@@ -237,6 +237,7 @@ def merge_task(
             cover=cover.data if cover else None,
             cover_media_type=cover.media_type if cover else None,
             bitrate=bitrate or config.get("merge.bitrate"),
+            aac_coder=config.get("merge.aac-coder", None),
         )
         publish_file(tmp, output_url, storage_options)
     except Ebook2AudioError:

@@ -1,0 +1,118 @@
+"""End to end through the Python API on an embedded cluster, with real engines and corpus books."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import ebook2audio_dask as e2a
+from helpers import check_m4b_against_report, load_report
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One embedded cluster (2 worker processes, GPU=1 each) shared by this module."""
+    from distributed import Client
+
+    with e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def test_embedded_cluster_advertises_resources_on_each_worker(client):
+    workers = client.scheduler_info()["workers"].values()
+    assert len(workers) == 2
+    assert all(w["resources"] == {"GPU": 1} for w in workers)
+    assert all(w["nthreads"] == 1 for w in workers)
+    assert all(w["host"] == "127.0.0.1" for w in workers)
+
+
+@pytest.mark.slow
+def test_english_chapter_with_piper(client, corpus, tmp_path, cache_dir):
+    out = tmp_path / "out"
+    [result] = e2a.convert(str(corpus / "childrens-literature.epub"),
+                           str(out), chapters=[2, 3], client=client, cache=cache_dir)
+    assert result.ok, result.error
+    report = load_report(out / "childrens-literature.report.json")
+    assert report == result.report
+    assert report["engine"] == "piper" and report["voice"] == "en_US-joe-medium"
+    assert [c["index"] for c in report["chapters"]] == [2, 3]
+    assert [c["title"] for c in report["chapters"]] == [
+        "191 THE LORD HELPETH MAN AND BEAST", "192 THE REAL PRINCESS"]
+    # the engine was loaded once per worker and both workers did synthesis
+    assert len(report["chunks_per_worker"]) == 2
+    totals = report["totals"]
+    assert totals["chunks_from_cache"] == 0
+    assert totals["chunks_synthesized"] == totals["unique_chunks"]
+    # ~15 characters of English per second of speech
+    assert 8 < totals["chars"] / totals["audio_s"] < 25
+    check_m4b_against_report(out / "childrens-literature.m4b", report, expect_cover=True)
+
+
+def test_arabic_book_routes_to_espeak_with_cover(client, corpus, tmp_path, cache_dir):
+    out = tmp_path / "out"
+    [result] = e2a.convert(str(corpus / "regime-anticancer-arabic.epub"), str(out), client=client, cache=cache_dir)
+    assert result.ok, result.error
+    report = result.report
+    assert report["language"] == "ar" and report["engine"] == "espeak"
+    check_m4b_against_report(out / "regime-anticancer-arabic.m4b", report, expect_cover=True)
+
+
+def test_french_txt_chapters_and_a_second_run_is_all_cache(client, corpus, tmp_path, cache_dir):
+    out = tmp_path / "out"
+    src = str(corpus / "entre-nous-lectures-francaises.txt")
+    [first] = e2a.convert(src, str(out), chapters=[1, 2, 3], client=client, cache=cache_dir)
+    assert first.ok, first.error
+    report = first.report
+    assert report["language"] == "fr" and report["engine"] == "espeak"
+    assert len(report["chapters"]) == 3
+    check_m4b_against_report(out / "entre-nous-lectures-francaises.m4b", report, expect_cover=False)
+    [again] = e2a.convert(src, str(out), chapters=[1, 2, 3], client=client, cache=cache_dir)
+    totals = again.report["totals"]
+    assert totals["chunks_synthesized"] == 0
+    assert totals["chunks_from_cache"] == totals["unique_chunks"] == report["totals"]["unique_chunks"]
+    assert again.report["chapters"] == report["chapters"]
+
+
+def test_unknown_language_falls_back_to_default_voice(client, tmp_path, cache_dir):
+    book = tmp_path / "klingon.html"
+    book.write_text(
+        "<html lang='tlh'><head><title>Qapla</title></head><body>"
+        "<h1>One</h1><p>This book says it is written in Klingon.</p>"
+        "<h1>Two</h1><p>It is not, but no voice speaks Klingon anyway.</p></body></html>",
+        encoding="utf-8",
+    )
+    [result] = e2a.convert(str(book), str(tmp_path / "out"), client=client, cache=cache_dir)
+    assert result.ok, result.error
+    assert result.report["language"] == "en"
+    assert any("tlh" in e for e in result.report["errors"])
+
+
+def test_a_bad_book_fails_alone_and_writes_nothing(client, corpus, tmp_path, cache_dir):
+    out = tmp_path / "out"
+    bad = tmp_path / "notabook.epub"
+    bad.write_bytes(b"this is not a zip file at all")
+    good = str(corpus / "entre-nous-lectures-francaises.txt")
+    results = e2a.convert([str(bad), good], str(out), chapters=[1], client=client, cache=cache_dir)
+    assert [r.ok for r in results] == [False, True]
+    assert results[0].error.startswith(str(bad) + ": ")
+    assert "\n" not in results[0].error
+    assert not (out / "notabook.m4b").exists() and not (out / "notabook.report.json").exists()
+    assert (out / "entre-nous-lectures-francaises.m4b").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_submit_book_exposes_the_graph_futures(client, corpus, tmp_path, cache_dir):
+    options = e2a.ConvertOptions(output=str(tmp_path / "out"), chapters=(1,), cache=cache_dir)
+    job = e2a.submit_book(client, str(corpus / "entre-nous-lectures-francaises.txt"), options)
+    book = job.parse.result()
+    assert isinstance(book, e2a.Book) and len(book.chapters) == 40
+    plan = job.plan.result()
+    assert [c.index for c in plan.chapters] == [1]
+    job.submit_synthesis()
+    assert job.batches and all(f.key.startswith("synthesize-") for f in job.batches)
+    merged = job.merge.result()
+    assert Path(merged.output).exists()
+    assert job.report()["totals"]["chunks"] == len(plan.chunks)
