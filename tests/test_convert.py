@@ -116,3 +116,22 @@ def test_submit_book_exposes_the_graph_futures(client, corpus, tmp_path, cache_d
     merged = job.merge.result()
     assert Path(merged.output).exists()
     assert job.report()["totals"]["chunks"] == len(plan.chunks)
+
+
+def _loaded_engines():
+    from ebook2audio_dask import engines
+
+    return sorted(f"{spec.engine}:{spec.voice}:{threads}" for spec, threads in engines._LOADED)
+
+
+def test_engine_is_loaded_once_per_worker_and_reused(client, corpus, tmp_path, cache_dir):
+    src = str(corpus / "entre-nous-lectures-francaises.txt")
+    for chapters in ([4], [5, 6]):
+        [r] = e2a.convert(src, str(tmp_path / "out"), chapters=chapters, client=client, cache=cache_dir,
+                          batch_chars=200)
+        assert r.ok, r.error
+    # several synthesize tasks ran on each worker, yet each worker holds one espeak instance
+    per_worker = client.run(_loaded_engines)
+    assert len(per_worker) == 2
+    for loaded in per_worker.values():
+        assert [e for e in loaded if e.startswith("espeak:")] == ["espeak:fr:1"]

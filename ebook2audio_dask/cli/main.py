@@ -79,7 +79,9 @@ def cli() -> None:
     """Turn ebooks (EPUB, TXT, HTML) into chaptered M4B audiobooks on a Dask cluster.
 
     \b
-    Exit codes: 0 all books done, 1 at least one book failed, 2 usage error.
+    Exit codes: 0 all books done, 1 at least one book failed (the others
+    still finish), 2 usage error (bad option, unknown engine or voice, a
+    chapter the book does not have).
     Configuration: dask config key "ebook2audio" (env DASK_EBOOK2AUDIO__...).
     """
 
@@ -145,6 +147,7 @@ def convert(inputs, output, engine, voice, language, chapters, include_matter, n
         _fail(exc, debug)
         return
     failed = 0
+    exit_code = EXIT_OK
     for r in results:
         if r.ok:
             t = r.report["totals"]
@@ -154,10 +157,11 @@ def convert(inputs, output, engine, voice, language, chapters, include_matter, n
             )
         else:
             failed += 1
+            exit_code = max(exit_code, r.exit_code)
             click.echo(f"error: {r.error}", err=True)
     if failed:
         click.echo(f"{failed} of {len(results)} book(s) failed", err=True)
-    sys.exit(EXIT_BOOK_FAILED if failed else EXIT_OK)
+    sys.exit(exit_code)
 
 
 def _book_summary(book) -> dict[str, Any]:

@@ -66,7 +66,10 @@ def local_cluster(
     n = n_workers or config.get("cluster.n-workers", None) or default_n_workers(engine_threads)
     if dashboard_address == "default":
         dashboard_address = config.get("cluster.dashboard-address", None)
-    kwargs.setdefault("silence_logs", logging.ERROR)
+    # Task failures are reported per book by the client; the workers' own
+    # "Compute Failed" tracebacks are noise unless debugging.
+    debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    kwargs.setdefault("silence_logs", logging.INFO if debugging else logging.CRITICAL)
     with dask.config.set(
         {"distributed.scheduler.no-workers-timeout": f"{config.get('cluster.no-workers-timeout')}s"}
     ):

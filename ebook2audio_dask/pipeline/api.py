@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 from distributed import Client
 
 from ..cluster import client_for
+from ..engines import get_engine_class
 from ..errors import UsageError
 from ..storage import get_fs, stem_of
 from ..storage.fs import write_bytes_atomic
@@ -134,6 +135,8 @@ def convert(
     """
     if isinstance(inputs, str):
         inputs = [inputs]
+    if engine is not None:
+        get_engine_class(engine)  # an unknown engine is a usage error, before any work starts
     books = expand_inputs(inputs, storage_options)
     if not books:
         raise UsageError("no input books given")

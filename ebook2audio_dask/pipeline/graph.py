@@ -26,7 +26,7 @@ from dask.base import tokenize
 from distributed import Client, Future, as_completed
 
 from .. import config
-from ..errors import BookError, Ebook2AudioError
+from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
 from ..storage import ChunkStore, join, stem_of
 from ..text.chunk import BookPlan, Pauses
 from .report import build_report
@@ -244,6 +244,10 @@ class BookResult:
         The report (also written next to the M4B).
     error : str or None
         One-line error message when the book failed.
+    exit_code : int
+        0 when done; else the failure's CLI exit code (1 for a bad or
+        unconvertible book, 2 for a request the book cannot satisfy, such as
+        a chapter it does not have).
     """
 
     source: str
@@ -251,6 +255,7 @@ class BookResult:
     output: str | None = None
     report: dict | None = None
     error: str | None = None
+    exit_code: int = 0
 
 
 def _error_line(source: str, exc: BaseException) -> str:
@@ -294,7 +299,8 @@ def run_jobs(
         if id(job) in results:
             return
         logger.debug("book %s failed", job.source, exc_info=exc)
-        results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc))
+        code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
+        results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc), exit_code=code)
         job.cancel()
 
     for future in pending:
