@@ -66,7 +66,7 @@ TARGETS = {
 # One paragraph per benchmark; the same text is in benchmarks/README.md.
 METHODS = {
     "overhead": (
-        "Input: chapters {chapters} of `childrens-literature.epub` ({chars} characters), "
+        "Input: chapter(s) {chapters} of `childrens-literature.epub` ({chars} characters), "
         "Piper voice `en_US-joe-medium`. Baseline (a): in a fresh Python process the book is "
         "read and planned exactly as the pipeline does (`parse_task`, then `plan_task` with the "
         "`PlanRequest` that `ConvertOptions` builds); then the clock starts, the engine is loaded "
@@ -442,14 +442,14 @@ class Runner:
 
     def merge_memory(self):
         with tempfile.TemporaryDirectory(prefix="e2a-bench-merge-") as tmp:
-            cmd = [
-                sys.executable, str(MERGE_SCRIPT), "--hours", ",".join(f"{h:g}" for h in self.hours),
-                "--workdir", tmp,
-            ]  # fmt: skip
+            hours = ",".join(f"{h:g}" for h in self.hours)
+            cmd = [sys.executable, str(MERGE_SCRIPT), "--hours", hours, "--workdir", tmp]
             _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="merge memory")
         rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
         if len(rows) != len(self.hours):
-            raise BenchError(f"merge memory: expected {len(self.hours)} results, got:\n{out[-2000:]}")
+            raise BenchError(
+                f"merge memory: expected {len(self.hours)} results, got:\n{out[-2000:]}"
+            )
         figures = []
         for row in rows:
             rss, h = row["peak_rss_mb"], row["hours"]
@@ -653,8 +653,9 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)  # fmt: skip
     load = loadavg()
     if load is not None and load > 0.5:
-        print(f"warning: the 1-minute load average is {load}: other work on this machine makes "
-              "the timings noisy (each figure is one run)", file=sys.stderr, flush=True)  # fmt: skip
+        print(f"warning: the 1-minute load average is {load}: other work on this machine "
+              "makes the timings noisy (each figure is one run)", file=sys.stderr,
+              flush=True)  # fmt: skip
 
     failed = []
     for bench in selected:
