@@ -165,10 +165,15 @@ def run_one(hours: float, workdir: Path, keep: bool) -> dict:
         pass
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
+    from ebook2audio_dask import config
+
+    # The pipeline's way: chapter times resolved after the stream (two passes),
+    # with the configured AAC coder.
     seconds = encode_m4b(
         blocks(),
         sample_rate=SAMPLE_RATE,
-        chapters=marks,
+        chapters=lambda: marks,
+        aac_coder=config.get("merge.aac-coder", None),
         tags=BookTags("Synthetic", ("Benchmark",), "en-GB"),
         out_path=out,
         cover=tiny_png(),

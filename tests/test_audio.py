@@ -227,7 +227,8 @@ def test_language_codes(tag, code):
 # m4b.py: encoding
 
 
-def test_encode_m4b_chapters_tags_cover(tmp_path):
+@pytest.mark.parametrize("two_pass", [False, True], ids=["one-pass", "two-pass"])
+def test_encode_m4b_chapters_tags_cover(tmp_path, two_pass):
     samples = speechlike(20.3, seed=1)
     marks = [
         ChapterMark("Chapter 1: Zoë's = beginning; part #1", 0, 5 * SR),
@@ -249,7 +250,8 @@ def test_encode_m4b_chapters_tags_cover(tmp_path):
     duration = encode_m4b(
         iter(blocks),
         sample_rate=SR,
-        chapters=marks,
+        # two-pass: chapter times known only once the stream is consumed (the pipeline's way)
+        chapters=(lambda: marks) if two_pass else marks,
         tags=tags,
         out_path=out,
         cover=png_bytes(),
@@ -278,6 +280,15 @@ def test_encode_m4b_chapters_tags_cover(tmp_path):
     decoded = decode_to_pcm(out, SR)
     assert abs(len(decoded) - len(samples)) < SR // 10
     assert np.sqrt(np.mean(decoded.astype(np.float64) ** 2)) > 500
+
+
+def test_two_pass_chapters_past_the_end_fail_and_leave_nothing(tmp_path):
+    samples = speechlike(2.0)
+    out = tmp_path / "late.m4b"
+    with pytest.raises(ValueError, match="chapters end at sample"):
+        encode_m4b([samples.tobytes()], sample_rate=SR, tags=BookTags("L"), out_path=out,
+                   chapters=lambda: [ChapterMark("too long", 0, 3 * SR)])
+    assert not out.exists()
 
 
 def test_encode_numpy_blocks_and_silence(tmp_path):

@@ -22,7 +22,7 @@ import re
 import subprocess
 import tempfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,7 +381,7 @@ def encode_m4b(
     pcm: Iterable[bytes],
     *,
     sample_rate: int,
-    chapters: Sequence[ChapterMark],
+    chapters: Sequence[ChapterMark] | Callable[[], Sequence[ChapterMark]],
     tags: BookTags,
     out_path: str | os.PathLike,
     cover: bytes | None = None,
@@ -404,9 +404,13 @@ def encode_m4b(
         the stream as a whole holds whole samples.
     sample_rate : int
         Samples per second of the stream.
-    chapters : sequence of ChapterMark
+    chapters : sequence of ChapterMark, or callable returning one
         Chapter marks in samples, in order and not overlapping.  Marks with
-        no audio are left out (with a warning).  May be empty.
+        no audio are left out (with a warning).  May be empty.  When a
+        callable is given, it is called once the stream is exhausted (so
+        chapter times may be computed while the audio is produced): the audio
+        is encoded as it arrives, then remuxed with the chapters, tags and
+        cover without re-encoding (a fast second pass over the file).
     tags : BookTags
         Title, authors, language and the other tags.
     out_path : str or os.PathLike
@@ -450,41 +454,77 @@ def encode_m4b(
     if sample_rate <= 0:
         raise ValueError(f"sample rate must be positive, got {sample_rate}")
     sample_rate = int(sample_rate)
-    chapters = _check_chapters(chapters)
+    two_pass = callable(chapters)
+    marks = None if two_pass else _check_chapters(chapters)
     out_path = Path(out_path)
     exe = ffmpeg_exe()
+    head = [exe, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y"]
+    codec = ["-c:a", "aac", "-b:a", str(bitrate)] + (["-aac_coder", str(aac_coder)] if aac_coder else [])
+    pcm_input = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]
 
     with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-") as tmp:
         workdir = Path(tmp)
-        meta_path = workdir / "metadata.txt"
-        meta_path.write_text(_ffmetadata(tags, chapters, sample_rate), encoding="utf-8")
         cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
-
-        cmd = [
-            exe, "-hide_banner", "-nostats", "-loglevel", "error", "-y",
-            "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
-            "-f", "ffmetadata", "-i", str(meta_path),
-        ]  # fmt: skip
-        if cover_path is not None:
-            cmd += ["-f", f"{cover_path.suffix[1:]}_pipe", "-i", str(cover_path)]
-        cmd += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
-        if cover_path is not None:
-            cmd += ["-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
-        cmd += ["-c:a", "aac", "-b:a", str(bitrate)]
-        if aac_coder:
-            cmd += ["-aac_coder", str(aac_coder)]
-        language = _iso639_2(tags.language)
-        if language:
-            cmd += ["-metadata:s:a:0", f"language={language}"]
-        cmd += ["-brand", "M4B ", "-movflags", "+faststart", "-f", "mp4", str(out_path)]
-
-        audio_end = chapters[-1].end_sample if chapters else 0
         with tempfile.TemporaryFile(dir=tmp) as stderr:
-            n_bytes = _pipe_through_ffmpeg(cmd, pcm, stderr, out_path, audio_end)
+            if not two_pass:
+                cmd = head + pcm_input + _mux_args(tags, marks, sample_rate, cover_path, workdir) + codec
+                cmd += _container_args(tags, out_path)
+                audio_end = marks[-1].end_sample if marks else 0
+                n_bytes = _pipe_through_ffmpeg(cmd, pcm, stderr, out_path, audio_end)
+            else:
+                # Pass 1: encode the stream as it comes (chapter times not known yet).
+                audio_path = workdir / "audio.m4a"
+                cmd = head + pcm_input + ["-map", "0:a"] + codec + ["-f", "mp4", str(audio_path)]
+                n_bytes = _pipe_through_ffmpeg(cmd, pcm, stderr, audio_path, 0)
+                marks = _check_chapters(chapters())
+                if marks and marks[-1].end_sample > n_bytes // 2:
+                    raise ValueError(
+                        f"the chapters end at sample {marks[-1].end_sample} but the audio has only "
+                        f"{n_bytes // 2} samples"
+                    )
+                # Pass 2: copy the AAC stream, adding chapters, tags and cover (fast).
+                cmd = head + ["-i", str(audio_path)]
+                cmd += _mux_args(tags, marks, sample_rate, cover_path, workdir) + ["-c:a", "copy"]
+                cmd += _container_args(tags, out_path)
+                try:
+                    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=stderr, check=False)
+                    if done.returncode != 0:
+                        raise RuntimeError(
+                            f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: "
+                            f"{_stderr_tail(stderr)}"
+                        )
+                except BaseException:
+                    out_path.unlink(missing_ok=True)
+                    raise
 
     n_samples = n_bytes // 2
     log.debug("wrote %s: %d samples at %d Hz", out_path, n_samples, sample_rate)
     return n_samples / sample_rate
+
+
+def _mux_args(
+    tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: int, cover_path: Path | None, workdir: Path
+) -> list[str]:
+    """Inputs 1 (metadata) and 2 (cover) plus the maps, after audio input 0."""
+    meta_path = workdir / "metadata.txt"
+    meta_path.write_text(_ffmetadata(tags, chapters, sample_rate), encoding="utf-8")
+    args = ["-f", "ffmetadata", "-i", str(meta_path)]
+    if cover_path is not None:
+        args += ["-f", f"{cover_path.suffix[1:]}_pipe", "-i", str(cover_path)]
+    args += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+    if cover_path is not None:
+        args += ["-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
+    return args
+
+
+def _container_args(tags: BookTags, out_path: Path) -> list[str]:
+    """Track language, the "M4B " brand, faststart and the output path."""
+    args: list[str] = []
+    language = _iso639_2(tags.language)
+    if language:
+        args += ["-metadata:s:a:0", f"language={language}"]
+    return args + ["-brand", "M4B ", "-movflags", "+faststart", "-f", "mp4", str(out_path)]
 
 
 def _pipe_through_ffmpeg(

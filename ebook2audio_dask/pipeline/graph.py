@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dask.base import tokenize
-from distributed import Client, Future, as_completed
+from distributed import Client, Future, Variable, as_completed
 
 from .. import config
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
@@ -139,6 +139,7 @@ class BookJob:
         )
         self.token = token
         self.batches: list[Future] = []
+        self.batch_vars: list[Variable] = []
         self.merge: Future | None = None
         self.book_plan: BookPlan | None = None
         self.cached_sizes: dict[str, int] = {}
@@ -158,8 +159,10 @@ class BookJob:
         todo_chars = sum(len(c.text) for c in plan.chunks if c.key not in self.cached_sizes)
         batch_chars = _balanced_batch_chars(batch_chars, todo_chars, self._synth_slots(resources))
         batches = plan.batches(batch_chars, skip=set(self.cached_sizes))
+        chunk_batch: dict[str, int] = {}
         for i, batch in enumerate(batches):
             items = tuple((c.key, c.text) for c in batch)
+            chunk_batch.update((c.key, i) for c in batch)
             self.n_batches_chunks.append(len(items))
             self.batches.append(
                 self.client.submit(
@@ -169,8 +172,15 @@ class BookJob:
                     priority=self.priority, pure=False,
                 )
             )
+        # The merge does not depend on the batches (Dask would start it only after
+        # the last one): it starts at once and gets each batch's future through a
+        # named Variable, so it streams chunks into the encoder as they are made.
+        for i, future in enumerate(self.batches):
+            var = Variable(f"ebook2audio-{self.stem}-{self.token}-{i}", client=self.client)
+            var.set(future)
+            self.batch_vars.append(var)
         self.merge = self.client.submit(
-            merge_task, self.parse, plan, self.batches, self.cached_sizes, self.store,
+            merge_task, self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
             self.output, self.options.storage_options, None,
             key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
         )
@@ -200,8 +210,19 @@ class BookJob:
         )
 
     def cancel(self) -> None:
+        """Cancel the book's remaining tasks."""
         futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
         self.client.cancel(futures)
+        self.release()
+
+    def release(self) -> None:
+        """Delete the Variables that handed the batches to the merge task."""
+        for var in self.batch_vars:
+            try:
+                var.delete()
+            except Exception:  # pragma: no cover - scheduler already gone
+                pass
+        self.batch_vars = []
 
 
 #: Smallest batch the balancing below will make (a few seconds of work).
@@ -338,5 +359,6 @@ def run_jobs(
             except Exception as exc:
                 fail(job, exc)
                 continue
+            job.release()
             results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
     return [results[id(job)] for job in jobs]

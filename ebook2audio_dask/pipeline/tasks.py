@@ -24,7 +24,6 @@ from ..errors import BookError, Ebook2AudioError
 from ..ingest import read_book
 from ..model import Book
 from ..storage import ChunkStore, publish_file
-from ..storage.chunkstore import WAV_HEADER_BYTES
 from ..text.chunk import BookPlan, Pauses, plan_book
 
 __all__ = [
@@ -162,6 +161,9 @@ class ChapterResult:
 
 @dataclass(frozen=True)
 class MergeResult:
+    """What the merge task reports: ``merge_s`` is the time it needed after
+    the last chunk it waited for was synthesised (the merge's own cost)."""
+
     output: str
     audio_s: float
     merge_s: float
@@ -169,23 +171,11 @@ class MergeResult:
     warnings: tuple[str, ...] = ()
 
 
-def _samples_per_chunk(
-    plan: BookPlan, batches: list[BatchResult], cached_sizes: dict[str, int]
-) -> dict[str, int]:
-    counts = {key: (size - WAV_HEADER_BYTES) // 2 for key, size in cached_sizes.items()}
-    for batch in batches:
-        counts.update(batch.samples)
-    missing = [c.key for c in plan.chunks if c.key not in counts]
-    if missing:
-        raise BookError(plan.source, f"{len(missing)} chunk(s) missing from the chunk store")
-    return counts
-
-
 def merge_task(
     book: Book,
     plan: BookPlan,
-    batches: list[BatchResult],
-    cached_sizes: dict[str, int],
+    batch_vars: tuple[str, ...],
+    chunk_batch: dict[str, int],
     store: ChunkStore,
     output_url: str,
     storage_options: dict[str, Any] | None = None,
@@ -193,35 +183,56 @@ def merge_task(
 ) -> MergeResult:
     """Merge stage: chunks + pauses → one chaptered, tagged M4B at *output_url*.
 
-    PCM is streamed chunk by chunk into ffmpeg, so memory does not grow with
-    the book.  ffmpeg writes a local temporary file that is then published to
-    *output_url* in one atomic step.
+    The merge task starts as soon as it is submitted and *secedes* from the
+    worker's thread pool (it mostly waits, so it must not hold a slot that
+    synthesis needs).  It walks the book's chunks in order, waiting for the
+    synthesize task that makes each one (``chunk_batch[key]`` indexes
+    *batch_vars*, the names of :class:`distributed.Variable` objects holding
+    the synthesize futures; chunks not listed were already in the store), and streams
+    their PCM, plus pauses, into ffmpeg while synthesis of later chunks goes
+    on.  Chapter times come from the real chunk lengths; they are written in a
+    fast second ffmpeg pass that copies the audio.  Memory does not grow with
+    the book.  The result is published to *output_url* in one atomic step.
     """
+    from distributed import Variable, secede
+
     t0 = time.perf_counter()
     rate = plan.sample_rate
-    counts = _samples_per_chunk(plan, batches, cached_sizes)
-    pause = {c.key: int(round(c.pause_after * rate)) for c in plan.chunks}
-
-    marks: list[ChapterMark] = []
-    chapters: list[ChapterResult] = []
-    position = 0
-    for ch in plan.chapters:
-        start = position
-        for chunk in plan.chunks[ch.start : ch.stop]:
-            position += counts[chunk.key] + int(round(chunk.pause_after * rate))
-        marks.append(ChapterMark(ch.title, start, position))
-        chapters.append(
-            ChapterResult(ch.index, ch.title, start / rate, position / rate, ch.chars, ch.stop - ch.start)
-        )
+    secede()
+    awaited: set[int] = set()
+    lengths: dict[str, int] = {}
+    ready = [t0]  # when the last awaited synthesize task had finished
 
     def pcm():
         for chunk in plan.chunks:
+            index = chunk_batch.get(chunk.key)
+            if index is not None and index not in awaited:
+                Variable(batch_vars[index]).get().result()  # raises if that batch failed
+                awaited.add(index)
+                ready[0] = time.perf_counter()
             samples, chunk_rate = decode_wav(store.read(plan.spec.engine, chunk.key))
-            if chunk_rate != rate or len(samples) != counts[chunk.key]:
+            if chunk_rate != rate:
                 raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
+            lengths[chunk.key] = len(samples)
             yield samples.astype("<i2", copy=False).tobytes()
-            if pause[chunk.key]:
-                yield bytes(2 * pause[chunk.key])
+            pause = int(round(chunk.pause_after * rate))
+            if pause:
+                yield bytes(2 * pause)
+
+    chapters: list[ChapterResult] = []
+
+    def marks() -> list[ChapterMark]:
+        out: list[ChapterMark] = []
+        position = 0
+        for ch in plan.chapters:
+            start = position
+            for chunk in plan.chunks[ch.start : ch.stop]:
+                position += lengths[chunk.key] + int(round(chunk.pause_after * rate))
+            out.append(ChapterMark(ch.title, start, position))
+            chapters.append(
+                ChapterResult(ch.index, ch.title, start / rate, position / rate, ch.chars, ch.stop - ch.start)
+            )
+        return out
 
     cover = book.cover
     tags = BookTags(title=plan.title, authors=plan.authors, language=plan.language)
@@ -250,6 +261,6 @@ def merge_task(
     return MergeResult(
         output=output_url,
         audio_s=audio_s,
-        merge_s=time.perf_counter() - t0,
+        merge_s=time.perf_counter() - ready[0],
         chapters=tuple(chapters),
     )
