@@ -102,3 +102,16 @@ def test_batches_skip_cached_and_duplicate_chunks():
     assert [c.text for c in skipped[0]] == ["Same text.", "Third one here."]
     small = plan.batches(batch_chars=12)
     assert [len(b) for b in small] == [1, 1, 1]
+
+
+def test_batches_shrink_towards_the_end_so_workers_finish_together():
+    paragraphs = tuple(f"Paragraph {i} has a sentence of moderate length in it." for i in range(400))
+    plan = plan_book(_book(Chapter(1, "T", paragraphs)), SPEC, sample_rate=22050, max_chars=200,
+                     language="en", speak_titles=False)
+    sizes = [sum(len(c.text) for c in b) for b in plan.batches(3000, slots=2, min_chars=400)]
+    assert sum(sizes) == plan.chars
+    assert max(sizes) <= 3000 and sizes[0] > 2500
+    assert sizes[-1] <= 500  # the last tasks are short: no worker is left with a long tail
+    assert all(b <= a + 200 for a, b in zip(sizes, sizes[1:]))  # sizes only shrink (up to packing)
+    one_slot = plan.batches(3000, slots=1, min_chars=400)
+    assert len(one_slot) < len(sizes)

@@ -156,9 +156,10 @@ class BookJob:
         resources = self.options.resources or dict(config.get("synthesize.resources"))
         threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
         retries = int(config.get("synthesize.retries", override=self.options.retries))
-        todo_chars = sum(len(c.text) for c in plan.chunks if c.key not in self.cached_sizes)
-        batch_chars = _balanced_batch_chars(batch_chars, todo_chars, self._synth_slots(resources))
-        batches = plan.batches(batch_chars, skip=set(self.cached_sizes))
+        batches = plan.batches(
+            batch_chars, skip=set(self.cached_sizes), slots=self._synth_slots(resources),
+            min_chars=MIN_BATCH_CHARS,
+        )
         chunk_batch: dict[str, int] = {}
         for i, batch in enumerate(batches):
             items = tuple((c.key, c.text) for c in batch)
@@ -225,19 +226,8 @@ class BookJob:
         self.batch_vars = []
 
 
-#: Smallest batch the balancing below will make (a few seconds of work).
+#: Smallest batch worth a task (~25 s of speech, a few seconds of work on one CPU thread).
 MIN_BATCH_CHARS = 400
-
-
-def _balanced_batch_chars(batch_chars: int, todo_chars: int, slots: int) -> int:
-    """Shrink batches of a short book so every synthesize slot gets work.
-
-    At most *batch_chars*, but small enough that there are about four batches
-    per slot (so the last ones even out), and never below
-    :data:`MIN_BATCH_CHARS` (or *batch_chars* if that is smaller).
-    """
-    share = -(-todo_chars // (4 * max(1, slots)))
-    return max(min(batch_chars, MIN_BATCH_CHARS), min(batch_chars, share))
 
 
 def submit_book(client: Client, source: str, options: ConvertOptions, *, priority: int = 0) -> BookJob:

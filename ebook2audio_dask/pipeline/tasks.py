@@ -207,7 +207,12 @@ def merge_task(
         for chunk in plan.chunks:
             index = chunk_batch.get(chunk.key)
             if index is not None and index not in awaited:
-                Variable(batch_vars[index]).get().result()  # raises if that batch failed
+                try:
+                    # set before this task was submitted: a miss means the book was cancelled
+                    future = Variable(batch_vars[index]).get(timeout=60)
+                except TimeoutError:
+                    raise BookError(plan.source, "conversion cancelled") from None
+                future.result()  # raises if that batch failed
                 awaited.add(index)
                 ready[0] = time.perf_counter()
             samples, chunk_rate = decode_wav(store.read(plan.spec.engine, chunk.key))

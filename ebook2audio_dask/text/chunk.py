@@ -116,26 +116,59 @@ class BookPlan:
     def chars(self) -> int:
         return sum(len(c.text) for c in self.chunks)
 
-    def batches(self, batch_chars: int, skip: frozenset[str] | set[str] = frozenset()) -> list[tuple[Chunk, ...]]:
-        """Group the chunks still to synthesise into batches of ~*batch_chars*.
+    def batches(
+        self,
+        batch_chars: int,
+        skip: frozenset[str] | set[str] = frozenset(),
+        *,
+        slots: int = 1,
+        min_chars: int = 400,
+    ) -> list[tuple[Chunk, ...]]:
+        """Group the chunks still to synthesise into batches (one task each).
 
         Chunks whose key is in *skip* (already in the store) and repeated keys
-        (the same text twice in a book) are left out.  Order is kept, so a
-        batch covers consecutive text and books finish front to back.
+        (the same text twice in a book) are left out.  Order is kept, so
+        batches cover consecutive text and books finish front to back.
+
+        Batch sizes follow *guided self-scheduling*: each new batch takes about
+        ``remaining / (2 * slots)`` characters, capped at *batch_chars* and at
+        least *min_chars* — large batches first (little per-task overhead),
+        small ones at the end, so that the *slots* workers running synthesis
+        finish at nearly the same time.
+
+        Parameters
+        ----------
+        batch_chars : int
+            Largest batch, in characters.
+        skip : set of str
+            Keys already in the chunk store.
+        slots : int
+            Synthesize tasks the cluster runs at once.
+        min_chars : int
+            Smallest batch worth a task (a few seconds of work).
         """
         seen = set(skip)
+        todo: list[Chunk] = []
+        for chunk in self.chunks:
+            if chunk.key not in seen:
+                seen.add(chunk.key)
+                todo.append(chunk)
+        remaining = sum(len(c.text) for c in todo)
+        floor = min(min_chars, batch_chars)
         batches: list[tuple[Chunk, ...]] = []
         current: list[Chunk] = []
         size = 0
-        for chunk in self.chunks:
-            if chunk.key in seen:
-                continue
-            seen.add(chunk.key)
-            if current and size + len(chunk.text) > batch_chars:
+        target = 0
+        for chunk in todo:
+            if not current:
+                target = max(floor, min(batch_chars, -(-remaining // (2 * max(1, slots)))))
+            elif size + len(chunk.text) > target:
                 batches.append(tuple(current))
                 current, size = [], 0
+                target = max(floor, min(batch_chars, -(-remaining // (2 * max(1, slots)))))
             current.append(chunk)
             size += len(chunk.text)
+            remaining -= len(chunk.text)
         if current:
             batches.append(tuple(current))
         return batches
