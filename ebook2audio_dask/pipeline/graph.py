@@ -170,7 +170,9 @@ class BookJob:
                     synthesize_task, plan.spec, items, self.store, threads,
                     key=f"synthesize-{self.stem}-{i}-{self.token}",
                     resources=resources or None, retries=retries,
-                    priority=self.priority, pure=False,
+                    # book order (large batches first, the small ones last); Dask does
+                    # not keep submission order among equal priorities
+                    priority=self.priority + 1 - i / len(batches), pure=False,
                 )
             )
         # The merge does not depend on the batches (Dask would start it only after

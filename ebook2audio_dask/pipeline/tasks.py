@@ -110,6 +110,7 @@ class BatchResult:
     samples: tuple[tuple[str, int], ...]  # (key, n_samples) per chunk written
     synth_s: float
     chars: int
+    finished: float = 0.0  # wall-clock time (time.time()) the batch ended
 
 
 def synthesize_task(
@@ -145,6 +146,7 @@ def synthesize_task(
         samples=tuple(samples),
         synth_s=synth_s,
         chars=sum(len(t) for t in texts),
+        finished=time.time(),
     )
 
 
@@ -201,7 +203,7 @@ def merge_task(
     secede()
     awaited: set[int] = set()
     lengths: dict[str, int] = {}
-    ready = [t0]  # when the last awaited synthesize task had finished
+    ready = [time.time()]  # when the last synthesize task the merge waited for finished
 
     def pcm():
         for chunk in plan.chunks:
@@ -212,9 +214,9 @@ def merge_task(
                     future = Variable(batch_vars[index]).get(timeout=60)
                 except TimeoutError:
                     raise BookError(plan.source, "conversion cancelled") from None
-                future.result()  # raises if that batch failed
+                result = future.result()  # raises if that batch failed
                 awaited.add(index)
-                ready[0] = time.perf_counter()
+                ready[0] = max(ready[0], result.finished)
             samples, chunk_rate = decode_wav(store.read(plan.spec.engine, chunk.key))
             if chunk_rate != rate:
                 raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
@@ -266,6 +268,6 @@ def merge_task(
     return MergeResult(
         output=output_url,
         audio_s=audio_s,
-        merge_s=time.perf_counter() - ready[0],
+        merge_s=max(0.0, time.time() - ready[0]),
         chapters=tuple(chapters),
     )
