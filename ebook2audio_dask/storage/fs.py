@@ -72,6 +72,7 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
             import shutil
 
             shutil.move(local_path, tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # temp files are 0600; a published file is not
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -80,6 +81,12 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
         fs.makedirs(fs._parent(path), exist_ok=True)
         fs.put_file(local_path, path)
         os.unlink(local_path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def open_url(url: str, mode: str = "rb", storage_options: dict[str, Any] | None = None):
