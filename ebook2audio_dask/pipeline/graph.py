@@ -66,6 +66,8 @@ class ConvertOptions:
         CPU threads per engine instance.
     settings : dict, optional
         Engine settings that change the audio (e.g. ``{"length_scale": 1.1}``).
+    retries : int, optional
+        How many times Dask retries a failed synthesize task.
     """
 
     output: str
