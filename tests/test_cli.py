@@ -166,3 +166,24 @@ def test_help_documents_exit_codes_and_options():
     for option in ("--engine", "--voice", "--language", "--chapters", "--workers", "--scheduler", "--cache",
                    "--debug"):
         assert option in proc.stdout
+
+
+def test_engines_lists_installed_engines_and_a_plugin_from_an_entry_point(tmp_path):
+    # a third-party engine registered the way any package would: an entry point in its dist-info
+    pkg = tmp_path / "site"
+    (pkg / "fake_tts_plugin-1.0.dist-info").mkdir(parents=True)
+    (pkg / "fake_tts_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-tts-plugin\nVersion: 1.0\n")
+    (pkg / "fake_tts_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[ebook2audio_dask.engines]\nbroken = fake_tts_plugin_missing_module:Engine\n")
+    proc = run_cli("engines", "--json", env={"PYTHONPATH": str(pkg)})
+    assert proc.returncode == 0, proc.stderr
+    infos = {i["name"]: i for i in json.loads(proc.stdout)}
+    assert infos["piper"]["available"] and infos["espeak"]["available"]
+    assert {"id": "en_US-joe-medium", "language": "en-US"} in infos["piper"]["voices"]
+    assert {"fr", "nl", "ar"} <= set(infos["espeak"]["languages"])
+    assert infos["piper"]["sample_rate"] == 22050
+    # the plugin is discovered; it cannot import, and that is said, not fatal
+    assert infos["broken"]["available"] is False and "cannot import" in infos["broken"]["why"]
+    table = run_cli("engines")
+    assert table.returncode == 0 and "piper: available" in table.stdout

@@ -211,6 +211,51 @@ def inspect(input, as_json, include_matter, debug) -> None:
         click.echo(f"  {ch['index']:>{width}}. {ch['title']}{kind}  ({ch['chars']} chars, {ch['words']} words)")
 
 
+def _engine_info(name: str) -> dict[str, Any]:
+    from ..engines import get_engine_class
+
+    info: dict[str, Any] = {"name": name, "available": False, "why": "", "devices": [],
+                            "max_chars": None, "languages": [], "voices": [], "sample_rate": None}
+    try:
+        cls = get_engine_class(name)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
+        info["why"] = f"cannot import: {exc}"
+        return info
+    ok, why = cls.availability()
+    info.update(available=ok, why=why, devices=list(cls.devices), max_chars=cls.max_chars)
+    if ok:
+        voices = cls.voices()
+        info["voices"] = [{"id": v.id, "language": v.language} for v in voices]
+        info["languages"] = cls.languages()
+        if voices:
+            info["sample_rate"] = cls.sample_rate_for(voices[0].id)
+    return info
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@debug_option
+def engines(as_json, debug) -> None:
+    """List the speech engines: installed or not (and why), languages, voices, devices."""
+    _setup_logging(debug)
+    from ..engines import engine_names
+
+    infos = [_engine_info(name) for name in engine_names()]
+    if as_json:
+        click.echo(json.dumps(infos, indent=2, ensure_ascii=False))
+        return
+    for info in infos:
+        state = "available" if info["available"] else f"not available: {info['why']}"
+        click.echo(f"{info['name']}: {state}")
+        if info["available"]:
+            langs = info["languages"]
+            shown = ", ".join(langs[:12]) + (f", ... ({len(langs)} in all)" if len(langs) > 12 else "")
+            click.echo(f"  languages:   {shown}")
+            click.echo(f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})")
+            click.echo(f"  sample rate: {info['sample_rate']} Hz   devices: {', '.join(info['devices'])}"
+                       f"   max chars per chunk: {info['max_chars']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``ebook2audio`` script."""
     try:
