@@ -36,6 +36,9 @@ __all__ = ["ConvertOptions", "BookJob", "submit_book", "run_jobs"]
 
 logger = logging.getLogger(__name__)
 
+#: Smallest batch worth a task (~25 s of speech, a few seconds of work on one CPU thread).
+MIN_BATCH_CHARS = 400
+
 
 @dataclass(frozen=True)
 class ConvertOptions:
@@ -129,14 +132,15 @@ class BookJob:
         self.priority = priority
         self.started = time.time()
         self.store = options.store()
-        token = tokenize(source, options.include_matter, options.plan_request(), self.started)
+        request = options.plan_request()
+        token = tokenize(source, options.include_matter, request, self.started)
         include_matter = bool(config.get("include-matter", override=options.include_matter))
         self.parse: Future = client.submit(
             parse_task, source, include_matter, options.storage_options,
             key=f"parse-{self.stem}-{token}", priority=priority + 20, pure=False,
         )
         self.plan: Future = client.submit(
-            plan_task, self.parse, options.plan_request(),
+            plan_task, self.parse, request,
             key=f"chunk-{self.stem}-{token}", priority=priority + 20, pure=False,
         )
         self.token = token
@@ -229,9 +233,6 @@ class BookJob:
                 pass
         self.batch_vars = []
 
-
-#: Smallest batch worth a task (~25 s of speech, a few seconds of work on one CPU thread).
-MIN_BATCH_CHARS = 400
 
 
 def submit_book(client: Client, source: str, options: ConvertOptions, *, priority: int = 0) -> BookJob:
