@@ -158,3 +158,26 @@ def test_any_piper_voice_file_by_path_or_url(client, tmp_path, cache_dir):
     [bad] = e2a.convert(str(book), str(tmp_path / "out2"), voice=str(voices / "missing.onnx"), client=client,
                         cache=cache_dir)
     assert not bad.ok and "missing.onnx" in bad.error
+
+
+def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(client, tmp_path, cache_dir):
+    import psutil
+
+    book = tmp_path / "short.html"
+    book.write_text("<html lang='en'><body><h1>One</h1><p>" + "Some words to speak. " * 40
+                    + "</p><h1>Two</h1><p>More words here.</p></body></html>")
+    out = tmp_path / "out"
+    [bad] = e2a.convert(str(book), str(out), settings={"no_such_setting": 1}, client=client, cache=cache_dir,
+                        batch_chars=200)
+    assert not bad.ok and bad.error.startswith(f"{book}: ") and "no_such_setting" in bad.error
+    assert "\n" not in bad.error
+    assert not (out / "short.m4b").exists() and not (out / "short.report.json").exists()
+    # the seceded merge task gave up too: no ffmpeg left running under the workers
+    def ffmpeg_children():
+        return [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()]
+    deadline = __import__("time").monotonic() + 20
+    while ffmpeg_children() and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.2)
+    assert not ffmpeg_children()
+    [good] = e2a.convert(str(book), str(out), client=client, cache=cache_dir)
+    assert good.ok, good.error

@@ -219,10 +219,16 @@ class BookJob:
         )
 
     def cancel(self) -> None:
-        """Cancel the book's remaining tasks."""
+        """Cancel the book's remaining tasks.
+
+        ``force=True`` also cancels them for the merge task's worker client,
+        so a merge waiting for a batch stops at once (its ffmpeg is killed and
+        its temporary file removed).  The Variables are kept until the merge
+        has ended (:meth:`release`): a merge that has not fetched a batch yet
+        must find it, cancelled, rather than wait for it.
+        """
         futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
-        self.client.cancel(futures)
-        self.release()
+        self.client.cancel(futures, force=True)
 
     def release(self) -> None:
         """Delete the Variables that handed the batches to the merge task."""
@@ -321,6 +327,8 @@ def run_jobs(
 
     for future in pending:
         stage, job, n = by_future.pop(future)
+        if stage == "merge" or (id(job) in results and job.merge is None):
+            job.release()  # the merge has ended (or never started): its Variables can go
         if id(job) in results:
             continue
         try:
@@ -354,6 +362,7 @@ def run_jobs(
             except Exception as exc:
                 fail(job, exc)
                 continue
-            job.release()
             results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+    for job in jobs:
+        job.release()
     return [results[id(job)] for job in jobs]

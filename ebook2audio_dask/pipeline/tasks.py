@@ -173,6 +173,48 @@ class MergeResult:
     warnings: tuple[str, ...] = ()
 
 
+def _merge_cancelled() -> bool:
+    """True once the client no longer wants the running (seceded) merge task."""
+    from distributed import get_worker
+    from distributed.worker import thread_state
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker
+        return False
+    ts = worker.state.tasks.get(getattr(thread_state, "key", None))
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+
+def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeout: float = 60.0):
+    """The BatchResult of the synthesize task whose future the named Variable holds.
+
+    Waits in short steps and gives up as soon as the merge task is cancelled
+    (a failed book, or a client that went away), so a merge never outlives its
+    book.  Raises the batch's own error if it failed.
+    """
+    from distributed import Variable, wait
+
+    deadline = time.monotonic() + find_timeout
+    while True:
+        if _merge_cancelled():
+            raise BookError(source, "conversion cancelled")
+        try:
+            future = Variable(variable).get(timeout=poll)
+            break
+        except TimeoutError:
+            if time.monotonic() > deadline:  # set before the merge was submitted
+                raise BookError(source, "conversion cancelled") from None
+    while True:
+        if _merge_cancelled():
+            raise BookError(source, "conversion cancelled")
+        try:
+            wait(future, timeout=poll)
+        except TimeoutError:
+            continue
+        return future.result()  # raises if that batch failed
+
+
 def merge_task(
     book: Book,
     plan: BookPlan,
@@ -196,7 +238,7 @@ def merge_task(
     fast second ffmpeg pass that copies the audio.  Memory does not grow with
     the book.  The result is published to *output_url* in one atomic step.
     """
-    from distributed import Variable, secede
+    from distributed import secede
 
     t0 = time.perf_counter()
     rate = plan.sample_rate
@@ -209,12 +251,7 @@ def merge_task(
         for chunk in plan.chunks:
             index = chunk_batch.get(chunk.key)
             if index is not None and index not in awaited:
-                try:
-                    # set before this task was submitted: a miss means the book was cancelled
-                    future = Variable(batch_vars[index]).get(timeout=60)
-                except TimeoutError:
-                    raise BookError(plan.source, "conversion cancelled") from None
-                result = future.result()  # raises if that batch failed
+                result = _wait_for_batch(batch_vars[index], plan.source)
                 awaited.add(index)
                 ready[0] = max(ready[0], result.finished)
             samples, chunk_rate = decode_wav(store.read(plan.spec.engine, chunk.key))
