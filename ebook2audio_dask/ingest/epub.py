@@ -277,6 +277,14 @@ def _nav_types(tag) -> set[str]:
     return set(str(value).lower().split())
 
 
+def _target(href: str | None, base_dir: str, opf_dir: str) -> tuple[str | None, str | None, str]:
+    """A TOC link's archive path, fragment and path relative to the OPF folder."""
+    if not href:
+        return None, None, ""
+    path, frag = _join(base_dir, href)
+    return path, frag, posixpath.relpath(path, opf_dir) if opf_dir else path
+
+
 def _nav_entries(ol, base_dir: str, opf_dir: str) -> list[_Entry]:
     entries: list[_Entry] = []
     if ol is None:
@@ -292,11 +300,7 @@ def _nav_entries(ol, base_dir: str, opf_dir: str) -> list[_Entry]:
         sub = li.find(["ol", "ul"], recursive=False)
         label = clean(label_el.get_text(" ")) if label_el is not None else ""
         href = label_el.get("href") if label_el is not None and label_el.name == "a" else None
-        path = frag = None
-        rel = ""
-        if href:
-            path, frag = _join(base_dir, href)
-            rel = posixpath.relpath(path, opf_dir) if opf_dir else path
+        path, frag, rel = _target(href, base_dir, opf_dir)
         entries.append(_Entry(label, path, frag, rel, _nav_entries(sub, base_dir, opf_dir)))
     return entries
 
@@ -328,11 +332,7 @@ def _ncx_entries(parent, base_dir: str, opf_dir: str) -> list[_Entry]:
         label = clean(" ".join(label_el.itertext())) if label_el is not None else ""
         content = next(iter(_children(np_, "content")), None)
         src = content.get("src") if content is not None else None
-        path = frag = None
-        rel = ""
-        if src:
-            path, frag = _join(base_dir, src)
-            rel = posixpath.relpath(path, opf_dir) if opf_dir else path
+        path, frag, rel = _target(src, base_dir, opf_dir)
         entries.append(_Entry(label, path, frag, rel, _ncx_entries(np_, base_dir, opf_dir)))
     return entries
 

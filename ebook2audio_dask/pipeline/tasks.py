@@ -240,7 +240,6 @@ def merge_task(
     """
     from distributed import secede
 
-    t0 = time.perf_counter()
     rate = plan.sample_rate
     secede()
     awaited: set[int] = set()

@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..audio.wav import WAV_HEADER_BYTES
 from .fs import get_fs, join, write_bytes_atomic
 
-__all__ = ["ChunkStore", "WAV_HEADER_BYTES"]
-
-#: Size of the canonical 44-byte WAV header our chunks are written with.
-WAV_HEADER_BYTES = 44
+__all__ = ["ChunkStore"]
 
 
 @dataclass(frozen=True)
