@@ -177,6 +177,6 @@ def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(clie
     deadline = __import__("time").monotonic() + 20
     while ffmpeg_children() and __import__("time").monotonic() < deadline:
         __import__("time").sleep(0.2)
-    assert not ffmpeg_children()
+    assert not ffmpeg_children(), [p.cmdline() for p in ffmpeg_children()]
     [good] = e2a.convert(str(book), str(out), client=client, cache=cache_dir)
     assert good.ok, good.error

@@ -15,10 +15,11 @@ import traceback
 from typing import Any
 
 import click
+import yaml
 
 from ..errors import EXIT_BOOK_FAILED, EXIT_OK, EXIT_USAGE, Ebook2AudioError, UsageError
 
-__all__ = ["main", "cli", "parse_chapters"]
+__all__ = ["main", "cli", "parse_chapters", "parse_settings"]
 
 
 def parse_chapters(spec: str | None) -> tuple[int, ...] | None:
@@ -44,6 +45,26 @@ def parse_chapters(spec: str | None) -> tuple[int, ...] | None:
         except ValueError:
             raise UsageError(f"bad chapter range {part!r} in --chapters (use e.g. 1-3,7)") from None
     return tuple(dict.fromkeys(out))
+
+
+def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
+    """``("length_scale=1.1", "speaker_id=3")`` → ``{"length_scale": 1.1, "speaker_id": 3}``.
+
+    Values are read as YAML scalars (numbers, booleans, strings), as dask does
+    for config values.
+    """
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"bad --setting {pair!r} (use KEY=VALUE, e.g. length_scale=1.1)")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
 
 
 def _setup_logging(debug: bool) -> None:
@@ -89,21 +110,28 @@ def cli() -> None:
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, help="Output folder (path or fsspec URL).")
-@click.option("--engine", help="Speech engine (piper, espeak); default: chosen by language.")
-@click.option("--voice", help="Voice id or model file; default: the engine's voice for the language.")
+@click.option("--engine", help="Speech engine (piper, espeak, coqui); default: chosen by language.")
+@click.option("--voice", "voices", multiple=True,
+              help="Voice id, Piper .onnx model, Coqui speaker name, or XTTS reference clip(s) to clone "
+                   "(repeat for several clips; a folder or glob works too). Default: by language.")
+@click.option("--model", help="Coqui model: folder (config.json + checkpoint), checkpoint file, fsspec URL "
+                              "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model.")
+@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Engine setting that changes the audio (e.g. length_scale=1.1, temperature=0.7). Repeatable.")
 @click.option("--language", help="Override the book's language (BCP 47, e.g. fr, en-GB).")
 @click.option("--chapters", help="Chapters to convert, as `inspect` numbers them: 1-3,7.")
 @click.option("--include-matter", is_flag=True, default=None,
               help="Also read front/back matter (title page, contents, licence, colophon).")
 @click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
+@click.option("--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1.")
 @click.option("--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT).")
 @click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
 @click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
-def convert(inputs, output, engine, voice, language, chapters, include_matter, n_workers, scheduler,
-            cache, batch_chars, engine_threads, no_progress, debug) -> None:
+def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
+            gpus, scheduler, cache, batch_chars, engine_threads, no_progress, debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -114,7 +142,9 @@ def convert(inputs, output, engine, voice, language, chapters, include_matter, n
         from ..pipeline import convert as run_convert
 
         chapter_list = parse_chapters(chapters)
-        with client_for(None, scheduler, n_workers, engine_threads) as client:
+        setting_map = parse_settings(settings)
+        voice = "|".join(voices) if voices else None
+        with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default") as client:
             if client.dashboard_link and not scheduler:
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
             bar = None
@@ -135,7 +165,8 @@ def convert(inputs, output, engine, voice, language, chapters, include_matter, n
 
             try:
                 results = run_convert(
-                    list(inputs), output, engine=engine, voice=voice, language=language,
+                    list(inputs), output, engine=engine, voice=voice, model=model, language=language,
+                    settings=setting_map,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
                     batch_chars=batch_chars, engine_threads=engine_threads,
                     progress=step, progress_total=total,
@@ -211,7 +242,7 @@ def inspect(input, as_json, include_matter, debug) -> None:
         click.echo(f"  {ch['index']:>{width}}. {ch['title']}{kind}  ({ch['chars']} chars, {ch['words']} words)")
 
 
-def _engine_info(name: str) -> dict[str, Any]:
+def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
     from ..engines import get_engine_class
 
     info: dict[str, Any] = {"name": name, "available": False, "why": "", "devices": [],
@@ -222,38 +253,58 @@ def _engine_info(name: str) -> dict[str, Any]:
         info["why"] = f"cannot import: {exc}"
         return info
     ok, why = cls.availability()
-    info.update(available=ok, why=why, devices=list(cls.devices), max_chars=cls.max_chars)
-    if ok:
-        voices = cls.voices()
+    info.update(available=ok, why=why, devices=list(cls.devices), max_chars=cls.max_chars,
+                seeded=cls.seeded, uses_model=cls.uses_model)
+    if not ok:
+        return info
+    try:
+        info.update(cls.describe())
+        model = model or (cls.default_model() if cls.uses_model else None)
+        if cls.uses_model:
+            info["model"] = model
+        if cls.uses_model and not model:
+            info["why"] = "no model configured (--model or ebook2audio.coqui.model)"
+        voices = cls.voices(model)
         info["voices"] = [{"id": v.id, "language": v.language} for v in voices]
-        info["languages"] = cls.languages()
-        if voices:
-            info["sample_rate"] = cls.sample_rate_for(voices[0].id)
+        info["languages"] = cls.languages(model)
+        if voices or model:
+            info["sample_rate"] = cls.sample_rate_for(voices[0].id if voices else "", model)
+    except Ebook2AudioError as exc:  # e.g. a configured model that cannot be read
+        info.update(available=False, why=str(exc))
     return info
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--model", help="Describe this Coqui model (default: ebook2audio.coqui.model).")
 @debug_option
-def engines(as_json, debug) -> None:
+def engines(as_json, model, debug) -> None:
     """List the speech engines: installed or not (and why), languages, voices, devices."""
     _setup_logging(debug)
     from ..engines import engine_names
 
-    infos = [_engine_info(name) for name in engine_names()]
+    infos = [_engine_info(name, model) for name in engine_names()]
     if as_json:
         click.echo(json.dumps(infos, indent=2, ensure_ascii=False))
         return
     for info in infos:
         state = "available" if info["available"] else f"not available: {info['why']}"
         click.echo(f"{info['name']}: {state}")
-        if info["available"]:
-            langs = info["languages"]
-            shown = ", ".join(langs[:12]) + (f", ... ({len(langs)} in all)" if len(langs) > 12 else "")
-            click.echo(f"  languages:   {shown}")
-            click.echo(f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})")
-            click.echo(f"  sample rate: {info['sample_rate']} Hz   devices: {', '.join(info['devices'])}"
-                       f"   max chars per chunk: {info['max_chars']}")
+        if not info["available"]:
+            continue
+        if info.get("uses_model"):
+            click.echo(f"  model:       {info.get('model') or '- (' + info['why'] + ')'}")
+            if info.get("downloaded_models"):
+                click.echo(f"  downloaded:  {', '.join(info['downloaded_models'])}")
+        langs = info["languages"]
+        shown = ", ".join(langs[:12]) + (f", ... ({len(langs)} in all)" if len(langs) > 12 else "")
+        click.echo(f"  languages:   {shown or '-'}")
+        click.echo(f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})")
+        devices = ", ".join(info["devices"])
+        if "cuda_devices" in info:
+            devices += f" ({info['cuda_devices']} CUDA device(s) visible)"
+        click.echo(f"  sample rate: {info['sample_rate'] or '-'} Hz   devices: {devices}"
+                   f"   max chars per chunk: {info['max_chars']}")
 
 
 def main(argv: list[str] | None = None) -> None:

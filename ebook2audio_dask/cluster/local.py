@@ -11,6 +11,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from .. import config
+from .gpus import GPULocalCluster, ensure_engine_teardown, parse_gpus
 
 __all__ = ["client_for", "default_n_workers", "local_cluster"]
 
@@ -40,13 +41,16 @@ def local_cluster(
     threads_per_worker: int | None = None,
     resources: dict[str, float] | None = None,
     dashboard_address: str | None = "default",
+    gpus: str | list[str] | None = "default",
     **kwargs,
 ) -> LocalCluster:
     """Start the embedded cluster: worker processes on 127.0.0.1 only.
 
     Each worker advertises the synthesize resources (default ``{"GPU": 1}``),
     so exactly one synthesize task runs per worker at a time, and the engine
-    it loads stays resident for the next task.
+    it loads stays resident for the next task.  On a machine with GPUs
+    (``cluster.gpus``, default ``auto``) there is one worker per GPU, each
+    seeing only its own GPU through ``CUDA_VISIBLE_DEVICES``.
 
     Parameters
     ----------
@@ -60,10 +64,18 @@ def local_cluster(
         Resources each worker advertises (``synthesize.resources``).
     dashboard_address : str or None
         ``":0"`` for any free port, ``None`` for no dashboard; default from config.
+    gpus : str or list of str, optional
+        ``"auto"``, ``"none"`` or device ids (``"0,1"``); default ``cluster.gpus``.
+        With GPUs, *n_workers* is the number of GPUs.
     **kwargs
         Passed to :class:`distributed.LocalCluster`.
     """
+    if gpus == "default":
+        gpus = config.get("cluster.gpus", "auto")
+    gpu_list = parse_gpus(gpus)
     n = n_workers or config.get("cluster.n-workers", None) or default_n_workers(engine_threads)
+    if gpu_list:
+        n = len(gpu_list)
     threads = int(config.get("synthesize.engine-threads", override=engine_threads))
     if int(n) * threads > _cores():
         logger.warning(
@@ -79,6 +91,17 @@ def local_cluster(
     with dask.config.set(
         {"distributed.scheduler.no-workers-timeout": f"{config.get('cluster.no-workers-timeout')}s"}
     ):
+        if gpu_list:
+            logger.info("one worker per GPU: %s", ", ".join(gpu_list))
+            return GPULocalCluster(
+                gpu_list,
+                threads_per_worker=int(config.get("cluster.threads-per-worker", override=threads_per_worker)),
+                processes=True,
+                host="127.0.0.1",
+                resources=dict(resources or config.get("synthesize.resources") or {}),
+                dashboard_address=dashboard_address,
+                **kwargs,
+            )
         return LocalCluster(
             n_workers=int(n),
             threads_per_worker=int(config.get("cluster.threads-per-worker", override=threads_per_worker)),
@@ -96,17 +119,24 @@ def client_for(
     scheduler: str | None = None,
     n_workers: int | None = None,
     engine_threads: int | None = None,
+    *,
+    gpus: str | list[str] | None = "default",
 ) -> Iterator[Client]:
     """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
 
-    Clients and clusters created here are closed on exit; a given *client* is not.
+    Clients and clusters created here are closed on exit; a given *client* is
+    not.  Every worker gets the :class:`~.gpus.EngineTeardown` plugin (once),
+    so loaded models (and their GPU memory) are released when a worker stops.
     """
     if client is not None:
+        ensure_engine_teardown(client)
         yield client
         return
     if scheduler:
         with Client(scheduler) as c:
+            ensure_engine_teardown(c)
             yield c
         return
-    with local_cluster(n_workers, engine_threads=engine_threads) as cluster, Client(cluster) as c:
+    with local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus) as cluster, Client(cluster) as c:
+        ensure_engine_teardown(c)
         yield c

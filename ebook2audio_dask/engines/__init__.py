@@ -28,6 +28,8 @@ __all__ = [
     "get_engine_class",
     "load_engine",
     "resolve_spec",
+    "unload_engines",
+    "LOAD_COUNTS",
     "ENTRY_POINT_GROUP",
 ]
 
@@ -39,6 +41,7 @@ ENTRY_POINT_GROUP = "ebook2audio_dask.engines"
 _BUILTIN = {
     "piper": "ebook2audio_dask.engines.piper:PiperEngine",
     "espeak": "ebook2audio_dask.engines.espeak:EspeakEngine",
+    "coqui": "ebook2audio_dask.engines.coqui:CoquiEngine",
 }
 
 
@@ -101,14 +104,15 @@ def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
             if not ok:
                 raise EngineError(f"engine {spec.engine!r} is not available: {why}")
             logger.info("loading engine %s voice %s (%d threads)", spec.engine, spec.voice, threads)
-            engine = cls(spec.voice, spec.settings_dict, threads=threads)
+            extra = {"model": spec.model} if spec.model else {}
+            engine = cls(spec.voice, spec.settings_dict, threads=threads, **extra)
             _LOADED[ident] = engine
             LOAD_COUNTS[ident] += 1
     return engine
 
 
 def unload_engines() -> None:
-    """Close and forget every engine this process loaded."""
+    """Close and forget every engine this process loaded (GPU memory included)."""
     with _LOAD_LOCK:
         for engine in _LOADED.values():
             try:
@@ -132,6 +136,7 @@ def resolve_spec(
     *,
     engine: str | None = None,
     voice: str | None = None,
+    model: str | None = None,
     settings: dict | None = None,
     fallback_language: str = "en",
     routing: list[str] | tuple[str, ...] = ("piper", "espeak"),
@@ -139,9 +144,23 @@ def resolve_spec(
     """Pick the engine and voice that speak *language*.
 
     With no engine given, engines are tried in *routing* order and the first
-    installed one with a voice for the language wins (the bundled Piper voice
-    for English, espeak-ng for the rest).  A language nobody speaks falls back
-    to *fallback_language*, with a warning.
+    installed one with a voice for the language wins (a configured Coqui
+    model when it speaks the language, the bundled Piper voice for English,
+    espeak-ng for the rest).  A language nobody speaks falls back to
+    *fallback_language*, with a warning.
+
+    Parameters
+    ----------
+    language : str or None
+        BCP 47 language of the book.
+    engine, voice : str, optional
+        Force an engine and/or a voice (a voice id, or a file an engine loads).
+    model : str, optional
+        Model for engines that load one (Coqui); default from their config.
+    settings : dict, optional
+        Audio settings for the engine.
+    fallback_language : str
+    routing : sequence of str
 
     Returns
     -------
@@ -161,29 +180,42 @@ def resolve_spec(
             ok, why = cls.availability()
             if not ok:
                 raise EngineError(f"engine {engine!r} is not available: {why}")
+        if cls.uses_model and not (model or cls.default_model()):
+            if engine:
+                cls.sample_rate_for("", None)  # raises the engine's own "needs a model" error
+            continue  # routing skips a model engine with no model configured
         classes.append(cls)
     if not classes:
         raise EngineError(
             "no speech engine is installed: pip install 'ebook2audio_dask[piper,espeak]'"
         )
 
+    def make(cls, found: str, lang: str | None) -> EngineSpec:
+        opts = dict(settings or {})
+        if cls.uses_model:
+            opts.setdefault("language", lang)
+            return EngineSpec.make(cls.name, found, opts, model or cls.default_model())
+        return EngineSpec.make(cls.name, found, opts)
+
     if voice:
         for cls in classes:
-            known = {v.id for v in cls.voices()}
-            if voice in known or cls.accepts_voice_path(voice):
-                return EngineSpec.make(cls.name, voice, settings), language or fallback_language, warnings
+            cls_model = model if cls.uses_model else None
+            known = {v.id for v in cls.voices(cls_model)}
+            if voice in known or cls.accepts_voice_path(voice, cls_model):
+                lang = language or fallback_language
+                return make(cls, voice, lang), lang, warnings
         raise UsageError(f"unknown voice {voice!r} for engine(s) {', '.join(c.name for c in classes)}")
 
     for lang in (language, fallback_language):
         for cls in classes:
-            found = cls.voice_for_language(lang)
+            found = cls.voice_for_language(lang, model if cls.uses_model else None)
             if found:
                 if lang != language:
                     warnings.append(
                         f"no installed voice speaks language {language!r}; "
                         f"using {cls.name} voice {found!r} ({lang})"
                     )
-                return EngineSpec.make(cls.name, found, settings), lang, warnings
+                return make(cls, found, lang), lang, warnings
     raise EngineError(
         f"no voice for language {language!r} nor the fallback {fallback_language!r} "
         f"in engine(s) {', '.join(c.name for c in classes)}"

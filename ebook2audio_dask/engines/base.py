@@ -53,16 +53,27 @@ class EngineSpec:
         that load model files, a path/URL.
     settings : tuple of (str, value) pairs
         Audio-affecting settings (speed, pitch...), sorted by name.
+    model : str
+        Model folder/file path or URL, for engines that load a model and
+        then choose a voice inside it (Coqui); empty otherwise.
+    identity : str
+        Fingerprint of the files that speak (model config, reference clips),
+        filled in by :meth:`Engine.identify` when a book is planned, so
+        cached chunks are not reused after those files change.
     """
 
     engine: str
     voice: str
     settings: tuple[tuple[str, Any], ...] = field(default=())
+    model: str = ""
+    identity: str = ""
 
     @classmethod
-    def make(cls, engine: str, voice: str, settings: Mapping[str, Any] | None = None) -> "EngineSpec":
+    def make(
+        cls, engine: str, voice: str, settings: Mapping[str, Any] | None = None, model: str | None = None
+    ) -> "EngineSpec":
         """Build a spec from a settings mapping (sorted so equal specs hash equal)."""
-        return cls(engine, voice, tuple(sorted((settings or {}).items())))
+        return cls(engine, voice, tuple(sorted((settings or {}).items())), model or "")
 
     @property
     def settings_dict(self) -> dict[str, Any]:
@@ -70,11 +81,13 @@ class EngineSpec:
 
     def token(self) -> str:
         """Canonical JSON text of the spec, used in content keys."""
-        return json.dumps(
-            {"engine": self.engine, "voice": self.voice, "settings": self.settings_dict},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        fields = {"engine": self.engine, "voice": self.voice, "settings": self.settings_dict}
+        # Only when set, so keys of engines without models stay what they were.
+        if self.model:
+            fields["model"] = self.model
+        if self.identity:
+            fields["identity"] = self.identity
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 class Engine(abc.ABC):
@@ -101,11 +114,19 @@ class Engine(abc.ABC):
     max_chars: ClassVar[int] = 400
     #: Devices the engine can run on.
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: True for engines that load a model (``EngineSpec.model``) and pick a voice in it.
+    uses_model: ClassVar[bool] = False
+    #: True when a seed makes the audio reproducible (see :meth:`synthesize`).
+    seeded: ClassVar[bool] = False
 
     def __init__(self, voice: str, settings: Mapping[str, Any] | None = None, threads: int = 1):
         self.voice = voice
         self.settings = dict(settings or {})
         self.threads = max(1, int(threads))
+
+    #: How many texts :meth:`synthesize` runs at once; the synthesize task
+    #: hands over this many (sorted by length) per call.
+    batch_size: int = 8
 
     # -- description (no model loaded) -------------------------------------
     @classmethod
@@ -115,16 +136,22 @@ class Engine(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def voices(cls) -> list[VoiceInfo]:
-        """Voices available without downloading anything."""
+    def voices(cls, model: str | None = None) -> list[VoiceInfo]:
+        """Voices available without downloading anything (in *model*, for
+        engines that use one)."""
 
     @classmethod
-    def languages(cls) -> list[str]:
+    def default_model(cls) -> str | None:
+        """The model used when none is given (engines with :attr:`uses_model`)."""
+        return None
+
+    @classmethod
+    def languages(cls, model: str | None = None) -> list[str]:
         """Languages the engine's voices speak."""
-        return sorted({v.language for v in cls.voices()})
+        return sorted({v.language for v in cls.voices(model)})
 
     @classmethod
-    def voice_for_language(cls, language: str | None) -> str | None:
+    def voice_for_language(cls, language: str | None, model: str | None = None) -> str | None:
         """The voice to use for *language* (BCP 47), or ``None`` if none speaks it.
 
         Matches the full tag first (``en-GB``), then the primary subtag (``en``).
@@ -132,7 +159,7 @@ class Engine(abc.ABC):
         if not language:
             return None
         lang = language.replace("_", "-").lower()
-        voices = cls.voices()
+        voices = cls.voices(model)
         for v in voices:
             if v.language.lower() == lang:
                 return v.id
@@ -143,8 +170,9 @@ class Engine(abc.ABC):
         return None
 
     @classmethod
-    def accepts_voice_path(cls, voice: str) -> bool:
-        """True when *voice* is a model file path/URL this engine can load.
+    def accepts_voice_path(cls, voice: str, model: str | None = None) -> bool:
+        """True when *voice* is a file path/URL this engine can load (a model,
+        or reference audio to clone).
 
         Engines that only know named voices keep the default (``False``).
         """
@@ -152,8 +180,23 @@ class Engine(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def sample_rate_for(cls, voice: str) -> int:
+    def sample_rate_for(cls, voice: str, model: str | None = None) -> int:
         """Sample rate (Hz) of the audio *voice* produces, without loading it."""
+
+    @classmethod
+    def identify(cls, spec: EngineSpec) -> EngineSpec:
+        """*spec* with :attr:`EngineSpec.identity` filled in (called once per book plan).
+
+        Engines whose audio depends on files behind a path (a model folder,
+        reference clips) return a fingerprint of them, so chunk keys change
+        when the files do.  The default leaves *spec* as it is.
+        """
+        return spec
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Extra facts for ``ebook2audio engines`` (e.g. the configured model)."""
+        return {}
 
     # -- synthesis (on a worker) ---------------------------------------------
     @property
@@ -162,8 +205,19 @@ class Engine(abc.ABC):
         """Sample rate (Hz) of the arrays :meth:`synthesize` returns."""
 
     @abc.abstractmethod
-    def synthesize(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Speak each text; return one 1-D ``int16`` mono array per text, in order."""
+    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Speak each text; return one 1-D ``int16`` mono array per text, in order.
+
+        *seeds* (one per text, derived from the chunk's content key) make the
+        random parts of neural models reproducible: the same text and seed
+        give the same audio, whatever batch the text is in.  Engines without
+        randomness (or without a way to seed it) ignore them.
+        """
+
+    def prepare(self, store) -> None:
+        """Called by each synthesize task before :meth:`synthesize`, with the
+        chunk store (:class:`~ebook2audio_dask.storage.ChunkStore`), for engines
+        that keep computed voices there.  Default: nothing."""
 
     def close(self) -> None:
         """Release the model (called when a worker drops the engine)."""

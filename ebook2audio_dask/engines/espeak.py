@@ -252,7 +252,7 @@ class EspeakEngine(Engine):
         return (False, _INSTALL_HINT) if missing else (True, "")
 
     @classmethod
-    def voices(cls) -> list[VoiceInfo]:
+    def voices(cls, model: str | None = None) -> list[VoiceInfo]:
         """One voice per language code espeak-ng speaks (MBROLA voices excluded).
 
         Returns
@@ -271,7 +271,7 @@ class EspeakEngine(Engine):
         ]
 
     @classmethod
-    def sample_rate_for(cls, voice: str) -> int:
+    def sample_rate_for(cls, voice: str, model: str | None = None) -> int:
         """Sample rate of espeak-ng's output (the same for every voice).
 
         Parameters
@@ -332,13 +332,15 @@ class EspeakEngine(Engine):
         """Sample rate (Hz) of the arrays :meth:`synthesize` returns (22050)."""
         return self._sample_rate
 
-    def synthesize(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
         """Speak each text.
 
         Parameters
         ----------
         texts : sequence of str
             Plain texts (no SSML) of at most :attr:`max_chars` characters.
+        seeds : sequence of int, optional
+            Ignored: espeak-ng is deterministic.
 
         Returns
         -------

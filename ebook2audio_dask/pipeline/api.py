@@ -63,6 +63,7 @@ def convert(
     *,
     engine: str | None = None,
     voice: str | None = None,
+    model: str | None = None,
     language: str | None = None,
     chapters: Iterable[int] | None = None,
     include_matter: bool | None = None,
@@ -70,6 +71,7 @@ def convert(
     client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
+    gpus: str | Iterable[str] | None = None,
     storage_options: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     batch_chars: int | None = None,
@@ -92,8 +94,13 @@ def convert(
     output : str
         Output folder (path or fsspec URL), created if needed.
     engine, voice : str, optional
-        Speech engine (``"piper"``, ``"espeak"``) and voice; by default chosen
-        from each book's language.
+        Speech engine (``"piper"``, ``"espeak"``, ``"coqui"``) and voice; by
+        default chosen from each book's language.  For Coqui XTTS the voice
+        may be reference clip(s) to clone: a path/URL, several joined by
+        ``|``, a folder or a glob.
+    model : str, optional
+        Coqui model (folder, checkpoint, fsspec URL or downloaded model name);
+        default ``ebook2audio.coqui.model``.
     language : str, optional
         Override the books' language (BCP 47).
     chapters : iterable of int, optional
@@ -108,6 +115,9 @@ def convert(
         Address of an existing scheduler (``tcp://host:8786``).
     n_workers : int, optional
         Workers of the embedded cluster (when neither *client* nor *scheduler*).
+    gpus : str or iterable of str, optional
+        GPUs of the embedded cluster, one worker each (``"0,1"``, ``"none"``,
+        ``"auto"``); default ``ebook2audio.cluster.gpus``.
     storage_options : dict, optional
         fsspec options for inputs, output and cache.
     settings : dict, optional
@@ -144,6 +154,7 @@ def convert(
         output=output,
         engine=engine,
         voice=voice,
+        model=model,
         language=language,
         chapters=tuple(chapters) if chapters is not None else None,
         include_matter=include_matter,
@@ -158,7 +169,7 @@ def convert(
         fs, path = get_fs(job.report_url, storage_options)
         write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8"))
 
-    with client_for(client, scheduler, n_workers, engine_threads) as c:
+    with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus) as c:
         jobs = []
         for source in books:
             job = submit_book(c, source, options)

@@ -53,6 +53,9 @@ class ConvertOptions:
     engine, voice, language : str, optional
         Force an engine / voice / language instead of routing by the book's
         language.
+    model : str, optional
+        Model of engines that load one (Coqui: a folder, checkpoint, fsspec
+        URL or downloaded Coqui model name); default ``ebook2audio.coqui.model``.
     chapters : tuple of int, optional
         Chapter indices to convert (as ``inspect`` numbers them); all if None.
     include_matter : bool, optional
@@ -77,6 +80,7 @@ class ConvertOptions:
     engine: str | None = None
     voice: str | None = None
     language: str | None = None
+    model: str | None = None
     chapters: tuple[int, ...] | None = None
     include_matter: bool | None = None
     cache: str | None = None
@@ -96,6 +100,7 @@ class ConvertOptions:
             engine=config.get("engine", override=self.engine),
             voice=config.get("voice", override=self.voice),
             language=self.language,
+            model=config.get("coqui.model", None, override=self.model),
             settings=tuple(sorted((self.settings or {}).items())),
             max_chars=config.get("chunk.max-chars", None),
             speak_titles=bool(config.get("chunk.speak-titles", True)),

@@ -30,12 +30,16 @@ def build_report(
     ``engine``, ``voice``, ``sample_rate``, ``chapters`` (index, title,
     start_s, end_s, chars, chunks), ``totals`` (chars, chunks,
     chunks_from_cache, chunks_synthesized, audio_s, wall_s, synth_s, merge_s,
-    rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there)
-    and ``errors`` (non-fatal problems, e.g. a language fallback).
+    rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
+    ``engine_loads`` (worker address -> times that worker process loaded the
+    book's engine and model: 1 each when models stay resident) and
+    ``errors`` (non-fatal problems, e.g. a language fallback).
     """
     per_worker: Counter[str] = Counter()
+    loads: dict[str, int] = {}
     for b in batches:
         per_worker[b.worker] += len(b.samples)
+        loads[b.worker] = max(loads.get(b.worker, 0), b.engine_loads)
     synth_s = sum(b.synth_s for b in batches)
     unique = {c.key for c in plan.chunks}
     from_cache = sum(1 for k in unique if k in cached_sizes)
@@ -49,6 +53,7 @@ def build_report(
         "engine": plan.spec.engine,
         "voice": plan.spec.voice,
         "engine_settings": plan.spec.settings_dict,
+        "model": plan.spec.model or None,
         "sample_rate": plan.sample_rate,
         "chapters": [
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(ch).items()}
@@ -67,6 +72,7 @@ def build_report(
             "rtf": round(synth_s / merged.audio_s, 4) if merged.audio_s else None,
         },
         "chunks_per_worker": dict(sorted(per_worker.items())),
+        "engine_loads": dict(sorted(loads.items())),
         "errors": list(plan.warnings) + list(merged.warnings),
     }
 

@@ -18,7 +18,7 @@ from typing import Any
 from .. import config
 from ..audio.m4b import BookTags, ChapterMark, encode_m4b
 from ..audio.wav import decode_wav, encode_wav
-from ..engines import get_engine_class, load_engine, resolve_spec
+from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
 from ..engines.base import EngineSpec
 from ..errors import BookError, Ebook2AudioError
 from ..ingest import read_book
@@ -33,6 +33,7 @@ __all__ = [
     "parse_task",
     "plan_task",
     "synthesize_task",
+    "seed_for",
     "merge_task",
 ]
 
@@ -64,6 +65,7 @@ class PlanRequest:
     voice: str | None = None
     language: str | None = None
     settings: tuple[tuple[str, Any], ...] = ()
+    model: str | None = None
     max_chars: int | None = None
     speak_titles: bool = True
     pauses: Pauses = field(default_factory=Pauses)
@@ -80,16 +82,18 @@ def plan_task(book: Book, request: PlanRequest) -> BookPlan:
         request.language or book.language,
         engine=request.engine,
         voice=request.voice,
+        model=request.model,
         settings=dict(request.settings),
         fallback_language=request.fallback_language,
         routing=request.routing,
     )
     cls = get_engine_class(spec.engine)
+    spec = cls.identify(spec)  # fingerprint model files / reference clips into the keys
     max_chars = min(cls.max_chars, request.max_chars or cls.max_chars)
     plan = plan_book(
         book,
         spec,
-        sample_rate=cls.sample_rate_for(spec.voice),
+        sample_rate=cls.sample_rate_for(spec.voice, spec.model or None),
         max_chars=max_chars,
         language=language,
         pauses=request.pauses,
@@ -102,6 +106,11 @@ def plan_task(book: Book, request: PlanRequest) -> BookPlan:
 
 
 # --------------------------------------------------------------------------- synthesize
+def seed_for(key: str) -> int:
+    """The random seed of a chunk: the first 60 bits of its content key."""
+    return int(key[:15], 16)
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """What a synthesize task reports back (no audio: that is in the store)."""
@@ -111,6 +120,7 @@ class BatchResult:
     synth_s: float
     chars: int
     finished: float = 0.0  # wall-clock time (time.time()) the batch ended
+    engine_loads: int = 0  # times this worker process has loaded this engine+model
 
 
 def synthesize_task(
@@ -122,19 +132,25 @@ def synthesize_task(
     """Synthesize stage: speak a batch of ``(key, text)`` chunks into the store.
 
     The engine is loaded once per worker process and reused by later tasks.
-    Each chunk is written to the store as soon as the engine returns it.
+    Chunks are sorted by length and handed to the engine ``engine.batch_size``
+    at a time (similar lengths pad little in a batched model); each chunk's
+    seed comes from its content key, so a retry or a rerun gives the same
+    audio.  Each chunk is written to the store as soon as the engine returns it.
     """
     engine = load_engine(spec, threads)
+    engine.prepare(store)
     samples: list[tuple[str, int]] = []
     synth_s = 0.0
-    texts = [text for _, text in items]
-    # Engines take a batch; hand them a few chunks at a time so audio reaches the
-    # store progressively (an interrupted task loses little).
+
     step = max(1, int(getattr(engine, "batch_size", 8)))
-    for start in range(0, len(items), step):
-        keys = [k for k, _ in items[start : start + step]]
+    ordered = sorted(items, key=lambda item: len(item[1])) if step > 1 else list(items)
+    # Hand the engine one batch at a time so audio reaches the store
+    # progressively (an interrupted task loses little).
+    for start in range(0, len(ordered), step):
+        group = ordered[start : start + step]
+        keys = [k for k, _ in group]
         t0 = time.perf_counter()
-        audio = engine.synthesize(texts[start : start + step])
+        audio = engine.synthesize([t for _, t in group], seeds=[seed_for(k) for k in keys])
         synth_s += time.perf_counter() - t0
         if len(audio) != len(keys):
             raise RuntimeError(f"engine {spec.engine} returned {len(audio)} clips for {len(keys)} texts")
@@ -145,8 +161,9 @@ def synthesize_task(
         worker=_worker_address(),
         samples=tuple(samples),
         synth_s=synth_s,
-        chars=sum(len(t) for t in texts),
+        chars=sum(len(t) for _, t in items),
         finished=time.time(),
+        engine_loads=LOAD_COUNTS[(spec, int(threads))],
     )
 
 

@@ -5,6 +5,8 @@ key, under ``<store>/<engine>/<key[:2]>/<key>.wav``, as soon as it exists.
 A chunk already in the store is never synthesised again, so an interrupted
 conversion resumes where it stopped and two books sharing text share audio.
 The store is any fsspec URL: a local folder, ``s3://bucket/prefix``...
+Engines may also keep computed voices there (``<store>/<engine>/voices/``,
+e.g. XTTS speaker conditioning), shared by every worker.
 """
 
 from __future__ import annotations
@@ -78,3 +80,21 @@ class ChunkStore:
         """The WAV bytes of chunk *key*."""
         fs, _ = self.fs_and_root
         return fs.cat_file(self.path(engine, key))
+
+    def voice_path(self, engine: str, name: str) -> str:
+        """Where *engine* keeps a computed voice (e.g. XTTS speaker conditioning)."""
+        _, root = self.fs_and_root
+        return join(root, engine, "voices", name)
+
+    def read_voice(self, engine: str, name: str) -> bytes | None:
+        """The stored voice *name* of *engine*, or ``None`` if not stored yet."""
+        fs, _ = self.fs_and_root
+        try:
+            return fs.cat_file(self.voice_path(engine, name))
+        except FileNotFoundError:
+            return None
+
+    def write_voice(self, engine: str, name: str, data: bytes) -> None:
+        """Store a computed voice (atomically), for every worker and later runs."""
+        fs, _ = self.fs_and_root
+        write_bytes_atomic(fs, self.voice_path(engine, name), data)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Development install into the virtual environment $1 (default .venv):
+# the package with its test extras, plus torch and coqui-tts for the Coqui tests.
+set -euo pipefail
+venv="${1:-.venv}"
+py="$venv/bin/python"
+pip=("$py" -m pip install --disable-pip-version-check)
+
+# torch first, pinned: on the project's CI machine this is a local CPU wheel
+# (any other spec downloads GBs of CUDA wheels). Elsewhere it is PyPI's torch.
+"${pip[@]}" "torch==2.13.0"
+"${pip[@]}" -e ".[dev,coqui]"
+# coqui-tts imports torchaudio (and its I/O backend torchcodec) without declaring
+# them; --no-deps keeps the torch above.
+"${pip[@]}" --no-deps torchaudio torchcodec
+# Where PyPI's torchaudio is a CUDA build that cannot load next to a CPU torch,
+# drop its native libraries: the pure-Python parts Coqui inference uses
+# (resampling, mel spectrograms) still work; torchaudio.load is never used.
+if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
+    lib="$("$py" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("torchaudio").origin), "lib"))')"
+    echo "install-dev: torchaudio's native libraries do not load here; using its pure-Python parts" >&2
+    rm -f "$lib"/*.so
+fi
+"$py" -c "import TTS.api, torch; print('install-dev: torch', torch.__version__, '+ coqui-tts ready')"

@@ -1,0 +1,127 @@
+"""Model files given as local paths or fsspec URLs.
+
+Engines that load model files (Piper voices, Coqui models) accept a local
+path, a ``file://`` URL or any fsspec URL (``s3://``, ``gs://``, ``https://``).
+Remote files are copied once into a local cache directory, because ONNX
+Runtime and torch read local files; a copy is written under a temporary name
+and renamed, so concurrent workers never see half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import EngineError
+
+__all__ = ["model_cache_dir", "is_remote", "local_path", "cached_folder", "fetch_once"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def model_cache_dir(kind: str) -> Path:
+    """Directory where remote model files of *kind* (e.g. ``"piper-voices"``) are cached.
+
+    ``$EBOOK2AUDIO_DASK_VOICE_CACHE`` if set (all kinds share it), else
+    ``$XDG_CACHE_HOME/ebook2audio_dask/<kind>`` (``~/.cache`` by default).
+
+    Parameters
+    ----------
+    kind : str
+        Sub-folder name of the engine's files.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory (not created here).
+    """
+    explicit = os.environ.get("EBOOK2AUDIO_DASK_VOICE_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ebook2audio_dask" / kind
+
+
+def is_remote(url: str, what: str = "model") -> bool:
+    """True when *url* names a file that is not on the local file system.
+
+    Raises
+    ------
+    EngineError
+        Unknown protocol, or its fsspec implementation is not installed.
+    """
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    try:
+        fs, _ = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise EngineError(f"{what} cannot be opened: {url}: {' '.join(str(exc).split())}") from None
+    return not isinstance(fs, LocalFileSystem)
+
+
+def local_path(url: str) -> Path:
+    """Local path of a local path or ``file://`` URL."""
+    import fsspec
+
+    _, path = fsspec.core.url_to_fs(url)
+    return Path(path)
+
+
+def cached_folder(kind: str, url: str) -> Path:
+    """The cache folder that holds the local copies fetched for *url*."""
+    return model_cache_dir(kind) / hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
+
+
+def fetch_once(folder: Path, sources: Sequence[tuple[str, str]], *, what: str = "model file") -> list[Path]:
+    """Copy each ``(url, name)`` of *sources* to ``folder / name`` unless already there.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        Local cache folder (see :func:`cached_folder`).
+    sources : sequence of (str, str)
+        fsspec URL and the local file name to give it.
+    what : str
+        Words for error messages (``"piper voice file"``).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The local paths, in the order of *sources*.
+
+    Raises
+    ------
+    EngineError
+        A source is missing or cannot be read (nothing half-written is left).
+    """
+    import fsspec
+
+    paths = []
+    for source, name in sources:
+        target = folder / name
+        paths.append(target)
+        if target.exists():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out, fsspec.open(source, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, target)
+        except Exception as exc:  # remote file systems raise their own error types
+            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if nothing was cached in it
+            if isinstance(exc, FileNotFoundError):
+                raise EngineError(f"{what} not found: {source}") from None
+            message = " ".join(str(exc).split())[:200]
+            raise EngineError(f"{what} cannot be fetched: {source}: {message}") from None
+        _LOGGER.info("cached %s %s as %s", what, source, target)
+    return paths
