@@ -43,6 +43,7 @@ REPO = HERE.parent
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
 MERGE_SCRIPT = HERE / "bench_merge_memory.py"
+COQUI_SCRIPT = HERE / "bench_coqui.py"
 
 CORPUS = (REPO / ".." / "shared" / "corpus" / "childrens-literature.epub").resolve()
 VOICE = "en_US-joe-medium"
@@ -52,7 +53,7 @@ QUICK_CHAPTERS = (2,)  # 3418 characters
 FULL_MERGE_HOURS = (1.0, 10.0)
 QUICK_MERGE_HOURS = (0.05,)  # 3 minutes
 
-BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory")
+BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching")
 QUICK = "quick"
 FULL = "full"
 
@@ -61,6 +62,7 @@ TARGETS = {
     "scaling": ("≥", 1.70),
     "piper_cli": ("≥", 1.00),
     "merge_memory": ("<", 300.0),
+    "coqui_batching": ("≥", 3.0),
 }
 
 # One paragraph per benchmark; the same text is in benchmarks/README.md.
@@ -106,6 +108,21 @@ METHODS = {
         "child (the kernel's `ru_maxrss` of each, summed: an upper bound of their combined "
         "footprint); the simultaneous sum sampled every 20 ms is in the details. "
         "Target < 300 MB for every length."
+    ),
+    "coqui_batching": (
+        "Runs `benchmarks/bench_coqui.py`: a VITS of the standard size (coqui-tts's default "
+        "`VitsArgs`, the architecture of `tts_models/en/ljspeech/vits`, {params} M parameters) "
+        "with random weights (no pretrained weights can be downloaded here; the compute does "
+        "not depend on the weights' values), saved and loaded like a download. The first "
+        "{n_chunks} chunks of chapter 2 of `childrens-literature.epub`, as the pipeline plans "
+        "them for this engine, are spoken by one engine instance on {device} ({threads} torch "
+        "threads), after a warm-up: (a) one chunk per `synthesize` call, as "
+        "one-sentence-at-a-time tools do; (b) sorted by length, {batch} chunks per call (one "
+        "padded forward pass), as the synthesize task does. Figure: chars/s of (b) over (a), "
+        "one run each; target ≥ 3 on a GPU (the CPU figure is reported as measured). Then the "
+        "same chapter is converted through the Dask graph on an embedded cluster of {workers} "
+        "worker processes: the report's `engine_loads` gives how many times each worker "
+        "loaded the model (target: 1 each, i.e. total = workers)."
     ),
 }
 
@@ -460,6 +477,23 @@ class Runner:
             )  # fmt: skip
         return figures, {"sizes": rows}
 
+    def coqui_batching(self):
+        cmd = [sys.executable, str(COQUI_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="coqui batching")
+        result = last_json_line(out, "coqui batching")
+        b, loads = result["batching"], result["loads"]
+        figures = [
+            fig("coqui_batching.single", f"coqui VITS ({b['device']}): one chunk per call (a)",
+                b["single_chars_per_s"], "chars/s"),
+            fig("coqui_batching.batched", f"coqui VITS ({b['device']}): batches of {b['batch_size']} (b)",
+                b["batched_chars_per_s"], "chars/s", baseline=b["single_chars_per_s"],
+                ratio=b["batched_chars_per_s"] / b["single_chars_per_s"], ratio_def="b/a",
+                target=TARGETS["coqui_batching"]),
+            fig("coqui_batching.loads", f"coqui VITS: model loads, convert on {loads['workers']} workers",
+                loads["loads_total"], "loads", target=("≤", float(loads["workers"]))),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": b["chars"]}, **result}
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -492,6 +526,16 @@ def summarize(bench: str, details: dict) -> str:
             f"{details['input']['chars']} chars. piper CLI: {p['text_lines']} lines, "
             f"wall {p['wall_s']:.1f} s, load avg before {p['loadavg_before']}, audio "
             f"{p['audio_s']:.1f} s. Ours (default): {conv(details['ours_default'])}."
+        )
+    if bench == "coqui_batching":
+        b, lo = details["batching"], details["loads"]
+        return (
+            f"{b['chunks']} chunks, {b['chars']} chars on {b['device']} ({b['precision']}, "
+            f"{b['torch_threads']} threads): one per call {b['single_s']} s, batched "
+            f"{b['batched_s']} s (audio {b['audio_s_single']} s vs {b['audio_s_batched']} s); "
+            f"model load {b['load_s']} s. Convert on {lo['workers']} workers: wall {lo['wall_s']} s, "
+            f"audio {lo['audio_s']} s, engine_loads {lo['engine_loads']}, chunks per worker "
+            f"{lo['chunks_per_worker']}."
         )
     if bench == "merge_memory":
         parts = []
@@ -680,10 +724,17 @@ def main(argv: list[str] | None = None) -> int:
             if f["target"]:
                 line += f"; target {f['target']}: {'pass' if f['pass'] else 'FAIL'}"
             print(line, flush=True)
+        batching = details.get("batching", {})
         method = METHODS[bench].format(
             chapters=chapters_arg(runner.chapters),
             chars=details.get("input", {}).get("chars", "?"),
             hours=",".join(f"{h:g}" for h in runner.hours),
+            params=details.get("model_params_m", "?"),
+            n_chunks=batching.get("chunks", "?"),
+            device=batching.get("device", "?"),
+            threads=batching.get("torch_threads", "?"),
+            batch=batching.get("batch_size", "?"),
+            workers=details.get("loads", {}).get("workers", "?"),
         )
         entry = {
             "mode": mode,

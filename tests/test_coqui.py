@@ -321,3 +321,86 @@ def test_voice_clips_forms(tmp_path):
     assert _voice_clips(f"{tmp_path}/*.wav") == [str(tmp_path / "a.wav")]
     with pytest.raises(EngineError, match="no audio clips"):
         _voice_clips(f"{tmp_path}/*.mp3")
+
+
+# --------------------------------------------------------------------------- XTTS v2
+@pytest.fixture(scope="session")
+def xtts(tmp_path_factory) -> Path:
+    """A tiny random XTTS v2 folder (config.json, model.pth, vocab.json, speakers_xtts.pth)."""
+    from tiny_xtts import build_tiny_xtts
+
+    return build_tiny_xtts(tmp_path_factory.mktemp("xtts"))
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    _write_wav(folder / "narrator-1.wav", 4.0)
+    _write_wav(folder / "narrator-2.wav", 3.0, rate=16000)
+    return folder / "narrator-1.wav", folder / "narrator-2.wav"
+
+
+def test_xtts_describes_itself_from_its_folder(xtts):
+    assert CoquiEngine.sample_rate_for("x.wav", str(xtts)) == 24000
+    assert {"en", "fr", "ar", "nl"} <= set(CoquiEngine.languages(str(xtts)))
+    assert [v.id for v in CoquiEngine.voices(str(xtts))] == ["Ana Florence", "Claribel Dervla"]
+    assert CoquiEngine.voice_for_language("nl-BE", str(xtts)) == "Ana Florence"
+    assert CoquiEngine.voice_for_language("tlh", str(xtts)) is None
+
+
+def test_xtts_clones_once_and_reuses_the_conditioning_from_the_store(xtts, clips, tmp_path):
+    from ebook2audio_dask.engines import coqui
+    from ebook2audio_dask.storage import ChunkStore
+
+    store = ChunkStore.make(str(tmp_path / "store"))
+    voice = f"{clips[0]}|{clips[1]}"  # two reference clips (one at 16 kHz)
+    before = coqui.CONDITIONING_COMPUTED
+    first = CoquiEngine(voice, {"language": "en-US"}, model=str(xtts))
+    assert first.kind == "xtts" and first.batch_size == 1 and first.sample_rate == 24000
+    first.prepare(store)
+    stored = list((tmp_path / "store" / "coqui" / "voices").glob("*.npz"))
+    assert len(stored) == 1 and coqui.CONDITIONING_COMPUTED == before + 1
+    audio = first.synthesize(SENTENCES, seeds=[1, 2, 3])
+    assert all(len(a) > 0 for a in audio) and _rms(audio[0]) > 300
+    assert np.array_equal(first.synthesize(SENTENCES[:1], seeds=[1])[0], audio[0])  # seeded
+    # another engine (another worker) reads the stored conditioning: same audio, nothing recomputed
+    second = CoquiEngine(voice, {"language": "en-US"}, model=str(xtts))
+    second.prepare(store)
+    assert coqui.CONDITIONING_COMPUTED == before + 1
+    assert np.array_equal(second.synthesize(SENTENCES[:1], seeds=[1])[0], audio[0])
+    # one clip only: another voice, another stored conditioning
+    CoquiEngine(str(clips[0]), {"language": "en"}, model=str(xtts)).prepare(store)
+    assert len(list((tmp_path / "store" / "coqui" / "voices").glob("*.npz"))) == 2
+
+
+def test_xtts_builtin_speaker_and_bad_voices(xtts, tmp_path):
+    ana = CoquiEngine("Ana Florence", {"language": "fr"}, model=str(xtts))
+    assert len(ana.synthesize(["Bonjour tout le monde."], seeds=[4])[0]) > 0
+    with pytest.raises(EngineError, match="XTTS needs reference audio"):
+        CoquiEngine("Nobody", model=str(xtts))
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("this is not audio")
+    broken = CoquiEngine(str(not_audio), {"language": "en"}, model=str(xtts))
+    with pytest.raises(EngineError, match="voice clip unreadable: .*notes.wav"):
+        broken.prepare(None)
+
+
+def _conditionings():
+    from ebook2audio_dask.engines import coqui
+
+    return coqui.CONDITIONING_COMPUTED
+
+
+def test_xtts_voice_cloning_through_the_graph_computes_the_voice_once(client, xtts, clips, tmp_path):
+    book = tmp_path / "short.html"
+    book.write_text("<html lang='en'><head><title>Clone</title></head><body><h1>One</h1><p>"
+                    + "A cloned voice reads this sentence. " * 6 + "</p><h1>Two</h1><p>"
+                    + "And this one too, in the same voice. " * 6 + "</p></body></html>")
+    before = sum(client.run(_conditionings).values())
+    [r] = e2a.convert(str(book), str(tmp_path / "out"), engine="coqui", model=str(xtts), voice=str(clips[0]),
+                      client=client, cache=str(tmp_path / "chunks"), batch_chars=120)
+    assert r.ok, r.error
+    assert r.report["sample_rate"] == 24000 and r.report["voice"] == str(clips[0])
+    assert len(r.report["chunks_per_worker"]) == 2  # both workers spoke...
+    assert sum(client.run(_conditionings).values()) == before + 1  # ...one computed the voice
+    check_m4b_against_report(tmp_path / "out" / "short.m4b", r.report, expect_cover=False)

@@ -194,6 +194,13 @@ class Engine(abc.ABC):
         return spec
 
     @classmethod
+    def prepares_voice(cls, spec: EngineSpec) -> bool:
+        """True when :meth:`prepare` computes something costly for *spec*'s voice
+        (XTTS speaker conditioning): the graph then runs it once, as its own
+        task, before the synthesize tasks."""
+        return False
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         """Extra facts for ``ebook2audio engines`` (e.g. the configured model)."""
         return {}

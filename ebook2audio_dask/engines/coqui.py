@@ -415,6 +415,10 @@ class _RowNoise:
 
 _PATCH_LOCK = threading.Lock()
 
+#: How many times this process computed an XTTS speaker conditioning (not
+#: counting the ones read back from the chunk store).
+CONDITIONING_COMPUTED = 0
+
 
 @contextlib.contextmanager
 def _row_noise(model, seeds: Sequence[int]):
@@ -616,6 +620,11 @@ class CoquiEngine(Engine):
         return dataclasses.replace(spec, model=model, identity=digest.hexdigest()[:16])
 
     @classmethod
+    def prepares_voice(cls, spec: EngineSpec) -> bool:
+        """Reference clips (XTTS cloning) are turned into conditioning once per voice."""
+        return _looks_like_clips(spec.voice)
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         """The configured model and the Coqui models already in Coqui's download cache."""
         cache = coqui_cache_dir()
@@ -668,7 +677,9 @@ class CoquiEngine(Engine):
         except Exception as exc:  # Coqui raises whatever its loaders raise
             raise EngineError(f"coqui model unreadable: {self.model_source}: {_one_line(exc)}") from exc
         self._synth = synth
-        self.model = synth.tts_model.to(self.device).eval()
+        self.model = synth.tts_model
+        self.model.to(self.device)
+        self.model.eval()  # (XTTS's eval() returns None: no chaining)
         self.kind = str(self.model.config.get("model", type(self.model).__name__)).lower()
         self._sample_rate = int(synth.output_sample_rate)
         if self.kind == "xtts":
@@ -727,7 +738,9 @@ class CoquiEngine(Engine):
             name = self._conditioning_id() + ".npz"
             data = store.read_voice(self.name, name) if store is not None else None
             if data is None:
+                global CONDITIONING_COMPUTED
                 latent, embedding = self._compute_conditioning()
+                CONDITIONING_COMPUTED += 1
                 buffer = io.BytesIO()
                 np.savez(buffer, gpt_cond_latent=latent.float().cpu().numpy(), speaker_embedding=embedding.float().cpu().numpy())
                 if store is not None:
@@ -900,7 +913,9 @@ class CoquiEngine(Engine):
         torch.manual_seed(int(seed) % (2**63))
         if self.kind == "xtts":
             latent, embedding = self._voice_state
-            options = {k: self.settings[k] for k in _XTTS_INFERENCE if k in self.settings}
+            cfg = self.model.config  # Coqui's tuned defaults, as its own synthesize() uses them
+            options = {k: getattr(cfg, k, None) for k in _XTTS_INFERENCE}
+            options = {k: v for k, v in {**options, **self.settings}.items() if k in _XTTS_INFERENCE and v is not None}
             language = str(self.settings.get("language") or "en")
             language = "zh-cn" if language.lower().startswith("zh") else language.split("-")[0].lower()
             result = self.model.inference(text, language, latent, embedding, **options)

@@ -30,7 +30,17 @@ from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
 from ..storage import ChunkStore, join, stem_of
 from ..text.chunk import BookPlan, Pauses
 from .report import build_report
-from .tasks import BatchResult, MergeResult, PlanRequest, merge_task, parse_task, plan_task, synthesize_task
+from ..engines import get_engine_class
+from .tasks import (
+    BatchResult,
+    MergeResult,
+    PlanRequest,
+    merge_task,
+    parse_task,
+    plan_task,
+    prepare_voice_task,
+    synthesize_task,
+)
 
 __all__ = ["ConvertOptions", "BookJob", "submit_book", "run_jobs"]
 
@@ -164,7 +174,9 @@ class BookJob:
         wanted = {c.key for c in plan.chunks}
         self.cached_sizes = {k: v for k, v in present.items() if k in wanted}
         batch_chars = int(config.get("synthesize.batch-chars", override=self.options.batch_chars))
-        resources = self.options.resources or dict(config.get("synthesize.resources"))
+        resources = self.options.resources
+        if resources is None:  # {} (no restriction) is a valid choice; None means "from config"
+            resources = dict(config.get("synthesize.resources") or {})
         threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
         retries = int(config.get("synthesize.retries", override=self.options.retries))
         batches = plan.batches(
@@ -172,13 +184,22 @@ class BookJob:
             min_chars=MIN_BATCH_CHARS,
         )
         chunk_batch: dict[str, int] = {}
+        voice = None
+        if batches and get_engine_class(plan.spec.engine).prepares_voice(plan.spec):
+            # A voice computed from reference audio (XTTS cloning): once, before
+            # any batch, so every worker then reads it from the chunk store.
+            voice = self.client.submit(
+                prepare_voice_task, plan.spec, self.store, threads,
+                key=f"voice-{self.stem}-{self.token}", resources=resources or None, retries=retries,
+                priority=self.priority + 2, pure=False,
+            )
         for i, batch in enumerate(batches):
             items = tuple((c.key, c.text) for c in batch)
             chunk_batch.update((c.key, i) for c in batch)
             self.n_batches_chunks.append(len(items))
             self.batches.append(
                 self.client.submit(
-                    synthesize_task, plan.spec, items, self.store, threads,
+                    synthesize_task, plan.spec, items, self.store, threads, voice,
                     key=f"synthesize-{self.stem}-{i}-{self.token}",
                     resources=resources or None, retries=retries,
                     # book order (large batches first, the small ones last); Dask does

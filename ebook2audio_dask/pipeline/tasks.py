@@ -33,6 +33,7 @@ __all__ = [
     "parse_task",
     "plan_task",
     "synthesize_task",
+    "prepare_voice_task",
     "seed_for",
     "merge_task",
 ]
@@ -123,11 +124,20 @@ class BatchResult:
     engine_loads: int = 0  # times this worker process has loaded this engine+model
 
 
+def prepare_voice_task(spec: EngineSpec, store: ChunkStore, threads: int = 1) -> str:
+    """Voice stage (only for engines that compute a voice, e.g. XTTS cloning):
+    load the engine and compute its voice into the chunk store once, before
+    the synthesize tasks that then read it."""
+    load_engine(spec, threads).prepare(store)
+    return spec.voice
+
+
 def synthesize_task(
     spec: EngineSpec,
     items: tuple[tuple[str, str], ...],
     store: ChunkStore,
     threads: int = 1,
+    voice_ready: str | None = None,
 ) -> BatchResult:
     """Synthesize stage: speak a batch of ``(key, text)`` chunks into the store.
 
