@@ -52,7 +52,9 @@ def vits_ms(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(vits) -> CoquiEngine:
-    return CoquiEngine("default", {"language": "en"}, model=str(vits))
+    """The tiny VITS with batches of 8 (``auto`` would be 1 on this CPU)."""
+    with dask.config.set({"ebook2audio.coqui.batch-size": 8}):
+        return CoquiEngine("default", {"language": "en"}, model=str(vits))
 
 
 def _rms(pcm: np.ndarray) -> float:
@@ -63,7 +65,8 @@ def _rms(pcm: np.ndarray) -> float:
 def test_loads_through_coqui_and_describes_the_model(vits, engine):
     assert engine.kind == "vits" and engine.device == "cpu" and engine.precision == "fp32"
     assert engine.sample_rate == 22050 == CoquiEngine.sample_rate_for("default", str(vits))
-    assert engine.batch_size > 1  # VITS batches
+    assert engine.batch_size == 8  # VITS batches (as configured)
+    assert CoquiEngine("default", model=str(vits)).batch_size == 1  # auto on CPU
     assert [v.id for v in CoquiEngine.voices(str(vits))] == ["default"]
     assert CoquiEngine.accepts_voice_path("ref/narrator.wav") and not CoquiEngine.accepts_voice_path("alice")
     files = locate_model(str(vits))
@@ -197,10 +200,20 @@ def test_identity_changes_when_the_model_does(tmp_path, vits):
 # --------------------------------------------------------------------------- through Dask
 @pytest.fixture(scope="module")
 def client():
+    """Two worker processes whose Coqui engines run padded batches of 4."""
     from distributed import Client
 
-    with e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as c:
+    # worker processes get the config the cluster starts with (their nanny sends it)
+    with dask.config.set({"ebook2audio.coqui.batch-size": 4}):
+        cluster = e2a.local_cluster(2, dashboard_address=None)
+    with cluster, Client(cluster) as c:
         yield c
+
+
+def _batch_sizes():
+    from ebook2audio_dask import engines
+
+    return sorted(e.batch_size for e in engines._LOADED.values() if e.name == "coqui")
 
 
 def _stored_chunks(cache: Path) -> dict[str, bytes]:
@@ -221,6 +234,8 @@ def test_coqui_through_the_dask_graph(client, corpus, tmp_path, vits_ms):
     # both workers synthesised, and each loaded the model exactly once
     assert len(report["chunks_per_worker"]) == 2
     assert report["engine_loads"] == {w: 1 for w in report["chunks_per_worker"]}
+    sizes = client.run(_batch_sizes)
+    assert all(s == [4] for s in sizes.values()), sizes  # batched on the workers
     # determinism: a fresh store and other batch sizes give the same chunk audio
     first = _stored_chunks(cache)
     assert len(first) == report["totals"]["unique_chunks"]

@@ -526,7 +526,7 @@ class CoquiEngine(Engine):
         self.files = locate_model(self.model_source)
         self.device = self._pick_device(device or e2a_config.get("coqui.device", "auto"))
         self.precision = self._pick_precision(str(e2a_config.get("coqui.precision", "auto")))
-        self.batch_size = max(1, int(e2a_config.get("coqui.batch-size", 16)))
+        self.batch_size = self._pick_batch_size(e2a_config.get("coqui.batch-size", "auto"))
         self._voice_state: Any = None
         self._lock = threading.Lock()
         self._load()
@@ -654,6 +654,16 @@ class CoquiEngine(Engine):
             raise EngineError(f"coqui cannot run on device {wanted!r}: use auto, cpu or cuda")
         return wanted
 
+    def _pick_batch_size(self, wanted: Any) -> int:
+        """``auto``: 16 on CUDA; 1 on CPU, where padded batches of a conv-heavy
+        vocoder run slower than one text at a time (benchmarks/RESULTS.md)."""
+        if str(wanted).lower() == "auto":
+            return 16 if self.device.startswith("cuda") else 1
+        try:
+            return max(1, int(wanted))
+        except (TypeError, ValueError):
+            raise EngineError(f"coqui batch-size {wanted!r} is not a number nor 'auto'") from None
+
     def _pick_precision(self, wanted: str) -> str:
         wanted = wanted.lower()
         if wanted == "auto":
@@ -682,11 +692,15 @@ class CoquiEngine(Engine):
         self.model.eval()  # (XTTS's eval() returns None: no chaining)
         self.kind = str(self.model.config.get("model", type(self.model).__name__)).lower()
         self._sample_rate = int(synth.output_sample_rate)
+        self.batched = self.kind != "xtts" and self._batchable()
         if self.kind == "xtts":
             self._sample_rate = int(self.model.config.audio.get("output_sample_rate", 24000))
+        if not self.batched:
             self.batch_size = 1
-        elif not self._batchable():
-            self.batch_size = 1
+        for name, attr in (("length_scale", "length_scale"), ("noise_scale", "inference_noise_scale"),
+                           ("noise_scale_dp", "inference_noise_scale_dp")):  # fmt: skip
+            if name in self.settings and hasattr(self.model, attr):
+                setattr(self.model, attr, float(self.settings[name]))
         self._speaker = self._speaker_for(self.voice)
 
     def _batchable(self) -> bool:
@@ -835,7 +849,7 @@ class CoquiEngine(Engine):
         if self.kind == "xtts":
             self.prepare(None)
         with torch.inference_mode(), self._autocast():
-            if self.batch_size > 1:
+            if self.batched:  # VITS family, even in batches of 1: same code, same audio
                 self._run_batched(texts, seeds, todo, out)
             else:
                 for i in todo:
@@ -880,10 +894,6 @@ class CoquiEngine(Engine):
         import torch
 
         model = self.model
-        for attr in ("length_scale", "noise_scale", "noise_scale_dp"):
-            if attr in self.settings:
-                target = {"noise_scale": "inference_noise_scale", "noise_scale_dp": "inference_noise_scale_dp"}.get(attr, attr)
-                setattr(model, target, float(self.settings[attr]))
         ids = [self._tokens(t) for t in texts]
         lengths = torch.tensor([len(x) for x in ids], dtype=torch.long, device=self.device)
         padded = torch.zeros((len(ids), int(lengths.max())), dtype=torch.long)
