@@ -8,7 +8,8 @@ the weights' values — then:
 1. **batching**: the same chunks (real book text, cut by the pipeline's own
    planner) are spoken by the same engine instance (a) one chunk per call, as
    one-sentence-at-a-time tools do, and (b) sorted by length in batches of
-   ``--batch-size``, as the synthesize task does.  Figure: chars/s (b) over (a).
+   ``--batch-size`` (bucketed by length: ``length_buckets``), as the
+   synthesize task does.  Figure: chars/s (b) over (a).
 2. **loads**: the book is converted through the Dask graph on an embedded
    cluster of ``--workers`` processes; the report's ``engine_loads`` shows how
    many times each worker loaded the model.
@@ -74,7 +75,7 @@ def batching(model: str, items, batch_size: int, device: str, threads: int) -> d
     import torch
 
     from ebook2audio_dask.engines.coqui import CoquiEngine
-    from ebook2audio_dask.pipeline.tasks import seed_for
+    from ebook2audio_dask.pipeline.tasks import length_buckets, seed_for
 
     t0 = time.perf_counter()
     engine = CoquiEngine("default", {"language": "en"}, threads=threads, model=model, device=device)
@@ -96,13 +97,12 @@ def batching(model: str, items, batch_size: int, device: str, threads: int) -> d
     single_s = time.perf_counter() - t0
 
     engine.batch_size = batch_size
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    groups = length_buckets(tuple(items), batch_size)  # as synthesize_task groups them
     sync()
     t0 = time.perf_counter()
     batched = []
-    for start in range(0, len(order), batch_size):
-        group = order[start : start + batch_size]
-        batched += engine.synthesize([texts[i] for i in group], seeds=[seeds[i] for i in group])
+    for group in groups:
+        batched += engine.synthesize([t for _, t in group], seeds=[seed_for(k) for k, _ in group])
     sync()
     batched_s = time.perf_counter() - t0
     rate = engine.sample_rate
@@ -114,6 +114,8 @@ def batching(model: str, items, batch_size: int, device: str, threads: int) -> d
         "chunks": len(texts),
         "chars": chars,
         "batch_size": batch_size,
+        "batches": len(groups),
+        "mean_batch": round(len(texts) / len(groups), 1),
         "single_s": round(single_s, 2),
         "batched_s": round(batched_s, 2),
         "single_chars_per_s": round(chars / single_s, 1),

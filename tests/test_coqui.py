@@ -26,7 +26,6 @@ import ebook2audio_dask as e2a  # noqa: E402
 from ebook2audio_dask.engines import EngineSpec, resolve_spec  # noqa: E402
 from ebook2audio_dask.engines.coqui import CoquiEngine, locate_model  # noqa: E402
 from ebook2audio_dask.errors import EngineError, UsageError  # noqa: E402
-from ebook2audio_dask.pipeline.tasks import seed_for  # noqa: E402
 
 from coqui_models import build_tiny_vits  # noqa: E402
 from helpers import check_m4b_against_report, load_report, run_cli  # noqa: E402

@@ -115,3 +115,14 @@ def test_batches_shrink_towards_the_end_so_workers_finish_together():
     assert all(b <= a + 200 for a, b in zip(sizes, sizes[1:]))  # sizes only shrink (up to packing)
     one_slot = plan.batches(3000, slots=1, min_chars=400)
     assert len(one_slot) < len(sizes)
+
+
+def test_length_buckets_group_similar_lengths():
+    from ebook2audio_dask.pipeline.tasks import length_buckets
+
+    items = tuple((str(i), "x" * n) for i, n in enumerate([10, 200, 45, 50, 60, 250, 30, 90, 100]))
+    groups = length_buckets(items, 3)
+    assert [[len(t) for _, t in g] for g in groups] == [[10, 30, 45], [50, 60], [90, 100], [200, 250]]
+    assert sorted(k for g in groups for k, _ in g) == sorted(k for k, _ in items)  # nothing lost
+    assert all(len(g) <= 3 for g in groups)
+    assert length_buckets(items, 1) == [[item] for item in items]  # batch size 1: book order kept

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import EngineError
 
-__all__ = ["model_cache_dir", "is_remote", "local_path", "cached_folder", "fetch_once"]
+__all__ = ["model_cache_dir", "is_remote", "local_path", "cached_folder", "fetch_once", "read_json_config"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -125,3 +126,35 @@ def fetch_once(folder: Path, sources: Sequence[tuple[str, str]], *, what: str = 
             raise EngineError(f"{what} cannot be fetched: {source}: {message}") from None
         _LOGGER.info("cached %s %s as %s", what, source, target)
     return paths
+
+
+def read_json_config(source: str, what: str, required_key: str) -> dict[str, Any]:
+    """Read a JSON model config (local path or fsspec URL) that must hold *required_key*.
+
+    Parameters
+    ----------
+    source : str
+        Path or URL of the file.
+    what : str
+        Words for error messages (``"piper voice config"``).
+    required_key : str
+        A key every config of this kind has.
+
+    Raises
+    ------
+    EngineError
+        Missing, unreadable, not JSON, or not this kind of config (one line).
+    """
+    import fsspec
+
+    try:
+        with fsspec.open(source, "rt", encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except FileNotFoundError:
+        raise EngineError(f"{what} not found: {source}") from None
+    except Exception as exc:  # JSON errors, and remote file systems' own error types
+        message = " ".join(str(exc).split())[:200]
+        raise EngineError(f"{what} unreadable: {source}: {message}") from None
+    if not isinstance(cfg, dict) or required_key not in cfg:
+        raise EngineError(f"{what} unreadable: {source}: no {required_key!r} key, not a config of this kind")
+    return cfg

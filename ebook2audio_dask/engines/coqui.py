@@ -53,7 +53,7 @@ import numpy as np
 
 from .. import config as e2a_config
 from ..errors import EngineError
-from ._files import cached_folder, fetch_once, is_remote, local_path
+from ._files import cached_folder, fetch_once, is_remote, local_path, read_json_config
 from .base import Engine, EngineSpec, VoiceInfo
 
 __all__ = ["CoquiEngine", "ModelFiles", "locate_model", "coqui_cache_dir"]
@@ -132,18 +132,7 @@ class ModelFiles:
 
 def _read_config(source: str) -> dict[str, Any]:
     """Read a Coqui ``config.json`` (local path or fsspec URL)."""
-    import fsspec
-
-    try:
-        with fsspec.open(source, "rt", encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except FileNotFoundError:
-        raise EngineError(f"coqui model config not found: {source}") from None
-    except Exception as exc:  # JSON errors and remote file systems' own errors
-        raise EngineError(f"coqui model config unreadable: {source}: {_one_line(exc)}") from None
-    if not isinstance(cfg, dict) or "model" not in cfg:
-        raise EngineError(f"coqui model config unreadable: {source}: not a Coqui config (no 'model' key)")
-    return cfg
+    return read_json_config(source, "coqui model config", "model")
 
 
 def _split_model(model: str) -> tuple[str, str | None]:

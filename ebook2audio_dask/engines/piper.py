@@ -13,7 +13,6 @@ them.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ..errors import EngineError
-from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir
+from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir, read_json_config
 from .base import Engine, VoiceInfo
 
 __all__ = ["PiperEngine", "BUNDLED_VOICE", "voice_cache_dir"]
@@ -86,19 +85,7 @@ def _cached_copy(url: str) -> tuple[Path, Path]:
 
 def _read_json(source: str) -> dict[str, Any]:
     """Read a voice config (local path or fsspec URL) into a dict."""
-    import fsspec
-
-    try:
-        with fsspec.open(source, "rt", encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except FileNotFoundError:
-        raise EngineError(f"piper voice config not found: {source}") from None
-    except Exception as exc:  # JSON errors, and remote file systems' own error types
-        message = " ".join(str(exc).split())[:200]
-        raise EngineError(f"piper voice config unreadable: {source}: {message}") from None
-    if not isinstance(cfg, dict) or "audio" not in cfg:
-        raise EngineError(f"piper voice config unreadable: {source}: not a Piper voice config")
-    return cfg
+    return read_json_config(source, "piper voice config", "audio")
 
 
 def _config_language(cfg: Mapping[str, Any]) -> str:

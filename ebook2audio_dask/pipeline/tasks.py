@@ -35,6 +35,7 @@ __all__ = [
     "synthesize_task",
     "prepare_voice_task",
     "seed_for",
+    "length_buckets",
     "merge_task",
 ]
 
@@ -107,6 +108,29 @@ def plan_task(book: Book, request: PlanRequest) -> BookPlan:
 
 
 # --------------------------------------------------------------------------- synthesize
+def length_buckets(
+    items: tuple[tuple[str, str], ...], size: int, spread: float = 1.3, floor: int = 40
+) -> list[list[tuple[str, str]]]:
+    """Group ``(key, text)`` items into engine batches of similar length.
+
+    Items are sorted by text length and cut into groups of at most *size*; a
+    group also ends where the next text is more than *spread* times longer
+    than the group's first (texts shorter than *floor* count as *floor*), so
+    a padded batch wastes little compute on padding.  With ``size == 1`` the
+    items keep their order.
+    """
+    if size <= 1:
+        return [[item] for item in items]
+    groups: list[list[tuple[str, str]]] = []
+    for item in sorted(items, key=lambda it: len(it[1])):
+        current = groups[-1] if groups else None
+        if current is None or len(current) >= size or len(item[1]) > spread * max(len(current[0][1]), floor):
+            groups.append([item])
+        else:
+            current.append(item)
+    return groups
+
+
 def seed_for(key: str) -> int:
     """The random seed of a chunk: the first 60 bits of its content key."""
     return int(key[:15], 16)
@@ -142,8 +166,9 @@ def synthesize_task(
     """Synthesize stage: speak a batch of ``(key, text)`` chunks into the store.
 
     The engine is loaded once per worker process and reused by later tasks.
-    Chunks are sorted by length and handed to the engine ``engine.batch_size``
-    at a time (similar lengths pad little in a batched model); each chunk's
+    Chunks are bucketed by length (:func:`length_buckets`) and handed to the
+    engine at most ``engine.batch_size`` at a time (similar lengths pad little
+    in a batched model); each chunk's
     seed comes from its content key, so a retry or a rerun gives the same
     audio.  Each chunk is written to the store as soon as the engine returns it.
     """
@@ -153,11 +178,9 @@ def synthesize_task(
     synth_s = 0.0
 
     step = max(1, int(getattr(engine, "batch_size", 8)))
-    ordered = sorted(items, key=lambda item: len(item[1])) if step > 1 else list(items)
     # Hand the engine one batch at a time so audio reaches the store
     # progressively (an interrupted task loses little).
-    for start in range(0, len(ordered), step):
-        group = ordered[start : start + step]
+    for group in length_buckets(items, step):
         keys = [k for k, _ in group]
         t0 = time.perf_counter()
         audio = engine.synthesize([t for _, t in group], seeds=[seed_for(k) for k in keys])
