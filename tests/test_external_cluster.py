@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,9 +28,9 @@ def _wait_for(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def external_cluster(tmp_path):
-    """Scheduler + two GPU-tagged workers + one CPU-only worker, all separate OS processes."""
+@contextlib.contextmanager
+def _cluster(tmp_path, workers: dict[str, list[str]]):
+    """``dask scheduler`` + one ``dask worker`` process per entry of *workers* (name -> extra args)."""
     sched_file = tmp_path / "scheduler.json"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = []
@@ -47,15 +48,14 @@ def external_cluster(tmp_path):
         address = json.loads(sched_file.read_text())["address"]
         common = ["--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--nthreads", "1",
                   "--no-dashboard", "--nworkers", "1"]
-        start(WORKER + common + ["--resources", "GPU=1", "--name", "gpu-a"], "gpu-a")
-        start(WORKER + common + ["--resources", "GPU=1", "--name", "gpu-b"], "gpu-b")
-        start(WORKER + common + ["--name", "cpu-only"], "cpu-only")
+        for name, extra in workers.items():
+            start(WORKER + common + extra + ["--name", name], name)
         from distributed import Client
 
         with Client(address, timeout=60) as c:
-            c.wait_for_workers(3, timeout=120)
-            workers = c.scheduler_info()["workers"]
-        yield address, workers
+            c.wait_for_workers(len(workers), timeout=120)
+            info = c.scheduler_info()["workers"]
+        yield address, info
     finally:
         for p in procs:
             try:
@@ -69,6 +69,31 @@ def external_cluster(tmp_path):
                 os.killpg(p.pid, signal.SIGKILL)
         for log in logs:
             log.close()
+
+
+@pytest.fixture
+def external_cluster(tmp_path):
+    """Scheduler + two GPU-tagged workers + one CPU-only worker, all separate OS processes."""
+    gpu = ["--resources", "GPU=1"]
+    with _cluster(tmp_path, {"gpu-a": gpu, "gpu-b": gpu, "cpu-only": []}) as cluster:
+        yield cluster
+
+
+def test_no_worker_with_the_resource_fails_clearly_instead_of_hanging(tmp_path, corpus):
+    """Only a CPU worker: books needing GPU=1 fail after the configured wait, with one clear line."""
+    with _cluster(tmp_path, {"cpu-only": []}) as (address, _):
+        start = time.monotonic()
+        proc = run_cli(
+            "convert", str(corpus / "entre-nous-lectures-francaises.txt"), "-o", str(tmp_path / "out"),
+            "--chapters", "1", "--scheduler", address, "--no-progress", "--cache", str(tmp_path / "chunks"),
+            env=dict(os.environ, DASK_EBOOK2AUDIO__CLUSTER__NO_WORKERS_TIMEOUT="3"), timeout=120,
+        )
+        elapsed = time.monotonic() - start
+    assert proc.returncode == 1, proc.stderr
+    assert "no worker offers the synthesize resources GPU=1 (waited 3 s" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 60
+    assert not (tmp_path / "out" / "entre-nous-lectures-francaises.m4b").exists()
 
 
 @pytest.mark.slow

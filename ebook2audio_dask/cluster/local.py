@@ -88,9 +88,10 @@ def local_cluster(
     # "Compute Failed" tracebacks are noise unless debugging.
     debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     kwargs.setdefault("silence_logs", logging.INFO if debugging else logging.CRITICAL)
-    with dask.config.set(
-        {"distributed.scheduler.no-workers-timeout": f"{config.get('cluster.no-workers-timeout')}s"}
-    ):
+    # The client fails a book that waits too long for the resources (a clear
+    # error, see pipeline.graph); the scheduler's own timeout is a later backstop.
+    wait = float(config.get("cluster.no-workers-timeout") or 0)
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": f"{wait + 60:g}s" if wait > 0 else None}):
         if gpu_list:
             logger.info("one worker per GPU: %s", ", ".join(gpu_list))
             return GPULocalCluster(

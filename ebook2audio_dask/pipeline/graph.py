@@ -18,6 +18,7 @@ returns a :class:`BookJob` holding the futures.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -165,6 +166,9 @@ class BookJob:
         self.book_plan: BookPlan | None = None
         self.cached_sizes: dict[str, int] = {}
         self.n_batches_chunks: list[int] = []
+        self.resources: dict[str, float] = {}
+        #: Set when the book is failed from outside its tasks (no worker offers the resources).
+        self.stall_error: Ebook2AudioError | None = None
 
     def submit_synthesis(self) -> None:
         """Gather the plan, list the chunk store once and submit synthesize + merge."""
@@ -177,6 +181,7 @@ class BookJob:
         resources = self.options.resources
         if resources is None:  # {} (no restriction) is a valid choice; None means "from config"
             resources = dict(config.get("synthesize.resources") or {})
+        self.resources = dict(resources)
         threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
         retries = int(config.get("synthesize.retries", override=self.options.retries))
         batches = plan.batches(
@@ -339,6 +344,8 @@ def run_jobs(
     results: dict[int, BookResult] = {}
     by_future: dict[Future, tuple[str, BookJob, int]] = {}
     pending = as_completed()
+    watch = _ResourceWatch([job for job in jobs], float(config.get("cluster.no-workers-timeout")))
+    watch.start()
     for job in jobs:
         by_future[job.plan] = ("plan", job, 0)
         pending.add(job.plan)
@@ -360,7 +367,7 @@ def run_jobs(
         try:
             future.result()
         except Exception as exc:
-            fail(job, exc)
+            fail(job, job.stall_error or exc)
             continue
         if stage == "plan":
             try:
@@ -389,6 +396,69 @@ def run_jobs(
                 fail(job, exc)
                 continue
             results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+    watch.stop()
     for job in jobs:
         job.release()
     return [results[id(job)] for job in jobs]
+
+
+def _offers(worker: dict, resources: dict[str, float]) -> bool:
+    have = worker.get("resources") or {}
+    return all(have.get(name, 0) >= amount for name, amount in resources.items())
+
+
+class _ResourceWatch:
+    """Fails books whose synthesize tasks wait for resources no worker offers.
+
+    Dask keeps such a task waiting forever (an external scheduler's own
+    ``no-workers-timeout`` is usually unset).  Every second the client looks
+    at the workers; when none has offered a book's resources for *timeout*
+    seconds, the book is cancelled with a clear error, and the others go on.
+    """
+
+    def __init__(self, jobs: list[BookJob], timeout: float, interval: float = 1.0):
+        self.jobs = jobs
+        self.timeout = timeout
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ebook2audio-resource-watch", daemon=True)
+
+    def start(self) -> None:
+        if self.timeout > 0 and self.jobs:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        since: float | None = None
+        while not self._stop.wait(self.interval):
+            waiting = [j for j in self.jobs if j.resources and j.batches and j.stall_error is None
+                       and not all(f.done() for f in j.batches)]  # fmt: skip
+            if not waiting:
+                since = None
+                continue
+            try:
+                workers = list(self.jobs[0].client.scheduler_info(n_workers=-1).get("workers", {}).values())
+            except Exception:  # the scheduler is going away: the main loop will notice
+                logger.debug("resource watch: scheduler_info failed", exc_info=True)
+                continue
+            starved = [j for j in waiting if not any(_offers(w, j.resources) for w in workers)]
+            if not starved:
+                since = None
+                continue
+            since = since if since is not None else time.monotonic()
+            if time.monotonic() - since < self.timeout:
+                continue
+            for job in starved:
+                wanted = ", ".join(f"{k}={v:g}" for k, v in job.resources.items())
+                job.stall_error = BookError(
+                    job.source,
+                    f"no worker offers the synthesize resources {wanted} (waited {self.timeout:g} s; "
+                    f"start workers with --resources {wanted.replace(', ', ',')} or change "
+                    "ebook2audio.synthesize.resources)",
+                )
+                logger.warning("%s", job.stall_error)
+                job.cancel()
