@@ -187,3 +187,39 @@ def test_engines_lists_installed_engines_and_a_plugin_from_an_entry_point(tmp_pa
     assert infos["broken"]["available"] is False and "cannot import" in infos["broken"]["why"]
     table = run_cli("engines")
     assert table.returncode == 0 and "piper: available" in table.stdout
+
+
+def test_library_batch_priority_streamed_results_and_summary(tmp_path, cache_dir):
+    """Several books in one graph: each is reported as it finishes, --priority goes first,
+    a broken book fails alone, and a summary table ends the run."""
+    books = tmp_path / "library"
+    books.mkdir()
+    for name in ("alpha", "bravo", "charlie"):
+        paras = "".join(f"<p>{name.title()} paragraph {i}: some words to speak here, slowly.</p>" for i in range(12))
+        (books / f"{name}.html").write_text(f"<html lang='en'><body><h1>{name.title()}</h1>{paras}</body></html>")
+    (books / "broken.epub").write_bytes(b"not a zip at all")
+    # Piper (not espeak, which is too fast for tasks to ever queue): priorities decide what a free worker takes
+    proc = run_cli("convert", str(books), "-o", str(tmp_path / "out"),
+                   "--priority", "charlie.html", "--workers", "2", "--batch-chars", "300",
+                   "--cache", cache_dir, "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    done = [line for line in proc.stdout.splitlines() if line.startswith("done: ")]
+    assert len(done) == 3 and "charlie.m4b" in done[0]  # the priority book finished first
+    assert "broken.epub: not a valid EPUB" in proc.stderr and "1 of 4 book(s) failed" in proc.stderr
+    table = proc.stdout[proc.stdout.index("book  "):].splitlines()
+    assert table[0].split()[:5] == ["book", "status", "chapters", "audio", "wall"]
+    rows = {line.split()[0]: line.split()[1] for line in table[1:]}
+    assert rows == {"alpha.html": "done", "bravo.html": "done", "broken.epub": "FAILED", "charlie.html": "done"}
+    for name in ("alpha", "bravo", "charlie"):
+        assert (tmp_path / "out" / f"{name}.m4b").is_file()
+    assert not (tmp_path / "out" / "broken.m4b").exists()
+
+
+def test_book_priorities_order():
+    from ebook2audio_dask.pipeline.api import book_priorities
+
+    books = ["/l/a.epub", "/l/b.txt", "s3://x/c.epub", "/l/d.html"]
+    ranks = book_priorities(books, ["c.epub", "/l/d.*"])
+    assert sorted(books, key=ranks.get, reverse=True) == ["s3://x/c.epub", "/l/d.html", "/l/a.epub", "/l/b.txt"]
+    assert all(abs(a - b) >= 100 for a, b in zip(sorted(ranks.values()), sorted(ranks.values())[1:]))
+    assert list(book_priorities(books).values()) == [400, 300, 200, 100]

@@ -128,10 +128,12 @@ def cli() -> None:
 @click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
 @click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
+@click.option("--priority", "priority", multiple=True, metavar="BOOK",
+              help="Convert this book first (path, file name or glob; repeatable). Default: input order.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
-            gpus, scheduler, cache, batch_chars, engine_threads, no_progress, debug) -> None:
+            gpus, scheduler, cache, batch_chars, engine_threads, priority, no_progress, debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -145,7 +147,7 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
         setting_map = parse_settings(settings)
         voice = "|".join(voices) if voices else None
         with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default") as client:
-            if client.dashboard_link and not scheduler:
+            if client.dashboard_link:
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
             bar = None
             if not no_progress:
@@ -163,13 +165,20 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
                 if bar is not None:
                     bar.update(n)
 
+            def finished(r) -> None:  # each book's line as soon as it is done
+                line, err = _result_line(r)
+                if bar is not None:
+                    bar.write(line, file=sys.stderr if err else sys.stdout)
+                else:
+                    click.echo(line, err=err)
+
             try:
                 results = run_convert(
                     list(inputs), output, engine=engine, voice=voice, model=model, language=language,
                     settings=setting_map,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
                     batch_chars=batch_chars, engine_threads=engine_threads,
-                    progress=step, progress_total=total,
+                    progress=step, progress_total=total, on_result=finished, priority=priority,
                 )
             finally:
                 if bar is not None:
@@ -177,22 +186,41 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
     except Exception as exc:  # noqa: BLE001 - every error becomes one line + exit code
         _fail(exc, debug)
         return
-    failed = 0
-    exit_code = EXIT_OK
+    failed = [r for r in results if not r.ok]
+    exit_code = max([EXIT_OK] + [r.exit_code for r in failed])
+    if len(results) > 1:
+        click.echo(_summary_table(results))
+    if failed:
+        click.echo(f"{len(failed)} of {len(results)} book(s) failed", err=True)
+    sys.exit(exit_code)
+
+
+def _result_line(r) -> tuple[str, bool]:
+    """``("done: ...", False)`` or ``("error: ...", True)`` for one book."""
+    if not r.ok:
+        return f"error: {r.error}", True
+    t = r.report["totals"]
+    return (
+        f"done: {r.output} ({len(r.report['chapters'])} chapters, {t['audio_s'] / 60:.1f} min, "
+        f"{t['chunks_from_cache']}/{t['unique_chunks']} chunks from cache, {t['wall_s']:.1f} s)"
+    ), False
+
+
+def _summary_table(results) -> str:
+    """The end-of-run table: one row per book, in input order."""
+    rows = [("book", "status", "chapters", "audio", "wall", "output / error")]
     for r in results:
+        name = r.source.rstrip("/").rsplit("/", 1)[-1]
         if r.ok:
             t = r.report["totals"]
-            click.echo(
-                f"done: {r.output} ({len(r.report['chapters'])} chapters, {t['audio_s'] / 60:.1f} min, "
-                f"{t['chunks_from_cache']}/{t['unique_chunks']} chunks from cache, {t['wall_s']:.1f} s)"
-            )
+            rows.append((name, "done", str(len(r.report["chapters"])), f"{t['audio_s'] / 60:.1f} min",
+                         f"{t['wall_s']:.0f} s", r.output))  # fmt: skip
         else:
-            failed += 1
-            exit_code = max(exit_code, r.exit_code)
-            click.echo(f"error: {r.error}", err=True)
-    if failed:
-        click.echo(f"{failed} of {len(results)} book(s) failed", err=True)
-    sys.exit(exit_code)
+            problem = r.error[len(r.source) + 2:] if r.error.startswith(r.source + ": ") else r.error
+            rows.append((name, "FAILED", "-", "-", "-", problem))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
+    return "\n".join(lines)
 
 
 def _book_summary(book) -> dict[str, Any]:

@@ -57,6 +57,26 @@ def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None 
     return list(dict.fromkeys(out))
 
 
+def book_priorities(books: list[str], first: Iterable[str] | None = None) -> dict[str, int]:
+    """Dask priority of each book, in submission order (highest first).
+
+    Books matching *first* (paths, URLs or glob patterns, matched against the
+    whole source and its file name) come first, then the rest, each group in
+    input order.  Priorities are 100 apart, so a book's synthesize (+0..1),
+    voice (+2) and merge (+10) tasks stay between its neighbours'.
+    """
+    import fnmatch
+
+    patterns = list(first or [])
+
+    def wanted(source: str) -> bool:
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatch(source, p) or fnmatch.fnmatch(name, p) or source.endswith(p) for p in patterns)
+
+    ordered = [b for b in books if wanted(b)] + [b for b in books if not wanted(b)]
+    return {source: 100 * (len(ordered) - i) for i, source in enumerate(ordered)}
+
+
 def convert(
     inputs: str | Iterable[str],
     output: str,
@@ -79,6 +99,8 @@ def convert(
     progress: Callable[[int], None] | None = None,
     progress_total: Callable[[int], None] | None = None,
     on_job: Callable[[BookJob], None] | None = None,
+    on_result: Callable[[BookResult], None] | None = None,
+    priority: Iterable[str] | None = None,
 ) -> list[BookResult]:
     """Convert ebooks into chaptered M4B audiobooks.
 
@@ -131,6 +153,14 @@ def convert(
     on_job : callable, optional
         Called with each :class:`BookJob` once submitted (e.g. to show the
         dashboard or keep the futures).
+    on_result : callable, optional
+        Called with each :class:`BookResult` as soon as its book is done or
+        has failed.
+    priority : iterable of str, optional
+        Books to convert first: paths/URLs or glob patterns (matched against
+        each input's full path and its file name).  Otherwise books are
+        worked on in input order: the first finishes first, and a book's
+        merge goes before new synthesis.
 
     Returns
     -------
@@ -171,9 +201,12 @@ def convert(
 
     with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus) as c:
         jobs = []
-        for source in books:
-            job = submit_book(c, source, options)
+        for source, rank in book_priorities(books, priority).items():
+            job = submit_book(c, source, options, priority=rank)
             if on_job:
                 on_job(job)
             jobs.append(job)
-        return run_jobs(jobs, on_chunks=progress, on_total=progress_total, write_report=write_report)
+        results = run_jobs(jobs, on_chunks=progress, on_total=progress_total, write_report=write_report,
+                           on_result=on_result)
+        by_source = {r.source: r for r in results}
+        return [by_source[source] for source in books]  # input order

@@ -47,6 +47,10 @@ __all__ = ["ConvertOptions", "BookJob", "submit_book", "run_jobs"]
 
 logger = logging.getLogger(__name__)
 
+#: Priority of every book's parse and chunk tasks: above all synthesis, so every
+#: book is planned early (they are cheap), in submission order.
+PLAN_PRIORITY = 10**9
+
 #: Smallest batch worth a task (~25 s of speech, a few seconds of work on one CPU thread).
 MIN_BATCH_CHARS = 400
 
@@ -153,11 +157,11 @@ class BookJob:
         include_matter = bool(config.get("include-matter", override=options.include_matter))
         self.parse: Future = client.submit(
             parse_task, source, include_matter, options.storage_options,
-            key=f"parse-{self.stem}-{token}", priority=priority + 20, pure=False,
+            key=f"parse-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
         )
         self.plan: Future = client.submit(
             plan_task, self.parse, request,
-            key=f"chunk-{self.stem}-{token}", priority=priority + 20, pure=False,
+            key=f"chunk-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
         )
         self.token = token
         self.batches: list[Future] = []
@@ -326,6 +330,7 @@ def run_jobs(
     on_chunks: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     write_report: Callable[[BookJob, dict], None] | None = None,
+    on_result: Callable[[BookResult], None] | None = None,
 ) -> list[BookResult]:
     """Drive submitted books to the end; one failing book never stops the others.
 
@@ -340,6 +345,9 @@ def run_jobs(
         Called with the number of chunks of each book once its plan is known.
     write_report : callable, optional
         Called with ``(job, report)`` when a book is done.
+    on_result : callable, optional
+        Called with each book's :class:`BookResult` as soon as the book is
+        done or has failed (books finish in the order work allows).
     """
     results: dict[int, BookResult] = {}
     by_future: dict[Future, tuple[str, BookJob, int]] = {}
@@ -357,6 +365,8 @@ def run_jobs(
         code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
         results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc), exit_code=code)
         job.cancel()
+        if on_result:
+            on_result(results[id(job)])
 
     for future in pending:
         stage, job, n = by_future.pop(future)
@@ -396,6 +406,8 @@ def run_jobs(
                 fail(job, exc)
                 continue
             results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+            if on_result:
+                on_result(results[id(job)])
     watch.stop()
     for job in jobs:
         job.release()
