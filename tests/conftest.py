@@ -26,6 +26,20 @@ def cache_dir(tmp_path: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
+def _restore_dask_config():
+    """distributed's gen_cluster resets dask's global config to its import-time copy
+    and leaves it so: put the config back after every test."""
+    import copy
+
+    import dask
+
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _private_default_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's real ~/.cache from tests."""
     import dask

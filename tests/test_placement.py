@@ -25,11 +25,9 @@ sent to and the resources it asked for; the library's own account
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from pathlib import Path
 
-import dask
 import pytest
 import yaml
 
@@ -51,13 +49,6 @@ with open(DEFAULTS_FILE, encoding="utf-8") as _f:
     E2A_DEFAULTS = {"ebook2audio": yaml.safe_load(_f)["ebook2audio"]}
 
 
-@pytest.fixture(autouse=True)
-def _restore_dask_config():
-    """gen_cluster leaves dask's global config reset to its import-time copy: put ours back."""
-    saved = copy.deepcopy(dask.config.config)
-    yield
-    dask.config.config.clear()
-    dask.config.config.update(saved)
 
 
 class Placement(SchedulerPlugin):

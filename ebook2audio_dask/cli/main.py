@@ -124,6 +124,10 @@ def cli() -> None:
               help="Also read front/back matter (title page, contents, licence, colophon).")
 @click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
 @click.option("--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1.")
+@click.option("--adapt", metavar="MIN:MAX",
+              help="Adaptive cluster (embedded or --slurm): MIN to MAX workers, following the queued synthesis.")
+@click.option("--slurm", is_flag=True,
+              help="Run the workers as SLURM jobs (dask-jobqueue; settings: ebook2audio.slurm config section).")
 @click.option("--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT).")
 @click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
@@ -133,7 +137,8 @@ def cli() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
-            gpus, scheduler, cache, batch_chars, engine_threads, priority, no_progress, debug) -> None:
+            gpus, adapt, slurm, scheduler, cache, batch_chars, engine_threads, priority, no_progress,
+            debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -146,7 +151,16 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
         chapter_list = parse_chapters(chapters)
         setting_map = parse_settings(settings)
         voice = "|".join(voices) if voices else None
-        with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default") as client:
+        from ..cluster import parse_adapt
+
+        try:
+            adapt_range = parse_adapt(adapt)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if scheduler and (adapt_range or slurm):
+            raise UsageError("--scheduler runs on an existing cluster: it cannot be combined with --adapt or --slurm")
+        with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default",
+                        adapt=adapt_range, slurm=slurm) as client:
             if client.dashboard_link:
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
             bar = None
@@ -179,6 +193,7 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
                     batch_chars=batch_chars, engine_threads=engine_threads,
                     progress=step, progress_total=total, on_result=finished, priority=priority,
+                    slots=adapt_range[1] if adapt_range else None,
                 )
             finally:
                 if bar is not None:

@@ -11,6 +11,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from .. import config
+from .adaptive import SynthesisAdaptive
 from .gpus import GPULocalCluster, ensure_engine_teardown, parse_gpus
 
 __all__ = ["client_for", "default_n_workers", "local_cluster"]
@@ -73,7 +74,7 @@ def local_cluster(
     if gpus == "default":
         gpus = config.get("cluster.gpus", "auto")
     gpu_list = parse_gpus(gpus)
-    n = n_workers or config.get("cluster.n-workers", None) or default_n_workers(engine_threads)
+    n = n_workers if n_workers is not None else (config.get("cluster.n-workers", None) or default_n_workers(engine_threads))
     if gpu_list:
         n = len(gpu_list)
     threads = int(config.get("synthesize.engine-threads", override=engine_threads))
@@ -122,9 +123,15 @@ def client_for(
     engine_threads: int | None = None,
     *,
     gpus: str | list[str] | None = "default",
+    adapt: tuple[int, int] | None = None,
+    slurm: bool | dict | None = None,
 ) -> Iterator[Client]:
     """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
 
+    With *slurm* (True, or a dict of ``ebook2audio.slurm`` overrides) the
+    workers are SLURM jobs (:func:`~.slurm.slurm_cluster`), ``slurm.jobs`` of
+    them unless *adapt* is given.  *adapt* ``(min, max)`` makes the embedded
+    or SLURM cluster adaptive (:class:`~.adaptive.SynthesisAdaptive`).
     Clients and clusters created here are closed on exit; a given *client* is
     not.  Every worker gets the :class:`~.gpus.EngineTeardown` plugin (once),
     so loaded models (and their GPU memory) are released when a worker stops.
@@ -138,6 +145,18 @@ def client_for(
             ensure_engine_teardown(c)
             yield c
         return
-    with local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus) as cluster, Client(cluster) as c:
+    if slurm:
+        from .slurm import slurm_cluster
+
+        cluster = slurm_cluster(**(slurm if isinstance(slurm, dict) else {}))
+        if not adapt:
+            cluster.scale(jobs=int(config.get("slurm.jobs", 2)))
+    elif adapt:
+        cluster = local_cluster(0, engine_threads=engine_threads, gpus="none")
+    else:
+        cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus)
+    if adapt:
+        cluster.adapt(minimum=adapt[0], maximum=adapt[1], Adaptive=SynthesisAdaptive)
+    with cluster, Client(cluster) as c:
         ensure_engine_teardown(c)
         yield c

@@ -92,6 +92,9 @@ def convert(
     scheduler: str | None = None,
     n_workers: int | None = None,
     gpus: str | Iterable[str] | None = None,
+    adapt: tuple[int, int] | None = None,
+    slurm: bool | dict[str, Any] | None = None,
+    slots: int | None = None,
     storage_options: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     batch_chars: int | None = None,
@@ -140,6 +143,15 @@ def convert(
     gpus : str or iterable of str, optional
         GPUs of the embedded cluster, one worker each (``"0,1"``, ``"none"``,
         ``"auto"``); default ``ebook2audio.cluster.gpus``.
+    adapt : (int, int), optional
+        ``(minimum, maximum)`` workers: an adaptive embedded or SLURM cluster
+        that grows with the queued synthesis and shrinks when idle.
+    slurm : bool or dict, optional
+        Run the workers as SLURM jobs (``True``, or overrides of the
+        ``ebook2audio.slurm`` config section, e.g. ``{"partition": "gpu"}``).
+    slots : int, optional
+        Synthesize tasks the cluster will run at once, for sizing batches
+        (default: the workers present, or *adapt*'s maximum).
     storage_options : dict, optional
         fsspec options for inputs, output and cache.
     settings : dict, optional
@@ -193,13 +205,14 @@ def convert(
         batch_chars=batch_chars,
         engine_threads=engine_threads,
         settings=settings,
+        slots=slots or (adapt[1] if adapt and client is None and scheduler is None else None),
     )
 
     def write_report(job: BookJob, report: dict) -> None:
         fs, path = get_fs(job.report_url, storage_options)
         write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8"))
 
-    with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus) as c:
+    with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm) as c:
         jobs = []
         for source, rank in book_priorities(books, priority).items():
             job = submit_book(c, source, options, priority=rank)

@@ -89,6 +89,10 @@ class ConvertOptions:
         Engine settings that change the audio (e.g. ``{"length_scale": 1.1}``).
     retries : int, optional
         How many times Dask retries a failed synthesize task.
+    slots : int, optional
+        Synthesize tasks the cluster can run at once, for sizing batches;
+        default: counted from the workers present (an adaptive cluster passes
+        its maximum).
     """
 
     output: str
@@ -105,6 +109,7 @@ class ConvertOptions:
     engine_threads: int | None = None
     settings: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     retries: int | None = None
+    slots: int | None = None
 
     def store(self) -> ChunkStore:
         return ChunkStore.make(config.get("cache", override=self.cache), self.storage_options)
@@ -231,6 +236,8 @@ class BookJob:
 
     def _synth_slots(self, resources: dict[str, float] | None) -> int:
         """How many synthesize tasks the cluster can run at once right now."""
+        if self.options.slots:
+            return int(self.options.slots)
         workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
         if not resources:
             return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
