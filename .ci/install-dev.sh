@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Development install into the virtual environment $1 (default .venv):
-# the package with its test extras, plus torch and coqui-tts for the Coqui tests.
+# the package with its test extras, torch and coqui-tts for the Coqui tests, and
+# (as root, through apt-get) Debian's SLURM + munge for the SLURM tests.
 set -euo pipefail
 venv="${1:-.venv}"
 py="$venv/bin/python"
@@ -22,3 +23,17 @@ if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
     rm -f "$lib"/*.so
 fi
 "$py" -c "import TTS.api, torch; print('install-dev: torch', torch.__version__, '+ coqui-tts ready')"
+
+# A real SLURM for tests/test_slurm.py (Debian packages; the test starts and stops
+# a one-node slurmctld/slurmd itself). Needs root and apt-get.
+if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        pkgs=(slurmctld slurmd slurm-client munge)
+        apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
+        echo "install-dev: SLURM $(/usr/sbin/slurmctld -V 2>/dev/null) + munge installed"
+    else
+        echo "install-dev: SLURM not installed (needs root and apt-get): tests/test_slurm.py will skip, or fail under CI" >&2
+    fi
+fi
