@@ -128,7 +128,12 @@ def cli() -> None:
               help="Adaptive cluster (embedded or --slurm): MIN to MAX workers, following the queued synthesis.")
 @click.option("--slurm", is_flag=True,
               help="Run the workers as SLURM jobs (dask-jobqueue; settings: ebook2audio.slurm config section).")
-@click.option("--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT).")
+@click.option("--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT or tls://HOST:PORT).")
+@click.option("--tls-ca-file", type=click.Path(dir_okay=False), help="CA certificate (PEM) of a tls:// scheduler.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="This client's certificate (PEM) for a tls:// scheduler.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="This client's private key (PEM), unless in --tls-cert.")
+@click.option("--tls", "tls", is_flag=True, default=None,
+              help="TLS inside the embedded cluster (throw-away certificate; it listens on 127.0.0.1 anyway).")
 @click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
 @click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
@@ -137,8 +142,8 @@ def cli() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
-            gpus, adapt, slurm, scheduler, cache, batch_chars, engine_threads, priority, no_progress,
-            debug) -> None:
+            gpus, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, batch_chars,
+            engine_threads, priority, no_progress, debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -159,8 +164,11 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
             raise UsageError(str(exc)) from None
         if scheduler and (adapt_range or slurm):
             raise UsageError("--scheduler runs on an existing cluster: it cannot be combined with --adapt or --slurm")
+        from ..cluster import client_security
+
+        security = client_security(tls_ca_file, tls_cert, tls_key)
         with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default",
-                        adapt=adapt_range, slurm=slurm) as client:
+                        adapt=adapt_range, slurm=slurm, security=security, tls=tls) as client:
             if client.dashboard_link:
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
             bar = None

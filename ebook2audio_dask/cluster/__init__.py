@@ -4,6 +4,7 @@ existing cluster."""
 
 from .adaptive import SynthesisAdaptive, parse_adapt, synthesis_target
 from .gpus import EngineTeardown, GPULocalCluster, detect_gpus, ensure_engine_teardown, parse_gpus
+from .security import client_security, embedded_security
 from .local import client_for, default_n_workers, local_cluster
 from .slurm import slurm_cluster, slurm_job_script
 
@@ -21,4 +22,6 @@ __all__ = [
     "parse_adapt",
     "slurm_cluster",
     "slurm_job_script",
+    "client_security",
+    "embedded_security",
 ]

@@ -11,8 +11,10 @@ import dask
 from distributed import Client, LocalCluster
 
 from .. import config
+from ..errors import UsageError
 from .adaptive import SynthesisAdaptive
 from .gpus import GPULocalCluster, ensure_engine_teardown, parse_gpus
+from .security import client_security, embedded_security
 
 __all__ = ["client_for", "default_n_workers", "local_cluster"]
 
@@ -43,6 +45,7 @@ def local_cluster(
     resources: dict[str, float] | None = None,
     dashboard_address: str | None = "default",
     gpus: str | list[str] | None = "default",
+    tls: bool | None = None,
     **kwargs,
 ) -> LocalCluster:
     """Start the embedded cluster: worker processes on 127.0.0.1 only.
@@ -68,6 +71,9 @@ def local_cluster(
     gpus : str or list of str, optional
         ``"auto"``, ``"none"`` or device ids (``"0,1"``); default ``cluster.gpus``.
         With GPUs, *n_workers* is the number of GPUs.
+    tls : bool, optional
+        ``tls://`` between client, scheduler and workers with a throw-away
+        certificate (default ``ebook2audio.tls.embedded``).
     **kwargs
         Passed to :class:`distributed.LocalCluster`.
     """
@@ -89,6 +95,9 @@ def local_cluster(
     # "Compute Failed" tracebacks are noise unless debugging.
     debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     kwargs.setdefault("silence_logs", logging.INFO if debugging else logging.CRITICAL)
+    security = embedded_security(tls)
+    if security is not None:
+        kwargs.update(security=security, protocol="tls://")
     # The client fails a book that waits too long for the resources (a clear
     # error, see pipeline.graph); the scheduler's own timeout is a later backstop.
     wait = float(config.get("cluster.no-workers-timeout") or 0)
@@ -125,6 +134,8 @@ def client_for(
     gpus: str | list[str] | None = "default",
     adapt: tuple[int, int] | None = None,
     slurm: bool | dict | None = None,
+    security=None,
+    tls: bool | None = None,
 ) -> Iterator[Client]:
     """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
 
@@ -132,6 +143,9 @@ def client_for(
     workers are SLURM jobs (:func:`~.slurm.slurm_cluster`), ``slurm.jobs`` of
     them unless *adapt* is given.  *adapt* ``(min, max)`` makes the embedded
     or SLURM cluster adaptive (:class:`~.adaptive.SynthesisAdaptive`).
+    *security* (a :class:`distributed.security.Security`; default from
+    ``ebook2audio.tls.*``) is used to reach *scheduler*; *tls* turns on TLS
+    inside the embedded cluster.
     Clients and clusters created here are closed on exit; a given *client* is
     not.  Every worker gets the :class:`~.gpus.EngineTeardown` plugin (once),
     so loaded models (and their GPU memory) are released when a worker stops.
@@ -141,7 +155,14 @@ def client_for(
         yield client
         return
     if scheduler:
-        with Client(scheduler) as c:
+        security = security or client_security()
+        try:
+            c = Client(scheduler, security=security, timeout=config.get("cluster.connect-timeout", 30))
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            hint = " (a tls:// scheduler needs --tls-ca-file and --tls-cert)" if security is None else ""
+            text = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise UsageError(f"cannot connect to scheduler {scheduler}: {text}{hint}") from exc
+        with c:
             ensure_engine_teardown(c)
             yield c
         return
@@ -152,9 +173,9 @@ def client_for(
         if not adapt:
             cluster.scale(jobs=int(config.get("slurm.jobs", 2)))
     elif adapt:
-        cluster = local_cluster(0, engine_threads=engine_threads, gpus="none")
+        cluster = local_cluster(0, engine_threads=engine_threads, gpus="none", tls=tls)
     else:
-        cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus)
+        cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus, tls=tls)
     if adapt:
         cluster.adapt(minimum=adapt[0], maximum=adapt[1], Adaptive=SynthesisAdaptive)
     with cluster, Client(cluster) as c:
