@@ -180,3 +180,28 @@ def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(clie
     assert not ffmpeg_children(), [p.cmdline() for p in ffmpeg_children()]
     [good] = e2a.convert(str(book), str(out), client=client, cache=cache_dir)
     assert good.ok, good.error
+
+
+def test_progress_bars_per_book_and_total(client, tmp_path, cache_dir):
+    import io
+
+    from ebook2audio_dask.pipeline.progress import ProgressBars
+
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.html").write_text(
+            f"<html lang='fr'><body><h1>{name}</h1>" + "<p>Une phrase à dire.</p>" * 8 + "</body></html>")
+    out = io.StringIO()
+    bars = ProgressBars(file=out, disable=False)
+    results = e2a.convert([str(tmp_path / "first.html"), str(tmp_path / "second.html")], str(tmp_path / "out"),
+                          client=client, cache=cache_dir, batch_chars=60, bars=bars)
+    bars.close()
+    assert all(r.ok for r in results)
+    text = out.getvalue()
+    total = sum(r.report["totals"]["chunks"] for r in results)
+    assert "first" in text and "second" in text  # a bar per book
+    assert "all books: 100%" in text and f"{total}/{total}" in text  # and the total, complete
+    assert bars.books == {}  # every book's bar was closed when it finished
+    # the notebook form: convert(progress=True) draws tqdm.auto bars (widgets in Jupyter)
+    [again] = e2a.convert(str(tmp_path / "first.html"), str(tmp_path / "out2"), client=client, cache=cache_dir,
+                          progress=True)
+    assert again.ok and again.report["totals"]["chunks_from_cache"] == again.report["totals"]["unique_chunks"]

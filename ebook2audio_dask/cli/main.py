@@ -171,26 +171,16 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
                         adapt=adapt_range, slurm=slurm, security=security, tls=tls) as client:
             if client.dashboard_link:
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
-            bar = None
+            bars = None
             if not no_progress:
-                from tqdm import tqdm
+                from ..pipeline.progress import ProgressBars
 
-                bar = tqdm(total=0, unit="chunk", desc="synthesize", file=sys.stderr,
-                           disable=None, dynamic_ncols=True)
-
-            def total(n: int) -> None:
-                if bar is not None:
-                    bar.total += n
-                    bar.refresh()
-
-            def step(n: int) -> None:
-                if bar is not None:
-                    bar.update(n)
+                bars = ProgressBars()
 
             def finished(r) -> None:  # each book's line as soon as it is done
                 line, err = _result_line(r)
-                if bar is not None:
-                    bar.write(line, file=sys.stderr if err else sys.stdout)
+                if bars is not None:
+                    bars.write(line, err=err)
                 else:
                     click.echo(line, err=err)
 
@@ -200,12 +190,12 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
                     settings=setting_map,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
                     batch_chars=batch_chars, engine_threads=engine_threads,
-                    progress=step, progress_total=total, on_result=finished, priority=priority,
+                    bars=bars, on_result=finished, priority=priority,
                     slots=adapt_range[1] if adapt_range else None,
                 )
             finally:
-                if bar is not None:
-                    bar.close()
+                if bars is not None:
+                    bars.close()
     except Exception as exc:  # noqa: BLE001 - every error becomes one line + exit code
         _fail(exc, debug)
         return

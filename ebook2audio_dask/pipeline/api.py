@@ -99,11 +99,12 @@ def convert(
     settings: dict[str, Any] | None = None,
     batch_chars: int | None = None,
     engine_threads: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: bool | Callable[[int], None] | None = None,
     progress_total: Callable[[int], None] | None = None,
     on_job: Callable[[BookJob], None] | None = None,
     on_result: Callable[[BookResult], None] | None = None,
     priority: Iterable[str] | None = None,
+    bars: Any = None,
 ) -> list[BookResult]:
     """Convert ebooks into chaptered M4B audiobooks.
 
@@ -160,8 +161,14 @@ def convert(
         Characters per synthesize task.
     engine_threads : int, optional
         Threads per engine instance.
-    progress, progress_total : callable, optional
-        Called with chunk counts as work completes / becomes known.
+    progress : bool or callable, optional
+        ``True``: progress bars, one for all chunks and one per book in
+        flight (``tqdm.auto``: widgets in Jupyter, text in a terminal).  A
+        callable is called with chunk counts as work completes.
+    progress_total : callable, optional
+        Called with chunk counts as they become known (with a callable *progress*).
+    bars : ProgressBars, optional
+        Bars to drive instead (the CLI passes its own, on stderr).
     on_job : callable, optional
         Called with each :class:`BookJob` once submitted (e.g. to show the
         dashboard or keep the futures).
@@ -219,7 +226,16 @@ def convert(
             if on_job:
                 on_job(job)
             jobs.append(job)
-        results = run_jobs(jobs, on_chunks=progress, on_total=progress_total, write_report=write_report,
-                           on_result=on_result)
+        given_bars, bars = bars, None
+        if progress is True and given_bars is None:
+            from .progress import ProgressBars
+
+            bars = ProgressBars(notebook=True)
+        try:
+            results = run_jobs(jobs, on_chunks=progress if callable(progress) else None, on_total=progress_total,
+                               write_report=write_report, on_result=on_result, bars=bars or given_bars)
+        finally:
+            if bars is not None:
+                bars.close()
         by_source = {r.source: r for r in results}
         return [by_source[source] for source in books]  # input order

@@ -338,6 +338,7 @@ def run_jobs(
     on_total: Callable[[int], None] | None = None,
     write_report: Callable[[BookJob, dict], None] | None = None,
     on_result: Callable[[BookResult], None] | None = None,
+    bars: Any = None,
 ) -> list[BookResult]:
     """Drive submitted books to the end; one failing book never stops the others.
 
@@ -355,6 +356,8 @@ def run_jobs(
     on_result : callable, optional
         Called with each book's :class:`BookResult` as soon as the book is
         done or has failed (books finish in the order work allows).
+    bars : ProgressBars, optional
+        Per-book and total progress (:class:`~.progress.ProgressBars`).
     """
     results: dict[int, BookResult] = {}
     by_future: dict[Future, tuple[str, BookJob, int]] = {}
@@ -372,6 +375,8 @@ def run_jobs(
         code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
         results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc), exit_code=code)
         job.cancel()
+        if bars is not None:
+            bars.book_done(job)
         if on_result:
             on_result(results[id(job)])
 
@@ -396,6 +401,10 @@ def run_jobs(
                 on_total(job.n_chunks)
             if on_chunks and job.n_chunks - sum(job.n_batches_chunks):
                 on_chunks(job.n_chunks - sum(job.n_batches_chunks))
+            if bars is not None:
+                bars.book_total(job, job.n_chunks)
+                if job.n_chunks - sum(job.n_batches_chunks):
+                    bars.book_chunks(job, job.n_chunks - sum(job.n_batches_chunks))
             for f, count in zip(job.batches, job.n_batches_chunks):
                 by_future[f] = ("synthesize", job, count)
                 pending.add(f)
@@ -404,6 +413,8 @@ def run_jobs(
         elif stage == "synthesize":
             if on_chunks:
                 on_chunks(n)
+            if bars is not None:
+                bars.book_chunks(job, n)
         elif stage == "merge":
             try:
                 report = job.report()
@@ -413,6 +424,8 @@ def run_jobs(
                 fail(job, exc)
                 continue
             results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+            if bars is not None:
+                bars.book_done(job)
             if on_result:
                 on_result(results[id(job)])
     watch.stop()
