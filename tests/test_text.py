@@ -126,3 +126,19 @@ def test_length_buckets_group_similar_lengths():
     assert sorted(k for g in groups for k, _ in g) == sorted(k for k, _ in items)  # nothing lost
     assert all(len(g) <= 3 for g in groups)
     assert length_buckets(items, 1) == [[item] for item in items]  # batch size 1: book order kept
+
+
+def test_sentence_splitting_is_thread_safe(corpus):
+    """Chunk tasks run in threads of one worker: concurrent planning must give what sequential planning does
+    (a shared pySBD segmenter used to drop text under concurrency)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ebook2audio_dask import read_book
+    from ebook2audio_dask.text import split_sentences
+
+    book = read_book(str(corpus / "christmas-carol-gutenberg-epub2.epub"))
+    paragraphs = [p for c in book.chapters for p in c.paragraphs][:600]
+    expected = [split_sentences(p, "en") for p in paragraphs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(2):
+            assert list(pool.map(lambda p: split_sentences(p, "en"), paragraphs)) == expected

@@ -29,8 +29,8 @@ def build_report(
     Keys: ``input``, ``output``, ``title``, ``authors``, ``language``,
     ``engine``, ``voice``, ``sample_rate``, ``chapters`` (index, title,
     start_s, end_s, chars, chunks), ``totals`` (chars, chunks,
-    chunks_from_cache, chunks_synthesized, audio_s, wall_s, synth_s, merge_s,
-    rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
+    chunks_from_cache, chunks_synthesized, synthesize_tasks, audio_s, wall_s,
+    synth_s, merge_s, rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
     ``engine_loads`` (worker address -> times that worker process loaded the
     book's engine and model: 1 each when models stay resident) and
     ``errors`` (non-fatal problems, e.g. a language fallback).
@@ -65,6 +65,7 @@ def build_report(
             "unique_chunks": len(unique),
             "chunks_from_cache": from_cache,
             "chunks_synthesized": sum(len(b.samples) for b in batches),
+            "synthesize_tasks": len(batches),
             "audio_s": round(merged.audio_s, 3),
             "wall_s": round(wall_s, 3),
             "synth_s": round(synth_s, 3),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import re
+import threading
 
 __all__ = ["split_sentences", "split_long"]
 
@@ -11,14 +11,27 @@ __all__ = ["split_sentences", "split_long"]
 _CLAUSE_BREAKS = (re.compile(r"(?<=[;:])\s+"), re.compile(r"(?<=[,\u2014\u2013)])\s+|\s+(?=[\u2014\u2013(])"))
 
 
-@functools.lru_cache(maxsize=32)
+_LOCAL = threading.local()
+
+
 def _segmenter(language: str):
+    """This thread's pySBD segmenter for *language*.
+
+    A ``pysbd.Segmenter`` keeps the text it works on in attributes, so one
+    instance must never serve two threads at once (a Dask worker runs
+    several chunk tasks in threads): each thread gets its own.
+    """
     import pysbd
 
     lang = (language or "en").replace("_", "-").split("-")[0].lower()
     if lang not in pysbd.languages.LANGUAGE_CODES:
         lang = "en"  # pySBD's English rules are a fair default for Latin scripts
-    return pysbd.Segmenter(language=lang, clean=False)
+    cache = getattr(_LOCAL, "segmenters", None)
+    if cache is None:
+        cache = _LOCAL.segmenters = {}
+    if lang not in cache:
+        cache[lang] = pysbd.Segmenter(language=lang, clean=False)
+    return cache[lang]
 
 
 def split_sentences(text: str, language: str | None) -> list[str]:
