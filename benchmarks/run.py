@@ -44,6 +44,7 @@ RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = HERE / "RESULTS.md"
 MERGE_SCRIPT = HERE / "bench_merge_memory.py"
 COQUI_SCRIPT = HERE / "bench_coqui.py"
+SCALEOUT_SCRIPT = HERE / "bench_scaleout.py"
 
 CORPUS = (REPO / ".." / "shared" / "corpus" / "childrens-literature.epub").resolve()
 VOICE = "en_US-joe-medium"
@@ -53,7 +54,7 @@ QUICK_CHAPTERS = (2,)  # 3418 characters
 FULL_MERGE_HOURS = (1.0, 10.0)
 QUICK_MERGE_HOURS = (0.05,)  # 3 minutes
 
-BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching")
+BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching", "scale_out")
 QUICK = "quick"
 FULL = "full"
 
@@ -63,6 +64,8 @@ TARGETS = {
     "piper_cli": ("≥", 1.00),
     "merge_memory": ("<", 300.0),
     "coqui_batching": ("≥", 3.0),
+    "scale_out": ("≥", 0.90),
+    "first_book": ("≤", 0.50),
 }
 
 # One paragraph per benchmark; the same text is in benchmarks/README.md.
@@ -124,6 +127,22 @@ METHODS = {
         "same chapter is converted through the Dask graph on an embedded cluster of {workers} "
         "worker processes: the report's `engine_loads` gives how many times each worker "
         "loaded the model (target: 1 each, i.e. total = workers)."
+    ),
+    "scale_out": (
+        "Runs `benchmarks/bench_scaleout.py`: a synthetic engine that sleeps {per_char_ms} ms per "
+        "character (`time.sleep` releases the GIL, as a GPU engine waiting on CUDA does; 200 chars/s "
+        "per worker, between XTTS and batched VITS on one GPU) and returns 80 samples of silence, "
+        "so the pipeline and Dask's scheduling are what is measured. Library: {books} real books "
+        "(the longest stories of *The Adventures of Sherlock Holmes*, one HTML book each, {chars} "
+        "characters in all), converted in one `convert` call on an in-process `LocalCluster` of N "
+        "single-thread workers with `GPU=1` (N = {workers}); real parse, chunk, chunk store and M4B "
+        "merge. Efficiency = ideal / measured wall time, ideal = summed engine time / N. Overhead "
+        "per task (per chunk) = (measured − ideal) × N / synthesize tasks (chunks): worker-time "
+        "each costs beyond its own work; it includes the planning of all books at the start, which "
+        "in one process shares the GIL (on a real cluster plans run in parallel processes). "
+        "First/last book: when the first and the last book of the run were written, from its start "
+        "(target: first ≤ 0.5 × last, i.e. books do not all finish at the end). Targets: efficiency "
+        "≥ 0.9 at 32 workers."
     ),
 }
 
@@ -495,6 +514,33 @@ class Runner:
         ]  # fmt: skip
         return figures, {"input": {"chars": b["chars"]}, **result}
 
+    def scale_out(self):
+        cmd = [sys.executable, str(SCALEOUT_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="scale out")
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        if not rows:
+            raise BenchError(f"scale out: no results:\n{out[-2000:]}")
+        figures = []
+        for row in rows:
+            n = row["workers"]
+            figures.append(fig(f"scale_out.eff{n}", f"scale-out: parallel efficiency, {n} workers",
+                               row["efficiency"], "", target=TARGETS["scale_out"] if n == 32 else None))  # fmt: skip
+        main = next((r for r in rows if r["workers"] == 32), rows[-1])
+        n = main["workers"]
+        figures += [
+            fig(f"scale_out.task_ms{n}", f"scale-out: overhead per synthesize task, {n} workers",
+                main["overhead_ms_per_task"], "ms"),
+            fig(f"scale_out.chunk_ms{n}", f"scale-out: overhead per chunk, {n} workers",
+                main["overhead_ms_per_chunk"], "ms"),
+            fig(f"scale_out.first_book{n}", f"first book of {main['books']} written, {n} workers",
+                main["first_book_s"], "s"),
+            fig(f"scale_out.last_book{n}", f"last book of {main['books']} written, {n} workers",
+                main["last_book_s"], "s", baseline=main["last_book_s"],
+                ratio=main["first_book_s"] / main["last_book_s"], ratio_def="first/last",
+                target=TARGETS["first_book"]),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": main["chars"]}, "rows": rows}
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -539,6 +585,13 @@ def summarize(bench: str, details: dict) -> str:
             f"audio {lo['audio_s']} s, engine_loads {lo['engine_loads']}, chunks per worker "
             f"{lo['chunks_per_worker']}."
         )
+    if bench == "scale_out":
+        return "; ".join(
+            f"{r['workers']} workers: wall {r['wall_s']} s vs ideal {r['ideal_s']} s, "
+            f"{r['synthesize_tasks']} tasks / {r['chunks']} chunks, books written at "
+            f"{', '.join(str(x) for x in r['book_finish_s'])} s"
+            for r in details["rows"]
+        ) + "."
     if bench == "merge_memory":
         parts = []
         for r in details["sizes"]:
@@ -736,7 +789,10 @@ def main(argv: list[str] | None = None) -> int:
             device=batching.get("device", "?"),
             threads=batching.get("torch_threads", "?"),
             batch=batching.get("batch_size", "?"),
-            workers=details.get("loads", {}).get("workers", "?"),
+            workers=details.get("loads", {}).get("workers", None)
+            or ", ".join(str(r["workers"]) for r in details.get("rows", [])) or "?",
+            per_char_ms=(details.get("rows") or [{}])[0].get("per_char_ms", "?"),
+            books=(details.get("rows") or [{}])[0].get("books", "?"),
         )
         entry = {
             "mode": mode,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dask.base import tokenize
-from distributed import Client, Future, Variable, as_completed
+from distributed import Client, Future, Variable, as_completed, wait
 
 from .. import config
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
@@ -179,8 +179,12 @@ class BookJob:
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
 
-    def submit_synthesis(self) -> None:
-        """Gather the plan, list the chunk store once and submit synthesize + merge."""
+    def submit_synthesis(self, backlog: int = 0) -> None:
+        """Gather the plan, list the chunk store once and submit synthesize + merge.
+
+        *backlog*: characters of the run's other books that will be
+        synthesised after this one (see :meth:`BookPlan.batches`).
+        """
         plan: BookPlan = self.plan.result()
         self.book_plan = plan
         present = self.store.list_sizes(plan.spec.engine)
@@ -195,7 +199,7 @@ class BookJob:
         retries = int(config.get("synthesize.retries", override=self.options.retries))
         batches = plan.batches(
             batch_chars, skip=set(self.cached_sizes), slots=self._synth_slots(resources),
-            min_chars=MIN_BATCH_CHARS,
+            min_chars=MIN_BATCH_CHARS, backlog=backlog,
         )
         chunk_batch: dict[str, int] = {}
         voice = None
@@ -367,6 +371,16 @@ def run_jobs(
     for job in jobs:
         by_future[job.plan] = ("plan", job, 0)
         pending.add(job.plan)
+    # Plans are cheap and run first: give them a moment, so each book's batches
+    # can be sized knowing the books queued behind it.
+    try:
+        wait([job.plan for job in jobs], timeout=float(config.get("synthesize.plan-wait", 0.5)))
+    except TimeoutError:
+        pass
+
+    def backlog(job: BookJob) -> int:
+        later = [j for j in jobs if j is not job and j.priority < job.priority and id(j) not in results]
+        return sum(j.plan.result().chars for j in later if j.plan.done() and j.plan.status == "finished")
 
     def fail(job: BookJob, exc: BaseException) -> None:
         if id(job) in results:
@@ -393,7 +407,7 @@ def run_jobs(
             continue
         if stage == "plan":
             try:
-                job.submit_synthesis()
+                job.submit_synthesis(backlog=backlog(job))
             except Exception as exc:
                 fail(job, exc)
                 continue

@@ -123,6 +123,7 @@ class BookPlan:
         *,
         slots: int = 1,
         min_chars: int = 400,
+        backlog: int = 0,
     ) -> list[tuple[Chunk, ...]]:
         """Group the chunks still to synthesise into batches (one task each).
 
@@ -146,6 +147,10 @@ class BookPlan:
             Synthesize tasks the cluster runs at once.
         min_chars : int
             Smallest batch worth a task (a few seconds of work).
+        backlog : int
+            Characters of other books queued behind this one in the same run:
+            they count as remaining work, so a book that is not the last one
+            keeps large batches (fewer tasks) and only the run's tail shrinks.
         """
         seen = set(skip)
         todo: list[Chunk] = []
@@ -161,11 +166,11 @@ class BookPlan:
         target = 0
         for chunk in todo:
             if not current:
-                target = max(floor, min(batch_chars, -(-remaining // (2 * max(1, slots)))))
+                target = max(floor, min(batch_chars, -(-(remaining + backlog) // (2 * max(1, slots)))))
             elif size + len(chunk.text) > target:
                 batches.append(tuple(current))
                 current, size = [], 0
-                target = max(floor, min(batch_chars, -(-remaining // (2 * max(1, slots)))))
+                target = max(floor, min(batch_chars, -(-(remaining + backlog) // (2 * max(1, slots)))))
             current.append(chunk)
             size += len(chunk.text)
             remaining -= len(chunk.text)
