@@ -42,3 +42,72 @@ def test_atomic_writes_leave_no_temp_files_and_normal_permissions(tmp_path):
     assert final.read_bytes() == b"data" and not local.exists()
     assert stat.S_IMODE(final.stat().st_mode) & 0o044  # readable by others, like any output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["book.m4b"]
+
+
+def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(monkeypatch):
+    import errno
+
+    import dask
+    import pytest
+
+    from ebook2audio_dask.errors import StorageError
+    from ebook2audio_dask.storage.retry import is_transient, with_retries
+
+    assert is_transient(OSError(errno.EBUSY, "SlowDown")) and is_transient(ConnectionResetError())
+    assert is_transient(TimeoutError()) and is_transient(OSError(errno.EIO, "503 Service Unavailable"))
+    assert not is_transient(FileNotFoundError("no bucket")) and not is_transient(PermissionError("denied"))
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError(errno.EBUSY, "SlowDown: reduce your request rate")
+        return "ok"
+
+    with dask.config.set({"ebook2audio.storage.retries": 5}):
+        monkeypatch.setattr("time.sleep", lambda s: None)  # tenacity's sleep: do not wait in the test
+        assert with_retries(flaky, url="s3://b/k", action="read") == "ok" and len(calls) == 3
+        calls.clear()
+
+        def missing():
+            calls.append(1)
+            raise FileNotFoundError("NoSuchBucket")
+
+        with pytest.raises(StorageError, match=r"^s3://b/k: cannot write the chunk: no such bucket"):
+            with_retries(missing, url="s3://b/k", action="write the chunk")
+        assert len(calls) == 1  # permanent: not retried
+
+        def always_busy():
+            raise OSError(errno.EBUSY, "SlowDown")
+
+        with pytest.raises(StorageError, match="still failing after 5 attempts"):
+            with_retries(always_busy, url="s3://b/k", action="read")
+
+
+def test_a_truncated_chunk_is_never_trusted(tmp_path):
+    import pytest
+
+    from ebook2audio_dask.audio.wav import wav_complete
+    from ebook2audio_dask.errors import StorageError
+
+    store = ChunkStore.make(str(tmp_path / "store"))
+    wav = encode_wav(np.arange(1000, dtype=np.int16), 22050)
+    assert wav_complete(wav) and not wav_complete(wav[:-10]) and not wav_complete(b"RIFF")
+    store.write("piper", "ab" * 20, wav)
+    path = store.path("piper", "ab" * 20)
+    with open(path, "r+b") as fh:  # a crash on a store without atomic writes
+        fh.truncate(len(wav) - 100)
+    with pytest.raises(StorageError, match="chunk is incomplete .* deleted: run the conversion again"):
+        store.read("piper", "ab" * 20)
+    assert not os.path.exists(path)  # the rerun will synthesise it again
+    assert store.list_sizes("piper") == {}
+
+
+def test_storage_options_per_protocol():
+    from ebook2audio_dask.storage.fs import options_for
+
+    flat = {"key": "k", "client_kwargs": {"endpoint_url": "http://x"}}
+    assert options_for("s3://b/k", flat) == flat and options_for("/tmp/a", flat) == {}
+    keyed = {"s3": {"anon": True}, "gs": {"token": "t"}}
+    assert options_for("s3://b/k", keyed) == {"anon": True} and options_for("gs://b", keyed) == {"token": "t"}
+    assert options_for("memory://x", keyed) == {} and options_for("s3a://b/k", keyed) == {"anon": True}

@@ -16,7 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["WAV_HEADER_BYTES", "encode_wav", "decode_wav", "wav_info"]
+__all__ = [
+    "WAV_HEADER_BYTES", "encode_wav", "decode_wav", "wav_info", "wav_complete"]
 
 #: Size of the header :func:`encode_wav` writes (the canonical RIFF/fmt/data
 #: layout).  Reading this many bytes of a stored chunk is enough for
@@ -63,6 +64,16 @@ def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
         w.setnframes(len(pcm))  # header is right the first time, no seek-back
         w.writeframesraw(pcm.tobytes())
     return buf.getvalue()
+
+
+def wav_complete(data: bytes) -> bool:
+    """True when *data* is a whole canonical WAV file: its header's RIFF size and
+    data-chunk size both match the bytes present (a truncated upload fails)."""
+    if len(data) < WAV_HEADER_BYTES or data[:4] != b"RIFF" or data[8:12] != b"WAVE" or data[36:40] != b"data":
+        return False
+    riff = int.from_bytes(data[4:8], "little")
+    payload = int.from_bytes(data[40:44], "little")
+    return riff == len(data) - 8 and payload == len(data) - WAV_HEADER_BYTES
 
 
 def decode_wav(data: bytes) -> tuple[np.ndarray, int]:

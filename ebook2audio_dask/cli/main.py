@@ -19,7 +19,7 @@ import yaml
 
 from ..errors import EXIT_BOOK_FAILED, EXIT_OK, EXIT_USAGE, Ebook2AudioError, UsageError
 
-__all__ = ["main", "cli", "parse_chapters", "parse_settings"]
+__all__ = ["main", "cli", "parse_chapters", "parse_settings", "parse_storage_options"]
 
 
 def parse_chapters(spec: str | None) -> tuple[int, ...] | None:
@@ -65,6 +65,33 @@ def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
         except yaml.YAMLError:
             out[key.strip()] = value
     return out
+
+
+def parse_storage_options(text: str | None, s3_endpoint: str | None = None) -> dict[str, Any] | None:
+    """``--storage-options JSON`` and ``--s3-endpoint URL`` → fsspec storage options.
+
+    The endpoint goes under ``{"s3": {"client_kwargs": {"endpoint_url": URL}}}``
+    (only s3:// URLs get it); flat JSON options apply to every remote URL, or to
+    s3:// URLs only when an endpoint is given too.
+    """
+    options: dict[str, Any] = {}
+    if text:
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--storage-options is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        if not isinstance(options, dict):
+            raise UsageError("--storage-options must be a JSON object")
+    if s3_endpoint:
+        import fsspec
+
+        known = set(fsspec.available_protocols())
+        per_protocol = bool(options) and all(k in known and isinstance(v, dict) for k, v in options.items())
+        if not per_protocol:  # a flat dict applies to every remote protocol: keep that for s3 too
+            options = {"s3": dict(options)} if options else {}
+        s3 = options.setdefault("s3", {})
+        s3.setdefault("client_kwargs", {})["endpoint_url"] = s3_endpoint
+    return options or None
 
 
 def _setup_logging(debug: bool) -> None:
@@ -135,6 +162,10 @@ def cli() -> None:
 @click.option("--tls", "tls", is_flag=True, default=None,
               help="TLS inside the embedded cluster (throw-away certificate; it listens on 127.0.0.1 anyway).")
 @click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
+@click.option("--storage-options", "storage_json", metavar="JSON",
+              help='fsspec options for inputs, output and cache: flat, or per protocol '
+                   '({"s3": {"profile": "books"}}). Also FSSPEC_S3_* environment variables.')
+@click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, moto...) for s3:// URLs.")
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
 @click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
 @click.option("--priority", "priority", multiple=True, metavar="BOOK",
@@ -142,8 +173,8 @@ def cli() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
-            gpus, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, batch_chars,
-            engine_threads, priority, no_progress, debug) -> None:
+            gpus, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
+            s3_endpoint, batch_chars, engine_threads, priority, no_progress, debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -155,6 +186,7 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
 
         chapter_list = parse_chapters(chapters)
         setting_map = parse_settings(settings)
+        storage_options = parse_storage_options(storage_json, s3_endpoint)
         voice = "|".join(voices) if voices else None
         from ..cluster import parse_adapt
 
@@ -187,7 +219,7 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
             try:
                 results = run_convert(
                     list(inputs), output, engine=engine, voice=voice, model=model, language=language,
-                    settings=setting_map,
+                    settings=setting_map, storage_options=storage_options,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
                     batch_chars=batch_chars, engine_threads=engine_threads,
                     bars=bars, on_result=finished, priority=priority,
@@ -346,6 +378,94 @@ def engines(as_json, model, debug) -> None:
             devices += f" ({info['cuda_devices']} CUDA device(s) visible)"
         click.echo(f"  sample rate: {info['sample_rate'] or '-'} Hz   devices: {devices}"
                    f"   max chars per chunk: {info['max_chars']}")
+
+
+@cli.group()
+def cache() -> None:
+    """Look after the chunk store: what is in it, and pruning it."""
+
+
+_cache_url = click.option("--cache", "cache_url", help="Chunk store URL (default: ebook2audio.cache).")
+_storage = click.option("--storage-options", "storage_json", metavar="JSON", help="fsspec options (JSON).")
+_endpoint = click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint for s3:// URLs.")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@cache.command("info")
+@_cache_url
+@_storage
+@_endpoint
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None:
+    """Size of the chunk store: chunks, stored voices and bytes per engine."""
+    _setup_logging(debug)
+    try:
+        from .. import config
+        from ..pipeline.cache import cache_info
+        from ..storage import ChunkStore
+
+        store = ChunkStore.make(config.get("cache", override=cache_url), parse_storage_options(storage_json, s3_endpoint))
+        info = cache_info(store)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc, debug)
+        return
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, {_human(info['bytes'])}")
+    for name, e in info["engines"].items():
+        click.echo(f"  {name}: {e['chunks']} chunks, {e['voices']} voices, {_human(e['bytes'])}")
+
+
+@cache.command("prune")
+@_cache_url
+@_storage
+@_endpoint
+@click.option("--keep", "keep_books", multiple=True, metavar="BOOK",
+              help="Keep the chunks these books use (files, folders, globs; planned with --engine/--voice/"
+                   "--language/--setting as convert would); delete the others. Repeatable.")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="Delete what was written more than DAYS ago (with --keep: only unused and old).")
+@click.option("--engine", help="Engine the --keep books are converted with.")
+@click.option("--voice", help="Voice the --keep books are converted with.")
+@click.option("--language", help="Language override the --keep books are converted with.")
+@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Engine setting (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@debug_option
+def cache_prune_cmd(cache_url, storage_json, s3_endpoint, keep_books, older_than, engine, voice, language,
+                    settings, dry_run, debug) -> None:
+    """Delete chunks no given book uses, and/or chunks older than some days."""
+    _setup_logging(debug)
+    try:
+        from .. import config
+        from ..pipeline.api import expand_inputs
+        from ..pipeline.cache import keys_for_books, prune_cache
+        from ..pipeline.graph import ConvertOptions
+        from ..storage import ChunkStore
+
+        if not keep_books and older_than is None:
+            raise UsageError("cache prune needs --keep BOOK and/or --older-than DAYS")
+        options_ = parse_storage_options(storage_json, s3_endpoint)
+        store = ChunkStore.make(config.get("cache", override=cache_url), options_)
+        keep = None
+        if keep_books:
+            opts = ConvertOptions(output=".", engine=engine, voice=voice, language=language,
+                                  settings=parse_settings(settings), storage_options=options_)  # fmt: skip
+            keep = keys_for_books(expand_inputs(keep_books, options_), opts)
+        result = prune_cache(store, keep=keep, older_than_days=older_than, dry_run=dry_run)
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc, debug)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {result['deleted']} object(s), {_human(result['bytes'])}; kept {result['kept']}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,8 +26,10 @@ import re
 
 import fsspec
 
-from ..errors import BookError
+from ..errors import BookError, StorageError
 from ..model import Book
+from ..storage.fs import options_for
+from ..storage.retry import with_retries
 from ._sections import assemble
 
 __all__ = ["read_book", "detect_format", "FORMATS"]
@@ -114,9 +116,14 @@ def detect_format(data: bytes, name: str = "") -> str | None:
 
 
 def _read_bytes(url: str, storage_options: dict | None) -> bytes:
-    try:
-        with fsspec.open(url, "rb", **(storage_options or {})) as fh:
+    def read() -> bytes:
+        with fsspec.open(url, "rb", **options_for(url, storage_options)) as fh:
             return fh.read()
+
+    try:  # transient storage errors (throttling, resets) are retried
+        return with_retries(read, url=url, action="read the book", translate=False)
+    except StorageError as exc:
+        raise BookError(url, str(exc).removeprefix(f"{url}: ")) from exc
     except FileNotFoundError as exc:
         raise BookError(url, "file not found") from exc
     except IsADirectoryError as exc:

@@ -12,6 +12,7 @@ from ..engines import get_engine_class
 from ..errors import UsageError
 from ..storage import get_fs, stem_of
 from ..storage.fs import write_bytes_atomic
+from ..storage.retry import with_retries
 from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
 from .report import dumps_report
 
@@ -96,6 +97,8 @@ def convert(
     slurm: bool | dict[str, Any] | None = None,
     slots: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
+    cache_storage_options: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     batch_chars: int | None = None,
     engine_threads: int | None = None,
@@ -154,7 +157,12 @@ def convert(
         Synthesize tasks the cluster will run at once, for sizing batches
         (default: the workers present, or *adapt*'s maximum).
     storage_options : dict, optional
-        fsspec options for inputs, output and cache.
+        fsspec options for inputs, output and cache: flat (every remote URL)
+        or keyed by protocol (``{"s3": {"client_kwargs": {"endpoint_url":
+        ...}}}``).  fsspec's own ``FSSPEC_S3_...`` environment variables work
+        too.  Never printed, logged, or put in task names or reports.
+    output_storage_options, cache_storage_options : dict, optional
+        Options for the output folder / chunk store when they differ.
     settings : dict, optional
         Engine settings that change the audio.
     batch_chars : int, optional
@@ -209,6 +217,8 @@ def convert(
         include_matter=include_matter,
         cache=cache,
         storage_options=storage_options,
+        output_storage_options=output_storage_options,
+        cache_storage_options=cache_storage_options,
         batch_chars=batch_chars,
         engine_threads=engine_threads,
         settings=settings,
@@ -216,8 +226,9 @@ def convert(
     )
 
     def write_report(job: BookJob, report: dict) -> None:
-        fs, path = get_fs(job.report_url, storage_options)
-        write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8"))
+        fs, path = get_fs(job.report_url, options.output_options)
+        with_retries(lambda: write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8")),
+                     url=job.report_url, action="write the report")
 
     with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm) as c:
         jobs = []

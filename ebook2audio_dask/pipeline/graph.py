@@ -78,7 +78,12 @@ class ConvertOptions:
     cache : str, optional
         Chunk store URL.
     storage_options : dict, optional
-        fsspec options used for inputs, outputs and the chunk store.
+        fsspec options for inputs, outputs and the chunk store: flat
+        (``{"key": ..., "client_kwargs": {"endpoint_url": ...}}``, used for
+        every remote URL) or keyed by protocol (``{"s3": {...}, "gs": {...}}``).
+    output_storage_options, cache_storage_options : dict, optional
+        Options for the output folder / the chunk store only, when they differ
+        from the inputs' (another account, another endpoint).
     batch_chars : int, optional
         Characters per synthesize task.
     resources : dict, optional
@@ -104,6 +109,8 @@ class ConvertOptions:
     include_matter: bool | None = None
     cache: str | None = None
     storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
+    output_storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
+    cache_storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
     batch_chars: int | None = None
     resources: dict[str, float] | None = field(default=None, hash=False, compare=False)
     engine_threads: int | None = None
@@ -112,7 +119,15 @@ class ConvertOptions:
     slots: int | None = None
 
     def store(self) -> ChunkStore:
-        return ChunkStore.make(config.get("cache", override=self.cache), self.storage_options)
+        return ChunkStore.make(config.get("cache", override=self.cache), self.cache_options)
+
+    @property
+    def output_options(self) -> dict[str, Any] | None:
+        return self.output_storage_options if self.output_storage_options is not None else self.storage_options
+
+    @property
+    def cache_options(self) -> dict[str, Any] | None:
+        return self.cache_storage_options if self.cache_storage_options is not None else self.storage_options
 
     def plan_request(self) -> PlanRequest:
         return PlanRequest(
@@ -234,7 +249,7 @@ class BookJob:
             self.batch_vars.append(var)
         self.merge = self.client.submit(
             merge_task, self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
-            self.output, self.options.storage_options, None,
+            self.output, self.options.output_options, None,
             key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
         )
 

@@ -265,6 +265,10 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
         return future.result()  # raises if that batch failed
 
 
+#: Chunks the merge reads from the store in one (concurrent) request.
+READ_WINDOW = 64
+
+
 def merge_task(
     book: Book,
     plan: BookPlan,
@@ -296,14 +300,32 @@ def merge_task(
     lengths: dict[str, int] = {}
     ready = [time.time()]  # when the last synthesize task the merge waited for finished
 
+    buffer: dict[str, bytes] = {}
+
+    def ready_for(chunk) -> bool:
+        index = chunk_batch.get(chunk.key)
+        return index is None or index in awaited
+
+    def fetch_from(i: int) -> None:
+        """Read the next chunks already made (up to READ_WINDOW) in one concurrent request."""
+        keys: list[str] = []
+        for later in plan.chunks[i:]:
+            if len(keys) >= READ_WINDOW or not ready_for(later):
+                break
+            if later.key not in buffer and later.key not in keys:
+                keys.append(later.key)
+        buffer.update(store.read_many(plan.spec.engine, keys))
+
     def pcm():
-        for chunk in plan.chunks:
+        for i, chunk in enumerate(plan.chunks):
             index = chunk_batch.get(chunk.key)
             if index is not None and index not in awaited:
                 result = _wait_for_batch(batch_vars[index], plan.source)
                 awaited.add(index)
                 ready[0] = max(ready[0], result.finished)
-            samples, chunk_rate = decode_wav(store.read(plan.spec.engine, chunk.key))
+            if chunk.key not in buffer:
+                fetch_from(i)
+            samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
             if chunk_rate != rate:
                 raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
             lengths[chunk.key] = len(samples)

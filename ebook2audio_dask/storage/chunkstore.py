@@ -11,30 +11,64 @@ e.g. XTTS speaker conditioning), shared by every worker.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..audio.wav import WAV_HEADER_BYTES
+from ..audio.wav import WAV_HEADER_BYTES, wav_complete
+from ..errors import StorageError
 from .fs import get_fs, join, write_bytes_atomic
+from .retry import with_retries
 
-__all__ = ["ChunkStore"]
+__all__ = ["ChunkStore", "ChunkEntry"]
+
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    """One object of the store: a chunk (``kind="chunk"``) or a computed voice."""
+
+    engine: str
+    key: str
+    size: int
+    modified: float  # POSIX time; 0.0 when the store does not say
+    path: str
+    kind: str = "chunk"
+
+
+def _modified(info: dict[str, Any]) -> float:
+    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("updated")
+    if value is None:
+        return 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    try:
+        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True)
 class ChunkStore:
     """A chunk store at *url*.
 
+    Every call to the store retries transient errors (throttling, 5xx,
+    connection resets) with backoff and turns permanent ones (no such bucket,
+    access denied) into a one-line :class:`~ebook2audio_dask.errors.StorageError`.
+
     Parameters
     ----------
     url : str
         Folder or prefix (``~/.cache/ebook2audio/chunks``, ``s3://bucket/chunks``).
     storage_options : tuple of (str, value) pairs
-        fsspec options for *url*, as sorted pairs so the store stays hashable.
-        Use :meth:`make` to pass a dict.
+        fsspec options for *url* (flat, or keyed by protocol), as sorted
+        pairs.  Use :meth:`make` to pass a dict.  Not part of equality or repr
+        (they may hold credentials).
     """
 
     url: str
-    storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False, hash=False)
 
     @classmethod
     def make(cls, url: str, storage_options: dict[str, Any] | None = None) -> "ChunkStore":
@@ -49,6 +83,9 @@ class ChunkStore:
         _, root = self.fs_and_root
         return join(root, engine, key[:2], f"{key}.wav")
 
+    def _url(self, *parts: str) -> str:
+        return join(self.url, *parts)
+
     def list_sizes(self, engine: str) -> dict[str, int]:
         """Every complete chunk of *engine* in the store: ``{key: size in bytes}``.
 
@@ -57,10 +94,14 @@ class ChunkStore:
         """
         fs, root = self.fs_and_root
         base = join(root, engine)
-        try:
-            found = fs.find(base, detail=True)
-        except FileNotFoundError:
-            return {}
+
+        def listing():
+            try:
+                return fs.find(base, detail=True)
+            except FileNotFoundError:
+                return {}
+
+        found = with_retries(listing, url=self._url(engine), action="list the chunk store")
         sizes: dict[str, int] = {}
         for path, info in found.items():
             name = path.rsplit("/", 1)[-1]
@@ -71,15 +112,76 @@ class ChunkStore:
                 sizes[name[:-4]] = size
         return sizes
 
-    def write(self, engine: str, key: str, wav: bytes) -> None:
-        """Store one chunk's WAV bytes (atomically)."""
+    def entries(self) -> list[ChunkEntry]:
+        """Every chunk and stored voice, of every engine (one recursive listing)."""
+        fs, root = self.fs_and_root
+
+        def listing():
+            try:
+                return fs.find(root, detail=True)
+            except FileNotFoundError:
+                return {}
+
+        out = []
+        prefix = root.rstrip("/") + "/"
+        for path, info in with_retries(listing, url=self.url, action="list the chunk store").items():
+            rel = path[len(prefix):] if path.startswith(prefix) else path
+            parts = rel.split("/")
+            name = parts[-1]
+            if len(parts) < 3 or name.startswith("."):
+                continue
+            kind = "voice" if parts[1] == "voices" else "chunk"
+            if kind == "chunk" and not name.endswith(".wav"):
+                continue
+            out.append(ChunkEntry(parts[0], name.rsplit(".", 1)[0], int(info.get("size") or 0),
+                                  _modified(info), path, kind))  # fmt: skip
+        return out
+
+    def delete(self, paths: list[str]) -> None:
+        """Delete objects of the store (paths as :meth:`entries` gives them)."""
+        if not paths:
+            return
         fs, _ = self.fs_and_root
-        write_bytes_atomic(fs, self.path(engine, key), wav)
+        with_retries(lambda: fs.rm(paths), url=self.url, action="delete from the chunk store")
+
+    def write(self, engine: str, key: str, wav: bytes) -> None:
+        """Store one chunk's WAV bytes: complete or not at all (exclusive create where supported)."""
+        fs, _ = self.fs_and_root
+        path = self.path(engine, key)
+        with_retries(lambda: write_bytes_atomic(fs, path, wav, exclusive=True),
+                     url=self._url(engine, key[:2], f"{key}.wav"), action="write the chunk")  # fmt: skip
 
     def read(self, engine: str, key: str) -> bytes:
-        """The WAV bytes of chunk *key*."""
+        """The WAV bytes of chunk *key*, checked complete (see :meth:`read_many`)."""
+        return self.read_many(engine, [key])[key]
+
+    def read_many(self, engine: str, keys: list[str]) -> dict[str, bytes]:
+        """The WAV bytes of several chunks, fetched concurrently where the store allows.
+
+        Each one is checked against the data length its WAV header declares: a
+        truncated object (a crash on a store without atomic writes) is deleted
+        and reported, so a rerun synthesises it again instead of trusting it.
+        """
         fs, _ = self.fs_and_root
-        return fs.cat_file(self.path(engine, key))
+        paths = {self.path(engine, k): k for k in keys}
+        action = f"read {len(keys)} chunk(s)"
+        if len(paths) == 1:
+            [(path, key)] = paths.items()
+            found = {path: with_retries(lambda: fs.cat_file(path), url=self._url(engine, key[:2], f"{key}.wav"),
+                                        action="read the chunk")}  # fmt: skip
+        else:
+            found = with_retries(lambda: fs.cat(list(paths), on_error="raise"), url=self.url, action=action)
+        out = {}
+        for path, data in found.items():
+            key = paths[path]
+            if not wav_complete(data):
+                with_retries(lambda: fs.rm_file(path), url=self.url, action="delete a damaged chunk")
+                raise StorageError(
+                    f"{self._url(engine, key[:2], key + '.wav')}: chunk is incomplete ({len(data)} bytes); "
+                    "it was deleted: run the conversion again to synthesise it"
+                )
+            out[key] = data
+        return out
 
     def voice_path(self, engine: str, name: str) -> str:
         """Where *engine* keeps a computed voice (e.g. XTTS speaker conditioning)."""
@@ -89,12 +191,19 @@ class ChunkStore:
     def read_voice(self, engine: str, name: str) -> bytes | None:
         """The stored voice *name* of *engine*, or ``None`` if not stored yet."""
         fs, _ = self.fs_and_root
-        try:
-            return fs.cat_file(self.voice_path(engine, name))
-        except FileNotFoundError:
-            return None
+        path = self.voice_path(engine, name)
+
+        def read():
+            try:
+                return fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+
+        return with_retries(read, url=self._url(engine, "voices", name), action="read the voice")
 
     def write_voice(self, engine: str, name: str, data: bytes) -> None:
         """Store a computed voice (atomically), for every worker and later runs."""
         fs, _ = self.fs_and_root
-        write_bytes_atomic(fs, self.voice_path(engine, name), data)
+        path = self.voice_path(engine, name)
+        with_retries(lambda: write_bytes_atomic(fs, path, data), url=self._url(engine, "voices", name),
+                     action="write the voice")  # fmt: skip

@@ -1,0 +1,117 @@
+"""Retries for storage calls: transient errors are retried with backoff, permanent ones fail fast.
+
+s3fs already retries a few times within a second or two (SlowDown, timeouts);
+this layer covers what outlasts that — a throttled or briefly unavailable
+store, a reset connection — with exponential backoff and jitter (tenacity),
+``storage.retries`` attempts over at most ``storage.retry-seconds``.  A
+permanent error (no such bucket or key, access denied, bad request) is raised
+at once as a :class:`~ebook2audio_dask.errors.StorageError` naming the URL.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Callable, TypeVar
+
+import tenacity
+
+from .. import config
+from ..errors import StorageError
+
+__all__ = ["is_transient", "with_retries", "storage_error"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT_ERRNOS = {
+    errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
+    errno.ECONNREFUSED, errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH,
+    getattr(errno, "EREMOTEIO", errno.EIO),
+}  # fmt: skip
+#: Exception class names of HTTP/S3 client libraries that mean "try again".
+_TRANSIENT_NAMES = {
+    "ServerDisconnectedError", "ClientOSError", "ClientConnectorError", "ClientPayloadError",
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "ResponseParserError", "IncompleteRead", "HTTPClientError", "FSTimeoutError",
+}  # fmt: skip
+_TRANSIENT_CODES = ("SlowDown", "Throttl", "ServiceUnavailable", "InternalError", "RequestTimeout",
+                    "503", "500", "502", "504", "reduce your request rate")  # fmt: skip
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying (throttling, 5xx, timeouts, connection resets)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError, IsADirectoryError,
+                        NotADirectoryError, StorageError)):  # fmt: skip
+        return False
+    if isinstance(exc, (TimeoutError, socket.timeout, ConnectionError)):
+        return True
+    if any(type(e).__name__ in _TRANSIENT_NAMES for e in _chain(exc)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError) and any(code in text for code in _TRANSIENT_CODES)
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def storage_error(url: str, exc: BaseException, action: str) -> StorageError:
+    """A one-line :class:`StorageError` for a permanent failure of *action* on *url*."""
+    if isinstance(exc, FileNotFoundError):
+        problem = "no such bucket, folder or object"
+    elif isinstance(exc, PermissionError):
+        problem = "access denied (check the credentials in storage_options)"
+    else:
+        problem = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return StorageError(f"{url}: cannot {action}: {problem}")
+
+
+def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool = True) -> T:
+    """Call *fn*, retrying transient storage errors; raise a :class:`StorageError` otherwise.
+
+    Parameters
+    ----------
+    fn : callable
+        The storage call, without arguments.
+    url : str
+        What it works on (for messages; never includes credentials).
+    action : str
+        Verb phrase for messages: ``"write the chunk"``.
+    translate : bool
+        Turn a permanent error into a :class:`StorageError` (default); with
+        ``False`` it is re-raised as it is (callers that word their own errors).
+    """
+    attempts = int(config.get("storage.retries", 6))
+    budget = float(config.get("storage.retry-seconds", 60))
+
+    def log(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning("%s: %s failed (%s), retry %d of %d", url, action,
+                       " ".join(str(exc).split())[:120], state.attempt_number, attempts - 1)  # fmt: skip
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=8),
+        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(budget),
+        before_sleep=log,
+        reraise=True,
+    )
+    try:
+        return retrying(fn)
+    except StorageError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise StorageError(f"{url}: cannot {action}: still failing after {attempts} attempts: "
+                               f"{' '.join(str(exc).split())[:160]}") from exc  # fmt: skip
+        if not translate:
+            raise
+        raise storage_error(url, exc, action) from exc
