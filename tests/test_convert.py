@@ -73,6 +73,12 @@ def test_french_txt_chapters_and_a_second_run_is_all_cache(client, corpus, tmp_p
     assert totals["chunks_synthesized"] == 0
     assert totals["chunks_from_cache"] == totals["unique_chunks"] == report["totals"]["unique_chunks"]
     assert again.report["chapters"] == report["chapters"]
+    # nothing re-encoded: the audio kept in the store was remuxed with chapters, tags (and cover)
+    assert not report["totals"]["audio_reused"] and totals["audio_reused"]
+    check_m4b_against_report(out / "entre-nous-lectures-francaises.m4b", again.report, expect_cover=False)
+    # a book with other chapters reuses the chunks but needs its own encode
+    [other] = e2a.convert(src, str(tmp_path / "o2"), chapters=[1, 2], client=client, cache=cache_dir)
+    assert other.report["totals"]["chunks_synthesized"] == 0 and not other.report["totals"]["audio_reused"]
 
 
 def test_unknown_language_falls_back_to_default_voice(client, tmp_path, cache_dir):

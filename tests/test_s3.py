@@ -80,6 +80,9 @@ def test_whole_book_s3_to_s3_with_the_chunk_store_on_s3_then_all_from_cache(s3, 
     assert again.ok, again.error
     t = again.report["totals"]
     assert t["chunks_from_cache"] == t["unique_chunks"] and t["chunks_synthesized"] == 0
+    assert t["audio_reused"]  # the encoded audio kept on S3 was remuxed, nothing re-encoded
+    fs.get_file("audio/again/regime-anticancer-arabic.m4b", str(local))
+    check_m4b_against_report(local, again.report, expect_cover=True)
 
 
 def test_transient_storage_errors_are_survived(s3, client, tmp_path):
@@ -140,11 +143,12 @@ def test_cache_info_and_prune_on_s3(s3, tmp_path):
     where = ["--cache", "s3://chunks/store", "--s3-endpoint", endpoint]
     info = json.loads(run_cli("cache", "info", "--json", *where).stdout)
     assert info["chunks"] > 10 and info["engines"]["espeak"]["chunks"] == info["chunks"]
+    assert info["encoded_books"] == 1  # the Arabic book's encoded audio, kept for remuxing
     # keep what the Arabic book uses: every chunk in this store is that book's, nothing goes
     kept = run_cli("cache", "prune", *where, "--keep", f"s3://books/{BOOK}", "--storage-options",
                    json.dumps({"s3": {"client_kwargs": {"endpoint_url": endpoint}}}), "--dry-run")
     assert kept.returncode == 0, kept.stderr
     assert kept.stdout.startswith("would delete 0 object(s)")
     gone = run_cli("cache", "prune", *where, "--older-than", "0")
-    assert gone.returncode == 0 and gone.stdout.startswith(f"deleted {info['chunks']} object(s)")
+    assert gone.returncode == 0 and gone.stdout.startswith(f"deleted {info['chunks'] + 1} object(s)")
     assert json.loads(run_cli("cache", "info", "--json", *where).stdout)["chunks"] == 0

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import zlib
@@ -33,6 +34,7 @@ __all__ = [
     "BookTags",
     "ffmpeg_exe",
     "encode_m4b",
+    "remux_m4b",
     "silence",
     "decode_to_pcm",
 ]
@@ -388,6 +390,7 @@ def encode_m4b(
     cover_media_type: str | None = None,
     bitrate: str = "64k",
     aac_coder: str | None = None,
+    keep_audio: str | os.PathLike | None = None,
 ) -> float:
     """Encode a stream of PCM blocks into a chaptered, tagged M4B file.
 
@@ -429,6 +432,10 @@ def encode_m4b(
         ffmpeg's default.
     bitrate : str
         AAC bit rate in ffmpeg's notation, ``"64k"`` by default.
+    keep_audio : str or os.PathLike, optional
+        With callable *chapters* (two passes): also keep the encoded audio of
+        pass 1 (AAC in MP4, no chapters or tags) at this path, so a later
+        :func:`remux_m4b` can make the book again without encoding.
 
     Returns
     -------
@@ -483,23 +490,58 @@ def encode_m4b(
                         f"{n_bytes // 2} samples"
                     )
                 # Pass 2: copy the AAC stream, adding chapters, tags and cover (fast).
-                cmd = head + ["-i", str(audio_path)]
-                cmd += _mux_args(tags, marks, sample_rate, cover_path, workdir) + ["-c:a", "copy"]
-                cmd += _container_args(tags, out_path)
-                try:
-                    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=stderr, check=False)
-                    if done.returncode != 0:
-                        raise RuntimeError(
-                            f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: "
-                            f"{_stderr_tail(stderr)}"
-                        )
-                except BaseException:
-                    out_path.unlink(missing_ok=True)
-                    raise
+                _remux(head, audio_path, tags, marks, sample_rate, cover_path, workdir, out_path, stderr)
+                if keep_audio is not None:
+                    shutil.copyfile(audio_path, keep_audio)
 
     n_samples = n_bytes // 2
     log.debug("wrote %s: %d samples at %d Hz", out_path, n_samples, sample_rate)
+    return n_samples / sample_rate
+
+
+def _remux(head, audio_path, tags, marks, sample_rate, cover_path, workdir, out_path, stderr) -> None:
+    """ffmpeg pass that copies the AAC stream of *audio_path* and adds chapters, tags and cover."""
+    cmd = head + ["-i", str(audio_path)]
+    cmd += _mux_args(tags, marks, sample_rate, cover_path, workdir) + ["-c:a", "copy"]
+    cmd += _container_args(tags, out_path)
+    try:
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: {_stderr_tail(stderr)}"
+            )
+    except BaseException:
+        out_path.unlink(missing_ok=True)
+        raise
+
+
+def remux_m4b(
+    audio_path: str | os.PathLike,
+    *,
+    sample_rate: int,
+    n_samples: int,
+    chapters: Sequence[ChapterMark],
+    tags: BookTags,
+    out_path: str | os.PathLike,
+    cover: bytes | None = None,
+    cover_media_type: str | None = None,
+) -> float:
+    """Make an M4B from audio already encoded by :func:`encode_m4b` (``keep_audio``).
+
+    Only the fast second pass runs: the AAC stream is copied, chapters, tags
+    and cover are added.  *n_samples* is the audio's length (for checking the
+    chapter marks).  Returns the duration in seconds.
+    """
+    marks = _check_chapters(chapters)
+    if marks and marks[-1].end_sample > n_samples:
+        raise ValueError(f"the chapters end at sample {marks[-1].end_sample} but the audio has only {n_samples}")
+    out_path = Path(out_path)
+    head = [ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y"]
+    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-") as tmp:
+        workdir = Path(tmp)
+        cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
+        with tempfile.TemporaryFile(dir=tmp) as stderr:
+            _remux(head, Path(audio_path), tags, marks, int(sample_rate), cover_path, workdir, out_path, stderr)
     return n_samples / sample_rate
 
 

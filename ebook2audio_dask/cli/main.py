@@ -420,7 +420,8 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, {_human(info['bytes'])}")
+    click.echo(f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, "
+               f"{info['encoded_books']} encoded books, {_human(info['bytes'])}")
     for name, e in info["engines"].items():
         click.echo(f"  {name}: {e['chunks']} chunks, {e['voices']} voices, {_human(e['bytes'])}")
 

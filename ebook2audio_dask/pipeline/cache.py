@@ -19,22 +19,29 @@ def cache_info(store: ChunkStore) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"url", "chunks", "bytes", "voices", "oldest", "newest", "engines":
-        {engine: {"chunks", "bytes", "voices"}}}`` (times as POSIX seconds).
+        ``{"url", "chunks", "voices", "encoded_books", "bytes", "oldest", "newest",
+        "engines": {engine: {"chunks", "bytes", "voices"}}}`` (times as POSIX
+        seconds; ``encoded_books``: books whose encoded audio is kept).
     """
     engines: dict[str, dict[str, int]] = defaultdict(lambda: {"chunks": 0, "bytes": 0, "voices": 0})
+    encoded = {"books": 0, "bytes": 0}
     times = []
     for e in store.entries():
-        slot = engines[e.engine]
-        slot["bytes"] += e.size
-        slot["voices" if e.kind == "voice" else "chunks"] += 1
+        if e.kind == "audio":
+            encoded["books"] += 1
+            encoded["bytes"] += e.size
+        else:
+            slot = engines[e.engine]
+            slot["bytes"] += e.size
+            slot["voices" if e.kind == "voice" else "chunks"] += 1
         if e.modified:
             times.append(e.modified)
     return {
         "url": store.url,
         "chunks": sum(v["chunks"] for v in engines.values()),
         "voices": sum(v["voices"] for v in engines.values()),
-        "bytes": sum(v["bytes"] for v in engines.values()),
+        "encoded_books": encoded["books"],
+        "bytes": sum(v["bytes"] for v in engines.values()) + encoded["bytes"],
         "oldest": min(times) if times else None,
         "newest": max(times) if times else None,
         "engines": {k: dict(v) for k, v in sorted(engines.items())},
@@ -60,8 +67,8 @@ def prune_cache(
 ) -> dict[str, Any]:
     """Delete chunks not in *keep* and/or last written more than *older_than_days* ago.
 
-    With both, a chunk goes when it is unused **and** old.  Stored voices are
-    pruned by age only.
+    With both, a chunk goes when it is unused **and** old.  Stored voices and
+    kept encoded audio are pruned by age only.
 
     Returns
     -------
@@ -75,7 +82,7 @@ def prune_cache(
     for e in store.entries():
         old = cutoff is None or (e.modified and e.modified < cutoff)
         unused = e.kind == "chunk" and (keep is None or e.key not in keep)
-        if e.kind == "voice":
+        if e.kind in ("voice", "audio"):
             unused = keep is None or cutoff is not None
         if old and unused:
             doomed.append(e)

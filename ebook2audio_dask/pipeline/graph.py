@@ -249,7 +249,7 @@ class BookJob:
             self.batch_vars.append(var)
         self.merge = self.client.submit(
             merge_task, self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
-            self.output, self.options.output_options, None,
+            self.output, self.options.output_options, None, self.cached_sizes,
             key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
         )
 

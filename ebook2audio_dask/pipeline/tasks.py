@@ -8,6 +8,8 @@ the merge task reads the store and writes the M4B.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config
-from ..audio.m4b import BookTags, ChapterMark, encode_m4b
-from ..audio.wav import decode_wav, encode_wav
+from ..audio.m4b import BookTags, ChapterMark, encode_m4b, remux_m4b
+from ..audio.wav import WAV_HEADER_BYTES, decode_wav, encode_wav
 from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
 from ..engines.base import EngineSpec
 from ..errors import BookError, Ebook2AudioError
@@ -221,6 +223,7 @@ class MergeResult:
     merge_s: float
     chapters: tuple[ChapterResult, ...]
     warnings: tuple[str, ...] = ()
+    audio_reused: bool = False  # remuxed from encoded audio kept in the store
 
 
 def _merge_cancelled() -> bool:
@@ -278,6 +281,7 @@ def merge_task(
     output_url: str,
     storage_options: dict[str, Any] | None = None,
     bitrate: str | None = None,
+    chunk_sizes: dict[str, int] | None = None,
 ) -> MergeResult:
     """Merge stage: chunks + pauses → one chaptered, tagged M4B at *output_url*.
 
@@ -291,6 +295,13 @@ def merge_task(
     on.  Chapter times come from the real chunk lengths; they are written in a
     fast second ffmpeg pass that copies the audio.  Memory does not grow with
     the book.  The result is published to *output_url* in one atomic step.
+
+    The encoded audio (AAC, before chapters and tags) is also kept in the
+    store under a key made of the chunk keys, pauses and encoder settings
+    (``merge.keep-encoded``).  When every chunk was already in the store
+    (*chunk_sizes* holds their sizes from the one listing) and that audio is
+    there too, nothing is decoded or encoded again: the book is only remuxed
+    with its chapters, tags and cover.
     """
     from distributed import secede
 
@@ -351,31 +362,65 @@ def merge_task(
 
     cover = book.cover
     tags = BookTags(title=plan.title, authors=plan.authors, language=plan.language)
+    bitrate = bitrate or config.get("merge.bitrate")
+    coder = config.get("merge.aac-coder", None)
+    keep = bool(config.get("merge.keep-encoded", True))
+    audio_key = encoded_audio_key(plan, bitrate, coder)
     fd, tmp = tempfile.mkstemp(suffix=".m4b", prefix="ebook2audio-")
     os.close(fd)
+    encoded = tmp[:-4] + ".aac.m4a"
+    reused = False
     try:
-        audio_s = encode_m4b(
-            pcm(),
-            sample_rate=rate,
-            chapters=marks,
-            tags=tags,
-            out_path=tmp,
-            cover=cover.data if cover else None,
-            cover_media_type=cover.media_type if cover else None,
-            bitrate=bitrate or config.get("merge.bitrate"),
-            aac_coder=config.get("merge.aac-coder", None),
-        )
+        if keep and not chunk_batch and chunk_sizes and all(c.key in chunk_sizes for c in plan.chunks):
+            reused = store.get_encoded(audio_key, encoded)
+        if reused:  # every chunk cached and the audio already encoded: remux only
+            for chunk in plan.chunks:
+                lengths[chunk.key] = (chunk_sizes[chunk.key] - WAV_HEADER_BYTES) // 2
+            n_samples = sum(lengths[c.key] + int(round(c.pause_after * rate)) for c in plan.chunks)
+            audio_s = remux_m4b(
+                encoded, sample_rate=rate, n_samples=n_samples, chapters=marks(), tags=tags, out_path=tmp,
+                cover=cover.data if cover else None, cover_media_type=cover.media_type if cover else None,
+            )  # fmt: skip
+        else:
+            audio_s = encode_m4b(
+                pcm(),
+                sample_rate=rate,
+                chapters=marks,
+                tags=tags,
+                out_path=tmp,
+                cover=cover.data if cover else None,
+                cover_media_type=cover.media_type if cover else None,
+                bitrate=bitrate,
+                aac_coder=coder,
+                keep_audio=encoded if keep else None,
+            )
         publish_file(tmp, output_url, storage_options)
+        if keep and not reused:
+            try:  # a cache, not the product: a failure here only costs a later rebuild
+                store.put_encoded(audio_key, encoded)
+            except Ebook2AudioError as exc:
+                logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
     except Ebook2AudioError:
         raise
     except Exception as exc:
         raise BookError(plan.source, f"writing {output_url} failed: {exc}") from exc
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path in (tmp, encoded):
+            if os.path.exists(path):
+                os.unlink(path)
     return MergeResult(
         output=output_url,
         audio_s=audio_s,
         merge_s=max(0.0, time.time() - ready[0]),
         chapters=tuple(chapters),
+        audio_reused=reused,
     )
+
+
+def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None) -> str:
+    """Content key of a book's encoded audio: its chunks and pauses, in order, and the encoder settings."""
+    rate = plan.sample_rate
+    sequence = [(c.key, int(round(c.pause_after * rate))) for c in plan.chunks]
+    payload = json.dumps({"v": 1, "rate": rate, "bitrate": str(bitrate), "coder": coder, "seq": sequence},
+                         separators=(",", ":"))  # fmt: skip
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:40]

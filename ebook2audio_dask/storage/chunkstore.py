@@ -20,7 +20,10 @@ from ..errors import StorageError
 from .fs import get_fs, join, write_bytes_atomic
 from .retry import with_retries
 
-__all__ = ["ChunkStore", "ChunkEntry"]
+__all__ = ["ChunkStore", "ChunkEntry", "ENCODED"]
+
+#: Folder of the store that keeps encoded book audio (not an engine name).
+ENCODED = "encoded"
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class ChunkStore:
             name = parts[-1]
             if len(parts) < 3 or name.startswith("."):
                 continue
-            kind = "voice" if parts[1] == "voices" else "chunk"
+            kind = "audio" if parts[0] == ENCODED else "voice" if parts[1] == "voices" else "chunk"
             if kind == "chunk" and not name.endswith(".wav"):
                 continue
             out.append(ChunkEntry(parts[0], name.rsplit(".", 1)[0], int(info.get("size") or 0),
@@ -182,6 +185,33 @@ class ChunkStore:
                 )
             out[key] = data
         return out
+
+    def encoded_path(self, key: str) -> str:
+        """Where a book's encoded audio (AAC, see :func:`encoded_audio_key`) is kept."""
+        _, root = self.fs_and_root
+        return join(root, ENCODED, key[:2], f"{key}.m4a")
+
+    def get_encoded(self, key: str, local_path: str) -> bool:
+        """Copy the encoded audio *key* to *local_path*; ``False`` if the store has none."""
+        fs, _ = self.fs_and_root
+        path = self.encoded_path(key)
+
+        def fetch() -> bool:
+            try:
+                fs.get_file(path, local_path)
+                return True
+            except FileNotFoundError:
+                return False
+
+        return with_retries(fetch, url=self._url(ENCODED, key[:2], f"{key}.m4a"), action="read the encoded audio")
+
+    def put_encoded(self, key: str, local_path: str) -> None:
+        """Keep a book's encoded audio (one PUT / temp+rename: complete or absent)."""
+        from .fs import publish_copy
+
+        fs, _ = self.fs_and_root
+        with_retries(lambda: publish_copy(fs, local_path, self.encoded_path(key)),
+                     url=self._url(ENCODED, key[:2], f"{key}.m4a"), action="write the encoded audio")  # fmt: skip
 
     def voice_path(self, engine: str, name: str) -> str:
         """Where *engine* keeps a computed voice (e.g. XTTS speaker conditioning)."""

@@ -152,6 +152,24 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
         os.unlink(local_path)
 
 
+def publish_copy(fs, local_path: str, path: str) -> None:
+    """Copy a local file to *path* on *fs* so that *path* is complete or absent (the local file stays)."""
+    if is_local(fs):
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.part")
+        try:
+            import shutil
+
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        fs.put_file(local_path, path)  # one PUT or a completed multipart upload
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
