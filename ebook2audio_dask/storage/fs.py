@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -68,6 +69,20 @@ def stem_of(url: str) -> str:
     return stem or name
 
 
+def _replace_local(path: str, fill: Callable[[str], None]) -> None:
+    """Make the local file *path* appear complete: *fill* writes a temporary
+    name in the same folder, which is then renamed (atomic on POSIX)."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.part")
+    try:
+        fill(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_bytes_atomic(fs, path: str, data: bytes, *, exclusive: bool = False) -> None:
     """Write *data* to *path* so that *path* never holds a partial file.
 
@@ -78,16 +93,12 @@ def write_bytes_atomic(fs, path: str, data: bytes, *, exclusive: bool = False) -
     other (the second one finds it there, which is fine).
     """
     if is_local(fs):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.part")
-        try:
+
+        def fill(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        _replace_local(path, fill)
     elif exclusive and _supports_create(fs):
         try:
             fs.pipe_file(path, data, mode="create")
@@ -129,19 +140,12 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
 
     fs, path = get_fs(url, storage_options)
     if is_local(fs):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.part")
-        try:
-            # same folder, so the final rename is atomic even across filesystems
-            import shutil
 
+        def fill(tmp: str) -> None:  # same folder, so the final rename is atomic even across filesystems
             shutil.move(local_path, tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # temp files are 0600; a published file is not
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        _replace_local(path, fill)
     else:
         # one PUT, or a multipart upload completed at the end: atomic either way
         def upload() -> None:
@@ -155,17 +159,7 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
 def publish_copy(fs, local_path: str, path: str) -> None:
     """Copy a local file to *path* on *fs* so that *path* is complete or absent (the local file stays)."""
     if is_local(fs):
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.part")
-        try:
-            import shutil
-
-            shutil.copyfile(local_path, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _replace_local(path, lambda tmp: shutil.copyfile(local_path, tmp))
     else:
         fs.put_file(local_path, path)  # one PUT or a completed multipart upload
 
