@@ -45,6 +45,7 @@ RESULTS_MD = HERE / "RESULTS.md"
 MERGE_SCRIPT = HERE / "bench_merge_memory.py"
 COQUI_SCRIPT = HERE / "bench_coqui.py"
 SCALEOUT_SCRIPT = HERE / "bench_scaleout.py"
+CACHE_SCRIPT = HERE / "bench_cache.py"
 
 CORPUS = (REPO / ".." / "shared" / "corpus" / "childrens-literature.epub").resolve()
 VOICE = "en_US-joe-medium"
@@ -54,7 +55,7 @@ QUICK_CHAPTERS = (2,)  # 3418 characters
 FULL_MERGE_HOURS = (1.0, 10.0)
 QUICK_MERGE_HOURS = (0.05,)  # 3 minutes
 
-BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching", "scale_out")
+BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching", "scale_out", "chunk_store")
 QUICK = "quick"
 FULL = "full"
 
@@ -66,6 +67,7 @@ TARGETS = {
     "coqui_batching": ("≥", 3.0),
     "scale_out": ("≥", 0.90),
     "first_book": ("≤", 0.50),
+    "chunk_store": ("<", 0.10),
 }
 
 # One paragraph per benchmark; the same text is in benchmarks/README.md.
@@ -143,6 +145,18 @@ METHODS = {
         "First/last book: when the first and the last book of the run were written, from its start "
         "(target: first ≤ 0.5 × last, i.e. books do not all finish at the end). Targets: efficiency "
         "≥ 0.9 at 32 workers."
+    ),
+    "chunk_store": (
+        "Runs `benchmarks/bench_cache.py`: chapters {chapters} of *The Adventures of Sherlock "
+        "Holmes* ({chars} characters) are converted with Piper on an embedded cluster of 2 "
+        "workers into an empty local chunk store (synthesis run, wall time of `convert` on a "
+        "running cluster). Then rebuilt into a new output folder: (1) from the local store, "
+        "where one listing finds every chunk and the book's encoded audio kept by the first run "
+        "is remuxed with chapters, tags and cover; (2) the same with the kept audio deleted, "
+        "so every chunk is read (concurrently, 64 per request) and the M4B encoded again; (3) "
+        "from a moto S3 server process on 127.0.0.1 holding a copy of the store, output on S3 "
+        "too. Figure: rebuild time / synthesis time; target < 10 %. Per-chunk time = rebuild "
+        "wall / chunks."
     ),
 }
 
@@ -541,6 +555,23 @@ class Runner:
         ]  # fmt: skip
         return figures, {"input": {"chars": main["chars"]}, "rows": rows}
 
+    def chunk_store(self):
+        cmd = [sys.executable, str(CACHE_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="chunk store")
+        r = last_json_line(out, "chunk store")
+        synth = r["synthesis"]["wall_s"]
+        figures = [fig("chunk_store.synthesis", "chunk store: synthesis run (Piper, 2 workers)", synth, "s")]
+        for side, label in (("rebuild_local", "rebuild, all cached, local store"),
+                            ("rebuild_local_reencode", "rebuild, all cached, local, re-encoding"),
+                            ("rebuild_s3", "rebuild, all cached, S3 (moto) store")):  # fmt: skip
+            x = r[side]
+            figures.append(fig(f"chunk_store.{side}", f"chunk store: {label}", x["wall_s"], "s", baseline=synth,
+                               ratio=x["ratio"], ratio_def="rebuild/synthesis",
+                               target=TARGETS["chunk_store"] if side != "rebuild_local_reencode" else None))  # fmt: skip
+            figures.append(fig(f"chunk_store.{side}.per_chunk", f"chunk store: {label}, per chunk",
+                               x["ms_per_chunk"], "ms"))  # fmt: skip
+        return figures, {"input": {"chars": r["synthesis"]["chars"]}, **r}
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -592,6 +623,14 @@ def summarize(bench: str, details: dict) -> str:
             f"{', '.join(str(x) for x in r['book_finish_s'])} s"
             for r in details["rows"]
         ) + "."
+    if bench == "chunk_store":
+        parts = [f"{details['synthesis']['chunks']} chunks, {details['synthesis']['audio_s'] / 60:.0f} min of "
+                 f"audio; synthesis {details['synthesis']['wall_s']} s"]
+        for side in ("rebuild_local", "rebuild_local_reencode", "rebuild_s3"):
+            x = details[side]
+            parts.append(f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from cache)")
+        parts.append(f"copying the store to moto took {details['upload_store_s']} s")
+        return "; ".join(parts) + "."
     if bench == "merge_memory":
         parts = []
         for r in details["sizes"]:
@@ -781,7 +820,8 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
         batching = details.get("batching", {})
         method = METHODS[bench].format(
-            chapters=chapters_arg(runner.chapters),
+            chapters=",".join(str(c) for c in details["chapters"]) if "chapters" in details
+            else chapters_arg(runner.chapters),
             chars=details.get("input", {}).get("chars", "?"),
             hours=",".join(f"{h:g}" for h in runner.hours),
             params=details.get("model_params_m", "?"),
