@@ -135,6 +135,9 @@ def test_cli_endpoint_flag_env_config_and_no_secret_anywhere(s3, tmp_path):
     assert "(1/1 chunks from cache" in proc.stdout or "from cache" in proc.stdout
     fs.invalidate_cache()
     assert fs.exists("audio/env/entre-nous.m4b")
+    listing = run_cli("inspect", f"s3://books/{BOOK}", "--json", "--s3-endpoint", endpoint)
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout)["language"] == "ar"
 
 
 def test_cache_info_and_prune_on_s3(s3, tmp_path):

@@ -119,6 +119,9 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+_cache_url = click.option("--cache", "cache_url", help="Chunk store URL (default: ebook2audio.cache).")
+_storage = click.option("--storage-options", "storage_json", metavar="JSON", help="fsspec options (JSON).")
+_endpoint = click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint for s3:// URLs.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -288,15 +291,18 @@ def _book_summary(book) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--include-matter", is_flag=True, default=None,
               help="Also list front/back matter (title page, contents, licence, colophon).")
+@_storage
+@_endpoint
 @debug_option
-def inspect(input, as_json, include_matter, debug) -> None:
-    """Show INPUT's metadata and chapter list without synthesising anything."""
+def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) -> None:
+    """Show INPUT's metadata and chapter list without synthesising anything (INPUT: path or fsspec URL)."""
     _setup_logging(debug)
     try:
         from .. import config
         from ..ingest import read_book
 
-        book = read_book(input, include_matter=bool(config.get("include-matter", override=include_matter)))
+        book = read_book(input, include_matter=bool(config.get("include-matter", override=include_matter)),
+                         storage_options=parse_storage_options(storage_json, s3_endpoint))  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
@@ -385,9 +391,6 @@ def cache() -> None:
     """Look after the chunk store: what is in it, and pruning it."""
 
 
-_cache_url = click.option("--cache", "cache_url", help="Chunk store URL (default: ebook2audio.cache).")
-_storage = click.option("--storage-options", "storage_json", metavar="JSON", help="fsspec options (JSON).")
-_endpoint = click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint for s3:// URLs.")
 
 
 def _human(n: float) -> str:
