@@ -408,8 +408,8 @@ def _conditionings():
 def test_xtts_voice_cloning_through_the_graph_computes_the_voice_once(client, xtts, clips, tmp_path):
     book = tmp_path / "short.html"
     book.write_text("<html lang='en'><head><title>Clone</title></head><body><h1>One</h1><p>"
-                    + "A cloned voice reads this sentence. " * 6 + "</p><h1>Two</h1><p>"
-                    + "And this one too, in the same voice. " * 6 + "</p></body></html>")
+                    + "A cloned voice reads this sentence. " * 20 + "</p><h1>Two</h1><p>"
+                    + "And this one too, in the same voice. " * 20 + "</p></body></html>")
     before = sum(client.run(_conditionings).values())
     [r] = e2a.convert(str(book), str(tmp_path / "out"), engine="coqui", model=str(xtts), voice=str(clips[0]),
                       client=client, cache=str(tmp_path / "chunks"), batch_chars=120)

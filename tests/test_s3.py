@@ -155,3 +155,16 @@ def test_cache_info_and_prune_on_s3(s3, tmp_path):
     gone = run_cli("cache", "prune", *where, "--older-than", "0")
     assert gone.returncode == 0 and gone.stdout.startswith(f"deleted {info['chunks'] + 1} object(s)")
     assert json.loads(run_cli("cache", "info", "--json", *where).stdout)["chunks"] == 0
+
+
+def test_chunks_are_created_exclusively_on_s3(s3):
+    """Two writers of one content-addressed chunk: the first one's object stays, nobody fails."""
+    from ebook2audio_dask.storage import ChunkStore
+
+    endpoint, fs = s3
+    store = ChunkStore.make("s3://chunks/exclusive", _options(endpoint))
+    first = b"RIFF" + (36).to_bytes(4, "little") + b"WAVE" + bytes(24) + b"data" + bytes(4)
+    store.write("espeak", "cd" * 20, first)
+    store.write("espeak", "cd" * 20, first[:-1] + b"\x01")  # a second writer (If-None-Match: *)
+    fs.invalidate_cache()
+    assert fs.cat_file(store.path("espeak", "cd" * 20)) == first
