@@ -24,6 +24,11 @@ if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
 fi
 "$py" -c "import TTS.api, torch; print('install-dev: torch', torch.__version__, '+ coqui-tts ready')"
 
+# moto's S3 server for tests/test_s3.py, installed on its own with botocore held at
+# the version s3fs's aiobotocore pins (one resolve with everything backtracks for long).
+botocore="$("$py" -c 'import importlib.metadata as m; print(m.version("botocore"))')"
+"${pip[@]}" "moto[server]>=5" "botocore==$botocore"
+
 # A real SLURM for tests/test_slurm.py (Debian packages; the test starts and stops
 # a one-node slurmctld/slurmd itself). Needs root and apt-get.
 if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
