@@ -198,9 +198,9 @@ def test_library_batch_priority_streamed_results_and_summary(tmp_path, cache_dir
         paras = "".join(f"<p>{name.title()} paragraph {i}: some words to speak here, slowly.</p>" for i in range(12))
         (books / f"{name}.html").write_text(f"<html lang='en'><body><h1>{name.title()}</h1>{paras}</body></html>")
     (books / "broken.epub").write_bytes(b"not a zip at all")
-    # Piper (not espeak, which is too fast for tasks to ever queue): priorities decide what a free worker takes
+    # Piper (not espeak, too fast for tasks to queue) on one worker: priorities alone decide what runs next
     proc = run_cli("convert", str(books), "-o", str(tmp_path / "out"),
-                   "--priority", "charlie.html", "--workers", "2", "--batch-chars", "300",
+                   "--priority", "charlie.html", "--workers", "1", "--batch-chars", "300",
                    "--cache", cache_dir, "--no-progress")
     assert proc.returncode == 1, proc.stderr
     done = [line for line in proc.stdout.splitlines() if line.startswith("done: ")]
