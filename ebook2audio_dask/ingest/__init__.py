@@ -25,9 +25,11 @@ import posixpath
 import re
 
 import fsspec
+from dask.utils import parse_bytes
 
-from ..errors import BookError, StorageError
-from ..model import Book
+from .. import config
+from ..errors import BookError, StorageError, UsageError
+from ..model import Book, Chapter
 from ..storage.fs import options_for
 from ..storage.retry import with_retries
 from ._sections import assemble
@@ -43,6 +45,24 @@ _HTML_EXTS = (".html", ".htm", ".xhtml", ".xht")
 _HTML_SNIFF_RE = re.compile(rb"<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
 _TAG_SNIFF_RE = re.compile(rb"<(?:p|div|h[1-6]|br|span)[\s/>]", re.IGNORECASE)
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+# UTF-32 first: its little-endian BOM starts with UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+#: Longest paragraph :func:`read_book` returns.  A longer one (a book with no
+#: paragraph breaks, megabytes without punctuation) is cut into paragraphs of
+#: at most this many characters, at a sentence end when there is one in the
+#: second half of the piece, else at a space: sentence splitting and chunking
+#: never see an unbounded string.  Real paragraphs are far shorter.
+MAX_PARAGRAPH_CHARS = 10_000
+_SENTENCE_END_RE = re.compile(r"[.!?\u2026;:][\"'\u201d\u2019\u00bb)\]]*(?= )|[\u3002\uff01\uff1f]")
+
+#: Defaults of ``ingest.max-member-size`` / ``ingest.max-total-size``.
+_SIZE_LIMITS = {"max-member-size": 256 * 1024**2, "max-total-size": 1024**3}
 
 
 def _name(url: str) -> str:
@@ -56,26 +76,56 @@ def _stem(url: str) -> str:
     return stem or name or str(url)
 
 
-def _decode_text(data: bytes) -> str | None:
-    """Decode *data* as text, or return ``None`` when it is binary."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            return None
-    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        try:
-            return data.decode("utf-32")
-        except UnicodeDecodeError:
-            return None
+def _damaged_utf8(data: bytes) -> tuple[str, int] | None:
+    """Decode UTF-8 with a few invalid byte sequences: ``(text, sequences dropped)``.
+
+    ``None`` when the bytes do not look like UTF-8 at all (no valid
+    multi-byte character, or more invalid sequences than valid ones): then
+    they are cp1252/Latin-1 text.
+    """
+    text = data.decode("utf-8-sig", errors="replace")
+    bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    valid = non_ascii - text.count("\ufffd")
+    if valid <= max(0, bad):
+        return None
+    return text.replace("\ufffd", ""), bad
+
+
+def _decode_text(data: bytes, source: str | None = None) -> str | None:
+    """Decode *data* as text, or return ``None`` when it is binary.
+
+    UTF-8 (BOM optional) and UTF-16/32 with a BOM are decoded as such.  UTF-8
+    with a few invalid byte sequences (a damaged file) keeps its valid text
+    and drops the invalid bytes; anything else is cp1252, or Latin-1 when
+    cp1252 leaves many undefined bytes.  With *source*, the fallbacks are
+    logged as warnings naming it.
+    """
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            # "replace": a character cut at the end of a sniffed head is not an error
+            text = data.decode(codec, errors="replace")
+            return None if text.count("\ufffd") > max(8, len(text) // 200) else text
     if b"\x00" in data:
         return None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")
-        if text.count("\ufffd") > max(8, len(text) // 200):
-            text = data.decode("latin-1")
+        damaged = _damaged_utf8(data)
+        if damaged is not None:
+            text, dropped = damaged
+            if source:
+                log.warning(
+                    "%s: not valid UTF-8; %d invalid byte sequence(s) dropped", source, dropped
+                )
+        else:
+            text = data.decode("cp1252", errors="replace")
+            encoding = "cp1252"
+            if text.count("\ufffd") > max(8, len(text) // 200):
+                text = data.decode("latin-1")
+                encoding = "Latin-1"
+            if source:
+                log.warning("%s: not UTF-8 text; read as %s", source, encoding)
     sample = text[:65536]
     controls = sum(1 for c in sample if ord(c) < 32 and c not in "\t\n\r\f\v\x1a")
     controls += sum(1 for c in sample if 0x7F <= ord(c) < 0xA0)
@@ -105,14 +155,69 @@ def detect_format(data: bytes, name: str = "") -> str | None:
         # an EPUB is always a zip: text inside a .epub is a broken download, not a book
         return None
     head = data[:8192]
-    if _decode_text(head) is None:
+    text = _decode_text(head)
+    if text is None:
         return None
+    if head.startswith(tuple(bom for bom, _ in _WIDE_BOMS)):
+        head = text.encode("utf-8")  # sniff the markup, not its UTF-16/32 bytes
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if _HTML_SNIFF_RE.search(head) or (stripped.startswith(b"<?xml") and b"<html" in head.lower()):
         return "html"
     if name.lower().endswith(_HTML_EXTS) and _TAG_SNIFF_RE.search(head):
         return "html"
     return "txt"
+
+
+def _size_limit(key: str) -> int:
+    """The ``ingest.<key>`` size limit in bytes (an int, or a string like "256MiB")."""
+    value = config.get(f"ingest.{key}", None)
+    if value is None:
+        return _SIZE_LIMITS[key]
+    try:
+        limit = parse_bytes(value) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"ebook2audio.ingest.{key}: not a size: {value!r}") from exc
+    if limit <= 0:
+        raise UsageError(f"ebook2audio.ingest.{key}: must be positive, not {value!r}")
+    return limit
+
+
+def _cut_paragraph(text: str, limit: int = MAX_PARAGRAPH_CHARS) -> list[str]:
+    """Cut *text* into pieces of at most *limit* characters (see MAX_PARAGRAPH_CHARS)."""
+    if len(text) <= limit:
+        return [text]
+    pieces = []
+    pos, n = 0, len(text)
+    while n - pos > limit:
+        window_end = pos + limit  # the piece is text[pos:cut], cut <= window_end
+        cut = None
+        for m in _SENTENCE_END_RE.finditer(text, pos + limit // 2, window_end):
+            cut = m.end()
+        if cut is None:
+            space = text.rfind(" ", pos + limit // 2, window_end + 1)
+            cut = space if space > pos else window_end
+        piece = text[pos:cut].strip()
+        if piece:
+            pieces.append(piece)
+        pos = cut
+    rest = text[pos:].strip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _bounded(chapters: tuple[Chapter, ...]) -> tuple[Chapter, ...]:
+    """Chapters whose over-long paragraphs are cut (see :data:`MAX_PARAGRAPH_CHARS`)."""
+    out = []
+    for chapter in chapters:
+        if all(len(p) <= MAX_PARAGRAPH_CHARS for p in chapter.paragraphs):
+            out.append(chapter)
+            continue
+        paragraphs = tuple(piece for p in chapter.paragraphs for piece in _cut_paragraph(p))
+        out.append(
+            Chapter(chapter.index, chapter.title, paragraphs, chapter.kind, chapter.source)
+        )
+    return tuple(out)
 
 
 def _read_bytes(url: str, storage_options: dict | None) -> bytes:
@@ -152,15 +257,22 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
     Returns
     -------
     Book
-        Metadata and chapters numbered 1..N in reading order.
+        Metadata and chapters numbered 1..N in reading order.  No
+        paragraph is longer than :data:`MAX_PARAGRAPH_CHARS`.
 
     Raises
     ------
     BookError
         The file cannot be read, is not a supported ebook, is a damaged
-        EPUB, or holds no readable text.  The message names the file.
+        EPUB, is DRM-protected, inflates past ``ingest.max-member-size`` /
+        ``ingest.max-total-size`` (a zip bomb), or holds no readable text.
+        The message is one line that names the file.
+    UsageError
+        A size limit in the configuration is not a positive size.
     """
     source = str(url)
+    max_member_size = _size_limit("max-member-size")
+    max_total_size = _size_limit("max-total-size")
     data = _read_bytes(source, storage_options)
     if not data.strip():
         raise BookError(source, "no readable text")
@@ -173,7 +285,9 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         if fmt == "epub":
             from .epub import read_epub
 
-            content = read_epub(data, source)
+            content = read_epub(
+                data, source, max_member_size=max_member_size, max_total_size=max_total_size
+            )
             cover = content.cover
         elif fmt == "html":
             from .html import read_html
@@ -183,7 +297,7 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         else:
             from .txt import read_txt
 
-            text = _decode_text(data)
+            text = _decode_text(data, source)
             if text is None:
                 raise BookError(source, "not an ebook (unrecognised content)")
             content = read_txt(text, source)
@@ -203,6 +317,7 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         raise BookError(source, f"cannot parse {fmt.upper()}: {type(exc).__name__}: {exc}") from exc
     if not chapters:
         raise BookError(source, "no readable text")
+    chapters = _bounded(chapters)
     return Book(
         source=source,
         title=title,

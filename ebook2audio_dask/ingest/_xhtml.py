@@ -21,6 +21,7 @@ single broken chapter does not lose the book (``Doc.recovered`` is set).
 
 from __future__ import annotations
 
+import codecs
 import html.entities
 import re
 import warnings
@@ -82,8 +83,21 @@ _PG_IDS = frozenset(
 )
 _HIDDEN_STYLE_RE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
-_INTERNAL_SUBSET_RE = re.compile(rb"<!DOCTYPE[^\[>]*\[.*?\]\s*>", re.DOTALL | re.IGNORECASE)
+# An internal DTD subset; quoted strings and comments may hold "]>".  The
+# alternatives are mutually exclusive, so a failed match cannot backtrack badly.
+_INTERNAL_SUBSET_RE = re.compile(
+    rb"<!DOCTYPE[^\[>]*\[(?:\"[^\"]*\"|'[^']*'|<!--.*?-->|<(?!!--)|[^\]\"'<])*\]\s*>",
+    re.DOTALL | re.IGNORECASE,
+)
+_ENTITY_DECL_RE = re.compile(rb"<!ENTITY\s+([^\s%\"'>]+)", re.IGNORECASE)
 _ENTITY_RE = re.compile(rb"&([A-Za-z][A-Za-z0-9]*);")
+_XML_DECL_ENCODING_RE = re.compile(r"""^(\s*<\?xml[^>]*?\bencoding\s*=\s*["'])[^"']*(["'])""")
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 _XML_ENTITIES = frozenset((b"amp", b"lt", b"gt", b"quot", b"apos"))
 _SELF_CLOSING_RE = re.compile(
     rb"<((?!(?:area|base|br|col|embed|hr|img|input|link|meta|param|source|track|wbr)\b)"
@@ -160,8 +174,50 @@ class Doc:
 # --------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------
+def _as_utf8(data: bytes) -> bytes:
+    """UTF-16/32 XML (with a BOM) as UTF-8, so that byte-level guards see the markup."""
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError:
+                return data
+            return _XML_DECL_ENCODING_RE.sub(r"\1utf-8\2", text, count=1).encode("utf-8")
+    return data
+
+
+def _strip_internal_subset(data: bytes) -> bytes:
+    """Remove an internal DTD subset that declares entities (``<!DOCTYPE x [...]>``).
+
+    References to the entities it declared are removed too (they would be
+    read out as "&xxe;"), except those named like HTML entities (``&nbsp;``,
+    which old books declare for themselves): they are read as HTML's.
+    """
+    if b"<!ENTITY" not in data and b"<!entity" not in data:
+        return data
+    m = _INTERNAL_SUBSET_RE.search(data)
+    if m is None:
+        return data
+    rest = data[m.end() :]
+    names = {
+        n
+        for n in _ENTITY_DECL_RE.findall(m.group(0))
+        if n not in _XML_ENTITIES and n.decode("latin-1") not in html.entities.name2codepoint
+    }
+    if names:
+        refs = re.compile(rb"&(?:" + b"|".join(re.escape(n) for n in sorted(names)) + rb");")
+        rest = refs.sub(b"", rest)
+    return data[: m.start()] + rest
+
+
 def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
     """Parse XML bytes with entity expansion and network access disabled.
+
+    An internal DTD subset that declares entities is removed first (UTF-16
+    and UTF-32 documents are turned into UTF-8 for that), so a reference to
+    one of its entities is left undefined: libxml2 would otherwise refuse the
+    whole document (or, recovering, drop everything after the reference)
+    when the declarations are an entity bomb, even without expanding them.
 
     Parameters
     ----------
@@ -181,6 +237,7 @@ def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
         When the document is not well-formed (and *recover* is false), or
         is empty.
     """
+    data = _strip_internal_subset(_as_utf8(data))
     parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -219,7 +276,9 @@ def parse_markup(data: bytes, *, prefer_html: bool = False) -> tuple[BeautifulSo
 
     An internal DTD subset (``<!DOCTYPE x [ <!ENTITY ...> ]>``) is removed
     before parsing, so no custom entity is ever expanded (no "billion
-    laughs", no external entity / XXE).
+    laughs", no external entity / XXE), and so are the references to its
+    entities.  UTF-16/32 documents are turned into UTF-8 first, so that their
+    subset is found too.
 
     Parameters
     ----------
@@ -234,10 +293,11 @@ def parse_markup(data: bytes, *, prefer_html: bool = False) -> tuple[BeautifulSo
     recovered : bool
         True when the XML parse failed and the HTML parser was used.
     """
-    if b"<!ENTITY" in data or b"<!entity" in data:
-        data = _INTERNAL_SUBSET_RE.sub(b"", data, count=1)
+    utf8 = _as_utf8(data)
+    transcoded = utf8 is not data
+    data = _strip_internal_subset(utf8)
     head = data[:512].lstrip()
-    try_xml = not prefer_html or head.startswith(b"<?xml") or head.startswith(b"\xef\xbb\xbf<?xml")
+    try_xml = not prefer_html or head.startswith((b"<?xml", b"\xef\xbb\xbf<?xml"))
     if try_xml:
         candidate = data
         for attempt in range(2):
@@ -252,7 +312,7 @@ def parse_markup(data: bytes, *, prefer_html: bool = False) -> tuple[BeautifulSo
     fixed = _SELF_CLOSING_RE.sub(rb"<\1\2></\1>", data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # XMLParsedAsHTMLWarning
-        soup = BeautifulSoup(fixed, "lxml")
+        soup = BeautifulSoup(fixed, "lxml", from_encoding="utf-8" if transcoded else None)
     return soup, try_xml
 
 

@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urldefrag
 
+from dask.utils import format_bytes
 from lxml import etree
 
 from ..errors import BookError
@@ -40,7 +41,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["read_epub", "EpubContent"]
 
-_MAX_MEMBER_BYTES = 256 * 1024 * 1024
+#: Default limits on what is inflated from an archive (``ingest.max-member-size``
+#: and ``ingest.max-total-size`` in the configuration override them).
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+_READ_BLOCK = 1024 * 1024
 _CONTENT_TYPES = frozenset(("application/xhtml+xml", "text/html", "application/xml", "text/xml"))
 _CONTENT_EXTS = (".xhtml", ".html", ".htm", ".xml")
 _NCX_TYPE = "application/x-dtbncx+xml"
@@ -94,10 +99,28 @@ class _Entry:
 
 
 class _Archive:
-    """Safe access to the members of the EPUB zip."""
+    """Safe access to the members of the EPUB zip.
 
-    def __init__(self, data: bytes, source: str):
+    Nothing is ever extracted to disk: members are inflated in memory, only
+    when the reader needs them (package, navigation, spine documents,
+    cover), in blocks.  A member whose size (declared in the central
+    directory, and counted again while inflating) is over *max_member*
+    bytes, or that would take the bytes inflated for the whole book over
+    *max_total*, is refused: a zip bomb fails the book instead of the worker.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        source: str,
+        *,
+        max_member: int = MAX_MEMBER_BYTES,
+        max_total: int = MAX_TOTAL_BYTES,
+    ):
         self.source = source
+        self.max_member = max_member
+        self.max_total = max_total
+        self.inflated = 0  # bytes inflated so far, all members together
         try:
             self.zf = zipfile.ZipFile(io.BytesIO(data))
             infos = self.zf.infolist()
@@ -111,6 +134,25 @@ class _Archive:
             return path
         return self.folded.get(path.casefold())
 
+    def _too_large(self, name: str, size: int, *, declared: bool) -> BookError:
+        """The error for member *name*, *size* bytes (as declared, or counted so far)."""
+        if size > self.max_member:
+            limit = format_bytes(self.max_member)
+            what = (
+                f"inflates to {format_bytes(size)}, which exceeds the {limit} limit"
+                if declared
+                else f"inflates to more than the {limit} limit"
+            )
+            return BookError(
+                self.source,
+                f"archive member {name} {what} per member (ingest.max-member-size); a zip bomb?",
+            )
+        return BookError(
+            self.source,
+            f"the archive members read inflate to more than the {format_bytes(self.max_total)} "
+            f"limit per book (ingest.max-total-size), at {name}; a zip bomb?",
+        )
+
     def read(self, path: str, *, required: str | None = None) -> bytes | None:
         """Bytes of member *path*; ``None`` when absent (or BookError if *required*)."""
         name = self.find(path)
@@ -119,10 +161,29 @@ class _Archive:
                 raise BookError(self.source, required)
             return None
         info = self.names[name]
-        if info.file_size > _MAX_MEMBER_BYTES:
-            raise BookError(self.source, f"not a valid EPUB: archive member {name} is too large")
+        budget = min(self.max_member, self.max_total - self.inflated)
+        if info.file_size > budget:
+            raise self._too_large(name, info.file_size, declared=True)
+        if info.flag_bits & 0x1:
+            raise BookError(
+                self.source, f"not a valid EPUB: archive member {name} is password-protected"
+            )
+        blocks: list[bytes] = []
+        size = 0
         try:
-            return self.zf.read(info)
+            with self.zf.open(info) as fh:
+                while True:
+                    # never inflate more than the budget (+1 byte to notice going over),
+                    # whatever the archive declares
+                    block = fh.read(min(_READ_BLOCK, budget + 1 - size))
+                    if not block:
+                        break
+                    size += len(block)
+                    if size > budget:
+                        raise self._too_large(name, size, declared=False)
+                    blocks.append(block)
+        except BookError:
+            raise
         except (
             zipfile.BadZipFile,
             zlib.error,
@@ -135,6 +196,8 @@ class _Archive:
             raise BookError(
                 self.source, f"not a valid EPUB: damaged archive member {name} ({exc})"
             ) from exc
+        self.inflated += size
+        return b"".join(blocks)
 
 
 def _local(tag) -> str:
@@ -618,7 +681,13 @@ def _refuse_drm(archive: _Archive, content_paths: set[str]) -> None:
 # --------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------
-def read_epub(data: bytes, source: str) -> EpubContent:
+def read_epub(
+    data: bytes,
+    source: str,
+    *,
+    max_member_size: int = MAX_MEMBER_BYTES,
+    max_total_size: int = MAX_TOTAL_BYTES,
+) -> EpubContent:
     """Read an EPUB 2 or EPUB 3 book from its bytes.
 
     Parameters
@@ -627,6 +696,10 @@ def read_epub(data: bytes, source: str) -> EpubContent:
         The ``.epub`` file.
     source : str
         Path or URL, for error messages.
+    max_member_size : int
+        Largest archive member inflated, in bytes.
+    max_total_size : int
+        Most bytes inflated from the archive, all members read together.
 
     Returns
     -------
@@ -638,7 +711,7 @@ def read_epub(data: bytes, source: str) -> EpubContent:
     BookError
         When the archive or its package document cannot be read.
     """
-    archive = _Archive(data, source)
+    archive = _Archive(data, source, max_member=max_member_size, max_total=max_total_size)
     container = archive.read(
         "META-INF/container.xml", required="not a valid EPUB: META-INF/container.xml missing"
     )
@@ -690,17 +763,26 @@ def read_epub(data: bytes, source: str) -> EpubContent:
 
     spine = _Spine()
     recovered = []
+    missing = []
     for item, _ in refs:
         raw = archive.read(item["path"])
         if raw is None:
             log.warning(
                 "%s: spine document %s missing from the archive; skipped", source, item["href"]
             )
+            missing.append(item["href"])
             continue
         doc, _soup = read_document(raw)
         if doc.recovered:
             recovered.append(item["href"])
         spine.add(item["path"], item["href"], doc)
+    if missing and not spine.paths:
+        listed = ", ".join(missing[:3])
+        if len(missing) > 3:
+            listed += f" and {len(missing) - 3} more"
+        raise BookError(
+            source, f"not a valid EPUB: no spine document is in the archive (missing: {listed})"
+        )
     if recovered:
         log.warning(
             "%s: %s not well-formed XHTML (or nested too deeply); "
