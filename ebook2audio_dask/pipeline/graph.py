@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dask.base import tokenize
-from distributed import Client, Future, Variable, as_completed, wait
+from distributed import Client, Event, Future, Variable, as_completed, wait
 
 from .. import config
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
@@ -190,6 +190,8 @@ class BookJob:
         self.book_plan: BookPlan | None = None
         self.cached_sizes: dict[str, int] = {}
         self.n_batches_chunks: list[int] = []
+        #: Name of the distributed.Event that tells this book's merge to stop.
+        self.stop_event = f"ebook2audio-stop-{self.stem}-{token}"
         self.resources: dict[str, float] = {}
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
@@ -249,7 +251,7 @@ class BookJob:
             self.batch_vars.append(var)
         self.merge = self.client.submit(
             merge_task, self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
-            self.output, self.options.output_options, None, self.cached_sizes,
+            self.output, self.options.output_options, None, self.cached_sizes, self.stop_event,
             key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
         )
 
@@ -288,17 +290,27 @@ class BookJob:
         has ended (:meth:`release`): a merge that has not fetched a batch yet
         must find it, cancelled, rather than wait for it.
         """
+        if self.merge is not None:
+            try:  # the merge polls this: it stops (and kills its ffmpeg) within a second
+                Event(self.stop_event, client=self.client).set()
+            except Exception:  # pragma: no cover - scheduler already gone
+                logger.debug("could not set %s", self.stop_event, exc_info=True)
         futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
         self.client.cancel(futures, force=True)
 
     def release(self) -> None:
-        """Delete the Variables that handed the batches to the merge task."""
+        """Delete the Variables that handed the batches to the merge task (and its stop event)."""
         for var in self.batch_vars:
             try:
                 var.delete()
             except Exception:  # pragma: no cover - scheduler already gone
                 pass
         self.batch_vars = []
+        if self.merge is not None and self.merge.done():
+            try:
+                Event(self.stop_event, client=self.client).clear()
+            except Exception:  # pragma: no cover - scheduler already gone
+                pass
 
 
 

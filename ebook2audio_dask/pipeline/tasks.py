@@ -226,20 +226,32 @@ class MergeResult:
     audio_reused: bool = False  # remuxed from encoded audio kept in the store
 
 
-def _merge_cancelled() -> bool:
-    """True once the client no longer wants the running (seceded) merge task."""
-    from distributed import get_worker
+def _merge_cancelled(stop_event: str | None = None) -> bool:
+    """True once the client no longer wants the running (seceded) merge task.
+
+    Two signals, either enough: the book's stop :class:`distributed.Event`
+    (set by the client when the book fails: explicit, whatever the worker's
+    view of the task), and the worker's own state for this task.
+    """
+    from distributed import Event, get_worker
     from distributed.worker import thread_state
 
     try:
         worker = get_worker()
     except ValueError:  # not on a worker
         return False
+    if stop_event:
+        try:
+            if Event(stop_event).is_set():
+                return True
+        except Exception:  # the scheduler is going away: the task state below decides
+            logger.debug("stop event %s unreadable", stop_event, exc_info=True)
     ts = worker.state.tasks.get(getattr(thread_state, "key", None))
     return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
 
-def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeout: float = 60.0):
+def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeout: float = 60.0,
+                    stop_event: str | None = None):  # fmt: skip
     """The BatchResult of the synthesize task whose future the named Variable holds.
 
     Waits in short steps and gives up as soon as the merge task is cancelled
@@ -250,7 +262,7 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
 
     deadline = time.monotonic() + find_timeout
     while True:
-        if _merge_cancelled():
+        if _merge_cancelled(stop_event):
             raise BookError(source, "conversion cancelled")
         try:
             future = Variable(variable).get(timeout=poll)
@@ -259,7 +271,7 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
             if time.monotonic() > deadline:  # set before the merge was submitted
                 raise BookError(source, "conversion cancelled") from None
     while True:
-        if _merge_cancelled():
+        if _merge_cancelled(stop_event) or future.status in ("cancelled", "lost"):
             raise BookError(source, "conversion cancelled")
         try:
             wait(future, timeout=poll)
@@ -282,6 +294,7 @@ def merge_task(
     storage_options: dict[str, Any] | None = None,
     bitrate: str | None = None,
     chunk_sizes: dict[str, int] | None = None,
+    stop_event: str | None = None,
 ) -> MergeResult:
     """Merge stage: chunks + pauses → one chaptered, tagged M4B at *output_url*.
 
@@ -331,7 +344,7 @@ def merge_task(
         for i, chunk in enumerate(plan.chunks):
             index = chunk_batch.get(chunk.key)
             if index is not None and index not in awaited:
-                result = _wait_for_batch(batch_vars[index], plan.source)
+                result = _wait_for_batch(batch_vars[index], plan.source, stop_event=stop_event)
                 awaited.add(index)
                 ready[0] = max(ready[0], result.finished)
             if chunk.key not in buffer:
