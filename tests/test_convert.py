@@ -172,14 +172,23 @@ def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(clie
     book.write_text("<html lang='en'><body><h1>One</h1><p>" + "Some words to speak. " * 40
                     + "</p><h1>Two</h1><p>More words here.</p></body></html>")
     out = tmp_path / "out"
+    started = __import__("time").time()
     [bad] = e2a.convert(str(book), str(out), settings={"no_such_setting": 1}, client=client, cache=cache_dir,
                         batch_chars=200)
     assert not bad.ok and bad.error.startswith(f"{book}: ") and "no_such_setting" in bad.error
     assert "\n" not in bad.error
     assert not (out / "short.m4b").exists() and not (out / "short.report.json").exists()
-    # the seceded merge task gave up too: no ffmpeg left running under the workers
+    # the seceded merge task gave up too: no ffmpeg of this book left running under the workers
+    # (only processes started during this test count: the check is about this book's merge)
     def ffmpeg_children():
-        return [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()]
+        found = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "ffmpeg" in p.name() and p.create_time() >= started - 1:
+                    found.append(p)
+            except psutil.NoSuchProcess:  # ended while we looked: not left running
+                pass
+        return found
     deadline = __import__("time").monotonic() + 60  # the merge polls its cancellation every second
     while ffmpeg_children() and __import__("time").monotonic() < deadline:
         __import__("time").sleep(0.2)
