@@ -277,7 +277,20 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
             wait(future, timeout=poll)
         except TimeoutError:
             continue
-        return future.result()  # raises if that batch failed
+        if future.status == "error":
+            try:
+                exc = future.exception(timeout=poll)
+            except TimeoutError:
+                continue
+            raise exc  # that batch failed: so does the book
+        # Finished: its chunks are in the store.  Its small result is only wanted
+        # for timing; never block on fetching it (a key whose data cannot be
+        # gathered must not hang the merge).
+        try:
+            return future.result(timeout=poll)
+        except TimeoutError:
+            logger.debug("batch %s finished; its result was not fetched in time", variable)
+            return None
 
 
 #: Chunks the merge reads from the store in one (concurrent) request.
@@ -346,7 +359,7 @@ def merge_task(
             if index is not None and index not in awaited:
                 result = _wait_for_batch(batch_vars[index], plan.source, stop_event=stop_event)
                 awaited.add(index)
-                ready[0] = max(ready[0], result.finished)
+                ready[0] = max(ready[0], result.finished if result is not None else time.time())
             if chunk.key not in buffer:
                 fetch_from(i)
             samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
