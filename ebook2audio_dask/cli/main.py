@@ -171,13 +171,20 @@ def cli() -> None:
 @click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, moto...) for s3:// URLs.")
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
 @click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
+@click.option("--retries", type=click.IntRange(0),
+              help="More attempts for a chunk the engine fails on (default 2). Chunks that fail them all "
+                   "are listed in OUTPUT/<stem>.failures.jsonl and the book fails (exit 1).")
+@click.option("--allow-gaps", is_flag=True, default=None,
+              help="Finish books whose chunks could not all be synthesised, with silence in their place "
+                   "(listed in the report and OUTPUT/<stem>.failures.jsonl).")
 @click.option("--priority", "priority", multiple=True, metavar="BOOK",
               help="Convert this book first (path, file name or glob; repeatable). Default: input order.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
             gpus, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
-            s3_endpoint, batch_chars, engine_threads, priority, no_progress, debug) -> None:
+            s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, priority, no_progress,
+            debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -224,8 +231,8 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
                     list(inputs), output, engine=engine, voice=voice, model=model, language=language,
                     settings=setting_map, storage_options=storage_options,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
-                    batch_chars=batch_chars, engine_threads=engine_threads,
-                    bars=bars, on_result=finished, priority=priority,
+                    batch_chars=batch_chars, engine_threads=engine_threads, retries=retries,
+                    allow_gaps=allow_gaps, bars=bars, on_result=finished, priority=priority,
                     slots=adapt_range[1] if adapt_range else None,
                 )
             finally:
@@ -248,10 +255,14 @@ def _result_line(r) -> tuple[str, bool]:
     if not r.ok:
         return f"error: {r.error}", True
     t = r.report["totals"]
-    return (
+    line = (
         f"done: {r.output} ({len(r.report['chapters'])} chapters, {t['audio_s'] / 60:.1f} min, "
         f"{t['chunks_from_cache']}/{t['unique_chunks']} chunks from cache, {t['wall_s']:.1f} s)"
-    ), False
+    )
+    if t.get("chunks_failed"):  # --allow-gaps: finished, with silence for what failed
+        line += (f"; WARNING: {t['chunks_failed']} chunk(s) could not be synthesised, "
+                 f"{len(r.report['gaps'])} gap(s) of silence: see {r.report['failures']}")  # fmt: skip
+    return line, bool(t.get("chunks_failed"))
 
 
 def _summary_table(results) -> str:
@@ -261,7 +272,8 @@ def _summary_table(results) -> str:
         name = r.source.rstrip("/").rsplit("/", 1)[-1]
         if r.ok:
             t = r.report["totals"]
-            rows.append((name, "done", str(len(r.report["chapters"])), f"{t['audio_s'] / 60:.1f} min",
+            status = "GAPS" if t.get("chunks_failed") else "done"
+            rows.append((name, status, str(len(r.report["chapters"])), f"{t['audio_s'] / 60:.1f} min",
                          f"{t['wall_s']:.0f} s", r.output))  # fmt: skip
         else:
             problem = r.error[len(r.source) + 2:] if r.error.startswith(r.source + ": ") else r.error

@@ -102,6 +102,8 @@ def convert(
     settings: dict[str, Any] | None = None,
     batch_chars: int | None = None,
     engine_threads: int | None = None,
+    retries: int | None = None,
+    allow_gaps: bool | None = None,
     progress: bool | Callable[[int], None] | None = None,
     progress_total: Callable[[int], None] | None = None,
     on_job: Callable[[BookJob], None] | None = None,
@@ -169,6 +171,17 @@ def convert(
         Characters per synthesize task.
     engine_threads : int, optional
         Threads per engine instance.
+    retries : int, optional
+        More attempts for a chunk the engine raised on (default
+        ``ebook2audio.synthesize.retries``, 2).  A chunk that fails them all
+        is written to ``<output>/<stem>.failures.jsonl`` (chunk key, chapter,
+        text excerpt, error, worker, attempts), as are the chunks of a task
+        that killed its worker more often than Dask's
+        ``distributed.scheduler.allowed-failures``.
+    allow_gaps : bool, optional
+        Finish such a book with silence in place of those chunks (listed in
+        the report's ``gaps``) instead of failing it (default
+        ``ebook2audio.synthesize.allow-gaps``, false).
     progress : bool or callable, optional
         ``True``: progress bars, one for all chunks and one per book in
         flight (``tqdm.auto``: widgets in Jupyter, text in a terminal).  A
@@ -221,6 +234,8 @@ def convert(
         cache_storage_options=cache_storage_options,
         batch_chars=batch_chars,
         engine_threads=engine_threads,
+        retries=retries,
+        allow_gaps=allow_gaps,
         settings=settings,
         slots=slots or (adapt[1] if adapt and client is None and scheduler is None else None),
     )

@@ -34,6 +34,7 @@ from .report import build_report
 from ..engines import get_engine_class
 from .tasks import (
     BatchResult,
+    _killed_worker,
     MergeResult,
     PlanRequest,
     merge_task,
@@ -50,6 +51,9 @@ logger = logging.getLogger(__name__)
 #: Priority of every book's parse and chunk tasks: above all synthesis, so every
 #: book is planned early (they are cheap), in submission order.
 PLAN_PRIORITY = 10**9
+
+#: Times a book's merge is submitted again after Dask gave up on it (KilledWorker).
+MERGE_RESTARTS = 2
 
 #: Smallest batch worth a task (~25 s of speech, a few seconds of work on one CPU thread).
 MIN_BATCH_CHARS = 400
@@ -93,7 +97,14 @@ class ConvertOptions:
     settings : dict, optional
         Engine settings that change the audio (e.g. ``{"length_scale": 1.1}``).
     retries : int, optional
-        How many times Dask retries a failed synthesize task.
+        How many more times a chunk the engine failed on is tried (and Dask
+        retries a synthesize task that failed as a whole); default
+        ``ebook2audio.synthesize.retries``.
+    allow_gaps : bool, optional
+        Finish a book whose chunks could not all be synthesised, with
+        silence in their place (listed in the report and the book's
+        ``<stem>.failures.jsonl``); default ``ebook2audio.synthesize.allow-gaps``.
+        Otherwise such a book fails.
     slots : int, optional
         Synthesize tasks the cluster can run at once, for sizing batches;
         default: counted from the workers present (an adaptive cluster passes
@@ -116,6 +127,7 @@ class ConvertOptions:
     engine_threads: int | None = None
     settings: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     retries: int | None = None
+    allow_gaps: bool | None = None
     slots: int | None = None
 
     def store(self) -> ChunkStore:
@@ -169,6 +181,8 @@ class BookJob:
         self.stem = stem_of(source)
         self.output = join(options.output, f"{self.stem}.m4b")
         self.report_url = join(options.output, f"{self.stem}.report.json")
+        #: The dead-letter file: chunks that could not be synthesised (JSON lines).
+        self.failures_url = join(options.output, f"{self.stem}.failures.jsonl")
         self.priority = priority
         self.started = time.time()
         self.store = options.store()
@@ -193,6 +207,9 @@ class BookJob:
         #: Name of the distributed.Event that tells this book's merge to stop.
         self.stop_event = f"ebook2audio-stop-{self.stem}-{token}"
         self.resources: dict[str, float] = {}
+        self._merge_args: tuple = ()
+        #: Times the merge was submitted again after Dask gave up on it (KilledWorker).
+        self.merge_restarts = 0
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
 
@@ -234,7 +251,7 @@ class BookJob:
             self.n_batches_chunks.append(len(items))
             self.batches.append(
                 self.client.submit(
-                    synthesize_task, plan.spec, items, self.store, threads, voice,
+                    synthesize_task, plan.spec, items, self.store, threads, voice, retries,
                     key=f"synthesize-{self.stem}-{i}-{self.token}",
                     resources=resources or None, retries=retries,
                     # book order (large batches first, the small ones last); Dask does
@@ -249,10 +266,20 @@ class BookJob:
             var = Variable(f"ebook2audio-{self.stem}-{self.token}-{i}", client=self.client)
             var.set(future)
             self.batch_vars.append(var)
-        self.merge = self.client.submit(
-            merge_task, self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
+        allow_gaps = bool(config.get("synthesize.allow-gaps", False, override=self.options.allow_gaps))
+        self._merge_args = (
+            self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
             self.output, self.options.output_options, None, self.cached_sizes, self.stop_event,
-            key=f"merge-{self.stem}-{self.token}", priority=self.priority + 10, pure=False,
+        )
+        self._merge_kwargs = {"allow_gaps": allow_gaps, "failures_url": self.failures_url}
+        self.submit_merge()
+
+    def submit_merge(self) -> None:
+        """Submit the merge task (again, after its workers kept dying: a new key)."""
+        suffix = f"-{self.merge_restarts}" if self.merge_restarts else ""
+        self.merge = self.client.submit(
+            merge_task, *self._merge_args, **self._merge_kwargs,
+            key=f"merge-{self.stem}-{self.token}{suffix}", priority=self.priority + 10, pure=False,
         )
 
     def _synth_slots(self, resources: dict[str, float] | None) -> int:
@@ -275,7 +302,8 @@ class BookJob:
     def report(self) -> dict:
         """The book's report (see :func:`ebook2audio_dask.pipeline.report.build_report`)."""
         merged: MergeResult = self.merge.result()
-        batches: list[BatchResult] = [f.result() for f in self.batches]
+        # a batch that failed as a whole (KilledWorker) is in the merge's dead letters
+        batches: list[BatchResult] = [f.result() for f in self.batches if f.status == "finished"]
         return build_report(
             self.book_plan, merged, batches, self.cached_sizes, wall_s=time.time() - self.started,
             source=self.source,
@@ -297,6 +325,19 @@ class BookJob:
                 logger.debug("could not set %s", self.stop_event, exc_info=True)
         futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
         self.client.cancel(futures, force=True)
+
+    def forget(self) -> None:
+        """Release the book's futures once its result is known.
+
+        A finished task whose result lived on a worker that then died is
+        recomputed as long as a future holds it: a done book must not be
+        merged (or synthesised) again because a worker went away later.
+        """
+        for future in [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else []):
+            try:
+                future.release()
+            except Exception:  # pragma: no cover - client already closing
+                logger.debug("could not release %s", future.key, exc_info=True)
 
     def release(self) -> None:
         """Delete the Variables that handed the batches to the merge task (and its stop event)."""
@@ -423,9 +464,25 @@ def run_jobs(
 
     for future in pending:
         stage, job, n = by_future.pop(future)
-        if stage == "merge" or (id(job) in results and job.merge is None):
+        restart = (stage == "merge" and id(job) not in results and future.status == "error"
+                   and job.merge_restarts < MERGE_RESTARTS and _killed_worker(future.exception()))  # fmt: skip
+        if (stage == "merge" and not restart) or (id(job) in results and job.merge is None):
             job.release()  # the merge has ended (or never started): its Variables can go
         if id(job) in results:
+            continue
+        if restart:
+            # The merge only waits and streams: it dies with a worker that another
+            # task kills.  A new merge reads what is in the store and goes on.
+            job.merge_restarts += 1
+            logger.warning("%s: the merge's workers died; merging again (%d)", job.source, job.merge_restarts)
+            job.submit_merge()
+            by_future[job.merge] = ("merge", job, 0)
+            pending.add(job.merge)
+            continue
+        if stage == "synthesize" and future.status == "error":
+            # Not the book's end: the merge writes the batch's chunks to the
+            # dead-letter file (KilledWorker) or fails the book with its error.
+            logger.debug("%s: a synthesize task failed: %s", job.source, future.exception())
             continue
         try:
             future.result()
@@ -465,6 +522,7 @@ def run_jobs(
                 fail(job, exc)
                 continue
             results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+            job.forget()
             if bars is not None:
                 bars.book_done(job)
             if on_result:

@@ -32,8 +32,12 @@ def build_report(
     chunks_from_cache, chunks_synthesized, synthesize_tasks, audio_s, wall_s,
     synth_s, merge_s, rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
     ``engine_loads`` (worker address -> times that worker process loaded the
-    book's engine and model: 1 each when models stay resident) and
-    ``errors`` (non-fatal problems, e.g. a language fallback).
+    book's engine and model: 1 each when models stay resident),
+    ``errors`` (non-fatal problems, e.g. a language fallback or gaps),
+    ``gaps`` (silences that stand in for chunks that could not be
+    synthesised, with ``--allow-gaps``: chunk, chapter, chapter_title,
+    start_s, duration_s, error) and ``failures`` (the dead-letter file
+    listing those chunks, or null).  ``totals.chunks_failed`` counts them.
     """
     per_worker: Counter[str] = Counter()
     loads: dict[str, int] = {}
@@ -65,6 +69,7 @@ def build_report(
             "unique_chunks": len(unique),
             "chunks_from_cache": from_cache,
             "chunks_synthesized": sum(len(b.samples) for b in batches),
+            "chunks_failed": merged.chunks_failed,
             "synthesize_tasks": len(batches),
             "audio_s": round(merged.audio_s, 3),
             "wall_s": round(wall_s, 3),
@@ -76,6 +81,8 @@ def build_report(
         "chunks_per_worker": dict(sorted(per_worker.items())),
         "engine_loads": dict(sorted(loads.items())),
         "errors": list(plan.warnings) + list(merged.warnings),
+        "gaps": list(merged.gaps),
+        "failures": merged.failures_url,
     }
 
 

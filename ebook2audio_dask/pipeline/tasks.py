@@ -22,7 +22,7 @@ from ..audio.m4b import BookTags, ChapterMark, encode_m4b, remux_m4b
 from ..audio.wav import WAV_HEADER_BYTES, decode_wav, encode_wav
 from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
 from ..engines.base import EngineSpec
-from ..errors import BookError, Ebook2AudioError
+from ..errors import BookError, Ebook2AudioError, EngineError
 from ..ingest import read_book
 from ..model import Book
 from ..storage import ChunkStore, publish_file
@@ -30,6 +30,7 @@ from ..text.chunk import BookPlan, Pauses, plan_book
 
 __all__ = [
     "BatchResult",
+    "ChunkFailure",
     "ChapterResult",
     "MergeResult",
     "parse_task",
@@ -139,6 +140,16 @@ def seed_for(key: str) -> int:
 
 
 @dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk the engine could not speak, after all its attempts (a dead letter)."""
+
+    key: str
+    error: str  # one line: "ExceptionType: message"
+    attempts: int
+    worker: str
+
+
+@dataclass(frozen=True)
 class BatchResult:
     """What a synthesize task reports back (no audio: that is in the store)."""
 
@@ -148,6 +159,7 @@ class BatchResult:
     chars: int
     finished: float = 0.0  # wall-clock time (time.time()) the batch ended
     engine_loads: int = 0  # times this worker process has loaded this engine+model
+    failures: tuple[ChunkFailure, ...] = ()  # chunks that failed every attempt (not in the store)
 
 
 def prepare_voice_task(spec: EngineSpec, store: ChunkStore, threads: int = 1) -> str:
@@ -158,47 +170,105 @@ def prepare_voice_task(spec: EngineSpec, store: ChunkStore, threads: int = 1) ->
     return spec.voice
 
 
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """``"ExceptionType: message"`` on one line, at most *limit* characters."""
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _speak(engine, spec: EngineSpec, group: list[tuple[str, str]]) -> list:
+    audio = engine.synthesize([t for _, t in group], seeds=[seed_for(k) for k, _ in group])
+    if len(audio) != len(group):
+        raise EngineError(f"engine {spec.engine} returned {len(audio)} clips for {len(group)} texts")
+    return list(audio)
+
+
+#: Seconds before the n-th retry of a chunk (the last value repeats).
+RETRY_PAUSES = (0.2, 1.0, 3.0)
+
+
 def synthesize_task(
     spec: EngineSpec,
     items: tuple[tuple[str, str], ...],
     store: ChunkStore,
     threads: int = 1,
     voice_ready: str | None = None,
+    retries: int = 2,
 ) -> BatchResult:
     """Synthesize stage: speak a batch of ``(key, text)`` chunks into the store.
 
     The engine is loaded once per worker process and reused by later tasks.
     Chunks are bucketed by length (:func:`length_buckets`) and handed to the
     engine at most ``engine.batch_size`` at a time (similar lengths pad little
-    in a batched model); each chunk's
-    seed comes from its content key, so a retry or a rerun gives the same
-    audio.  Each chunk is written to the store as soon as the engine returns it.
+    in a batched model); each chunk's seed comes from its content key, so a
+    retry or a rerun gives the same audio.  Each chunk is written to the
+    store as soon as the engine returns it.
+
+    When the engine raises, the chunks of that engine call are tried again
+    one at a time, each up to *retries* more times after a short pause.  A
+    chunk that fails every attempt is not written; it is returned in
+    :attr:`BatchResult.failures` (the merge writes it to the book's
+    dead-letter file) and the task goes on with the others.  Errors outside
+    the engine call (loading the engine, the store) fail the task, which Dask
+    then retries.
     """
     engine = load_engine(spec, threads)
     engine.prepare(store)
     samples: list[tuple[str, int]] = []
+    failures: list[ChunkFailure] = []
     synth_s = 0.0
+    worker = _worker_address()
+
+    def one_by_one(group: list[tuple[str, str]], first: BaseException | None):
+        """Speak each chunk alone, with retries; yields ``(key, pcm)`` for those that worked."""
+        for key, text in group:
+            attempts, error = (1, first) if first is not None else (0, None)
+            while attempts <= retries:
+                if attempts:
+                    time.sleep(RETRY_PAUSES[min(attempts, len(RETRY_PAUSES)) - 1])
+                attempts += 1
+                try:
+                    [pcm] = _speak(engine, spec, [(key, text)])
+                except Exception as exc:  # noqa: BLE001 - an engine may raise anything
+                    error = exc
+                    logger.warning("chunk %s: attempt %d failed: %s", key[:12], attempts, error_line(exc))
+                    continue
+                yield key, pcm
+                break
+            else:
+                failures.append(ChunkFailure(key, error_line(error), attempts, worker))
+
+    # A rerun of this task (its worker died, or a finished result was lost with
+    # its worker) finds the chunks its earlier attempt wrote: they are not redone.
+    done = store.sizes(spec.engine, [k for k, _ in items])
+    samples.extend((k, (size - WAV_HEADER_BYTES) // 2) for k, size in done.items())
+    todo = tuple(item for item in items if item[0] not in done)
 
     step = max(1, int(getattr(engine, "batch_size", 8)))
     # Hand the engine one batch at a time so audio reaches the store
     # progressively (an interrupted task loses little).
-    for group in length_buckets(items, step):
-        keys = [k for k, _ in group]
+    for group in length_buckets(todo, step):
         t0 = time.perf_counter()
-        audio = engine.synthesize([t for _, t in group], seeds=[seed_for(k) for k in keys])
-        synth_s += time.perf_counter() - t0
-        if len(audio) != len(keys):
-            raise RuntimeError(f"engine {spec.engine} returned {len(audio)} clips for {len(keys)} texts")
-        for key, pcm in zip(keys, audio):
+        try:
+            made = list(zip([k for k, _ in group], _speak(engine, spec, group)))
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("engine %s failed on %d chunk(s): %s", spec.engine, len(group), error_line(exc))
+            made = one_by_one(group, exc if len(group) == 1 else None)
+        for key, pcm in made:
+            synth_s += time.perf_counter() - t0
             store.write(spec.engine, key, encode_wav(pcm, engine.sample_rate))
             samples.append((key, int(len(pcm))))
+            t0 = time.perf_counter()
+        synth_s += time.perf_counter() - t0
     return BatchResult(
-        worker=_worker_address(),
+        worker=worker,
         samples=tuple(samples),
         synth_s=synth_s,
         chars=sum(len(t) for _, t in items),
         finished=time.time(),
         engine_loads=LOAD_COUNTS[(spec, int(threads))],
+        failures=tuple(failures),
     )
 
 
@@ -224,6 +294,11 @@ class MergeResult:
     chapters: tuple[ChapterResult, ...]
     warnings: tuple[str, ...] = ()
     audio_reused: bool = False  # remuxed from encoded audio kept in the store
+    #: Silences that stand in for chunks that could not be synthesised
+    #: (``allow_gaps``): dicts with chunk, chapter, start_s, duration_s, error.
+    gaps: tuple[dict, ...] = ()
+    chunks_failed: int = 0  # unique chunks in the dead-letter file
+    failures_url: str | None = None  # the dead-letter file, when there were failures
 
 
 def _merge_cancelled(stop_event: str | None = None) -> bool:
@@ -286,11 +361,13 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
         # Finished: its chunks are in the store.  Its small result is only wanted
         # for timing; never block on fetching it (a key whose data cannot be
         # gathered must not hang the merge).
-        try:
-            return future.result(timeout=poll)
-        except TimeoutError:
-            logger.debug("batch %s finished; its result was not fetched in time", variable)
-            return None
+        for _ in range(5):
+            try:
+                return future.result(timeout=poll)
+            except TimeoutError:
+                continue
+        logger.debug("batch %s finished; its result was not fetched in time", variable)
+        return None
 
 
 #: Chunks the merge reads from the store in one (concurrent) request.
@@ -308,6 +385,9 @@ def merge_task(
     bitrate: str | None = None,
     chunk_sizes: dict[str, int] | None = None,
     stop_event: str | None = None,
+    *,
+    allow_gaps: bool = False,
+    failures_url: str | None = None,
 ) -> MergeResult:
     """Merge stage: chunks + pauses → one chaptered, tagged M4B at *output_url*.
 
@@ -321,6 +401,14 @@ def merge_task(
     on.  Chapter times come from the real chunk lengths; they are written in a
     fast second ffmpeg pass that copies the audio.  Memory does not grow with
     the book.  The result is published to *output_url* in one atomic step.
+
+    Chunks that could not be synthesised (the engine failed every attempt, or
+    their task killed the worker more often than Dask's ``allowed-failures``)
+    are written to the dead-letter file *failures_url* (JSON lines).  Without
+    *allow_gaps* the merge then stops its encoder, waits for the book's other
+    synthesize tasks (so a rerun finds their chunks in the store) and fails
+    the book; with it, silence of the chunk's estimated length takes its
+    place and the gap is listed in the result.
 
     The encoded audio (AAC, before chapters and tags) is also kept in the
     store under a key made of the chunk keys, pauses and encoder settings
@@ -336,8 +424,25 @@ def merge_task(
     awaited: set[int] = set()
     lengths: dict[str, int] = {}
     ready = [time.time()]  # when the last synthesize task the merge waited for finished
+    dead = _DeadLetters(plan, store, chunk_batch)
+    gaps: list[dict] = []
+    position = [0]  # samples streamed so far
+    spoken = [0, 0]  # characters and samples of the chunks spoken so far (sizes the gaps)
 
     buffer: dict[str, bytes] = {}
+
+    def await_batch(index: int) -> None:
+        try:
+            result = _wait_for_batch(batch_vars[index], plan.source, stop_event=stop_event)
+        except Exception as exc:
+            if not _killed_worker(exc):
+                raise
+            dead.batch_lost(index, exc)  # its remaining chunks go to the dead-letter file
+            result = None
+        else:
+            dead.batch_done(index, result)
+        awaited.add(index)
+        ready[0] = max(ready[0], result.finished if result is not None else time.time())
 
     def ready_for(chunk) -> bool:
         index = chunk_batch.get(chunk.key)
@@ -349,7 +454,7 @@ def merge_task(
         for later in plan.chunks[i:]:
             if len(keys) >= READ_WINDOW or not ready_for(later):
                 break
-            if later.key not in buffer and later.key not in keys:
+            if later.key not in buffer and later.key not in keys and later.key not in dead.failed:
                 keys.append(later.key)
         buffer.update(store.read_many(plan.spec.engine, keys))
 
@@ -357,17 +462,25 @@ def merge_task(
         for i, chunk in enumerate(plan.chunks):
             index = chunk_batch.get(chunk.key)
             if index is not None and index not in awaited:
-                result = _wait_for_batch(batch_vars[index], plan.source, stop_event=stop_event)
-                awaited.add(index)
-                ready[0] = max(ready[0], result.finished if result is not None else time.time())
-            if chunk.key not in buffer:
-                fetch_from(i)
-            samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
-            if chunk_rate != rate:
-                raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
-            lengths[chunk.key] = len(samples)
-            yield samples.astype("<i2", copy=False).tobytes()
+                await_batch(index)
+            if chunk.key in dead.failed:
+                if not allow_gaps:
+                    raise _ChunksFailed()
+                n = lengths.setdefault(chunk.key, dead.estimate(chunk.text, *spoken, rate))
+                gaps.append(dead.gap(chunk, position[0] / rate, n / rate))
+                yield bytes(2 * n)
+            else:
+                if chunk.key not in buffer:
+                    fetch_from(i)
+                samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
+                if chunk_rate != rate:
+                    raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
+                lengths[chunk.key] = n = len(samples)
+                spoken[0] += len(chunk.text)
+                spoken[1] += n
+                yield samples.astype("<i2", copy=False).tobytes()
             pause = int(round(chunk.pause_after * rate))
+            position[0] += n + pause
             if pause:
                 yield bytes(2 * pause)
 
@@ -408,20 +521,33 @@ def merge_task(
                 cover=cover.data if cover else None, cover_media_type=cover.media_type if cover else None,
             )  # fmt: skip
         else:
-            audio_s = encode_m4b(
-                pcm(),
-                sample_rate=rate,
-                chapters=marks,
-                tags=tags,
-                out_path=tmp,
-                cover=cover.data if cover else None,
-                cover_media_type=cover.media_type if cover else None,
-                bitrate=bitrate,
-                aac_coder=coder,
-                keep_audio=encoded if keep else None,
-            )
+            try:
+                audio_s = encode_m4b(
+                    pcm(),
+                    sample_rate=rate,
+                    chapters=marks,
+                    tags=tags,
+                    out_path=tmp,
+                    cover=cover.data if cover else None,
+                    cover_media_type=cover.media_type if cover else None,
+                    bitrate=bitrate,
+                    aac_coder=coder,
+                    keep_audio=encoded if keep else None,
+                )
+            except _ChunksFailed:
+                # The encoder is stopped.  Let the book's other batches finish, so
+                # the dead-letter file is complete and a rerun finds their chunks.
+                for index in range(len(batch_vars)):
+                    if index not in awaited:
+                        await_batch(index)
+                dead.write(failures_url, storage_options)
+                raise BookError(plan.source, dead.summary(failures_url)) from None
+        if dead.failed:
+            dead.write(failures_url, storage_options)
         publish_file(tmp, output_url, storage_options)
-        if keep and not reused:
+        if not dead.failed:
+            dead.clear(failures_url, storage_options)  # a stale file from an earlier run
+        if keep and not reused and not dead.failed:
             try:  # a cache, not the product: a failure here only costs a later rebuild
                 store.put_encoded(audio_key, encoded)
             except Ebook2AudioError as exc:
@@ -434,13 +560,140 @@ def merge_task(
         for path in (tmp, encoded):
             if os.path.exists(path):
                 os.unlink(path)
+    warnings: tuple[str, ...] = ()
+    if gaps:
+        warnings = (f"{dead.summary(failures_url, gaps=True)}",)
     return MergeResult(
         output=output_url,
         audio_s=audio_s,
         merge_s=max(0.0, time.time() - ready[0]),
         chapters=tuple(chapters),
         audio_reused=reused,
+        warnings=warnings,
+        gaps=tuple(gaps),
+        chunks_failed=len(dead.failed),
+        failures_url=failures_url if dead.failed else None,
     )
+
+
+class _ChunksFailed(Exception):
+    """Raised into the encoder to stop it at the first chunk that could not be synthesised."""
+
+
+def _killed_worker(exc: BaseException) -> bool:
+    """True for Dask's KilledWorker: the task's worker died ``allowed-failures`` + 1 times."""
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(exc, KilledWorker)
+
+
+#: Seconds of speech per character, for sizing a gap before any chunk of the book is known.
+SECONDS_PER_CHAR = 0.065
+
+
+class _DeadLetters:
+    """The chunks of one book that could not be synthesised, and its dead-letter file.
+
+    One JSON object per failed chunk (one line each): ``book``, ``chunk``
+    (its content key), ``chapter`` (index as ``inspect`` numbers it),
+    ``chapter_title``, ``occurrences`` (times the text recurs in the book),
+    ``chars``, ``text`` (the first 200 characters), ``error`` (one line),
+    ``worker``, ``attempts`` and ``time`` (UTC, ISO 8601).
+    """
+
+    def __init__(self, plan: BookPlan, store: ChunkStore, chunk_batch: dict[str, int]):
+        self.plan = plan
+        self.store = store
+        self.chunk_batch = chunk_batch
+        self.failed: dict[str, dict] = {}
+
+    def _record(self, key: str, error: str, attempts: int, worker: str) -> None:
+        if key in self.failed:
+            return
+        chunks = self.plan.chunks
+        first = next(i for i, c in enumerate(chunks) if c.key == key)
+        chapter = next(ch for ch in self.plan.chapters if ch.start <= first < ch.stop)
+        text = chunks[first].text
+        self.failed[key] = {
+            "book": self.plan.source,
+            "chunk": key,
+            "chapter": chapter.index,
+            "chapter_title": chapter.title,
+            "occurrences": sum(1 for c in chunks if c.key == key),
+            "chars": len(text),
+            "text": text if len(text) <= 200 else text[:199] + "…",
+            "error": error,
+            "worker": worker,
+            "attempts": attempts,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def batch_done(self, index: int, result: BatchResult | None) -> None:
+        if result is not None:
+            for f in result.failures:
+                self._record(f.key, f.error, f.attempts, f.worker)
+            return
+        # Finished, but its result could not be fetched: the store says what it made.
+        self._missing(index, "chunk missing from the store after its synthesize task finished", 1, "unknown")
+
+    def batch_lost(self, index: int, exc: BaseException) -> None:
+        """The batch's task killed its worker too often (KilledWorker)."""
+        allowed = int(getattr(exc, "allowed_failures", 3))
+        last = getattr(exc, "last_worker", None)
+        worker = getattr(last, "address", None) or "unknown"
+        error = (f"KilledWorker: the worker died {allowed + 1} times running this chunk's synthesize task "
+                 "(the engine crashed its process, or it ran out of memory); see the worker logs")  # fmt: skip
+        self._missing(index, error, allowed + 1, worker)
+
+    def _missing(self, index: int, error: str, attempts: int, worker: str) -> None:
+        keys = [k for k, i in self.chunk_batch.items() if i == index]
+        present = self.store.list_sizes(self.plan.spec.engine)
+        for key in keys:
+            if key not in present:
+                self._record(key, error, attempts, worker)
+
+    @staticmethod
+    def estimate(text: str, chars: int, samples: int, rate: int) -> int:
+        """Samples of silence for a failed chunk: its length at the book's speaking rate so far."""
+        per_char = samples / chars if chars else SECONDS_PER_CHAR * rate
+        return max(1, int(round(per_char * len(text))))
+
+    def gap(self, chunk, start_s: float, duration_s: float) -> dict:
+        record = self.failed[chunk.key]
+        return {"chunk": chunk.key, "chapter": record["chapter"], "chapter_title": record["chapter_title"],
+                "start_s": round(start_s, 3), "duration_s": round(duration_s, 3), "error": record["error"]}  # fmt: skip
+
+    def summary(self, url: str | None, *, gaps: bool = False) -> str:
+        n = len(self.failed)
+        first = next(iter(self.failed.values()))
+        where = f"; see {url}" if url else ""
+        lead = (f"{n} chunk{'s' if n != 1 else ''} could not be synthesised "
+                f"(first: chapter {first['chapter']}, {first['error']})")  # fmt: skip
+        if gaps:
+            return f"{lead}: silence in their place{where}"
+        return f"{lead}{where}; run again to retry them, or use --allow-gaps"
+
+    def write(self, url: str | None, storage_options: dict[str, Any] | None) -> None:
+        if not url or not self.failed:
+            return
+        from ..storage import get_fs, write_bytes_atomic
+        from ..storage.retry import with_retries
+
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.failed.values()).encode("utf-8")
+        fs, path = get_fs(url, storage_options)
+        with_retries(lambda: write_bytes_atomic(fs, path, data), url=url, action="write the dead-letter file")
+
+    def clear(self, url: str | None, storage_options: dict[str, Any] | None) -> None:
+        if not url:
+            return
+        from ..storage import get_fs
+
+        try:
+            fs, path = get_fs(url, storage_options)
+            if fs.exists(path):
+                fs.rm_file(path)
+        except Exception:  # noqa: BLE001 - a stale file is only confusing, never wrong
+            logger.debug("could not remove %s", url, exc_info=True)
 
 
 def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None) -> str:
