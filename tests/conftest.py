@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import ebook2audio_dask  # noqa: F401  (registers the ebook2audio config defaults before any test saves the config)
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 DATA = Path(__file__).resolve().parent / "data"

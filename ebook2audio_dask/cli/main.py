@@ -154,6 +154,8 @@ def cli() -> None:
               help="Also read front/back matter (title page, contents, licence, colophon).")
 @click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
 @click.option("--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1.")
+@click.option("--memory-limit", help="Memory limit of each embedded worker: 4GiB, auto (default: the "
+                                     "machine's memory shared among the workers) or 0 (none).")
 @click.option("--adapt", metavar="MIN:MAX",
               help="Adaptive cluster (embedded or --slurm): MIN to MAX workers, following the queued synthesis.")
 @click.option("--slurm", is_flag=True,
@@ -182,7 +184,7 @@ def cli() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
-            gpus, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
+            gpus, memory_limit, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
             s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, priority, no_progress,
             debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
@@ -210,7 +212,8 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
 
         security = client_security(tls_ca_file, tls_cert, tls_key)
         with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default",
-                        adapt=adapt_range, slurm=slurm, security=security, tls=tls) as client:
+                        adapt=adapt_range, slurm=slurm, security=security, tls=tls,
+                        memory_limit=memory_limit or "default") as client:
             if client.dashboard_link:
                 click.echo(f"dashboard: {client.dashboard_link}", err=True)
             bars = None

@@ -8,6 +8,7 @@ import os
 from typing import Iterator
 
 import dask
+from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 
 from .. import config
@@ -46,6 +47,7 @@ def local_cluster(
     dashboard_address: str | None = "default",
     gpus: str | list[str] | None = "default",
     tls: bool | None = None,
+    memory_limit: str | float | None = "default",
     **kwargs,
 ) -> LocalCluster:
     """Start the embedded cluster: worker processes on 127.0.0.1 only.
@@ -74,6 +76,11 @@ def local_cluster(
     tls : bool, optional
         ``tls://`` between client, scheduler and workers with a throw-away
         certificate (default ``ebook2audio.tls.embedded``).
+    memory_limit : str or float, optional
+        Dask's per-worker ``memory_limit`` (``"4GiB"``, ``"auto"``: the
+        machine's memory divided among the workers, ``0``: none); default
+        ``ebook2audio.cluster.memory-limit``.  A worker past 95 % of it is
+        restarted by its nanny (the task's chunks written so far are kept).
     **kwargs
         Passed to :class:`distributed.LocalCluster`.
     """
@@ -95,6 +102,16 @@ def local_cluster(
     # "Compute Failed" tracebacks are noise unless debugging.
     debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     kwargs.setdefault("silence_logs", logging.INFO if debugging else logging.CRITICAL)
+    if memory_limit == "default":
+        memory_limit = config.get("cluster.memory-limit", "auto")
+    if isinstance(memory_limit, str) and memory_limit.strip().lower() not in ("auto", "0", "none", ""):
+        try:
+            parse_bytes(memory_limit)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"invalid memory limit {memory_limit!r}: use a size such as 4GiB, auto or 0") from exc
+    if isinstance(memory_limit, str) and memory_limit.strip().lower() in ("none", ""):
+        memory_limit = 0
+    kwargs.setdefault("memory_limit", memory_limit if memory_limit is not None else 0)
     security = embedded_security(tls)
     if security is not None:
         kwargs.update(security=security, protocol="tls://")
@@ -136,6 +153,7 @@ def client_for(
     slurm: bool | dict | None = None,
     security=None,
     tls: bool | None = None,
+    memory_limit: str | float | None = "default",
 ) -> Iterator[Client]:
     """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
 
@@ -145,7 +163,8 @@ def client_for(
     or SLURM cluster adaptive (:class:`~.adaptive.SynthesisAdaptive`).
     *security* (a :class:`distributed.security.Security`; default from
     ``ebook2audio.tls.*``) is used to reach *scheduler*; *tls* turns on TLS
-    inside the embedded cluster.
+    inside the embedded cluster; *memory_limit* is each embedded worker's
+    Dask ``memory_limit`` (default ``ebook2audio.cluster.memory-limit``).
     Clients and clusters created here are closed on exit; a given *client* is
     not.  Every worker gets the :class:`~.gpus.EngineTeardown` plugin (once),
     so loaded models (and their GPU memory) are released when a worker stops.
@@ -173,9 +192,10 @@ def client_for(
         if not adapt:
             cluster.scale(jobs=int(config.get("slurm.jobs", 2)))
     elif adapt:
-        cluster = local_cluster(0, engine_threads=engine_threads, gpus="none", tls=tls)
+        cluster = local_cluster(0, engine_threads=engine_threads, gpus="none", tls=tls, memory_limit=memory_limit)
     else:
-        cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus, tls=tls)
+        cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus, tls=tls,
+                                memory_limit=memory_limit)
     if adapt:
         cluster.adapt(minimum=adapt[0], maximum=adapt[1], Adaptive=SynthesisAdaptive)
     with cluster, Client(cluster) as c:

@@ -93,6 +93,7 @@ def convert(
     scheduler: str | None = None,
     n_workers: int | None = None,
     gpus: str | Iterable[str] | None = None,
+    memory_limit: str | float | None = None,
     adapt: tuple[int, int] | None = None,
     slurm: bool | dict[str, Any] | None = None,
     slots: int | None = None,
@@ -149,6 +150,9 @@ def convert(
     gpus : str or iterable of str, optional
         GPUs of the embedded cluster, one worker each (``"0,1"``, ``"none"``,
         ``"auto"``); default ``ebook2audio.cluster.gpus``.
+    memory_limit : str or float, optional
+        Memory limit of each embedded worker (``"4GiB"``, ``"auto"``, ``0``
+        for none); default ``ebook2audio.cluster.memory-limit``.
     adapt : (int, int), optional
         ``(minimum, maximum)`` workers: an adaptive embedded or SLURM cluster
         that grows with the queued synthesis and shrinks when idle.
@@ -245,7 +249,8 @@ def convert(
         with_retries(lambda: write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8")),
                      url=job.report_url, action="write the report")
 
-    with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm) as c:
+    with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm,
+                    memory_limit="default" if memory_limit is None else memory_limit) as c:
         jobs = []
         for source, rank in book_priorities(books, priority).items():
             job = submit_book(c, source, options, priority=rank)
