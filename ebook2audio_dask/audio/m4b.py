@@ -469,7 +469,7 @@ def encode_m4b(
     codec = ["-c:a", "aac", "-b:a", str(bitrate)] + (["-aac_coder", str(aac_coder)] if aac_coder else [])
     pcm_input = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]
 
-    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=Path(out_path).parent) as tmp:
         workdir = Path(tmp)
         cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
         with tempfile.TemporaryFile(dir=tmp) as stderr:
@@ -537,7 +537,7 @@ def remux_m4b(
         raise ValueError(f"the chapters end at sample {marks[-1].end_sample} but the audio has only {n_samples}")
     out_path = Path(out_path)
     head = [ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y"]
-    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=Path(out_path).parent) as tmp:
         workdir = Path(tmp)
         cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
         with tempfile.TemporaryFile(dir=tmp) as stderr:

@@ -103,6 +103,10 @@ def _setup_logging(debug: bool) -> None:
     if not debug:
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # Losing the scheduler is reported once per book, as one line; the
+        # client's own reconnection errors (and asyncio's) are for --debug.
+        for name in ("distributed.client", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:

@@ -340,7 +340,9 @@ class EspeakEngine(Engine):
         texts : sequence of str
             Plain texts (no SSML) of at most :attr:`max_chars` characters.
         seeds : sequence of int, optional
-            Ignored: espeak-ng is deterministic.
+            Ignored: espeak-ng cannot be seeded.  Its output depends slightly on
+            what the process spoke before (the phase of its pitch flutter is
+            process-global state); see docs/engines.md.
 
         Returns
         -------

@@ -453,6 +453,9 @@ def run_jobs(
     def fail(job: BookJob, exc: BaseException) -> None:
         if id(job) in results:
             return
+        if _scheduler_lost(job.client, exc):
+            exc = BookError(job.source, f"lost the connection to the scheduler {_address(job.client)}; the chunks "
+                                        "made so far are kept in the store: run the same command again to resume")  # fmt: skip
         logger.debug("book %s failed", job.source, exc_info=exc)
         code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
         results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc), exit_code=code)
@@ -462,75 +465,104 @@ def run_jobs(
         if on_result:
             on_result(results[id(job)])
 
-    for future in pending:
-        stage, job, n = by_future.pop(future)
-        restart = (stage == "merge" and id(job) not in results and future.status == "error"
-                   and job.merge_restarts < MERGE_RESTARTS and _killed_worker(future.exception()))  # fmt: skip
-        if (stage == "merge" and not restart) or (id(job) in results and job.merge is None):
-            job.release()  # the merge has ended (or never started): its Variables can go
-        if id(job) in results:
-            continue
-        if restart:
-            # The merge only waits and streams: it dies with a worker that another
-            # task kills.  A new merge reads what is in the store and goes on.
-            job.merge_restarts += 1
-            logger.warning("%s: the merge's workers died; merging again (%d)", job.source, job.merge_restarts)
-            job.submit_merge()
-            by_future[job.merge] = ("merge", job, 0)
-            pending.add(job.merge)
-            continue
-        if stage == "synthesize" and future.status == "error":
-            # Not the book's end: the merge writes the batch's chunks to the
-            # dead-letter file (KilledWorker) or fails the book with its error.
-            logger.debug("%s: a synthesize task failed: %s", job.source, future.exception())
-            continue
-        try:
-            future.result()
-        except Exception as exc:
-            fail(job, job.stall_error or exc)
-            continue
-        if stage == "plan":
-            try:
-                job.submit_synthesis(backlog=backlog(job))
-            except Exception as exc:
-                fail(job, exc)
+    try:
+        for future in pending:
+            stage, job, n = by_future.pop(future)
+            restart = (stage == "merge" and id(job) not in results and future.status == "error"
+                       and job.merge_restarts < MERGE_RESTARTS and _killed_worker(future.exception()))  # fmt: skip
+            if (stage == "merge" and not restart) or (id(job) in results and job.merge is None):
+                job.release()  # the merge has ended (or never started): its Variables can go
+            if id(job) in results:
                 continue
-            if on_total:
-                on_total(job.n_chunks)
-            if on_chunks and job.n_chunks - sum(job.n_batches_chunks):
-                on_chunks(job.n_chunks - sum(job.n_batches_chunks))
-            if bars is not None:
-                bars.book_total(job, job.n_chunks)
-                if job.n_chunks - sum(job.n_batches_chunks):
-                    bars.book_chunks(job, job.n_chunks - sum(job.n_batches_chunks))
-            for f, count in zip(job.batches, job.n_batches_chunks):
-                by_future[f] = ("synthesize", job, count)
-                pending.add(f)
-            by_future[job.merge] = ("merge", job, 0)
-            pending.add(job.merge)
-        elif stage == "synthesize":
-            if on_chunks:
-                on_chunks(n)
-            if bars is not None:
-                bars.book_chunks(job, n)
-        elif stage == "merge":
-            try:
-                report = job.report()
-                if write_report:
-                    write_report(job, report)
-            except Exception as exc:
-                fail(job, exc)
+            if restart:
+                # The merge only waits and streams: it dies with a worker that another
+                # task kills.  A new merge reads what is in the store and goes on.
+                job.merge_restarts += 1
+                logger.warning("%s: the merge's workers died; merging again (%d)", job.source, job.merge_restarts)
+                job.submit_merge()
+                by_future[job.merge] = ("merge", job, 0)
+                pending.add(job.merge)
                 continue
-            results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
-            job.forget()
-            if bars is not None:
-                bars.book_done(job)
-            if on_result:
-                on_result(results[id(job)])
-    watch.stop()
+            if stage == "synthesize" and future.status == "error":
+                # Not the book's end: the merge writes the batch's chunks to the
+                # dead-letter file (KilledWorker) or fails the book with its error.
+                logger.debug("%s: a synthesize task failed: %s", job.source, future.exception())
+                continue
+            try:
+                future.result()
+            except Exception as exc:
+                fail(job, job.stall_error or exc)
+                continue
+            if stage == "plan":
+                try:
+                    job.submit_synthesis(backlog=backlog(job))
+                except Exception as exc:
+                    fail(job, exc)
+                    continue
+                if on_total:
+                    on_total(job.n_chunks)
+                if on_chunks and job.n_chunks - sum(job.n_batches_chunks):
+                    on_chunks(job.n_chunks - sum(job.n_batches_chunks))
+                if bars is not None:
+                    bars.book_total(job, job.n_chunks)
+                    if job.n_chunks - sum(job.n_batches_chunks):
+                        bars.book_chunks(job, job.n_chunks - sum(job.n_batches_chunks))
+                for f, count in zip(job.batches, job.n_batches_chunks):
+                    by_future[f] = ("synthesize", job, count)
+                    pending.add(f)
+                by_future[job.merge] = ("merge", job, 0)
+                pending.add(job.merge)
+            elif stage == "synthesize":
+                if on_chunks:
+                    on_chunks(n)
+                if bars is not None:
+                    bars.book_chunks(job, n)
+            elif stage == "merge":
+                try:
+                    report = job.report()
+                    if write_report:
+                        write_report(job, report)
+                except Exception as exc:
+                    fail(job, exc)
+                    continue
+                results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+                job.forget()
+                if bars is not None:
+                    bars.book_done(job)
+                if on_result:
+                    on_result(results[id(job)])
+    except BaseException:
+        # Ctrl-C, or the client itself failing: stop every unfinished book's work on
+        # the cluster (an external cluster would otherwise go on for nobody).
+        for job in jobs:
+            if id(job) not in results:
+                try:
+                    job.cancel()
+                    job.release()
+                except Exception:  # noqa: BLE001 - the scheduler may be gone already
+                    logger.debug("could not cancel %s", job.source, exc_info=True)
+        raise
+    finally:
+        watch.stop()
     for job in jobs:
         job.release()
     return [results[id(job)] for job in jobs]
+
+
+def _scheduler_lost(client: Client, exc: BaseException) -> bool:
+    """Did this failure come from losing the scheduler (not from the book)?"""
+    from distributed.comm.core import CommClosedError
+
+    if isinstance(exc, CommClosedError) or "scheduler-connection-lost" in str(exc):
+        return True
+    return client.status not in ("running", "newly-created")
+
+
+def _address(client: Client) -> str:
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:  # pragma: no cover
+        return "(unknown)"
 
 
 def _offers(worker: dict, resources: dict[str, float]) -> bool:

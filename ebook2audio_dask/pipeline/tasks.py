@@ -45,6 +45,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+def _scratch_dir() -> str | None:
+    """The worker's local directory (Dask removes it, even after a SIGKILL, when the
+    next worker starts on the machine); the system's temporary folder elsewhere."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().local_directory
+    except (ValueError, AttributeError):
+        return None
+
+
 def _worker_address() -> str:
     try:
         from distributed import get_worker
@@ -338,7 +349,7 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
     deadline = time.monotonic() + find_timeout
     while True:
         if _merge_cancelled(stop_event):
-            raise BookError(source, "conversion cancelled")
+            raise _MergeCancelled(source, "conversion cancelled")
         try:
             future = Variable(variable).get(timeout=poll)
             break
@@ -347,7 +358,7 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
                 raise BookError(source, "conversion cancelled") from None
     while True:
         if _merge_cancelled(stop_event) or future.status in ("cancelled", "lost"):
-            raise BookError(source, "conversion cancelled")
+            raise _MergeCancelled(source, "conversion cancelled")
         try:
             wait(future, timeout=poll)
         except TimeoutError:
@@ -368,6 +379,40 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
                 continue
         logger.debug("batch %s finished; its result was not fetched in time", variable)
         return None
+
+
+class _MergeCancelled(BookError):
+    """The merge's book is no longer wanted (it failed, or its client went away)."""
+
+
+def _task_wanted(key, dask_scheduler=None) -> bool:
+    """Runs on the scheduler: does any client still want task *key*?"""
+    ts = dask_scheduler.tasks.get(key)
+    return ts is not None and bool(ts.who_wants)
+
+
+def _drop_orphaned_batches(batch_vars: tuple[str, ...]) -> None:
+    """Delete the book's Variables if no client wants this merge any more.
+
+    The Variables that hand the synthesize futures to the merge keep those
+    tasks alive on the scheduler by themselves.  The client deletes them when
+    the book ends; a client that died (SIGKILL, lost network) cannot, and its
+    synthesis would go on for nobody and stay on the scheduler.  A merge that
+    was only moved to another worker (its worker retired) is still wanted:
+    its Variables are kept for the new attempt.
+    """
+    from distributed import Variable, get_client
+    from distributed.worker import thread_state
+
+    key = getattr(thread_state, "key", None)
+    try:
+        if key is None or get_client().run_on_scheduler(_task_wanted, key):
+            return
+        for name in batch_vars:
+            Variable(name).delete()
+        logger.info("merge %s: no client wants it; released %d synthesize tasks", key, len(batch_vars))
+    except Exception:  # noqa: BLE001 - the scheduler is going away: nothing left to release
+        logger.debug("could not release the batches of %s", key, exc_info=True)
 
 
 #: Chunks the merge reads from the store in one (concurrent) request.
@@ -505,7 +550,7 @@ def merge_task(
     coder = config.get("merge.aac-coder", None)
     keep = bool(config.get("merge.keep-encoded", True))
     audio_key = encoded_audio_key(plan, bitrate, coder)
-    fd, tmp = tempfile.mkstemp(suffix=".m4b", prefix="ebook2audio-")
+    fd, tmp = tempfile.mkstemp(suffix=".m4b", prefix="ebook2audio-", dir=_scratch_dir())
     os.close(fd)
     encoded = tmp[:-4] + ".aac.m4a"
     reused = False
@@ -552,6 +597,9 @@ def merge_task(
                 store.put_encoded(audio_key, encoded)
             except Ebook2AudioError as exc:
                 logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
+    except _MergeCancelled:
+        _drop_orphaned_batches(batch_vars)
+        raise
     except Ebook2AudioError:
         raise
     except Exception as exc:
