@@ -46,6 +46,12 @@ MERGE_SCRIPT = HERE / "bench_merge_memory.py"
 COQUI_SCRIPT = HERE / "bench_coqui.py"
 SCALEOUT_SCRIPT = HERE / "bench_scaleout.py"
 CACHE_SCRIPT = HERE / "bench_cache.py"
+FAULTS_SCRIPT = HERE / "bench_faults.py"
+FUZZ_SCRIPT = HERE / "bench_fuzz.py"
+HOSTILE_SCRIPT = HERE / "bench_hostile.py"
+STORAGE_FAULTS_SCRIPT = HERE / "bench_storage_faults.py"
+#: Inputs a fuzz run tries (E2A_FUZZ_EXAMPLES overrides the full-mode budget).
+FUZZ_EXAMPLES = {"full": int(os.environ.get("E2A_FUZZ_EXAMPLES") or 15000), "quick": 240}
 
 CORPUS = (REPO / ".." / "shared" / "corpus" / "childrens-literature.epub").resolve()
 VOICE = "en_US-joe-medium"
@@ -55,7 +61,7 @@ QUICK_CHAPTERS = (2,)  # 3418 characters
 FULL_MERGE_HOURS = (1.0, 10.0)
 QUICK_MERGE_HOURS = (0.05,)  # 3 minutes
 
-BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching", "scale_out", "chunk_store")
+BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching", "scale_out", "chunk_store", "fuzz")
 QUICK = "quick"
 FULL = "full"
 
@@ -68,6 +74,7 @@ TARGETS = {
     "scale_out": ("≥", 0.90),
     "first_book": ("≤", 0.50),
     "chunk_store": ("<", 0.10),
+    "fuzz": ("≤", 0.0),
 }
 
 # One paragraph per benchmark; the same text is in benchmarks/README.md.
@@ -159,6 +166,71 @@ METHODS = {
         "wall / chunks."
     ),
 }
+
+
+METHODS["fuzz"] = (
+    "Runs `benchmarks/bench_fuzz.py`, i.e. `tests/test_fuzz.py` (hypothesis) with a long budget, "
+    "random inputs and undocumented errors counted instead of stopping the run. Inputs: the "
+    "corpus EPUBs unzipped in memory, one to four structure-level mutations applied (bytes of one "
+    "member: bit flips, inserts, deletes, truncation, XML-ish fragments, BOMs, invalid UTF-8, NUL, "
+    "huge attributes, deep nesting, re-encoding; hostile values of the container's, package's, "
+    "nav's and NCX's href/idref/full-path/media-type/properties attributes; members deleted, "
+    "renamed, duplicated or added; the mimetype; compression methods; zip header fields) and "
+    "zipped again (70 %); raw byte mutations of whole archives (12 %); byte-mutated and re-encoded "
+    "excerpts of the corpus plain-text and HTML books (18 %). Each input is read by `read_book` "
+    "(with and without front/back matter). Outcomes: a sound Book (chapters numbered 1..N, "
+    "non-empty paragraphs of at most MAX_PARAGRAPH_CHARS, valid Unicode), or a one-line BookError "
+    "naming the file (documented); anything else is an undocumented error: another exception, a "
+    "BookError made by read_book's last-resort catch-all from a raw exception, a message that is "
+    "not one line naming the file, an unsound Book, an input over 30 s (hang) or peak memory "
+    "growing by more than 1 GiB. Figure: undocumented errors; target 0."
+)
+
+
+# faults: a worker, the scheduler or the client killed mid-job (benchmarks/bench_faults.py)
+BENCHMARKS += ("faults",)
+TARGETS.update({"faults_work": ("≤", 1.10), "faults_wall": ("≤", 1.10), "faults_lost": ("≤", 0.0),
+                "faults_exit": ("≤", 60.0), "faults_leak": ("≤", 0.0)})  # fmt: skip
+METHODS["faults"] = (
+    "Runs `benchmarks/bench_faults.py`: chapter(s) {chapters} of `childrens-literature.epub` ({chars} "
+    "characters), `--batch-chars 400`, each conversion the CLI (`--scheduler ADDRESS`) on a fresh real "
+    "cluster: a `dask scheduler` and two `dask worker --resources GPU=1 --nthreads 1` processes with their "
+    "nannies. A worker preload logs every chunk written to the chunk store, so the synthesis work of every "
+    "process counts, including work no report sees. (a) Uninterrupted run, Piper (default English voice). "
+    "(c) The scheduler SIGKILLed when 50 % of the chunks are stored; the CLI gives up; a new cluster, the "
+    "same command. (d) The CLI's process group SIGKILLed at 50 %; the same command again at once on the "
+    "same cluster. Wall ratio: (run 1 until the kill + rerun) / (a) (the CLI's delay before it gives up on "
+    "a dead scheduler is a separate figure); work ratio: chunks written over both runs / unique chunks, "
+    "target ≤ 1.10 (the issue's \"total work\"); the wall ratio also holds a second run's fixed start-up "
+    "(CLI, connection, planning, engine load, re-encoding: ~9 s here), so it has no target. (b) With a tiny random Coqui VITS (CPU, one text per call: chunk audio is "
+    "seeded by its key, so it can be compared byte for byte; Piper's and eSpeak's cannot), an uninterrupted "
+    "run, then a run where each worker process (not its nanny) is SIGKILLed while it executes a synthesize "
+    "task, at 25 % and 60 % of the chunks: completed, chunks lost (target 0), chunk files and decoded M4B "
+    "audio identical to the uninterrupted run's. One run each."
+)
+
+
+# hostile inputs and storage faults (benchmarks/bench_hostile.py, bench_storage_faults.py)
+BENCHMARKS += ("hostile", "storage_faults")
+TARGETS.update({"hostile_unexpected": ("≤", 0.0), "storage_lost": ("≤", 0.0)})
+METHODS["hostile"] = (
+    "Runs `benchmarks/bench_hostile.py`: every case of `tests/test_hostile.py` (generated there: truncated and "
+    "fake zips, missing container/OPF/spine items, password-protected members, XXE in every XML and HTML, "
+    "billion laughs, quadratic blow-up, zip bombs up to 3.5 GiB declared or lying in their headers, `../` "
+    "member names, DRM, empty books, 5 MB paragraphs, bad UTF-8, UTF-32, control bytes, fake covers) and the "
+    "corpus's broken sample, read one by one with `read_book` in one process, with `tracemalloc` on. The "
+    "outcome is the one-line `BookError`, or what was read; *unexpected* counts outcomes other than the test's "
+    "expectation (target 0). Time and peak traced memory per case are in results.json."
+)
+METHODS["storage_faults"] = (
+    "Runs `benchmarks/bench_storage_faults.py`: a moto S3 server process with the fault-injecting proxy of "
+    "`tests/s3_server.py` in front; `entre-nous-lectures-francaises.txt` chapters {chapters} ({chars} "
+    "characters, espeak-ng) converted s3 → s3 with the chunk store on S3 by an embedded cluster of two worker "
+    "processes, once without faults, then while the proxy answers chunk-store requests with `503 SlowDown` "
+    "for a while and then `500 InternalError` for a number of requests. Counted: faults injected, whether "
+    "the book finished, chunks lost (unique chunks missing from the store afterwards, target 0), wall time "
+    "against the fault-free run. One run."
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -572,6 +644,93 @@ class Runner:
                                x["ms_per_chunk"], "ms"))  # fmt: skip
         return figures, {"input": {"chars": r["synthesis"]["chars"]}, **r}
 
+    def fuzz(self):
+        examples = FUZZ_EXAMPLES[QUICK if self.quick else FULL]
+        timeout = max(self.timeout, 3600.0)
+        cmd = [sys.executable, str(FUZZ_SCRIPT), "--examples", str(examples), "--timeout", str(timeout)]
+        _, out = run_timed(cmd, timeout=timeout + 60, label="fuzz")
+        r = last_json_line(out, "fuzz")
+        figures = [
+            fig("fuzz.inputs", "fuzz: mutated EPUB/TXT/HTML inputs read", r["inputs"], "inputs"),
+            fig("fuzz.books", "fuzz: read as a sound Book", r["books"], "inputs"),
+            fig("fuzz.book_errors", "fuzz: one-line BookError naming the file (documented)",
+                r["book_errors"], "inputs"),
+            fig("fuzz.undocumented", "fuzz: undocumented errors (raw exception, catch-all, hang...)",
+                r["undocumented_total"], "errors", target=TARGETS["fuzz"]),
+            fig("fuzz.slowest", "fuzz: slowest input", r["max_seconds"], "s"),
+            fig("fuzz.wall", "fuzz: whole run", r["wall_s"], "s"),
+        ]  # fmt: skip
+        return figures, r
+
+    def faults(self):
+        cmd = [sys.executable, str(FAULTS_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="faults")
+        r = last_json_line(out, "faults")
+        a, b, c, d = r["uninterrupted"], r["worker_kill"], r["scheduler_kill"], r["client_kill"]
+        ref = r["vits_uninterrupted"]
+        yes = {True: "yes", False: "no"}
+        figures = [
+            fig("faults.uninterrupted", "faults: uninterrupted run (a), Piper, 2 workers", a["wall_s"], "s"),
+            fig("faults.worker.completed", "faults: 2 workers SIGKILLed mid-synthesis (b): completed",
+                yes[b["completed"]], ""),
+            fig("faults.worker.lost", "faults: workers killed (b): chunks lost", b["chunks_lost"], "chunks",
+                target=TARGETS["faults_lost"]),
+            fig("faults.worker.identical", "faults: workers killed (b): audio identical to uninterrupted",
+                yes[b["identical_audio"]], ""),
+            fig("faults.worker.wall", "faults: workers killed (b): wall (tiny VITS)", b["wall_s"], "s",
+                baseline=ref["wall_s"], ratio=b["wall_ratio"], ratio_def="killed/uninterrupted"),
+            fig("faults.worker.work", "faults: workers killed (b): chunks synthesised", b["chunk_writes"],
+                "chunks", baseline=b["unique_chunks"], ratio=b["work_ratio"], ratio_def="synthesised/unique",
+                target=TARGETS["faults_work"]),
+            fig("faults.scheduler.exit", "faults: scheduler killed (c): CLI exits after", c["cli_exit_after_kill_s"],
+                "s", target=TARGETS["faults_exit"]),
+            fig("faults.scheduler.wall", "faults: scheduler killed at 50 % + rerun (c): wall", c["wall_s"], "s",
+                baseline=a["wall_s"], ratio=c["wall_ratio"], ratio_def="both runs/uninterrupted"),
+            fig("faults.scheduler.work", "faults: scheduler killed + rerun (c): chunks synthesised",
+                c["chunk_writes"], "chunks", baseline=c["unique_chunks"], ratio=c["work_ratio"],
+                ratio_def="synthesised/unique", target=TARGETS["faults_work"]),
+            fig("faults.client.wall", "faults: client killed at 50 % + rerun (d): wall", d["wall_s"], "s",
+                baseline=a["wall_s"], ratio=d["wall_ratio"], ratio_def="both runs/uninterrupted"),
+            fig("faults.client.work", "faults: client killed + rerun (d): chunks synthesised", d["chunk_writes"],
+                "chunks", baseline=d["unique_chunks"], ratio=d["work_ratio"], ratio_def="synthesised/unique",
+                target=TARGETS["faults_work"]),
+            fig("faults.client.leak", "faults: client killed (d): its tasks still on the scheduler after the rerun",
+                d["held_5s_after_rerun"]["tasks"], "tasks", target=TARGETS["faults_leak"]),
+        ]  # fmt: skip
+        return figures, {"chapters": r["input"]["chapters"], **r}
+
+
+    def hostile(self):
+        _, out = run_timed([sys.executable, str(HOSTILE_SCRIPT)], timeout=self.timeout, label="hostile")
+        r = last_json_line(out, "hostile")
+        figures = [
+            fig("hostile.cases", "hostile inputs: cases read", r["cases"], "inputs"),
+            fig("hostile.errors", "hostile inputs: failed with a one-line error naming the file", r["errors"],
+                "inputs"),
+            fig("hostile.read", "hostile inputs: read safely (nothing leaked, bounded)", r["read"], "inputs"),
+            fig("hostile.unexpected", "hostile inputs: unexpected outcomes (undocumented error, leak, wrong "
+                "message)", r["unexpected"], "inputs", target=TARGETS["hostile_unexpected"]),
+            fig("hostile.slowest", "hostile inputs: slowest case", r["max_seconds"], "s"),
+            fig("hostile.memory", "hostile inputs: largest peak traced memory", r["max_peak_mib"], "MiB"),
+        ]  # fmt: skip
+        return figures, r
+
+    def storage_faults(self):
+        cmd = [sys.executable, str(STORAGE_FAULTS_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=self.timeout, label="storage faults")
+        r = last_json_line(out, "storage faults")
+        yes = {True: "yes", False: "no"}
+        figures = [
+            fig("storage_faults.injected", "storage faults injected (503 SlowDown + 500 InternalError)",
+                r["faults_injected"], "faults"),
+            fig("storage_faults.ok", "storage faults: the book finished", yes[bool(r["book_ok"])], ""),
+            fig("storage_faults.lost", "storage faults: chunks lost", r["chunks_lost"], "chunks",
+                target=TARGETS["storage_lost"]),
+            fig("storage_faults.wall", "storage faults: wall", r["faulty_s"], "s", baseline=r["clean_s"],
+                ratio=r["faulty_s"] / r["clean_s"], ratio_def="with faults/without"),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r["chars"]}, **r}
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -631,6 +790,23 @@ def summarize(bench: str, details: dict) -> str:
             parts.append(f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from cache)")
         parts.append(f"copying the store to moto took {details['upload_store_s']} s")
         return "; ".join(parts) + "."
+    if bench == "hostile":
+        return "; ".join(f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]) + "."
+    if bench == "storage_faults":
+        return (f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
+                f"requests throttled (503), {details['errors_500']} failed (500); without faults "
+                f"{details['clean_s']} s, with {details['faulty_s']} s.")
+    if bench == "fuzz":
+        kinds = ", ".join(f"{k} {v}" for k, v in details["by_kind"].items())
+        problems = "; ".join(f"{k} ({v})" for k, v in list(details["problems"].items())[:6])
+        return (
+            f"{details['inputs']} inputs ({kinds}) in {details['wall_s']} s "
+            f"({details['inputs_per_s']}/s): {details['books']} books, {details['book_errors']} "
+            f"BookErrors, {details['undocumented_total']} undocumented "
+            f"({details['failures'] or 'none'}); slowest input {details['max_seconds']} s, "
+            f"{details['slow_inputs']} over 5 s, peak RSS growth {details['peak_rss_growth_mib']} MiB. "
+            f"Most frequent errors: {problems}."
+        )
     if bench == "merge_memory":
         parts = []
         for r in details["sizes"]:
@@ -642,6 +818,24 @@ def summarize(bench: str, details: dict) -> str:
                 f"M4B {r['file_mb']} MB"
             )
         return "; ".join(parts) + "."
+    if bench == "faults":
+        a, b, c, d = (details[k] for k in ("uninterrupted", "worker_kill", "scheduler_kill", "client_kill"))
+        kills = ", ".join(f"{k['name']} at {k['at_s']} s ({k['stored']} chunks stored)" for k in b["kills"])
+        return (
+            f"{details['input']['chars']} chars, {a['unique_chunks']} unique chunks ({details['engines']['timing']}); "
+            f"(a) {a['wall_s']} s, load avg before {a['loadavg_before']}. (b) {details['engines']['identity']}: "
+            f"{b['unique_chunks']} chunks, uninterrupted {details['vits_uninterrupted']['wall_s']} s, with kills "
+            f"{b['wall_s']} s; killed {kills}; {b['identical_chunks']} chunk files identical, "
+            f"{b['chunk_writes']} chunk writes. (c) killed at {c['until_kill_s']} s with {c['stored_at_kill']} "
+            f"chunks stored, the CLI exited {c['cli_exit_after_kill_s']} s later (exit {c['first_rc']}; "
+            f"wall ratio counting that wait {c['wall_ratio_with_exit']}); "
+            f"{c['stored_before_rerun']} stored before the rerun, which took {c['rerun_wall_s']} s "
+            f"({c['rerun_from_cache']} from cache, {c['rerun_synthesized']} synthesised). (d) killed at "
+            f"{d['until_kill_s']} s with {d['stored_at_kill']} stored; the rerun took {d['rerun_wall_s']} s "
+            f"({d['rerun_from_cache']} from cache: the dead client's tasks went on), {d['chunk_writes']} chunk "
+            f"writes for {d['distinct_chunks']} chunks; {d['held_5s_after_rerun']['tasks']} tasks and "
+            f"{d['held_5s_after_rerun']['variables']} Variables of the dead client left on the scheduler."
+        )
     return ""
 
 
