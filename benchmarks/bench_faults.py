@@ -237,9 +237,16 @@ class Bench:
             if what == "client":
                 from test_faults import _held
 
-                time.sleep(5)
-                held = cluster.client.run_on_scheduler(_held)
-                result["held_5s_after_rerun"] = {"tasks": len(held["tasks"]), "variables": len(held["variables"])}
+                # tasks that were executing when the dead client's books were released
+                # run to their end, then go: wait up to 15 s for the scheduler to be empty
+                deadline = time.monotonic() + 15
+                while True:
+                    held = cluster.client.run_on_scheduler(_held)
+                    if not (held["tasks"] or held["variables"]) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                result["held_15s_after_rerun"] = {"tasks": len(held["tasks"]), "variables": len(held["variables"]),
+                                                  "names": held["tasks"][:5]}  # fmt: skip
         finally:
             cluster.close()
         if rerun["rc"] != 0:

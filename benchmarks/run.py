@@ -694,8 +694,8 @@ class Runner:
             fig("faults.client.work", "faults: client killed + rerun (d): chunks synthesised", d["chunk_writes"],
                 "chunks", baseline=d["unique_chunks"], ratio=d["work_ratio"], ratio_def="synthesised/unique",
                 target=TARGETS["faults_work"]),
-            fig("faults.client.leak", "faults: client killed (d): its tasks still on the scheduler after the rerun",
-                d["held_5s_after_rerun"]["tasks"], "tasks", target=TARGETS["faults_leak"]),
+            fig("faults.client.leak", "faults: client killed (d): its tasks still on the scheduler 15 s after the "
+                "rerun", d["held_15s_after_rerun"]["tasks"], "tasks", target=TARGETS["faults_leak"]),
         ]  # fmt: skip
         return figures, {"chapters": r["input"]["chapters"], **r}
 
@@ -833,8 +833,8 @@ def summarize(bench: str, details: dict) -> str:
             f"({c['rerun_from_cache']} from cache, {c['rerun_synthesized']} synthesised). (d) killed at "
             f"{d['until_kill_s']} s with {d['stored_at_kill']} stored; the rerun took {d['rerun_wall_s']} s "
             f"({d['rerun_from_cache']} from cache: the dead client's tasks went on), {d['chunk_writes']} chunk "
-            f"writes for {d['distinct_chunks']} chunks; {d['held_5s_after_rerun']['tasks']} tasks and "
-            f"{d['held_5s_after_rerun']['variables']} Variables of the dead client left on the scheduler."
+            f"writes for {d['distinct_chunks']} chunks; {d['held_15s_after_rerun']['tasks']} tasks and "
+            f"{d['held_15s_after_rerun']['variables']} Variables of the dead client left on the scheduler 15 s after the rerun."
         )
     return ""
 

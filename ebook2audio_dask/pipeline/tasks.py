@@ -344,7 +344,7 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
     (a failed book, or a client that went away), so a merge never outlives its
     book.  Raises the batch's own error if it failed.
     """
-    from distributed import Variable, wait
+    from distributed import Variable
 
     deadline = time.monotonic() + find_timeout
     while True:
@@ -356,6 +356,18 @@ def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeo
         except TimeoutError:
             if time.monotonic() > deadline:  # set before the merge was submitted
                 raise BookError(source, "conversion cancelled") from None
+    try:
+        return _batch_outcome(future, variable, source, poll, stop_event)
+    finally:
+        # This worker's client wants the batch while it holds the future: let go
+        # now, not whenever the frame is collected (an exception's traceback can
+        # keep it alive, and with it the task on the scheduler).
+        future.release()
+
+
+def _batch_outcome(future, variable: str, source: str, poll: float, stop_event: str | None):
+    from distributed import wait
+
     while True:
         if _merge_cancelled(stop_event) or future.status in ("cancelled", "lost"):
             raise _MergeCancelled(source, "conversion cancelled")
