@@ -20,12 +20,13 @@ Examples
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import posixpath
 import re
 
 import fsspec
-from dask.utils import parse_bytes
+from dask.utils import format_bytes, parse_bytes
 
 from .. import config
 from ..errors import BookError, StorageError, UsageError
@@ -61,8 +62,16 @@ _WIDE_BOMS = (
 MAX_PARAGRAPH_CHARS = 10_000
 _SENTENCE_END_RE = re.compile(r"[.!?\u2026;:][\"'\u201d\u2019\u00bb)\]]*(?= )|[\u3002\uff01\uff1f]")
 
-#: Defaults of ``ingest.max-member-size`` / ``ingest.max-total-size``.
-_SIZE_LIMITS = {"max-member-size": 256 * 1024**2, "max-total-size": 1024**3}
+#: Defaults of ``ingest.max-member-size`` / ``ingest.max-total-size`` /
+#: ``ingest.max-file-size``.
+_SIZE_LIMITS = {
+    "max-member-size": 256 * 1024**2,
+    "max-total-size": 1024**3,
+    "max-file-size": 512 * 1024**2,
+}
+#: Bytes read from the start of a book to recognise its format.
+_HEAD_BYTES = 64 * 1024
+_READ_BLOCK = 1024 * 1024
 
 
 def _name(url: str) -> str:
@@ -220,13 +229,12 @@ def _bounded(chapters: tuple[Chapter, ...]) -> tuple[Chapter, ...]:
     return tuple(out)
 
 
-def _read_bytes(url: str, storage_options: dict | None) -> bytes:
-    def read() -> bytes:
-        with fsspec.open(url, "rb", **options_for(url, storage_options)) as fh:
-            return fh.read()
-
+def _storage_call(url: str, fn):
+    """Call *fn* (a read of the book), retrying transient errors; failures are BookErrors."""
     try:  # transient storage errors (throttling, resets) are retried
-        return with_retries(read, url=url, action="read the book", translate=False)
+        return with_retries(fn, url=url, action="read the book", translate=False)
+    except BookError:
+        raise
     except StorageError as exc:
         raise BookError(url, str(exc).removeprefix(f"{url}: ")) from exc
     except FileNotFoundError as exc:
@@ -237,6 +245,98 @@ def _read_bytes(url: str, storage_options: dict | None) -> bytes:
         raise BookError(url, "permission denied") from exc
     except (OSError, ValueError, ImportError) as exc:
         raise BookError(url, f"cannot read file: {exc}") from exc
+
+
+class _BookFile:
+    """A book opened through fsspec, read-only and seekable, as :mod:`zipfile` needs it.
+
+    Every read is retried on transient storage errors and a failure is a
+    :class:`BookError` naming the book (never a raw ``OSError`` that a
+    parser could take for a damaged archive).  Reads go through fsspec's
+    file object: a local file, or a remote one with its block cache, so
+    only the bytes asked for are fetched.
+    """
+
+    def __init__(self, fh, url: str):
+        self._fh = fh
+        self.url = url
+        self.name = url
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._fh.tell()
+
+        def attempt() -> bytes:
+            if self._fh.tell() != pos:  # a failed attempt may have moved
+                self._fh.seek(pos)
+            return self._fh.read(n)
+
+        return _storage_call(self.url, attempt)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        # no storage call (fsspec files only move their position), and zipfile
+        # expects a raw OSError for a seek before the start of a short file
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def size(self) -> int:
+        """Size in bytes (from the file system's metadata: nothing is read)."""
+        size = getattr(self._fh, "size", None)
+        if isinstance(size, int):
+            return size
+
+        def seek_end() -> int:
+            pos = self._fh.tell()
+            end = self._fh.seek(0, 2)
+            self._fh.seek(pos)
+            return end
+
+        return _storage_call(self.url, seek_end)
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:  # closed by _open_book
+        pass
+
+
+@contextlib.contextmanager
+def _open_book(url: str, storage_options: dict | None):
+    """The book at *url* as a :class:`_BookFile` (open errors are BookErrors)."""
+    options = options_for(url, storage_options)
+    fh = _storage_call(url, lambda: fsspec.open(url, "rb", **options).open())
+    try:
+        yield _BookFile(fh, url)
+    finally:
+        with contextlib.suppress(Exception):
+            fh.close()
+
+
+def _too_big(url: str, size: int, limit: int) -> BookError:
+    limit_text = format_bytes(limit)
+    return BookError(
+        url, f"file is {format_bytes(size)}, over the limit ingest.max-file-size ({limit_text})"
+    )
+
+
+def _read_all(book: _BookFile, head: bytes, limit: int) -> bytes:
+    """The whole book, *head* already read; never more than *limit* bytes."""
+    blocks = [head]
+    size = len(head)
+    while size <= limit:
+        block = book.read(min(_READ_BLOCK, limit + 1 - size))
+        if not block:
+            return b"".join(blocks)
+        size += len(block)
+        blocks.append(block)
+    # the file grew since its size was checked, or its size was not known
+    raise BookError(
+        book.url, f"file is more than the limit ingest.max-file-size ({format_bytes(limit)})"
+    )
 
 
 def read_book(url, *, include_matter: bool = False, storage_options: dict | None = None) -> Book:
@@ -263,24 +363,59 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
     Raises
     ------
     BookError
-        The file cannot be read, is not a supported ebook, is a damaged
-        EPUB, is DRM-protected, inflates past ``ingest.max-member-size`` /
-        ``ingest.max-total-size`` (a zip bomb), or holds no readable text.
-        The message is one line that names the file.
+        The file cannot be read, is larger than ``ingest.max-file-size``,
+        is not a supported ebook, is a damaged EPUB, is DRM-protected,
+        inflates past ``ingest.max-member-size`` / ``ingest.max-total-size``
+        (a zip bomb), or holds no readable text.  The message is one line
+        that names the file.
     UsageError
         A size limit in the configuration is not a positive size.
+
+    Notes
+    -----
+    The whole file is never loaded into memory: the book is opened as a
+    seekable file through fsspec, its size is checked against
+    ``ingest.max-file-size`` before anything is read, and the format is
+    recognised from its first 64 kB.  From an EPUB only the archive's
+    directory and the members the reader needs are read (and inflated,
+    within the zip-bomb limits).  Plain text and HTML are read whole, up to
+    ``ingest.max-file-size``.
     """
     source = str(url)
     max_member_size = _size_limit("max-member-size")
     max_total_size = _size_limit("max-total-size")
-    data = _read_bytes(source, storage_options)
-    if not data.strip():
-        raise BookError(source, "no readable text")
-    fmt = detect_format(data, _name(source))
-    if fmt is None:
-        if _name(source).lower().endswith((".epub", ".kepub")):
-            raise BookError(source, "not a valid EPUB: not a zip archive")
-        raise BookError(source, "not an ebook (unrecognised content)")
+    max_file_size = _size_limit("max-file-size")
+    with _open_book(source, storage_options) as book:
+        size = book.size()
+        if size > max_file_size:
+            raise _too_big(source, size, max_file_size)
+        head = book.read(_HEAD_BYTES)
+        if len(head) < _HEAD_BYTES and not head.strip():
+            raise BookError(source, "no readable text")
+        fmt = detect_format(head, _name(source))
+        if fmt is None:
+            if _name(source).lower().endswith((".epub", ".kepub")):
+                raise BookError(source, "not a valid EPUB: not a zip archive")
+            raise BookError(source, "not an ebook (unrecognised content)")
+        if fmt == "epub":
+            book.seek(0)
+            data = book
+        else:  # the text is needed whole anyway
+            data = _read_all(book, head, max_file_size)
+            if not data.strip():
+                raise BookError(source, "no readable text")
+        return _parse(
+            data, source, fmt,
+            include_matter=include_matter,
+            max_member_size=max_member_size,
+            max_total_size=max_total_size,
+        )  # fmt: skip
+
+
+def _parse(
+    data, source: str, fmt: str, *, include_matter: bool, max_member_size: int, max_total_size: int
+) -> Book:
+    """Read *data* (bytes, or an open :class:`_BookFile` for an EPUB) as *fmt*."""
     try:
         if fmt == "epub":
             from .epub import read_epub

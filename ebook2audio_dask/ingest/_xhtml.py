@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
+from bs4.builder import LXMLTreeBuilder
 from lxml import etree
 
 from ._text import PAGE_MARKER_RE, clean, fold
@@ -99,6 +100,8 @@ _WIDE_BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _XML_ENTITIES = frozenset((b"amp", b"lt", b"gt", b"quot", b"apos"))
+# Character references that may name a UTF-16 surrogate (checked in _fix_char_refs).
+_SURROGATE_REF_RE = re.compile(rb"&#(?:[xX]0*([dD][0-9a-fA-F]{3})|0*(5[5-7][0-9]{3}));")
 _SELF_CLOSING_RE = re.compile(
     rb"<((?!(?:area|base|br|col|embed|hr|img|input|link|meta|param|source|track|wbr)\b)"
     rb"[A-Za-z][\w:.-]*)(\s[^<>]*?)?/>"
@@ -210,6 +213,23 @@ def _strip_internal_subset(data: bytes) -> bytes:
     return data[: m.start()] + rest
 
 
+def _fix_char_refs(data: bytes) -> bytes:
+    """Character references to UTF-16 surrogates (``&#xD800;``) become U+FFFD.
+
+    They are not XML characters: a strict parse refuses the document, and a
+    recovering one keeps the surrogate, after which lxml raises
+    ``UnicodeDecodeError`` when the attribute or text holding it is read.
+    """
+    if b"&#" not in data:
+        return data
+
+    def repl(m: re.Match) -> bytes:
+        value = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+        return b"&#xFFFD;" if 0xD800 <= value <= 0xDFFF else m.group(0)
+
+    return _SURROGATE_REF_RE.sub(repl, data)
+
+
 def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
     """Parse XML bytes with entity expansion and network access disabled.
 
@@ -218,6 +238,7 @@ def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
     one of its entities is left undefined: libxml2 would otherwise refuse the
     whole document (or, recovering, drop everything after the reference)
     when the declarations are an entity bomb, even without expanding them.
+    Character references to UTF-16 surrogates (``&#xD800;``) become U+FFFD.
 
     Parameters
     ----------
@@ -237,7 +258,7 @@ def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
         When the document is not well-formed (and *recover* is false), or
         is empty.
     """
-    data = _strip_internal_subset(_as_utf8(data))
+    data = _fix_char_refs(_strip_internal_subset(_as_utf8(data)))
     parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
@@ -295,7 +316,7 @@ def parse_markup(data: bytes, *, prefer_html: bool = False) -> tuple[BeautifulSo
     """
     utf8 = _as_utf8(data)
     transcoded = utf8 is not data
-    data = _strip_internal_subset(utf8)
+    data = _fix_char_refs(_strip_internal_subset(utf8))
     head = data[:512].lstrip()
     try_xml = not prefer_html or head.startswith((b"<?xml", b"\xef\xbb\xbf<?xml"))
     if try_xml:
@@ -308,12 +329,75 @@ def parse_markup(data: bytes, *, prefer_html: bool = False) -> tuple[BeautifulSo
                     candidate = _html_entities_to_numeric(candidate)
                     continue
                 break
-            return BeautifulSoup(candidate, "lxml-xml"), False
+            return _soup(candidate, "lxml-xml"), False
     fixed = _SELF_CLOSING_RE.sub(rb"<\1\2></\1>", data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # XMLParsedAsHTMLWarning
-        soup = BeautifulSoup(fixed, "lxml", from_encoding="utf-8" if transcoded else None)
+        soup = _soup(fixed, "lxml", "utf-8" if transcoded else None)
     return soup, try_xml
+
+
+#: Deepest element nesting kept by the HTML parse (what libxml2 allows in XML
+#: without ``huge_tree``).  Elements nested deeper are dropped and their text
+#: is kept: BeautifulSoup's tree builder walks up every open ancestor for each
+#: piece of text after a sibling, so a deep document is quadratic (60,000
+#: unclosed ``<span>`` and 6,000 ``<br>`` took 27 s for 700 kB).
+MAX_DEPTH = 256
+
+
+class _DepthCappedBuilder(LXMLTreeBuilder):
+    """BeautifulSoup's lxml HTML tree builder, keeping at most MAX_DEPTH open elements.
+
+    A start tag deeper than that is not passed on (nor its end tag); the text
+    inside goes to the deepest element kept, in order, with a line break
+    where a dropped block element or ``<br>`` was (words stay apart).
+    """
+
+    def initialize_soup(self, soup) -> None:
+        super().initialize_soup(soup)
+        self._kept: list[bool] = []  # per open element from lxml: passed on or not
+        self._depth = 0  # open elements passed on
+
+    def start(self, tag, attrib, nsmap={}) -> None:  # noqa: B006 - lxml's signature
+        if self._depth >= MAX_DEPTH:
+            self._kept.append(False)
+            name = str(tag).rsplit("}", 1)[-1].lower()
+            if name in _BLOCK_TAGS or name in _CELL_TAGS or name == "br":
+                self.soup.handle_data("\n")
+            return
+        self._kept.append(True)
+        self._depth += 1
+        super().start(tag, attrib, nsmap)
+
+    def end(self, tag) -> None:
+        if not (self._kept.pop() if self._kept else True):
+            return
+        self._depth -= 1
+        super().end(tag)
+
+
+def _soup(markup: bytes, features: str, encoding: str | None = None) -> BeautifulSoup:
+    """``BeautifulSoup(markup, features)``, as UTF-8 when the declared encoding is junk.
+
+    BeautifulSoup hands lxml the encoding the document declares
+    (``<?xml ... encoding="..."?>``, ``<meta charset>``) unchecked; a
+    declaration with control characters or binary bytes in it (a damaged
+    file) makes lxml raise ``ValueError`` / ``UnicodeDecodeError`` instead of
+    parsing.  EPUB content documents are UTF-8 (or UTF-16 with a BOM, made
+    UTF-8 before this), so UTF-8 is what they are read as then.
+    """
+
+    def parse(encoding: str | None) -> BeautifulSoup:
+        if features == "lxml":  # HTML: deep nesting capped (see MAX_DEPTH)
+            return BeautifulSoup(markup, builder=_DepthCappedBuilder(), from_encoding=encoding)
+        return BeautifulSoup(markup, features, from_encoding=encoding)
+
+    try:
+        return parse(encoding)
+    except ValueError:  # UnicodeDecodeError too
+        if encoding == "utf-8":
+            raise
+        return parse("utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -424,6 +508,7 @@ class _Extractor:
                 doc.lang = str(body.attrs["lang"]).strip() or None
         doc.body_marks = base_marks
         self.walk(body, base_marks)
+        self.flush(0, base_marks)  # text right in <body>, after its last block
         return doc
 
     def walk(self, top, base_marks: frozenset) -> None:

@@ -1,6 +1,8 @@
 """EPUB 2 / EPUB 3 reader.
 
-The archive is opened with :mod:`zipfile` on the bytes in memory; the
+The archive is opened with :mod:`zipfile` on a seekable file object (the
+book opened through fsspec), so only its directory and the members the
+reader needs are read, never the whole file; the
 container, package document (OPF) and NCX are read with a hardened lxml
 parser (no entity expansion, no network), content documents and the EPUB 3
 navigation document with BeautifulSoup/lxml (see :mod:`._xhtml`).
@@ -18,6 +20,7 @@ and run across several files, up to the next chapter's start.
 
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import mimetypes
@@ -26,6 +29,7 @@ import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import unquote, urldefrag
 
 from dask.utils import format_bytes
@@ -45,6 +49,10 @@ __all__ = ["read_epub", "EpubContent"]
 #: and ``ingest.max-total-size`` in the configuration override them).
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+#: Largest archive directory read (its entries are all held in memory while
+#: the book is read: about 80,000 members with the usual name lengths; real
+#: EPUBs list a few hundred at most).
+MAX_DIRECTORY_BYTES = 8 * 1024 * 1024
 _READ_BLOCK = 1024 * 1024
 _CONTENT_TYPES = frozenset(("application/xhtml+xml", "text/html", "application/xml", "text/xml"))
 _CONTENT_EXTS = (".xhtml", ".html", ".htm", ".xml")
@@ -101,17 +109,20 @@ class _Entry:
 class _Archive:
     """Safe access to the members of the EPUB zip.
 
-    Nothing is ever extracted to disk: members are inflated in memory, only
-    when the reader needs them (package, navigation, spine documents,
-    cover), in blocks.  A member whose size (declared in the central
-    directory, and counted again while inflating) is over *max_member*
-    bytes, or that would take the bytes inflated for the whole book over
-    *max_total*, is refused: a zip bomb fails the book instead of the worker.
+    The archive is read from a seekable file object (or bytes), never
+    whole: only its directory (at most :data:`MAX_DIRECTORY_BYTES`) and the
+    members the reader asks for.  Nothing is ever extracted to disk:
+    members are inflated in memory, only when the reader needs them
+    (package, navigation, spine documents, cover), in blocks.  A member
+    whose size (declared in the central directory, and counted again while
+    inflating) is over *max_member* bytes, or that would take the bytes
+    inflated for the whole book over *max_total*, is refused: a zip bomb
+    fails the book instead of the worker.
     """
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | BinaryIO,
         source: str,
         *,
         max_member: int = MAX_MEMBER_BYTES,
@@ -121,13 +132,36 @@ class _Archive:
         self.max_member = max_member
         self.max_total = max_total
         self.inflated = 0  # bytes inflated so far, all members together
+        fp = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         try:
-            self.zf = zipfile.ZipFile(io.BytesIO(data))
+            self._check_directory(fp)
+            self.zf = zipfile.ZipFile(fp)
             infos = self.zf.infolist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
             raise BookError(source, "not a valid EPUB: unreadable zip archive") from exc
         self.names = {i.filename: i for i in infos if not i.is_dir()}
         self.folded = {n.casefold(): n for n in self.names}
+
+    def _check_directory(self, fp) -> None:
+        """Refuse an archive whose central directory is too big to hold in memory."""
+        end_record = getattr(zipfile, "_EndRecData", None)
+        if end_record is None:  # pragma: no cover - a future zipfile
+            return
+        record = end_record(fp)
+        if record is None:
+            return  # not a zip: ZipFile says so
+        size = record[zipfile._ECD_SIZE]
+        entries = record[zipfile._ECD_ENTRIES_TOTAL]
+        if size > MAX_DIRECTORY_BYTES:
+            raise BookError(
+                self.source,
+                f"not a valid EPUB: the archive's directory is {format_bytes(size)} "
+                f"({entries} members), over the {format_bytes(MAX_DIRECTORY_BYTES)} an ebook may "
+                "take",
+            )
+
+    def close(self) -> None:
+        self.zf.close()
 
     def find(self, path: str) -> str | None:
         if path in self.names:
@@ -233,9 +267,13 @@ def _parse_xml(data: bytes, source: str, what: str) -> etree._Element:
 
 
 def _join(base_dir: str, href: str) -> tuple[str, str | None]:
-    """Resolve *href* against *base_dir*; return (zip path, fragment or None)."""
+    """Resolve *href* against *base_dir*; return (zip path, fragment or None).
+
+    The path is ``""`` for a link to a place in the same document (``#id``).
+    A path starting with ``/`` is relative to the root of the archive.
+    """
     url, frag = urldefrag(href.strip())
-    path = posixpath.normpath(posixpath.join(base_dir, unquote(url))) if url else ""
+    path = posixpath.normpath(posixpath.join(base_dir, unquote(url))).lstrip("/") if url else ""
     if path.startswith("./"):
         path = path[2:]
     return path, (unquote(frag) or None)
@@ -340,15 +378,20 @@ def _nav_types(tag) -> set[str]:
     return set(str(value).lower().split())
 
 
-def _target(href: str | None, base_dir: str, opf_dir: str) -> tuple[str | None, str | None, str]:
-    """A TOC link's archive path, fragment and path relative to the OPF folder."""
+def _target(href: str | None, doc: str, opf_dir: str) -> tuple[str | None, str | None, str]:
+    """A TOC link's archive path, fragment and path relative to the OPF folder.
+
+    *doc* is the archive path of the document holding the link (nav or NCX):
+    a link to ``#id`` is a place in that document.
+    """
     if not href:
         return None, None, ""
-    path, frag = _join(base_dir, href)
+    path, frag = _join(posixpath.dirname(doc), href)
+    path = path or doc
     return path, frag, posixpath.relpath(path, opf_dir) if opf_dir else path
 
 
-def _nav_entries(ol, base_dir: str, opf_dir: str) -> list[_Entry]:
+def _nav_entries(ol, doc: str, opf_dir: str) -> list[_Entry]:
     entries: list[_Entry] = []
     if ol is None:
         return entries
@@ -363,13 +406,13 @@ def _nav_entries(ol, base_dir: str, opf_dir: str) -> list[_Entry]:
         sub = li.find(["ol", "ul"], recursive=False)
         label = clean(label_el.get_text(" ")) if label_el is not None else ""
         href = label_el.get("href") if label_el is not None and label_el.name == "a" else None
-        path, frag, rel = _target(href, base_dir, opf_dir)
-        entries.append(_Entry(label, path, frag, rel, _nav_entries(sub, base_dir, opf_dir)))
+        path, frag, rel = _target(href, doc, opf_dir)
+        entries.append(_Entry(label, path, frag, rel, _nav_entries(sub, doc, opf_dir)))
     return entries
 
 
 def _read_nav(
-    soup, base_dir: str, opf_dir: str
+    soup, doc: str, opf_dir: str
 ) -> tuple[list[_Entry], list[tuple[str, str, str | None]]]:
     toc: list[_Entry] = []
     landmarks: list[tuple[str, str, str | None]] = []
@@ -378,25 +421,26 @@ def _read_nav(
     if toc_nav is None and navs:
         toc_nav = next((n for n in navs if not _nav_types(n) & {"landmarks", "page-list"}), None)
     if toc_nav is not None:
-        toc = _nav_entries(toc_nav.find(["ol", "ul"]), base_dir, opf_dir)
+        toc = _nav_entries(toc_nav.find(["ol", "ul"]), doc, opf_dir)
     for nav in navs:
         if "landmarks" in _nav_types(nav):
             for a in nav.find_all("a", href=True):
-                path, frag = _join(base_dir, a["href"])
+                path, frag = _join(posixpath.dirname(doc), a["href"])
+                path = path or doc
                 for t in _nav_types(a):
                     landmarks.append((t.split(":")[-1], path, frag))
     return toc, landmarks
 
 
-def _ncx_entries(parent, base_dir: str, opf_dir: str) -> list[_Entry]:
+def _ncx_entries(parent, doc: str, opf_dir: str) -> list[_Entry]:
     entries = []
     for np_ in _children(parent, "navpoint"):
         label_el = next(iter(_children(np_, "navlabel")), None)
         label = clean(" ".join(label_el.itertext())) if label_el is not None else ""
         content = next(iter(_children(np_, "content")), None)
         src = content.get("src") if content is not None else None
-        path, frag, rel = _target(src, base_dir, opf_dir)
-        entries.append(_Entry(label, path, frag, rel, _ncx_entries(np_, base_dir, opf_dir)))
+        path, frag, rel = _target(src, doc, opf_dir)
+        entries.append(_Entry(label, path, frag, rel, _ncx_entries(np_, doc, opf_dir)))
     return entries
 
 
@@ -411,12 +455,14 @@ class _Spine:
         self.paths: list[str] = []
         self.hrefs: list[str] = []
         self.offsets: dict[str, int] = {}
+        self.starts: list[int] = []  # offsets, in spine order (non-decreasing)
         self.docs: dict[str, Doc] = {}
 
     def add(self, path: str, href: str, doc: Doc) -> None:
         if path in self.offsets:
             return
         self.offsets[path] = len(self.blocks)
+        self.starts.append(len(self.blocks))
         self.paths.append(path)
         self.hrefs.append(href)
         self.docs[path] = doc
@@ -437,13 +483,10 @@ class _Spine:
         return bool(path in self.docs and frag and frag in self.docs[path].figure_anchors)
 
     def doc_at(self, pos: int) -> str | None:
-        found = None
-        for path in self.paths:
-            if self.offsets[path] <= pos:
-                found = path
-            else:
-                break
-        return found
+        """The last document starting at or before *pos* (bisect: books with
+        thousands of spine documents and chapters stay linear)."""
+        k = bisect.bisect_right(self.starts, pos)
+        return self.paths[k - 1] if k else None
 
 
 def _resolve(entries: list[_Entry], spine: _Spine) -> list[_Entry]:
@@ -682,18 +725,20 @@ def _refuse_drm(archive: _Archive, content_paths: set[str]) -> None:
 # Entry point
 # --------------------------------------------------------------------------
 def read_epub(
-    data: bytes,
+    data: bytes | BinaryIO,
     source: str,
     *,
     max_member_size: int = MAX_MEMBER_BYTES,
     max_total_size: int = MAX_TOTAL_BYTES,
 ) -> EpubContent:
-    """Read an EPUB 2 or EPUB 3 book from its bytes.
+    """Read an EPUB 2 or EPUB 3 book.
 
     Parameters
     ----------
-    data : bytes
-        The ``.epub`` file.
+    data : bytes or binary file object
+        The ``.epub`` file: its bytes, or (what :func:`read_book` passes) a
+        seekable file object, from which only the archive's directory and
+        the members needed are read.
     source : str
         Path or URL, for error messages.
     max_member_size : int
@@ -712,6 +757,13 @@ def read_epub(
         When the archive or its package document cannot be read.
     """
     archive = _Archive(data, source, max_member=max_member_size, max_total=max_total_size)
+    try:
+        return _read_archive(archive, source)
+    finally:
+        archive.close()
+
+
+def _read_archive(archive: _Archive, source: str) -> EpubContent:
     container = archive.read(
         "META-INF/container.xml", required="not a valid EPUB: META-INF/container.xml missing"
     )
@@ -800,7 +852,7 @@ def read_epub(
         raw = archive.read(nav_item["path"])
         if raw:
             _doc, soup = read_document(raw)
-            toc, landmarks = _read_nav(soup, posixpath.dirname(nav_item["path"]), opf_dir)
+            toc, landmarks = _read_nav(soup, nav_item["path"], opf_dir)
     if not toc:
         ncx_id = spine_el.get("toc") if spine_el is not None else None
         ncx_item = manifest.get(ncx_id or "") or next(
@@ -816,7 +868,7 @@ def read_epub(
                 if ncx is not None:
                     navmap = next(iter(_descendants(ncx, "navmap")), None)
                     if navmap is not None:
-                        toc = _ncx_entries(navmap, posixpath.dirname(ncx_item["path"]), opf_dir)
+                        toc = _ncx_entries(navmap, ncx_item["path"], opf_dir)
     for ref in _descendants(opf, "reference"):  # EPUB 2 guide
         if ref.get("href") and ref.get("type"):
             path, frag = _join(opf_dir, ref.get("href"))

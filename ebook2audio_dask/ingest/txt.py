@@ -31,6 +31,7 @@ Rules
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -70,13 +71,17 @@ _NUM_HEADING_RE = re.compile(r"^(?P<num>[IVXLCDM]+|\d{1,3})(?:\.(?:\s+(?P<title>
 _CONTENTS_LINE_RE = re.compile(
     r"^\s*(?P<num>[IVXLCDM]+|\d{1,3})\.\s+(?P<title>\S.*?)\s*(?:\.{2,}\s*)?(?:\s\d{1,4})?\s*$"
 )
-_PLACEHOLDER_RE = re.compile(
+# The start of a placeholder; it runs to the first "]" after it.
+_PLACEHOLDER_START_RE = re.compile(
     r"\[\s*(?:Illustration|Ilustración|Vignette|Image|Picture|Figure|Frontispiece|Footnote|Note"
-    r"|Transcriber.s Note)\b[^\]]*\]",
+    r"|Transcriber.s Note)\b",
     re.IGNORECASE,
 )
 _FOOTNOTE_MARK_RE = re.compile(r"\[(?:\d{1,3}|[*†‡])\]")
-_ITALIC_RE = re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])", re.DOTALL)
+# _italics_: an opening "_" (not after a word character, before a non-space)
+# up to the first closing "_" (after a non-space, not before a word character).
+_ITALIC_OPEN_RE = re.compile(r"(?<![\w_])_(?=\S)")
+_ITALIC_CLOSE_RE = re.compile(r"(?<=\S)_(?![\w_])")
 _BOLD_RE = re.compile(r"(?<![\w=])=(?=\S)([^=]+?)(?<=\S)=(?![\w=])")
 _SEPARATOR_RE = re.compile(r"^[\s*\-_=~#.·•—–]+$")
 
@@ -99,12 +104,51 @@ class _Para:
     text: str = ""
 
 
+def _drop_placeholders(text: str) -> str:
+    """Replace ``[Illustration ...]``, ``[Footnote ...]``... (up to the first "]") by a space.
+
+    A linear scan: a regex ``\\[Illustration[^\\]]*\\]`` tries every start
+    again up to the end of the text when no "]" follows (quadratic).
+    """
+    out: list[str] = []
+    pos = 0
+    while (m := _PLACEHOLDER_START_RE.search(text, pos)) is not None:
+        end = text.find("]", m.end())
+        if end < 0:  # no "]" after this start, nor after any later one
+            break
+        out += (text[pos : m.start()], " ")
+        pos = end + 1
+    return "".join(out) + text[pos:] if out else text
+
+
+def _drop_italics(text: str) -> str:
+    """``_word_`` → ``word``, in linear time (a lazy ``_(.+?)_`` regex is quadratic
+    on text full of underscores that never close)."""
+    if "_" not in text:
+        return text
+    closes = [m.start() for m in _ITALIC_CLOSE_RE.finditer(text)]
+    if not closes:
+        return text
+    out: list[str] = []
+    pos = 0
+    for m in _ITALIC_OPEN_RE.finditer(text):
+        start = m.start()
+        if start < pos:
+            continue  # inside the previous match
+        k = bisect.bisect_left(closes, start + 2)  # at least one character in between
+        if k == len(closes):
+            break
+        out += (text[pos:start], text[start + 1 : closes[k]])
+        pos = closes[k] + 1
+    return "".join(out) + text[pos:] if out else text
+
+
 def _clean_para(lines: list[str]) -> str:
     text = " ".join(line.strip() for line in lines)
-    text = _PLACEHOLDER_RE.sub(" ", text)
+    text = _drop_placeholders(text)
     text = PAGE_MARKER_RE.sub(" ", text)
     text = _FOOTNOTE_MARK_RE.sub("", text)
-    text = _ITALIC_RE.sub(r"\1", text)
+    text = _drop_italics(text)
     text = _BOLD_RE.sub(r"\1", text)
     text = text.replace("--", "\u2014")  # Gutenberg's typewriter em dash
     text = clean(text)
@@ -223,7 +267,8 @@ def _chapter_run(paras: list[_Para], headings: dict[int, tuple[str | None, int, 
     for i in members:
         num = headings[i][1]
         if current and prev is not None and num <= prev:
-            restart_ok = num == 1 and any(current[-1] < p < i for p in parts)
+            k = bisect.bisect_right(parts, current[-1])  # a part heading in between?
+            restart_ok = num == 1 and k < len(parts) and parts[k] < i
             if not restart_ok:
                 runs.append(current)
                 current = []
@@ -232,12 +277,15 @@ def _chapter_run(paras: list[_Para], headings: dict[int, tuple[str | None, int, 
     if current:
         runs.append(current)
 
+    bounds = sorted(members + parts)
+    words = [0]  # words[j]: words in paras[:j]
+    for p in paras:
+        words.append(words[-1] + len(p.text.split()))
+
     def weight(run: list[int]) -> int:
-        end = len(paras)
-        nxt = [j for j in members + parts if j > run[-1]]
-        if nxt:
-            end = min(nxt)
-        return sum(len(paras[j].text.split()) for j in range(run[0], end))
+        k = bisect.bisect_right(bounds, run[-1])
+        end = bounds[k] if k < len(bounds) else len(paras)
+        return words[max(end, run[0])] - words[run[0]]
 
     return max(runs, key=weight)
 
@@ -319,15 +367,21 @@ def read_txt(text: str, source: str) -> TextContent:
         # at the part heading and the two titles are joined.  A part heading
         # with text of its own (an introduction) is a section of its own.
         chapters = set(run)
+        ordered = sorted(chapters)  # the same, in order (for bisect)
         parts = [i for i, (kw, _, _) in headings.items() if kw in _PART_KEYWORDS and i < last]
+        long_from = [len(paras)] * (len(paras) + 1)  # first paragraph >= j of 15+ words
+        for j in range(len(paras) - 1, -1, -1):
+            long_from[j] = j if len(paras[j].text.split()) >= 15 else long_from[j + 1]
         for p in reversed(parts):  # "VOLUME I" / "BOOK ONE" / "CHAPTER I" nest
-            nxt = min((c for c in chapters if c > p), default=None)
-            if nxt is None:
+            k = bisect.bisect_right(ordered, p)
+            if k == len(ordered):
                 continue
-            if all(len(paras[j].text.split()) < 15 for j in range(p, nxt)):
+            nxt = ordered[k]
+            if long_from[p] >= nxt:  # nothing but short lines up to the chapter
                 starts[p] = clean(f"{headings[p][2]} {starts.pop(nxt)}")
                 chapters.discard(nxt)
                 chapters.add(p)
+                ordered[k] = p  # p < nxt and p > ordered[k - 1]: still sorted
                 first = min(first, p)
             elif p > first:
                 starts[p] = headings[p][2]
