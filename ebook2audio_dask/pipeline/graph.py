@@ -207,7 +207,10 @@ class BookJob:
         #: Name of the distributed.Event that tells this book's merge to stop.
         self.stop_event = f"ebook2audio-stop-{self.stem}-{token}"
         self.resources: dict[str, float] = {}
+        #: The merge's arguments, kept to submit it again after KilledWorker.  Plain
+        #: submit arguments, not a partial: Dask finds the parse future only there.
         self._merge_args: tuple = ()
+        self._merge_kwargs: dict[str, Any] = {}
         #: Times the merge was submitted again after Dask gave up on it (KilledWorker).
         self.merge_restarts = 0
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
@@ -323,8 +326,11 @@ class BookJob:
                 Event(self.stop_event, client=self.client).set()
             except Exception:  # pragma: no cover - scheduler already gone
                 logger.debug("could not set %s", self.stop_event, exc_info=True)
-        futures = [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
-        self.client.cancel(futures, force=True)
+        self.client.cancel(self.futures(), force=True)
+
+    def futures(self) -> list[Future]:
+        """Every future of the book: parse, plan, batches and merge (once submitted)."""
+        return [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
 
     def forget(self) -> None:
         """Release the book's futures once its result is known.
@@ -333,7 +339,7 @@ class BookJob:
         recomputed as long as a future holds it: a done book must not be
         merged (or synthesised) again because a worker went away later.
         """
-        for future in [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else []):
+        for future in self.futures():
             try:
                 future.release()
             except Exception:  # pragma: no cover - client already closing

@@ -231,6 +231,15 @@ def synthesize_task(
     synth_s = 0.0
     worker = _worker_address()
 
+    def speak(group: list[tuple[str, str]]) -> list:
+        """One engine call; its time counts as synthesis time (retry pauses do not)."""
+        nonlocal synth_s
+        t0 = time.perf_counter()
+        try:
+            return _speak(engine, spec, group)
+        finally:
+            synth_s += time.perf_counter() - t0
+
     def one_by_one(group: list[tuple[str, str]], first: BaseException | None):
         """Speak each chunk alone, with retries; yields ``(key, pcm)`` for those that worked."""
         for key, text in group:
@@ -240,7 +249,7 @@ def synthesize_task(
                     time.sleep(RETRY_PAUSES[min(attempts, len(RETRY_PAUSES)) - 1])
                 attempts += 1
                 try:
-                    [pcm] = _speak(engine, spec, [(key, text)])
+                    [pcm] = speak([(key, text)])
                 except Exception as exc:  # noqa: BLE001 - an engine may raise anything
                     error = exc
                     logger.warning("chunk %s: attempt %d failed: %s", key[:12], attempts, error_line(exc))
@@ -260,18 +269,14 @@ def synthesize_task(
     # Hand the engine one batch at a time so audio reaches the store
     # progressively (an interrupted task loses little).
     for group in length_buckets(todo, step):
-        t0 = time.perf_counter()
         try:
-            made = list(zip([k for k, _ in group], _speak(engine, spec, group)))
+            made = list(zip([k for k, _ in group], speak(group)))
         except Exception as exc:  # noqa: BLE001
             logger.warning("engine %s failed on %d chunk(s): %s", spec.engine, len(group), error_line(exc))
             made = one_by_one(group, exc if len(group) == 1 else None)
         for key, pcm in made:
-            synth_s += time.perf_counter() - t0
             store.write(spec.engine, key, encode_wav(pcm, engine.sample_rate))
             samples.append((key, int(len(pcm))))
-            t0 = time.perf_counter()
-        synth_s += time.perf_counter() - t0
     return BatchResult(
         worker=worker,
         samples=tuple(samples),
@@ -707,7 +712,7 @@ class _DeadLetters:
 
     def _missing(self, index: int, error: str, attempts: int, worker: str) -> None:
         keys = [k for k, i in self.chunk_batch.items() if i == index]
-        present = self.store.list_sizes(self.plan.spec.engine)
+        present = self.store.sizes(self.plan.spec.engine, keys)
         for key in keys:
             if key not in present:
                 self._record(key, error, attempts, worker)
