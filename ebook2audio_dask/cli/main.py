@@ -340,6 +340,42 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
         click.echo(f"  {ch['index']:>{width}}. {ch['title']}{kind}  ({ch['chars']} chars, {ch['words']} words)")
 
 
+@cli.command()
+@click.argument("outdir")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (rows, totals, problems).")
+@_storage
+@_endpoint
+@debug_option
+def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
+    """Summarise the books converted into OUTDIR from their reports (path or fsspec URL).
+
+    One row per book: chapters, audio length, wall time, real-time factor
+    (engine seconds per second of audio), cache hits (chunks found in the
+    store / unique chunks) and failures (chunks that could not be
+    synthesised), then the batch's totals.  Books that failed with a
+    dead-letter file and no report are listed as failed.  Exit code 1 when a
+    book failed or a report could not be read, 2 when OUTDIR holds no report.
+    """
+    _setup_logging(debug)
+    try:
+        from ..pipeline.report import format_summary, summarize_reports
+
+        summary = summarize_reports(outdir, parse_storage_options(storage_json, s3_endpoint))
+        if not summary["books"] and not summary["problems"]:
+            raise UsageError(f"{outdir}: no *.report.json here (ebook2audio convert -o {outdir} writes them)")
+    except Exception as exc:  # noqa: BLE001
+        _fail(exc, debug)
+        return
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        if summary["books"]:
+            click.echo(format_summary(summary))
+        for line in summary["problems"]:
+            click.echo(f"error: {line}", err=True)
+    sys.exit(EXIT_BOOK_FAILED if summary["problems"] or summary["totals"]["failed"] else EXIT_OK)
+
+
 def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
     from ..engines import get_engine_class
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dask.base import tokenize
-from distributed import Client, Event, Future, Variable, as_completed, wait
+from distributed import Client, Event, Future, Variable, as_completed, span, wait
 
 from .. import config
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
 from ..storage import ChunkStore, join, stem_of
 from ..text.chunk import BookPlan, Pauses
+from .metrics import ensure_job_metrics, log_book_event
 from .report import build_report
 from ..engines import get_engine_class
 from .tasks import (
@@ -189,14 +190,15 @@ class BookJob:
         request = options.plan_request()
         token = tokenize(source, options.include_matter, request, self.started)
         include_matter = bool(config.get("include-matter", override=options.include_matter))
-        self.parse: Future = client.submit(
-            parse_task, source, include_matter, options.storage_options,
-            key=f"parse-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
-        )
-        self.plan: Future = client.submit(
-            plan_task, self.parse, request,
-            key=f"chunk-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
-        )
+        with self.span():
+            self.parse: Future = client.submit(
+                parse_task, source, include_matter, options.storage_options,
+                key=f"parse-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+            )
+            self.plan: Future = client.submit(
+                plan_task, self.parse, request,
+                key=f"chunk-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+            )
         self.token = token
         self.batches: list[Future] = []
         self.batch_vars: list[Variable] = []
@@ -216,12 +218,23 @@ class BookJob:
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
 
+    def span(self):
+        """The Dask span of the book's tasks: tags ``ebook2audio`` and the book's stem.
+
+        The dashboard's fine performance metrics can be filtered by these tags.
+        """
+        return span("ebook2audio", self.stem)
+
     def submit_synthesis(self, backlog: int = 0) -> None:
         """Gather the plan, list the chunk store once and submit synthesize + merge.
 
         *backlog*: characters of the run's other books that will be
         synthesised after this one (see :meth:`BookPlan.batches`).
         """
+        with self.span():
+            self._submit_synthesis(backlog)
+
+    def _submit_synthesis(self, backlog: int) -> None:
         plan: BookPlan = self.plan.result()
         self.book_plan = plan
         present = self.store.list_sizes(plan.spec.engine)
@@ -280,10 +293,11 @@ class BookJob:
     def submit_merge(self) -> None:
         """Submit the merge task (again, after its workers kept dying: a new key)."""
         suffix = f"-{self.merge_restarts}" if self.merge_restarts else ""
-        self.merge = self.client.submit(
-            merge_task, *self._merge_args, **self._merge_kwargs,
-            key=f"merge-{self.stem}-{self.token}{suffix}", priority=self.priority + 10, pure=False,
-        )
+        with self.span():
+            self.merge = self.client.submit(
+                merge_task, *self._merge_args, **self._merge_kwargs,
+                key=f"merge-{self.stem}-{self.token}{suffix}", priority=self.priority + 10, pure=False,
+            )
 
     def _synth_slots(self, resources: dict[str, float] | None) -> int:
         """How many synthesize tasks the cluster can run at once right now."""
@@ -309,7 +323,7 @@ class BookJob:
         batches: list[BatchResult] = [f.result() for f in self.batches if f.status == "finished"]
         return build_report(
             self.book_plan, merged, batches, self.cached_sizes, wall_s=time.time() - self.started,
-            source=self.source,
+            source=self.source, started=self.started,
         )
 
     def cancel(self) -> None:
@@ -439,6 +453,8 @@ def run_jobs(
     """
     results: dict[int, BookResult] = {}
     by_future: dict[Future, tuple[str, BookJob, int]] = {}
+    for client in {id(job.client): job.client for job in jobs}.values():
+        ensure_job_metrics(client)  # ebook2audio_* at the scheduler's /metrics, once per scheduler
     pending = as_completed()
     watch = _ResourceWatch([job for job in jobs], float(config.get("cluster.no-workers-timeout")))
     watch.start()
@@ -459,12 +475,16 @@ def run_jobs(
     def fail(job: BookJob, exc: BaseException) -> None:
         if id(job) in results:
             return
-        if _scheduler_lost(job.client, exc):
+        lost = _scheduler_lost(job.client, exc)
+        if lost:
             exc = BookError(job.source, f"lost the connection to the scheduler {_address(job.client)}; the chunks "
                                         "made so far are kept in the store: run the same command again to resume")  # fmt: skip
         logger.debug("book %s failed", job.source, exc_info=exc)
         code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
         results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc), exit_code=code)
+        if not lost:
+            log_book_event(job.client, "book-failed", job.source, output=job.output,
+                           error=results[id(job)].error, exit_code=code)
         job.cancel()
         if bars is not None:
             bars.book_done(job)
@@ -505,6 +525,11 @@ def run_jobs(
                 except Exception as exc:
                     fail(job, exc)
                     continue
+                log_book_event(
+                    job.client, "book-started", job.source, title=job.book_plan.title, engine=job.book_plan.spec.engine,
+                    voice=job.book_plan.spec.voice, chars=job.book_plan.chars, chunks=job.n_chunks,
+                    chunks_from_cache=len(job.cached_sizes), synthesize_tasks=len(job.batches), output=job.output,
+                )
                 if on_total:
                     on_total(job.n_chunks)
                 if on_chunks and job.n_chunks - sum(job.n_batches_chunks):
@@ -532,6 +557,7 @@ def run_jobs(
                     fail(job, exc)
                     continue
                 results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
+                log_book_event(job.client, "book-finished", job.source, output=job.output, **_event_totals(report))
                 job.forget()
                 if bars is not None:
                     bars.book_done(job)
@@ -553,6 +579,16 @@ def run_jobs(
     for job in jobs:
         job.release()
     return [results[id(job)] for job in jobs]
+
+
+#: Report totals copied into the ``book-finished`` event.
+_EVENT_TOTALS = ("chars", "chunks", "chunks_from_cache", "chunks_synthesized", "chunks_failed",
+                 "audio_s", "wall_s", "synth_s", "rtf")  # fmt: skip
+
+
+def _event_totals(report: dict) -> dict:
+    totals = report.get("totals", {})
+    return {"chapters": len(report.get("chapters", ())), **{k: totals.get(k) for k in _EVENT_TOTALS}}
 
 
 def _scheduler_lost(client: Client, exc: BaseException) -> bool:

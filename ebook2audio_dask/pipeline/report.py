@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import asdict
+from datetime import datetime, timezone
 from typing import Any
 
 from ..text.chunk import BookPlan
 from .tasks import BatchResult, MergeResult
 
-__all__ = ["build_report", "dumps_report", "REPORT_VERSION"]
+__all__ = ["build_report", "dumps_report", "REPORT_VERSION", "summarize_reports", "format_summary"]
 
 REPORT_VERSION = 1
 
@@ -23,11 +25,13 @@ def build_report(
     *,
     wall_s: float,
     source: str,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Assemble the report of one finished book.
 
     Keys: ``input``, ``output``, ``title``, ``authors``, ``language``,
-    ``engine``, ``voice``, ``sample_rate``, ``chapters`` (index, title,
+    ``engine``, ``voice``, ``sample_rate``, ``started`` and ``finished``
+    (UTC, ISO 8601), ``chapters`` (index, title,
     start_s, end_s, chars, chunks), ``totals`` (chars, chunks,
     chunks_from_cache, chunks_synthesized, synthesize_tasks, audio_s, wall_s,
     synth_s, merge_s, rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
@@ -59,6 +63,8 @@ def build_report(
         "engine_settings": plan.spec.settings_dict,
         "model": plan.spec.model or None,
         "sample_rate": plan.sample_rate,
+        "started": _iso(started if started is not None else time.time() - wall_s),
+        "finished": _iso(time.time()),
         "chapters": [
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(ch).items()}
             for ch in merged.chapters
@@ -89,3 +95,141 @@ def build_report(
 def dumps_report(report: dict[str, Any]) -> str:
     """The report as indented JSON text."""
     return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _when(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text)).timestamp()
+    except ValueError:
+        return None
+
+
+def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Summarise a batch from the reports in *outdir* (path or fsspec URL).
+
+    Reads every ``*.report.json`` there, and notes the books that have a
+    dead-letter file (``*.failures.jsonl``) but no report: books that failed
+    because chunks could not be synthesised.  Nothing is recomputed: the
+    reports are the single source of the figures.
+
+    Returns
+    -------
+    dict
+        ``books``: one row per book (``book``, ``title``, ``status``
+        ``done``/``gaps``/``failed``, ``chapters``, ``audio_s``, ``wall_s``,
+        ``rtf``, ``chunks``, ``chunks_from_cache``, ``chunks_failed``,
+        ``output``, ``report``); ``totals``: the same figures summed, with
+        the batch's wall time from the first start to the last finish when
+        the reports carry them (else the sum of the books' wall times) and
+        the real-time factor of all synthesis; ``problems``: one line per
+        report that could not be read.
+    """
+    from ..storage import get_fs
+    from ..storage.retry import with_retries
+
+    fs, root = get_fs(outdir, storage_options)
+    if not with_retries(lambda: fs.isdir(root), url=outdir, action="list the output folder"):
+        from ..errors import UsageError
+
+        raise UsageError(f"{outdir}: no such folder")
+    names = with_retries(lambda: fs.ls(root, detail=False), url=outdir, action="list the output folder")
+    names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in names)
+    reports = [n for n in names if n.endswith(".report.json")]
+    stems = {n[: -len(".report.json")] for n in reports}
+    orphans = [n for n in names if n.endswith(".failures.jsonl") and n[: -len(".failures.jsonl")] not in stems]
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    synth = 0.0
+    for name in reports:
+        url = f"{outdir.rstrip('/')}/{name}"
+        try:
+            raw = with_retries(lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read the report")
+            rep = json.loads(raw)
+            t = rep["totals"]
+            row = {
+                "book": name[: -len(".report.json")],
+                "title": rep.get("title"),
+                "status": "gaps" if t.get("chunks_failed") else "done",
+                "chapters": len(rep.get("chapters", ())),
+                "audio_s": float(t["audio_s"]),
+                "wall_s": float(t["wall_s"]),
+                "rtf": t.get("rtf"),
+                "chunks": int(t.get("unique_chunks", t.get("chunks", 0))),
+                "chunks_from_cache": int(t.get("chunks_from_cache", 0)),
+                "chunks_failed": int(t.get("chunks_failed", 0)),
+                "output": rep.get("output"),
+                "report": url,
+            }
+        except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
+            problems.append(f"{url}: not a readable report ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+            continue
+        synth += float(t.get("synth_s") or 0.0)
+        start, end = _when(rep.get("started")), _when(rep.get("finished"))
+        if start is not None and end is not None:
+            starts.append(start)
+            ends.append(end)
+        rows.append(row)
+    for name in orphans:
+        url = f"{outdir.rstrip('/')}/{name}"
+        try:
+            lines = with_retries(lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read")
+            failed = sum(1 for line in lines.splitlines() if line.strip())
+        except Exception:  # noqa: BLE001
+            failed = 0
+        rows.append({
+            "book": name[: -len(".failures.jsonl")], "title": None, "status": "failed", "chapters": None,
+            "audio_s": None, "wall_s": None, "rtf": None, "chunks": None, "chunks_from_cache": None,
+            "chunks_failed": failed, "output": None, "report": None, "failures": url,
+        })
+    rows.sort(key=lambda r: r["book"])
+    done = [r for r in rows if r["status"] != "failed"]
+    audio = sum(r["audio_s"] for r in done)
+    complete = len(starts) == len(done) and done
+    totals = {
+        "books": len(rows),
+        "failed": len(rows) - len(done),
+        "chapters": sum(r["chapters"] for r in done),
+        "audio_s": round(audio, 3),
+        "wall_s": round(max(ends) - min(starts) if complete else sum(r["wall_s"] for r in done), 3),
+        "rtf": round(synth / audio, 4) if audio and synth else None,
+        "chunks": sum(r["chunks"] for r in done),
+        "chunks_from_cache": sum(r["chunks_from_cache"] for r in done),
+        "chunks_failed": sum(r["chunks_failed"] or 0 for r in rows),
+    }
+    return {"outdir": outdir, "books": rows, "totals": totals, "problems": problems}
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table of :func:`summarize_reports`: book, chapters, audio, wall, RTF, cache hits, failures."""
+    head = ("book", "status", "chapters", "audio", "wall", "RTF", "cache hits", "failures")
+    right = {2, 3, 4, 5, 6, 7}
+
+    def cells(r: dict[str, Any], name: str) -> tuple[str, ...]:
+        hits = "-" if r["chunks"] is None else f"{r['chunks_from_cache']}/{r['chunks']}"
+        rtf = "-" if r["rtf"] is None else f"{r['rtf']:.3f}"
+        chapters = "-" if r["chapters"] is None else str(r["chapters"])
+        return (name, r.get("status", ""), chapters, _clock(r["audio_s"]), _clock(r["wall_s"]), rtf, hits,
+                str(r["chunks_failed"] or 0))
+
+    rows = [head] + [cells(r, r["book"]) for r in summary["books"]]
+    t = summary["totals"]
+    rows.append(cells({**t, "status": f"{t['books'] - t['failed']}/{t['books']} done"}, "TOTAL"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, lines[1])
+    return "\n".join(lines)

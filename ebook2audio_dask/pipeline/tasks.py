@@ -27,6 +27,7 @@ from ..ingest import read_book
 from ..model import Book
 from ..storage import ChunkStore, publish_file
 from ..text.chunk import BookPlan, Pauses, plan_book
+from .metrics import digest
 
 __all__ = [
     "BatchResult",
@@ -274,9 +275,18 @@ def synthesize_task(
         except Exception as exc:  # noqa: BLE001
             logger.warning("engine %s failed on %d chunk(s): %s", spec.engine, len(group), error_line(exc))
             made = one_by_one(group, exc if len(group) == 1 else None)
+        texts = dict(group)
+        n = chars = length = 0
         for key, pcm in made:
             store.write(spec.engine, key, encode_wav(pcm, engine.sample_rate))
             samples.append((key, int(len(pcm))))
+            n, chars, length = n + 1, chars + len(texts[key]), length + len(pcm)
+        # the dashboard's fine performance metrics and ebook2audio_* at /metrics, as it goes
+        digest("synthesized", n, "chunks")
+        digest("synthesized", chars, "characters")
+        digest("synthesized", length / engine.sample_rate, "audio-seconds")
+    digest("synthesized", synth_s, "engine-seconds")
+    digest("failed", len(failures), "chunks")
     return BatchResult(
         worker=worker,
         samples=tuple(samples),
@@ -625,6 +635,8 @@ def merge_task(
         for path in (tmp, encoded):
             if os.path.exists(path):
                 os.unlink(path)
+    digest("from-cache", len({c.key for c in plan.chunks} & set(chunk_sizes or ())), "chunks")
+    digest("merged", audio_s, "audio-seconds")
     warnings: tuple[str, ...] = ()
     if gaps:
         warnings = (f"{dead.summary(failures_url, gaps=True)}",)
