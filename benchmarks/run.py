@@ -233,6 +233,20 @@ METHODS["storage_faults"] = (
 )
 
 
+# scheduling overhead with a no-op engine (benchmarks/bench_scaleout.py --per-char-ms 0)
+BENCHMARKS += ("noop",)
+METHODS["noop"] = (
+    "Runs `benchmarks/bench_scaleout.py --per-char-ms 0 --workers 1,2`: the synthetic engine of scale_out "
+    "returns 80 samples of silence per chunk at once, so a conversion is nothing but the pipeline: parse, "
+    "chunk, one chunk-store listing, synthesize tasks scheduled with their GPU resource, every chunk written "
+    "to a local store as a WAV file, the merge reading them back and encoding the M4B, the report. Input: "
+    "{books} real book(s) (the longest Sherlock Holmes stories, {chars} characters), one `convert` call on "
+    "an in-process `LocalCluster` of N single-thread workers with `GPU=1`. Figure: wall time × N / chunks "
+    "(resp. synthesize tasks): the worker time each chunk (task) costs when the engine costs nothing. "
+    "One run each."
+)
+
+
 # --------------------------------------------------------------------------- helpers
 class BenchError(RuntimeError):
     """A measurement could not be taken (its subprocess failed, timed out...)."""
@@ -627,6 +641,24 @@ class Runner:
         ]  # fmt: skip
         return figures, {"input": {"chars": main["chars"]}, "rows": rows}
 
+    def noop(self):
+        cmd = [sys.executable, str(SCALEOUT_SCRIPT), "--workers", "1,2", "--books", "1" if self.quick else "3",
+               "--per-char-ms", "0"]  # fmt: skip
+        _, out = run_timed(cmd, timeout=self.timeout, label="no-op engine")
+        rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+        if not rows:
+            raise BenchError(f"no-op engine: no results:\n{out[-2000:]}")
+        figures = []
+        for row in rows:
+            n = row["workers"]
+            figures += [
+                fig(f"noop.chunk_ms{n}", f"no-op engine: worker time per chunk, {n} worker(s)",
+                    round(row["wall_s"] * n / row["chunks"] * 1000, 2), "ms"),
+                fig(f"noop.task_ms{n}", f"no-op engine: worker time per synthesize task, {n} worker(s)",
+                    round(row["wall_s"] * n / row["synthesize_tasks"] * 1000, 1), "ms"),
+            ]  # fmt: skip
+        return figures, {"input": {"chars": rows[0]["chars"]}, "rows": rows}
+
     def chunk_store(self):
         cmd = [sys.executable, str(CACHE_SCRIPT)] + (["--quick"] if self.quick else [])
         _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="chunk store")
@@ -780,6 +812,11 @@ def summarize(bench: str, details: dict) -> str:
             f"{r['workers']} workers: wall {r['wall_s']} s vs ideal {r['ideal_s']} s, "
             f"{r['synthesize_tasks']} tasks / {r['chunks']} chunks, books written at "
             f"{', '.join(str(x) for x in r['book_finish_s'])} s"
+            for r in details["rows"]
+        ) + "."
+    if bench == "noop":
+        return "; ".join(
+            f"{r['workers']} worker(s): {r['chunks']} chunks in {r['synthesize_tasks']} tasks, wall {r['wall_s']} s"
             for r in details["rows"]
         ) + "."
     if bench == "chunk_store":

@@ -16,7 +16,7 @@ Two ways to run it:
   submits worker jobs): :func:`slurm_cluster`, or ``ebook2audio convert
   --slurm --adapt 0:8 ...``;
 * the whole thing as one batch job (``sbatch`` with several tasks): use
-  ``dask_jobqueue.slurm.SLURMRunner``, see ``docs/cluster.md``.
+  ``dask_jobqueue.slurm.SLURMRunner``, see ``docs/deployment/slurm.md``.
 """
 
 from __future__ import annotations

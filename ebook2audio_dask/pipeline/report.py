@@ -98,7 +98,7 @@ def dumps_report(report: dict[str, Any]) -> str:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _when(text: Any) -> float | None:
