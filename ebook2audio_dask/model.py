@@ -51,6 +51,10 @@ class Chapter:
         asked for.
     source : str
         Where the chapter starts inside the ebook, e.g. ``"text/ch1.xhtml#c1"``.
+    reason : str
+        For front and back matter: why the reader took it for matter (e.g.
+        ``"epub:type titlepage"``, ``"title names front matter"``); empty
+        for body chapters.
     """
 
     index: int
@@ -58,6 +62,7 @@ class Chapter:
     paragraphs: tuple[str, ...]
     kind: str = "body"
     source: str = ""
+    reason: str = ""
 
     @property
     def text(self) -> str:
@@ -111,21 +116,72 @@ class Book:
         """Characters in all chapters."""
         return sum(c.chars for c in self.chapters)
 
-    def select(self, indices: list[int] | tuple[int, ...] | None) -> "Book":
-        """Return a copy holding only the chapters whose ``index`` is in *indices*.
+    def select(self, indices: "list[int | str] | tuple[int | str, ...] | None") -> "Book":
+        """Return a copy holding only the chapters *indices* name, in book order.
 
-        Chapter indices are kept, so a report still says "chapter 7".
-        ``None`` selects every chapter.
+        Each item is a chapter ``index`` (an int) or a title (a str, see
+        :meth:`find_chapters`).  Chapter indices are kept, so a report still
+        says "chapter 7".  ``None`` selects every chapter.
         """
         if indices is None:
             return self
-        wanted = set(indices)
-        missing = sorted(wanted - {c.index for c in self.chapters})
-        if missing:
-            from .errors import UsageError
+        from .errors import UsageError
 
+        numbers = {i for i in indices if not isinstance(i, str)}
+        missing = sorted(numbers - {c.index for c in self.chapters})
+        if missing:
             raise UsageError(
                 f"{self.source}: no chapter {', '.join(map(str, missing))} "
                 f"(the book has {len(self.chapters)})"
             )
+        wanted = set(numbers)
+        for title in (i for i in indices if isinstance(i, str)):
+            wanted.update(c.index for c in self.find_chapters(title))
         return replace(self, chapters=tuple(c for c in self.chapters if c.index in wanted))
+
+    def find_chapters(self, title: str) -> list[Chapter]:
+        """The chapters a title names, for ``--chapters "The Real Princess"``.
+
+        Case, punctuation and spacing are ignored.  A title equal to one
+        chapter's title selects it; a pattern with ``*``, ``?`` or ``[``
+        selects every chapter whose title it matches (``"Stave*"``);
+        otherwise a part of exactly one chapter's title selects that chapter.
+
+        Raises
+        ------
+        UsageError
+            No chapter matches, or a part of a title matches several.
+        """
+        import fnmatch
+
+        from .errors import UsageError
+
+        want = _fold_title(title)
+        if not want:
+            raise UsageError(f"{self.source}: empty chapter title in --chapters")
+        exact = [c for c in self.chapters if _fold_title(c.title) == want]
+        if exact:
+            return exact
+        if any(ch in title for ch in "*?["):
+            pattern = " ".join(title.casefold().split())
+            found = [c for c in self.chapters if fnmatch.fnmatchcase(" ".join(c.title.casefold().split()), pattern)]
+        else:
+            found = [c for c in self.chapters if want in _fold_title(c.title)]
+            if len(found) > 1:
+                listed = "; ".join(f"{c.index} {c.title!r}" for c in found[:5])
+                raise UsageError(
+                    f"{self.source}: chapter title {title!r} matches {len(found)} chapters ({listed}"
+                    f"{'; ...' if len(found) > 5 else ''}): give more of the title, or numbers"
+                )
+        if not found:
+            raise UsageError(
+                f"{self.source}: no chapter titled {title!r} (ebook2audio inspect lists the chapters)"
+            )
+        return found
+
+
+def _fold_title(title: str) -> str:
+    """Title for matching: case-folded, punctuation and spacing ignored."""
+    import re
+
+    return " ".join(re.sub(r"[\W_]+", " ", title.casefold()).split())

@@ -9,6 +9,7 @@ debug logging.
 from __future__ import annotations
 
 import json
+import re
 import logging
 import sys
 import traceback
@@ -22,29 +23,47 @@ from ..errors import EXIT_BOOK_FAILED, EXIT_OK, EXIT_USAGE, Ebook2AudioError, Us
 __all__ = ["main", "cli", "parse_chapters", "parse_settings", "parse_storage_options"]
 
 
-def parse_chapters(spec: str | None) -> tuple[int, ...] | None:
-    """``"1-3,7"`` → ``(1, 2, 3, 7)``; ``None``/empty → ``None`` (all chapters)."""
+#: A ``--chapters`` value of numbers and ranges only (anything else is a title).
+_NUMBERS = re.compile(r"^[\s\d,-]+$")
+
+
+def parse_chapters(spec: "str | tuple[str, ...] | list[str] | None") -> "tuple[int | str, ...] | None":
+    """``--chapters`` values → chapter numbers and titles; none → ``None`` (all chapters).
+
+    A value made of numbers and ranges (``"1-3,7"``) gives those numbers; any
+    other value is one chapter title or pattern (``"The Real Princess"``,
+    ``"Stave*"``), commas included, matched per book by
+    :meth:`~ebook2audio_dask.model.Book.find_chapters`.  Repeat the option
+    for several titles.  A title made only of digits is read as a number.
+    """
     if not spec:
         return None
-    out: list[int] = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
+    values = [spec] if isinstance(spec, str) else list(spec)
+    out: list[int | str] = []
+    for value in values:
+        if not value.strip():
             continue
-        try:
-            if "-" in part:
-                a, b = (int(x) for x in part.split("-", 1))
-                if a > b or a < 1:
-                    raise ValueError
-                out.extend(range(a, b + 1))
-            else:
-                n = int(part)
-                if n < 1:
-                    raise ValueError
-                out.append(n)
-        except ValueError:
-            raise UsageError(f"bad chapter range {part!r} in --chapters (use e.g. 1-3,7)") from None
-    return tuple(dict.fromkeys(out))
+        if not _NUMBERS.match(value):
+            out.append(" ".join(value.split()))
+            continue
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part:
+                    a, b = (int(x) for x in part.split("-", 1))
+                    if a > b or a < 1:
+                        raise ValueError
+                    out.extend(range(a, b + 1))
+                else:
+                    n = int(part)
+                    if n < 1:
+                        raise ValueError
+                    out.append(n)
+            except ValueError:
+                raise UsageError(f"bad chapter range {part!r} in --chapters (use e.g. 1-3,7)") from None
+    return tuple(dict.fromkeys(out)) or None
 
 
 def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
@@ -153,7 +172,9 @@ def cli() -> None:
 @click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
               help="Engine setting that changes the audio (e.g. length_scale=1.1, temperature=0.7). Repeatable.")
 @click.option("--language", help="Override the book's language (BCP 47, e.g. fr, en-GB).")
-@click.option("--chapters", help="Chapters to convert, as `inspect` numbers them: 1-3,7.")
+@click.option("--chapters", multiple=True,
+              help="Chapters to convert: numbers as `inspect` shows them (1-3,7), or a title or part of "
+                   "one (\"The Real Princess\", \"Stave*\"); repeatable.")
 @click.option("--include-matter", is_flag=True, default=None,
               help="Also read front/back matter (title page, contents, licence, colophon).")
 @click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
@@ -290,7 +311,21 @@ def _summary_table(results) -> str:
     return "\n".join(lines)
 
 
-def _book_summary(book) -> dict[str, Any]:
+def _book_summary(book, include_matter: bool = False) -> dict[str, Any]:
+    """What ``inspect`` shows of *book*, read with its front/back matter.
+
+    ``chapters``: what a conversion with the same *include_matter* speaks,
+    ``index`` as ``--chapters`` takes it; ``skipped``: the front/back matter
+    it leaves out, each with the ``reason`` it was taken for matter;
+    ``listing``: every section in reading order (``index`` None when skipped).
+    """
+    listing, n = [], 0
+    for c in book.chapters:
+        skipped = c.kind != "body" and not include_matter
+        if not skipped:
+            n += 1
+        listing.append({"index": None if skipped else n, "title": c.title, "kind": c.kind,
+                        "chars": c.chars, "words": c.words, "reason": c.reason})  # fmt: skip
     return {
         "source": book.source,
         "format": book.format,
@@ -298,10 +333,9 @@ def _book_summary(book) -> dict[str, Any]:
         "authors": list(book.authors),
         "language": book.language,
         "cover": book.cover.media_type if book.cover else None,
-        "chapters": [
-            {"index": c.index, "title": c.title, "kind": c.kind, "chars": c.chars, "words": c.words}
-            for c in book.chapters
-        ],
+        "chapters": [row for row in listing if row["index"] is not None],
+        "skipped": [row for row in listing if row["index"] is None],
+        "listing": listing,
     }
 
 
@@ -309,35 +343,52 @@ def _book_summary(book) -> dict[str, Any]:
 @click.argument("input")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--include-matter", is_flag=True, default=None,
-              help="Also list front/back matter (title page, contents, licence, colophon).")
+              help="Number front/back matter (title page, contents, licence, colophon) too, as "
+                   "convert --include-matter does.")
 @_storage
 @_endpoint
 @debug_option
 def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) -> None:
-    """Show INPUT's metadata and chapter list without synthesising anything (INPUT: path or fsspec URL)."""
+    """Show INPUT's metadata and chapter list without synthesising anything (INPUT: path or fsspec URL).
+
+    Chapters are numbered as ``convert --chapters`` takes them.  Front and
+    back matter that a conversion leaves out (title page, contents, licence,
+    colophon...) is listed too, unnumbered, with the reason it was taken for
+    matter; ``--include-matter`` numbers it as ``convert --include-matter``
+    would.
+    """
     _setup_logging(debug)
     try:
         from .. import config
         from ..ingest import read_book
 
-        book = read_book(input, include_matter=bool(config.get("include-matter", override=include_matter)),
-                         storage_options=parse_storage_options(storage_json, s3_endpoint))  # fmt: skip
+        keep = bool(config.get("include-matter", override=include_matter))
+        book = read_book(input, include_matter=True, storage_options=parse_storage_options(storage_json, s3_endpoint))
     except Exception as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
-    info = _book_summary(book)
+    info = _book_summary(book, keep)
     if as_json:
         click.echo(json.dumps(info, indent=2, ensure_ascii=False))
         return
+    chapters, skipped = info["chapters"], info["skipped"]
     click.echo(f"Title:    {info['title']}")
     click.echo(f"Authors:  {', '.join(info['authors']) or '-'}")
     click.echo(f"Language: {info['language'] or '-'}")
     click.echo(f"Format:   {info['format']}   Cover: {info['cover'] or 'none'}")
-    click.echo(f"Chapters: {len(info['chapters'])}")
-    width = max([len(str(len(info['chapters'])))] + [1])
-    for ch in info["chapters"]:
-        kind = "" if ch["kind"] == "body" else f" [{ch['kind']}]"
-        click.echo(f"  {ch['index']:>{width}}. {ch['title']}{kind}  ({ch['chars']} chars, {ch['words']} words)")
+    line = f"Chapters: {len(chapters)}"
+    if skipped:
+        line += f" (+{len(skipped)} front/back matter, skipped unless --include-matter)"
+    click.echo(line)
+    width = max([len(str(len(chapters)))] + [1])
+    for ch in info["listing"]:
+        size = f"({ch['chars']} chars, {ch['words']} words)"
+        title = ch["title"] if len(ch["title"]) <= 80 else ch["title"][:79] + "…"
+        if ch["index"] is None:
+            click.echo(f"  {'-':>{width}}  {title}  {size}  [skipped: {ch['kind']} matter, {ch['reason']}]")
+        else:
+            kind = "" if ch["kind"] == "body" else f" [{ch['kind']} matter: {ch['reason']}]"
+            click.echo(f"  {ch['index']:>{width}}. {title}{kind}  {size}")
 
 
 @cli.command()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import logging
 import posixpath
 import re
@@ -223,9 +224,7 @@ def _bounded(chapters: tuple[Chapter, ...]) -> tuple[Chapter, ...]:
             out.append(chapter)
             continue
         paragraphs = tuple(piece for p in chapter.paragraphs for piece in _cut_paragraph(p))
-        out.append(
-            Chapter(chapter.index, chapter.title, paragraphs, chapter.kind, chapter.source)
-        )
+        out.append(dataclasses.replace(chapter, paragraphs=paragraphs))
     return tuple(out)
 
 

@@ -87,6 +87,7 @@ class Section:
     # filled by assemble()
     kind: str = field(default="", repr=False)
     weak: bool = field(default=False, repr=False)
+    reason: str = field(default="", repr=False)
 
     @property
     def words(self) -> int:
@@ -183,51 +184,54 @@ def split_boilerplate(sections: list[Section]) -> list[Section]:
     return out
 
 
-def _classify(sec: Section, authors: tuple[str, ...]) -> tuple[str, str | None]:
-    """Return (verdict, group): verdict is matter/body/part/tiny/unknown."""
+def _classify(sec: Section, authors: tuple[str, ...]) -> tuple[str, str | None, str]:
+    """Return (verdict, group, reason): verdict is matter/body/part/tiny/unknown;
+    *reason* says, for matter, what gave it away."""
     marks = sec.blocks[0].marks if sec.blocks else frozenset()
     if sec.hint == "pg" or "pg" in marks:
-        return "matter", "front"
+        return "matter", "front", "Project Gutenberg header or licence"
     specific_front = marks & FRONT_TYPES
     specific_back = marks & BACK_TYPES
     if marks & _BODY_TYPES:
         specific_front = specific_front - {"epigraph"}  # an epigraph opening a chapter
     if specific_front:
-        return "matter", "front"
+        return "matter", "front", f"epub:type {', '.join(sorted(specific_front))}"
     if specific_back:
-        return "matter", "back"
+        return "matter", "back", f"epub:type {', '.join(sorted(specific_back))}"
     if sec.hint in ("front", "back"):
-        return "matter", sec.hint
+        return "matter", sec.hint, f"the book's landmarks/guide or file name mark it as {sec.hint} matter"
     group = matter_group(sec.title) if sec.title else None
-    if group is None and not sec.title:
-        group = matter_group(_first_title(sec.blocks))
     if group:
-        return "matter", group
+        return "matter", group, f"its title names {group} matter"
+    if not sec.title:
+        group = matter_group(_first_title(sec.blocks))
+        if group:
+            return "matter", group, f"its heading names {group} matter"
     if sec.hint == "body":
-        return "body", None
+        return "body", None, ""
     if sec.hint == "part" and sec.is_tiny():
-        return "part", None
+        return "part", None, ""
     if "frontmatter" in marks:
-        return "matter", "front"
+        return "matter", "front", "epub:type frontmatter"
     if "backmatter" in marks:
-        return "matter", "back"
+        return "matter", "back", "epub:type backmatter"
     if marks & _BODY_TYPES or "bodymatter" in marks:
-        return "body", None
+        return "body", None, ""
     chars = sum(len(b.text) for b in sec.blocks)
     links = sum(b.links for b in sec.blocks)
     if links >= 3 and chars and sum(b.link_chars for b in sec.blocks) >= 0.5 * chars:
-        return "matter", "front"  # a contents page / list of illustrations
+        return "matter", "front", "mostly links: a contents page or list"
     if sec.hint == "before-body":
-        return "matter", "front"
+        return "matter", "front", "before the book's bodymatter landmark"
     if sec.is_tiny():
-        return "tiny", None
+        return "tiny", None, ""
     if sec.own_end is not None and sec.title and sec.is_tiny(sec.blocks[: sec.own_end]):
         # "CHARLES DICKENS" (a title-page line) with the preface nested under
         # it in the TOC: the author's name is not a chapter title.
         label = f" {fold(sec.title)} "
         if any(f" {fold(a)} " in label for a in authors if fold(a)):
-            return "matter", "front"
-    return "unknown", None
+            return "matter", "front", "a title-page line (the author's name)"
+    return "unknown", None, ""
 
 
 def assemble(
@@ -256,27 +260,30 @@ def assemble(
     if not sections:
         return ()
     verdicts = [_classify(s, authors) for s in sections]
-    body = [i for i, (v, _) in enumerate(verdicts) if v in ("body", "unknown")]
+    body = [i for i, (v, _, _) in enumerate(verdicts) if v in ("body", "unknown")]
     if not body:
         # Nothing looks like a chapter (e.g. a one-page book): read what is
         # not explicitly matter, or failing that everything.
-        body = [i for i, (v, _) in enumerate(verdicts) if v == "tiny"]
+        body = [i for i, (v, _, _) in enumerate(verdicts) if v == "tiny"]
         if body:
-            verdicts = [("body", None) if v == "tiny" else (v, g) for v, g in verdicts]
+            verdicts = [("body", None, "") if v == "tiny" else (v, g, r) for v, g, r in verdicts]
         else:
-            verdicts = [("body", None)] * len(verdicts)
+            verdicts = [("body", None, "")] * len(verdicts)
             body = list(range(len(verdicts)))
     first, last = body[0], body[-1]
-    for i, (sec, (verdict, group)) in enumerate(zip(sections, verdicts, strict=True)):
+    for i, (sec, (verdict, group, reason)) in enumerate(zip(sections, verdicts, strict=True)):
         sec.weak = verdict in ("tiny", "part")
+        sec.reason = reason
         if verdict in ("body", "unknown"):
             sec.kind = "body"
         elif verdict == "part" and i < last:
             sec.kind = "body"  # a part heading opens the chapter after it
         elif i < first:
             sec.kind = "front"
+            sec.reason = reason or "a short section before the first chapter"
         elif i > last:
             sec.kind = "back"
+            sec.reason = reason or "a short section after the last chapter"
         elif verdict == "tiny":
             sec.kind = "body"
         else:
@@ -302,9 +309,11 @@ def assemble(
                 else:
                     title = sec.title or carry.title
                 weak = sec.weak
+                reason = carry.reason or sec.reason
                 sec = Section(title, carry.blocks + sec.blocks, carry.source, None, sec.hint)
                 sec.kind = carry.kind
                 sec.weak = weak
+                sec.reason = reason
             else:
                 merged.append(carry)
             carry = None
@@ -332,6 +341,7 @@ def assemble(
                 paragraphs=tuple(b.text for b in sec.blocks),
                 kind=sec.kind,
                 source=sec.source,
+                reason=sec.reason if sec.kind != "body" else "",
             )
         )
     return tuple(chapters)

@@ -86,7 +86,7 @@ def convert(
     voice: str | None = None,
     model: str | None = None,
     language: str | None = None,
-    chapters: Iterable[int] | None = None,
+    chapters: Iterable[int | str] | None = None,
     include_matter: bool | None = None,
     cache: str | None = None,
     client: Client | None = None,
@@ -135,8 +135,10 @@ def convert(
         default ``ebook2audio.coqui.model``.
     language : str, optional
         Override the books' language (BCP 47).
-    chapters : iterable of int, optional
-        Chapter indices to convert, as :func:`ebook2audio_dask.read_book` numbers them.
+    chapters : iterable of int or str, optional
+        Chapters to convert: indices as :func:`ebook2audio_dask.read_book`
+        numbers them, and/or titles (a whole title, a unique part of one, or
+        a ``*`` pattern; see :meth:`ebook2audio_dask.Book.find_chapters`).
     include_matter : bool, optional
         Also convert front/back matter (title page, licence...).
     cache : str, optional

@@ -418,7 +418,7 @@ def _error_line(source: str, exc: BaseException) -> str:
     if isinstance(exc, BookError):
         return str(exc)
     if isinstance(exc, Ebook2AudioError):
-        return f"{source}: {exc}"
+        return str(exc) if str(exc).startswith(f"{source}: ") else f"{source}: {exc}"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{source}: {type(exc).__name__}: {text}"
 
