@@ -42,3 +42,16 @@ if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then
         echo "install-dev: SLURM not installed (needs root and apt-get): tests/test_slurm.py will skip, or fail under CI" >&2
     fi
 fi
+
+# Calibre's ebook-convert for the MOBI/AZW3/DOCX/RTF/ODT tests in tests/test_formats.py
+# (Debian package; the tests skip without it, or fail under CI). Needs root and apt-get.
+if ! command -v ebook-convert >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends calibre >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends calibre >/dev/null; }
+        echo "install-dev: $(ebook-convert --version 2>/dev/null | head -n 1) installed"
+    else
+        echo "install-dev: Calibre not installed (needs root and apt-get): its tests in tests/test_formats.py will skip, or fail under CI" >&2
+    fi
+fi

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-__all__ = ["Book", "Chapter", "Cover"]
+__all__ = ["Book", "Chapter", "Cover", "Pronunciation"]
 
 #: Values of :attr:`Chapter.kind`.
 CHAPTER_KINDS = ("body", "front", "back")
@@ -30,6 +30,40 @@ class Cover:
 
     data: bytes = field(repr=False)
     media_type: str
+
+
+@dataclass(frozen=True)
+class Pronunciation:
+    """How to say one word or phrase: a lexicon entry.
+
+    Entries come from the book (EPUB 3 PLS lexicons, inline ``ssml:ph``
+    attributes) or from user lexicons (``--lexicon``); see docs/text.md.
+
+    Parameters
+    ----------
+    grapheme : str
+        The written form matched in the text (whole words; case-sensitive
+        first, then case-insensitive).
+    phonemes : str
+        The pronunciation in *alphabet*; empty when only *alias* is given.
+    alphabet : str
+        ``"ipa"`` or ``"x-sampa"``.
+    language : str
+        BCP 47 tag the entry applies to (its primary subtag is compared);
+        empty or ``"*"`` for every language.
+    origin : str
+        ``"pls"``, ``"ssml"`` or ``"user"``.
+    alias : str
+        A respelling to speak instead (PLS ``<alias>``, a user lexicon's
+        plain replacement); used when the engine cannot take phonemes.
+    """
+
+    grapheme: str
+    phonemes: str = ""
+    alphabet: str = "ipa"
+    language: str = ""
+    origin: str = "user"
+    alias: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,7 +134,12 @@ class Book:
     cover : Cover or None
         The cover image, when the book has one that could be read.
     format : str
-        ``"epub"``, ``"txt"`` or ``"html"``.
+        The detected input format: ``"epub"``, ``"txt"``, ``"html"``,
+        ``"fb2"``, ``"pdf"``, ``"md"``, or (read through Calibre)
+        ``"mobi"``, ``"azw3"``, ``"docx"``, ``"rtf"``, ``"odt"``.
+    pronunciations : tuple of Pronunciation
+        The book's own pronunciations (EPUB 3 PLS lexicons and inline
+        ``ssml:ph`` attributes), applied when the book is spoken.
     """
 
     source: str
@@ -110,6 +149,7 @@ class Book:
     chapters: tuple[Chapter, ...]
     cover: Cover | None = None
     format: str = "epub"
+    pronunciations: tuple[Pronunciation, ...] = ()
 
     @property
     def chars(self) -> int:

@@ -857,7 +857,7 @@ def test_detect_format():
     assert detect_format("Plain words".encode("cp1252") + b"\xe9") == "txt"
     assert detect_format(b"<p>fragment</p>", "page.html") == "html"
     assert detect_format(b"\x89PNG\r\n\x1a\n\x00\x00") is None
-    assert detect_format(b"%PDF-1.4\n\x00\x01\x02\x03") is None
+    assert detect_format(b"%PDF-1.4\n\x00\x01\x02\x03") == "pdf"  # read by ingest/pdf.py
 
 
 def test_reads_through_fsspec(tmp_path):

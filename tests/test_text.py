@@ -86,9 +86,10 @@ def test_plan_chunks_pauses_and_titles():
     ch2 = plan.chunks[plan.chapters[1].start : plan.chapters[1].stop]
     assert [c.text for c in ch2] == ["The Second", "Short."]
     assert ch2[0].pause_after == 0.9
-    # every word of the text is in the chunks, in order
-    words = " ".join(c.text for c in ch1[2:]).split()
+    # every word of the text is in the chunks, in order (as written: display; numbers spoken: text)
+    words = " ".join(c.display or c.text for c in ch1[2:]).split()
     assert words == long_para.split()
+    assert ch1[2].text.startswith("Sentence number zero is here.") and ch1[2].display.startswith("Sentence number 0 is")
 
 
 def test_batches_skip_cached_and_duplicate_chunks():

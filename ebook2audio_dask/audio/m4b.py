@@ -91,6 +91,9 @@ class BookTags:
         Free-text comment (``\\xa9cmt``).
     genre : str
         Genre tag, ``"Audiobook"`` unless told otherwise.
+    track : (int, int), optional
+        Track number and total (``trkn`` / ID3 ``TRCK`` / ``TRACKNUMBER``),
+        for books written as several files.
     """
 
     title: str
@@ -99,6 +102,7 @@ class BookTags:
     album: str | None = None
     comment: str | None = None
     genre: str = "Audiobook"
+    track: tuple[int, int] | None = None
 
     def __post_init__(self):
         if isinstance(self.authors, str):
@@ -188,6 +192,7 @@ def _ffmetadata(tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: in
         "album": tags.album if tags.album is not None else tags.title,
         "genre": tags.genre,
         "comment": tags.comment,
+        "track": f"{tags.track[0]}/{tags.track[1]}" if tags.track else None,
     }
     lines += [f"{key}={_escape(val)}" for key, val in global_tags.items() if val]
     for ch in chapters:

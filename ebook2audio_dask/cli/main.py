@@ -86,6 +86,22 @@ def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
     return out
 
 
+def parse_pauses(pairs: tuple[str, ...] | list[str]) -> dict[str, float] | None:
+    """``("chapter=3", "sentence=0.4")`` → ``{"chapter": 3.0, "sentence": 0.4}`` (kinds checked by convert)."""
+    if not pairs:
+        return None
+    out: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise UsageError(f"bad --pause {pair!r} (use KIND=SECONDS, e.g. chapter=3)")
+    return out
+
+
 def parse_storage_options(text: str | None, s3_endpoint: str | None = None) -> dict[str, Any] | None:
     """``--storage-options JSON`` and ``--s3-endpoint URL`` → fsspec storage options.
 
@@ -204,15 +220,38 @@ def cli() -> None:
 @click.option("--allow-gaps", is_flag=True, default=None,
               help="Finish books whose chunks could not all be synthesised, with silence in their place "
                    "(listed in the report and OUTPUT/<stem>.failures.jsonl).")
+@click.option("--format", "audio_format", type=click.Choice(["m4b", "mp3", "opus", "flac", "wav"]),
+              help="Audio format (default m4b: AAC with chapters). mp3: ID3v2.3 tags and CHAP chapters; opus: "
+                   "Ogg Opus; flac; wav (no chapters in the file). See ebook2audio.output.format.")
+@click.option("--split", type=click.Choice(["none", "chapters"]),
+              help="chapters: one file per chapter, OUTPUT/<stem>/<NN> - <title>.<ext>, with track numbers.")
+@click.option("--split-hours", type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
+              help="Parts of at most HOURS hours (e.g. 10 or 0.5): OUTPUT/<stem> - Part i of n.<ext>, cut "
+                   "between sentences, at a chapter's start when one is close.")
+@click.option("--loudnorm/--no-loudnorm", default=None,
+              help="EBU R128 loudness normalisation (ffmpeg loudnorm; -16 LUFS, -1.5 dBTP, LRA 11 by default: "
+                   "ebook2audio.output.loudness).")
+@click.option("--subtitles", type=click.Choice(["none", "srt", "vtt"]),
+              help="Write subtitles (read-along text) next to each audio file: one cue per sentence, timed "
+                   "from the real audio.")
+@click.option("--pause", "pauses", multiple=True, metavar="KIND=SECONDS",
+              help="Silence after a sentence group, paragraph, title or chapter, e.g. --pause chapter=3 "
+                   "(repeatable; default: ebook2audio.pauses).")
 @click.option("--priority", "priority", multiple=True, metavar="BOOK",
               help="Convert this book first (path, file name or glob; repeatable). Default: input order.")
+@click.option("--normalize/--no-normalize", "normalize", default=None,
+              help="Say numbers, Roman numerals and abbreviations in words (en, fr, nl rules; default: "
+                   "ebook2audio.text.normalize, on). --no-normalize sends the text as written.")
+@click.option("--lexicon", "lexicons", multiple=True, metavar="FILE",
+              help="Pronunciation lexicon (path or URL; repeatable): YAML/JSON {language: {word: "
+                   "respelling or /IPA/}} or PLS XML. See docs/text.md.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
             gpus, memory_limit, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
-            s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, priority, no_progress,
-            debug) -> None:
-    """Convert INPUT books to OUTPUT/<stem>.m4b and OUTPUT/<stem>.report.json.
+            s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, audio_format, split, split_hours,
+            loudnorm, subtitles, pauses, priority, normalize, lexicons, no_progress, debug) -> None:
+    """Convert INPUT books to OUTPUT/<stem>.m4b (or --format/--split files) and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
     """
@@ -223,6 +262,7 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
 
         chapter_list = parse_chapters(chapters)
         setting_map = parse_settings(settings)
+        pause_map = parse_pauses(pauses)
         storage_options = parse_storage_options(storage_json, s3_endpoint)
         voice = "|".join(voices) if voices else None
         from ..cluster import parse_adapt
@@ -261,6 +301,8 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
                     chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
                     batch_chars=batch_chars, engine_threads=engine_threads, retries=retries,
                     allow_gaps=allow_gaps, bars=bars, on_result=finished, priority=priority,
+                    format=audio_format, split=split, split_hours=split_hours, loudnorm=loudnorm,
+                    subtitles=subtitles, pauses=pause_map, normalize=normalize, lexicons=lexicons or None,
                     slots=adapt_range[1] if adapt_range else None,
                 )
             finally:

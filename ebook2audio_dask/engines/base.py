@@ -118,6 +118,11 @@ class Engine(abc.ABC):
     uses_model: ClassVar[bool] = False
     #: True when a seed makes the audio reproducible (see :meth:`synthesize`).
     seeded: ClassVar[bool] = False
+    #: How the engine takes phonemes inline in its text, or ``None`` when it
+    #: cannot: ``"ipa"`` (``[[ipa]]``, Piper) or ``"espeak"`` (``[[mnemonics]]``,
+    #: espeak-ng's phoneme notation).  Lexicon and EPUB pronunciations given as
+    #: phonemes are written into chunk texts this way (see docs/text.md).
+    phoneme_alphabet: ClassVar[str | None] = None
 
     def __init__(self, voice: str, settings: Mapping[str, Any] | None = None, threads: int = 1):
         self.voice = voice

@@ -30,6 +30,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
+_PHONEMES = 0x100  # espeakPHONEMES: [[...]] in the text is phoneme mnemonics
 _EE_OK = 0
 _PARAM_RATE = 1
 _PARAM_PITCH = 3
@@ -163,8 +164,9 @@ class _Library:
     def speak(self, text: str) -> np.ndarray:
         """Synthesise *text* with the current voice; int16 samples."""
         data = text.replace("\0", " ").encode("utf-8") + b"\0"
+        flags = _CHARS_UTF8 | (_PHONEMES if "[[" in text else 0)
         self._pieces = []
-        status = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        status = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
         pieces, self._pieces = self._pieces, []
         if status != _EE_OK:
             snippet = " ".join(text.split())[:40]
@@ -220,6 +222,8 @@ class EspeakEngine(Engine):
     name: ClassVar[str] = "espeak"
     max_chars: ClassVar[int] = 600
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: espeak-ng takes its own phoneme mnemonics between ``[[`` and ``]]``.
+    phoneme_alphabet: ClassVar[str | None] = "espeak"
     #: Names of the audio settings this engine understands.
     setting_names: ClassVar[tuple[str, ...]] = tuple(sorted(_SETTINGS))
 
@@ -338,7 +342,9 @@ class EspeakEngine(Engine):
         Parameters
         ----------
         texts : sequence of str
-            Plain texts (no SSML) of at most :attr:`max_chars` characters.
+            Plain texts (no SSML) of at most :attr:`max_chars` characters;
+            espeak phoneme mnemonics between ``[[`` and ``]]`` are spoken as
+            given (``"[[h@l'oU]] world"``).
         seeds : sequence of int, optional
             Ignored: espeak-ng cannot be seeded.  Its output depends slightly on
             what the process spoke before (the phase of its pitch flutter is

@@ -152,6 +152,8 @@ class PiperEngine(Engine):
     name: ClassVar[str] = "piper"
     max_chars: ClassVar[int] = 400
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    #: Piper (espeak-phonemised voices) takes raw IPA between ``[[`` and ``]]``.
+    phoneme_alphabet: ClassVar[str | None] = "ipa"
     #: Names of the audio settings this engine understands.
     setting_names: ClassVar[tuple[str, ...]] = tuple(sorted(_SETTINGS))
 
@@ -389,6 +391,8 @@ class PiperEngine(Engine):
         texts : sequence of str
             Texts of at most :attr:`max_chars` characters each; Piper splits
             them into sentences and the sentences' audio is concatenated.
+            IPA between ``[[`` and ``]]`` is spoken as given (voices
+            phonemised by espeak-ng, as all standard Piper voices are).
         seeds : sequence of int, optional
             Ignored: Piper's ONNX graph draws its own noise, which cannot be seeded
             from outside (set ``noise_scale=0`` and ``noise_w_scale=0`` for

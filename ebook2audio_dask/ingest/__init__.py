@@ -1,9 +1,12 @@
 """Ingest (parse) stage: read an ebook into a :class:`~ebook2audio_dask.model.Book`.
 
-Supported inputs are EPUB 2 / EPUB 3, plain text (``.txt``) and single-file
-HTML.  The format is recognised from the content, not only the file name:
-a zip archive is read as EPUB, text that looks like HTML as HTML, other
-text as plain text, and anything else is rejected.
+Supported inputs are EPUB 2 / EPUB 3, plain text (``.txt``), single-file
+HTML, FictionBook 2 (``.fb2``, ``.fb2.zip``), PDF (its text layer, through
+pypdf), Markdown (``.md``), and MOBI, AZW3, DOCX, RTF and ODT through
+Calibre's ``ebook-convert`` (converted to EPUB first).  The format is
+recognised from the content, not only the file name (see
+:func:`detect_format`); anything unrecognised is rejected.  See
+``docs/formats.md``.
 
 Every problem with an input is reported as :class:`~ebook2audio_dask.errors.BookError`
 with a one-line message naming the file.  The rules used to find chapters
@@ -40,8 +43,13 @@ __all__ = ["read_book", "detect_format", "FORMATS"]
 
 log = logging.getLogger(__name__)
 
-#: Formats :func:`read_book` understands.
-FORMATS = ("epub", "txt", "html")
+#: Formats :func:`read_book` understands (the values of :attr:`Book.format`).
+FORMATS = ("epub", "txt", "html", "fb2", "pdf", "md", "mobi", "azw3", "docx", "rtf", "odt")
+#: Formats converted to EPUB by Calibre's ``ebook-convert`` (PDF only with
+#: ``ingest.pdf: calibre``).
+CALIBRE_FORMATS = ("mobi", "azw3", "docx", "rtf", "odt")
+_MD_EXTS = (".md", ".markdown", ".mdown", ".mkd")
+_ODF_TEXT = b"application/vnd.oasis.opendocument.text"
 
 _HTML_EXTS = (".html", ".htm", ".xhtml", ".xht")
 _HTML_SNIFF_RE = re.compile(rb"<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
@@ -144,23 +152,77 @@ def _decode_text(data: bytes, source: str | None = None) -> str | None:
     return text
 
 
+def _zip_format(data: bytes, name: str = "") -> str:
+    """The kind of zip archive *data* starts (from its first member), by default EPUB."""
+    if data[30:38] == b"mimetype":  # a stored "mimetype" member first: EPUB, ODF
+        start = 30 + 8 + int.from_bytes(data[28:30], "little")
+        mimetype = data[start : start + 80]
+        if mimetype.startswith(_ODF_TEXT):
+            return "odt"
+        if mimetype.startswith(b"application/epub+zip"):
+            return "epub"
+    if b"word/document.xml" in data[:65536]:
+        return "docx"
+    lowered = name.lower()
+    if lowered.endswith(".fb2.zip") or lowered.endswith(".fbz"):
+        return "fb2"
+    first = data[30 : 30 + int.from_bytes(data[26:28], "little")].lower()
+    if first.endswith(b".fb2") and b"/" not in first:
+        return "fb2"
+    return "epub"
+
+
+def _mobi_format(data: bytes) -> str:
+    """``"azw3"`` for a KF8-only Kindle book, else ``"mobi"`` (MOBI 6, or MOBI + KF8)."""
+    try:
+        record0 = int.from_bytes(data[78:82], "big")
+        header = data[record0 + 16 : record0 + 40]
+        if header[:4] == b"MOBI" and int.from_bytes(header[20:24], "big") >= 8:
+            return "azw3"
+    except (IndexError, ValueError):
+        pass
+    return "mobi"
+
+
 def detect_format(data: bytes, name: str = "") -> str | None:
     """Recognise an ebook's format from its bytes.
+
+    The content decides; the file name only breaks ties (``.html`` text with
+    a few tags, ``.md`` text, a zip named ``.fb2.zip``):
+
+    * zip archives: a ``mimetype`` member ``application/epub+zip`` → EPUB,
+      ``application/vnd.oasis.opendocument.text`` → ODT; ``word/document.xml``
+      → DOCX; a single ``.fb2`` member → FB2; any other zip → EPUB (whose
+      reader then says what is missing);
+    * ``%PDF-`` → PDF; ``{\\rtf`` → RTF; ``BOOKMOBI`` at byte 60 → MOBI, or
+      AZW3 when its MOBI header is version 8 (KF8 only);
+    * XML whose root element is ``FictionBook`` → FB2;
+    * text that starts like HTML → HTML; other text → Markdown when named
+      ``.md``/``.markdown``, else plain text.
 
     Parameters
     ----------
     data : bytes
-        The file's content (the first few kilobytes are enough for text).
+        The file's content (the first few kilobytes are enough).
     name : str
-        File name; only used to break ties (``.html`` text with a few tags).
+        File name; only used to break ties.
 
     Returns
     -------
-    {"epub", "html", "txt"} or None
-        ``None`` when the content is not a supported ebook.
+    str or None
+        One of :data:`FORMATS`, or ``None`` when the content is not a
+        supported ebook.
     """
+    from .fb2 import is_fb2
+
     if data.startswith(_ZIP_MAGIC):
-        return "epub"
+        return _zip_format(data, name)
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"%PDF-":
+        return "pdf"
+    if data.lstrip(b"\xef\xbb\xbf \t\r\n")[:5] == b"{\\rtf":
+        return "rtf"
+    if data[60:68] == b"BOOKMOBI":
+        return _mobi_format(data)
     if name.lower().endswith((".epub", ".kepub")):
         # an EPUB is always a zip: text inside a .epub is a broken download, not a book
         return None
@@ -171,10 +233,14 @@ def detect_format(data: bytes, name: str = "") -> str | None:
     if head.startswith(tuple(bom for bom, _ in _WIDE_BOMS)):
         head = text.encode("utf-8")  # sniff the markup, not its UTF-16/32 bytes
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"<") and is_fb2(head):
+        return "fb2"
     if _HTML_SNIFF_RE.search(head) or (stripped.startswith(b"<?xml") and b"<html" in head.lower()):
         return "html"
     if name.lower().endswith(_HTML_EXTS) and _TAG_SNIFF_RE.search(head):
         return "html"
+    if name.lower().endswith(_MD_EXTS):
+        return "md"
     return "txt"
 
 
@@ -396,7 +462,21 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
             if _name(source).lower().endswith((".epub", ".kepub")):
                 raise BookError(source, "not a valid EPUB: not a zip archive")
             raise BookError(source, "not an ebook (unrecognised content)")
-        if fmt == "epub":
+        if fmt == "epub" and head[30:38] != b"mimetype":
+            fmt = _zip_members_format(book, source)  # no EPUB signature: look inside
+        if fmt == "pdf" and _pdf_reader() == "calibre":
+            fmt_reader = "calibre"
+        else:
+            fmt_reader = "calibre" if fmt in CALIBRE_FORMATS else fmt
+        if fmt_reader == "calibre":
+            return _via_calibre(
+                book, source, fmt,
+                include_matter=include_matter,
+                max_file_size=max_file_size,
+                max_member_size=max_member_size,
+                max_total_size=max_total_size,
+            )  # fmt: skip
+        if fmt == "epub" or (fmt == "fb2" and head.startswith(_ZIP_MAGIC)):
             book.seek(0)
             data = book
         else:  # the text is needed whole anyway
@@ -411,12 +491,113 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         )  # fmt: skip
 
 
+def _pdf_reader() -> str:
+    """``ingest.pdf``: ``"pypdf"`` (default) or ``"calibre"``."""
+    value = str(config.get("ingest.pdf", None) or "pypdf").strip().lower()
+    if value not in ("pypdf", "calibre"):
+        raise UsageError(f"ebook2audio.ingest.pdf: 'pypdf' or 'calibre', not {value!r}")
+    return value
+
+
+def _zip_members_format(book: _BookFile, source: str) -> str:
+    """A zip without the EPUB signature: DOCX, zipped FB2, or (by default) EPUB."""
+    from .epub import _Archive
+
+    try:
+        archive = _Archive(book, source)
+    except BookError:
+        return "epub"  # the EPUB reader reports the damage
+    try:
+        names = list(archive.names)
+    finally:
+        with contextlib.suppress(Exception):
+            archive.close()
+    book.seek(0)
+    if "word/document.xml" in names:
+        return "docx"
+    if "META-INF/container.xml" not in names:
+        fb2 = [n for n in names if n.lower().endswith(".fb2")]
+        if len(fb2) == 1:
+            return "fb2"
+    return "epub"
+
+
+def _zipped_fb2(book: _BookFile, source: str, max_member_size: int, max_total_size: int) -> bytes:
+    """The ``.fb2`` document inside a ``.fb2.zip`` (within the zip-bomb limits)."""
+    from .epub import _Archive
+
+    try:
+        archive = _Archive(book, source, max_member=max_member_size, max_total=max_total_size)
+    except BookError as exc:
+        raise BookError(source, exc.problem.replace("not a valid EPUB", "not a valid FB2 zip")) from exc
+    try:
+        members = [n for n in archive.names if n.lower().endswith(".fb2")]
+        if len(members) != 1:
+            raise BookError(
+                source, f"not a valid FB2 zip: {len(members)} .fb2 documents in the archive, not 1"
+            )
+        return archive.read(members[0])
+    finally:
+        archive.close()
+
+
+def _via_calibre(
+    book: _BookFile,
+    source: str,
+    fmt: str,
+    *,
+    include_matter: bool,
+    max_file_size: int,
+    max_member_size: int,
+    max_total_size: int,
+) -> Book:
+    """Convert *book* to EPUB with Calibre, read that; source and format stay the original's."""
+    from dataclasses import replace
+
+    from .calibre import convert_to_epub
+
+    def read(path: str) -> Book:
+        with open(path, "rb") as fh:
+            epub = _parse(
+                fh, source, "epub",
+                include_matter=include_matter,
+                max_member_size=max_member_size,
+                max_total_size=max_total_size,
+            )  # fmt: skip
+        # Calibre writes "Unknown" when the book names no author
+        authors = tuple(a for a in epub.authors if a.casefold() not in ("unknown", "inconnu(e)"))
+        return replace(epub, format=fmt, authors=authors)
+
+    return convert_to_epub(
+        book, source, fmt, limit=max_file_size, read_epub_file=read, stem=_stem(source)
+    )
+
+
 def _parse(
     data, source: str, fmt: str, *, include_matter: bool, max_member_size: int, max_total_size: int
 ) -> Book:
     """Read *data* (bytes, or an open :class:`_BookFile` for an EPUB) as *fmt*."""
+    cover = None
     try:
-        if fmt == "epub":
+        if fmt == "fb2":
+            from .fb2 import read_fb2
+
+            if not isinstance(data, (bytes, bytearray)):  # a .fb2.zip
+                data = _zipped_fb2(data, source, max_member_size, max_total_size)
+            content = read_fb2(data, source)
+            cover = content.cover
+        elif fmt == "pdf":
+            from .pdf import read_pdf
+
+            content = read_pdf(data, source)
+        elif fmt == "md":
+            from .markdown import read_markdown
+
+            text = _decode_text(data, source)
+            if text is None:
+                raise BookError(source, "not an ebook (unrecognised content)")
+            content = read_markdown(text, source)
+        elif fmt == "epub":
             from .epub import read_epub
 
             content = read_epub(
@@ -427,7 +608,6 @@ def _parse(
             from .html import read_html
 
             content = read_html(data, source)
-            cover = None
         else:
             from .txt import read_txt
 
@@ -435,7 +615,6 @@ def _parse(
             if text is None:
                 raise BookError(source, "not an ebook (unrecognised content)")
             content = read_txt(text, source)
-            cover = None
         title = content.title or _stem(source)
         chapters = assemble(
             content.sections,
@@ -460,4 +639,5 @@ def _parse(
         chapters=chapters,
         cover=cover,
         format=fmt,
+        pronunciations=tuple(getattr(content, "pronunciations", ())),
     )

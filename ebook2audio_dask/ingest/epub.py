@@ -36,7 +36,7 @@ from dask.utils import format_bytes
 from lxml import etree
 
 from ..errors import BookError
-from ..model import Cover
+from ..model import Cover, Pronunciation
 from ._sections import BACK_TYPES, FRONT_TYPES, Section, heading_title, mark_gutenberg
 from ._text import clean, fold, is_bare_ordinal, matter_group
 from ._xhtml import Block, Doc, read_document, safe_xml
@@ -90,6 +90,7 @@ class EpubContent:
     language: str | None
     cover: Cover | None
     sections: list[Section]
+    pronunciations: tuple[Pronunciation, ...] = ()
 
 
 @dataclass
@@ -816,6 +817,8 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
     spine = _Spine()
     recovered = []
     missing = []
+    ssml: list[Pronunciation] = []
+    pls_langs: dict[str, str] = {}  # PLS path -> language from <link rel="pronunciation" hreflang>
     for item, _ in refs:
         raw = archive.read(item["path"])
         if raw is None:
@@ -825,6 +828,8 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
             missing.append(item["href"])
             continue
         doc, _soup = read_document(raw)
+        ssml.extend(_ssml_pronunciations(_soup, language))
+        pls_langs.update(_pronunciation_links(_soup, posixpath.dirname(item["path"])))
         if doc.recovered:
             recovered.append(item["href"])
         spine.add(item["path"], item["href"], doc)
@@ -889,4 +894,103 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
     sections = _sections(entries, spine, landmarks)
 
     cover = _cover(archive, manifest, plain_meta)
-    return EpubContent(title, authors, language, cover, sections)
+    pls = _pls_pronunciations(archive, manifest, pls_langs, language)
+    return EpubContent(title, authors, language, cover, sections, _unique(ssml + pls))
+
+
+# --------------------------------------------------------------------------
+# Pronunciations: EPUB 3 PLS lexicons and inline SSML attributes
+# --------------------------------------------------------------------------
+_PLS_TYPE = "application/pls+xml"
+
+
+def _ssml_attr(tag, name: str) -> str | None:
+    """``ssml:<name>`` of *tag* (any prefix bound to the SSML namespace is read as ``ssml``)."""
+    for key, value in tag.attrs.items():
+        if str(key).lower() == f"ssml:{name}":
+            return str(value)
+    return None
+
+
+def _inherited(tag, names: tuple[str, ...]) -> str | None:
+    """The nearest value of one of *names* on *tag* or its ancestors."""
+    node = tag
+    while node is not None and getattr(node, "attrs", None) is not None:
+        for key, value in node.attrs.items():
+            if str(key).lower() in names and str(value).strip():
+                return str(value).strip()
+        node = node.parent
+    return None
+
+
+def _ssml_pronunciations(soup, language: str | None) -> list[Pronunciation]:
+    """Entries for the elements carrying ``ssml:ph`` (EPUB 3 SSML attributes).
+
+    The element's text is the grapheme; ``ssml:alphabet`` is inherited from
+    the nearest ancestor that has it (IPA by default), the language likewise
+    from ``xml:lang``/``lang``.
+    """
+    out: list[Pronunciation] = []
+    for tag in soup.find_all(True):
+        ph = _ssml_attr(tag, "ph")
+        if not ph or not ph.strip():
+            continue
+        grapheme = clean(tag.get_text(" "))
+        if not grapheme:
+            continue
+        alphabet = (_inherited(tag, ("ssml:alphabet",)) or "ipa").lower()
+        lang = _inherited(tag, ("xml:lang", "lang")) or language or ""
+        out.append(Pronunciation(grapheme, " ".join(ph.split()), alphabet, lang, "ssml"))
+    return out
+
+
+def _pronunciation_links(soup, doc_dir: str) -> dict[str, str]:
+    """PLS files a content document links (``<link rel="pronunciation">``) -> their hreflang."""
+    out: dict[str, str] = {}
+    for link in soup.find_all("link"):
+        rel = link.get("rel")
+        rels = rel if isinstance(rel, list) else str(rel or "").split()
+        if "pronunciation" in [r.lower() for r in rels] and link.get("href"):
+            path, _ = _join(doc_dir, link.get("href"))
+            out[path] = str(link.get("hreflang") or "")
+    return out
+
+
+def _pls_pronunciations(
+    archive: _Archive, manifest: dict, linked: dict[str, str], language: str | None
+) -> list[Pronunciation]:
+    """Entries of the PLS lexicons the package declares (or its documents link)."""
+    from ..text.lexicon import parse_pls
+
+    paths = [it["path"] for it in manifest.values() if it["media_type"] == _PLS_TYPE]
+    paths += [p for p in linked if p not in paths]
+    out: list[Pronunciation] = []
+    for path in paths:
+        try:
+            data = archive.read(path)
+        except BookError as exc:  # too large, damaged: the book is still read
+            log.warning("%s: pronunciation lexicon %s skipped: %s", archive.source, path, exc)
+            continue
+        if not data:
+            continue
+        try:
+            out.extend(parse_pls(data, origin="pls", language=linked.get(path) or language, source=path))
+        except ValueError as exc:
+            log.warning("%s: pronunciation lexicon %s skipped: %s", archive.source, path, exc)
+    return out
+
+
+def _unique(entries: list[Pronunciation]) -> tuple[Pronunciation, ...]:
+    """Entries without repeats; when one text has several pronunciations (the
+    same ``ssml:ph`` word said differently in places), the most frequent, then
+    the longest, comes first: it is the one applied everywhere."""
+    counts: dict[Pronunciation, int] = {}
+    for e in entries:
+        counts[e] = counts.get(e, 0) + 1
+    order = {e: i for i, e in enumerate(counts)}
+    first: dict[str, int] = {}
+    for e in counts:
+        first.setdefault(e.grapheme, order[e])
+    return tuple(
+        sorted(counts, key=lambda e: (e.origin != "ssml", first[e.grapheme], -counts[e], -len(e.phonemes), order[e]))
+    )

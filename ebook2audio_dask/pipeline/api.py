@@ -13,6 +13,7 @@ from ..errors import UsageError
 from ..storage import get_fs, stem_of
 from ..storage.fs import write_bytes_atomic
 from ..storage.retry import with_retries
+from ..text.lexicon import configured_lexicon
 from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
 from .report import dumps_report
 
@@ -21,7 +22,10 @@ __all__ = ["convert", "expand_inputs", "BOOK_SUFFIXES"]
 logger = logging.getLogger(__name__)
 
 #: File name endings picked up when an input is a folder.
-BOOK_SUFFIXES = (".epub", ".txt", ".html", ".htm", ".xhtml")
+BOOK_SUFFIXES = (
+    ".epub", ".txt", ".html", ".htm", ".xhtml", ".fb2", ".fb2.zip", ".pdf", ".mobi", ".azw3",
+    ".docx", ".rtf", ".odt", ".md",
+)
 
 
 def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[str]:
@@ -56,6 +60,25 @@ def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None 
         if other != url:
             raise UsageError(f"{other} and {url} would both be written as {stem_of(url)}.m4b")
     return list(dict.fromkeys(out))
+
+
+def _check_pauses(pauses: dict[str, float] | None) -> dict[str, float] | None:
+    """Validate ``pauses=``: known kinds, non-negative seconds."""
+    if not pauses:
+        return None
+    kinds = ("sentence", "paragraph", "title", "chapter")
+    out = {}
+    for kind, value in pauses.items():
+        if kind not in kinds:
+            raise UsageError(f"unknown pause {kind!r}; choose from {', '.join(kinds)}")
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"pause {kind}: {value!r} is not a number of seconds") from None
+        if not 0 <= seconds <= 60:
+            raise UsageError(f"pause {kind}: {seconds:g} s is out of range (0 to 60)")
+        out[kind] = seconds
+    return out
 
 
 def book_priorities(books: list[str], first: Iterable[str] | None = None) -> dict[str, int]:
@@ -105,6 +128,14 @@ def convert(
     engine_threads: int | None = None,
     retries: int | None = None,
     allow_gaps: bool | None = None,
+    format: str | None = None,
+    split: str | None = None,
+    split_hours: float | None = None,
+    loudnorm: bool | None = None,
+    subtitles: str | None = None,
+    pauses: dict[str, float] | None = None,
+    normalize: bool | None = None,
+    lexicons: str | Iterable[str] | None = None,
     progress: bool | Callable[[int], None] | None = None,
     progress_total: Callable[[int], None] | None = None,
     on_job: Callable[[BookJob], None] | None = None,
@@ -188,6 +219,39 @@ def convert(
         Finish such a book with silence in place of those chunks (listed in
         the report's ``gaps``) instead of failing it (default
         ``ebook2audio.synthesize.allow-gaps``, false).
+    format : str, optional
+        Audio format: ``"m4b"`` (AAC, the default: ``ebook2audio.output.format``),
+        ``"mp3"`` (ID3v2.3 tags, CHAP chapters), ``"opus"`` (Ogg Opus),
+        ``"flac"`` or ``"wav"`` (no chapters in the file).  See
+        :doc:`/outputs`.
+    split : str, optional
+        ``"chapters"``: one file per chapter, ``<output>/<stem>/<NN> -
+        <title>.<ext>``, with track numbers (default
+        ``ebook2audio.output.split``: one file).
+    split_hours : float, optional
+        Parts of at most this many hours, ``<stem> - Part i of n.<ext>``,
+        cut between chunks (at a chapter's start when one is close); each
+        part holds its chapters (one cut across parts appears in both,
+        "(continued)").
+    loudnorm : bool, optional
+        EBU R128 loudness normalisation with ffmpeg's ``loudnorm`` (one pass,
+        dynamic; targets ``ebook2audio.output.loudness``: -16 LUFS, -1.5 dBTP,
+        LRA 11).
+    subtitles : str, optional
+        ``"srt"`` or ``"vtt"``: subtitles next to each audio file, one cue
+        per sentence, timed from the real chunk lengths.
+    pauses : dict, optional
+        Seconds of silence after a ``sentence`` group, ``paragraph``,
+        ``title`` and ``chapter`` (over ``ebook2audio.pauses``), e.g.
+        ``{"chapter": 3.0}``.
+    normalize : bool, optional
+        Write numbers, Roman numerals and abbreviations out in words, per
+        language, before synthesis (default ``ebook2audio.text.normalize``,
+        true); ``False`` sends the text as written.
+    lexicons : str or iterable of str, optional
+        User pronunciation lexicons (paths/URLs): YAML/JSON ``{language:
+        {word: replacement}}`` (a respelling, or ``/IPA/``) or PLS XML, used
+        after those of ``ebook2audio.text.lexicons``; see docs/text.md.
     progress : bool or callable, optional
         ``True``: progress bars, one for all chunks and one per book in
         flight (``tqdm.auto``: widgets in Jupyter, text in a terminal).  A
@@ -221,6 +285,11 @@ def convert(
     """
     if isinstance(inputs, str):
         inputs = [inputs]
+    from ..audio.formats import OutputSpec
+
+    OutputSpec.resolve(format, split, split_hours, loudnorm, subtitles)  # a usage error before any work starts
+    lexicon_list = (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
+    configured_lexicon(lexicon_list, storage_options)  # an unreadable lexicon is a usage error, before any work
     if engine is not None:
         get_engine_class(engine)  # an unknown engine is a usage error, before any work starts
     books = expand_inputs(inputs, storage_options)
@@ -242,6 +311,14 @@ def convert(
         engine_threads=engine_threads,
         retries=retries,
         allow_gaps=allow_gaps,
+        format=format,
+        split=split,
+        split_hours=split_hours,
+        loudnorm=loudnorm,
+        subtitles=subtitles,
+        pauses=_check_pauses(pauses),
+        normalize=normalize,
+        lexicons=lexicon_list,
         settings=settings,
         slots=slots or (adapt[1] if adapt and client is None and scheduler is None else None),
     )

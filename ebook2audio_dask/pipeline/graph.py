@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,9 +28,12 @@ from dask.base import tokenize
 from distributed import Client, Event, Future, Variable, as_completed, span, wait
 
 from .. import config
+from ..audio.formats import OutputSpec
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
 from ..storage import ChunkStore, join, stem_of
 from ..text.chunk import BookPlan, Pauses
+from ..text.lexicon import configured_lexicon
+from ..text.spoken import normalize_features
 from .metrics import ensure_job_metrics, log_book_event
 from .report import build_report
 from ..engines import get_engine_class
@@ -110,6 +114,21 @@ class ConvertOptions:
         Synthesize tasks the cluster can run at once, for sizing batches;
         default: counted from the workers present (an adaptive cluster passes
         its maximum).
+    format, split, split_hours, loudnorm, subtitles : optional
+        Output format (``m4b``, ``mp3``, ``opus``, ``flac``, ``wav``), split
+        (``"chapters"``), parts of at most *split_hours* hours, EBU R128
+        loudness normalisation, subtitles (``"srt"``, ``"vtt"``); default
+        ``ebook2audio.output.*`` (see :meth:`OutputSpec.resolve
+        <ebook2audio_dask.audio.formats.OutputSpec.resolve>`).
+    pauses : dict, optional
+        Seconds of silence by kind (``sentence``, ``paragraph``, ``title``,
+        ``chapter``), over ``ebook2audio.pauses``.
+    normalize : bool, optional
+        Write numbers, Roman numerals and abbreviations out in words before
+        synthesis; default ``ebook2audio.text.normalize`` (see docs/text.md).
+    lexicons : tuple of str, optional
+        User pronunciation lexicons (paths/URLs, YAML/JSON or PLS), read
+        after those of ``ebook2audio.text.lexicons``.
     """
 
     output: str
@@ -130,6 +149,18 @@ class ConvertOptions:
     retries: int | None = None
     allow_gaps: bool | None = None
     slots: int | None = None
+    format: str | None = None
+    split: str | None = None
+    split_hours: float | None = None
+    loudnorm: bool | None = None
+    subtitles: str | None = None
+    pauses: dict[str, float] | None = field(default=None, hash=False, compare=False)
+    normalize: bool | None = None
+    lexicons: tuple[str, ...] | None = None
+
+    def output_spec(self) -> OutputSpec:
+        """The merge's output settings (arguments over ``ebook2audio.output``)."""
+        return OutputSpec.resolve(self.format, self.split, self.split_hours, self.loudnorm, self.subtitles)
 
     def store(self) -> ChunkStore:
         return ChunkStore.make(config.get("cache", override=self.cache), self.cache_options)
@@ -152,9 +183,11 @@ class ConvertOptions:
             settings=tuple(sorted((self.settings or {}).items())),
             max_chars=config.get("chunk.max-chars", None),
             speak_titles=bool(config.get("chunk.speak-titles", True)),
-            pauses=Pauses.from_config(),
+            pauses=dataclasses.replace(Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}),
             fallback_language=config.get("fallback-language"),
             routing=tuple(config.get("routing")),
+            normalize=normalize_features(self.normalize),
+            lexicon=configured_lexicon(self.lexicons, self.storage_options),
         )
 
 
@@ -180,7 +213,9 @@ class BookJob:
         self.source = source
         self.options = options
         self.stem = stem_of(source)
-        self.output = join(options.output, f"{self.stem}.m4b")
+        self.output_spec = options.output_spec()
+        #: The (unsplit) output file; a split book's files are named after it (see merge_task).
+        self.output = join(options.output, f"{self.stem}{self.output_spec.info.ext}")
         self.report_url = join(options.output, f"{self.stem}.report.json")
         #: The dead-letter file: chunks that could not be synthesised (JSON lines).
         self.failures_url = join(options.output, f"{self.stem}.failures.jsonl")
@@ -287,7 +322,8 @@ class BookJob:
             self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
             self.output, self.options.output_options, None, self.cached_sizes, self.stop_event,
         )
-        self._merge_kwargs = {"allow_gaps": allow_gaps, "failures_url": self.failures_url}
+        self._merge_kwargs = {"allow_gaps": allow_gaps, "failures_url": self.failures_url,
+                              "output_spec": self.output_spec}
         self.submit_merge()
 
     def submit_merge(self) -> None:
@@ -319,6 +355,7 @@ class BookJob:
     def report(self) -> dict:
         """The book's report (see :func:`ebook2audio_dask.pipeline.report.build_report`)."""
         merged: MergeResult = self.merge.result()
+        self.output = merged.output  # the first file of a split book
         # a batch that failed as a whole (KilledWorker) is in the merge's dead letters
         batches: list[BatchResult] = [f.result() for f in self.batches if f.status == "finished"]
         return build_report(

@@ -42,6 +42,10 @@ def build_report(
     synthesised, with ``--allow-gaps``: chunk, chapter, chapter_title,
     start_s, duration_s, error) and ``failures`` (the dead-letter file
     listing those chunks, or null).  ``totals.chunks_failed`` counts them.
+    ``format`` is the audio format, ``outputs`` every file written (one,
+    or one per chapter / part when split: url, start_s and end_s in the
+    book, duration_s, chapters relative to the file, subtitles) and
+    ``subtitles`` the subtitle files.
     """
     per_worker: Counter[str] = Counter()
     loads: dict[str, int] = {}
@@ -89,6 +93,9 @@ def build_report(
         "errors": list(plan.warnings) + list(merged.warnings),
         "gaps": list(merged.gaps),
         "failures": merged.failures_url,
+        "format": merged.format,
+        "outputs": list(merged.outputs),
+        "subtitles": list(merged.subtitles),
     }
 
 

@@ -8,23 +8,29 @@ the merge task reads the store and writes the M4B.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import posixpath
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..audio.m4b import BookTags, ChapterMark, encode_m4b, remux_m4b
+from ..audio.formats import OutputSpec, PartEncoder, finish_file, normalize_part
+from ..audio.m4b import BookTags, ChapterMark, _prepare_cover
+from ..audio.subtitles import Cue, chunk_cues, format_subtitles
 from ..audio.wav import WAV_HEADER_BYTES, decode_wav, encode_wav
 from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
 from ..engines.base import EngineSpec
 from ..errors import BookError, Ebook2AudioError, EngineError
 from ..ingest import read_book
-from ..model import Book
+from ..model import Book, Pronunciation
 from ..storage import ChunkStore, publish_file
 from ..text.chunk import BookPlan, Pauses, plan_book
 from .metrics import digest
@@ -88,6 +94,10 @@ class PlanRequest:
     pauses: Pauses = field(default_factory=Pauses)
     fallback_language: str = "en"
     routing: tuple[str, ...] = ("piper", "espeak")
+    #: Spoken-form features (``text.spoken.FEATURES``); empty: text spoken as written.
+    normalize: tuple[str, ...] = ("numbers", "abbreviations", "roman")
+    #: User lexicon entries (their content, so a changed lexicon changes the plan).
+    lexicon: tuple[Pronunciation, ...] = ()
 
 
 def plan_task(book: Book, request: PlanRequest) -> BookPlan:
@@ -116,6 +126,9 @@ def plan_task(book: Book, request: PlanRequest) -> BookPlan:
         pauses=request.pauses,
         speak_titles=request.speak_titles,
         warnings=tuple(warnings),
+        normalize=request.normalize,
+        lexicon=request.lexicon,
+        phoneme_alphabet=cls.phoneme_alphabet,
     )
     if not plan.chunks:
         raise BookError(book.source, "no readable text in the selected chapters")
@@ -325,6 +338,11 @@ class MergeResult:
     gaps: tuple[dict, ...] = ()
     chunks_failed: int = 0  # unique chunks in the dead-letter file
     failures_url: str | None = None  # the dead-letter file, when there were failures
+    #: Every file written: dicts with url, start_s, end_s (in the book), duration_s,
+    #: chapters (title, start_s, end_s, relative to the file) and subtitles (URL or None).
+    outputs: tuple[dict, ...] = ()
+    subtitles: tuple[str, ...] = ()  # subtitle files written, in output order
+    format: str = "m4b"
 
 
 def _merge_cancelled(stop_event: str | None = None) -> bool:
@@ -460,8 +478,9 @@ def merge_task(
     *,
     allow_gaps: bool = False,
     failures_url: str | None = None,
+    output_spec: OutputSpec | None = None,
 ) -> MergeResult:
-    """Merge stage: chunks + pauses → one chaptered, tagged M4B at *output_url*.
+    """Merge stage: chunks + pauses → the book's tagged, chaptered audio file(s) at *output_url*.
 
     The merge task starts as soon as it is submitted and *secedes* from the
     worker's thread pool (it mostly waits, so it must not hold a slot that
@@ -472,7 +491,15 @@ def merge_task(
     their PCM, plus pauses, into ffmpeg while synthesis of later chunks goes
     on.  Chapter times come from the real chunk lengths; they are written in a
     fast second ffmpeg pass that copies the audio.  Memory does not grow with
-    the book.  The result is published to *output_url* in one atomic step.
+    the book.  Each file is published in one atomic step.
+
+    *output_spec* (:class:`~ebook2audio_dask.audio.formats.OutputSpec`, M4B by
+    default) chooses the format, the split (one file per chapter, or parts of
+    at most N hours: the stream goes to one encoder after the other, cut at a
+    chunk's end, at a chapter's start when one is close), the ``loudnorm``
+    filter and the subtitles (cues from the same real chunk lengths).
+    *output_url* is the unsplit file's URL; split files are named after it
+    (``<stem>/<NN> - <title>.<ext>``, ``<stem> - Part i of n.<ext>``).
 
     Chunks that could not be synthesised (the engine failed every attempt, or
     their task killed the worker more often than Dask's ``allowed-failures``)
@@ -482,15 +509,20 @@ def merge_task(
     the book; with it, silence of the chunk's estimated length takes its
     place and the gap is listed in the result.
 
-    The encoded audio (AAC, before chapters and tags) is also kept in the
-    store under a key made of the chunk keys, pauses and encoder settings
-    (``merge.keep-encoded``).  When every chunk was already in the store
-    (*chunk_sizes* holds their sizes from the one listing) and that audio is
-    there too, nothing is decoded or encoded again: the book is only remuxed
-    with its chapters, tags and cover.
+    The encoded audio (before chapters and tags) of an unsplit M4B, MP3 or
+    Opus book is also kept in the store under a key made of the chunk keys,
+    pauses and encoder settings (``merge.keep-encoded``).  When every chunk
+    was already in the store (*chunk_sizes* holds their sizes from the one
+    listing) and that audio is there too, nothing is decoded or encoded
+    again: the book is only remuxed with its chapters, tags and cover.
     """
     from distributed import secede
 
+    spec = output_spec or OutputSpec(bitrate=bitrate or config.get("merge.bitrate"),
+                                     aac_coder=config.get("merge.aac-coder", None))  # fmt: skip
+    if bitrate:
+        spec = dataclasses.replace(spec, bitrate=bitrate)
+    info = spec.info
     rate = plan.sample_rate
     secede()
     awaited: set[int] = set()
@@ -498,7 +530,7 @@ def merge_task(
     ready = [time.time()]  # when the last synthesize task the merge waited for finished
     dead = _DeadLetters(plan, store, chunk_batch)
     gaps: list[dict] = []
-    position = [0]  # samples streamed so far
+    gap_at: set[int] = set()  # indices of the chunks that are silence
     spoken = [0, 0]  # characters and samples of the chunks spoken so far (sizes the gaps)
 
     buffer: dict[str, bytes] = {}
@@ -530,100 +562,161 @@ def merge_task(
                 keys.append(later.key)
         buffer.update(store.read_many(plan.spec.engine, keys))
 
-    def pcm():
-        for i, chunk in enumerate(plan.chunks):
-            index = chunk_batch.get(chunk.key)
-            if index is not None and index not in awaited:
-                await_batch(index)
-            if chunk.key in dead.failed:
-                if not allow_gaps:
-                    raise _ChunksFailed()
-                n = lengths.setdefault(chunk.key, dead.estimate(chunk.text, *spoken, rate))
-                gaps.append(dead.gap(chunk, position[0] / rate, n / rate))
-                yield bytes(2 * n)
-            else:
-                if chunk.key not in buffer:
-                    fetch_from(i)
-                samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
-                if chunk_rate != rate:
-                    raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
-                lengths[chunk.key] = n = len(samples)
-                spoken[0] += len(chunk.text)
-                spoken[1] += n
-                yield samples.astype("<i2", copy=False).tobytes()
-            pause = int(round(chunk.pause_after * rate))
-            position[0] += n + pause
-            if pause:
-                yield bytes(2 * pause)
+    def chunk_audio(i: int, chunk, position: int) -> bytes:
+        """The chunk's PCM (silence for a failed chunk with allow_gaps)."""
+        index = chunk_batch.get(chunk.key)
+        if index is not None and index not in awaited:
+            await_batch(index)
+        if chunk.key in dead.failed:
+            if not allow_gaps:
+                raise _ChunksFailed()
+            n = lengths.setdefault(chunk.key, dead.estimate(chunk.text, *spoken, rate))
+            gaps.append(dead.gap(chunk, position / rate, n / rate))
+            gap_at.add(i)
+            return bytes(2 * n)
+        if chunk.key not in buffer:
+            fetch_from(i)
+        samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
+        if chunk_rate != rate:
+            raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
+        lengths[chunk.key] = n = len(samples)
+        spoken[0] += len(chunk.text)
+        spoken[1] += n
+        return samples.astype("<i2", copy=False).tobytes()
 
-    chapters: list[ChapterResult] = []
+    chapter_at = {ch.start: ch for ch in plan.chapters if ch.stop > ch.start}
+    limit = int(spec.split_hours * 3600 * rate) if spec.split == "hours" else None
+    parts: list[_Part] = []
 
-    def marks() -> list[ChapterMark]:
-        out: list[ChapterMark] = []
+    def stream(workdir: str) -> None:
+        """Pass 1: every chunk and pause into one encoder after the other (one per output file)."""
+        encoder: PartEncoder | None = None
+        # Loudness: pass 1 writes lossless FLAC and a meter hears the whole book; each
+        # file is then encoded from its FLAC with loudnorm's measured second pass.
+        lossless = dataclasses.replace(spec, format="flac", loudnorm=None) if spec.loudnorm else None
+        meter = PartEncoder(spec, rate, os.path.join(workdir, "meter"), measure=True) if spec.loudnorm else None
         position = 0
-        for ch in plan.chapters:
-            start = position
-            for chunk in plan.chunks[ch.start : ch.stop]:
-                position += lengths[chunk.key] + int(round(chunk.pause_after * rate))
-            out.append(ChapterMark(ch.title, start, position))
-            chapters.append(
-                ChapterResult(ch.index, ch.title, start / rate, position / rate, ch.chars, ch.stop - ch.start)
-            )
-        return out
+        try:
+            for i, chunk in enumerate(plan.chunks):
+                data = chunk_audio(i, chunk, position)
+                n = len(data) // 2
+                pause = int(round(chunk.pause_after * rate))
+                if encoder is not None and _cut_before(spec, i, position - parts[-1].start, n + pause, limit,
+                                                       chapter_at, spoken):  # fmt: skip
+                    parts[-1].end = position
+                    parts[-1].stop = i
+                    encoder.close()
+                    encoder = None
+                if encoder is None:
+                    path = os.path.join(workdir, f"part-{len(parts) + 1}{'.flac' if lossless else info.ext}")
+                    parts.append(_Part(start=position, first=i, path=path))
+                    encoder = PartEncoder(lossless or spec, rate, path)
+                for sink in (encoder, meter) if meter else (encoder,):
+                    sink.write(data)
+                    if pause:
+                        sink.write(bytes(2 * pause))
+                position += n + pause
+            parts[-1].end = position
+            parts[-1].stop = len(plan.chunks)
+            encoder.close()
+            encoder = None
+            if meter is not None:
+                meter.close()
+                for part in parts:
+                    target = part.path[: -len(".flac")] + info.ext
+                    normalize_part(spec, rate, part.path, target, meter.measured)
+                    os.unlink(part.path)
+                    part.path = target
+                meter = None
+        finally:
+            for sink in (encoder, meter):
+                if sink is not None:
+                    sink.kill()
 
     cover = book.cover
     tags = BookTags(title=plan.title, authors=plan.authors, language=plan.language)
-    bitrate = bitrate or config.get("merge.bitrate")
-    coder = config.get("merge.aac-coder", None)
-    keep = bool(config.get("merge.keep-encoded", True))
-    audio_key = encoded_audio_key(plan, bitrate, coder)
-    fd, tmp = tempfile.mkstemp(suffix=".m4b", prefix="ebook2audio-", dir=_scratch_dir())
-    os.close(fd)
-    encoded = tmp[:-4] + ".aac.m4a"
+    keep = bool(config.get("merge.keep-encoded", True)) and info.cache and spec.split is None
+    audio_key = encoded_audio_key(plan, spec.bitrate, spec.aac_coder, extra=spec.cache_token())
     reused = False
+    published: list[str] = []
     try:
-        if keep and not chunk_batch and chunk_sizes and all(c.key in chunk_sizes for c in plan.chunks):
-            reused = store.get_encoded(audio_key, encoded)
-        if reused:  # every chunk cached and the audio already encoded: remux only
-            for chunk in plan.chunks:
-                lengths[chunk.key] = (chunk_sizes[chunk.key] - WAV_HEADER_BYTES) // 2
-            n_samples = sum(lengths[c.key] + int(round(c.pause_after * rate)) for c in plan.chunks)
-            audio_s = remux_m4b(
-                encoded, sample_rate=rate, n_samples=n_samples, chapters=marks(), tags=tags, out_path=tmp,
-                cover=cover.data if cover else None, cover_media_type=cover.media_type if cover else None,
-            )  # fmt: skip
-        else:
-            try:
-                audio_s = encode_m4b(
-                    pcm(),
-                    sample_rate=rate,
-                    chapters=marks,
-                    tags=tags,
-                    out_path=tmp,
-                    cover=cover.data if cover else None,
-                    cover_media_type=cover.media_type if cover else None,
-                    bitrate=bitrate,
-                    aac_coder=coder,
-                    keep_audio=encoded if keep else None,
-                )
-            except _ChunksFailed:
-                # The encoder is stopped.  Let the book's other batches finish, so
-                # the dead-letter file is complete and a rerun finds their chunks.
-                for index in range(len(batch_vars)):
-                    if index not in awaited:
-                        await_batch(index)
+        with tempfile.TemporaryDirectory(prefix="ebook2audio-merge-", dir=_scratch_dir()) as workdir:
+            encoded = os.path.join(workdir, f"encoded{info.ext}")
+            if keep and not chunk_batch and chunk_sizes and all(c.key in chunk_sizes for c in plan.chunks):
+                reused = store.get_encoded(audio_key, encoded)
+            if reused:  # every chunk cached and the audio already encoded: remux only
+                for chunk in plan.chunks:
+                    lengths[chunk.key] = (chunk_sizes[chunk.key] - WAV_HEADER_BYTES) // 2
+                total = sum(lengths[c.key] + int(round(c.pause_after * rate)) for c in plan.chunks)
+                parts.append(_Part(start=0, first=0, path=encoded, end=total, stop=len(plan.chunks)))
+            else:
+                try:
+                    stream(workdir)
+                except _ChunksFailed:
+                    # The encoder is stopped.  Let the book's other batches finish, so
+                    # the dead-letter file is complete and a rerun finds their chunks.
+                    for index in range(len(batch_vars)):
+                        if index not in awaited:
+                            await_batch(index)
+                    dead.write(failures_url, storage_options)
+                    raise BookError(plan.source, dead.summary(failures_url)) from None
+            timeline = _timeline(plan, lengths, rate)
+
+            def at(i: int) -> int:
+                return timeline[i][0] if i < len(timeline) else parts[-1].end
+
+            chapters = [ChapterResult(ch.index, ch.title, at(ch.start) / rate, at(ch.stop) / rate, ch.chars,
+                                      ch.stop - ch.start) for ch in plan.chapters]  # fmt: skip
+            audio_s = parts[-1].end / rate
+            cover_path = None
+            if cover:
+                cover_path = _prepare_cover(bytes(cover.data), cover.media_type, Path(workdir))
+            names = _output_names(output_url, spec, plan, parts)
+            outputs: list[dict] = []
+            subtitle_files: list[tuple[str, str]] = []
+            for n, (part, url) in enumerate(zip(parts, names), 1):
+                marks = _part_marks(plan, timeline, part, parts[-1].end)
+                title = tags.title
+                if spec.split == "chapters":
+                    title = chapter_at[part.first].title
+                elif spec.split == "hours":
+                    title = f"{tags.title} - Part {n} of {len(parts)}"
+                part_tags = dataclasses.replace(tags, title=title, album=tags.title,
+                                                track=(n, len(parts)) if spec.split else None)  # fmt: skip
+                final = os.path.join(workdir, f"final-{n}{info.ext}")
+                finish_file(spec, part.path, final, sample_rate=rate, chapters=marks, tags=part_tags,
+                            cover_path=cover_path, workdir=Path(workdir))  # fmt: skip
+                if part.path != encoded:
+                    if keep:  # (one file) kept in the store below
+                        os.replace(part.path, encoded)
+                    else:
+                        os.unlink(part.path)
+                entry = {"url": url, "start_s": round(part.start / rate, 3), "end_s": round(part.end / rate, 3),
+                         "duration_s": round((part.end - part.start) / rate, 3),
+                         "chapters": [{"title": m.title, "start_s": round(m.start_sample / rate, 3),
+                                       "end_s": round(m.end_sample / rate, 3)} for m in marks],
+                         "subtitles": None}  # fmt: skip
+                if spec.subtitles:
+                    cues = _part_cues(plan, timeline, part, gap_at, rate)
+                    sub_path = os.path.join(workdir, f"final-{n}.{spec.subtitles}")
+                    with open(sub_path, "w", encoding="utf-8", newline="\n") as f:
+                        f.write(format_subtitles(cues, spec.subtitles))
+                    entry["subtitles"] = sub_url = _with_suffix(url, "." + spec.subtitles)
+                    subtitle_files.append((sub_path, sub_url))
+                outputs.append(entry)
+                publish_file(final, url, storage_options)
+                published.append(url)
+            for path, url in subtitle_files:
+                publish_file(path, url, storage_options)
+            if dead.failed:
                 dead.write(failures_url, storage_options)
-                raise BookError(plan.source, dead.summary(failures_url)) from None
-        if dead.failed:
-            dead.write(failures_url, storage_options)
-        publish_file(tmp, output_url, storage_options)
-        if not dead.failed:
-            dead.clear(failures_url, storage_options)  # a stale file from an earlier run
-        if keep and not reused and not dead.failed:
-            try:  # a cache, not the product: a failure here only costs a later rebuild
-                store.put_encoded(audio_key, encoded)
-            except Ebook2AudioError as exc:
-                logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
+            if not dead.failed:
+                dead.clear(failures_url, storage_options)  # a stale file from an earlier run
+            if keep and not reused and not dead.failed and os.path.exists(encoded):
+                try:  # a cache, not the product: a failure here only costs a later rebuild
+                    store.put_encoded(audio_key, encoded)
+                except Ebook2AudioError as exc:
+                    logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
     except _MergeCancelled:
         _drop_orphaned_batches(batch_vars)
         raise
@@ -631,17 +724,13 @@ def merge_task(
         raise
     except Exception as exc:
         raise BookError(plan.source, f"writing {output_url} failed: {exc}") from exc
-    finally:
-        for path in (tmp, encoded):
-            if os.path.exists(path):
-                os.unlink(path)
     digest("from-cache", len({c.key for c in plan.chunks} & set(chunk_sizes or ())), "chunks")
     digest("merged", audio_s, "audio-seconds")
     warnings: tuple[str, ...] = ()
     if gaps:
         warnings = (f"{dead.summary(failures_url, gaps=True)}",)
     return MergeResult(
-        output=output_url,
+        output=outputs[0]["url"],
         audio_s=audio_s,
         merge_s=max(0.0, time.time() - ready[0]),
         chapters=tuple(chapters),
@@ -650,7 +739,112 @@ def merge_task(
         gaps=tuple(gaps),
         chunks_failed=len(dead.failed),
         failures_url=failures_url if dead.failed else None,
+        outputs=tuple(outputs),
+        subtitles=tuple(url for _, url in subtitle_files),
+        format=spec.format,
     )
+
+
+@dataclass
+class _Part:
+    """One output file: samples ``start..end`` of the book, chunks ``first..stop``, pass-1 audio at *path*."""
+
+    start: int
+    first: int
+    path: str
+    end: int = 0
+    stop: int = 0
+
+
+#: With --split-hours, a part is ended at a chapter's start, rather than in the
+#: chapter, when it is at least this share of the limit long and the chapter
+#: (estimated from its characters) would not fit.
+SPLIT_PREFER_CHAPTER = 0.8
+
+
+def _cut_before(spec: OutputSpec, i: int, in_part: int, n: int, limit: int | None, chapter_at: dict, spoken) -> bool:
+    """Does a new output file start at chunk *i* (*n* samples with its pause; *in_part* samples so far)?"""
+    if spec.split == "chapters":
+        return i in chapter_at
+    if limit is None or in_part == 0:
+        return False
+    if in_part + n > limit:
+        return True
+    chapter = chapter_at.get(i)
+    if chapter is not None and in_part >= SPLIT_PREFER_CHAPTER * limit:
+        per_char = spoken[1] / spoken[0] if spoken[0] else 0.0
+        return in_part + chapter.chars * per_char > limit
+    return False
+
+
+def _timeline(plan: BookPlan, lengths: dict[str, int], rate: int) -> list[tuple[int, int]]:
+    """(start sample, audio samples) of every chunk in the book."""
+    out = []
+    position = 0
+    for chunk in plan.chunks:
+        n = lengths[chunk.key]
+        out.append((position, n))
+        position += n + int(round(chunk.pause_after * rate))
+    return out
+
+
+def _part_marks(plan: BookPlan, timeline, part: _Part, book_end: int) -> list[ChapterMark]:
+    """The chapters in one output file, relative to it; one cut across files is "(continued)"."""
+    marks = []
+    n = len(plan.chunks)
+    for ch in plan.chapters:
+        if ch.stop <= ch.start:
+            continue
+        start = timeline[ch.start][0]
+        end = timeline[ch.stop][0] if ch.stop < n else book_end
+        lo, hi = max(start, part.start), min(end, part.end)
+        if hi <= lo:
+            continue
+        title = ch.title if start >= part.start else f"{ch.title} (continued)"
+        marks.append(ChapterMark(title, lo - part.start, hi - part.start))
+    return marks
+
+
+def _part_cues(plan: BookPlan, timeline, part: _Part, gap_at: set[int], rate: int) -> list[Cue]:
+    """Subtitle cues of one output file: each chunk's written text over its audio (not its pause)."""
+    cues: list[Cue] = []
+    for i in range(part.first, part.stop):
+        if i in gap_at:
+            continue
+        chunk = plan.chunks[i]
+        start, n = timeline[i]
+        text = getattr(chunk, "display", "") or chunk.text
+        cues += chunk_cues(text, (start - part.start) / rate, (start + n - part.start) / rate,
+                           getattr(plan, "language", None))
+    return cues
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]+')
+
+
+def _safe_name(title: str, limit: int = 80) -> str:
+    """A chapter title as a file name: no path separators or characters Windows refuses."""
+    name = " ".join(_UNSAFE.sub(" ", title).split()).strip(" .")
+    return name[:limit].rstrip(" .") or "chapter"
+
+
+def _with_suffix(url: str, suffix: str) -> str:
+    base, _ = posixpath.splitext(url)
+    return base + suffix
+
+
+def _output_names(output_url: str, spec: OutputSpec, plan: BookPlan, parts: list[_Part]) -> list[str]:
+    """URL of each output file (see :func:`merge_task`)."""
+    if spec.split is None:
+        return [output_url]
+    folder, name = posixpath.split(output_url)
+    stem, ext = posixpath.splitext(name)
+    if spec.split == "hours":
+        return [posixpath.join(folder, f"{stem} - Part {n} of {len(parts)}{ext}") for n in range(1, len(parts) + 1)]
+    width = max(2, len(str(len(parts))))
+    chapter_at = {ch.start: ch for ch in plan.chapters if ch.stop > ch.start}
+    return [posixpath.join(folder, stem, f"{n:0{width}d} - {_safe_name(chapter_at[p.first].title)}{ext}")
+            for n, p in enumerate(parts, 1)]  # fmt: skip
 
 
 class _ChunksFailed(Exception):
@@ -773,10 +967,17 @@ class _DeadLetters:
             logger.debug("could not remove %s", url, exc_info=True)
 
 
-def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None) -> str:
-    """Content key of a book's encoded audio: its chunks and pauses, in order, and the encoder settings."""
+def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None, extra: dict[str, Any] | None = None) -> str:
+    """Content key of a book's encoded audio: its chunks and pauses, in order, and the encoder settings.
+
+    *extra*: what else decides the audio (format, loudness targets: see
+    :meth:`~ebook2audio_dask.audio.formats.OutputSpec.cache_token`); empty for
+    a plain M4B, whose key is unchanged since before formats existed.
+    """
     rate = plan.sample_rate
     sequence = [(c.key, int(round(c.pause_after * rate))) for c in plan.chunks]
-    payload = json.dumps({"v": 1, "rate": rate, "bitrate": str(bitrate), "coder": coder, "seq": sequence},
-                         separators=(",", ":"))  # fmt: skip
+    body: dict[str, Any] = {"v": 1, "rate": rate, "bitrate": str(bitrate), "coder": coder, "seq": sequence}
+    if extra:
+        body["out"] = extra
+    payload = json.dumps(body, separators=(",", ":"), sort_keys=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:40]

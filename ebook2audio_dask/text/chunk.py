@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
 
 from ..engines.base import EngineSpec
-from ..model import Book
+from ..model import Book, Pronunciation
 from .normalize import normalize_text
 from .segment import split_long, split_sentences
+from .spoken import FEATURES, Speaker
 
 __all__ = ["Chunk", "ChapterPlan", "BookPlan", "Pauses", "content_key", "plan_book"]
 
@@ -75,12 +77,18 @@ class Chunk:
         Index of the chapter the chunk belongs to.
     pause_after : float
         Seconds of silence after the chunk's audio.
+    display : str
+        The written (original) text when it differs from :attr:`text` (the
+        spoken form after normalisation and lexicons, possibly with phoneme
+        markup); empty when they are the same.  Subtitles show
+        ``chunk.display or chunk.text``.
     """
 
     key: str
     text: str
     chapter: int
     pause_after: float
+    display: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,20 +187,42 @@ class BookPlan:
         return batches
 
 
-def _group_sentences(sentences: list[str], max_chars: int) -> list[str]:
-    """Join consecutive sentences into groups of at most *max_chars*."""
-    groups: list[str] = []
-    current = ""
+def _spoken_groups(
+    sentences: list[str], max_chars: int, speak: Callable[[str], str]
+) -> list[tuple[str, str]]:
+    """Join consecutive sentences into ``(spoken, written)`` groups.
+
+    Each sentence is turned into its spoken form first; the groups obey
+    *max_chars* on the spoken text (what the engine gets).  A sentence whose
+    spoken form is too long is cut finer in its written form.
+    """
+    pieces: list[tuple[str, str]] = []  # (written, spoken)
     for sentence in sentences:
-        for piece in split_long(sentence, max_chars):
-            if current and len(current) + 1 + len(piece) <= max_chars:
-                current = f"{current} {piece}"
-            else:
-                if current:
-                    groups.append(current)
-                current = piece
-    if current:
-        groups.append(current)
+        for written in split_long(sentence, max_chars):
+            spoken = speak(written)
+            if len(spoken) <= max_chars:
+                pieces.append((written, spoken))
+                continue
+            limit, parts = max_chars, [written]
+            while limit > 20 and any(len(speak(p)) > max_chars for p in parts):
+                limit = int(limit * 0.7)
+                parts = split_long(written, limit)
+            for part in parts:
+                spoken = speak(part)
+                hard = split_long(spoken, max_chars) if len(spoken) > max_chars else [spoken]
+                pieces.extend((part if i == 0 else "", h) for i, h in enumerate(hard))
+    groups: list[tuple[str, str]] = []
+    cur_w = cur_s = ""
+    for written, spoken in pieces:
+        if cur_s and len(cur_s) + 1 + len(spoken) <= max_chars:
+            cur_s = f"{cur_s} {spoken}"
+            cur_w = f"{cur_w} {written}".strip()
+        else:
+            if cur_s:
+                groups.append((cur_s, cur_w))
+            cur_w, cur_s = written, spoken
+    if cur_s:
+        groups.append((cur_s, cur_w))
     return groups
 
 
@@ -231,6 +261,9 @@ def plan_book(
     pauses: Pauses | None = None,
     speak_titles: bool = True,
     warnings: tuple[str, ...] = (),
+    normalize: Iterable[str] = FEATURES,
+    lexicon: Iterable[Pronunciation] = (),
+    phoneme_alphabet: str | None = None,
 ) -> BookPlan:
     """Cut a book into chunks and key them.
 
@@ -253,12 +286,33 @@ def plan_book(
         is the title.
     warnings : tuple of str
         Notes to carry into the report (e.g. a language fallback).
+    normalize : iterable of str
+        Spoken-form features to apply (see
+        :data:`ebook2audio_dask.text.spoken.FEATURES`); empty: none.
+    lexicon : iterable of Pronunciation
+        User lexicon entries; the book's own (:attr:`Book.pronunciations`)
+        are added after them (user entries win).
+    phoneme_alphabet : str or None
+        The engine's :attr:`~ebook2audio_dask.engines.base.Engine.phoneme_alphabet`:
+        how phoneme entries are written into the chunk text.
+
+    Each chunk's :attr:`Chunk.text` is the spoken form of its sentences
+    (numbers, abbreviations and Roman numerals in words, lexicon entries as
+    phoneme markup or respellings); :attr:`Chunk.display` keeps the written
+    sentences when they differ.
 
     Returns
     -------
     BookPlan
     """
     pauses = pauses or Pauses.from_config()
+    speaker = Speaker(
+        language,
+        features=tuple(normalize),
+        entries=tuple(lexicon) + tuple(book.pronunciations),
+        phoneme_alphabet=phoneme_alphabet,
+        engine=spec.engine,
+    )
     chunks: list[Chunk] = []
     chapters: list[ChapterPlan] = []
     for chapter in book.chapters:
@@ -268,26 +322,33 @@ def plan_book(
         title = normalize_text(chapter.title)
         if not paragraphs:
             continue  # a chapter with nothing to say (a bare heading) is dropped
-        units: list[tuple[list[str], float]] = []  # (texts, pause after the last)
+        units: list[tuple[list[tuple[str, str]], float]] = []  # ((spoken, written)s, pause after the last)
+
+        def head(text: str) -> str:
+            return speaker.speak(text, heading=True)
+
         heading = _heading_paragraphs(paragraphs, title)
         if speak_titles and title and not heading:
-            units.append((_group_sentences([title], max_chars), pauses.title))
+            units.append((_spoken_groups([title], max_chars, head), pauses.title))
         for n, para in enumerate(paragraphs):
-            pause = pauses.title if n < heading else pauses.paragraph
-            units.append((_group_sentences(split_sentences(para, language), max_chars), pause))
-        for texts, pause in units:
-            for i, text in enumerate(texts):
-                last = i == len(texts) - 1
+            sentences = split_sentences(para, language)
+            if n < heading:
+                units.append((_spoken_groups(sentences, max_chars, head), pauses.title))
+            else:
+                units.append((_spoken_groups(sentences, max_chars, speaker.speak), pauses.paragraph))
+        for groups, pause in units:
+            for i, (text, written) in enumerate(groups):
+                last = i == len(groups) - 1
                 chunks.append(
                     Chunk(
                         key=content_key(text, spec, sample_rate),
                         text=text,
                         chapter=chapter.index,
                         pause_after=pause if last else pauses.sentence,
+                        display=written if written != text else "",
                     )
                 )
-        last = chunks[-1]
-        chunks[-1] = Chunk(last.key, last.text, last.chapter, max(last.pause_after, pauses.chapter))
+        chunks[-1] = replace(chunks[-1], pause_after=max(chunks[-1].pause_after, pauses.chapter))
         chapters.append(
             ChapterPlan(
                 index=chapter.index,
@@ -306,5 +367,5 @@ def plan_book(
         sample_rate=sample_rate,
         chunks=tuple(chunks),
         chapters=tuple(chapters),
-        warnings=tuple(warnings),
+        warnings=tuple(warnings) + tuple(speaker.warnings()),
     )

@@ -22,8 +22,9 @@ _TRANSLATE = str.maketrans(
     }
 )
 _SPACES = re.compile(r"\s+")
-# French-style spaced guillemets become '" text "' after translation: tighten them.
-_SPACED_QUOTES = re.compile(r'"\s+([^"]*?)\s+"')
+# French-style spaced guillemets ("« texte »"): the spaces go before they become '"'.
+_OPENING_GUILLEMET = re.compile(r"([\u00ab\u2039])\s+")
+_CLOSING_GUILLEMET = re.compile(r"\s+([\u00bb\u203a])")
 
 
 def normalize_text(text: str) -> str:
@@ -45,6 +46,8 @@ def normalize_text(text: str) -> str:
     str
         The cleaned paragraph (may be empty).
     """
-    text = unicodedata.normalize("NFC", text).translate(_TRANSLATE)
-    text = _SPACES.sub(" ", text).strip()
-    return _SPACED_QUOTES.sub(r'"\1"', text)
+    text = unicodedata.normalize("NFC", text)
+    if "\u00ab" in text or "\u00bb" in text or "\u2039" in text or "\u203a" in text:
+        text = _CLOSING_GUILLEMET.sub(r"\1", _OPENING_GUILLEMET.sub(r"\1", text))
+    text = text.translate(_TRANSLATE)
+    return _SPACES.sub(" ", text).strip()

@@ -13,6 +13,27 @@ _CLAUSE_BREAKS = (re.compile(r"(?<=[;:])\s+"), re.compile(r"(?<=[,\u2014\u2013)]
 
 _LOCAL = threading.local()
 
+# Abbreviations pySBD breaks sentences at ("p. ex." -> "p." | "ex."): their
+# dots are hidden from it (the mark below stands in) and put back after.
+_DOT = "\uf8ff"
+_NO_BREAK = {
+    "en": re.compile(r"\b(?:No|Nos|no|vs|viz|cf|e\.\s?g|i\.\s?e)\.(?=\s*[\w(])"),
+    "fr": re.compile(
+        r"\b(?:[Pp]\.\s?ex|[Cc]\.-à-d|av|apr|cf|env|MM|M|Mgr|vol|chap|[Nn]o|p)\.(?=\s*[\w(])"
+    ),
+    "nl": re.compile(
+        r"\b(?:[Dd]hr|[Mm]evr|[Mm]ej|[Bb]ijv|[Bb]\.v|[Dd]\.w\.z|[Oo]\.a|[Mm]\.a\.w|[Ii]\.p\.v|[Tt]\.a\.v"
+        r"|[Bb]lz|[Nn]r|[Cc]a|St|Dr|Prof|[Nn]o)\.(?=\s*[\w(])"
+    ),
+}
+
+
+def _protect(text: str, lang: str) -> str:
+    pattern = _NO_BREAK.get(lang)
+    if pattern is None or "." not in text:
+        return text
+    return pattern.sub(lambda m: m.group(0).replace(".", _DOT), text)
+
 
 def _segmenter(language: str):
     """This thread's pySBD segmenter for *language*.
@@ -53,10 +74,14 @@ def split_sentences(text: str, language: str | None) -> list[str]:
     """
     if not text.strip():
         return []
+    lang = (language or "en").replace("_", "-").split("-")[0].lower()
+    protected = _protect(text, lang)
     try:
-        parts = _segmenter(language or "en").segment(text)
+        parts = _segmenter(language or "en").segment(protected)
     except Exception:  # pySBD has rare regex failures on odd input: keep the text whole
-        parts = [text]
+        parts = [protected]
+    if protected is not text:
+        parts = [p.replace(_DOT, ".") for p in parts]
     return [s.strip() for s in parts if s.strip()]
 
 
