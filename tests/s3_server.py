@@ -102,7 +102,10 @@ class FaultProxy:
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    # A HEAD answer has no body (as S3's own): bytes after it would be read as
+                    # the start of the next response on this keep-alive connection.
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(proxy.target, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
