@@ -220,3 +220,16 @@ def test_convert_a_georgia_chapter_with_espeak_and_a_lexicon(corpus, tmp_path, c
     assert any("[['dZO@dZ@]]" in t for t in texts)  # the user's phonemes
     assert not any("Georgia" in t for t in texts)
     assert (tmp_path / "out" / "georgia-britannica-pls-ssml.m4b").stat().st_size > 1000
+
+    # `cache prune --keep` plans the book as convert did only when given the same lexicon:
+    # without it, the chunks spoken with the user's phonemes look unused.
+    from helpers import run_cli
+
+    book = str(corpus / "georgia-britannica-pls-ssml.epub")
+    without = run_cli("cache", "prune", "--cache", cache_dir, "--keep", book, "--engine", "espeak", "--dry-run")
+    assert without.returncode == 0, without.stderr
+    assert without.stdout.startswith("would delete ") and not without.stdout.startswith("would delete 0 ")
+    same = run_cli("cache", "prune", "--cache", cache_dir, "--keep", book, "--engine", "espeak", "--dry-run",
+                   "--lexicon", str(lexicon))
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.startswith("would delete 0 object(s)"), same.stdout

@@ -590,10 +590,14 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
 @click.option("--voice", help="Voice the --keep books are converted with.")
 @click.option("--language", help="Language override the --keep books are converted with.")
 @click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Engine setting (repeatable).")
+@click.option("--normalize/--no-normalize", "normalize", default=None,
+              help="Whether the --keep books are converted with text normalisation (default: on).")
+@click.option("--lexicon", "lexicons", multiple=True, metavar="FILE",
+              help="Pronunciation lexicon the --keep books are converted with (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
 @debug_option
 def cache_prune_cmd(cache_url, storage_json, s3_endpoint, keep_books, older_than, engine, voice, language,
-                    settings, dry_run, debug) -> None:
+                    settings, normalize, lexicons, dry_run, debug) -> None:
     """Delete chunks no given book uses, and/or chunks older than some days."""
     _setup_logging(debug)
     try:
@@ -610,7 +614,8 @@ def cache_prune_cmd(cache_url, storage_json, s3_endpoint, keep_books, older_than
         keep = None
         if keep_books:
             opts = ConvertOptions(output=".", engine=engine, voice=voice, language=language,
-                                  settings=parse_settings(settings), storage_options=options_)  # fmt: skip
+                                  settings=parse_settings(settings), storage_options=options_,
+                                  normalize=normalize, lexicons=tuple(lexicons) or None)  # fmt: skip
             keep = keys_for_books(expand_inputs(keep_books, options_), opts)
         result = prune_cache(store, keep=keep, older_than_days=older_than, dry_run=dry_run)
     except Exception as exc:  # noqa: BLE001
