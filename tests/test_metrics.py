@@ -65,6 +65,20 @@ def test_job_totals_sums_only_the_jobs_units_and_tasks():
     assert job_totals(cumulative) == {("synthesized", "chunks"): 7, ("from-cache", "chunks"): 2}
 
 
+def test_books_running_counts_each_book_once_until_it_ends():
+    from ebook2audio_dask.pipeline.metrics import JobMetrics
+
+    plugin = JobMetrics()
+    plugin.log_event(TOPIC, {"action": "book-started", "book": "a.epub", "output": "out/a.m4b"})
+    plugin.log_event(TOPIC, {"action": "book-started", "book": "b.epub", "output": "out/b.m4b"})
+    plugin.log_event("other-topic", {"action": "book-finished", "book": "a.epub"})
+    assert plugin.running == {"a.epub", "b.epub"}
+    # a split book's output is its first part, not the name announced at the start
+    plugin.log_event(TOPIC, {"action": "book-finished", "book": "a.epub", "output": "out/a - Part 1 of 2.m4b"})
+    plugin.log_event(TOPIC, {"action": "book-failed", "book": "b.epub", "output": "out/b.m4b"})
+    assert plugin.running == set() and dict(plugin.books) == {"started": 2, "finished": 1, "failed": 1}
+
+
 @gen_cluster(nthreads=[("127.0.0.1", 1, {"resources": {"GPU": 1}})] * 2, config=E2A_DEFAULTS, timeout=120)
 async def test_fine_metrics_events_and_prometheus_agree_with_the_report(s, a, b, corpus, tmp_path):
     import prometheus_client

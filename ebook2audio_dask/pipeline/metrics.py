@@ -199,7 +199,7 @@ class JobMetrics(SchedulerPlugin):
             action = str(msg.get("action", ""))
             if action in ("book-started", "book-finished", "book-failed"):
                 self.books[action[len("book-"):]] += 1
-                book = str(msg.get("output") or msg.get("book"))
+                book = str(msg.get("book"))  # not "output": a split book's first file is named at the end
                 if action == "book-started":
                     self.running.add(book)
                 else:
