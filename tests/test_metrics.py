@@ -103,10 +103,14 @@ async def test_fine_metrics_events_and_prometheus_agree_with_the_report(s, a, b,
         assert finished[key] == totals[key], key
     assert finished["chapters"] == len(CHAPTERS) and finished["output"] == report["output"]
 
-    # Fine performance metrics reach the scheduler with the workers' heartbeats.
-    got = await asyncio.to_thread(
-        _wait_for, lambda: job_totals(s.cumulative_worker_metrics).get(("merged", "audio-seconds"))
-    )
+    # Fine performance metrics reach the scheduler with each worker's heartbeats (not
+    # all at once): wait until both the merge's and every synthesize task's have come.
+    def arrived():
+        fine = job_totals(s.cumulative_worker_metrics)
+        done = fine.get(("synthesized", "chunks")) == totals["chunks_synthesized"]
+        return done and fine.get(("merged", "audio-seconds"))
+
+    got = await asyncio.to_thread(_wait_for, arrived)
     assert got == pytest.approx(totals["audio_s"], abs=0.01)
     fine = job_totals(s.cumulative_worker_metrics)
     assert fine[("synthesized", "chunks")] == totals["chunks_synthesized"]
@@ -158,8 +162,9 @@ def test_metrics_endpoint_over_http_and_report_command(corpus, tmp_path):
         ok, failed = results
         assert ok.ok and not failed.ok
         totals = ok.report["totals"]
-        metrics = _wait_for(
-            lambda: (m := _scrape(url)).get("ebook2audio_output_audio_seconds_total") and m
+        metrics = _wait_for(  # each worker's figures come with its own heartbeats
+            lambda: (m := _scrape(url)).get("ebook2audio_output_audio_seconds_total")
+            and m.get('ebook2audio_chunks_total{state="synthesized"}') == totals["chunks_synthesized"] and m
         )
         failed_events = [m for _, m in client.get_events(TOPIC) if m["action"] == "book-failed"]
     assert metrics['ebook2audio_books_total{state="started"}'] == 1.0
