@@ -22,7 +22,6 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 
 #: Sentence ends: ``.``, ``!``, ``?``, ``…`` (and their CJK forms), then any
 #: closing quotes or brackets, then white space.
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’»)\]]*\s+")
 
 
 @dataclass(frozen=True)
@@ -35,36 +34,12 @@ class Cue:
 
 
 def split_cue_text(text: str, language: str | None = None) -> list[str]:
-    """The sentences of a chunk's written text (white space collapsed).
+    """The sentences of a chunk's written text (white space collapsed), split
+    by the chunk stage's own splitter (:func:`~ebook2audio_dask.text.segment.split_sentences`,
+    which knows abbreviations such as "Dr."; English rules without a *language*)."""
+    from ..text.segment import split_sentences
 
-    With a *language*, the chunk stage's own sentence splitter is used (it
-    knows abbreviations such as "Dr."); else a simple rule: end punctuation,
-    closing quotes, white space.
-    """
-    text = " ".join(str(text).split())
-    if not text:
-        return []
-    if language:
-        try:
-            from ..text.segment import split_sentences
-
-            found = [" ".join(s.split()) for s in split_sentences(text, language)]
-            if found and all(found):
-                return found
-        except Exception:  # noqa: BLE001 - any splitter problem: the simple rule below
-            pass
-    parts: list[str] = []
-    last = 0
-    for match in _SENTENCE_END.finditer(text):
-        end = match.end()
-        piece = text[last:end].strip()
-        if piece:
-            parts.append(piece)
-        last = end
-    tail = text[last:].strip()
-    if tail:
-        parts.append(tail)
-    return parts
+    return [" ".join(s.split()) for s in split_sentences(" ".join(str(text).split()), language)]
 
 
 def chunk_cues(text: str, start_s: float, end_s: float, language: str | None = None) -> list[Cue]:
