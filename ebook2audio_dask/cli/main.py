@@ -140,7 +140,9 @@ def _setup_logging(debug: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
         # Losing the scheduler is reported once per book, as one line; the
         # client's own reconnection errors (and asyncio's) are for --debug.
-        for name in ("distributed.client", "asyncio"):
+        # Tornado's "Exception in callback" tracebacks (e.g. distributed's sync()
+        # cancelling its callbacks when Ctrl-C interrupts the client) too.
+        for name in ("distributed.client", "asyncio", "tornado.application"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
