@@ -47,8 +47,14 @@ ENGINE_ENV = {"DASK_EBOOK2AUDIO__COQUI__BATCH_SIZE": "1", "DASK_EBOOK2AUDIO__COQ
 
 #: Worker preload: log every chunk written to the store (after the write).
 PRELOAD = '''
+import faulthandler
 import os
+import signal
+import sys
 import time
+
+# SIGUSR1 prints every thread's stack into the process's log (a stalled test's evidence)
+faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
 
 def dask_setup(worker):
@@ -292,11 +298,66 @@ def _writes(log: Path, store: Path) -> list[str]:
     return out
 
 
-def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
+def _scheduler_view(dask_scheduler) -> dict:
+    """Runs on the scheduler: every task's state and worker, and every worker's load (a stall's evidence)."""
+    return {
+        "tasks": {str(k): [ts.state, ts.processing_on.name if ts.processing_on else None, ts.suspicious,
+                           dict(ts.resource_restrictions or {})]
+                  for k, ts in dask_scheduler.tasks.items()},
+        "workers": {ws.address: {"name": ws.name, "status": str(ws.status), "used": dict(ws.used_resources),
+                                 "resources": dict(ws.resources), "processing": len(ws.processing),
+                                 "executing": len(ws.executing), "long_running": len(ws.long_running)}
+                    for ws in dask_scheduler.workers.values()},
+        "unrunnable": len(dask_scheduler.unrunnable), "queued": len(dask_scheduler.queued),
+    }  # fmt: skip
+
+
+def _worker_view(dask_worker) -> dict:
+    """Runs on a worker: its tasks' states and its thread count."""
+    return {"tasks": {str(k): ts.state for k, ts in dask_worker.state.tasks.items()},
+            "nthreads": dask_worker.state.nthreads, "executing": len(dask_worker.state.executing)}  # fmt: skip
+
+
+def _stall_report(cluster: Cluster | None) -> str:
+    """What the cluster was doing, for a test that timed out waiting for it (a CI log is all there is)."""
+    if cluster is None:
+        return ""
+    parts = []
+    try:
+        view = cluster.client.run_on_scheduler(_scheduler_view)
+        parts.append("scheduler tasks (state, worker, suspicious, resources):")
+        parts.extend(f"  {k}: {json.dumps(v)}" for k, v in view.pop("tasks").items())
+        parts.append(f"scheduler: {json.dumps(view, default=str)}")
+        for address, state in cluster.client.run(_worker_view, on_error="return").items():
+            parts.append(f"worker {address}: {state!r}")
+    except Exception as exc:  # noqa: BLE001 - a report, not a check
+        parts.append(f"cluster state unavailable ({exc!r})")
+    try:  # the worker processes (children of the nannies) print their threads' stacks into the logs
+        import psutil
+
+        for p in cluster.procs.values():
+            for child in psutil.Process(p.pid).children(recursive=True):
+                if "spawn_main" in " ".join(child.cmdline()):  # a worker, not multiprocessing's resource tracker
+                    child.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+    except Exception as exc:  # noqa: BLE001 - a report, not a check
+        parts.append(f"stacks unavailable ({exc!r})")
+    for log in sorted(cluster.folder.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-150:]
+        parts.append(f"--- {log.name} (last {len(lines)} lines)\n" + "\n".join(lines))
+    return "\n".join(parts)
+
+
+def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: float = 240,
+                       cluster: Cluster | None = None) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while len(_stored(store)) < n:
         assert proc.poll() is None, f"the conversion ended before {n} chunks were stored:\n{proc.stderr.read()}"
-        assert time.monotonic() < deadline, f"fewer than {n} chunks in the store after {timeout} s"
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)  # its stderr can be read to the end now
+            _, stderr = proc.communicate()
+            raise AssertionError(f"{len(_stored(store))} of {n} chunks in the store after {timeout} s\n"
+                                 f"CLI stderr:\n{stderr[-4000:]}\n{_stall_report(cluster)}")  # fmt: skip
         time.sleep(0.05)
 
 
@@ -325,7 +386,7 @@ def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(corpus,
         killed: list[dict] = []
         try:
             for share in (0.15, 0.45):  # one kill per worker, early and half-way
-                _wait_until_stored(store_b, proc, int(share * len(keys)))
+                _wait_until_stored(store_b, proc, int(share * len(keys)), cluster=cluster)
                 killed.append(kill_busy_worker(cluster, proc, store_b, spare={k["name"] for k in killed}))
             stdout, stderr = proc.communicate(timeout=300)
         finally:
@@ -379,7 +440,7 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
     try:
         proc = _start_cli(_args(corpus, vits, out, store, first.address))
         try:
-            _wait_until_stored(store, proc, int(0.4 * len(keys)))
+            _wait_until_stored(store, proc, int(0.4 * len(keys)), cluster=first)
             first.kill_scheduler()
             killed_at = time.monotonic()
             at_kill = len(_stored(store))
@@ -449,7 +510,7 @@ def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(corpus, 
     try:
         proc = _start_cli(_args(corpus, vits, out, store, cluster.address))
         try:
-            _wait_until_stored(store, proc, int(0.4 * len(keys)))
+            _wait_until_stored(store, proc, int(0.4 * len(keys)), cluster=cluster)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI; the cluster is not in its process group
             proc.wait()
@@ -500,7 +561,7 @@ def test_ctrl_c_stops_the_job_on_an_external_cluster(corpus, vits, setup, tmp_pa
     try:
         proc = _start_cli(_args(corpus, vits, out, store, cluster.address))
         try:
-            _wait_until_stored(store, proc, int(0.35 * len(keys)))
+            _wait_until_stored(store, proc, int(0.35 * len(keys)), cluster=cluster)
             proc.send_signal(signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
         finally:
