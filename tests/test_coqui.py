@@ -284,7 +284,7 @@ def test_one_worker_per_gpu_each_sees_only_its_own():
     from ebook2audio_dask.cluster import GPULocalCluster, parse_gpus
 
     assert parse_gpus("0,1") == ["0", "1"] and parse_gpus("none") == []
-    with GPULocalCluster(["0", "1"], threads_per_worker=1, resources={"GPU": 1}, dashboard_address=None,
+    with GPULocalCluster(["0", "1"], threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0",
                          host="127.0.0.1", silence_logs=50) as cluster, Client(cluster) as c:
         c.wait_for_workers(2)
         seen = c.run(_visible_devices)
