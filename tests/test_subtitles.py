@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ebook2audio_dask.audio.formats import FORMATS, OutputSpec, PartEncoder, finish_file
-from ebook2audio_dask.audio.m4b import BookTags, ChapterMark, _prepare_cover, decode_to_pcm, ffmpeg_exe
+from ebook2audio_dask.audio.m4b import BookTags, ChapterMark, prepare_cover, decode_to_pcm, ffmpeg_exe
 from ebook2audio_dask.audio.subtitles import (
     Cue,
     chunk_cues,
@@ -137,7 +137,7 @@ def test_each_format_streams_and_tags_a_file(fmt, tmp_path):
     png = tmp_path / "c.png"
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=red:s=16x16", "-frames:v", "1",
                     "-f", "image2", "-c:v", "png", str(png)], check=True)  # fmt: skip
-    cover = _prepare_cover(png.read_bytes(), "image/png", tmp_path)
+    cover = prepare_cover(png.read_bytes(), "image/png", tmp_path)
     out = tmp_path / f"book{spec.info.ext}"
     finish_file(spec, enc.path, out, sample_rate=rate, chapters=[ChapterMark("A", 0, rate), ChapterMark("B", rate, 3 * rate)],
                 tags=BookTags("Title", ("Ann", "Bob"), "en", track=(2, 5)), cover_path=cover, workdir=tmp_path)  # fmt: skip

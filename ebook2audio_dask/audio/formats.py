@@ -329,7 +329,7 @@ def finish_file(
 ) -> None:
     """Pass 2: copy the pass-1 audio into *out_path* with tags, chapters and cover.
 
-    *cover_path* is a JPEG or PNG prepared by :func:`~.m4b._prepare_cover`.
+    *cover_path* is a JPEG or PNG prepared by :func:`~.m4b.prepare_cover`.
     """
     out_path = Path(out_path)
     marks = _check_chapters(chapters) if spec.info.chapters else []

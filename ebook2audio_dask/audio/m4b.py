@@ -1,11 +1,17 @@
 """Stream PCM into ffmpeg and write a chaptered, tagged M4B audiobook.
 
-:func:`encode_m4b` is the last step of a conversion.  The pipeline hands it an
-iterator of raw PCM blocks (mono, signed 16-bit little-endian), the chapter
-marks in samples, the book's tags and optionally its cover.  The blocks are
-piped straight into one ffmpeg process that encodes AAC into an MP4 container
-with the ``"M4B "`` brand, so memory use does not grow with the length of the
-book.
+:func:`encode_m4b` turns an iterator of raw PCM blocks (mono, signed 16-bit
+little-endian), chapter marks in samples, the book's tags and optionally its
+cover into one M4B.  The blocks are piped straight into one ffmpeg process
+that encodes AAC into an MP4 container with the ``"M4B "`` brand, so memory
+use does not grow with the length of the book.
+
+The pipeline's merge task does not call it: it streams through
+:class:`~ebook2audio_dask.audio.formats.PartEncoder` (any output format,
+split files, loudness) and finishes each file with
+:func:`~ebook2audio_dask.audio.formats.finish_file`, which for M4B is this
+module's remux pass (chapters, tags and cover copied in without re-encoding).
+:func:`prepare_cover` readies the cover for both.
 
 ffmpeg comes from :mod:`imageio_ffmpeg` (a static build, no ffprobe); set the
 ``IMAGEIO_FFMPEG_EXE`` environment variable to use another binary.
@@ -37,6 +43,7 @@ __all__ = [
     "remux_m4b",
     "silence",
     "decode_to_pcm",
+    "prepare_cover",
 ]
 
 log = logging.getLogger(__name__)
@@ -327,7 +334,7 @@ def _svg_rasters(svg: bytes) -> list[bytes]:
     return sorted(found, key=len, reverse=True)
 
 
-def _prepare_cover(cover: bytes, media_type: str | None, workdir: Path) -> Path | None:
+def prepare_cover(cover: bytes, media_type: str | None, workdir: Path) -> Path | None:
     """Turn the book's cover into a JPEG or PNG file ffmpeg can attach.
 
     JPEG and PNG are kept as they are (after checking that ffmpeg can decode
@@ -347,7 +354,7 @@ def _prepare_cover(cover: bytes, media_type: str | None, workdir: Path) -> Path 
             return None
         for image in _svg_rasters(svg):
             if _raster_format(image) is not None:
-                path = _prepare_cover(image, None, workdir)
+                path = prepare_cover(image, None, workdir)
                 if path is not None:
                     return path
         log.warning(
@@ -476,7 +483,7 @@ def encode_m4b(
 
     with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=Path(out_path).parent) as tmp:
         workdir = Path(tmp)
-        cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
+        cover_path = prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
         with tempfile.TemporaryFile(dir=tmp) as stderr:
             if not two_pass:
                 cmd = head + pcm_input + _mux_args(tags, marks, sample_rate, cover_path, workdir) + codec
@@ -544,7 +551,7 @@ def remux_m4b(
     head = [ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y"]
     with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=Path(out_path).parent) as tmp:
         workdir = Path(tmp)
-        cover_path = _prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
+        cover_path = prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
         with tempfile.TemporaryFile(dir=tmp) as stderr:
             _remux(head, Path(audio_path), tags, marks, int(sample_rate), cover_path, workdir, out_path, stderr)
     return n_samples / sample_rate

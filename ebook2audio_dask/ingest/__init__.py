@@ -464,11 +464,7 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
             raise BookError(source, "not an ebook (unrecognised content)")
         if fmt == "epub" and head[30:38] != b"mimetype":
             fmt = _zip_members_format(book, source)  # no EPUB signature: look inside
-        if fmt == "pdf" and _pdf_reader() == "calibre":
-            fmt_reader = "calibre"
-        else:
-            fmt_reader = "calibre" if fmt in CALIBRE_FORMATS else fmt
-        if fmt_reader == "calibre":
+        if fmt in CALIBRE_FORMATS or (fmt == "pdf" and _pdf_reader() == "calibre"):
             return _via_calibre(
                 book, source, fmt,
                 include_matter=include_matter,

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import config
 from ..audio.formats import OutputSpec, PartEncoder, finish_file, normalize_part
-from ..audio.m4b import BookTags, ChapterMark, _prepare_cover
+from ..audio.m4b import BookTags, ChapterMark, prepare_cover
 from ..audio.subtitles import Cue, chunk_cues, format_subtitles
 from ..audio.wav import WAV_HEADER_BYTES, decode_wav, encode_wav
 from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
@@ -518,8 +518,7 @@ def merge_task(
     """
     from distributed import secede
 
-    spec = output_spec or OutputSpec(bitrate=bitrate or config.get("merge.bitrate"),
-                                     aac_coder=config.get("merge.aac-coder", None))  # fmt: skip
+    spec = output_spec or OutputSpec(bitrate=config.get("merge.bitrate"), aac_coder=config.get("merge.aac-coder", None))
     if bitrate:
         spec = dataclasses.replace(spec, bitrate=bitrate)
     info = spec.info
@@ -670,7 +669,7 @@ def merge_task(
             audio_s = parts[-1].end / rate
             cover_path = None
             if cover:
-                cover_path = _prepare_cover(bytes(cover.data), cover.media_type, Path(workdir))
+                cover_path = prepare_cover(bytes(cover.data), cover.media_type, Path(workdir))
             names = _output_names(output_url, spec, plan, parts)
             outputs: list[dict] = []
             subtitle_files: list[tuple[str, str]] = []

@@ -203,12 +203,12 @@ def _spoken_groups(
             if len(spoken) <= max_chars:
                 pieces.append((written, spoken))
                 continue
-            limit, parts = max_chars, [written]
-            while limit > 20 and any(len(speak(p)) > max_chars for p in parts):
+            limit, parts, spoken_parts = max_chars, [written], [spoken]
+            while limit > 20 and any(len(s) > max_chars for s in spoken_parts):
                 limit = int(limit * 0.7)
                 parts = split_long(written, limit)
-            for part in parts:
-                spoken = speak(part)
+                spoken_parts = [speak(p) for p in parts]
+            for part, spoken in zip(parts, spoken_parts):
                 hard = split_long(spoken, max_chars) if len(spoken) > max_chars else [spoken]
                 pieces.extend((part if i == 0 else "", h) for i, h in enumerate(hard))
     groups: list[tuple[str, str]] = []
@@ -313,6 +313,10 @@ def plan_book(
         phoneme_alphabet=phoneme_alphabet,
         engine=spec.engine,
     )
+
+    def head(text: str) -> str:
+        return speaker.speak(text, heading=True)
+
     chunks: list[Chunk] = []
     chapters: list[ChapterPlan] = []
     for chapter in book.chapters:
@@ -323,10 +327,6 @@ def plan_book(
         if not paragraphs:
             continue  # a chapter with nothing to say (a bare heading) is dropped
         units: list[tuple[list[tuple[str, str]], float]] = []  # ((spoken, written)s, pause after the last)
-
-        def head(text: str) -> str:
-            return speaker.speak(text, heading=True)
-
         heading = _heading_paragraphs(paragraphs, title)
         if speak_titles and title and not heading:
             units.append((_spoken_groups([title], max_chars, head), pauses.title))
