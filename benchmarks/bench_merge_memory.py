@@ -5,9 +5,10 @@ syllable-rate envelope and noise bursts, 22050 Hz mono) is written once as
 WAV files, like the chunk store holds them.  A 1-hour and a 10-hour book are
 then made by cycling through the pool: each chunk is read from disk, decoded
 with :func:`~ebook2audio_dask.audio.decode_wav` and streamed, with short
-pauses, into :func:`~ebook2audio_dask.audio.encode_m4b`, with a chapter every
-15 minutes (marks computed from the WAV headers, as the pipeline does) and a
-PNG cover.
+pauses, into :func:`~ebook2audio_dask.audio.encode_m4b` (the merge task's
+encoder, :class:`~ebook2audio_dask.audio.formats.PartEncoder`, then its M4B
+remux pass), with a chapter every 15 minutes (marks computed from the WAV
+headers, as the pipeline does) and a PNG cover.
 
 Each size runs in a fresh child process so that the kernel's peak-RSS
 counters (``ru_maxrss``) cover that size alone.  One JSON line is printed per

@@ -115,9 +115,11 @@ METHODS = {
     "merge_memory": (
         "Runs `benchmarks/bench_merge_memory.py --hours {hours}`: a pool of synthetic "
         "speech-like 22050 Hz chunks is cycled into a book of each length and streamed through "
-        "`encode_m4b` with a chapter every 15 minutes and a PNG cover, each length in a fresh "
-        "child process. Figure: peak RSS of that Python process plus peak RSS of its ffmpeg "
-        "child (the kernel's `ru_maxrss` of each, summed: an upper bound of their combined "
+        "`encode_m4b` (the merge task's own two passes: `PartEncoder` encodes the stream as it "
+        "comes, `finish_file` remuxes it with the chapters, tags and cover) with a chapter every "
+        "15 minutes and a PNG cover, each length in a fresh child process. Figure: peak RSS of "
+        "that Python process plus peak RSS of its ffmpeg children (the kernel's `ru_maxrss` of "
+        "each, summed: an upper bound of their combined "
         "footprint); the simultaneous sum sampled every 20 ms is in the details. "
         "Target < 300 MB for every length."
     ),

@@ -259,7 +259,11 @@ class PartEncoder:
         self.samples = self._bytes // 2
 
     def close(self) -> int:
-        """Finish the file; returns the samples written.  Raises RuntimeError if ffmpeg failed."""
+        """Finish the file; returns the samples written.
+
+        Raises ValueError for an empty stream or one that ends in the middle
+        of a sample, RuntimeError if ffmpeg failed; the file is removed then.
+        """
         try:
             if self.measure:
                 self.proc.stdin.close()
@@ -271,6 +275,8 @@ class PartEncoder:
                 return self.samples
             if self._bytes == 0:
                 raise ValueError("no audio to encode (the PCM stream is empty)")
+            if self._bytes % 2:
+                raise ValueError(f"PCM stream ends with a partial sample ({self._bytes} bytes)")
             try:
                 self.proc.stdin.close()
             except BrokenPipeError:

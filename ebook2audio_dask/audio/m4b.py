@@ -2,16 +2,16 @@
 
 :func:`encode_m4b` turns an iterator of raw PCM blocks (mono, signed 16-bit
 little-endian), chapter marks in samples, the book's tags and optionally its
-cover into one M4B.  The blocks are piped straight into one ffmpeg process
-that encodes AAC into an MP4 container with the ``"M4B "`` brand, so memory
-use does not grow with the length of the book.
+cover into one M4B.  The blocks are piped into ffmpeg as they come (AAC), so
+memory use does not grow with the length of the book; a second, fast ffmpeg
+pass copies that audio into an MP4 container with the ``"M4B "`` brand, the
+chapters, the tags and the cover.
 
-The pipeline's merge task does not call it: it streams through
-:class:`~ebook2audio_dask.audio.formats.PartEncoder` (any output format,
-split files, loudness) and finishes each file with
-:func:`~ebook2audio_dask.audio.formats.finish_file`, which for M4B is this
-module's remux pass (chapters, tags and cover copied in without re-encoding).
-:func:`prepare_cover` readies the cover for both.
+It is the one-call form of what the pipeline's merge task does with
+:class:`~ebook2audio_dask.audio.formats.PartEncoder` (pass 1) and
+:func:`~ebook2audio_dask.audio.formats.finish_file` (pass 2, for M4B this
+module's remux), which the merge also uses for the other formats, split
+files and loudness normalisation.  :func:`prepare_cover` readies the cover.
 
 ffmpeg comes from :mod:`imageio_ffmpeg` (a static build, no ffprobe); set the
 ``IMAGEIO_FFMPEG_EXE`` environment variable to use another binary.
@@ -47,10 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Buffer size of the pipe writer: small PCM blocks are gathered into writes
-#: of about this size, larger ones go through directly.
-_WRITE_SIZE = 256 * 1024
 
 #: How much of ffmpeg's stderr is quoted in an error message.
 _STDERR_TAIL_BYTES = 4096
@@ -423,9 +419,11 @@ def encode_m4b(
         Chapter marks in samples, in order and not overlapping.  Marks with
         no audio are left out (with a warning).  May be empty.  When a
         callable is given, it is called once the stream is exhausted (so
-        chapter times may be computed while the audio is produced): the audio
-        is encoded as it arrives, then remuxed with the chapters, tags and
-        cover without re-encoding (a fast second pass over the file).
+        chapter times may be computed while the audio is produced).  Either
+        way the audio is encoded as it arrives (by the merge task's encoder,
+        :class:`~ebook2audio_dask.audio.formats.PartEncoder`), then remuxed
+        with the chapters, tags and cover without re-encoding (a fast second
+        pass over the file).
     tags : BookTags
         Title, authors, language and the other tags.
     out_path : str or os.PathLike
@@ -445,8 +443,8 @@ def encode_m4b(
     bitrate : str
         AAC bit rate in ffmpeg's notation, ``"64k"`` by default.
     keep_audio : str or os.PathLike, optional
-        With callable *chapters* (two passes): also keep the encoded audio of
-        pass 1 (AAC in MP4, no chapters or tags) at this path, so a later
+        Also keep the encoded audio of pass 1 (AAC in MP4, no chapters or
+        tags) at this path, so a later
         :func:`remux_m4b` can make the book again without encoding.
 
     Returns
@@ -473,40 +471,37 @@ def encode_m4b(
     if sample_rate <= 0:
         raise ValueError(f"sample rate must be positive, got {sample_rate}")
     sample_rate = int(sample_rate)
+    from .formats import OutputSpec, PartEncoder, finish_file  # formats builds on this module
+
     two_pass = callable(chapters)
-    marks = None if two_pass else _check_chapters(chapters)
+    marks = None if two_pass else _check_chapters(chapters)  # bad marks fail before any encoding
     out_path = Path(out_path)
-    exe = ffmpeg_exe()
-    head = [exe, "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y"]
-    codec = ["-c:a", "aac", "-b:a", str(bitrate)] + (["-aac_coder", str(aac_coder)] if aac_coder else [])
-    pcm_input = ["-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0"]
-
-    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=Path(out_path).parent) as tmp:
+    spec = OutputSpec(format="m4b", bitrate=str(bitrate), aac_coder=aac_coder)
+    with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=out_path.parent) as tmp:
         workdir = Path(tmp)
+        # Pass 1 (the merge task's own encoder): the stream as it comes, AAC in MP4, no tags.
+        audio_path = workdir / "audio.m4a"
+        encoder = PartEncoder(spec, sample_rate, audio_path)
+        try:
+            for block in pcm:
+                encoder.write(block)
+            n_samples = encoder.close()
+        except BaseException:
+            encoder.kill()
+            raise
+        if two_pass:
+            marks = _check_chapters(chapters())
+        if marks and marks[-1].end_sample > n_samples:
+            raise ValueError(
+                f"the chapters end at sample {marks[-1].end_sample} but the audio has only {n_samples} samples"
+            )
+        # Pass 2: copy the AAC stream, adding chapters, tags and cover (fast).
         cover_path = prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
-        with tempfile.TemporaryFile(dir=tmp) as stderr:
-            if not two_pass:
-                cmd = head + pcm_input + _mux_args(tags, marks, sample_rate, cover_path, workdir) + codec
-                cmd += _container_args(tags, out_path)
-                audio_end = marks[-1].end_sample if marks else 0
-                n_bytes = _pipe_through_ffmpeg(cmd, pcm, stderr, out_path, audio_end)
-            else:
-                # Pass 1: encode the stream as it comes (chapter times not known yet).
-                audio_path = workdir / "audio.m4a"
-                cmd = head + pcm_input + ["-map", "0:a"] + codec + ["-f", "mp4", str(audio_path)]
-                n_bytes = _pipe_through_ffmpeg(cmd, pcm, stderr, audio_path, 0)
-                marks = _check_chapters(chapters())
-                if marks and marks[-1].end_sample > n_bytes // 2:
-                    raise ValueError(
-                        f"the chapters end at sample {marks[-1].end_sample} but the audio has only "
-                        f"{n_bytes // 2} samples"
-                    )
-                # Pass 2: copy the AAC stream, adding chapters, tags and cover (fast).
-                _remux(head, audio_path, tags, marks, sample_rate, cover_path, workdir, out_path, stderr)
-                if keep_audio is not None:
-                    shutil.copyfile(audio_path, keep_audio)
+        finish_file(spec, audio_path, out_path, sample_rate=sample_rate, chapters=marks, tags=tags,
+                    cover_path=cover_path, workdir=workdir)  # fmt: skip
+        if keep_audio is not None:
+            shutil.copyfile(audio_path, keep_audio)
 
-    n_samples = n_bytes // 2
     log.debug("wrote %s: %d samples at %d Hz", out_path, n_samples, sample_rate)
     return n_samples / sample_rate
 
@@ -579,67 +574,6 @@ def _container_args(tags: BookTags, out_path: Path) -> list[str]:
     if language:
         args += ["-metadata:s:a:0", f"language={language}"]
     return args + ["-brand", "M4B ", "-movflags", "+faststart", "-f", "mp4", str(out_path)]
-
-
-def _pipe_through_ffmpeg(
-    cmd: list[str], pcm: Iterable, stderr, out_path: Path, min_samples: int
-) -> int:
-    """Run *cmd*, feed it *pcm* on stdin and wait for it; return the bytes fed.
-
-    The stream must hold at least *min_samples* samples (the end of the last
-    chapter), else ValueError.
-
-    stderr goes to a file, so ffmpeg never blocks on a full pipe while we
-    write.  On any failure (ours, the iterator's or ffmpeg's) the process is
-    killed and *out_path* removed before the exception propagates.
-    """
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        bufsize=_WRITE_SIZE,  # gathers small blocks into large pipe writes
-    )
-    try:
-        n_bytes = 0
-        try:
-            for block in pcm:
-                size = memoryview(block).nbytes
-                if size:
-                    proc.stdin.write(block)
-                    n_bytes += size
-            if n_bytes == 0:
-                raise ValueError("no audio to encode (the PCM stream is empty)")
-            if n_bytes % 2:
-                raise ValueError(f"PCM stream ends with a partial sample ({n_bytes} bytes)")
-            if n_bytes // 2 < min_samples:
-                raise ValueError(
-                    f"the chapters end at sample {min_samples} but the audio has only "
-                    f"{n_bytes // 2} samples"
-                )
-            proc.stdin.close()
-        except BrokenPipeError:
-            proc.wait()
-            raise RuntimeError(
-                f"ffmpeg stopped while encoding {out_path.name}: {_stderr_tail(stderr)}"
-            ) from None
-        status = proc.wait()
-        if status != 0:
-            raise RuntimeError(
-                f"ffmpeg failed (exit status {status}) writing {out_path.name}: "
-                f"{_stderr_tail(stderr)}"
-            )
-        return n_bytes
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        try:
-            proc.stdin.close()
-        except OSError:  # unflushed data into a dead pipe
-            pass
-        out_path.unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------
