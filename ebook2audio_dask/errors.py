@@ -7,7 +7,13 @@ and the problem.  The CLI prints ``str(error)`` (no traceback unless
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "MESSAGE_LIMIT",
+    "terminal_safe",
+    "one_line",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_BOOK_FAILED",
     "EXIT_USAGE",
@@ -24,6 +30,48 @@ EXIT_OK = 0
 EXIT_BOOK_FAILED = 1
 #: Bad command line or configuration.
 EXIT_USAGE = 2
+#: Interrupted (Ctrl-C): what was synthesised is kept in the chunk store.
+EXIT_INTERRUPTED = 130
+
+#: Longest problem text of a one-line message, in characters (paths are not cut).
+MESSAGE_LIMIT = 200
+
+#: C0/C1 control characters, DEL, and the Unicode characters that reorder or
+#: hide text on a terminal (bidi embeddings/overrides/isolates, LRM/RLM/ALM,
+#: line and paragraph separators).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: "re.Match[str]") -> str:
+    ch = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch) or (
+        f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+    )
+
+
+def terminal_safe(text: object) -> str:
+    """*text* with control and bidi-override characters escaped, for a terminal or log line.
+
+    Every string that comes from a book (titles, member names) or a path is
+    passed through this before it is printed or logged: ``ESC`` becomes
+    ``\\x1b``, a newline ``\\n``, U+202E ``\\u202e``.  Other text, any
+    script, is unchanged.  The CLI applies it to everything it prints and to
+    every log line (:func:`ebook2audio_dask.cli.main.echo`).
+    """
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def one_line(text: object, limit: int | None = MESSAGE_LIMIT) -> str:
+    """*text* as one safe line: whitespace runs collapsed, control characters
+    escaped (:func:`terminal_safe`), cut to *limit* characters with "…".
+
+    The one formatter of error text in this library (engine errors, storage
+    errors, book errors, the CLI's own messages).
+    """
+    line = terminal_safe(" ".join(str(text).split()))
+    if limit is not None and len(line) > limit:
+        line = line[: max(1, limit - 1)].rstrip() + "…"
+    return line
 
 
 class Ebook2AudioError(Exception):
@@ -45,8 +93,8 @@ class BookError(Ebook2AudioError):
 
     def __init__(self, source: str, problem: str):
         self.source = str(source)
-        self.problem = " ".join(str(problem).split())  # always one line
-        super().__init__(f"{self.source}: {self.problem}")
+        self.problem = one_line(problem)  # always one line, at most MESSAGE_LIMIT characters
+        super().__init__(f"{terminal_safe(self.source)}: {self.problem}")
 
     def __reduce__(self):  # keep (source, problem) across pickling to/from workers
         return (type(self), (self.source, self.problem))
