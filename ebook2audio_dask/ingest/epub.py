@@ -28,6 +28,7 @@ import posixpath
 import re
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import unquote, urldefrag
@@ -764,6 +765,37 @@ def read_epub(
         archive.close()
 
 
+def _unrepeated(refs: list[tuple[dict, bool]], source: str) -> list[tuple[dict, bool]]:
+    """The spine without repeats: each document once, where the spine first lists it.
+
+    An EPUB's spine never lists a document twice (EPUB 3.3 requires each
+    ``itemref`` to name a different manifest item); a spine that does (the
+    same ``idref`` a thousand times, or several manifest items with one
+    ``href``) would make the book read, parse and speak that document again
+    and again.  Its later mentions are left out, with one warning.
+    """
+    times = Counter(item["path"] for item, _ in refs)
+    repeated = [path for path, n in times.items() if n > 1]
+    if not repeated:
+        return refs
+    log.warning(
+        "%s: the spine lists %d document(s) more than once (%s%s, %d times in all); "
+        "each is read once, where the spine first lists it",
+        source,
+        len(repeated),
+        repeated[0],
+        f" and {len(repeated) - 1} more" if len(repeated) > 1 else "",
+        sum(times[p] for p in repeated),
+    )
+    seen: set[str] = set()
+    out: list[tuple[dict, bool]] = []
+    for item, linear in refs:
+        if item["path"] not in seen:
+            seen.add(item["path"])
+            out.append((item, linear))
+    return out
+
+
 def _read_archive(archive: _Archive, source: str) -> EpubContent:
     container = archive.read(
         "META-INF/container.xml", required="not a valid EPUB: META-INF/container.xml missing"
@@ -814,11 +846,14 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
 
     _refuse_drm(archive, {item["path"] for item, _ in refs})
 
+    refs = _unrepeated(refs, source)
     spine = _Spine()
     recovered = []
     missing = []
     ssml: list[Pronunciation] = []
     pls_langs: dict[str, str] = {}  # PLS path -> language from <link rel="pronunciation" hreflang>
+    nav_item = next((it for it in manifest.values() if "nav" in it["properties"]), None)
+    nav_soup = None  # the nav document's parse, when the spine lists it too
     for item, _ in refs:
         raw = archive.read(item["path"])
         if raw is None:
@@ -827,9 +862,11 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
             )
             missing.append(item["href"])
             continue
-        doc, _soup = read_document(raw)
-        ssml.extend(_ssml_pronunciations(_soup, language))
-        pls_langs.update(_pronunciation_links(_soup, posixpath.dirname(item["path"])))
+        doc, soup = read_document(raw)
+        if nav_item is not None and item["path"] == nav_item["path"]:
+            nav_soup = soup
+        ssml.extend(_ssml_pronunciations(soup, language))
+        pls_langs.update(_pronunciation_links(soup, posixpath.dirname(item["path"])))
         if doc.recovered:
             recovered.append(item["href"])
         spine.add(item["path"], item["href"], doc)
@@ -852,12 +889,12 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
     # Table of contents: nav document first (EPUB 3), NCX otherwise.
     toc: list[_Entry] = []
     landmarks: list[tuple[str, str, str | None]] = []
-    nav_item = next((it for it in manifest.values() if "nav" in it["properties"]), None)
-    if nav_item is not None:
+    if nav_item is not None and nav_soup is None:
         raw = archive.read(nav_item["path"])
         if raw:
-            _doc, soup = read_document(raw)
-            toc, landmarks = _read_nav(soup, nav_item["path"], opf_dir)
+            _doc, nav_soup = read_document(raw)
+    if nav_soup is not None:
+        toc, landmarks = _read_nav(nav_soup, nav_item["path"], opf_dir)
     if not toc:
         ncx_id = spine_el.get("toc") if spine_el is not None else None
         ncx_item = manifest.get(ncx_id or "") or next(
