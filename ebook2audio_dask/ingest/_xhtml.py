@@ -230,7 +230,7 @@ def _fix_char_refs(data: bytes) -> bytes:
     return _SURROGATE_REF_RE.sub(repl, data)
 
 
-def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
+def safe_xml(data: bytes, *, recover: bool = False, huge_tree: bool = False) -> etree._Element:
     """Parse XML bytes with entity expansion and network access disabled.
 
     An internal DTD subset that declares entities is removed first (UTF-16
@@ -246,6 +246,11 @@ def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
         The XML document.
     recover : bool
         Let libxml2 repair errors instead of raising.
+    huge_tree : bool
+        Lift libxml2's 10 MB limit on one text node (and its depth limit
+        from 256 to 2048), for documents whose size the caller has already
+        bounded (an FB2 book within ``ingest.max-file-size``).  Entities
+        stay unexpanded either way, so the tree is no bigger than the bytes.
 
     Returns
     -------
@@ -263,7 +268,7 @@ def safe_xml(data: bytes, *, recover: bool = False) -> etree._Element:
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
-        huge_tree=False,
+        huge_tree=huge_tree,
         recover=recover,
         remove_comments=True,
         remove_pis=True,

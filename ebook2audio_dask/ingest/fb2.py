@@ -25,8 +25,12 @@ FB2 is an XML format, read natively (no conversion):
   read.
 
 Parsing is the hardened lxml parser of :func:`._xhtml.safe_xml` (no entity
-expansion, no DTD, no network, no huge trees).  A document that is not
-well-formed is parsed again in lxml's recover mode.
+expansion, no DTD, no network) with ``huge_tree``: libxml2's 10 MB limit on
+one text node would cut a long paragraph or drop a big base64 cover, and
+the document is already bounded by ``ingest.max-file-size`` (or, zipped, by
+``ingest.max-member-size``).  A document that is not well-formed is parsed
+again in lxml's recover mode; one over libxml2's remaining limits (1 GB per
+text node, 2048 levels of nesting) fails with a one-line message instead.
 """
 
 from __future__ import annotations
@@ -283,6 +287,45 @@ def _cover(root, cover_id: str | None, source: str) -> Cover | None:
     return None
 
 
+def _limit_error(exc: etree.XMLSyntaxError) -> str | None:
+    """What *exc* says when it is one of libxml2's resource limits (text node, depth), else None."""
+    for entry in exc.error_log:
+        if entry.type_name != "ERR_RESOURCE_LIMIT":
+            continue
+        message = entry.message.lower()
+        if "depth" in message:
+            return "elements nested deeper than the XML parser's limit (libxml2: 2048 levels)"
+        if "text node" in message:
+            return "a text node longer than the XML parser's limit (libxml2: 1,000,000,000 bytes)"
+        return f"over a limit of the XML parser (libxml2: {entry.message})"
+    return None
+
+
+def _parse_fb2(data: bytes, source: str):
+    """The FB2 document's root element, read whole or not at all.
+
+    Parsed with ``huge_tree``: a paragraph or a base64 cover over libxml2's
+    default 10 MB per text node is read whole (the document is already
+    bounded by ``ingest.max-file-size``, and entities are never expanded).
+    A document over libxml2's own limits even then (a text node of 1 GB,
+    elements nested more than 2048 deep) fails with one line naming the
+    limit: recovering would cut it silently.  A document that is merely not
+    well-formed is read again in recover mode, with a warning.
+    """
+    try:
+        return safe_xml(data, huge_tree=True)
+    except etree.XMLSyntaxError as exc:
+        limit = _limit_error(exc)
+        if limit:
+            raise BookError(source, f"not a readable FB2: {limit}") from exc
+    try:
+        root = safe_xml(data, recover=True, huge_tree=True)
+    except etree.XMLSyntaxError as exc:
+        raise BookError(source, f"not a valid FB2: not XML ({exc})") from exc
+    log.warning("%s: the FB2 document is not well-formed XML; read what could be recovered", source)
+    return root
+
+
 def read_fb2(data: bytes, source: str) -> Fb2Content:
     """Read a FictionBook 2 document.
 
@@ -303,14 +346,7 @@ def read_fb2(data: bytes, source: str) -> Fb2Content:
     BookError
         When the document is not XML, or its root is not ``FictionBook``.
     """
-    try:
-        root = safe_xml(data)
-    except etree.XMLSyntaxError:
-        try:
-            root = safe_xml(data, recover=True)
-        except etree.XMLSyntaxError as exc:
-            raise BookError(source, f"not a valid FB2: not XML ({exc})") from exc
-        log.warning("%s: the FB2 document is not well-formed XML; read what could be recovered", source)
+    root = _parse_fb2(data, source)
     if root is None or _local(root.tag) != "FictionBook":
         raise BookError(source, "not a valid FB2: the root element is not FictionBook")
     title, authors, language, cover_id = _metadata(root)
