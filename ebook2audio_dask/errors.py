@@ -22,6 +22,7 @@ __all__ = [
     "UsageError",
     "EngineError",
     "StorageError",
+    "Interrupted",
 ]
 
 #: Every book converted.
@@ -75,9 +76,19 @@ def one_line(text: object, limit: int | None = MESSAGE_LIMIT) -> str:
 
 
 class Ebook2AudioError(Exception):
-    """Base class of every error this library raises on purpose."""
+    """Base class of every error this library raises on purpose.
+
+    Its message is always one safe line (:func:`one_line`); a message without
+    a book's path is cut at ``2 * MESSAGE_LIMIT`` characters (it usually holds
+    another path or URL).
+    """
 
     exit_code = EXIT_BOOK_FAILED
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (one_line(args[0], 2 * MESSAGE_LIMIT),)
+        super().__init__(*args)
 
 
 class BookError(Ebook2AudioError):
@@ -94,7 +105,8 @@ class BookError(Ebook2AudioError):
     def __init__(self, source: str, problem: str):
         self.source = str(source)
         self.problem = one_line(problem)  # always one line, at most MESSAGE_LIMIT characters
-        super().__init__(f"{terminal_safe(self.source)}: {self.problem}")
+        # the path as it is (made safe, never cut or collapsed), then the one-line problem
+        Exception.__init__(self, f"{terminal_safe(self.source)}: {self.problem}")
 
     def __reduce__(self):  # keep (source, problem) across pickling to/from workers
         return (type(self), (self.source, self.problem))
@@ -112,3 +124,16 @@ class EngineError(Ebook2AudioError):
 
 class StorageError(Ebook2AudioError):
     """Reading or writing a path or URL failed."""
+
+
+class Interrupted(Ebook2AudioError):
+    """The run was interrupted (Ctrl-C / ``KeyboardInterrupt``) and stopped in order.
+
+    Raised by :func:`~ebook2audio_dask.convert` in place of the
+    ``KeyboardInterrupt``: the books' tasks were cancelled, and the message
+    says how many of their chunks are kept in the chunk store (the same
+    command resumes from them).  Exit code 130, as for any program a
+    terminal's Ctrl-C stops.
+    """
+
+    exit_code = EXIT_INTERRUPTED

@@ -8,7 +8,9 @@ workers and the client unchanged.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field, replace
+from typing import Iterable
 
 __all__ = ["Book", "Chapter", "Cover", "Pronunciation"]
 
@@ -156,27 +158,43 @@ class Book:
         """Characters in all chapters."""
         return sum(c.chars for c in self.chapters)
 
-    def select(self, indices: "list[int | str] | tuple[int | str, ...] | None") -> "Book":
+    def select(self, indices: "Iterable[int | range | str] | None") -> "Book":
         """Return a copy holding only the chapters *indices* name, in book order.
 
-        Each item is a chapter ``index`` (an int) or a title (a str, see
-        :meth:`find_chapters`).  Chapter indices are kept, so a report still
-        says "chapter 7".  ``None`` selects every chapter.
+        Each item is a chapter ``index`` (an int), a ``range`` of them (kept as
+        a range, never expanded: ``range(1, 20_000_001)`` costs nothing), or a
+        title (a str, see :meth:`find_chapters`).  Chapter indices are kept, so
+        a report still says "chapter 7".  ``None`` selects every chapter.
+
+        Raises
+        ------
+        UsageError
+            A number or range names chapters the book does not have (one
+            line, the missing numbers given as ranges), or a title matches
+            nothing or several chapters.
         """
         if indices is None:
             return self
         from .errors import UsageError
 
-        numbers = {i for i in indices if not isinstance(i, str)}
-        missing = sorted(numbers - {c.index for c in self.chapters})
+        items = [indices] if isinstance(indices, (int, range, str)) else list(indices)
+        have = sorted(c.index for c in self.chapters)
+        wanted: set[int] = set()
+        missing: list[tuple[int, int]] = []
+        for item in items:
+            if isinstance(item, str):
+                wanted.update(c.index for c in self.find_chapters(item))
+                continue
+            span = item if isinstance(item, range) else range(int(item), int(item) + 1)
+            if span.step != 1:
+                span = range(span.start, span.stop)  # ranges of chapters are contiguous
+            present = have[bisect.bisect_left(have, span.start): bisect.bisect_left(have, span.stop)]
+            wanted.update(present)
+            missing += _gaps(span, present)
         if missing:
-            raise UsageError(
-                f"{self.source}: no chapter {', '.join(map(str, missing))} "
-                f"(the book has {len(self.chapters)})"
-            )
-        wanted = set(numbers)
-        for title in (i for i in indices if isinstance(i, str)):
-            wanted.update(c.index for c in self.find_chapters(title))
+            shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in sorted(set(missing))[:5])
+            more = f" and {len(set(missing)) - 5} more" if len(set(missing)) > 5 else ""
+            raise UsageError(f"{self.source}: no chapter {shown}{more} (the book has {len(self.chapters)})")
         return replace(self, chapters=tuple(c for c in self.chapters if c.index in wanted))
 
     def find_chapters(self, title: str) -> list[Chapter]:
@@ -225,3 +243,15 @@ def _fold_title(title: str) -> str:
     import re
 
     return " ".join(re.sub(r"[\W_]+", " ", title.casefold()).split())
+
+
+def _gaps(span: range, present: list[int]) -> list[tuple[int, int]]:
+    """The numbers of *span* not in *present* (sorted, all within *span*), as ``(first, last)`` runs."""
+    out, expect = [], span.start
+    for n in present:
+        if n > expect:
+            out.append((expect, n - 1))
+        expect = n + 1
+    if expect < span.stop:
+        out.append((expect, span.stop - 1))
+    return out

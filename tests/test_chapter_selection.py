@@ -50,8 +50,9 @@ def test_childrens_literature_bibliography_is_marked_by_its_epub_type(corpus):
 
 
 def test_parse_chapters_numbers_and_titles():
-    assert parse_chapters(("1-3,7",)) == (1, 2, 3, 7)
-    assert parse_chapters(("2", "The Real Princess", "4-5")) == (2, "The Real Princess", 4, 5)
+    assert parse_chapters(("1-3,7",)) == (range(1, 4), 7)  # a range stays a range
+    assert parse_chapters(("2", "The Real Princess", "4-5")) == (2, "The Real Princess", range(4, 6))
+    assert parse_chapters(("4-4",)) == (4,)
     assert parse_chapters(("Stave One, Marley's Ghost",)) == ("Stave One, Marley's Ghost",)
     assert parse_chapters(()) is None
     with pytest.raises(UsageError):

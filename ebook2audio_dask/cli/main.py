@@ -18,7 +18,16 @@ from typing import Any
 import click
 import yaml
 
-from ..errors import EXIT_BOOK_FAILED, EXIT_OK, EXIT_USAGE, Ebook2AudioError, UsageError
+from ..errors import (
+    EXIT_BOOK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Ebook2AudioError,
+    UsageError,
+    one_line,
+    terminal_safe,
+)
 
 __all__ = ["main", "cli", "parse_chapters", "parse_settings", "parse_storage_options"]
 
@@ -27,19 +36,22 @@ __all__ = ["main", "cli", "parse_chapters", "parse_settings", "parse_storage_opt
 _NUMBERS = re.compile(r"^[\s\d,-]+$")
 
 
-def parse_chapters(spec: "str | tuple[str, ...] | list[str] | None") -> "tuple[int | str, ...] | None":
-    """``--chapters`` values → chapter numbers and titles; none → ``None`` (all chapters).
+def parse_chapters(spec: "str | tuple[str, ...] | list[str] | None") -> "tuple[int | range | str, ...] | None":
+    """``--chapters`` values → chapter numbers, ranges and titles; none → ``None`` (all chapters).
 
-    A value made of numbers and ranges (``"1-3,7"``) gives those numbers; any
-    other value is one chapter title or pattern (``"The Real Princess"``,
-    ``"Stave*"``), commas included, matched per book by
+    A value made of numbers and ranges (``"1-3,7"``) gives ``range(1, 4)``
+    and ``7``: a range stays a range, however wide (``1-20000000`` costs
+    nothing), and is checked against each book's chapter count by
+    :meth:`~ebook2audio_dask.model.Book.select`.  Any other value is one
+    chapter title or pattern (``"The Real Princess"``, ``"Stave*"``), commas
+    included, matched per book by
     :meth:`~ebook2audio_dask.model.Book.find_chapters`.  Repeat the option
     for several titles.  A title made only of digits is read as a number.
     """
     if not spec:
         return None
     values = [spec] if isinstance(spec, str) else list(spec)
-    out: list[int | str] = []
+    out: list[int | range | str] = []
     for value in values:
         if not value.strip():
             continue
@@ -55,14 +67,14 @@ def parse_chapters(spec: "str | tuple[str, ...] | list[str] | None") -> "tuple[i
                     a, b = (int(x) for x in part.split("-", 1))
                     if a > b or a < 1:
                         raise ValueError
-                    out.extend(range(a, b + 1))
+                    out.append(range(a, b + 1) if b > a else a)
                 else:
                     n = int(part)
                     if n < 1:
                         raise ValueError
                     out.append(n)
             except ValueError:
-                raise UsageError(f"bad chapter range {part!r} in --chapters (use e.g. 1-3,7)") from None
+                raise UsageError(f"bad chapter range {one_line(part, 40)!r} in --chapters (use e.g. 1-3,7)") from None
     return tuple(dict.fromkeys(out)) or None
 
 
@@ -129,13 +141,41 @@ def parse_storage_options(text: str | None, s3_endpoint: str | None = None) -> d
     return options or None
 
 
+def echo(text: object = "", err: bool = False) -> None:
+    """Print *text* with every control and bidi-override character escaped.
+
+    Everything the CLI prints goes through here (or :func:`echo_json`), so a
+    title, file name or archive member name cannot move the cursor, rewrite
+    the clipboard (``ESC ] 52``) or reorder a line.  Line breaks the CLI
+    itself puts between lines are kept.
+    """
+    click.echo("\n".join(terminal_safe(line) for line in str(text).split("\n")), err=err)
+
+
+def echo_json(data: Any) -> None:
+    """Print *data* as JSON; characters a terminal would act on are ``\\uXXXX`` escapes (still valid JSON)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)  # json escapes C0 controls itself
+    click.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
+
+
+#: What json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (C1 controls, bidi overrides...).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines with control characters escaped (tracebacks, shown with --debug, as they are)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return terminal_safe(super().formatMessage(record))
+
+
 def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
+    logging.captureWarnings(True)  # Python warnings (e.g. distributed's) become log lines, made safe too
     if not debug:
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # Losing the scheduler is reported once per book, as one line; the
@@ -146,16 +186,29 @@ def _setup_logging(debug: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+#: Printed when Ctrl-C stops a run before the library could count what is kept.
+INTERRUPTED = ("interrupted: the chunks synthesised so far are kept in the chunk store; "
+               "the same command resumes from them")
+
+
 def _fail(exc: BaseException, debug: bool) -> None:
-    """Print *exc* as one line (plus a traceback with --debug) and exit."""
+    """Print *exc* as one line (plus a traceback with --debug) and exit.
+
+    Exit codes: the error's own (1 a book failed, 2 usage), 130 for Ctrl-C,
+    1 for anything unexpected.
+    """
     if debug:
         traceback.print_exception(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        echo(INTERRUPTED, err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if isinstance(exc, Ebook2AudioError):
-        click.echo(f"error: {exc}", err=True)
+        prefix = "interrupted" if exc.exit_code == EXIT_INTERRUPTED else "error"
+        echo(f"{prefix}: {exc}", err=True)
         sys.exit(exc.exit_code)
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = one_line(exc) or type(exc).__name__
     hint = "" if debug else " (run with --debug for details)"
-    click.echo(f"error: {type(exc).__name__}: {text}{hint}", err=True)
+    echo(f"error: {type(exc).__name__}: {text}{hint}", err=True)
     sys.exit(EXIT_BOOK_FAILED)
 
 
@@ -278,11 +331,16 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
         from ..cluster import client_security
 
         security = client_security(tls_ca_file, tls_cert, tls_key)
+        from ..pipeline.api import check_request
+
+        check_request(list(inputs), output, engine=engine, storage_options=storage_options, lexicons=lexicons,
+                      format=audio_format, split=split, split_hours=split_hours, loudnorm=loudnorm,
+                      subtitles=subtitles)  # before the cluster starts
         with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default",
                         adapt=adapt_range, slurm=slurm, security=security, tls=tls,
                         memory_limit=memory_limit or "default") as client:
             if client.dashboard_link:
-                click.echo(f"dashboard: {client.dashboard_link}", err=True)
+                echo(f"dashboard: {client.dashboard_link}", err=True)
             bars = None
             if not no_progress:
                 from ..pipeline.progress import ProgressBars
@@ -292,9 +350,9 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
             def finished(r) -> None:  # each book's line as soon as it is done
                 line, err = _result_line(r)
                 if bars is not None:
-                    bars.write(line, err=err)
+                    bars.write(terminal_safe(line), err=err)
                 else:
-                    click.echo(line, err=err)
+                    echo(line, err=err)
 
             try:
                 results = run_convert(
@@ -310,15 +368,15 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
             finally:
                 if bars is not None:
                     bars.close()
-    except Exception as exc:  # noqa: BLE001 - every error becomes one line + exit code
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line + exit code
         _fail(exc, debug)
         return
     failed = [r for r in results if not r.ok]
     exit_code = max([EXIT_OK] + [r.exit_code for r in failed])
     if len(results) > 1:
-        click.echo(_summary_table(results))
+        echo(_summary_table(results))
     if failed:
-        click.echo(f"{len(failed)} of {len(results)} book(s) failed", err=True)
+        echo(f"{len(failed)} of {len(results)} book(s) failed", err=True)
     sys.exit(exit_code)
 
 
@@ -406,33 +464,37 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
         from .. import config
         from ..ingest import read_book
 
+        from ..storage.checks import check_input
+
         keep = bool(config.get("include-matter", override=include_matter))
-        book = read_book(input, include_matter=True, storage_options=parse_storage_options(storage_json, s3_endpoint))
-    except Exception as exc:  # noqa: BLE001
+        storage_options = parse_storage_options(storage_json, s3_endpoint)
+        check_input(input, storage_options)  # a FIFO or device would block inspect forever
+        book = read_book(input, include_matter=True, storage_options=storage_options)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
     info = _book_summary(book, keep)
     if as_json:
-        click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        echo_json(info)
         return
     chapters, skipped = info["chapters"], info["skipped"]
-    click.echo(f"Title:    {info['title']}")
-    click.echo(f"Authors:  {', '.join(info['authors']) or '-'}")
-    click.echo(f"Language: {info['language'] or '-'}")
-    click.echo(f"Format:   {info['format']}   Cover: {info['cover'] or 'none'}")
+    echo(f"Title:    {info['title']}")
+    echo(f"Authors:  {', '.join(info['authors']) or '-'}")
+    echo(f"Language: {info['language'] or '-'}")
+    echo(f"Format:   {info['format']}   Cover: {info['cover'] or 'none'}")
     line = f"Chapters: {len(chapters)}"
     if skipped:
         line += f" (+{len(skipped)} front/back matter, skipped unless --include-matter)"
-    click.echo(line)
+    echo(line)
     width = max([len(str(len(chapters)))] + [1])
     for ch in info["listing"]:
         size = f"({ch['chars']} chars, {ch['words']} words)"
         title = ch["title"] if len(ch["title"]) <= 80 else ch["title"][:79] + "…"
         if ch["index"] is None:
-            click.echo(f"  {'-':>{width}}  {title}  {size}  [skipped: {ch['kind']} matter, {ch['reason']}]")
+            echo(f"  {'-':>{width}}  {title}  {size}  [skipped: {ch['kind']} matter, {ch['reason']}]")
         else:
             kind = "" if ch["kind"] == "body" else f" [{ch['kind']} matter: {ch['reason']}]"
-            click.echo(f"  {ch['index']:>{width}}. {title}{kind}  {size}")
+            echo(f"  {ch['index']:>{width}}. {title}{kind}  {size}")
 
 
 @cli.command()
@@ -458,16 +520,16 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
         summary = summarize_reports(outdir, parse_storage_options(storage_json, s3_endpoint))
         if not summary["books"] and not summary["problems"]:
             raise UsageError(f"{outdir}: no *.report.json here (ebook2audio convert -o {outdir} writes them)")
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
     if as_json:
-        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        echo_json(summary)
     else:
         if summary["books"]:
-            click.echo(format_summary(summary))
+            echo(format_summary(summary))
         for line in summary["problems"]:
-            click.echo(f"error: {line}", err=True)
+            echo(f"error: {line}", err=True)
     sys.exit(EXIT_BOOK_FAILED if summary["problems"] or summary["totals"]["failed"] else EXIT_OK)
 
 
@@ -514,25 +576,25 @@ def engines(as_json, model, debug) -> None:
 
     infos = [_engine_info(name, model) for name in engine_names()]
     if as_json:
-        click.echo(json.dumps(infos, indent=2, ensure_ascii=False))
+        echo_json(infos)
         return
     for info in infos:
         state = "available" if info["available"] else f"not available: {info['why']}"
-        click.echo(f"{info['name']}: {state}")
+        echo(f"{info['name']}: {state}")
         if not info["available"]:
             continue
         if info.get("uses_model"):
-            click.echo(f"  model:       {info.get('model') or '- (' + info['why'] + ')'}")
+            echo(f"  model:       {info.get('model') or '- (' + info['why'] + ')'}")
             if info.get("downloaded_models"):
-                click.echo(f"  downloaded:  {', '.join(info['downloaded_models'])}")
+                echo(f"  downloaded:  {', '.join(info['downloaded_models'])}")
         langs = info["languages"]
         shown = ", ".join(langs[:12]) + (f", ... ({len(langs)} in all)" if len(langs) > 12 else "")
-        click.echo(f"  languages:   {shown or '-'}")
-        click.echo(f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})")
+        echo(f"  languages:   {shown or '-'}")
+        echo(f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})")
         devices = ", ".join(info["devices"])
         if "cuda_devices" in info:
             devices += f" ({info['cuda_devices']} CUDA device(s) visible)"
-        click.echo(f"  sample rate: {info['sample_rate'] or '-'} Hz   devices: {devices}"
+        echo(f"  sample rate: {info['sample_rate'] or '-'} Hz   devices: {devices}"
                    f"   max chars per chunk: {info['max_chars']}")
 
 
@@ -567,16 +629,16 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
 
         store = ChunkStore.make(config.get("cache", override=cache_url), parse_storage_options(storage_json, s3_endpoint))
         info = cache_info(store)
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        echo_json(info)
         return
-    click.echo(f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, "
+    echo(f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, "
                f"{info['encoded_books']} encoded books, {_human(info['bytes'])}")
     for name, e in info["engines"].items():
-        click.echo(f"  {name}: {e['chunks']} chunks, {e['voices']} voices, {_human(e['bytes'])}")
+        echo(f"  {name}: {e['chunks']} chunks, {e['voices']} voices, {_human(e['bytes'])}")
 
 
 @cache.command("prune")
@@ -620,11 +682,11 @@ def cache_prune_cmd(cache_url, storage_json, s3_endpoint, keep_books, older_than
                                   normalize=normalize, lexicons=tuple(lexicons) or None)  # fmt: skip
             keep = keys_for_books(expand_inputs(keep_books, options_), opts)
         result = prune_cache(store, keep=keep, older_than_days=older_than, dry_run=dry_run)
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {result['deleted']} object(s), {_human(result['bytes'])}; kept {result['kept']}")
+    echo(f"{verb} {result['deleted']} object(s), {_human(result['bytes'])}; kept {result['kept']}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -634,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except UsageError as exc:  # pragma: no cover - raised before a command runs
-        click.echo(f"error: {exc}", err=True)
+        echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
 
 

@@ -21,6 +21,9 @@ __all__ = ["client_for", "default_n_workers", "local_cluster"]
 
 logger = logging.getLogger(__name__)
 
+#: Worker preload that takes embedded workers out of the terminal's process group.
+DETACH_PRELOAD = "ebook2audio_dask.cluster.detach"
+
 
 def _cores() -> int:
     try:
@@ -117,6 +120,8 @@ def local_cluster(
         kwargs.update(security=security, protocol="tls://")
     # The client fails a book that waits too long for the resources (a clear
     # error, see pipeline.graph); the scheduler's own timeout is a later backstop.
+    # Only the client hears Ctrl-C: it cancels, closes the cluster and says what is kept.
+    kwargs["preload"] = [*(kwargs.get("preload") or ()), DETACH_PRELOAD]
     wait = float(config.get("cluster.no-workers-timeout") or 0)
     with dask.config.set({"distributed.scheduler.no-workers-timeout": f"{wait + 60:g}s" if wait > 0 else None}):
         if gpu_list:
