@@ -11,15 +11,32 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 import zipfile
 from pathlib import Path
 
+import dask
+import psutil
 import pytest
 
 import ebook2audio_dask.ingest.epub as epub_reader
 from ebook2audio_dask.errors import BookError
 from ebook2audio_dask.ingest import read_book
-from test_hostile import OPF_PATH, book_files, opf_xml, write_epub
+from ebook2audio_dask.ingest.calibre import MAX_MEMBERS
+from test_hostile import (
+    OPF_PATH,
+    book_files,
+    inflating_stream,
+    opf_xml,
+    stored,
+    write_epub,
+    write_raw_zip,
+)
 
 # ==========================================================================
 # Item 8: a spine listing the same document many times
@@ -148,3 +165,188 @@ def test_fb2_over_the_parsers_own_limit_fails_in_one_line(tmp_path):
         f"{deep}: not a readable FB2: elements nested deeper than the XML parser's limit "
         "(libxml2: 2048 levels)"
     )
+
+
+# ==========================================================================
+# Item 3: Calibre formats within the archive limits; Calibre's folder capped
+# ==========================================================================
+_W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+_DOCX_PARTS = {
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" '
+        'ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/word/document.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'
+    ),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+        'relationships/officeDocument" Target="word/document.xml"/></Relationships>'
+    ),
+}
+_DOC_HEAD = f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{_W}"><w:body>'
+_DOC_TAIL = "</w:body></w:document>"
+
+
+def _docx_paragraphs(paragraphs: list[str]) -> str:
+    return "".join(f"<w:p><w:r><w:t>{p}</w:t></w:r></w:p>" for p in paragraphs)
+
+
+def write_docx(path: Path, paragraphs: list[str]) -> Path:
+    """A small real DOCX, as a word processor writes its minimum."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", _DOCX_PARTS["[Content_Types].xml"])
+        zf.writestr("_rels/.rels", _DOCX_PARTS["_rels/.rels"])
+        zf.writestr("word/document.xml", _DOC_HEAD + _docx_paragraphs(paragraphs) + _DOC_TAIL)
+    return path
+
+
+def bomb_docx(path: Path, blocks: int) -> Path:
+    """A DOCX whose word/document.xml inflates to *blocks* × 16 MiB (declared truly)."""
+    head = (_DOC_HEAD + "<w:p><w:r><w:t>Boom").encode()
+    stream, crc, size = inflating_stream(head, blocks, b"</w:t></w:r></w:p>" + _DOC_TAIL.encode())
+    members = [stored(name, data) for name, data in _DOCX_PARTS.items()]
+    members.append(("word/document.xml", stream, 8, crc, size, 0))
+    return write_raw_zip(path, members)
+
+
+def bomb_odt(path: Path, members: int, size: int) -> Path:
+    """An ODT with *members* pictures of *size* bytes each (deflated to almost nothing)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.text")
+        zf.writestr("content.xml", "<office:document-content/>")
+        picture = b"\0" * size
+        for k in range(members):
+            zf.writestr(f"Pictures/{k:05d}.png", picture)
+    return path
+
+
+@pytest.fixture
+def calibre(tmp_path, monkeypatch) -> dict:
+    """``ingest.calibre`` set to a wrapper that notes each run, then runs the real
+    ``ebook-convert``; Calibre's private folders made under a temp dir of the test's own."""
+    real = shutil.which("ebook-convert")
+    runs = tmp_path / "calibre-runs"
+    wrapper = tmp_path / "ebook-convert"
+    wrapper.write_text(f'#!/bin/sh\necho run >> "{runs}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with dask.config.set({"ebook2audio.ingest.calibre": str(wrapper)}):
+        yield {"real": real, "runs": runs, "temp": temp, "wrapper": wrapper}
+
+
+def _calibre_ran(calibre) -> int:
+    return len(calibre["runs"].read_text().split()) if calibre["runs"].exists() else 0
+
+
+def _needs_calibre(calibre) -> None:
+    if calibre["real"] is None:
+        message = "Calibre's ebook-convert is not installed: .ci/install-dev.sh installs it as root"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _calibre_processes(folder: Path) -> list:
+    """Processes still running with *folder* (Calibre's private folders) in their command line."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in part for part in proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+def test_docx_zip_bomb_is_refused_before_calibre_runs(calibre, tmp_path):
+    book = bomb_docx(tmp_path / "bomb.docx", blocks=32)  # 0.5 MB that inflates to 512 MiB
+    assert book.stat().st_size < 1024 * 1024
+    with pytest.raises(BookError) as info:
+        read_book(str(book))
+    assert str(info.value) == (
+        f"{book}: archive member word/document.xml inflates to 512.00 MiB, which exceeds the "
+        "256.00 MiB limit per member (ingest.max-member-size); a zip bomb?"
+    )
+    assert _calibre_ran(calibre) == 0
+    assert not list(calibre["temp"].iterdir())
+
+
+def test_odt_over_the_total_and_member_count_is_refused_before_calibre_runs(calibre, tmp_path):
+    many_mib = bomb_odt(tmp_path / "total.odt", members=12, size=1024 * 1024)
+    with dask.config.set({"ebook2audio.ingest.max-total-size": "8MiB"}):
+        with pytest.raises(BookError) as info:
+            read_book(str(many_mib))
+    assert str(info.value) == (
+        f"{many_mib}: the archive's members inflate to 12.00 MiB, over the 8.00 MiB limit "
+        "per book (ingest.max-total-size); a zip bomb?"
+    )
+    crowded = bomb_odt(tmp_path / "crowded.odt", members=MAX_MEMBERS - 1, size=0)  # + 2 parts
+    with pytest.raises(BookError) as info:
+        read_book(str(crowded))
+    assert str(info.value) == (
+        f"{crowded}: the archive holds {MAX_MEMBERS + 1} members, over the {MAX_MEMBERS} "
+        "a book may have; a zip bomb?"
+    )
+    assert _calibre_ran(calibre) == 0
+    assert not list(calibre["temp"].iterdir())
+
+
+def test_calibre_output_over_the_cap_is_stopped_and_removed(calibre, tmp_path):
+    _needs_calibre(calibre)
+    words = "The lamp was lit and nobody came to the door that night."
+    docx = write_docx(tmp_path / "small.docx", [f"{words} ({k})" for k in range(200)])
+    with dask.config.set({"ebook2audio.ingest.calibre-max-output-size": "64kB"}):
+        with pytest.raises(BookError) as info:
+            read_book(str(docx))
+    assert str(info.value) == (
+        f"{docx}: Calibre's ebook-convert wrote more than 62.50 kiB converting the DOCX file, "
+        "over the limit ingest.calibre-max-output-size; stopped"
+    )
+    assert _calibre_ran(calibre) == 1
+    assert not list(calibre["temp"].iterdir())
+    assert not _calibre_processes(calibre["temp"])
+    # the same book within the default cap converts
+    book = read_book(str(docx))
+    assert book.format == "docx" and f"{words} (199)" in book.chapters[-1].paragraphs
+    assert not list(calibre["temp"].iterdir())
+
+
+def test_ctrl_c_during_calibre_removes_its_folder(calibre, tmp_path):
+    _needs_calibre(calibre)
+    docx = write_docx(tmp_path / "book.docx", ["Nobody came to the door that night."] * 2000)
+    script = (
+        "import dask, sys\n"
+        "from ebook2audio_dask.ingest import read_book\n"
+        f"dask.config.set({{'ebook2audio.ingest.calibre': {str(calibre['wrapper'])!r}}})\n"
+        "read_book(sys.argv[1])\n"
+        "print('converted')\n"
+    )
+    env = dict(os.environ, TMPDIR=str(calibre["temp"]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(docx)], env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        # Calibre has started and is writing in its folder: a terminal's Ctrl-C now
+        for _ in range(1200):
+            if _calibre_ran(calibre) and list(calibre["temp"].glob("ebook2audio-calibre-*/tmp")):
+                if _calibre_processes(calibre["temp"]):
+                    break
+            assert child.poll() is None, child.communicate()
+            time.sleep(0.05)
+        os.killpg(child.pid, signal.SIGINT)  # to the process group, as a terminal sends it
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert b"converted" not in out and b"KeyboardInterrupt" in err
+    assert not list(calibre["temp"].iterdir())
+    for _ in range(40):  # Calibre's process group was killed
+        if not _calibre_processes(calibre["temp"]):
+            break
+        time.sleep(0.05)
+    assert not _calibre_processes(calibre["temp"])

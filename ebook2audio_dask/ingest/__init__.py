@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import functools
 import logging
 import posixpath
 import re
@@ -72,11 +73,13 @@ MAX_PARAGRAPH_CHARS = 10_000
 _SENTENCE_END_RE = re.compile(r"[.!?\u2026;:][\"'\u201d\u2019\u00bb)\]]*(?= )|[\u3002\uff01\uff1f]")
 
 #: Defaults of ``ingest.max-member-size`` / ``ingest.max-total-size`` /
-#: ``ingest.max-file-size``.
+#: ``ingest.max-file-size`` / ``ingest.calibre-max-output-size``.
 _SIZE_LIMITS = {
     "max-member-size": 256 * 1024**2,
     "max-total-size": 1024**3,
     "max-file-size": 512 * 1024**2,
+    "max-text-size": 64 * 1024**2,
+    "calibre-max-output-size": 2 * 1024**3,
 }
 #: Bytes read from the start of a book to recognise its format.
 _HEAD_BYTES = 64 * 1024
@@ -381,11 +384,24 @@ def _open_book(url: str, storage_options: dict | None):
             fh.close()
 
 
-def _too_big(url: str, size: int, limit: int) -> BookError:
+def _too_big(url: str, size: int, limit: int, key: str = "max-file-size") -> BookError:
     limit_text = format_bytes(limit)
     return BookError(
-        url, f"file is {format_bytes(size)}, over the limit ingest.max-file-size ({limit_text})"
+        url, f"file is {format_bytes(size)}, over the limit ingest.{key} ({limit_text})"
     )
+
+
+def _blocks(book: _BookFile, limit: int, key: str):
+    """The book from its start, block by block; never more than *limit* bytes (``ingest.<key>``)."""
+    book.seek(0)
+    size = 0
+    while block := book.read(min(_READ_BLOCK, limit + 1 - size)):
+        size += len(block)
+        if size > limit:  # the file grew since its size was checked
+            raise BookError(
+                book.url, f"file is more than the limit ingest.{key} ({format_bytes(limit)})"
+            )
+        yield block
 
 
 def _read_all(book: _BookFile, head: bytes, limit: int) -> bytes:
@@ -431,8 +447,10 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         The file cannot be read, is larger than ``ingest.max-file-size``,
         is not a supported ebook, is a damaged EPUB, is DRM-protected,
         inflates past ``ingest.max-member-size`` / ``ingest.max-total-size``
-        (a zip bomb), or holds no readable text.  The message is one line
-        that names the file.
+        (a zip bomb: an EPUB, a zipped FB2, or a DOCX/ODT before Calibre
+        sees it), makes Calibre write more than
+        ``ingest.calibre-max-output-size``, or holds no readable text.  The
+        message is one line that names the file.
     UsageError
         A size limit in the configuration is not a positive size.
 
@@ -475,6 +493,12 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         if fmt == "epub" or (fmt == "fb2" and head.startswith(_ZIP_MAGIC)):
             book.seek(0)
             data = book
+        elif fmt == "txt":  # decoded and cut into paragraphs block by block, never whole
+            max_text_size = _size_limit("max-text-size")
+            if size > max_text_size:
+                raise _too_big(source, size, max_text_size, "max-text-size")
+            limit = min((max_file_size, "max-file-size"), (max_text_size, "max-text-size"))
+            data = functools.partial(_blocks, book, *limit)
         else:  # the text is needed whole anyway
             data = _read_all(book, head, max_file_size)
             if not data.strip():
@@ -547,7 +571,12 @@ def _via_calibre(
     max_member_size: int,
     max_total_size: int,
 ) -> Book:
-    """Convert *book* to EPUB with Calibre, read that; source and format stay the original's."""
+    """Convert *book* to EPUB with Calibre, read that; source and format stay the original's.
+
+    A zip (DOCX, ODT) must pass the EPUB reader's inflate limits before
+    Calibre runs; Calibre's folder is capped by ``ingest.calibre-max-output-size``
+    (see :func:`.calibre.convert_to_epub`).
+    """
     from dataclasses import replace
 
     from .calibre import convert_to_epub
@@ -565,14 +594,21 @@ def _via_calibre(
         return replace(epub, format=fmt, authors=authors)
 
     return convert_to_epub(
-        book, source, fmt, limit=max_file_size, read_epub_file=read, stem=_stem(source)
-    )
+        book, source, fmt,
+        limit=max_file_size,
+        read_epub_file=read,
+        stem=_stem(source),
+        max_member_size=max_member_size,
+        max_total_size=max_total_size,
+        max_output_size=_size_limit("calibre-max-output-size"),
+    )  # fmt: skip
 
 
 def _parse(
     data, source: str, fmt: str, *, include_matter: bool, max_member_size: int, max_total_size: int
 ) -> Book:
-    """Read *data* (bytes, or an open :class:`_BookFile` for an EPUB) as *fmt*."""
+    """Read *data* as *fmt*: bytes, an open :class:`_BookFile` (EPUB, zipped FB2), or for
+    plain text a callable returning the file's blocks (see :func:`.txt.read_txt_blocks`)."""
     cover = None
     try:
         if fmt == "fb2":
@@ -605,12 +641,9 @@ def _parse(
 
             content = read_html(data, source)
         else:
-            from .txt import read_txt
+            from .txt import read_txt_blocks
 
-            text = _decode_text(data, source)
-            if text is None:
-                raise BookError(source, "not an ebook (unrecognised content)")
-            content = read_txt(text, source)
+            content = read_txt_blocks(data, source)
         title = content.title or _stem(source)
         chapters = assemble(
             content.sections,

@@ -14,26 +14,45 @@ Configuration (``ebook2audio.ingest``):
 ``calibre-timeout``
     Seconds a conversion may take before it is stopped (the whole process
     group is killed) and the book fails.
+``calibre-max-output-size``
+    Most bytes Calibre may write in the private folder (default 2 GiB); the
+    folder is measured ten times a second while Calibre runs, and past the
+    limit Calibre is stopped the same way and the book fails.
+
+A zip archive (DOCX, ODT) is checked before Calibre sees it, with the EPUB
+reader's limits (``ingest.max-member-size``, ``ingest.max-total-size``, and
+at most :data:`MAX_MEMBERS` members): every member is inflated in memory,
+counted and thrown away, so a zip bomb is refused without Calibre writing
+anything.  The private folder is removed on every path out: success, error,
+timeout, the output limit, and ``KeyboardInterrupt`` (Ctrl-C), after
+Calibre's whole process group has been killed.
 
 Calibre runs headless (``QT_QPA_PLATFORM=offscreen``) with its own
-configuration and temporary folders inside the private folder, so it never
-touches the user's Calibre settings and works with a read-only home.
+configuration, cache and temporary folders inside the private folder, so it
+never touches the user's Calibre settings and works with a read-only home.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import time
+
+from dask.utils import format_bytes
 
 from .. import config
 from ..errors import BookError, UsageError
+from .epub import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
 
-__all__ = ["convert_to_epub", "find_ebook_convert", "CALIBRE_FORMATS"]
+__all__ = ["convert_to_epub", "find_ebook_convert", "CALIBRE_FORMATS", "MAX_MEMBERS"]
+
+log = logging.getLogger(__name__)
 
 #: Formats converted by Calibre (PDF only with ``ingest.pdf: calibre``).
 CALIBRE_FORMATS = ("mobi", "azw3", "docx", "rtf", "odt", "pdf")
@@ -41,6 +60,17 @@ _DEFAULT_PROGRAM = "ebook-convert"
 _DEFAULT_TIMEOUT = 600.0
 _TAIL_CHARS = 300
 _BLOCK = 1024 * 1024
+#: Most members a zip archive handed to Calibre may hold (it extracts them
+#: all; a real DOCX or ODT has a few dozen, a few hundred with many pictures).
+MAX_MEMBERS = 10_000
+#: Default of ``ingest.calibre-max-output-size``: most bytes Calibre may write
+#: in its temporary folder (the extracted book, its work files and the EPUB).
+DEFAULT_MAX_OUTPUT = 2 * 1024**3
+#: Seconds between two measurements of Calibre's folder while it runs.
+_POLL_S = 0.1
+#: Seconds to wait for Calibre's helpers to be gone after the kill.
+_GONE_S = 2.0
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 #: RTF and ODT have no table of contents Calibre reads: it would only list
 #: headings with words like "Chapter"; the headings (as word processors mark
 #: them) make the TOC instead.
@@ -95,23 +125,149 @@ def _tail(log_path: str) -> str:
     return tail if len(tail) <= _TAIL_CHARS else tail[: _TAIL_CHARS - 1] + "…"
 
 
-def _copy_in(book, source: str, path: str, limit: int) -> None:
-    """Stream *book* (a seekable file object) into *path*, at most *limit* bytes."""
+def _copy_in(book, source: str, path: str, limit: int) -> bytes:
+    """Stream *book* (a seekable file object) into *path*, at most *limit* bytes.
+
+    Returns the file's first bytes (to tell a zip archive).
+    """
     book.seek(0)
     size = 0
+    first = b""
     with open(path, "wb") as out:
         while True:
             block = book.read(_BLOCK)
             if not block:
-                return
+                return first
+            first = first or block[:4]
             size += len(block)
             if size > limit:
                 raise BookError(source, "file is more than the limit ingest.max-file-size")
             out.write(block)
 
 
+def _check_archive(path: str, source: str, fmt: str, *, max_member: int, max_total: int) -> None:
+    """Refuse a zip (DOCX, ODT) that would inflate past the EPUB reader's limits.
+
+    Calibre extracts the whole archive into its temporary folder, so every
+    member is checked, as :meth:`._Archive.check_all` does: at most
+    :data:`MAX_MEMBERS` members, none over ``ingest.max-member-size``, all
+    together at most ``ingest.max-total-size`` (declared sizes first, then
+    counted while inflating and throwing the bytes away).
+    """
+    from .epub import _Archive
+
+    with open(path, "rb") as fh:
+        try:
+            archive = _Archive(fh, source, max_member=max_member, max_total=max_total)
+            try:
+                archive.check_all(MAX_MEMBERS)
+            finally:
+                archive.close()
+        except BookError as exc:
+            what = f"not a valid {fmt.upper()}"
+            raise BookError(source, exc.problem.replace("not a valid EPUB", what)) from exc
+
+
+def _written(folder: str, skip: str, cap: int) -> int:
+    """Bytes in the files under *folder* but *skip*; counting stops past *cap*."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if path == skip:
+                continue
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += os.lstat(path).st_size
+            if total > cap:
+                return total
+    return total
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Kill ebook-convert's whole process group and wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + _GONE_S
+    while time.monotonic() < deadline:  # its helpers too, before the folder is removed
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _private_folder():
+    """A private temporary folder, removed on every path out (error, timeout, Ctrl-C)."""
+    tmp = tempfile.mkdtemp(prefix="ebook2audio-calibre-")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(tmp):  # a helper still closing its files: once more
+            time.sleep(0.5)
+            shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(tmp):
+            log.warning("could not remove Calibre's temporary folder %s", tmp)
+
+
+def _run(argv: list[str], tmp: str, src: str, log_path: str, *, timeout: float, cap: int):
+    """Run ebook-convert in *tmp*: its exit status, ``"timeout"`` or ``"cap"``.
+
+    The folder is measured every :data:`_POLL_S` seconds while it runs, and
+    once more when it has finished (what Calibre wrote: everything but the
+    book's copy *src*); past *cap* bytes, or after *timeout* seconds, the
+    whole process group is killed.  It is
+    killed too when anything else ends the wait (``KeyboardInterrupt``).
+    """
+    env = dict(os.environ)
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        CALIBRE_CONFIG_DIRECTORY=os.path.join(tmp, "config"),
+        CALIBRE_CACHE_DIRECTORY=os.path.join(tmp, "cache"),
+        CALIBRE_TEMP_DIR=os.path.join(tmp, "tmp"),
+        CALIBRE_NO_NATIVE_FILEDIALOGS="1",
+    )
+    deadline = time.monotonic() + timeout
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            env=env,
+            start_new_session=True,  # its own process group: a timeout kills its helpers too
+        )
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    rc = proc.wait(timeout=max(0.0, min(_POLL_S, left)))
+                except subprocess.TimeoutExpired:
+                    rc = None
+                if _written(tmp, src, cap) > cap:  # also once it has finished
+                    return "cap"
+                if rc is not None:
+                    return rc
+                if left <= _POLL_S:
+                    return "timeout"
+        finally:
+            _stop(proc)
+
+
 def convert_to_epub(
-    book, source: str, fmt: str, *, limit: int, read_epub_file, stem: str = "book"
+    book,
+    source: str,
+    fmt: str,
+    *,
+    limit: int,
+    read_epub_file,
+    stem: str = "book",
+    max_member_size: int = MAX_MEMBER_BYTES,
+    max_total_size: int = MAX_TOTAL_BYTES,
+    max_output_size: int = DEFAULT_MAX_OUTPUT,
 ) -> object:
     """Convert *book* (*fmt*) to EPUB with Calibre and read it.
 
@@ -131,56 +287,49 @@ def convert_to_epub(
     stem : str
         The book's file name without extension: Calibre's title when the
         book has none.
+    max_member_size, max_total_size : int
+        A zip archive (DOCX, ODT) is refused before Calibre runs when it
+        would inflate past these (``ingest.max-member-size``,
+        ``ingest.max-total-size``) or holds more than :data:`MAX_MEMBERS`
+        members.
+    max_output_size : int
+        Most bytes Calibre may write in its folder
+        (``ingest.calibre-max-output-size``).
 
     Raises
     ------
     BookError
-        ``ebook-convert`` is not installed, the conversion failed or took
+        ``ebook-convert`` is not installed, the archive is over a limit,
+        the conversion failed, wrote more than *max_output_size* or took
         longer than ``ingest.calibre-timeout``.
     """
     program = find_ebook_convert()
     if program is None:
         raise BookError(source, missing_message(fmt))
     timeout = _timeout()
-    with tempfile.TemporaryDirectory(prefix="ebook2audio-calibre-") as tmp:
+    with _private_folder() as tmp:
         safe = re.sub(r"[^\w.\- ]+", "_", stem).strip(" .") or "book"
         src = os.path.join(tmp, f"{safe[:100]}.{fmt}")
         out = os.path.join(tmp, "book.epub")
         log_path = os.path.join(tmp, "calibre.log")
-        _copy_in(book, source, src, limit)
-        for sub in ("config", "tmp"):
+        if _copy_in(book, source, src, limit).startswith(_ZIP_MAGIC):
+            _check_archive(src, source, fmt, max_member=max_member_size, max_total=max_total_size)
+        for sub in ("config", "cache", "tmp"):
             os.mkdir(os.path.join(tmp, sub))
-        env = dict(os.environ)
-        env.update(
-            QT_QPA_PLATFORM="offscreen",
-            CALIBRE_CONFIG_DIRECTORY=os.path.join(tmp, "config"),
-            CALIBRE_TEMP_DIR=os.path.join(tmp, "tmp"),
-            CALIBRE_NO_NATIVE_FILEDIALOGS="1",
-        )
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [program, src, out, "--no-default-epub-cover", *_TOC_OPTIONS.get(fmt, ())],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=tmp,
-                env=env,
-                start_new_session=True,  # its own process group: a timeout kills its helpers too
-            )
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                rc = None
-            finally:
-                if proc.poll() is None or rc is None:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        if rc is None:
+        argv = [program, src, out, "--no-default-epub-cover", *_TOC_OPTIONS.get(fmt, ())]
+        rc = _run(argv, tmp, src, log_path, timeout=timeout, cap=max_output_size)
+        if rc == "timeout":
             raise BookError(
                 source,
                 f"Calibre's ebook-convert did not finish converting the {fmt.upper()} file "
                 f"in {timeout:g} s (ingest.calibre-timeout)",
+            )
+        if rc == "cap":
+            raise BookError(
+                source,
+                f"Calibre's ebook-convert wrote more than {format_bytes(max_output_size)} "
+                f"converting the {fmt.upper()} file, over the limit "
+                "ingest.calibre-max-output-size; stopped",
             )
         if rc != 0 or not os.path.isfile(out):
             tail = _tail(log_path)

@@ -196,7 +196,42 @@ class _Archive:
             if required:
                 raise BookError(self.source, required)
             return None
-        info = self.names[name]
+        blocks: list[bytes] = []
+        self._inflate(self.names[name], blocks.append)
+        return b"".join(blocks)
+
+    def check_all(self, max_members: int) -> None:
+        """Inflate every member, keeping nothing, within the limits: refuse a zip bomb.
+
+        What a tool that extracts the whole archive (Calibre converting a
+        DOCX or an ODT) would write: at most *max_members* members, none
+        over ``max_member`` bytes, all together at most ``max_total``.  The
+        sizes the archive declares are checked first (nothing is inflated
+        when they are over a limit); then every member is inflated in
+        blocks, counted, and thrown away, so one that inflates to more than
+        it declares is caught too.
+        """
+        infos = [i for i in self.zf.infolist() if not i.is_dir()]
+        if len(infos) > max_members:
+            raise BookError(
+                self.source,
+                f"the archive holds {len(infos)} members, over the {max_members} a book may "
+                "have; a zip bomb?",
+            )
+        declared = sum(i.file_size for i in infos)
+        if declared > self.max_total:
+            raise BookError(
+                self.source,
+                f"the archive's members inflate to {format_bytes(declared)}, over the "
+                f"{format_bytes(self.max_total)} limit per book (ingest.max-total-size); "
+                "a zip bomb?",
+            )
+        for info in infos:
+            self._inflate(info, lambda block: None)
+
+    def _inflate(self, info: zipfile.ZipInfo, sink) -> None:
+        """Inflate member *info* in blocks into *sink*, within the limits."""
+        name = info.filename
         budget = min(self.max_member, self.max_total - self.inflated)
         if info.file_size > budget:
             raise self._too_large(name, info.file_size, declared=True)
@@ -204,7 +239,6 @@ class _Archive:
             raise BookError(
                 self.source, f"not a valid EPUB: archive member {name} is password-protected"
             )
-        blocks: list[bytes] = []
         size = 0
         try:
             with self.zf.open(info) as fh:
@@ -217,7 +251,7 @@ class _Archive:
                     size += len(block)
                     if size > budget:
                         raise self._too_large(name, size, declared=False)
-                    blocks.append(block)
+                    sink(block)
         except BookError:
             raise
         except (
@@ -233,7 +267,6 @@ class _Archive:
                 self.source, f"not a valid EPUB: damaged archive member {name} ({exc})"
             ) from exc
         self.inflated += size
-        return b"".join(blocks)
 
 
 def _local(tag) -> str:
