@@ -67,9 +67,12 @@ def one_line(text: object, limit: int | None = MESSAGE_LIMIT) -> str:
     escaped (:func:`terminal_safe`), cut to *limit* characters with "…".
 
     The one formatter of error text in this library (engine errors, storage
-    errors, book errors, the CLI's own messages).
+    errors, book errors, the CLI's own messages).  An exception without a
+    message gives its type's name.
     """
     line = terminal_safe(" ".join(str(text).split()))
+    if not line and isinstance(text, BaseException):
+        line = type(text).__name__
     if limit is not None and len(line) > limit:
         line = line[: max(1, limit - 1)].rstrip() + "…"
     return line

@@ -12,7 +12,7 @@ from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 
 from .. import config
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from .adaptive import SynthesisAdaptive
 from .gpus import GPULocalCluster, ensure_engine_teardown, parse_gpus
 from .security import client_security, embedded_security
@@ -184,8 +184,7 @@ def client_for(
             c = Client(scheduler, security=security, timeout=config.get("cluster.connect-timeout", 30))
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             hint = " (a tls:// scheduler needs --tls-ca-file and --tls-cert)" if security is None else ""
-            text = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise UsageError(f"cannot connect to scheduler {scheduler}: {text}{hint}") from exc
+            raise UsageError(f"cannot connect to scheduler {scheduler}: {one_line(exc)}{hint}") from exc
         with c:
             ensure_engine_teardown(c)
             yield c

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import EngineError
+from ..errors import EngineError, one_line
 
 __all__ = ["model_cache_dir", "is_remote", "local_path", "cached_folder", "fetch_once", "read_json_config"]
 
@@ -63,7 +63,7 @@ def is_remote(url: str, what: str = "model") -> bool:
     try:
         fs, _ = fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
-        raise EngineError(f"{what} cannot be opened: {url}: {' '.join(str(exc).split())}") from None
+        raise EngineError(f"{what} cannot be opened: {url}: {one_line(exc)}") from None
     return not isinstance(fs, LocalFileSystem)
 
 
@@ -122,7 +122,7 @@ def fetch_once(folder: Path, sources: Sequence[tuple[str, str]], *, what: str = 
                 folder.rmdir()  # only if nothing was cached in it
             if isinstance(exc, FileNotFoundError):
                 raise EngineError(f"{what} not found: {source}") from None
-            message = " ".join(str(exc).split())[:200]
+            message = one_line(exc)
             raise EngineError(f"{what} cannot be fetched: {source}: {message}") from None
         _LOGGER.info("cached %s %s as %s", what, source, target)
     return paths
@@ -153,7 +153,7 @@ def read_json_config(source: str, what: str, required_key: str) -> dict[str, Any
     except FileNotFoundError:
         raise EngineError(f"{what} not found: {source}") from None
     except Exception as exc:  # JSON errors, and remote file systems' own error types
-        message = " ".join(str(exc).split())[:200]
+        message = one_line(exc)
         raise EngineError(f"{what} unreadable: {source}: {message}") from None
     if not isinstance(cfg, dict) or required_key not in cfg:
         raise EngineError(f"{what} unreadable: {source}: no {required_key!r} key, not a config of this kind")

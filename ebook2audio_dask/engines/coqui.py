@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from .. import config as e2a_config
-from ..errors import EngineError
+from ..errors import EngineError, one_line
 from ._files import cached_folder, fetch_once, is_remote, local_path, read_json_config
 from .base import Engine, EngineSpec, VoiceInfo
 
@@ -101,10 +101,6 @@ def coqui_cache_dir() -> Path:
         if os.environ.get(var):
             return Path(os.environ[var]).expanduser() / "tts"
     return Path.home() / ".local" / "share" / "tts"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- model files
@@ -260,7 +256,7 @@ def _fetch_remote(model: str, folder_url: str, checkpoint_name: str | None) -> P
     except FileNotFoundError:
         raise EngineError(f"coqui model not found: {model}") from None
     except Exception as exc:  # remote file systems' own errors
-        raise EngineError(f"coqui model cannot be listed: {model}: {_one_line(exc)}") from None
+        raise EngineError(f"coqui model cannot be listed: {model}: {one_line(exc)}") from None
     if "config.json" not in names:
         raise EngineError(f"coqui model config not found: {folder_url}/config.json")
     cfg = _read_config(folder_url + "/config.json")
@@ -344,7 +340,7 @@ def _weights_stamp(model: str) -> str:
         fs, root = fsspec.core.url_to_fs(folder_url)
         entries = fs.ls(root, detail=True)
     except Exception as exc:  # missing folder or unreachable store
-        raise EngineError(f"coqui model cannot be listed: {model}: {_one_line(exc)}") from None
+        raise EngineError(f"coqui model cannot be listed: {model}: {one_line(exc)}") from None
     stamp = []
     for entry in entries:
         name = str(entry["name"]).rsplit("/", 1)[-1]
@@ -674,7 +670,7 @@ class CoquiEngine(Engine):
         except EngineError:
             raise
         except Exception as exc:  # Coqui raises whatever its loaders raise
-            raise EngineError(f"coqui model unreadable: {self.model_source}: {_one_line(exc)}") from exc
+            raise EngineError(f"coqui model unreadable: {self.model_source}: {one_line(exc)}") from exc
         self._synth = synth
         self.model = synth.tts_model
         self.model.to(self.device)
@@ -787,7 +783,7 @@ class CoquiEngine(Engine):
                         local.write_bytes(src.read())
                     pcm = decode_to_pcm(local, rate)
                 except (OSError, RuntimeError) as exc:
-                    raise EngineError(f"coqui voice clip unreadable: {clip}: {_one_line(exc)}") from None
+                    raise EngineError(f"coqui voice clip unreadable: {clip}: {one_line(exc)}") from None
             audio = torch.from_numpy(pcm.astype(np.float32) / 32768.0).unsqueeze(0)
             clips.append(audio[:, : rate * int(cfg.get("max_ref_len", 30))].to(self.device))
         embeddings = [self.model.get_speaker_embedding(a, rate) for a in clips]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import EngineError
+from ..errors import EngineError, one_line
 from .base import Engine, VoiceInfo
 
 __all__ = ["EspeakEngine"]
@@ -169,7 +169,7 @@ class _Library:
         status = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, flags, None, None)
         pieces, self._pieces = self._pieces, []
         if status != _EE_OK:
-            snippet = " ".join(text.split())[:40]
+            snippet = one_line(text, 40)
             raise EngineError(f"espeak-ng failed to speak {snippet!r} (error {status})")
         return np.frombuffer(b"".join(pieces), dtype=np.int16).copy()
 

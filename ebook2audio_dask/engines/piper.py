@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import EngineError
+from ..errors import EngineError, one_line
 from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir, read_json_config
 from .base import Engine, VoiceInfo
 
@@ -339,7 +339,7 @@ class PiperEngine(Engine):
                 str(self._model_path), sess_options=opts, providers=self._providers()
             )
         except Exception as exc:  # ORT raises its own (non-OSError) exception types
-            message = " ".join(str(exc).split())[:200]
+            message = one_line(exc)
             raise EngineError(f"piper voice model unreadable: {self._model_path}: {message}") from None
         self._voice = PiperVoice(config=config, session=session)
         if config.espeak_voice == "ar":
@@ -418,8 +418,8 @@ class PiperEngine(Engine):
             try:
                 parts = [chunk.audio_int16_array for chunk in self._voice.synthesize(text, self._syn_config)]
             except Exception as exc:
-                snippet = " ".join(text.split())[:40]
-                message = " ".join(str(exc).split())[:200]
+                snippet = one_line(text, 40)
+                message = one_line(exc)
                 raise EngineError(f"piper failed to speak {snippet!r}: {message}") from exc
             audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
             out.append(np.ascontiguousarray(audio, dtype=np.int16).reshape(-1))

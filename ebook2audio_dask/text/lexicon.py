@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from ..model import Pronunciation
 
 __all__ = [
@@ -165,7 +165,7 @@ def parse_lexicon(data: bytes | str, source: str = "lexicon") -> list[Pronunciat
         text = raw.decode("utf-8-sig")
         tree = json.loads(text) if head.startswith(b"{") and source.endswith(".json") else yaml.safe_load(text)
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise UsageError(f"lexicon {source}: not YAML, JSON or PLS ({' '.join(str(exc).split())[:200]})") from None
+        raise UsageError(f"lexicon {source}: not YAML, JSON or PLS ({one_line(exc)})") from None
     if tree is None:
         return []
     if not isinstance(tree, dict):
