@@ -2,8 +2,10 @@
 
 Exit codes: 0 every book converted; 1 at least one book failed (the others
 still finished); 2 bad usage (unknown option, bad chapter range, unknown
-engine...).  Errors are printed as one line; ``--debug`` adds tracebacks and
-debug logging.
+engine, an input that is a FIFO, an output that cannot be written...); 130
+interrupted by Ctrl-C.  Errors are printed as one line; ``--debug`` adds
+tracebacks and debug logging.  Everything printed goes through :func:`echo`
+(or :func:`echo_json`), which escapes control characters.
 """
 
 from __future__ import annotations
@@ -221,12 +223,15 @@ _endpoint = click.option("--s3-endpoint", metavar="URL", help="S3-compatible end
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ebook2audio_dask")
 def cli() -> None:
-    """Turn ebooks (EPUB, TXT, HTML) into chaptered M4B audiobooks on a Dask cluster.
+    """Turn ebooks (EPUB, TXT, HTML, FB2, PDF, Markdown; MOBI, AZW3, DOCX, RTF, ODT through
+    Calibre) into chaptered audiobooks (M4B by default) on a Dask cluster.
 
     \b
     Exit codes: 0 all books done, 1 at least one book failed (the others
     still finish), 2 usage error (bad option, unknown engine or voice, a
-    chapter the book does not have).
+    chapter the book does not have, an input that is a FIFO or device, an
+    output that cannot be written), 130 interrupted by Ctrl-C (the chunks
+    made so far are kept: the same command resumes).
     Configuration: dask config key "ebook2audio" (env DASK_EBOOK2AUDIO__...).
     """
 
@@ -392,6 +397,10 @@ def _result_line(r) -> tuple[str, bool]:
     if t.get("chunks_failed"):  # --allow-gaps: finished, with silence for what failed
         line += (f"; WARNING: {t['chunks_failed']} chunk(s) could not be synthesised, "
                  f"{len(r.report['gaps'])} gap(s) of silence: see {r.report['failures']}")  # fmt: skip
+    if r.report.get("skipped"):  # front/back matter left out: said, so nothing disappears unseen
+        from ..pipeline.report import skipped_summary
+
+        line += f"; {skipped_summary(r.report['skipped'])}"
     return line, bool(t.get("chunks_failed"))
 
 
