@@ -8,7 +8,11 @@ Writing a book is two ffmpeg passes per output file, as for the M4B:
    stays flat whatever the book's length.
 2. :func:`finish_file` copies that audio (no re-encoding) into the final
    file, adding tags, chapters and the cover; where ffmpeg cannot write a tag
-   (FLAC chapters, the Opus cover), :mod:`mutagen` adds it.
+   (FLAC chapters, the Opus cover), :mod:`mutagen` adds it.  The tags go to
+   ffmpeg as ``-metadata`` arguments (no escaping), the chapters in an
+   FFMETADATA1 file (escaped as ffmpeg reads it, see :func:`.m4b._escape`);
+   every value has been cleaned by :func:`~.m4b.clean_tag`, so the files
+   hold exactly the titles the report shows.
 
 ========  ============  ================================================  ============
 format    codec         tags, chapters, cover                             size limits
@@ -345,8 +349,10 @@ def finish_file(
             _remux(head, Path(audio_path), tags, marks, int(sample_rate), cover_path, workdir, out_path, stderr)
             return
         ffmpeg_cover = cover_path if spec.format in ("mp3", "flac") else None
+        vorbis = spec.format in ("opus", "flac")  # chapters as Vorbis comments, written by mutagen
         cmd = head + ["-i", str(audio_path)]
-        cmd += _mux_args(tags, marks, int(sample_rate), ffmpeg_cover, workdir) + ["-c:a", "copy"]
+        cmd += _mux_args(tags, [] if vorbis else marks, int(sample_rate), ffmpeg_cover, workdir)
+        cmd += ["-c:a", "copy"]
         language = _iso639_2(tags.language)
         if language and spec.format != "wav":
             cmd += ["-metadata", f"language={language}"]
@@ -363,8 +369,8 @@ def finish_file(
             if done.returncode != 0:
                 raise RuntimeError(f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: "
                                    f"{_stderr_tail(stderr)}")  # fmt: skip
-            if spec.format == "flac" and marks:
-                _flac_chapters(out_path, marks, int(sample_rate))
+            if vorbis and marks:
+                _vorbis_chapters(out_path, spec.format, marks, int(sample_rate))
             if spec.format == "opus" and cover_path is not None:
                 _opus_cover(out_path, cover_path)
         except BaseException:
@@ -380,11 +386,18 @@ def _chapter_clock(sample: int, rate: int) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
-def _flac_chapters(path: Path, marks: Sequence[ChapterMark], rate: int) -> None:
-    """CHAPTERxxx / CHAPTERxxxNAME Vorbis comments (ffmpeg's FLAC muxer writes no chapters)."""
-    from mutagen.flac import FLAC
+def _vorbis_chapters(path: Path, fmt: str, marks: Sequence[ChapterMark], rate: int) -> None:
+    """CHAPTERxxx / CHAPTERxxxNAME Vorbis comments of a FLAC or Opus file.
 
-    f = FLAC(str(path))
+    ffmpeg's FLAC muxer writes no chapters, and its Ogg muxer rounds a
+    chapter's seconds but not its milliseconds (``libavformat/vorbiscomment.c``:
+    a chapter at 222.982 s is written ``00:03:43.982``, a second late), so
+    :mod:`mutagen` writes them, times rounded to the millisecond.
+    """
+    from mutagen.flac import FLAC
+    from mutagen.oggopus import OggOpus
+
+    f = FLAC(str(path)) if fmt == "flac" else OggOpus(str(path))
     for i, mark in enumerate(marks):
         f[f"CHAPTER{i:03d}"] = _chapter_clock(mark.start_sample, rate)
         f[f"CHAPTER{i:03d}NAME"] = mark.title

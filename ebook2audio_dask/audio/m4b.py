@@ -13,6 +13,12 @@ It is the one-call form of what the pipeline's merge task does with
 module's remux), which the merge also uses for the other formats, split
 files and loudness normalisation.  :func:`prepare_cover` readies the cover.
 
+Every title, author and chapter title is cleaned by :func:`clean_tag` (the
+plan's titles already are, so the report shows what the file holds).  The
+tags reach ffmpeg as ``-metadata`` arguments, which need no escaping; the
+chapters go in an FFMETADATA1 file, escaped as ffmpeg's reader needs
+(:func:`_escape`).
+
 ffmpeg comes from :mod:`imageio_ffmpeg` (a static build, no ffprobe); set the
 ``IMAGEIO_FFMPEG_EXE`` environment variable to use another binary.
 """
@@ -38,6 +44,8 @@ import numpy as np
 __all__ = [
     "ChapterMark",
     "BookTags",
+    "TAG_MAX_BYTES",
+    "clean_tag",
     "ffmpeg_exe",
     "encode_m4b",
     "remux_m4b",
@@ -54,6 +62,56 @@ _STDERR_TAIL_BYTES = 4096
 #: Decompressed size limit for a gzip-compressed (``.svgz``) cover.
 _MAX_SVG_BYTES = 64 * 1024 * 1024
 
+#: Longest tag value or chapter title written, in bytes of UTF-8 (see :func:`clean_tag`):
+#: the Nero ``chpl`` box of an M4B stores a chapter title's length in one byte.
+TAG_MAX_BYTES = 255
+
+# What clean_tag turns into a line break, collapses, and drops.
+_LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
+_BLANKS = re.compile("[ \t\x1f]+")
+_UNHOLDABLE = re.compile("[\x00-\x08\x0a-\x1e\x7f-\x9f\ud800-\udfff]")  # controls but tab, US
+
+
+def clean_tag(value: str, *, multiline: bool = False) -> str:
+    """Make *value* a tag or chapter title that every output container holds as it is.
+
+    The one cleaning of book titles, authors and chapter titles: the plan
+    (:func:`~ebook2audio_dask.text.chunk.plan_book`) stores its titles
+    cleaned, so the report shows exactly what the files hold, and
+    :class:`BookTags` and :class:`ChapterMark` clean again (a no-op for
+    clean text) whatever their caller passes.
+
+    1. Line breaks (LF, CR, CRLF, VT, FF, U+001C-U+001E, NEL, U+2028, U+2029)
+       become one space, or, with *multiline*, one ``"\\n"``.
+    2. Tabs and runs of spaces become one space; every other control
+       character (C0, DEL, C1: NUL, ESC, BEL...) and any lone surrogate is
+       dropped; whitespace at the ends (of each line) is stripped.
+    3. A value longer than :data:`TAG_MAX_BYTES` (255) bytes of UTF-8 is cut
+       at a character boundary to at most 252 bytes and ends in ``"…"``, so
+       it is at most 255 bytes and never ends in a partial character.
+
+    Everything else is kept: bidi marks, combining marks, emoji, ``=;#\\``.
+    The function is idempotent: ``clean_tag(clean_tag(s)) == clean_tag(s)``.
+
+    Parameters
+    ----------
+    value : str
+        Any text.
+    multiline : bool
+        Keep line breaks (as ``"\\n"``); for free-text comments.
+
+    Returns
+    -------
+    str
+        The cleaned value (empty when nothing printable was left).
+    """
+    lines = (_BLANKS.sub(" ", _UNHOLDABLE.sub("", ln)).strip() for ln in _LINE_BREAK.split(str(value)))
+    text = "\n".join(lines).strip() if multiline else " ".join(ln for ln in lines if ln)
+    data = text.encode("utf-8")
+    if len(data) <= TAG_MAX_BYTES:
+        return text
+    return data[: TAG_MAX_BYTES - 3].decode("utf-8", "ignore").rstrip() + "…"
+
 
 @dataclass(frozen=True)
 class ChapterMark:
@@ -62,7 +120,7 @@ class ChapterMark:
     Parameters
     ----------
     title : str
-        The chapter's title, as players show it.
+        The chapter's title, as players show it; cleaned by :func:`clean_tag`.
     start_sample : int
         First sample of the chapter (inclusive), counted from the start of
         the book at the stream's sample rate.
@@ -74,10 +132,16 @@ class ChapterMark:
     start_sample: int
     end_sample: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "title", clean_tag(self.title))
+
 
 @dataclass(frozen=True)
 class BookTags:
     """The tags written into the M4B file.
+
+    Every text value is cleaned with :func:`clean_tag` (the comment keeps
+    its line breaks); authors that clean to nothing are left out.
 
     Parameters
     ----------
@@ -108,10 +172,14 @@ class BookTags:
     track: tuple[int, int] | None = None
 
     def __post_init__(self):
-        if isinstance(self.authors, str):
-            object.__setattr__(self, "authors", (self.authors,))
-        elif not isinstance(self.authors, tuple):
-            object.__setattr__(self, "authors", tuple(self.authors))
+        authors = (self.authors,) if isinstance(self.authors, str) else self.authors
+        object.__setattr__(self, "authors", tuple(a for a in map(clean_tag, authors) if a))
+        object.__setattr__(self, "title", clean_tag(self.title))
+        object.__setattr__(self, "genre", clean_tag(self.genre))
+        for name in ("album", "comment"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, clean_tag(value, multiline=name == "comment"))
 
 
 # --------------------------------------------------------------------------
@@ -175,29 +243,25 @@ def _run_ffmpeg(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _escape(value: str) -> str:
-    """Escape a value for an FFMETADATA1 file.
+    """Escape a clean value (:func:`clean_tag`) for an FFMETADATA1 file.
 
-    ffmpeg's rules: ``=``, ``;``, ``#``, ``\\`` and newlines are preceded by a
-    backslash.  Carriage returns become newlines and NUL characters are dropped.
+    ffmpeg's writer (``libavformat/ffmetaenc.c``) puts a backslash before
+    ``=``, ``;``, ``#``, ``\\`` and newline, and so does this function.  Its
+    reader (``ffmetadec.c``, ``read_line_to_bprint_escaped``) has a flaw: a
+    line ends at a newline *unless the byte before it is a backslash*, so a
+    value ending in an (escaped) backslash swallows the next line -- the
+    title of a chapter called ``Part 1\\`` took in the next ``[CHAPTER]``.
+    Such a value is closed with a NUL byte: the reader keeps the NUL in the
+    line, then ends the value there (C string), and a reader that ends a
+    line at a NUL, as older ffmpeg releases did, ends it there too.
     """
-    value = str(value).replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")
-    return re.sub(r"([=;#\\\n])", r"\\\1", value)
+    escaped = re.sub(r"([=;#\\\n])", r"\\\1", value)
+    return escaped + "\0" if escaped.endswith("\\") else escaped
 
 
-def _ffmetadata(tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: int) -> str:
-    """Build the FFMETADATA1 text holding the global tags and the chapters."""
+def _ffmetadata(chapters: Sequence[ChapterMark], sample_rate: int) -> str:
+    """Build the FFMETADATA1 text holding the chapters (the tags go by :func:`_tag_args`)."""
     lines = [";FFMETADATA1"]
-    artist = ", ".join(a for a in tags.authors if a)
-    global_tags = {
-        "title": tags.title,
-        "artist": artist,
-        "album_artist": artist,
-        "album": tags.album if tags.album is not None else tags.title,
-        "genre": tags.genre,
-        "comment": tags.comment,
-        "track": f"{tags.track[0]}/{tags.track[1]}" if tags.track else None,
-    }
-    lines += [f"{key}={_escape(val)}" for key, val in global_tags.items() if val]
     for ch in chapters:
         lines += [
             "[CHAPTER]",
@@ -207,6 +271,30 @@ def _ffmetadata(tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: in
             f"title={_escape(ch.title)}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _tag_args(tags: BookTags) -> list[str]:
+    """The book's tags as ffmpeg ``-metadata key=value`` arguments.
+
+    An argument needs no escaping (ffmpeg splits it at the first ``=``, the
+    key's, and takes the rest as it is), and its size is bounded (seven
+    values of at most :data:`TAG_MAX_BYTES`; the artist, all authors joined
+    with ``", "``, is cleaned again and so cut too), so the tags do not go
+    through the FFMETADATA1 file.  Chapters must: ffmpeg takes them only
+    from an input file, and a book may have thousands, too many for a
+    command line; their titles are escaped by :func:`_escape`.
+    """
+    artist = clean_tag(", ".join(tags.authors))
+    values = {
+        "title": tags.title,
+        "artist": artist,
+        "album_artist": artist,
+        "album": tags.album if tags.album is not None else tags.title,
+        "genre": tags.genre,
+        "comment": tags.comment,
+        "track": f"{tags.track[0]}/{tags.track[1]}" if tags.track else None,
+    }
+    return [arg for key, val in values.items() if val for arg in ("-metadata", f"{key}={val}")]
 
 
 def _check_chapters(chapters: Sequence[ChapterMark]) -> list[ChapterMark]:
@@ -555,13 +643,13 @@ def remux_m4b(
 def _mux_args(
     tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: int, cover_path: Path | None, workdir: Path
 ) -> list[str]:
-    """Inputs 1 (metadata) and 2 (cover) plus the maps, after audio input 0."""
+    """Inputs 1 (chapters) and 2 (cover), the maps and the tags, after audio input 0."""
     meta_path = workdir / "metadata.txt"
-    meta_path.write_text(_ffmetadata(tags, chapters, sample_rate), encoding="utf-8")
+    meta_path.write_text(_ffmetadata(chapters, sample_rate), encoding="utf-8")
     args = ["-f", "ffmetadata", "-i", str(meta_path)]
     if cover_path is not None:
         args += ["-f", f"{cover_path.suffix[1:]}_pipe", "-i", str(cover_path)]
-    args += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1"]
+    args += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1", *_tag_args(tags)]
     if cover_path is not None:
         args += ["-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
     return args

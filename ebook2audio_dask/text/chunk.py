@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
+from ..audio.m4b import clean_tag
 from ..engines.base import EngineSpec
 from ..model import Book, Pronunciation
 from .normalize import normalize_text
@@ -352,7 +353,7 @@ def plan_book(
         chapters.append(
             ChapterPlan(
                 index=chapter.index,
-                title=chapter.title,
+                title=clean_tag(chapter.title),  # what the files hold (and the report shows)
                 start=start,
                 stop=len(chunks),
                 chars=sum(len(c.text) for c in chunks[start:]),
@@ -360,8 +361,8 @@ def plan_book(
         )
     return BookPlan(
         source=book.source,
-        title=book.title,
-        authors=tuple(book.authors),
+        title=clean_tag(book.title),
+        authors=tuple(a for a in map(clean_tag, book.authors) if a),
         language=language,
         spec=spec,
         sample_rate=sample_rate,
