@@ -12,7 +12,7 @@ import bisect
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
-__all__ = ["Book", "Chapter", "Cover", "Pronunciation"]
+__all__ = ["Book", "Chapter", "Cover", "Pronunciation", "Skipped"]
 
 #: Values of :attr:`Chapter.kind`.
 CHAPTER_KINDS = ("body", "front", "back")
@@ -117,6 +117,28 @@ class Chapter:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A section of the book that a conversion leaves out (front or back matter).
+
+    Parameters
+    ----------
+    title : str
+        Its title, as ``inspect`` lists it.
+    kind : {"front", "back"}
+        Front or back matter.
+    reason : str
+        Why the reader took it for matter (``"epub:type titlepage"``...).
+    chars : int
+        Characters of text it holds.
+    """
+
+    title: str
+    kind: str
+    reason: str
+    chars: int
+
+
+@dataclass(frozen=True)
 class Book:
     """An ebook read into memory: metadata plus chapters.
 
@@ -142,6 +164,10 @@ class Book:
     pronunciations : tuple of Pronunciation
         The book's own pronunciations (EPUB 3 PLS lexicons and inline
         ``ssml:ph`` attributes), applied when the book is spoken.
+    skipped : tuple of Skipped
+        The front and back matter left out of :attr:`chapters`, in reading
+        order (empty when it was read with ``include_matter=True``): what a
+        conversion reports as skipped.
     """
 
     source: str
@@ -152,6 +178,7 @@ class Book:
     cover: Cover | None = None
     format: str = "epub"
     pronunciations: tuple[Pronunciation, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def chars(self) -> int:

@@ -9,6 +9,7 @@ as ``tests/test_formats.py`` does).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import shutil
@@ -27,10 +28,14 @@ import pytest
 import ebook2audio_dask.ingest.epub as epub_reader
 from ebook2audio_dask.errors import BookError
 from ebook2audio_dask.ingest import read_book
+from ebook2audio_dask.ingest._sections import BEFORE_BODY_CHARS
 from ebook2audio_dask.ingest.calibre import MAX_MEMBERS
+from ebook2audio_dask.pipeline.report import skipped_summary
+from helpers import load_report, run_cli
 from test_hostile import (
     OPF_PATH,
     book_files,
+    container_xml,
     inflating_stream,
     opf_xml,
     stored,
@@ -350,3 +355,124 @@ def test_ctrl_c_during_calibre_removes_its_folder(calibre, tmp_path):
             break
         time.sleep(0.05)
     assert not _calibre_processes(calibre["temp"])
+
+
+# ==========================================================================
+# Item 11: real content skipped as front matter
+# ==========================================================================
+_SENTENCE = "The lamp was lit and nobody came to the door that night, so she read on. "
+
+
+def _xhtml(body: str, title: str = "t") -> str:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops">'
+        f"<head><title>{title}</title></head><body>{body}</body></html>"
+    )
+
+
+def _prose(tag: str, paragraphs: int, sentences: int = 4) -> str:
+    return "".join(f"<p>{tag} {k}: {_SENTENCE * sentences}</p>" for k in range(paragraphs))
+
+
+def landmark_epub(path: Path, *, chapter_paragraphs: int, note_paragraphs: int = 0) -> Path:
+    """An EPUB 3 whose landmarks point ``bodymatter`` at ``ch1.xhtml#start``, an anchor
+    a few paragraphs into chapter one; before it a title page, a contents page and (with
+    *note_paragraphs*) an untitled-looking "A Note" section of its own file."""
+    docs = {
+        "title.xhtml": _xhtml("<h1>A Quiet House</h1><p>by A. Writer</p>"),
+        "contents.xhtml": _xhtml(
+            '<h1>Contents</h1><p><a href="ch1.xhtml">Chapter One</a></p>'
+            '<p><a href="ch2.xhtml">Chapter Two</a></p>'
+        ),
+    }
+    toc = [("title.xhtml", "Title Page"), ("contents.xhtml", "Contents")]
+    if note_paragraphs:
+        docs["note.xhtml"] = _xhtml("<h1>A Note</h1>" + _prose("Note", note_paragraphs))
+        toc.append(("note.xhtml", "A Note"))
+    docs["ch1.xhtml"] = _xhtml(
+        "<h1>Chapter One</h1>" + _prose("Opening", 2)
+        + f'<p id="start">{_SENTENCE}</p>' + _prose("One", chapter_paragraphs)
+    )  # fmt: skip
+    docs["ch2.xhtml"] = _xhtml("<h1>Chapter Two</h1>" + _prose("Two", 3))
+    toc += [("ch1.xhtml", "Chapter One"), ("ch2.xhtml", "Chapter Two")]
+    lis = "".join(f'<li><a href="{h}">{t}</a></li>' for h, t in toc)
+    nav = _xhtml(
+        f'<nav epub:type="toc"><ol>{lis}</ol></nav><nav epub:type="landmarks"><ol>'
+        '<li><a epub:type="bodymatter" href="ch1.xhtml#start">Start</a></li></ol></nav>'
+    )
+    manifest = "".join(
+        f'<item id="d{i}" href="{n}" media-type="application/xhtml+xml"/>' for i, n in enumerate(docs)
+    )
+    manifest += '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+    spine = "".join(f'<itemref idref="d{i}"/>' for i in range(len(docs)))
+    opf = (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
+        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>A Quiet House</dc:title>'
+        "<dc:creator>A. Writer</dc:creator><dc:language>en</dc:language></metadata>"
+        f"<manifest>{manifest}</manifest><spine>{spine}</spine></package>"
+    )
+    files = {"META-INF/container.xml": container_xml(), OPF_PATH: opf, "OEBPS/nav.xhtml": nav}
+    files.update({f"OEBPS/{name}": text for name, text in docs.items()})
+    return write_epub(path, files)
+
+
+def test_chapter_holding_the_bodymatter_target_is_body(tmp_path):
+    epub = landmark_epub(tmp_path / "landmark.epub", chapter_paragraphs=100)
+    book = read_book(str(epub))
+    first = book.chapters[0]
+    assert [c.title for c in book.chapters] == ["Chapter One", "Chapter Two"]
+    assert first.chars > 30_000 and first.paragraphs[1].startswith("Opening 0:")
+    assert [(s.title, s.kind) for s in book.skipped] == [("Title Page", "front"), ("Contents", "front")]
+    # inspect lists it as chapter 1, not as skipped matter
+    proc = run_cli("inspect", "--json", str(epub))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert [(c["index"], c["title"]) for c in info["chapters"]] == [(1, "Chapter One"), (2, "Chapter Two")]
+    assert [s["title"] for s in info["skipped"]] == ["Title Page", "Contents"]
+
+
+def test_only_short_sections_are_skipped_for_their_position_alone(tmp_path):
+    long_note = landmark_epub(tmp_path / "long.epub", chapter_paragraphs=3, note_paragraphs=12)
+    book = read_book(str(long_note))  # "A Note", 3,700 characters: read, not skipped
+    assert [c.title for c in book.chapters] == ["A Note", "Chapter One", "Chapter Two"]
+    short_note = landmark_epub(tmp_path / "short.epub", chapter_paragraphs=3, note_paragraphs=2)
+    book = read_book(str(short_note))  # 600 characters before the landmark: front matter
+    assert [c.title for c in book.chapters] == ["Chapter One", "Chapter Two"]
+    note = book.skipped[-1]
+    assert (note.title, note.kind) == ("A Note", "front")
+    assert note.reason == "a short section before the book's bodymatter landmark"
+    assert 0 < note.chars < BEFORE_BODY_CHARS
+
+
+def test_skipped_summary_is_one_safe_line():
+    titles = ["Title Page", "Contents", "Evil\x1b]52;c;SGVsbG8=\x07Title", "A" * 300]
+    titles += [f"Notice {k}" for k in range(30)]
+    line = skipped_summary([{"title": t, "kind": "front", "reason": "r", "chars": 1000} for t in titles])
+    assert line.startswith(
+        "skipped 34 sections, 34,000 characters: Title Page, Contents, Evil\\x1b]52;c;SGVsbG8=\\x07Title, "
+    )
+    assert line.endswith(" more — use --include-matter") and "\n" not in line and "\x1b" not in line
+    assert len(line) < 250
+    assert skipped_summary([]) == ""
+
+
+def test_convert_says_what_it_skipped_and_the_report_lists_it(tmp_path, cache_dir):
+    epub = landmark_epub(tmp_path / "quiet.epub", chapter_paragraphs=1, note_paragraphs=1)
+    out = tmp_path / "out"
+    proc = run_cli("convert", str(epub), "-o", str(out), "--engine", "espeak", "--cache", cache_dir,
+                   "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(out / "quiet.report.json")
+    assert [c["title"] for c in report["chapters"]] == ["Chapter One", "Chapter Two"]
+    skipped = report["skipped"]
+    assert [(s["title"], s["kind"]) for s in skipped] == [
+        ("Title Page", "front"), ("Contents", "front"), ("A Note", "front")
+    ]  # fmt: skip
+    assert all(set(s) == {"title", "kind", "reason", "chars"} and s["reason"] for s in skipped)
+    chars = sum(s["chars"] for s in skipped)
+    [done] = [line for line in proc.stdout.splitlines() if line.startswith("done: ")]
+    assert done.endswith(
+        f"; skipped 3 sections, {chars:,} characters: Title Page, Contents, A Note "
+        "— use --include-matter"
+    )

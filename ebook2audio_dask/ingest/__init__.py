@@ -431,7 +431,8 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
         Also return front matter (title page, contents, preface,
         Gutenberg header...) and back matter (colophon, licence,
         glossary...) as chapters, with ``kind`` ``"front"``/``"back"``.
-        By default only body chapters are returned.
+        By default only body chapters are returned, and the matter left out
+        is listed in :attr:`Book.skipped` (title, kind, reason, characters).
     storage_options : dict, optional
         Passed to :func:`fsspec.open` (credentials, endpoint...).
 
@@ -645,7 +646,7 @@ def _parse(
 
             content = read_txt_blocks(data, source)
         title = content.title or _stem(source)
-        chapters = assemble(
+        chapters, skipped = assemble(
             content.sections,
             authors=content.authors,
             include_matter=include_matter,
@@ -669,4 +670,5 @@ def _parse(
         cover=cover,
         format=fmt,
         pronunciations=tuple(getattr(content, "pronunciations", ())),
+        skipped=skipped,
     )

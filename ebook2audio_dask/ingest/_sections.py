@@ -30,11 +30,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import Chapter
+from ..model import Chapter, Skipped
 from ._text import PG_CREDITS_RE, PG_END_RE, PG_START_RE, clean, fold, matter_group
 from ._xhtml import Block
 
-__all__ = ["Section", "assemble", "mark_gutenberg", "FRONT_TYPES", "BACK_TYPES", "TINY_WORDS"]
+__all__ = [
+    "Section",
+    "assemble",
+    "mark_gutenberg",
+    "FRONT_TYPES",
+    "BACK_TYPES",
+    "TINY_WORDS",
+    "BEFORE_BODY_CHARS",
+]
 
 #: Semantic types that make a section front / back matter.
 FRONT_TYPES = frozenset(
@@ -53,6 +61,11 @@ _BODY_TYPES = frozenset(("chapter", "part", "volume"))
 #: part headings, "THE END").
 TINY_WORDS = 40
 _SENTENCE_WORDS = 15
+#: A section before the book's ``bodymatter`` landmark is front matter for
+#: that position alone only when it holds fewer characters than this (a
+#: title page, an epigraph, a half title); a longer one needs a named reason
+#: (its own ``epub:type``, a landmark on it, its title) or is read.
+BEFORE_BODY_CHARS = 2000
 
 
 @dataclass
@@ -73,8 +86,10 @@ class Section:
     hint : str or None
         Matter group implied by structure outside the text: ``"front"`` or
         ``"back"`` (landmark/guide type, file name), ``"pg"``
-        (Gutenberg boilerplate), ``"before-body"`` (precedes the bodymatter
-        landmark), ``"body"`` (a reader-level rule says it is a chapter),
+        (Gutenberg boilerplate), ``"before-body"`` (ends before the
+        bodymatter landmark's target: front matter only when shorter than
+        :data:`BEFORE_BODY_CHARS`), ``"body"`` (a reader-level rule says it
+        is a chapter),
         ``"part"`` (a part heading whose chapters follow: folded into the
         first of them).
     """
@@ -221,8 +236,8 @@ def _classify(sec: Section, authors: tuple[str, ...]) -> tuple[str, str | None, 
     links = sum(b.links for b in sec.blocks)
     if links >= 3 and chars and sum(b.link_chars for b in sec.blocks) >= 0.5 * chars:
         return "matter", "front", "mostly links: a contents page or list"
-    if sec.hint == "before-body":
-        return "matter", "front", "before the book's bodymatter landmark"
+    if sec.hint == "before-body" and chars < BEFORE_BODY_CHARS:
+        return "matter", "front", "a short section before the book's bodymatter landmark"
     if sec.is_tiny():
         return "tiny", None, ""
     if sec.own_end is not None and sec.title and sec.is_tiny(sec.blocks[: sec.own_end]):
@@ -239,7 +254,7 @@ def assemble(
     *,
     authors: tuple[str, ...],
     include_matter: bool,
-) -> tuple[Chapter, ...]:
+) -> tuple[tuple[Chapter, ...], tuple[Skipped, ...]]:
     """Classify *sections*, fold tiny ones, number them and make chapters.
 
     Parameters
@@ -253,12 +268,14 @@ def assemble(
 
     Returns
     -------
-    tuple of Chapter
+    chapters : tuple of Chapter
         Numbered from 1 in reading order; empty when the book has no text.
+    skipped : tuple of Skipped
+        The front and back matter left out (none with *include_matter*).
     """
     sections = [s for s in split_boilerplate(sections) if s.blocks]
     if not sections:
-        return ()
+        return (), ()
     verdicts = [_classify(s, authors) for s in sections]
     body = [i for i, (v, _, _) in enumerate(verdicts) if v in ("body", "unknown")]
     if not body:
@@ -325,14 +342,17 @@ def assemble(
         merged.append(carry)
 
     chapters: list[Chapter] = []
+    skipped: list[Skipped] = []
     for sec in merged:
-        if not include_matter and sec.kind != "body":
-            continue
         title = clean(sec.title) or heading_title(sec.blocks) or _first_title(sec.blocks)
         if not title and sec.hint == "pg":
             title = (
                 "Project Gutenberg header" if sec.kind == "front" else "Project Gutenberg licence"
             )
+        if not include_matter and sec.kind != "body":
+            chars = sum(len(b.text) for b in sec.blocks)
+            skipped.append(Skipped(title or "untitled", sec.kind, sec.reason, chars))
+            continue
         index = len(chapters) + 1
         chapters.append(
             Chapter(
@@ -344,4 +364,4 @@ def assemble(
                 reason=sec.reason if sec.kind != "body" else "",
             )
         )
-    return tuple(chapters)
+    return tuple(chapters), tuple(skipped)

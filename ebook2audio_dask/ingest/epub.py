@@ -715,8 +715,8 @@ def _sections(entries: list[_Entry], spine: _Spine, landmarks) -> list[Section]:
             hint = _file_hint(path, spine.docs[path])
         if hint is None and pos in part_starts:
             hint = "part"
-        if hint is None and body_start is not None and pos < body_start:
-            hint = "before-body"
+        if hint is None and body_start is not None and end <= body_start:
+            hint = "before-body"  # a section holding the landmark's target is not before it
         if from_toc and _GENERIC_LABEL_RE.match(fold(title)):
             # "Start reading" / "Commencer la lecture": use the real heading.
             title = heading_title(blocks) or title

@@ -9,10 +9,18 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
+from ..errors import one_line
 from ..text.chunk import BookPlan
 from .tasks import BatchResult, MergeResult
 
-__all__ = ["build_report", "dumps_report", "REPORT_VERSION", "summarize_reports", "format_summary"]
+__all__ = [
+    "build_report",
+    "dumps_report",
+    "REPORT_VERSION",
+    "summarize_reports",
+    "format_summary",
+    "skipped_summary",
+]
 
 REPORT_VERSION = 1
 
@@ -45,7 +53,9 @@ def build_report(
     ``format`` is the audio format, ``outputs`` every file written (one,
     or one per chapter / part when split: url, start_s and end_s in the
     book, duration_s, chapters relative to the file, subtitles) and
-    ``subtitles`` the subtitle files.
+    ``subtitles`` the subtitle files.  ``skipped`` lists the front and
+    back matter the conversion left out (title, kind, reason, chars; empty
+    with ``--include-matter``), so nothing disappears unseen.
     """
     per_worker: Counter[str] = Counter()
     loads: dict[str, int] = {}
@@ -96,7 +106,41 @@ def build_report(
         "format": merged.format,
         "outputs": list(merged.outputs),
         "subtitles": list(merged.subtitles),
+        "skipped": [asdict(s) for s in plan.skipped],
     }
+
+
+#: Most characters of titles :func:`skipped_summary` lists, and of one title.
+_SKIPPED_TITLES_CHARS = 120
+_SKIPPED_TITLE_CHARS = 40
+
+
+def skipped_summary(skipped: list[dict[str, Any]]) -> str:
+    """One line saying what a conversion skipped, from a report's ``skipped``.
+
+    ``"skipped 2 sections, 12,345 characters: Title Page, Contents — use
+    --include-matter"``: titles made terminal-safe, each cut at 40
+    characters, and listed up to about 120 characters (``"and 5 more"``).
+    Empty when nothing was skipped.
+    """
+    if not skipped:
+        return ""
+    chars = sum(int(s.get("chars") or 0) for s in skipped)
+    titles: list[str] = []
+    used = 0
+    for s in skipped:
+        title = one_line(s.get("title") or "untitled", _SKIPPED_TITLE_CHARS)
+        if titles and used + len(title) > _SKIPPED_TITLES_CHARS:
+            break
+        titles.append(title)
+        used += len(title) + 2
+    listed = ", ".join(titles)
+    if len(titles) < len(skipped):
+        listed += f" and {len(skipped) - len(titles)} more"
+    noun = "section" if len(skipped) == 1 else "sections"
+    return (
+        f"skipped {len(skipped)} {noun}, {chars:,} characters: {listed} — use --include-matter"
+    )
 
 
 def dumps_report(report: dict[str, Any]) -> str:

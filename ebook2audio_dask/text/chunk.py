@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from ..audio.m4b import clean_tag
 from ..engines.base import EngineSpec
-from ..model import Book, Pronunciation
+from ..model import Book, Pronunciation, Skipped
 from .normalize import normalize_text
 from .segment import split_long, split_sentences
 from .spoken import FEATURES, Speaker
@@ -120,6 +120,8 @@ class BookPlan:
     chunks: tuple[Chunk, ...]
     chapters: tuple[ChapterPlan, ...]
     warnings: tuple[str, ...] = field(default=())
+    #: Front/back matter the conversion leaves out (:attr:`Book.skipped`), for the report.
+    skipped: tuple[Skipped, ...] = field(default=())
 
     @property
     def chars(self) -> int:
@@ -369,4 +371,5 @@ def plan_book(
         chunks=tuple(chunks),
         chapters=tuple(chapters),
         warnings=tuple(warnings) + tuple(speaker.warnings()),
+        skipped=book.skipped,
     )
