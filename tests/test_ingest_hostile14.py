@@ -91,7 +91,8 @@ def test_repeated_spine_document_is_parsed_once(tmp_path, monkeypatch, caplog):
     assert counts[0] == counts[1] <= 2, counts  # the chapter (and the nav), whatever the repeats
     assert texts[0] == texts[1]
     (chapter,) = texts[1]
-    assert chapter.count("Paragraph 7: the lamp was lit and nobody came to the door that night.") == 1
+    paragraph = "Paragraph 7: the lamp was lit and nobody came to the door that night."
+    assert chapter.count(paragraph) == 1
     repeats_logged = [r for r in caplog.records if "more than once" in r.getMessage()]
     assert len(repeats_logged) == 2  # one warning per book, not one per repeat
     assert "1000 times" in repeats_logged[1].getMessage()
@@ -193,7 +194,10 @@ _DOCX_PARTS = {
         'relationships/officeDocument" Target="word/document.xml"/></Relationships>'
     ),
 }
-_DOC_HEAD = f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{_W}"><w:body>'
+_DOC_HEAD = (
+    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+    f'<w:document xmlns:w="{_W}"><w:body>'
+)
 _DOC_TAIL = "</w:body></w:document>"
 
 
@@ -401,10 +405,9 @@ def landmark_epub(path: Path, *, chapter_paragraphs: int, note_paragraphs: int =
         f'<nav epub:type="toc"><ol>{lis}</ol></nav><nav epub:type="landmarks"><ol>'
         '<li><a epub:type="bodymatter" href="ch1.xhtml#start">Start</a></li></ol></nav>'
     )
-    manifest = "".join(
-        f'<item id="d{i}" href="{n}" media-type="application/xhtml+xml"/>' for i, n in enumerate(docs)
-    )
-    manifest += '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+    xhtml_type = 'media-type="application/xhtml+xml"'
+    manifest = "".join(f'<item id="d{i}" href="{n}" {xhtml_type}/>' for i, n in enumerate(docs))
+    manifest += f'<item id="nav" href="nav.xhtml" {xhtml_type} properties="nav"/>'
     spine = "".join(f'<itemref idref="d{i}"/>' for i in range(len(docs)))
     opf = (
         '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
@@ -423,12 +426,14 @@ def test_chapter_holding_the_bodymatter_target_is_body(tmp_path):
     first = book.chapters[0]
     assert [c.title for c in book.chapters] == ["Chapter One", "Chapter Two"]
     assert first.chars > 30_000 and first.paragraphs[1].startswith("Opening 0:")
-    assert [(s.title, s.kind) for s in book.skipped] == [("Title Page", "front"), ("Contents", "front")]
+    skipped = [(s.title, s.kind) for s in book.skipped]
+    assert skipped == [("Title Page", "front"), ("Contents", "front")]
     # inspect lists it as chapter 1, not as skipped matter
     proc = run_cli("inspect", "--json", str(epub))
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert [(c["index"], c["title"]) for c in info["chapters"]] == [(1, "Chapter One"), (2, "Chapter Two")]
+    listed = [(c["index"], c["title"]) for c in info["chapters"]]
+    assert listed == [(1, "Chapter One"), (2, "Chapter Two")]
     assert [s["title"] for s in info["skipped"]] == ["Title Page", "Contents"]
 
 
@@ -448,11 +453,15 @@ def test_only_short_sections_are_skipped_for_their_position_alone(tmp_path):
 def test_skipped_summary_is_one_safe_line():
     titles = ["Title Page", "Contents", "Evil\x1b]52;c;SGVsbG8=\x07Title", "A" * 300]
     titles += [f"Notice {k}" for k in range(30)]
-    line = skipped_summary([{"title": t, "kind": "front", "reason": "r", "chars": 1000} for t in titles])
-    assert line.startswith(
-        "skipped 34 sections, 34,000 characters: Title Page, Contents, Evil\\x1b]52;c;SGVsbG8=\\x07Title, "
+    line = skipped_summary(
+        [{"title": t, "kind": "front", "reason": "r", "chars": 1000} for t in titles]
     )
-    assert line.endswith(" more — use --include-matter") and "\n" not in line and "\x1b" not in line
+    assert line.startswith(
+        "skipped 34 sections, 34,000 characters: Title Page, Contents, "
+        "Evil\\x1b]52;c;SGVsbG8=\\x07Title, "
+    )
+    assert line.endswith(" more — use --include-matter")
+    assert "\n" not in line and "\x1b" not in line
     assert len(line) < 250
     assert skipped_summary([]) == ""
 
