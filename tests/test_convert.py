@@ -119,8 +119,11 @@ def test_submit_book_exposes_the_graph_futures(client, corpus, tmp_path, cache_d
     job.submit_synthesis()
     assert job.batches and all(f.key.startswith("synthesize-") for f in job.batches)
     merged = job.merge.result()
-    assert Path(merged.output).exists()
-    assert job.report()["totals"]["chunks"] == len(plan.chunks)
+    report = job.report()
+    assert report["totals"]["chunks"] == len(plan.chunks)
+    assert not Path(merged.output).exists()  # staged: published with its report, all or nothing
+    job.publish(report)
+    assert Path(merged.output).exists() and Path(job.report_url).exists()
 
 
 def _engine_loads():

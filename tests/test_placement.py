@@ -121,6 +121,7 @@ def _convert(address: str, source: str, options: e2a.ConvertOptions, *, block_on
             job.merge.result(timeout=60)
             batches: list[BatchResult] = [f.result() for f in job.batches]
             report = job.report()
+            job.publish(report)
         finally:
             job.release()
     return report, batches

@@ -11,11 +11,8 @@ from ..cluster import client_for
 from ..engines import get_engine_class
 from ..errors import UsageError
 from ..storage import get_fs, stem_of
-from ..storage.fs import write_bytes_atomic
-from ..storage.retry import with_retries
 from ..text.lexicon import configured_lexicon
 from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
-from .report import dumps_report
 
 __all__ = ["convert", "expand_inputs", "BOOK_SUFFIXES"]
 
@@ -323,11 +320,6 @@ def convert(
         slots=slots or (adapt[1] if adapt and client is None and scheduler is None else None),
     )
 
-    def write_report(job: BookJob, report: dict) -> None:
-        fs, path = get_fs(job.report_url, options.output_options)
-        with_retries(lambda: write_bytes_atomic(fs, path, dumps_report(report).encode("utf-8")),
-                     url=job.report_url, action="write the report")
-
     with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm,
                     memory_limit="default" if memory_limit is None else memory_limit) as c:
         jobs = []
@@ -343,7 +335,7 @@ def convert(
             bars = ProgressBars(notebook=True)
         try:
             results = run_jobs(jobs, on_chunks=progress if callable(progress) else None, on_total=progress_total,
-                               write_report=write_report, on_result=on_result, bars=bars or given_bars)
+                               on_result=on_result, bars=bars or given_bars)
         finally:
             if bars is not None:
                 bars.close()

@@ -31,11 +31,12 @@ from .. import config
 from ..audio.formats import OutputSpec
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
 from ..storage import ChunkStore, join, stem_of
+from ..storage.names import book_stem, fit_name
 from ..text.chunk import BookPlan, Pauses
 from ..text.lexicon import configured_lexicon
 from ..text.spoken import normalize_features
 from .metrics import ensure_job_metrics, log_book_event
-from .report import build_report
+from .report import build_report, dumps_report
 from ..engines import get_engine_class
 from .tasks import (
     BatchResult,
@@ -214,11 +215,14 @@ class BookJob:
         self.options = options
         self.stem = stem_of(source)
         self.output_spec = options.output_spec()
+        #: What every output name of the book starts with: the stem, shortened to
+        #: 223 bytes when longer (see :func:`~ebook2audio_dask.storage.names.book_stem`).
+        self.name = book_stem(self.stem)
         #: The (unsplit) output file; a split book's files are named after it (see merge_task).
-        self.output = join(options.output, f"{self.stem}{self.output_spec.info.ext}")
-        self.report_url = join(options.output, f"{self.stem}.report.json")
+        self.output = join(options.output, fit_name(self.name, self.output_spec.info.ext))
+        self.report_url = join(options.output, fit_name(self.name, ".report.json"))
         #: The dead-letter file: chunks that could not be synthesised (JSON lines).
-        self.failures_url = join(options.output, f"{self.stem}.failures.jsonl")
+        self.failures_url = join(options.output, fit_name(self.name, ".failures.jsonl"))
         self.priority = priority
         self.started = time.time()
         self.store = options.store()
@@ -252,6 +256,8 @@ class BookJob:
         self.merge_restarts = 0
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
+        #: The merge's result, once :meth:`report` has fetched it.
+        self.merged: MergeResult | None = None
 
     def span(self):
         """The Dask span of the book's tasks: tags ``ebook2audio`` and the book's stem.
@@ -354,7 +360,7 @@ class BookJob:
 
     def report(self) -> dict:
         """The book's report (see :func:`ebook2audio_dask.pipeline.report.build_report`)."""
-        merged: MergeResult = self.merge.result()
+        self.merged = merged = self.merge.result()
         self.output = merged.output  # the first file of a split book
         # a batch that failed as a whole (KilledWorker) is in the merge's dead letters
         batches: list[BatchResult] = [f.result() for f in self.batches if f.status == "finished"]
@@ -362,6 +368,36 @@ class BookJob:
             self.book_plan, merged, batches, self.cached_sizes, wall_s=time.time() - self.started,
             source=self.source, started=self.started,
         )
+
+    def publish(self, report: dict) -> None:
+        """Publish the book's files and its report together, all or nothing.
+
+        The merge left the audio, subtitles (and, with gaps, the dead-letter
+        file) at temporary names beside their final ones; the report is
+        written beside them, then all are renamed in one quick sequence (see
+        :class:`~ebook2audio_dask.storage.fs.Publication`).  When anything
+        fails, the final paths are left as they were and the temporary files
+        are deleted; a :class:`~ebook2audio_dask.errors.BookError` says why.
+        """
+        publication = (self.merged or self.merge.result()).publication
+        options = self.options.output_options
+        try:
+            publication.stage_bytes(dumps_report(report).encode("utf-8"), self.report_url, options)
+            publication.commit(options)
+        except Exception as exc:
+            publication.discard(options)
+            raise BookError(self.source, f"nothing was published: {exc}") from exc
+
+    def discard(self) -> None:
+        """Delete what a finished merge staged but was not published (the book failed after it)."""
+        merged = self.merged
+        if merged is None and self.merge is not None and self.merge.status == "finished":
+            try:
+                merged = self.merge.result()
+            except Exception:  # noqa: BLE001 - nothing to fetch: nothing to delete
+                return
+        if merged is not None and merged.publication is not None:
+            merged.publication.discard(self.options.output_options)
 
     def cancel(self) -> None:
         """Cancel the book's remaining tasks.
@@ -416,7 +452,10 @@ def submit_book(client: Client, source: str, options: ConvertOptions, *, priorit
     """Submit the parse and chunk tasks of one book; returns its :class:`BookJob`.
 
     Call ``job.submit_synthesis()`` once ``job.plan`` is done (or use
-    :func:`run_jobs`) to submit the synthesize and merge tasks.
+    :func:`run_jobs`) to submit the synthesize and merge tasks.  The merge
+    leaves the book's files at temporary names: :func:`run_jobs` publishes
+    them with the report; driving the job yourself, call
+    ``job.publish(job.report())`` once ``job.merge`` is done.
     """
     return BookJob(client, source, options, priority=priority)
 
@@ -481,7 +520,10 @@ def run_jobs(
     on_total : callable, optional
         Called with the number of chunks of each book once its plan is known.
     write_report : callable, optional
-        Called with ``(job, report)`` when a book is done.
+        Called with ``(job, report)`` when a book's merge is done, before its
+        files are published: if it raises, the book fails and nothing is
+        published.  The report itself is always published with the audio
+        (``<stem>.report.json``, :meth:`BookJob.publish`).
     on_result : callable, optional
         Called with each book's :class:`BookResult` as soon as the book is
         done or has failed (books finish in the order work allows).
@@ -590,7 +632,9 @@ def run_jobs(
                     report = job.report()
                     if write_report:
                         write_report(job, report)
+                    job.publish(report)
                 except Exception as exc:
+                    job.discard()
                     fail(job, exc)
                     continue
                 results[id(job)] = BookResult(job.source, True, output=job.output, report=report)

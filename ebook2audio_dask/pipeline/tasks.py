@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,9 @@ from ..engines.base import EngineSpec
 from ..errors import BookError, Ebook2AudioError, EngineError
 from ..ingest import read_book
 from ..model import Book, Pronunciation
-from ..storage import ChunkStore, publish_file
+from ..storage import ChunkStore
+from ..storage.fs import Publication
+from ..storage.names import chapter_name, part_name
 from ..text.chunk import BookPlan, Pauses, plan_book
 from .metrics import digest
 
@@ -343,6 +344,9 @@ class MergeResult:
     outputs: tuple[dict, ...] = ()
     subtitles: tuple[str, ...] = ()  # subtitle files written, in output order
     format: str = "m4b"
+    #: The files above (and the dead-letter file, with gaps) at temporary names
+    #: beside their final ones: the client publishes them with the report.
+    publication: Publication | None = None
 
 
 def _merge_cancelled(stop_event: str | None = None) -> bool:
@@ -491,7 +495,9 @@ def merge_task(
     their PCM, plus pauses, into ffmpeg while synthesis of later chunks goes
     on.  Chapter times come from the real chunk lengths; they are written in a
     fast second ffmpeg pass that copies the audio.  Memory does not grow with
-    the book.  Each file is published in one atomic step.
+    the book.  The files are only *staged* (at temporary names beside their
+    final ones, :class:`~ebook2audio_dask.storage.fs.Publication`): the client
+    publishes them together with the book's report, all or nothing.
 
     *output_spec* (:class:`~ebook2audio_dask.audio.formats.OutputSpec`, M4B by
     default) chooses the format, the split (one file per chapter, or parts of
@@ -637,7 +643,8 @@ def merge_task(
     keep = bool(config.get("merge.keep-encoded", True)) and info.cache and spec.split is None
     audio_key = encoded_audio_key(plan, spec.bitrate, spec.aac_coder, extra=spec.cache_token())
     reused = False
-    published: list[str] = []
+    publication = Publication()
+    staged = False
     try:
         with tempfile.TemporaryDirectory(prefix="ebook2audio-merge-", dir=_scratch_dir()) as workdir:
             encoded = os.path.join(workdir, f"encoded{info.ext}")
@@ -703,19 +710,23 @@ def merge_task(
                     entry["subtitles"] = sub_url = _with_suffix(url, "." + spec.subtitles)
                     subtitle_files.append((sub_path, sub_url))
                 outputs.append(entry)
-                publish_file(final, url, storage_options)
-                published.append(url)
+                if n == 1 and spec.split == "chapters":
+                    publication.own_folder(posixpath.dirname(url), storage_options)
+                publication.stage_file(final, url, storage_options)
             for path, url in subtitle_files:
-                publish_file(path, url, storage_options)
-            if dead.failed:
-                dead.write(failures_url, storage_options)
-            if not dead.failed:
-                dead.clear(failures_url, storage_options)  # a stale file from an earlier run
+                publication.stage_file(path, url, storage_options)
+            if dead.failed and failures_url:
+                publication.stage_bytes(dead.data(), failures_url, storage_options)
+            elif failures_url:
+                publication.stale.append(failures_url)  # an earlier run's, gone once this one is published
             if keep and not reused and not dead.failed and os.path.exists(encoded):
                 try:  # a cache, not the product: a failure here only costs a later rebuild
                     store.put_encoded(audio_key, encoded)
                 except Ebook2AudioError as exc:
                     logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
+            if _merge_cancelled(stop_event):  # the book failed meanwhile: nobody will publish these
+                raise _MergeCancelled(plan.source, "conversion cancelled")
+            staged = True
     except _MergeCancelled:
         _drop_orphaned_batches(batch_vars)
         raise
@@ -723,6 +734,9 @@ def merge_task(
         raise
     except Exception as exc:
         raise BookError(plan.source, f"writing {output_url} failed: {exc}") from exc
+    finally:
+        if not staged:
+            publication.discard(storage_options)
     digest("from-cache", len({c.key for c in plan.chunks} & set(chunk_sizes or ())), "chunks")
     digest("merged", audio_s, "audio-seconds")
     warnings: tuple[str, ...] = ()
@@ -741,6 +755,7 @@ def merge_task(
         outputs=tuple(outputs),
         subtitles=tuple(url for _, url in subtitle_files),
         format=spec.format,
+        publication=publication,
     )
 
 
@@ -818,31 +833,28 @@ def _part_cues(plan: BookPlan, timeline, part: _Part, gap_at: set[int], rate: in
     return cues
 
 
-_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]+')
-
-
-def _safe_name(title: str, limit: int = 80) -> str:
-    """A chapter title as a file name: no path separators or characters Windows refuses."""
-    name = " ".join(_UNSAFE.sub(" ", title).split()).strip(" .")
-    return name[:limit].rstrip(" .") or "chapter"
-
-
 def _with_suffix(url: str, suffix: str) -> str:
     base, _ = posixpath.splitext(url)
     return base + suffix
 
 
 def _output_names(output_url: str, spec: OutputSpec, plan: BookPlan, parts: list[_Part]) -> list[str]:
-    """URL of each output file (see :func:`merge_task`)."""
+    """URL of each output file (see :func:`merge_task`), every name at most 255 bytes.
+
+    *output_url*'s name is the book's (already fitted) stem and extension;
+    split files are named with :mod:`ebook2audio_dask.storage.names`.
+    Subtitles swap the extension for ``.srt``/``.vtt``, never longer than
+    an audio extension, so their names fit too.
+    """
     if spec.split is None:
         return [output_url]
     folder, name = posixpath.split(output_url)
     stem, ext = posixpath.splitext(name)
     if spec.split == "hours":
-        return [posixpath.join(folder, f"{stem} - Part {n} of {len(parts)}{ext}") for n in range(1, len(parts) + 1)]
+        return [posixpath.join(folder, part_name(stem, n, len(parts), ext)) for n in range(1, len(parts) + 1)]
     width = max(2, len(str(len(parts))))
     chapter_at = {ch.start: ch for ch in plan.chapters if ch.stop > ch.start}
-    return [posixpath.join(folder, stem, f"{n:0{width}d} - {_safe_name(chapter_at[p.first].title)}{ext}")
+    return [posixpath.join(folder, stem, chapter_name(f"{n:0{width}d}", chapter_at[p.first].title, ext))
             for n, p in enumerate(parts, 1)]  # fmt: skip
 
 
@@ -943,27 +955,20 @@ class _DeadLetters:
             return f"{lead}: silence in their place{where}"
         return f"{lead}{where}; run again to retry them, or use --allow-gaps"
 
+    def data(self) -> bytes:
+        """The dead-letter file's content: one JSON object a line."""
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.failed.values()).encode("utf-8")
+
     def write(self, url: str | None, storage_options: dict[str, Any] | None) -> None:
+        """Write the dead-letter file of a book that fails (published alone, at once)."""
         if not url or not self.failed:
             return
         from ..storage import get_fs, write_bytes_atomic
         from ..storage.retry import with_retries
 
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.failed.values()).encode("utf-8")
         fs, path = get_fs(url, storage_options)
+        data = self.data()
         with_retries(lambda: write_bytes_atomic(fs, path, data), url=url, action="write the dead-letter file")
-
-    def clear(self, url: str | None, storage_options: dict[str, Any] | None) -> None:
-        if not url:
-            return
-        from ..storage import get_fs
-
-        try:
-            fs, path = get_fs(url, storage_options)
-            if fs.exists(path):
-                fs.rm_file(path)
-        except Exception:  # noqa: BLE001 - a stale file is only confusing, never wrong
-            logger.debug("could not remove %s", url, exc_info=True)
 
 
 def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None, extra: dict[str, Any] | None = None) -> str:
