@@ -107,7 +107,9 @@ class BookError(Ebook2AudioError):
 
     def __init__(self, source: str, problem: str):
         self.source = str(source)
-        self.problem = one_line(problem)  # always one line, at most MESSAGE_LIMIT characters
+        # always one line; the problem may hold a path or URL of its own (a dead-letter
+        # file, an output), so it gets the longer limit; inner errors are cut where quoted
+        self.problem = one_line(problem, 2 * MESSAGE_LIMIT)
         # the path as it is (made safe, never cut or collapsed), then the one-line problem
         Exception.__init__(self, f"{terminal_safe(self.source)}: {self.problem}")
 

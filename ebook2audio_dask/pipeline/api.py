@@ -9,12 +9,13 @@ from distributed import Client
 
 from ..cluster import client_for
 from ..engines import get_engine_class
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..storage import get_fs, stem_of
+from ..storage.checks import check_input, check_output
 from ..text.lexicon import configured_lexicon
 from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
 
-__all__ = ["convert", "expand_inputs", "BOOK_SUFFIXES"]
+__all__ = ["convert", "check_request", "expand_inputs", "BOOK_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None 
         else:
             # a missing file is the book's own failure (reported per book), not a usage error
             out.append(item)
+    for url in out:
+        check_input(url, storage_options)  # a FIFO or device would block or never end
     stems: dict[str, str] = {}
     for url in out:
         other = stems.setdefault(stem_of(url), url)
@@ -78,6 +81,40 @@ def _check_pauses(pauses: dict[str, float] | None) -> dict[str, float] | None:
     return out
 
 
+def _kept_after_interrupt(jobs: list[BookJob]) -> str:
+    """What an interrupted run leaves: its unfinished books' chunks now in the chunk store."""
+    unfinished = [j for j in jobs if j.merge is None or not j.merge.done() or j.merge.status != "finished"]
+    planned = [j for j in unfinished if j.book_plan is not None]
+    stored = total = 0
+    try:
+        listings: dict[tuple[str, str], dict[str, int]] = {}
+        for job in planned:
+            engine = job.book_plan.spec.engine
+            key = (job.store.url, engine)
+            if key not in listings:
+                listings[key] = job.store.list_sizes(engine)
+            wanted = {c.key for c in job.book_plan.chunks}
+            total += len(wanted)
+            stored += len(wanted & listings[key].keys())
+    except Exception:  # noqa: BLE001 - the message must come out even when the store does not answer
+        logger.debug("could not count the stored chunks", exc_info=True)
+        planned = []
+    if not planned:
+        return (f"{len(unfinished)} book(s) not finished; the chunks synthesised so far are kept in the "
+                "chunk store: the same command resumes from them")
+    return (f"{len(unfinished)} book(s) not finished; {stored} of their {total} chunks are in the chunk "
+            "store: the same command resumes from them")
+
+
+def _chapter_selection(chapters) -> tuple | None:
+    """``chapters=`` as a tuple of numbers, ranges and titles (a range is never expanded)."""
+    if chapters is None:
+        return None
+    if isinstance(chapters, (int, range, str)):
+        return (chapters,)
+    return tuple(chapters)
+
+
 def book_priorities(books: list[str], first: Iterable[str] | None = None) -> dict[str, int]:
     """Dask priority of each book, in submission order (highest first).
 
@@ -96,6 +133,48 @@ def book_priorities(books: list[str], first: Iterable[str] | None = None) -> dic
 
     ordered = [b for b in books if wanted(b)] + [b for b in books if not wanted(b)]
     return {source: 100 * (len(ordered) - i) for i, source in enumerate(ordered)}
+
+
+def check_request(
+    inputs: str | Iterable[str],
+    output: str,
+    *,
+    engine: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
+    lexicons: str | Iterable[str] | None = None,
+    format: str | None = None,
+    split: str | None = None,
+    split_hours: float | None = None,
+    loudnorm: bool | None = None,
+    subtitles: str | None = None,
+) -> list[str]:
+    """Check a conversion request before any cluster starts; return its books.
+
+    :func:`convert` calls it first, and the CLI before it starts a cluster:
+    the output options, lexicons and engine name are valid, every input
+    exists as a file, folder or pattern and none is a FIFO or device, and the
+    output folder can be written to (:mod:`ebook2audio_dask.storage.checks`).
+
+    Raises
+    ------
+    UsageError
+        What is wrong, on one line (exit code 2).
+    """
+    from ..audio.formats import OutputSpec
+
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    OutputSpec.resolve(format, split, split_hours, loudnorm, subtitles)
+    lexicon_list = (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
+    configured_lexicon(lexicon_list, storage_options)  # an unreadable lexicon is a usage error
+    if engine is not None:
+        get_engine_class(engine)  # an unknown engine is a usage error
+    books = expand_inputs(inputs, storage_options)
+    if not books:
+        raise UsageError("no input books given")
+    check_output(output, output_storage_options if output_storage_options is not None else storage_options)
+    return books
 
 
 def convert(
@@ -280,25 +359,17 @@ def convert(
     >>> results = e2a.convert("book.epub", "out/", chapters=[1, 2])  # doctest: +SKIP
     >>> results[0].report["totals"]["audio_s"]  # doctest: +SKIP
     """
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    from ..audio.formats import OutputSpec
-
-    OutputSpec.resolve(format, split, split_hours, loudnorm, subtitles)  # a usage error before any work starts
+    books = check_request(inputs, output, engine=engine, storage_options=storage_options,
+                          output_storage_options=output_storage_options, lexicons=lexicons, format=format,
+                          split=split, split_hours=split_hours, loudnorm=loudnorm, subtitles=subtitles)
     lexicon_list = (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
-    configured_lexicon(lexicon_list, storage_options)  # an unreadable lexicon is a usage error, before any work
-    if engine is not None:
-        get_engine_class(engine)  # an unknown engine is a usage error, before any work starts
-    books = expand_inputs(inputs, storage_options)
-    if not books:
-        raise UsageError("no input books given")
     options = ConvertOptions(
         output=output,
         engine=engine,
         voice=voice,
         model=model,
         language=language,
-        chapters=tuple(chapters) if chapters is not None else None,
+        chapters=_chapter_selection(chapters),
         include_matter=include_matter,
         cache=cache,
         storage_options=storage_options,
@@ -336,6 +407,8 @@ def convert(
         try:
             results = run_jobs(jobs, on_chunks=progress if callable(progress) else None, on_total=progress_total,
                                on_result=on_result, bars=bars or given_bars)
+        except KeyboardInterrupt:  # run_jobs has cancelled the unfinished books' tasks
+            raise Interrupted(_kept_after_interrupt(jobs)) from None
         finally:
             if bars is not None:
                 bars.close()

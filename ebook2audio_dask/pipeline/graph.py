@@ -29,7 +29,7 @@ from distributed import Client, Event, Future, Variable, as_completed, span, wai
 
 from .. import config
 from ..audio.formats import OutputSpec
-from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError
+from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError, one_line, terminal_safe
 from ..storage import ChunkStore, join, stem_of
 from ..storage.names import book_stem, fit_name
 from ..text.chunk import BookPlan, Pauses
@@ -495,8 +495,7 @@ def _error_line(source: str, exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, Ebook2AudioError):
         return str(exc) if str(exc).startswith(f"{source}: ") else f"{source}: {exc}"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{source}: {type(exc).__name__}: {text}"
+    return f"{terminal_safe(source)}: {type(exc).__name__}: {one_line(exc)}"
 
 
 def run_jobs(

@@ -218,7 +218,7 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
                 "report": url,
             }
         except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
-            problems.append(f"{url}: not a readable report ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+            problems.append(f"{url}: not a readable report ({type(exc).__name__}: {one_line(exc)})")
             continue
         synth += float(t.get("synth_s") or 0.0)
         start, end = _when(rep.get("started")), _when(rep.get("finished"))

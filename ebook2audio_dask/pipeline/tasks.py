@@ -27,7 +27,7 @@ from ..audio.subtitles import Cue, chunk_cues, format_subtitles
 from ..audio.wav import WAV_HEADER_BYTES, decode_wav, encode_wav
 from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
 from ..engines.base import EngineSpec
-from ..errors import BookError, Ebook2AudioError, EngineError
+from ..errors import BookError, Ebook2AudioError, EngineError, one_line
 from ..ingest import read_book
 from ..model import Book, Pronunciation
 from ..storage import ChunkStore
@@ -197,10 +197,9 @@ def prepare_voice_task(spec: EngineSpec, store: ChunkStore, threads: int = 1) ->
 
 
 def error_line(exc: BaseException, limit: int = 300) -> str:
-    """``"ExceptionType: message"`` on one line, at most *limit* characters."""
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    """``"ExceptionType: message"`` on one line, at most *limit* characters (:func:`~ebook2audio_dask.errors.one_line`)."""
+    text = one_line(exc, None)
+    return one_line(f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text, limit)
 
 
 def _speak(engine, spec: EngineSpec, group: list[tuple[str, str]]) -> list:
@@ -950,7 +949,7 @@ class _DeadLetters:
         first = next(iter(self.failed.values()))
         where = f"; see {url}" if url else ""
         lead = (f"{n} chunk{'s' if n != 1 else ''} could not be synthesised "
-                f"(first: chapter {first['chapter']}, {first['error']})")  # fmt: skip
+                f"(first: chapter {first['chapter']}, {one_line(first['error'], 100)})")  # fmt: skip
         if gaps:
             return f"{lead}: silence in their place{where}"
         return f"{lead}{where}; run again to retry them, or use --allow-gaps"

@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 import tenacity
 
 from .. import config
-from ..errors import StorageError
+from ..errors import StorageError, one_line
 
 __all__ = ["is_transient", "with_retries", "storage_error"]
 
@@ -70,7 +70,7 @@ def storage_error(url: str, exc: BaseException, action: str) -> StorageError:
     elif isinstance(exc, PermissionError):
         problem = "access denied (check the credentials in storage_options)"
     else:
-        problem = " ".join(str(exc).split())[:200] or type(exc).__name__
+        problem = one_line(exc)
     return StorageError(f"{url}: cannot {action}: {problem}")
 
 
@@ -95,7 +95,7 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
     def log(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         logger.warning("%s: %s failed (%s), retry %d of %d", url, action,
-                       " ".join(str(exc).split())[:120], state.attempt_number, attempts - 1)  # fmt: skip
+                       one_line(exc, 120), state.attempt_number, attempts - 1)  # fmt: skip
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
@@ -111,7 +111,7 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
     except Exception as exc:
         if is_transient(exc):
             raise StorageError(f"{url}: cannot {action}: still failing after {attempts} attempts: "
-                               f"{' '.join(str(exc).split())[:160]}") from exc  # fmt: skip
+                               f"{one_line(exc, 160)}") from exc  # fmt: skip
         if not translate:
             raise
         raise storage_error(url, exc, action) from exc
