@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import re
 import subprocess
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..logs import get_logger
 from .m4b import (
     BookTags,
     ChapterMark,
@@ -51,7 +51,7 @@ from .m4b import (
 
 __all__ = ["FORMATS", "FormatInfo", "Loudness", "OutputSpec", "PartEncoder", "finish_file", "normalize_part", "SPLITS"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Ways to split a book: one file per chapter, or parts of at most N hours.
 SPLITS = ("chapters", "hours")

@@ -28,7 +28,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import logging
+
+from ..logs import get_logger
 import os
 import re
 import shutil
@@ -54,7 +55,7 @@ __all__ = [
     "prepare_cover",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: How much of ffmpeg's stderr is quoted in an error message.
 _STDERR_TAIL_BYTES = 4096

@@ -14,10 +14,11 @@ when its parent (the client process, which runs the nannies) goes away.
 
 from __future__ import annotations
 
-import logging
+
+from ..logs import get_logger
 import os
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 __all__ = ["dask_setup", "detach_from_terminal"]
 

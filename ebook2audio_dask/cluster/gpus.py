@@ -9,7 +9,8 @@ loaded there stays resident on that GPU for every task the worker runs.
 from __future__ import annotations
 
 import copy
-import logging
+
+from ..logs import get_logger
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 __all__ = ["GPULocalCluster", "detect_gpus", "parse_gpus", "EngineTeardown", "ensure_engine_teardown"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def detect_gpus() -> list[str]:

@@ -11,6 +11,7 @@ import dask
 from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 
+from ..logs import get_logger
 from .. import config
 from ..errors import UsageError, one_line
 from .adaptive import SynthesisAdaptive
@@ -19,7 +20,7 @@ from .security import client_security, embedded_security
 
 __all__ = ["client_for", "default_n_workers", "local_cluster"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Worker preload that takes embedded workers out of the terminal's process group.
 DETACH_PRELOAD = "ebook2audio_dask.cluster.detach"

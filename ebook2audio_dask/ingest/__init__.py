@@ -26,13 +26,13 @@ import codecs
 import contextlib
 import dataclasses
 import functools
-import logging
 import posixpath
 import re
 
 import fsspec
 from dask.utils import format_bytes, parse_bytes
 
+from ..logs import get_logger
 from .. import config
 from ..errors import BookError, StorageError, UsageError
 from ..model import Book, Chapter
@@ -42,7 +42,7 @@ from ._sections import assemble
 
 __all__ = ["read_book", "detect_format", "FORMATS"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Formats :func:`read_book` understands (the values of :attr:`Book.format`).
 FORMATS = ("epub", "txt", "html", "fb2", "pdf", "md", "mobi", "azw3", "docx", "rtf", "odt")

@@ -35,7 +35,6 @@ never touches the user's Calibre settings and works with a read-only home.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import shutil
@@ -46,13 +45,14 @@ import time
 
 from dask.utils import format_bytes
 
+from ..logs import get_logger
 from .. import config
 from ..errors import BookError, UsageError
 from .epub import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
 
 __all__ = ["convert_to_epub", "find_ebook_convert", "CALIBRE_FORMATS", "MAX_MEMBERS"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Formats converted by Calibre (PDF only with ``ingest.pdf: calibre``).
 CALIBRE_FORMATS = ("mobi", "azw3", "docx", "rtf", "odt", "pdf")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import io
-import logging
 import mimetypes
 import posixpath
 import re
@@ -36,13 +35,14 @@ from urllib.parse import unquote, urldefrag
 from dask.utils import format_bytes
 from lxml import etree
 
+from ..logs import get_logger
 from ..errors import BookError
 from ..model import Cover, Pronunciation
 from ._sections import BACK_TYPES, FRONT_TYPES, Section, heading_title, mark_gutenberg
 from ._text import clean, fold, is_bare_ordinal, matter_group
 from ._xhtml import Block, Doc, read_document, safe_xml
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["read_epub", "EpubContent"]
 

@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import re
 from dataclasses import dataclass
 
 from lxml import etree
 
+from ..logs import get_logger
 from ..errors import BookError
 from ..model import Cover
 from ._sections import Section
@@ -51,7 +51,7 @@ from ._xhtml import Block, safe_xml
 
 __all__ = ["read_fb2", "Fb2Content", "is_fb2"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: ``<FictionBook`` as the root element, after an optional XML declaration,
 #: comments, processing instructions and doctype.

@@ -42,11 +42,11 @@ restricted) are read; others fail with a clear error.
 from __future__ import annotations
 
 import io
-import logging
 import re
 import statistics
 from dataclasses import dataclass
 
+from ..logs import get_logger
 from ..errors import BookError
 from ._sections import Section, mark_gutenberg
 from ._text import clean, fold, split_authors
@@ -54,7 +54,7 @@ from ._xhtml import Block
 
 __all__ = ["read_pdf", "PdfContent"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _EDGE_LINES = 3
 _PAGE_NUMBER_RE = re.compile(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Iterable
 
 from distributed import Client
 
+from ..logs import get_logger
 from ..cluster import client_for
 from ..engines import get_engine_class
 from ..errors import Interrupted, UsageError
@@ -17,7 +17,7 @@ from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
 
 __all__ = ["convert", "check_request", "expand_inputs", "BOOK_SUFFIXES"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: File name endings picked up when an input is a folder.
 BOOK_SUFFIXES = (

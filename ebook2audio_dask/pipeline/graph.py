@@ -17,7 +17,6 @@ returns a :class:`BookJob` holding the futures.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import dataclasses
@@ -27,6 +26,7 @@ from typing import Any, Callable
 from dask.base import tokenize
 from distributed import Client, Event, Future, Variable, as_completed, span, wait
 
+from ..logs import get_logger
 from .. import config
 from ..audio.formats import OutputSpec
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError, one_line, terminal_safe
@@ -52,7 +52,7 @@ from .tasks import (
 
 __all__ = ["ConvertOptions", "BookJob", "submit_book", "run_jobs"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Priority of every book's parse and chunk tasks: above all synthesis, so every
 #: book is planned early (they are cheap), in submission order.

@@ -20,7 +20,8 @@ Three channels, all from Dask itself:
 
 from __future__ import annotations
 
-import logging
+
+from ..logs import get_logger
 import threading
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 __all__ = ["TOPIC", "UNITS", "digest", "JobMetrics", "ensure_job_metrics", "log_book_event", "job_totals"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: The ``log_event`` topic of the job's events.
 TOPIC = "ebook2audio"

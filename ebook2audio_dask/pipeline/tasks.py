@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import tempfile
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..logs import get_logger
 from .. import config
 from ..audio.formats import OutputSpec, PartEncoder, finish_file, normalize_part
 from ..audio.m4b import BookTags, ChapterMark, prepare_cover
@@ -50,7 +50,7 @@ __all__ = [
     "merge_task",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _scratch_dir() -> str | None:

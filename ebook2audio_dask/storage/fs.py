@@ -10,7 +10,6 @@ files are published together, all or nothing (:class:`Publication`).
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 import shutil
@@ -21,6 +20,7 @@ from typing import Any, Callable
 import fsspec
 from fsspec.core import url_to_fs
 
+from ..logs import get_logger
 from ..errors import StorageError
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
 
 _LOCAL = ("file", "local")
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def _protocol(url: str) -> str:

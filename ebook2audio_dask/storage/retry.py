@@ -11,18 +11,18 @@ at once as a :class:`~ebook2audio_dask.errors.StorageError` naming the URL.
 from __future__ import annotations
 
 import errno
-import logging
 import socket
 from typing import Callable, TypeVar
 
 import tenacity
 
+from ..logs import get_logger
 from .. import config
 from ..errors import StorageError, one_line
 
 __all__ = ["is_transient", "with_retries", "storage_error"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 T = TypeVar("T")
 
 _TRANSIENT_ERRNOS = {
