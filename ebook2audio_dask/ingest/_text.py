@@ -2,13 +2,22 @@
 
 Everything here is pure string work: whitespace normalisation, the
 Project Gutenberg boilerplate markers, the title keyword tables used to
-recognise front and back matter, and language-name lookup.
+recognise front and back matter, language-name lookup, and the decoding
+of a plain-text book block by block (:func:`decoded_lines`).
 """
 
 from __future__ import annotations
 
+import codecs
+import io
+import logging
 import re
 import unicodedata
+from typing import Iterable, Iterator
+
+from ..errors import BookError
+
+log = logging.getLogger(__package__)
 
 # Characters that are invisible formatting, never spoken: zero-width space,
 # word joiner, BOM / zero-width no-break space, soft hyphen.  ZWJ/ZWNJ are
@@ -220,7 +229,8 @@ LANGUAGE_CODES = {
     "yiddish": "yi",
 }
 
-_PG_FIELD_RE = re.compile(r"^\s*(Title|Author|Language)\s*:\s*(.*\S)\s*$", re.IGNORECASE)
+#: A ``Title:``, ``Author:`` or ``Language:`` line of a Gutenberg header.
+PG_FIELD_RE = re.compile(r"^\s*(Title|Author|Language)\s*:\s*(.*\S)\s*$", re.IGNORECASE)
 
 
 def pg_header_fields(lines: list[str]) -> dict[str, str]:
@@ -239,7 +249,7 @@ def pg_header_fields(lines: list[str]) -> dict[str, str]:
     """
     fields: dict[str, str] = {}
     for line in lines:
-        m = _PG_FIELD_RE.match(line)
+        m = PG_FIELD_RE.match(line)
         if not m:
             continue
         key, value = m.group(1).lower(), clean(m.group(2))
@@ -258,3 +268,188 @@ def pg_header_fields(lines: list[str]) -> dict[str, str]:
 def split_authors(value: str) -> tuple[str, ...]:
     """Split an ``Author:`` field on semicolons (names themselves may hold "and")."""
     return tuple(a for a in (clean(p) for p in value.split(";")) if a)
+
+
+# --------------------------------------------------------------------------
+# Decoding a plain-text book block by block.  The rules are those of
+# ``ingest._decode_text`` (which decodes a whole file at once, for the
+# formats read whole): UTF-16/32 by their BOM; UTF-8 (BOM optional); UTF-8
+# with a few invalid byte sequences, which are dropped; otherwise cp1252, or
+# Latin-1 when cp1252 leaves many bytes undefined.  NUL bytes, or control
+# characters in the first 64k characters, mean binary data.
+# --------------------------------------------------------------------------
+#: UTF-32 first: its little-endian BOM starts with UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+#: Bytes decoded at a time (a 64 kB piece is at most 256 kB of text).
+_PIECE = 64 * 1024
+#: Decoded characters searched for control characters (binary data).
+_SNIFF_CHARS = 65536
+#: Bytes cp1252 leaves undefined.
+_CP1252_UNDEFINED = tuple(bytes([b]) for b in (0x81, 0x8D, 0x8F, 0x90, 0x9D))
+_REPLACEMENT = "\ufffd"
+_REPLACEMENT_UTF8 = _REPLACEMENT.encode()
+_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x19\x1b-\x1f\x7f-\x9f]")
+
+
+def _not_text(source: str) -> BookError:
+    return BookError(source, "not an ebook (unrecognised content)")
+
+
+def fallback_encoding(blocks: Iterable[bytes], source: str) -> str:
+    """The encoding of a text that is not valid UTF-8, from one pass over its bytes.
+
+    Parameters
+    ----------
+    blocks : iterable of bytes
+        The whole file, in order.
+    source : str
+        Path or URL, for messages.
+
+    Returns
+    -------
+    {"utf-8-damaged", "cp1252", "latin-1"}
+        ``"utf-8-damaged"`` when the bytes are UTF-8 with a few invalid
+        sequences (more valid non-ASCII characters than invalid sequences);
+        otherwise cp1252, or Latin-1 when more than 1 byte in 200 is one
+        cp1252 leaves undefined.  The choice is logged as a warning.
+
+    Raises
+    ------
+    BookError
+        The bytes hold a NUL byte (binary data).
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
+    replaced = genuine = non_ascii = undefined = size = 0
+    tail = b""  # the previous block's last two bytes: a U+FFFD may straddle blocks
+    for block in blocks:
+        if b"\x00" in block:
+            raise _not_text(source)
+        text = decoder.decode(block)
+        replaced += text.count(_REPLACEMENT)
+        non_ascii += len(text) - len(text.encode("ascii", "ignore"))
+        genuine += (tail + block).count(_REPLACEMENT_UTF8)
+        undefined += sum(block.count(b) for b in _CP1252_UNDEFINED)
+        size += len(block)
+        tail = block[-2:]
+    replaced += decoder.decode(b"", final=True).count(_REPLACEMENT)
+    bad = replaced - genuine
+    if non_ascii - replaced > max(0, bad):
+        log.warning("%s: not valid UTF-8; %d invalid byte sequence(s) dropped", source, bad)
+        return "utf-8-damaged"
+    latin1 = undefined > max(8, size // 200)
+    log.warning("%s: not UTF-8 text; read as %s", source, "Latin-1" if latin1 else "cp1252")
+    return "latin-1" if latin1 else "cp1252"
+
+
+def decoded_text(
+    blocks: Iterable[bytes], source: str, encoding: str | None = None
+) -> Iterator[str]:
+    """Decode a plain-text book block by block: its text, in pieces.
+
+    Only one block is decoded at a time, so the book is never in memory
+    whole, nor twice (bytes and text).
+
+    Parameters
+    ----------
+    blocks : iterable of bytes
+        The file, in order.
+    source : str
+        Path or URL, for messages.
+    encoding : str, optional
+        ``None``: UTF-16/32 when the file starts with their BOM, else strict
+        UTF-8 (BOM optional).  Or what :func:`fallback_encoding` returned.
+
+    Raises
+    ------
+    UnicodeDecodeError
+        With ``encoding=None``, the bytes are not valid UTF-8: decode them
+        again with the :func:`fallback_encoding`.
+    BookError
+        The bytes are binary data: NUL bytes (except in UTF-16/32), control
+        characters in the first 64k characters, or UTF-16/32 with more than
+        1 character in 200 undecodable.
+    """
+    blocks = _pieces(blocks)
+    first = next(blocks)
+    wide = None
+    if encoding is None:
+        wide = next((codec for bom, codec in _WIDE_BOMS if first.startswith(bom)), None)
+        codec, errors = (wide, "replace") if wide else ("utf-8-sig", "strict")
+    elif encoding == "utf-8-damaged":
+        codec, errors = "utf-8-sig", "replace"
+    else:
+        codec, errors = encoding, "replace"
+    decoder = codecs.getincrementaldecoder(codec)(errors)
+    chars = replaced = controls = 0
+    sniffed = bool(wide)  # UTF-16/32 are judged by their undecodable characters instead
+    block: bytes | None = first
+    while block is not None:
+        following = next(blocks, None)
+        final = following is None
+        if not wide and b"\x00" in block:
+            raise _not_text(source)
+        text = decoder.decode(block, final=final)
+        if encoding == "utf-8-damaged":
+            text = text.replace(_REPLACEMENT, "")
+        if wide:
+            replaced += text.count(_REPLACEMENT)
+        if not sniffed:
+            controls += len(_CONTROL_RE.findall(text, 0, _SNIFF_CHARS - chars))
+            if final or chars + len(text) >= _SNIFF_CHARS:
+                sniffed = True
+                if controls > max(2, min(_SNIFF_CHARS, chars + len(text)) // 100):
+                    raise _not_text(source)
+        chars += len(text)
+        if wide and final and replaced > max(8, chars // 200):
+            raise _not_text(source)
+        yield text
+        block = following
+
+
+def _pieces(blocks: Iterable[bytes], size: int = _PIECE) -> Iterator[bytes]:
+    """*blocks* cut again into pieces of *size* bytes: the last one shorter, maybe empty."""
+    pending = bytearray()
+    for block in blocks:
+        pending += block
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    yield bytes(pending)
+
+
+def text_lines(pieces: Iterable[str]) -> Iterator[str]:
+    """The lines of a text given in pieces (as :func:`decoded_text` yields it).
+
+    Line ends are ``\\n``, ``\\r\\n`` or ``\\r``; the lines come without
+    them (a text that ends with a line end ends with an empty line), and
+    leading BOMs are dropped.  Only the line being read is held.
+    """
+    newlines = io.IncrementalNewlineDecoder(None, translate=True)
+    pending: list[str] = []  # the start of a line that goes on in the next piece
+    at_start = True
+    for piece, final in _with_final(pieces):
+        if at_start:
+            piece = piece.lstrip("\ufeff")
+            at_start = not piece
+        lines = newlines.decode(piece, final=final).split("\n")
+        pending.append(lines[0])
+        if len(lines) > 1:
+            yield "".join(pending)
+            yield from lines[1:-1]
+            pending = [lines[-1]]
+    yield "".join(pending)
+
+
+def _with_final(pieces: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """``(piece, is_last)`` for each piece; an empty last one when there is none."""
+    previous = None
+    for piece in pieces:
+        if previous is not None:
+            yield previous, False
+        previous = piece
+    yield previous or "", True

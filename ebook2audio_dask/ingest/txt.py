@@ -32,23 +32,31 @@ Rules
 from __future__ import annotations
 
 import bisect
+import copy
 import re
+from array import array
 from dataclasses import dataclass
+from itertools import accumulate
+from typing import Callable, Iterable
 
 from ._sections import Section
 from ._text import (
     PAGE_MARKER_RE,
     PG_CREDITS_RE,
     PG_END_RE,
+    PG_FIELD_RE,
     PG_START_RE,
     clean,
+    decoded_text,
+    fallback_encoding,
     pg_header_fields,
     roman_to_int,
     split_authors,
+    text_lines,
 )
 from ._xhtml import Block
 
-__all__ = ["read_txt", "TextContent"]
+__all__ = ["read_txt", "read_txt_blocks", "TextContent"]
 
 _NUMBER_WORDS = {
     w: i + 1
@@ -96,12 +104,16 @@ class TextContent:
     sections: list[Section]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Para:
+    """A paragraph: a run of non-blank lines, cleaned into one string (see :class:`_Paragraphs`)."""
+
     line: int  # 0-based index of its first line
-    lines: list[str]
+    n_lines: int
     blank_before: int
-    text: str = ""
+    text: str
+    head: str | None = None  # its only line, stripped, when it looks like a numbered heading
+    contents: dict[str, str] | None = None  # numeral -> title, when it is a contents list
 
 
 def _drop_placeholders(text: str) -> str:
@@ -157,26 +169,75 @@ def _clean_para(lines: list[str]) -> str:
     return text
 
 
-def _paragraphs(lines: list[str], first_line: int) -> list[_Para]:
-    paras: list[_Para] = []
-    blank = 0
-    current: _Para | None = None
-    for n, line in enumerate(lines):
-        if not line.strip():
-            if current is not None:
-                paras.append(current)
-                current = None
-                blank = 0
-            blank += 1
-            continue
-        if current is None:
-            current = _Para(first_line + n, [], blank)
-        current.lines.append(line)
-    if current is not None:
-        paras.append(current)
-    for p in paras:
-        p.text = _clean_para(p.lines)
-    return paras
+class _Paragraphs:
+    """The paragraphs of a book (or of its Gutenberg header or footer), built line by line.
+
+    Only the lines of the paragraph being read are held.  The paragraphs are
+    kept compactly, so that a long book's cost little more than their text:
+    each one's text, three integers in an array, and for the few that may be
+    a heading or a contents list, their line or titles.  ``paras[i]`` makes
+    the :class:`_Para` on demand; ``paras[i:j]`` is a view.
+    """
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        self._ints = array("q")  # line, n_lines, blank_before of each paragraph, in a row
+        self._heads: dict[int, str] = {}
+        self._contents: dict[int, dict[str, str]] = {}
+        self._start, self._stop = 0, None  # the view's range (stop None: to the end)
+        self._lines: list[str] = []  # the paragraph being read
+        self._first = 0
+        self._blank = 0  # blank lines since the last paragraph
+
+    def add(self, n: int, line: str) -> None:
+        """Add line *n* (0-based, in the whole book)."""
+        if not line or line.isspace():
+            self._close()
+            self._blank += 1
+        else:
+            if not self._lines:
+                self._first = n
+            self._lines.append(line)
+
+    def _close(self) -> None:
+        lines = self._lines
+        if not lines:
+            return
+        k = len(self._texts)
+        text = _clean_para(lines)
+        self._texts.append(text)
+        self._ints.extend((self._first, len(lines), self._blank))
+        if len(lines) == 1 and text and len(text) <= 80:
+            head = lines[0].strip()
+            if _KW_HEADING_RE.match(head) or _NUM_HEADING_RE.match(head):
+                self._heads[k] = head
+        if len(lines) >= 3 and (contents := _contents_list(lines)):
+            self._contents[k] = contents
+        self._lines = []
+        self._blank = 0
+
+    def finish(self) -> "_Paragraphs":
+        """Close the last paragraph; return the paragraphs."""
+        self._close()
+        return self
+
+    def __len__(self) -> int:
+        return (len(self._texts) if self._stop is None else self._stop) - self._start
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            start, stop, _ = i.indices(len(self))
+            view = copy.copy(self)
+            view._start, view._stop = self._start + start, self._start + max(start, stop)
+            return view
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = self._start + i
+        line, n_lines, blank = self._ints[3 * k : 3 * k + 3]
+        return _Para(line, n_lines, blank, self._texts[k], self._heads.get(k), self._contents.get(k))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
 
 
 def _number(value: str) -> int | None:
@@ -190,9 +251,9 @@ def _number(value: str) -> int | None:
 
 def _numbered_heading(p: _Para) -> tuple[str | None, int, str] | None:
     """(keyword, number, title) when *p* is a numbered chapter heading."""
-    if len(p.lines) != 1 or not p.text or len(p.text) > 80:
+    line = p.head  # a single line of at most 80 characters that matches one of the patterns
+    if line is None:
         return None
-    line = p.lines[0].strip()
     m = _KW_HEADING_RE.match(line)
     if m and p.blank_before >= 1:
         num = _number(m.group("num"))
@@ -207,7 +268,7 @@ def _numbered_heading(p: _Para) -> tuple[str | None, int, str] | None:
 
 
 def _unnumbered_heading(p: _Para) -> bool:
-    if len(p.lines) != 1 or not p.text or len(p.text) > 60 or p.blank_before < 3:
+    if p.n_lines != 1 or not p.text or len(p.text) > 60 or p.blank_before < 3:
         return False
     letters = [c for c in p.text if c.isalpha()]
     if len(letters) < 3:
@@ -216,24 +277,24 @@ def _unnumbered_heading(p: _Para) -> bool:
     return upper >= 0.8 * len(letters)
 
 
-def _contents_titles(paras: list[_Para]) -> dict[str, str]:
+def _contents_list(lines: list[str]) -> dict[str, str] | None:
+    """Numeral → title when the lines of a paragraph are a contents list, else None."""
+    found: dict[str, str] = {}
+    for line in lines:
+        m = _CONTENTS_LINE_RE.match(line)
+        if m:
+            title = clean(re.sub(r"[\s.]+\d{1,4}\s*$", "", m.group("title")))
+            found.setdefault(m.group("num"), clean(f"{m.group('num')}. {title}"))
+    return found if len(found) >= 3 and len(found) >= 0.5 * len(lines) else None
+
+
+def _contents_titles(paras: _Paragraphs) -> dict[str, str]:
     """Numeral → title, from the first paragraph that looks like a contents list."""
-    for p in paras:
-        if len(p.lines) < 3:
-            continue
-        found = {}
-        for line in p.lines:
-            m = _CONTENTS_LINE_RE.match(line)
-            if m:
-                title = clean(re.sub(r"[\s.]+\d{1,4}\s*$", "", m.group("title")))
-                found.setdefault(m.group("num"), clean(f"{m.group('num')}. {title}"))
-        if len(found) >= 3 and len(found) >= 0.5 * len(p.lines):
-            return found
-    return {}
+    return next((p.contents for p in paras if p.contents), {})
 
 
 def _title_line(p: _Para | None) -> bool:
-    if p is None or len(p.lines) != 1 or not p.text or len(p.text) > 70:
+    if p is None or p.n_lines != 1 or not p.text or len(p.text) > 70:
         return False
     if _numbered_heading(p) is not None:
         return False
@@ -246,7 +307,7 @@ def _title_line(p: _Para | None) -> bool:
     return upper >= 0.8 * len(letters) or capitalised >= 0.6 * len(words)
 
 
-def _chapter_run(paras: list[_Para], headings: dict[int, tuple[str | None, int, str]]) -> list[int]:
+def _chapter_run(paras: _Paragraphs, headings: dict[int, tuple[str | None, int, str]]) -> list[int]:
     """Indices (into *paras*) of the chapter headings: see the module docstring."""
     if not headings:
         return []
@@ -278,9 +339,8 @@ def _chapter_run(paras: list[_Para], headings: dict[int, tuple[str | None, int, 
         runs.append(current)
 
     bounds = sorted(members + parts)
-    words = [0]  # words[j]: words in paras[:j]
-    for p in paras:
-        words.append(words[-1] + len(p.text.split()))
+    words = array("q", accumulate((len(p.text.split()) for p in paras), initial=0))
+    # words[j]: words in paras[:j]
 
     def weight(run: list[int]) -> int:
         k = bisect.bisect_right(bounds, run[-1])
@@ -291,7 +351,7 @@ def _chapter_run(paras: list[_Para], headings: dict[int, tuple[str | None, int, 
 
 
 def read_txt(text: str, source: str) -> TextContent:
-    """Read a plain-text book.
+    """Read a plain-text book held in a string (the PDF reader's text).
 
     Parameters
     ----------
@@ -305,31 +365,86 @@ def read_txt(text: str, source: str) -> TextContent:
     TextContent
         Metadata and the proposed sections (not yet classified).
     """
-    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    return _read_lines(text_lines([text]), source)
 
-    start = next((i for i, line in enumerate(lines) if PG_START_RE.match(line)), None)
-    end = None
-    if start is not None:
-        end = next((i for i in range(start + 1, len(lines)) if PG_END_RE.match(lines[i])), None)
-    fields = pg_header_fields(lines[:start]) if start is not None else {}
 
-    text_from = start + 1 if start is not None else 0
-    text_to = end if end is not None else len(lines)
-    paras = _paragraphs(lines[text_from:text_to], text_from)
-    header = Section("", [], "line 1", hint="pg")
+def read_txt_blocks(blocks: Callable[[], Iterable[bytes]], source: str) -> TextContent:
+    """Read a plain-text book from its bytes, decoded and split into paragraphs as they come.
+
+    The book is never in memory whole: only its paragraphs (the text the
+    :class:`~ebook2audio_dask.model.Book` keeps) and one block at a time.
+
+    Parameters
+    ----------
+    blocks : callable
+        Returns the file's bytes from its start, in blocks.  Called once for
+        a UTF-8 (or UTF-16/32) book; a book that is not valid UTF-8 is read
+        twice more: once to choose its encoding, once to decode it.
+    source : str
+        Path or URL, for messages.
+
+    Returns
+    -------
+    TextContent
+        Metadata and the proposed sections (not yet classified).
+
+    Raises
+    ------
+    BookError
+        The bytes are binary data, not text (see :func:`._text.decoded_text`).
+    """
+    try:
+        return _read_lines(text_lines(decoded_text(blocks(), source)), source)
+    except UnicodeDecodeError:
+        encoding = fallback_encoding(blocks(), source)
+    return _read_lines(text_lines(decoded_text(blocks(), source, encoding)), source)
+
+
+def _read_lines(lines: Iterable[str], source: str) -> TextContent:
+    """Read a plain-text book given line by line (see the module docstring for the rules)."""
+    start = end = None  # the Gutenberg START and END lines
+    field_lines: list[str] = []  # "Title: ..." lines before the START line
+    fields: dict[str, str] = {}
+    header = body = _Paragraphs()  # the Gutenberg header (up to the START line), the text
+    part = _Paragraphs()  # the part being read: the header or the text, the text, the footer
+    n = -1
+    for n, line in enumerate(lines):
+        if start is None:
+            if PG_START_RE.match(line):
+                start = n
+                part.add(n, line)
+                header = part.finish()
+                fields = pg_header_fields(field_lines)
+                part = _Paragraphs()
+                continue
+            if PG_FIELD_RE.match(line):
+                field_lines.append(line)
+        elif end is None and PG_END_RE.match(line):
+            end = n
+            body = part.finish()
+            part = _Paragraphs()
+        part.add(n, line)
+    rest = part.finish()
+    body, footer_paras = (body, rest) if end is not None else (rest, _Paragraphs())
+    text_to = end if end is not None else n + 1
+    paras = body
+
+    header_section = Section("", [], "line 1", hint="pg")
     if start is not None:
-        header.blocks = [Block(p.text) for p in _paragraphs(lines[: start + 1], 0) if p.text]
-        while paras and not paras[0].text:
-            paras.pop(0)
+        header_section.blocks = [Block(p.text) for p in header if p.text]
+        first_text = next((k for k, p in enumerate(paras) if p.text), len(paras))
+        paras = paras[first_text:]
         if paras and PG_CREDITS_RE.match(paras[0].text):
-            header.blocks.append(Block(paras.pop(0).text))
-        header.title = (
-            header.blocks[0].text if header.blocks and len(header.blocks[0].text) <= 100 else ""
+            header_section.blocks.append(Block(paras[0].text))
+            paras = paras[1:]
+        header_section.title = (
+            header_section.blocks[0].text
+            if header_section.blocks and len(header_section.blocks[0].text) <= 100
+            else ""
         )
     footer = Section("", [], f"line {text_to + 1}", hint="pg")
     if end is not None:
-        footer.blocks = [Block(p.text) for p in _paragraphs(lines[end:], end) if p.text]
+        footer.blocks = [Block(p.text) for p in footer_paras if p.text]
         footer.title = (
             footer.blocks[0].text if footer.blocks and len(footer.blocks[0].text) <= 100 else ""
         )
@@ -369,7 +484,7 @@ def read_txt(text: str, source: str) -> TextContent:
         chapters = set(run)
         ordered = sorted(chapters)  # the same, in order (for bisect)
         parts = [i for i, (kw, _, _) in headings.items() if kw in _PART_KEYWORDS and i < last]
-        long_from = [len(paras)] * (len(paras) + 1)  # first paragraph >= j of 15+ words
+        long_from = array("q", [len(paras)]) * (len(paras) + 1)  # first paragraph >= j of 15+ words
         for j in range(len(paras) - 1, -1, -1):
             long_from[j] = j if len(paras[j].text.split()) >= 15 else long_from[j + 1]
         for p in reversed(parts):  # "VOLUME I" / "BOOK ONE" / "CHAPTER I" nest
@@ -407,8 +522,8 @@ def read_txt(text: str, source: str) -> TextContent:
         starts[0] = ""
 
     sections: list[Section] = []
-    if header.blocks:
-        sections.append(header)
+    if header_section.blocks:
+        sections.append(header_section)
     order = sorted(starts)
     for n, i in enumerate(order):
         stop = order[n + 1] if n + 1 < len(order) else len(paras)

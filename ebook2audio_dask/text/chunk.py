@@ -64,7 +64,7 @@ class Pauses:
         return cls(**{k: float(conf[k]) for k in ("sentence", "paragraph", "title", "chapter")})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a plan holds one per ~200 characters of a book
 class Chunk:
     """One unit of synthesis.
 

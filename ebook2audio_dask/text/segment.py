@@ -77,12 +77,26 @@ def split_sentences(text: str, language: str | None) -> list[str]:
     lang = (language or "en").replace("_", "-").split("-")[0].lower()
     protected = _protect(text, lang)
     try:
-        parts = _segmenter(language or "en").segment(protected)
+        parts = _segment(_segmenter(language or "en"), protected)
     except Exception:  # pySBD has rare regex failures on odd input: keep the text whole
         parts = [protected]
     if protected is not text:
         parts = [p.replace(_DOT, ".") for p in parts]
     return [s.strip() for s in parts if s.strip()]
+
+
+def _segment(segmenter, text: str) -> list[str]:
+    """pySBD's sentences of *text*, in one pass.
+
+    ``Segmenter.segment`` finds each sentence back in the text with a regex
+    made for it (``re.escape(sentence)``), searched from the text's start:
+    time quadratic in the sentences of a paragraph, and a new pattern per
+    sentence that evicts pySBD's own rules from :mod:`re`'s cache (most of
+    the planning time of a book).  The processor's sentences are the text's
+    pieces, in order (whitespace aside): they are returned as they are, and
+    one that ``segment`` could not find back is kept, not dropped.
+    """
+    return segmenter.processor(text).process() if text else []
 
 
 def split_long(sentence: str, max_chars: int) -> list[str]:
