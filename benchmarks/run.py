@@ -50,6 +50,7 @@ FAULTS_SCRIPT = HERE / "bench_faults.py"
 FUZZ_SCRIPT = HERE / "bench_fuzz.py"
 HOSTILE_SCRIPT = HERE / "bench_hostile.py"
 STORAGE_FAULTS_SCRIPT = HERE / "bench_storage_faults.py"
+OPENAI_SCRIPT = HERE / "openai_engine.py"
 #: Inputs a fuzz run tries (E2A_FUZZ_EXAMPLES overrides the full-mode budget).
 FUZZ_EXAMPLES = {"full": int(os.environ.get("E2A_FUZZ_EXAMPLES") or 15000), "quick": 240}
 
@@ -246,6 +247,22 @@ METHODS["noop"] = (
     "an in-process `LocalCluster` of N single-thread workers with `GPU=1`. Figure: wall time × N / chunks "
     "(resp. synthesize tasks): the worker time each chunk (task) costs when the engine costs nothing. "
     "One run each."
+)
+
+
+# the openai engine vs calling the same server directly (benchmarks/openai_engine.py)
+BENCHMARKS += ("openai",)
+TARGETS["openai"] = ("≥", 1.0)
+METHODS["openai"] = (
+    "Runs `benchmarks/openai_engine.py`: the unique chunks of chapter(s) {chapters} of "
+    "`childrens-literature.epub` ({chars} characters) as the pipeline plans them for `--engine openai`, spoken "
+    "by the test suite's OpenAI-compatible server (`tests/openai_server.py`: espeak-ng behind "
+    "`POST /v1/audio/speech`, WAV at 24 kHz, its own process on 127.0.0.1), warmed up first. (a) A direct "
+    "loop: one `requests` session posts each chunk and decodes its WAV, one at a time. (b) The engine, "
+    "`concurrency` 4, called with the groups a synthesize task hands it. (c) The loop of (a) in a pool of 4 "
+    "threads (the same concurrency without the engine). As the server is (espeak answers in milliseconds, "
+    "one at a time) and with 200 ms added to every answer (a remote or GPU server's round trip). Figure: "
+    "(a)/(b); target ≥ 1.0 with 4 concurrent slots. One run each, on one server process per latency."
 )
 
 
@@ -749,6 +766,24 @@ class Runner:
         ]  # fmt: skip
         return figures, r
 
+    def openai(self):
+        cmd = [sys.executable, str(OPENAI_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=self.timeout, label="openai engine")
+        r = last_json_line(out, "openai engine")
+        figures = []
+        for row in r["rows"]:
+            ms = round(row["latency_s"] * 1000)
+            figures += [
+                fig(f"openai.ratio{ms}", f"openai engine (4 slots) vs direct loop, server +{ms} ms per answer",
+                    row["engine_s"], "s", baseline=row["direct_s"], ratio=row["ratio"],
+                    ratio_def="direct/engine", target=TARGETS["openai"]),
+                fig(f"openai.pool{ms}", f"openai engine vs direct 4-thread pool, server +{ms} ms per answer",
+                    row["engine_s"], "s", baseline=row["direct_4_threads_s"], ratio=row["ratio_vs_4_threads"],
+                    ratio_def="pool/engine"),
+            ]  # fmt: skip
+        rows = r.pop("rows")  # "rows" means workers to the method's formatting
+        return figures, {"input": {"chars": r["chars"]}, "latencies": rows, **r}
+
     def storage_faults(self):
         cmd = [sys.executable, str(STORAGE_FAULTS_SCRIPT)] + (["--quick"] if self.quick else [])
         _, out = run_timed(cmd, timeout=self.timeout, label="storage faults")
@@ -831,6 +866,13 @@ def summarize(bench: str, details: dict) -> str:
         return "; ".join(parts) + "."
     if bench == "hostile":
         return "; ".join(f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]) + "."
+    if bench == "openai":
+        return f"{details['chars']} chars, {details['chunks']} chunks, concurrency {details['concurrency']}: " + "; ".join(
+            f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine {r['engine_s']} s, 4-thread pool "
+            f"{r['direct_4_threads_s']} s, {r['audio_s']} s of audio, {r['requests']} requests, same lengths "
+            f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
+            for r in details["latencies"]
+        ) + "."
     if bench == "storage_faults":
         return (f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
                 f"requests throttled (503), {details['errors_500']} failed (500); without faults "

@@ -239,12 +239,18 @@ def cli() -> None:
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, help="Output folder (path or fsspec URL).")
-@click.option("--engine", help="Speech engine (piper, espeak, coqui); default: chosen by language.")
+@click.option("--engine", help="Speech engine (piper, espeak, coqui, openai...; see `ebook2audio engines`); "
+                              "default: chosen by language.")
 @click.option("--voice", "voices", multiple=True,
               help="Voice id, Piper .onnx model, Coqui speaker name, or XTTS reference clip(s) to clone "
                    "(repeat for several clips; a folder or glob works too). Default: by language.")
 @click.option("--model", help="Coqui model: folder (config.json + checkpoint), checkpoint file, fsspec URL "
-                              "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model.")
+                              "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model. "
+                              "With --engine openai: the server's model name (tts-1, kokoro...).")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="URL",
+              help="With --engine openai: base URL of an OpenAI-compatible speech server "
+                   "(http://127.0.0.1:8880/v1); repeat to spread the requests over several. API key: "
+                   "$OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY. See ebook2audio.openai.")
 @click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
               help="Engine setting that changes the audio (e.g. length_scale=1.1, temperature=0.7). Repeatable.")
 @click.option("--language", help="Override the book's language (BCP 47, e.g. fr, en-GB).")
@@ -307,7 +313,7 @@ def cli() -> None:
                    "respelling or /IPA/}} or PLS XML. See docs/text.md.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
-def convert(inputs, output, engine, voices, model, settings, language, chapters, include_matter, n_workers,
+def convert(inputs, output, engine, voices, model, endpoints, settings, language, chapters, include_matter, n_workers,
             gpus, memory_limit, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
             s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, audio_format, split, split_hours,
             loudnorm, subtitles, pauses, priority, normalize, lexicons, no_progress, debug) -> None:
@@ -338,6 +344,10 @@ def convert(inputs, output, engine, voices, model, settings, language, chapters,
         security = client_security(tls_ca_file, tls_cert, tls_key)
         from ..pipeline.api import check_request
 
+        if endpoints:  # read where synthesis is submitted (engines.with_runtime), never in a key
+            import dask
+
+            dask.config.set({"ebook2audio.openai.endpoints": list(endpoints)})
         check_request(list(inputs), output, engine=engine, storage_options=storage_options, lexicons=lexicons,
                       format=audio_format, split=split, split_hours=split_hours, loudnorm=loudnorm,
                       subtitles=subtitles)  # before the cluster starts

@@ -10,6 +10,7 @@ engines do)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import logging
@@ -29,6 +30,7 @@ __all__ = [
     "load_engine",
     "resolve_spec",
     "unload_engines",
+    "with_runtime",
     "LOAD_COUNTS",
     "ENTRY_POINT_GROUP",
 ]
@@ -43,6 +45,7 @@ _BUILTIN = {
     "espeak": "ebook2audio_dask.engines.espeak:EspeakEngine",
     "coqui": "ebook2audio_dask.engines.coqui:CoquiEngine",
     "kokoro": "ebook2audio_dask.engines.kokoro:KokoroEngine",
+    "openai": "ebook2audio_dask.engines.openai:OpenAIEngine",
 }
 
 
@@ -78,6 +81,9 @@ def get_engine_class(name: str) -> type[Engine]:
 # One engine instance per (spec, threads) per process: a worker loads a model once
 # and keeps it for every task it runs.
 _LOADED: dict[tuple[EngineSpec, int], Engine] = {}
+# The EngineSpec.runtime each engine of _LOADED was made with (not part of the spec's
+# equality): a spec arriving with other runtime options (new endpoints) gets a new engine.
+_RUNTIMES: dict[tuple[EngineSpec, int], tuple] = {}
 _LOAD_LOCK = threading.Lock()
 #: How many times this process loaded each (spec, threads): 1 unless unloaded in between.
 LOAD_COUNTS: Counter[tuple[EngineSpec, int]] = Counter()
@@ -95,19 +101,25 @@ def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
     """
     ident = (spec, int(threads))
     engine = _LOADED.get(ident)
-    if engine is not None:
+    if engine is not None and _RUNTIMES.get(ident) == spec.runtime:
         return engine
     with _LOAD_LOCK:
         engine = _LOADED.get(ident)
+        if engine is not None and _RUNTIMES.get(ident) != spec.runtime:
+            engine.close()  # same voice, other runtime options (endpoints): made again
+            engine = None
         if engine is None:
             cls = get_engine_class(spec.engine)
             ok, why = cls.availability()
             if not ok:
                 raise EngineError(f"engine {spec.engine!r} is not available: {why}")
             logger.info("loading engine %s voice %s (%d threads)", spec.engine, spec.voice, threads)
-            extra = {"model": spec.model} if spec.model else {}
+            extra: dict = {"model": spec.model} if spec.model else {}
+            if spec.runtime:
+                extra["runtime"] = dict(spec.runtime)
             engine = cls(spec.voice, spec.settings_dict, threads=threads, **extra)
             _LOADED[ident] = engine
+            _RUNTIMES[ident] = spec.runtime
             LOAD_COUNTS[ident] += 1
     return engine
 
@@ -121,6 +133,18 @@ def unload_engines() -> None:
             except Exception:  # pragma: no cover - best effort on teardown
                 logger.exception("closing engine %s failed", engine)
         _LOADED.clear()
+        _RUNTIMES.clear()
+
+
+def with_runtime(spec: EngineSpec) -> EngineSpec:
+    """*spec* with its engine's :meth:`~Engine.runtime_options`, read here (on the client).
+
+    Call it where synthesis is submitted: the options (endpoints, an API key
+    in a secret) then travel to the workers inside the spec, without
+    changing its content key.
+    """
+    runtime = get_engine_class(spec.engine).runtime_options()
+    return dataclasses.replace(spec, runtime=runtime) if runtime else spec
 
 
 def _available(name: str) -> type[Engine] | None:

@@ -60,6 +60,13 @@ class EngineSpec:
         Fingerprint of the files that speak (model config, reference clips),
         filled in by :meth:`Engine.identify` when a book is planned, so
         cached chunks are not reused after those files change.
+    runtime : tuple of (str, value) pairs
+        How the engine runs, not what it says: server endpoints, concurrency,
+        an API key (hidden in a secret).  Gathered on the client by
+        :meth:`Engine.runtime_options` when synthesis is submitted and passed
+        to the engine's constructor as ``runtime=``; left out of
+        :meth:`token`, equality, hashing and ``repr``, so it never changes a
+        content key and never shows in a log line.
     """
 
     engine: str
@@ -67,6 +74,7 @@ class EngineSpec:
     settings: tuple[tuple[str, Any], ...] = field(default=())
     model: str = ""
     identity: str = ""
+    runtime: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def make(
@@ -132,6 +140,11 @@ class Engine(abc.ABC):
     #: How many texts :meth:`synthesize` runs at once; the synthesize task
     #: hands over this many (sorted by length) per call.
     batch_size: int = 8
+    #: How much longer than the first text of a call another may be and still
+    #: join the call (``spread`` of :func:`~ebook2audio_dask.pipeline.tasks.length_buckets`):
+    #: a padded batch wastes little compute.  Engines that speak each text on
+    #: its own (a remote server) take ``math.inf``: every call is full.
+    length_spread: float = 1.3
 
     # -- description (no model loaded) -------------------------------------
     @classmethod
@@ -197,6 +210,23 @@ class Engine(abc.ABC):
         when the files do.  The default leaves *spec* as it is.
         """
         return spec
+
+    @classmethod
+    def runtime_options(cls) -> tuple[tuple[str, Any], ...]:
+        """Options of how the engine runs, read on the client (see :attr:`EngineSpec.runtime`).
+
+        Called where a conversion is checked and where its synthesis is
+        submitted; what it returns travels to the workers with the spec and
+        reaches the constructor as ``runtime=`` (only when not empty).  The
+        default is ``()``: the engine takes nothing from the client.
+
+        Raises
+        ------
+        UsageError
+            The options are missing or wrong (e.g. a server engine with no
+            endpoint), on one line.
+        """
+        return ()
 
     @classmethod
     def prepares_voice(cls, spec: EngineSpec) -> bool:

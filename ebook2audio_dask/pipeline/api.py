@@ -169,7 +169,7 @@ def check_request(
     lexicon_list = (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
     configured_lexicon(lexicon_list, storage_options)  # an unreadable lexicon is a usage error
     if engine is not None:
-        get_engine_class(engine)  # an unknown engine is a usage error
+        get_engine_class(engine).runtime_options()  # unknown engine, or a server engine with no endpoint
     books = expand_inputs(inputs, storage_options)
     if not books:
         raise UsageError("no input books given")

@@ -37,7 +37,7 @@ from ..text.lexicon import configured_lexicon
 from ..text.spoken import normalize_features
 from .metrics import ensure_job_metrics, log_book_event
 from .report import build_report, dumps_report
-from ..engines import get_engine_class
+from ..engines import get_engine_class, with_runtime
 from .tasks import (
     BatchResult,
     _killed_worker,
@@ -294,11 +294,14 @@ class BookJob:
         )
         chunk_batch: dict[str, int] = {}
         voice = None
+        # How the engine runs (a server's endpoints, its API key), read here on the client;
+        # it travels with the spec to the workers and stays out of every key.
+        spec = with_runtime(plan.spec)
         if batches and get_engine_class(plan.spec.engine).prepares_voice(plan.spec):
             # A voice computed from reference audio (XTTS cloning): once, before
             # any batch, so every worker then reads it from the chunk store.
             voice = self.client.submit(
-                prepare_voice_task, plan.spec, self.store, threads,
+                prepare_voice_task, spec, self.store, threads,
                 key=f"voice-{self.stem}-{self.token}", resources=resources or None, retries=retries,
                 priority=self.priority + 2, pure=False,
             )
@@ -308,7 +311,7 @@ class BookJob:
             self.n_batches_chunks.append(len(items))
             self.batches.append(
                 self.client.submit(
-                    synthesize_task, plan.spec, items, self.store, threads, voice, retries,
+                    synthesize_task, spec, items, self.store, threads, voice, retries,
                     key=f"synthesize-{self.stem}-{i}-{self.token}",
                     resources=resources or None, retries=retries,
                     # book order (large batches first, the small ones last); Dask does

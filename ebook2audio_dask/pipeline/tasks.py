@@ -282,7 +282,7 @@ def synthesize_task(
     step = max(1, int(getattr(engine, "batch_size", 8)))
     # Hand the engine one batch at a time so audio reaches the store
     # progressively (an interrupted task loses little).
-    for group in length_buckets(todo, step):
+    for group in length_buckets(todo, step, spread=getattr(engine, "length_spread", 1.3)):
         try:
             made = list(zip([k for k, _ in group], speak(group)))
         except Exception as exc:  # noqa: BLE001
