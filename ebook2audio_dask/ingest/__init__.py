@@ -445,7 +445,8 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
     Raises
     ------
     BookError
-        The file cannot be read, is larger than ``ingest.max-file-size``,
+        The file cannot be read, is larger than ``ingest.max-file-size``
+        (plain text: ``ingest.max-text-size``, checked from its size too),
         is not a supported ebook, is a damaged EPUB, is DRM-protected,
         inflates past ``ingest.max-member-size`` / ``ingest.max-total-size``
         (a zip bomb: an EPUB, a zipped FB2, or a DOCX/ODT before Calibre
@@ -462,8 +463,9 @@ def read_book(url, *, include_matter: bool = False, storage_options: dict | None
     ``ingest.max-file-size`` before anything is read, and the format is
     recognised from its first 64 kB.  From an EPUB only the archive's
     directory and the members the reader needs are read (and inflated,
-    within the zip-bomb limits).  Plain text and HTML are read whole, up to
-    ``ingest.max-file-size``.
+    within the zip-bomb limits).  Plain text is decoded and cut into
+    paragraphs block by block (:func:`.txt.read_txt_blocks`); HTML is read
+    whole, up to ``ingest.max-file-size``.
     """
     source = str(url)
     max_member_size = _size_limit("max-member-size")

@@ -2,6 +2,9 @@
 
 Rules
 -----
+* The file is decoded and cut into paragraphs as it is read, block by block
+  (:func:`read_txt_blocks`): only the paragraphs are kept, never the whole
+  text (docs/ingest.md, "Size and memory").
 * Line endings are normalised (CRLF/CR → LF), a BOM is dropped.
 * The Project Gutenberg header (up to ``*** START OF ...``, plus the
   "Produced by" credits) and footer (from "End of the Project Gutenberg
@@ -234,7 +237,8 @@ class _Paragraphs:
             raise IndexError(i)
         k = self._start + i
         line, n_lines, blank = self._ints[3 * k : 3 * k + 3]
-        return _Para(line, n_lines, blank, self._texts[k], self._heads.get(k), self._contents.get(k))
+        text, head, contents = self._texts[k], self._heads.get(k), self._contents.get(k)
+        return _Para(line, n_lines, blank, text, head, contents)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
