@@ -250,6 +250,26 @@ METHODS["noop"] = (
 )
 
 
+# plain text in memory, a repeated spine (benchmarks/bench_ingest_memory.py, issue 14 item 7)
+INGEST_MEMORY_SCRIPT = HERE / "bench_ingest_memory.py"
+BENCHMARKS += ("ingest_memory",)
+TARGETS.update({"ingest_inspect": ("≤", 3.0), "ingest_plan": ("≤", 4.0)})
+METHODS["ingest_memory"] = (
+    "Runs `benchmarks/bench_ingest_memory.py`: generated Gutenberg-style plain text of 10, 100 and 300 MB "
+    "(1 and 3 MB with `--quick`; `CHAPTER <roman>.` every ~300 kB, paragraphs wrapped at 70 columns, cycling "
+    "through the prose of `entre-nous-lectures-francaises.txt`: French with curly apostrophes and dashes, so "
+    "most paragraphs are 2 bytes a character in Python). Each case is a fresh child process and its figure "
+    "the kernel's peak RSS of that child (`ru_maxrss` from `os.wait4`): `python -m ebook2audio_dask inspect "
+    "BOOK`, and convert's planning, `python -m ebook2audio_dask cache prune --cache <empty> --keep BOOK "
+    "--engine espeak --dry-run` (`parse_task` then `plan_task`, as convert runs them; nothing spoken). Ratio: "
+    "(peak RSS − the same command's on a 3 kB text) / text size; targets ≤ 3 (inspect) and ≤ 4 (planning). "
+    "Texts over the default `ingest.max-text-size` are measured with "
+    "`DASK_EBOOK2AUDIO__INGEST__MAX_TEXT_SIZE=4GiB`, and `inspect` with the default configuration must "
+    "refuse them at once with one line naming the limit (its time is a figure). Last, `inspect` of a "
+    "1.4 kB EPUB whose spine lists one document 1,000 times. One run each."
+)
+
+
 # the openai engine vs calling the same server directly (benchmarks/openai_engine.py)
 BENCHMARKS += ("openai",)
 TARGETS["openai"] = ("≥", 1.0)
@@ -800,6 +820,41 @@ class Runner:
         ]  # fmt: skip
         return figures, {"input": {"chars": r["chars"]}, **r}
 
+    def ingest_memory(self):
+        sizes = "1,3" if self.quick else "10,100,300"
+        cmd = [sys.executable, str(INGEST_MEMORY_SCRIPT), "--sizes", sizes]
+        _, out = run_timed(cmd, timeout=max(self.timeout, 7200.0), label="ingest memory")
+        r = last_json_line(out, "ingest memory")
+        figures = [
+            fig("ingest_memory.base", "plain text: peak RSS of inspect, 3 kB text (the base)",
+                r["base"]["inspect"]["peak_rss_mb"], "MB"),
+        ]  # fmt: skip
+        for t in r["texts"]:
+            size, raised = f"{t['size_mb']:g} MB", " (limit raised)" if t["over_default_limit"] else ""
+            for name, what in (("inspect", "inspect"), ("plan", "convert's planning")):
+                x = t[name]
+                figures.append(
+                    fig(f"ingest_memory.{name}.{t['size_mb']:g}MB",
+                        f"plain text {size}: peak RSS of {what}{raised}", x["peak_rss_mb"], "MB",
+                        baseline=round(t["bytes"] / 2**20, 1), ratio=x["x_size_above_base"],
+                        ratio_def="(RSS−base)/text", target=TARGETS[f"ingest_{name}"])
+                )  # fmt: skip
+            if t["over_default_limit"]:
+                refused = t["refused"]
+                if refused["rc"] != 1 or "ingest.max-text-size" not in refused["stderr"]:
+                    raise BenchError(f"ingest memory: {size} not refused by default: {refused}")
+                figures.append(
+                    fig(f"ingest_memory.refused.{t['size_mb']:g}MB",
+                        f"plain text {size}: refused by the default ingest.max-text-size in",
+                        refused["wall_s"], "s")
+                )  # fmt: skip
+        spine = r["spine"]
+        figures.append(
+            fig("ingest_memory.spine", f"EPUB whose spine lists one document {spine['repeats']} "
+                "times: inspect", spine["inspect"]["wall_s"], "s")
+        )  # fmt: skip
+        return figures, r
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -873,6 +928,24 @@ def summarize(bench: str, details: dict) -> str:
             f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
             for r in details["latencies"]
         ) + "."
+    if bench == "ingest_memory":
+        parts = [f"base RSS {details['base']['inspect']['peak_rss_mb']} MB (inspect), "
+                 f"{details['base']['plan']['peak_rss_mb']} MB (planning)"]  # fmt: skip
+        for t in details["texts"]:
+            i, p = t["inspect"], t["plan"]
+            line = (
+                f"{t['bytes'] / 1e6:g} MB ({t['chapters']} chapters): inspect {i['wall_s']} s, "
+                f"{i['peak_rss_mb']} MB = {i['x_size']}x the text ({i['x_size_above_base']}x above "
+                f"the base); planning {p['wall_s']} s, {p['peak_rss_mb']} MB = {p['x_size']}x "
+                f"({p['x_size_above_base']}x above the base)"
+            )
+            if t["over_default_limit"]:
+                line += f"; by default: {t['refused']['stderr'].splitlines()[-1]}"
+            parts.append(line)
+        s = details["spine"]
+        parts.append(f"{s['repeats']}-repeat spine EPUB ({s['epub_bytes']} bytes): inspect "
+                     f"{s['inspect']['wall_s']} s, {s['inspect']['peak_rss_mb']} MB")  # fmt: skip
+        return "; ".join(parts) + "."
     if bench == "storage_faults":
         return (f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
                 f"requests throttled (503), {details['errors_500']} failed (500); without faults "
