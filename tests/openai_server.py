@@ -155,7 +155,8 @@ class Handler(BaseHTTPRequestHandler):
         state = self.state
         entry: dict = {"t": time.time(), "inflight": inflight, "port": self.server.server_address[1]}
         given = self.headers.get("Authorization") or ""
-        entry["auth"] = "none" if state.key is None else ("ok" if given == f"Bearer {state.key}" else "refused")
+        matches = given == f"Bearer {state.key}"
+        entry["auth"] = "none" if state.key is None else ("ok" if matches else "refused")
         try:
             request = json.loads(raw)
             text, voice, model = request["input"], request["voice"], request["model"]
@@ -260,8 +261,8 @@ class SpeechServer:
         if self.key is not None:
             env[KEY_VARIABLE] = self.key
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--port", "0", "--rate", str(self.rate), "--latency", str(self.latency),
-             "--port-file", str(port_file)],
+            [sys.executable, __file__, "--port", "0", "--rate", str(self.rate),
+             "--latency", str(self.latency), "--port-file", str(port_file)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -297,7 +298,9 @@ class SpeechServer:
         with urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    def control(self, faults: list[str] | None = None, always: str | None = "", clear_log: bool = False) -> None:
+    def control(
+        self, faults: list[str] | None = None, always: str | None = "", clear_log: bool = False
+    ) -> None:
         """Queue *faults* (one per coming request), set or clear (``None``) the *always* fault."""
         data: dict = {"clear_log": clear_log}
         if faults is not None:

@@ -67,7 +67,8 @@ def _runtime(*urls: str, key: str | None = KEY, **over) -> dict:
 
 
 def _engine(*urls: str, voice: str = "alloy", settings: dict | None = None, **over) -> OpenAIEngine:
-    return OpenAIEngine(voice, {"language": "en", **(settings or {})}, model="tts-1", runtime=_runtime(*urls, **over))
+    settings = {"language": "en", **(settings or {})}
+    return OpenAIEngine(voice, settings, model="tts-1", runtime=_runtime(*urls, **over))
 
 
 def _speech(log: list[dict]) -> list[dict]:
@@ -93,7 +94,8 @@ def test_secret_never_shows_and_runtime_stays_out_of_the_spec_identity():
     b = EngineSpec("openai", "alloy", spec.settings, "tts-1", runtime=(("endpoints", ("http://b:2/x",)),))
     assert a == b == spec and hash(a) == hash(spec) and a.token() == b.token() == spec.token()
     assert KEY not in repr(a) and "http://a" not in repr(a) and "http://a" not in a.token()
-    assert KEY not in repr(pickle.loads(pickle.dumps(a))) and pickle.loads(pickle.dumps(a)).runtime == a.runtime
+    back = pickle.loads(pickle.dumps(a))
+    assert KEY not in repr(back) and back.runtime == a.runtime
 
 
 def test_content_key_is_model_voice_and_settings_not_endpoint_or_key(monkeypatch):
@@ -178,7 +180,8 @@ def test_a_refused_key_is_named_but_never_echoed(server, monkeypatch):
     with pytest.raises(EngineError) as info:
         engine.synthesize(TEXTS[:2])
     message = str(info.value)
-    assert "the server refused the API key (HTTP 401)" in message and wrong not in message and KEY not in message
+    assert "the server refused the API key (HTTP 401)" in message
+    assert wrong not in message and KEY not in message
     assert f"Incorrect API key provided: {wrong}" not in json.dumps(message)
     sent = len(_speech(server.log()))
     with pytest.raises(EngineError, match="refused the API key"):
@@ -199,8 +202,8 @@ def test_workers_own_key_is_used_when_the_client_sends_none(server, monkeypatch)
 
 def test_audio_at_another_rate_is_refused_with_the_rate_to_set(server):
     server.control(always="rate:16000")
-    with pytest.raises(EngineError, match=r"sent 16000 Hz audio, but ebook2audio.openai.sample-rate is 24000: "
-                                          r"set it to 16000"):  # fmt: skip
+    rate_error = r"sent 16000 Hz audio, but ebook2audio.openai.sample-rate is 24000: set it to 16000"
+    with pytest.raises(EngineError, match=rate_error):
         _engine(server.url).synthesize(TEXTS[:1])
     assert len(_speech(server.log())) == 1  # not retried: asking again gives the same rate
     with dask.config.set({"ebook2audio.openai.sample-rate": 16000}):
@@ -298,22 +301,25 @@ def test_book_converts_through_the_cli_with_faults_and_reruns_from_cache_elsewhe
     b.control(faults=["503", "truncate"])
     env = {"OPENAI_API_KEY": KEY, "DASK_EBOOK2AUDIO__OPENAI__TIMEOUT": "2",
            "DASK_EBOOK2AUDIO__CHUNK__MAX_CHARS": "120"}  # fmt: skip
-    args = ["convert", str(book), "-o", str(tmp_path / "out"), "--cache", str(tmp_path / "chunks"), "--engine",
-            "openai", "--model", "tts-1", "--voice", "alloy", "--no-progress", "--debug"]  # fmt: skip
+    args = ["convert", str(book), "-o", str(tmp_path / "out"), "--cache", str(tmp_path / "chunks"),
+            "--engine", "openai", "--model", "tts-1", "--voice", "alloy", "--no-progress", "--debug"]  # fmt: skip
     run = run_cli(*args, "--endpoint", a.url, "--endpoint", b.url, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     report = load_report(tmp_path / "out" / "book.report.json")
     assert [c["title"] for c in report["chapters"]] == ["The First Chapter", "The Second Chapter"]
     check_m4b_against_report(tmp_path / "out" / "book.m4b", report, expect_cover=False)
-    assert (report["engine"], report["voice"], report["model"], report["sample_rate"]) == ("openai", "alloy", "tts-1", 24000)
+    spoken = (report["engine"], report["voice"], report["model"], report["sample_rate"])
+    assert spoken == ("openai", "alloy", "tts-1", 24000)
     logs = _speech(a.log()) + _speech(b.log())
     n = report["totals"]["unique_chunks"]
     assert n >= 4 and report["totals"]["chunks_synthesized"] == n
     # every fault met, each retried once; both servers spoke
-    assert sorted(e["fault"] for e in logs if e["fault"]) == sorted(["429:1", "500", "slow:5", "503", "truncate"])
+    met = sorted(e["fault"] for e in logs if e["fault"])
+    assert met == sorted(["429:1", "500", "slow:5", "503", "truncate"])
     assert len(logs) == n + 5
     assert all(e["auth"] == "ok" for e in logs)
-    assert any(e["status"] == 200 for e in _speech(a.log())) and any(e["status"] == 200 for e in _speech(b.log()))
+    for s in (a, b):
+        assert any(e["status"] == 200 for e in _speech(s.log()))
     assert not _leaks([run.stdout, run.stderr], tmp_path)
 
     # another server on another port: same content keys, all from the cache
@@ -332,8 +338,8 @@ def test_a_refused_key_fails_the_book_in_one_line_without_the_key(server, tmp_pa
     book = tmp_path / "book.html"
     book.write_text(BOOK, encoding="utf-8")
     run = run_cli("convert", str(book), "-o", str(tmp_path / "out"), "--cache", str(tmp_path / "chunks"),
-                  "--engine", "openai", "--endpoint", server.url, "--voice", "alloy", "--no-progress", "--debug",
-                  "--retries", "0", env={"OPENAI_API_KEY": wrong})  # fmt: skip
+                  "--engine", "openai", "--endpoint", server.url, "--voice", "alloy", "--no-progress",
+                  "--debug", "--retries", "0", env={"OPENAI_API_KEY": wrong})  # fmt: skip
     assert run.returncode == 1
     dead_letters = (tmp_path / "out" / "book.failures.jsonl").read_text(encoding="utf-8")
     assert "the server refused the API key (HTTP 401)" in dead_letters
@@ -349,8 +355,8 @@ def test_no_endpoint_is_a_usage_error_before_any_cluster(tmp_path):
     run = run_cli("convert", str(book), "-o", str(tmp_path / "out"), "--engine", "openai", "--no-progress")
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
-        "error: the openai engine needs a server: --endpoint URL (repeatable; or ebook2audio.openai.endpoints), "
-        "e.g. http://127.0.0.1:8880/v1"]  # fmt: skip
+        "error: the openai engine needs a server: --endpoint URL (repeatable; or "
+        "ebook2audio.openai.endpoints), e.g. http://127.0.0.1:8880/v1"]  # fmt: skip
     bad = run_cli("convert", str(book), "-o", str(tmp_path / "out"), "--engine", "openai", "--endpoint",
                   "ftp://user:pw@host/v1", "--no-progress")  # fmt: skip
     assert bad.returncode == 2 and "bad --endpoint" in bad.stderr and "pw" not in bad.stderr
@@ -371,7 +377,8 @@ def test_endpoints_and_key_travel_from_the_client_but_never_into_keys_or_logs(se
             [result] = e2a.convert(str(book), str(tmp_path / "out"), engine="openai", voice="alloy",
                                    client=client, cache=str(tmp_path / "chunks"))  # fmt: skip
         assert result.ok, result.error
-        keys = client.run_on_scheduler(lambda dask_scheduler: [str(t[0]) for t in dask_scheduler.transition_log])
+        keys = client.run_on_scheduler(
+            lambda dask_scheduler: [str(t[0]) for t in dask_scheduler.transition_log])
         logs = json.dumps([client.get_scheduler_logs(), client.get_worker_logs()])
         events = json.dumps(client.get_events(), default=str)
     assert any(k.startswith("synthesize-") for k in keys)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-import json
 import hmac
 import importlib.util
+import json
 import os
 import random
 import struct
@@ -371,7 +371,8 @@ class OpenAIEngine(Engine):
             raise EngineError(f"openai setting response_format must be {' or '.join(FORMATS)} "
                               f"(audio this engine can check), not {self._format!r}")  # fmt: skip
         speed = self.settings.get("speed")
-        if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float)) or speed <= 0):
+        number = isinstance(speed, (int, float)) and not isinstance(speed, bool)
+        if speed is not None and not (number and speed > 0):
             raise EngineError(f"openai setting speed must be a positive number, not {speed!r}")
         fields = {k: v for k, v in self.settings.items() if k != "language" and v is not None}
         self._body = {**fields, "model": self.model, "voice": voice, "response_format": self._format}
@@ -623,7 +624,8 @@ class OpenAIEngine(Engine):
             reason = f"HTTP {status}" + (f": {self._message(body)}" if body else "")
             raise _Transient(f"{shown}: {reason}", _retry_after(response.headers))
         if status != 200:
-            hint = " (is the endpoint the server's base URL, e.g. http://host:8880/v1?)" if status == 404 else ""
+            hint = " (is the endpoint the server's base URL, e.g. http://host:8880/v1?)"
+            hint = hint if status == 404 else ""
             raise EngineError(f"{shown}: HTTP {status} for model {self.model!r}, voice {self.voice!r}: "
                               f"{self._message(body)}{hint}")  # fmt: skip
         return self._audio(shown, body, len(text))
@@ -656,7 +658,9 @@ class OpenAIEngine(Engine):
         try:
             data = json.loads(text)
             error = data.get("error", data) if isinstance(data, dict) else data
-            text = str(error.get("message") or error.get("detail") or error) if isinstance(error, dict) else str(error)
+            if isinstance(error, dict):
+                error = error.get("message") or error.get("detail") or error
+            text = str(error)
         except ValueError:
             pass
         return self._scrub(text, 160)
