@@ -215,6 +215,28 @@ def test_routing_picks_kokoro_only_with_a_model_and_a_voice_for_the_language(mod
         resolve_spec("en", engine="kokoro", voice="af_heart", model=model)
 
 
+def test_convert_routes_to_kokoro_beside_a_configured_coqui_model(model, tmp_path):
+    """Each model engine gets its own configured model (coqui.model never reaches kokoro)."""
+    import dask
+    from coqui_models import build_tiny_vits
+
+    from ebook2audio_dask.model import Book, Chapter
+    from ebook2audio_dask.pipeline.graph import ConvertOptions
+    from ebook2audio_dask.pipeline.tasks import plan_task
+
+    vits = build_tiny_vits(tmp_path / "vits")
+    books = {lang: Book(source=f"{lang}.txt", title=lang, authors=(), language=lang,
+                        chapters=(Chapter(1, "One", (text,)),))
+             for lang, text in (("ja", "こんにちは。"), ("en", "Hello there."))}  # fmt: skip
+    configured = {"ebook2audio.coqui.model": str(vits), "ebook2audio.coqui.language": "en",
+                  "ebook2audio.kokoro.model": model}  # fmt: skip
+    with dask.config.set(configured):
+        request = ConvertOptions(output=str(tmp_path)).plan_request()
+        ja, en = (plan_task(books[lang], request).spec for lang in ("ja", "en"))
+    assert (ja.engine, ja.voice, ja.model) == ("kokoro", "jf_alpha", model)
+    assert (en.engine, en.model) == ("coqui", str(vits))
+
+
 def _model_copy(tmp_path: Path, name: str = "m") -> Path:
     folder = tmp_path / name
     folder.mkdir()
