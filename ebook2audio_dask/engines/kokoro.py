@@ -69,13 +69,16 @@ SAMPLE_RATE = 24000
 MAX_TOKENS = 510
 STYLE_DIM = 256
 
-_INSTALL_HINT = "kokoro needs onnxruntime and espeakng-loader: pip install 'ebook2audio_dask[kokoro]'"
+_INSTALL_HINT = (
+    "kokoro needs onnxruntime and espeakng-loader: pip install 'ebook2audio_dask[kokoro]'"
+)
 _FETCH_HINT = (
     "fetch one once, it is never downloaded at run time: kokoro-onnx's kokoro-v1.0.onnx + "
     "voices-v1.0.bin, or hexgrad/Kokoro-82M (docs/engines.md)"
 )
 _NO_MODEL = (
-    "the kokoro engine needs a model: give --model DIR (or set ebook2audio.kokoro.model); " + _FETCH_HINT
+    "the kokoro engine needs a model: give --model DIR (or set ebook2audio.kokoro.model); "
+    + _FETCH_HINT
 )
 _TORCH_HINT = (
     "kokoro torch models (.pth) need torch and the kokoro package: "
@@ -86,15 +89,16 @@ _SETTINGS = frozenset({"speed", "language"})
 _SPEED_RANGE = (0.5, 2.0)
 #: Language of a voice, from the first letter of its name (Kokoro's convention).
 VOICE_LANGUAGES = {
-    "a": "en-US", "b": "en-GB", "e": "es", "f": "fr", "h": "hi", "i": "it", "j": "ja", "p": "pt-BR", "z": "zh",
+    "a": "en-US", "b": "en-GB", "e": "es", "f": "fr", "h": "hi",
+    "i": "it", "j": "ja", "p": "pt-BR", "z": "zh",
 }  # fmt: skip
 _GENDERS = {"f": "female", "m": "male"}
 #: espeak-ng voices for the languages whose espeak code differs from the BCP 47 tag.
 _ESPEAK_CODES = {"en": "en-us", "fr": "fr-fr", "zh": "cmn", "pt": "pt-br"}
 #: Voices routing picks first for their language (the best-rated of Kokoro-82M v1.0's).
-_PREFERRED = ("af_heart", "af_bella", "bf_emma", "ef_dora", "ff_siwis", "hf_alpha", "if_sara", "jf_alpha",
-              "pf_dora", "zf_xiaobei")  # fmt: skip
-#: The accent a bare language tag is spoken in (Kokoro's voices: American English, Brazilian Portuguese).
+_PREFERRED = ("af_heart", "af_bella", "bf_emma", "ef_dora", "ff_siwis", "hf_alpha", "if_sara",
+              "jf_alpha", "pf_dora", "zf_xiaobei")  # fmt: skip
+#: The accent a bare language tag is spoken in (Kokoro's: American English, Brazilian Portuguese).
 _DEFAULT_REGIONS = {"en": "en-US", "pt": "pt-BR"}
 #: Output trimmed to its speech (level above the peak minus this), keeping a margin:
 #: Kokoro leaves ~0.3 s of silence before and ~0.6 s after a text, and the pipeline
@@ -186,7 +190,9 @@ def _list(fs, path: str, what: str) -> dict[str, dict]:
 
 def _pick_model(entries: Mapping[str, dict], where: str) -> str:
     for suffix in _MODEL_SUFFIXES:
-        found = sorted(n for n, e in entries.items() if n.endswith(suffix) and e.get("type") != "directory")
+        found = sorted(
+            n for n, e in entries.items() if n.endswith(suffix) and e.get("type") != "directory"
+        )
         if len(found) == 1:
             return found[0]
         if found:
@@ -197,7 +203,9 @@ def _pick_model(entries: Mapping[str, dict], where: str) -> str:
     raise EngineError(f"kokoro model: no .onnx or .pth model in {where}; {_FETCH_HINT}")
 
 
-def _voices_location(fs, folder: str, entries: Mapping[str, dict], remote: bool) -> tuple[str, bool, list]:
+def _voices_location(
+    fs, folder: str, entries: Mapping[str, dict], remote: bool
+) -> tuple[str, bool, list]:
     """The voices file/folder: ``ebook2audio.kokoro.voices``, else found beside the model."""
     import fsspec
 
@@ -208,9 +216,13 @@ def _voices_location(fs, folder: str, entries: Mapping[str, dict], remote: bool)
         try:
             info = vfs.info(vpath)
         except FileNotFoundError:
-            raise EngineError(f"kokoro voices not found: {configured} (ebook2audio.kokoro.voices)") from None
+            raise EngineError(
+                f"kokoro voices not found: {configured} (ebook2audio.kokoro.voices)"
+            ) from None
         except Exception as exc:  # remote file systems' own errors
-            raise EngineError(f"kokoro voices cannot be read: {configured}: {one_line(exc)}") from None
+            raise EngineError(
+                f"kokoro voices cannot be read: {configured}: {one_line(exc)}"
+            ) from None
         stamps = [_entry_stamp(info)]
         if info.get("type") == "directory":
             stamps += [_entry_stamp(e) for e in _list(vfs, vpath, str(configured)).values()]
@@ -250,21 +262,26 @@ def _layout(model: str) -> _Layout:
     else:
         folder, _, chosen = path.rpartition("/")
         if not chosen.endswith(_MODEL_SUFFIXES):
-            raise EngineError(f"kokoro model: {model} is not a .onnx or .pth model file nor a folder")
+            raise EngineError(
+                f"kokoro model: {model} is not a .onnx or .pth model file nor a folder"
+            )
     entries = _list(fs, folder, model)
     chosen = chosen or _pick_model(entries, _url(fs, folder, remote))
     config = "config.json" if "config.json" in entries else None
     if chosen.endswith(".pth") and config is None:
-        raise EngineError(f"kokoro model config not found: {_url(fs, folder, remote)}/config.json (torch models need it)")
+        where = _url(fs, folder, remote)
+        raise EngineError(f"kokoro model config not found: {where}/config.json (torch models need it)")
     voices, voices_remote, voice_stamps = _voices_location(fs, folder, entries, remote)
-    stamp = [_entry_stamp(entries[chosen])] + ([_entry_stamp(entries[config])] if config else []) + voice_stamps
+    stamp = [_entry_stamp(entries[chosen])] + voice_stamps
+    if config:
+        stamp.insert(1, _entry_stamp(entries[config]))
     return _Layout(
         model, _url(fs, folder, remote), remote, chosen, config, voices, voices_remote, tuple(stamp)
     )
 
 
 def _fetch(folder: Path, sources: Sequence[tuple[str, str, Any]], what: str) -> None:
-    """Copy ``(url, name, size)`` into *folder* once; a cached file of another size is fetched again."""
+    """Copy ``(url, name, size)`` into *folder* once (again when the cached size differs)."""
     for _, name, size in sources:
         local = folder / name
         if local.is_file() and size is not None and local.stat().st_size != int(size):
@@ -283,7 +300,11 @@ def _local_voices(layout: _Layout) -> Path:
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if fs.isdir(path):
         entries = _list(fs, path, layout.voices)
-        pts = [(fs.unstrip_protocol(e["name"]), n, e.get("size")) for n, e in sorted(entries.items()) if n.endswith(".pt")]
+        pts = [
+            (fs.unstrip_protocol(e["name"]), n, e.get("size"))
+            for n, e in sorted(entries.items())
+            if n.endswith(".pt")
+        ]
         _fetch(folder / name, pts, "kokoro voice file")
         return folder / name
     _fetch(folder, [(layout.voices, name, fs.info(path).get("size"))], "kokoro voices file")
@@ -315,7 +336,8 @@ def locate_model(model: str) -> KokoroFiles:
         entries = _list(fs, folder_path, layout.folder)
         names = [layout.model] + ([layout.config] if layout.config else [])
         local_folder = cached_folder("kokoro-models", layout.folder)
-        _fetch(local_folder, [(layout.url(n), n, entries[n].get("size")) for n in names], "kokoro model file")
+        sources = [(layout.url(n), n, entries[n].get("size")) for n in names]
+        _fetch(local_folder, sources, "kokoro model file")
     else:
         local_folder = Path(layout.folder)
     config = local_folder / layout.config if layout.config else None
@@ -347,13 +369,17 @@ def _voice_names(voices: Path) -> list[str]:
 def _as_pack(array: Any, where: str) -> np.ndarray:
     pack = np.asarray(array, dtype=np.float32)
     if pack.ndim < 1 or pack.shape[-1] != STYLE_DIM or pack.size < STYLE_DIM:
-        raise EngineError(f"kokoro voice {where} is not a voice pack (shape {tuple(pack.shape)}, expected [N, 1, 256])")
+        raise EngineError(
+            f"kokoro voice {where} is not a voice pack (shape {tuple(pack.shape)}, expected [N, 1, 256])"
+        )
     return pack.reshape(-1, STYLE_DIM)
 
 
 def _load_pt(path: Path, where: str) -> np.ndarray:
     if _module_missing("torch"):
-        raise EngineError(f"kokoro voice {where} is a torch .pt file: pip install torch, or use a voices .npz")
+        raise EngineError(
+            f"kokoro voice {where} is a torch .pt file: pip install torch, or use a voices .npz"
+        )
     import torch
 
     try:
@@ -380,7 +406,8 @@ def _load_voice(name: str, voices: Path) -> np.ndarray:
         return _load_pt(path, name)
     with np.load(voices) as archive:
         if name not in archive.files:
-            raise EngineError(f"kokoro voice {name!r} not in {voices} (voices: {', '.join(sorted(archive.files)[:8])})")
+            known = ", ".join(sorted(archive.files)[:8])
+            raise EngineError(f"kokoro voice {name!r} not in {voices} (voices: {known})")
         return _as_pack(archive[name], name)
 
 
@@ -425,7 +452,9 @@ def parse_blend(voice: str) -> list[tuple[str, float]]:
         if not name:
             raise UsageError(f"kokoro voice blend {voice!r} has an empty part")
         if not (weight > 0 and np.isfinite(weight)):
-            raise UsageError(f"kokoro voice blend {voice!r}: weights must be positive numbers, not {raw!r}")
+            raise UsageError(
+                f"kokoro voice blend {voice!r}: weights must be positive numbers, not {raw!r}"
+            )
         weights[name] = weights.get(name, 0.0) + weight
     total = sum(weights.values())
     return [(name, weights[name] / total) for name in sorted(weights)]
@@ -453,7 +482,9 @@ def canonical_voice(voice: str) -> str:
 def voice_language(name: str) -> str:
     """BCP 47 language of a Kokoro voice name from its first letter (``"und"`` if unknown)."""
     stem = Path(name).stem if name.endswith(_VOICE_FILE_SUFFIXES) else name
-    return VOICE_LANGUAGES.get(stem[:1].lower(), "und") if len(stem) > 2 and stem[2:3] == "_" else "und"
+    if len(stem) < 3 or stem[2] != "_":
+        return "und"
+    return VOICE_LANGUAGES.get(stem[:1].lower(), "und")
 
 
 # --------------------------------------------------------------------------- G2P
@@ -496,7 +527,9 @@ def _espeak_voice(language: str) -> str:
     for code in (_ESPEAK_CODES.get(tag, ""), tag, _ESPEAK_CODES.get(primary, ""), primary):
         if code and code in table:
             return table[code][0]
-    raise EngineError(f"kokoro: espeak-ng cannot phonemise language {language!r} (no espeak-ng voice for it)")
+    raise EngineError(
+        f"kokoro: espeak-ng cannot phonemise language {language!r} (no espeak-ng voice for it)"
+    )
 
 
 def _english_fixes(phonemes: str, american: bool) -> str:
@@ -511,7 +544,7 @@ def _english_fixes(phonemes: str, american: bool) -> str:
 
 def _misaki_ready() -> bool:
     """misaki's English G2P and the spaCy model it needs are installed (it would download it)."""
-    return not (_module_missing("misaki") or _module_missing("spacy") or _module_missing("en_core_web_sm"))
+    return not any(_module_missing(name) for name in ("misaki", "spacy", "en_core_web_sm"))
 
 
 def g2p_backend(language: str) -> str:
@@ -524,7 +557,9 @@ def g2p_backend(language: str) -> str:
         if not english:
             raise EngineError(f"kokoro: misaki G2P is used for English only, not {language!r}")
         if not _misaki_ready():
-            raise EngineError("kokoro: g2p misaki asked for but misaki[en] or spaCy's en_core_web_sm is not installed")
+            raise EngineError(
+                "kokoro: g2p misaki asked for but misaki[en] or spaCy's en_core_web_sm is not installed"
+            )
         return "misaki"
     return "misaki" if wanted == "auto" and english and _misaki_ready() else "espeak-ng"
 
@@ -554,7 +589,8 @@ class _G2P:
             EspeakWrapper.set_library(espeakng_loader.get_library_path())
             EspeakWrapper.set_data_path(espeakng_loader.get_data_path())
             british = not self.american
-            g2p = en.G2P(trf=False, british=british, fallback=espeak.EspeakFallback(british=british))
+            fallback = espeak.EspeakFallback(british=british)
+            g2p = en.G2P(trf=False, british=british, fallback=fallback)
         except Exception as exc:  # misaki, spaCy and phonemizer raise their own types
             raise EngineError(
                 f"kokoro: misaki G2P cannot load: {one_line(exc)} (set ebook2audio.kokoro.g2p: espeak)"
@@ -600,7 +636,7 @@ class _G2P:
         return "".join(out)
 
     def tokens(self, text: str) -> list[list[int]]:
-        """Token ids of *text*, in pieces of at most :data:`MAX_TOKENS` (split at punctuation, else spaces)."""
+        """Token ids of *text*, in pieces of at most :data:`MAX_TOKENS` (see :func:`split_phonemes`)."""
         phonemes = self.phonemes(text)
         return [[self.vocab[ch] for ch in piece] for piece in split_phonemes(phonemes)]
 
@@ -682,7 +718,9 @@ class OnnxKokoro:
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
         try:
-            self.session = onnxruntime.InferenceSession(model_path, sess_options=opts, providers=providers)
+            self.session = onnxruntime.InferenceSession(
+                model_path, sess_options=opts, providers=providers
+            )
         except Exception as exc:  # ORT raises its own (non-OSError) types
             raise EngineError(f"kokoro model unreadable: {model_path}: {one_line(exc)}") from None
         types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
@@ -705,7 +743,10 @@ class OnnxKokoro:
         return vocab if isinstance(vocab, dict) else None
 
     def speak(self, tokens: list[list[int]], styles: list[np.ndarray], speed: float) -> list[np.ndarray]:
-        """Speak each token list with its style row (one ``session.run`` each: the export takes batch 1)."""
+        """Speak each token list with its style row.
+
+        One ``session.run`` per text: the kokoro-onnx export takes a batch of one.
+        """
         speed_value = speed if np.dtype(self._dtypes["speed"]).kind == "f" else max(1, round(speed))
         out = []
         for ids, style in zip(tokens, styles):
@@ -726,7 +767,7 @@ class OnnxKokoro:
 # --------------------------------------------------------------------------- the engine
 @functools.lru_cache(maxsize=16)
 def _listed_voices(model: str, voices_setting: str | None) -> tuple[str, ...]:
-    """Voice names of a model's voices file (cached per process; the voices file is fetched, not the model)."""
+    """Voice names of a model's voices file (cached per process; fetches the voices, not the model)."""
     return tuple(_voice_names(_local_voices(_layout(model))))
 
 
@@ -832,7 +873,8 @@ class KokoroEngine(Engine):
         out = []
         for name in names:
             gender = _GENDERS.get(name[1:2], "") if len(name) > 2 else ""
-            out.append(VoiceInfo(name, voice_language(name), f"kokoro voice{', ' + gender if gender else ''}"))
+            what = f"kokoro voice, {gender}" if gender else "kokoro voice"
+            out.append(VoiceInfo(name, voice_language(name), what))
         return out
 
     @classmethod
@@ -855,7 +897,8 @@ class KokoroEngine(Engine):
                       lambda v: v.language.lower().split("-")[0] == wanted.split("-")[0]):  # fmt: skip
             found = [v.id for v in voices if match(v)]
             if found:
-                return min(found, key=lambda n: (_PREFERRED.index(n) if n in _PREFERRED else len(_PREFERRED), n))
+                rank = {name: i for i, name in enumerate(_PREFERRED)}
+                return min(found, key=lambda n: (rank.get(n, len(rank)), n))
         return None
 
     @classmethod
@@ -926,7 +969,8 @@ class KokoroEngine(Engine):
         unknown = sorted(set(settings) - _SETTINGS)
         if unknown:
             raise EngineError(
-                f"unknown kokoro setting(s) {', '.join(unknown)}: supported are {', '.join(sorted(_SETTINGS))}"
+                f"unknown kokoro setting(s) {', '.join(unknown)}: "
+                f"supported are {', '.join(sorted(_SETTINGS))}"
             )
         value = settings.get("speed")
         if value is None:
@@ -942,7 +986,7 @@ class KokoroEngine(Engine):
 
     @staticmethod
     def _language_for(book_language: str | None, blend: Sequence[tuple[str, float]]) -> str:
-        """The G2P language: the book's, in the accent of the (heaviest) voice when they share a language."""
+        """The G2P language: the book's, in the (heaviest) voice's accent when they share a language."""
         main = max(blend, key=lambda item: item[1])[0] if blend else ""
         voice_lang = voice_language(main)
         book = str(book_language or "").replace("_", "-")
@@ -961,13 +1005,16 @@ class KokoroEngine(Engine):
         except ImportError:
             raise EngineError(_TORCH_HINT) from None
         try:
-            return TorchKokoro(str(self.files.model), self._config, device=device, threads=self.threads)
+            return TorchKokoro(
+                str(self.files.model), self._config, device=device, threads=self.threads
+            )
         except EngineError:
             raise
         except ImportError:
             raise EngineError(_TORCH_HINT) from None
         except Exception as exc:  # torch and kokoro raise their own types
-            raise EngineError(f"kokoro model unreadable: {self.files.model}: {one_line(exc)}") from None
+            message = one_line(exc)
+            raise EngineError(f"kokoro model unreadable: {self.files.model}: {message}") from None
 
     def _pick_batch_size(self, wanted: Any) -> int:
         """Texts per :meth:`synthesize` call: ``auto`` is the torch backend's own choice, else 8."""
