@@ -23,6 +23,10 @@ if ! "$py" -c "import torchaudio" >/dev/null 2>&1; then
     rm -f "$lib"/*.so
 fi
 "$py" -c "import TTS.api, torch; print('install-dev: torch', torch.__version__, '+ coqui-tts ready')"
+# The kokoro package for Kokoro's torch path (engines/kokoro_torch.py uses kokoro.model
+# only): --no-deps, since its misaki[en] pulls spaCy; loguru and attrs are what
+# kokoro.model imports (transformers and huggingface_hub came with coqui-tts).
+"${pip[@]}" --no-deps "kokoro==0.9.4" loguru attrs
 
 # moto's S3 server for tests/test_s3.py, installed on its own with botocore held at
 # the version s3fs's aiobotocore pins (one resolve with everything backtracks for long).
