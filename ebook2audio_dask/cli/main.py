@@ -239,13 +239,16 @@ def cli() -> None:
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, help="Output folder (path or fsspec URL).")
-@click.option("--engine", help="Speech engine (piper, espeak, coqui, openai...; see `ebook2audio engines`); "
+@click.option("--engine", help="Speech engine (piper, espeak, coqui, kokoro, openai...; see `ebook2audio engines`); "
                               "default: chosen by language.")
 @click.option("--voice", "voices", multiple=True,
-              help="Voice id, Piper .onnx model, Coqui speaker name, or XTTS reference clip(s) to clone "
-                   "(repeat for several clips; a folder or glob works too). Default: by language.")
+              help="Voice id, Piper .onnx model, Coqui speaker name, XTTS reference clip(s) to clone "
+                   "(repeat for several clips; a folder or glob works too), or a Kokoro voice or blend "
+                   "(\"af_heart:0.7+bf_emma:0.3\"). Default: by language.")
 @click.option("--model", help="Coqui model: folder (config.json + checkpoint), checkpoint file, fsspec URL "
                               "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model. "
+                              "With --engine kokoro: a Kokoro-82M folder (.onnx + voices, or .pth + config.json "
+                              "+ voices/), model file or fsspec URL (default ebook2audio.kokoro.model). "
                               "With --engine openai: the server's model name (tts-1, kokoro...).")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="URL",
               help="With --engine openai: base URL of an OpenAI-compatible speech server "
@@ -586,7 +589,8 @@ def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--model", help="Describe this Coqui model (default: ebook2audio.coqui.model).")
+@click.option("--model", help="Describe this Coqui or Kokoro model (default: ebook2audio.coqui.model, "
+                              "ebook2audio.kokoro.model).")
 @debug_option
 def engines(as_json, model, debug) -> None:
     """List the speech engines: installed or not (and why), languages, voices, devices."""
