@@ -170,6 +170,19 @@ def test_blends_and_speed_change_keys_and_audio(model, tmp_path):
     assert "dead" in transcribe(mixed, 24000).lower()
 
 
+def test_one_engine_speaks_in_several_threads_at_once(model):
+    """thread_safe: slots sharing a worker's engine get the audio each would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = _engine(model)
+    assert engine.thread_safe
+    texts = ["Of course he did.", "How could it be otherwise?", "Scrooge never painted out Old Marley's name."]
+    alone = [engine.synthesize([t])[0] for t in texts]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda t: engine.synthesize([t])[0], texts))
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together))
+
+
 # --------------------------------------------------------------------------- CLI
 def test_engines_listing_and_a_missing_model(model, tmp_path):
     listing = run_cli("engines", "--json", env={"DASK_EBOOK2AUDIO__KOKORO__MODEL": model})

@@ -802,6 +802,10 @@ class KokoroEngine(Engine):
     uses_model: ClassVar[bool] = True
     #: Lexicon and SSML phonemes reach the model as IPA between ``[[`` and ``]]``.
     phoneme_alphabet: ClassVar[str | None] = "ipa"
+    #: One instance may speak in several threads at once (``--slots-per-gpu``): ONNX
+    #: Runtime sessions and TorchKokoro.speak run concurrently, espeak-ng and misaki
+    #: G2P are called under locks.
+    thread_safe: ClassVar[bool] = True
     setting_names: ClassVar[tuple[str, ...]] = tuple(sorted(_SETTINGS))
 
     def __init__(
