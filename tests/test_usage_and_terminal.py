@@ -286,3 +286,33 @@ def test_ctrl_c_says_what_is_kept_exits_130_and_the_same_command_resumes(corpus,
     assert again.returncode == 0, again.stderr
     totals = load_report(out / "christmas-carol-gutenberg-epub2.report.json")["totals"]
     assert totals["chunks_from_cache"] >= kept
+
+
+def test_every_package_logger_makes_its_lines_terminal_safe(caplog):
+    """Log lines are made safe where they are made, so a worker's warning about a book is
+    safe whatever prints it (a worker's own stderr, a log aggregator), not only the CLI's."""
+    import importlib
+    import logging
+    import pkgutil
+
+    import ebook2audio_dask
+    from ebook2audio_dask.logs import get_logger
+
+    loggers = {}
+    for info in pkgutil.walk_packages(ebook2audio_dask.__path__, "ebook2audio_dask."):
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # an optional engine's dependencies are missing here
+            continue
+        for value in vars(module).values():
+            if isinstance(value, logging.Logger) and value.name.startswith("ebook2audio_dask"):
+                loggers[value.name] = value
+    assert len(loggers) >= 15, sorted(loggers)
+    unsafe = sorted(name for name, lg in loggers.items() if not lg.filters)
+    assert not unsafe, f"loggers made with logging.getLogger instead of logs.get_logger: {unsafe}"
+
+    log = get_logger("ebook2audio_dask.ingest.epub")
+    with caplog.at_level(logging.WARNING, logger="ebook2audio_dask"):
+        log.warning("%s: member %s missing", "/books/a\nb.epub", "ch\x1b]52;c;eA==\x07.xhtml")
+    [record] = [r for r in caplog.records if "missing" in r.getMessage()]
+    assert record.getMessage() == "/books/a\\nb.epub: member ch\\x1b]52;c;eA==\\x07.xhtml missing"

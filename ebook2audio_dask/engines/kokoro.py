@@ -43,7 +43,6 @@ import functools
 import hashlib
 import importlib.util
 import json
-import logging
 import os
 import re
 import shutil
@@ -55,6 +54,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from ..logs import get_logger
 from .. import config as e2a_config
 from ..errors import EngineError, UsageError, one_line
 from ._files import cached_folder, fetch_once, is_remote
@@ -62,7 +62,7 @@ from .base import Engine, EngineSpec, VoiceInfo
 
 __all__ = ["KokoroEngine", "KokoroFiles", "locate_model", "parse_blend", "phonemize"]
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = get_logger(__name__)
 
 SAMPLE_RATE = 24000
 #: Phonemes one forward pass takes (the model's context is 512 with the two pads).

@@ -45,7 +45,6 @@ import contextlib
 import gc
 import importlib
 import importlib.util
-import logging
 import math
 import sys
 import threading
@@ -56,11 +55,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..logs import get_logger
 from ..errors import EngineError, one_line
 
 __all__ = ["TorchKokoro", "SAMPLE_RATE", "LOADS", "kmodel_class", "pick_device"]
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = get_logger(__name__)
 
 #: Kokoro speaks 24 kHz mono.
 SAMPLE_RATE = 24000

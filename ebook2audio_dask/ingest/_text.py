@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import codecs
 import io
-import logging
 import re
 import unicodedata
 from typing import Iterable, Iterator
 
+from ..logs import get_logger
 from ..errors import BookError
 
-log = logging.getLogger(__package__)
+log = get_logger(__package__)
 
 # Characters that are invisible formatting, never spoken: zero-width space,
 # word joiner, BOM / zero-width no-break space, soft hyphen.  ZWJ/ZWNJ are
