@@ -53,7 +53,7 @@ def config_for(size: str = "tiny") -> dict:
         "text_encoder_kernel_size": 5,
         "plbert": {
             "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
-            "max_position_embeddings": 128, "num_hidden_layers": 1, "dropout": 0.1,
+            "max_position_embeddings": 512, "num_hidden_layers": 1, "dropout": 0.1,
         },
         "vocab": vocab,
     }  # fmt: skip

@@ -139,8 +139,8 @@ def test_errors_are_one_line(tmp_path, model):
     with pytest.raises(EngineError, match=r"^kokoro config has no 'istftnet'"):
         TorchKokoro(path, broken, device="cpu")
     tk = TorchKokoro(path, config, device="cpu")
-    with pytest.raises(EngineError, match="too long: 127 tokens"):
-        tk.speak([[1] * 127], [np.zeros(256, np.float32)], 1.0)
+    with pytest.raises(EngineError, match=r"too long: 511 tokens \(the model takes 510\)"):
+        tk.speak([[1] * 511], [np.zeros(256, np.float32)], 1.0)
     tk.close()
     with pytest.raises(EngineError, match="closed"):
         tk.speak([[1]], [np.zeros(256, np.float32)], 1.0)
