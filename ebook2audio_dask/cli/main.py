@@ -264,6 +264,10 @@ def cli() -> None:
               help="Also read front/back matter (title page, contents, licence, colophon).")
 @click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
 @click.option("--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1.")
+@click.option("--slots-per-gpu", type=click.IntRange(1), metavar="N",
+              help="Synthesize tasks each embedded GPU worker runs at once, sharing one copy of the engine "
+                   "(default 1: ebook2audio.cluster.slots-per-gpu). 2-4 help a small model (Kokoro) that "
+                   "leaves a big GPU idle.")
 @click.option("--memory-limit", help="Memory limit of each embedded worker: 4GiB, auto (default: the "
                                      "machine's memory shared among the workers) or 0 (none).")
 @click.option("--adapt", metavar="MIN:MAX",
@@ -317,7 +321,7 @@ def cli() -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(inputs, output, engine, voices, model, endpoints, settings, language, chapters, include_matter, n_workers,
-            gpus, memory_limit, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
+            gpus, slots_per_gpu, memory_limit, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
             s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, audio_format, split, split_hours,
             loudnorm, subtitles, pauses, priority, normalize, lexicons, no_progress, debug) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b (or --format/--split files) and OUTPUT/<stem>.report.json.
@@ -356,7 +360,7 @@ def convert(inputs, output, engine, voices, model, endpoints, settings, language
                       subtitles=subtitles)  # before the cluster starts
         with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default",
                         adapt=adapt_range, slurm=slurm, security=security, tls=tls,
-                        memory_limit=memory_limit or "default") as client:
+                        memory_limit=memory_limit or "default", slots_per_gpu=slots_per_gpu) as client:
             if client.dashboard_link:
                 echo(f"dashboard: {client.dashboard_link}", err=True)
             bars = None

@@ -67,15 +67,27 @@ class GPULocalCluster(LocalCluster):
     ----------
     gpus : list of str
         Values for each worker's ``CUDA_VISIBLE_DEVICES``.
+    slots_per_gpu : int
+        Synthesize tasks each worker runs at once (``cluster.slots-per-gpu``):
+        the worker advertises *slots_per_gpu* times the ``resources`` one task
+        requests and runs at least that many threads, which share the
+        worker's one copy of each engine.  More than 1 helps where one stream
+        of a small model leaves a big GPU idle (see docs/engines.md).
     **kwargs
         Passed to :class:`distributed.LocalCluster` (``n_workers`` is ignored).
     """
 
-    def __init__(self, gpus: list[str], **kwargs):
+    def __init__(self, gpus: list[str], slots_per_gpu: int = 1, **kwargs):
         if not gpus:
             raise ValueError("GPULocalCluster needs at least one GPU")
+        slots = int(slots_per_gpu)
+        if slots < 1:
+            raise ValueError(f"slots_per_gpu must be at least 1, not {slots_per_gpu!r}")
         self.gpus = list(gpus)
+        self.slots_per_gpu = slots
         kwargs["n_workers"] = 0
+        kwargs["resources"] = {name: amount * slots for name, amount in (kwargs.get("resources") or {}).items()}
+        kwargs["threads_per_worker"] = max(int(kwargs.get("threads_per_worker") or 1), slots)
         super().__init__(**kwargs)
         self.scale(len(self.gpus))
 

@@ -52,6 +52,7 @@ def local_cluster(
     gpus: str | list[str] | None = "default",
     tls: bool | None = None,
     memory_limit: str | float | None = "default",
+    slots_per_gpu: int | None = None,
     **kwargs,
 ) -> LocalCluster:
     """Start the embedded cluster: worker processes on 127.0.0.1 only.
@@ -60,7 +61,8 @@ def local_cluster(
     so exactly one synthesize task runs per worker at a time, and the engine
     it loads stays resident for the next task.  On a machine with GPUs
     (``cluster.gpus``, default ``auto``) there is one worker per GPU, each
-    seeing only its own GPU through ``CUDA_VISIBLE_DEVICES``.
+    seeing only its own GPU through ``CUDA_VISIBLE_DEVICES`` and running
+    *slots_per_gpu* synthesize tasks at a time.
 
     Parameters
     ----------
@@ -85,12 +87,17 @@ def local_cluster(
         machine's memory divided among the workers, ``0``: none); default
         ``ebook2audio.cluster.memory-limit``.  A worker past 95 % of it is
         restarted by its nanny (the task's chunks written so far are kept).
+    slots_per_gpu : int, optional
+        Synthesize tasks each GPU worker runs at once, sharing its engines
+        (see :class:`~.gpus.GPULocalCluster`); default
+        ``ebook2audio.cluster.slots-per-gpu`` (1).  Ignored without GPUs.
     **kwargs
         Passed to :class:`distributed.LocalCluster`.
     """
     if gpus == "default":
         gpus = config.get("cluster.gpus", "auto")
     gpu_list = parse_gpus(gpus)
+    slots = _slots_per_gpu(slots_per_gpu)
     n = n_workers if n_workers is not None else (config.get("cluster.n-workers", None) or default_n_workers(engine_threads))
     if gpu_list:
         n = len(gpu_list)
@@ -126,9 +133,10 @@ def local_cluster(
     wait = float(config.get("cluster.no-workers-timeout") or 0)
     with dask.config.set({"distributed.scheduler.no-workers-timeout": f"{wait + 60:g}s" if wait > 0 else None}):
         if gpu_list:
-            logger.info("one worker per GPU: %s", ", ".join(gpu_list))
+            logger.info("one worker per GPU: %s (%d synthesize slot(s) each)", ", ".join(gpu_list), slots)
             return GPULocalCluster(
                 gpu_list,
+                slots_per_gpu=slots,
                 threads_per_worker=int(config.get("cluster.threads-per-worker", override=threads_per_worker)),
                 processes=True,
                 host="127.0.0.1",
@@ -147,6 +155,18 @@ def local_cluster(
         )
 
 
+def _slots_per_gpu(value: int | None) -> int:
+    """*value*, else ``cluster.slots-per-gpu``: a whole number of at least 1."""
+    wanted = config.get("cluster.slots-per-gpu", 1) if value is None else value
+    try:
+        slots = int(str(wanted).strip())
+    except ValueError:
+        slots = 0
+    if slots < 1:
+        raise UsageError(f"invalid slots per GPU {wanted!r}: use a whole number of at least 1")
+    return slots
+
+
 @contextlib.contextmanager
 def client_for(
     client: Client | None = None,
@@ -160,6 +180,7 @@ def client_for(
     security=None,
     tls: bool | None = None,
     memory_limit: str | float | None = "default",
+    slots_per_gpu: int | None = None,
 ) -> Iterator[Client]:
     """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
 
@@ -170,7 +191,10 @@ def client_for(
     *security* (a :class:`distributed.security.Security`; default from
     ``ebook2audio.tls.*``) is used to reach *scheduler*; *tls* turns on TLS
     inside the embedded cluster; *memory_limit* is each embedded worker's
-    Dask ``memory_limit`` (default ``ebook2audio.cluster.memory-limit``).
+    Dask ``memory_limit`` (default ``ebook2audio.cluster.memory-limit``);
+    *slots_per_gpu* the synthesize tasks each embedded GPU worker runs at
+    once (default ``ebook2audio.cluster.slots-per-gpu``; on an existing
+    cluster start GPU workers with ``--resources GPU=N --nthreads N``).
     Clients and clusters created here are closed on exit; a given *client* is
     not.  Every worker gets the :class:`~.gpus.EngineTeardown` plugin (once),
     so loaded models (and their GPU memory) are released when a worker stops.
@@ -200,7 +224,7 @@ def client_for(
         cluster = local_cluster(0, engine_threads=engine_threads, gpus="none", tls=tls, memory_limit=memory_limit)
     else:
         cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus, tls=tls,
-                                memory_limit=memory_limit)
+                                memory_limit=memory_limit, slots_per_gpu=slots_per_gpu)
     if adapt:
         cluster.adapt(minimum=adapt[0], maximum=adapt[1], Adaptive=SynthesisAdaptive)
     with cluster, Client(cluster) as c:

@@ -126,6 +126,13 @@ class Engine(abc.ABC):
     uses_model: ClassVar[bool] = False
     #: True when a seed makes the audio reproducible (see :meth:`synthesize`).
     seeded: ClassVar[bool] = False
+    #: True when one instance may run :meth:`synthesize` and :meth:`prepare`
+    #: in several threads at once.  A worker loads each engine once and its
+    #: threads share it (``cluster.slots-per-gpu`` > 1 runs several synthesize
+    #: tasks per worker): :func:`~ebook2audio_dask.engines.load_engine` puts
+    #: the calls of an engine that is not thread-safe behind one lock per
+    #: instance, so its tasks overlap only outside the engine (store I/O).
+    thread_safe: ClassVar[bool] = False
     #: How the engine takes phonemes inline in its text, or ``None`` when it
     #: cannot: ``"ipa"`` (``[[ipa]]``, Piper) or ``"espeak"`` (``[[mnemonics]]``,
     #: espeak-ng's phoneme notation).  Lexicon and EPUB pronunciations given as

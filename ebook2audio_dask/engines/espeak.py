@@ -224,6 +224,8 @@ class EspeakEngine(Engine):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     #: espeak-ng takes its own phoneme mnemonics between ``[[`` and ``]]``.
     phoneme_alphabet: ClassVar[str | None] = "espeak"
+    #: Every call into the library holds the module lock, one text at a time.
+    thread_safe: ClassVar[bool] = True
     #: Names of the audio settings this engine understands.
     setting_names: ClassVar[tuple[str, ...]] = tuple(sorted(_SETTINGS))
 

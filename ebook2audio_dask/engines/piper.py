@@ -154,6 +154,9 @@ class PiperEngine(Engine):
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     #: Piper (espeak-phonemised voices) takes raw IPA between ``[[`` and ``]]``.
     phoneme_alphabet: ClassVar[str | None] = "ipa"
+    #: Piper phonemises under its own process-wide lock and ONNX Runtime's
+    #: ``InferenceSession.run`` may be called from several threads at once.
+    thread_safe: ClassVar[bool] = True
     #: Names of the audio settings this engine understands.
     setting_names: ClassVar[tuple[str, ...]] = tuple(sorted(_SETTINGS))
 

@@ -193,6 +193,7 @@ def convert(
     n_workers: int | None = None,
     gpus: str | Iterable[str] | None = None,
     memory_limit: str | float | None = None,
+    slots_per_gpu: int | None = None,
     adapt: tuple[int, int] | None = None,
     slurm: bool | dict[str, Any] | None = None,
     slots: int | None = None,
@@ -262,6 +263,9 @@ def convert(
     memory_limit : str or float, optional
         Memory limit of each embedded worker (``"4GiB"``, ``"auto"``, ``0``
         for none); default ``ebook2audio.cluster.memory-limit``.
+    slots_per_gpu : int, optional
+        Synthesize tasks each embedded GPU worker runs at once, sharing its
+        engines; default ``ebook2audio.cluster.slots-per-gpu`` (1).
     adapt : (int, int), optional
         ``(minimum, maximum)`` workers: an adaptive embedded or SLURM cluster
         that grows with the queued synthesis and shrinks when idle.
@@ -392,7 +396,8 @@ def convert(
     )
 
     with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm,
-                    memory_limit="default" if memory_limit is None else memory_limit) as c:
+                    memory_limit="default" if memory_limit is None else memory_limit,
+                    slots_per_gpu=slots_per_gpu) as c:
         jobs = []
         for source, rank in book_priorities(books, priority).items():
             job = submit_book(c, source, options, priority=rank)
