@@ -970,7 +970,7 @@ def summarize(bench: str, details: dict) -> str:
         for t in details["texts"]:
             i, p = t["inspect"], t["plan"]
             line = (
-                f"{t['bytes'] / 1e6:g} MB ({t['chapters']} chapters): inspect {i['wall_s']} s, "
+                f"{t['size_mb']:g} MB ({t['chapters']} chapters): inspect {i['wall_s']} s, "
                 f"{i['peak_rss_mb']} MB = {i['x_size']}x the text ({i['x_size_above_base']}x above "
                 f"the base); planning {p['wall_s']} s, {p['peak_rss_mb']} MB = {p['x_size']}x "
                 f"({p['x_size_above_base']}x above the base)"
