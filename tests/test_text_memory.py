@@ -231,9 +231,8 @@ def _stream_decode(data: bytes, block: int) -> str | None:
 
 _BYTES = st.lists(
     st.one_of(
-        st.sampled_from(["Le café", " était ", "très chaud. ", "\n", "\r\n", "日本", "“déjà”"]).map(
-            str.encode
-        ),
+        st.sampled_from(["Le café", " était ", "très chaud. ", "\n", "\r\n", "日本", "“déjà”"])
+        .map(str.encode),
         st.sampled_from([b"\xff", b"\xc3(", b"\xe9", b"\x81", b"\x9d", b"\x00", b"\x01\x02\x03",
                          b"\xef\xbf\xbd", b"\xe2\x80", codecs.BOM_UTF8]),  # fmt: skip
         st.binary(max_size=8),
