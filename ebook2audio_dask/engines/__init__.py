@@ -92,6 +92,11 @@ LOAD_COUNTS: Counter[tuple[EngineSpec, int]] = Counter()
 def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
     """Return this process's engine for *spec*, loading it on first use.
 
+    A worker's threads share the engine (``cluster.slots-per-gpu`` runs
+    several synthesize tasks per worker): an engine class that does not
+    declare :attr:`Engine.thread_safe` gets its ``synthesize`` and ``prepare``
+    put behind one lock per instance.
+
     Parameters
     ----------
     spec : EngineSpec
@@ -118,10 +123,26 @@ def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
             if spec.runtime:
                 extra["runtime"] = dict(spec.runtime)
             engine = cls(spec.voice, spec.settings_dict, threads=threads, **extra)
+            if not getattr(cls, "thread_safe", False):
+                _serialize(engine)
             _LOADED[ident] = engine
             _RUNTIMES[ident] = spec.runtime
             LOAD_COUNTS[ident] += 1
     return engine
+
+
+def _serialize(engine: Engine) -> None:
+    """Make *engine*'s ``synthesize`` and ``prepare`` take turns (one reentrant lock per instance)."""
+    lock = threading.RLock()  # an engine's synthesize may call its own prepare
+    for name in ("synthesize", "prepare"):
+        method = getattr(engine, name)
+
+        @functools.wraps(method)
+        def locked(*args, _method=method, **kwargs):
+            with lock:
+                return _method(*args, **kwargs)
+
+        setattr(engine, name, locked)
 
 
 def unload_engines() -> None:

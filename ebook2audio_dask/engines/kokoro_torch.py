@@ -194,6 +194,8 @@ class TorchKokoro:
         model.eval()
         _fold_weight_norm(model)
         self.model = model.to(self.device)
+        if self.device.type == "cuda":  # the weights are in place before any thread's stream reads them
+            torch.cuda.synchronize(self.device)
         self.context_length = int(model.context_length)
         gen = model.decoder.generator
         self._rates = [int(u.stride[0]) for u in gen.ups]
