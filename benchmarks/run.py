@@ -301,6 +301,28 @@ METHODS["kokoro_cpu"] = (
 )
 
 
+# GPU check (benchmarks/gpu_check.py, issue 15): run on a GPU machine, read back with --gpu-json
+GPU_CHECK_SCRIPT = HERE / "gpu_check.py"
+BENCHMARKS += ("gpu_check",)
+TARGETS.update({"kokoro_gpu_batching": ("≥", 4.0), "kokoro_gpu_throughput": ("≥", 1000.0),
+                "gpu_busy": ("≥", 90.0), "coqui_gpu_batching": ("≥", 3.0)})  # fmt: skip
+#: What a GPU figure says when no GPU ran it.
+NOT_MEASURED = "not measured (no GPU lent this session)"
+METHODS["gpu_check"] = (
+    "Runs `benchmarks/gpu_check.py` (on a GPU machine; its JSON is read back with `run.py --only gpu_check "
+    "--gpu-json FILE`, the figures keeping that machine and date). Kokoro: the real Kokoro-82M architecture "
+    "(82 M parameters, random weights: compute does not depend on their values; durations biased to ~3 "
+    "frames per phoneme, as real speech) through `TorchKokoro`, 256 chunks of 60-300 characters of public-"
+    "domain English (one token per character) spoken (a) one per forward pass and (b) in length buckets of "
+    "up to 32, after a warm-up; figure chars/s b/a, target ≥ 4. Throughput: audio seconds per wall second, "
+    "the best of (b) and one GPU worker (`GPULocalCluster`) with 1, 2, 4 and 8 slots running tasks of 15 "
+    "chunks, target ≥ 1000. GPU busy: `nvidia-smi` utilisation sampled every 100 ms during that run, target "
+    "≥ 90 %. Coqui: `bench_coqui.py`'s standard-size VITS one chunk per call vs batches of 16 on the GPU, "
+    "target ≥ 3. Placement: one worker per GPU, each seeing only its own (`CUDA_VISIBLE_DEVICES`). Without a "
+    "GPU every figure reads \"not measured\"."
+)
+
+
 # --------------------------------------------------------------------------- helpers
 class BenchError(RuntimeError):
     """A measurement could not be taken (its subprocess failed, timed out...)."""
@@ -354,8 +376,9 @@ def software_versions() -> dict:
 
 
 def machine_label(m: dict) -> str:
+    gpu = f", {m['gpus']} x {m['gpu']}" if m.get("gpu") else ""
     return (
-        f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gb')} GB RAM, "
+        f"{m.get('cpu')}, {m.get('cores')} cores{gpu}, {m.get('ram_gb')} GB RAM, "
         f"Python {m.get('python')}, {m.get('os')}"
     )
 
@@ -883,6 +906,74 @@ class Runner:
         ]  # fmt: skip
         return figures, {"input": {"chars": r["chars"]}, **r}
 
+    def gpu_check(self):
+        """benchmarks/gpu_check.py here, or its JSON from a GPU machine (``--gpu-json``)."""
+        if getattr(self, "gpu_json", None):
+            r = json.loads(Path(self.gpu_json).read_text(encoding="utf-8"))
+        else:
+            cmd = [sys.executable, str(GPU_CHECK_SCRIPT)] + (["--quick"] if self.quick else [])
+            _, out = run_timed(cmd, timeout=max(self.timeout, 900.0), label="gpu check")
+            r = last_json_line(out, "gpu check")
+        return gpu_figures(r), r
+
+
+def gpu_figures(r: dict) -> list[dict]:
+    """The figures of a ``gpu_check.py`` result; "not measured" rows when it ran without a GPU."""
+    keys = (("kokoro_gpu.batched", "Kokoro GPU: length buckets vs one text per pass", "kokoro_gpu_batching"),
+            ("kokoro_gpu.throughput", "Kokoro GPU: one GPU's throughput, audio s per wall s",
+             "kokoro_gpu_throughput"),
+            ("kokoro_gpu.busy", "GPU busy during synthesis (nvidia-smi)", "gpu_busy"),
+            ("coqui_gpu.batched", "coqui VITS GPU: batches of 16 vs one chunk per call", "coqui_gpu_batching"),
+            ("gpu.placement", "one worker per GPU, each sees only its own", None))  # fmt: skip
+    if not r.get("measured"):
+        rows = []
+        for key, name, target in keys:
+            row = fig(key, name, NOT_MEASURED, "")
+            if target:
+                op, threshold = TARGETS[target]
+                row["target"] = f"{op} {threshold:g}"
+            rows.append(row)
+        return rows
+    stamp = {"machine": r["machine"], "date": r["date"], "mode": r["mode"]}
+    k = r["kokoro"]
+    rows = [
+        fig("kokoro_gpu.single", f"Kokoro {k['device']}: one text per pass (a)", k["single"]["chars_per_s"],
+            "chars/s"),
+        fig("kokoro_gpu.batched", f"Kokoro {k['device']}: buckets of {k['batched']['batch_size']} (b)",
+            k["batched"]["chars_per_s"], "chars/s", baseline=k["single"]["chars_per_s"], ratio=k["ratio"],
+            ratio_def="b/a", target=TARGETS["kokoro_gpu_batching"]),
+    ]  # fmt: skip
+    runs = [("batched, in-process", k["batched"])] + [
+        (f"{s['slots']} slot(s) on one worker", s) for s in r.get("slots", []) if "audio_x" in s
+    ]
+    label, best = max(runs, key=lambda item: item[1]["audio_x"])
+    rows.append(fig("kokoro_gpu.throughput", f"Kokoro {k['device']}: audio s per wall s, best ({label})",
+                    best["audio_x"], "x", target=TARGETS["kokoro_gpu_throughput"]))  # fmt: skip
+    for s in r.get("slots", []):
+        if "audio_x" in s:
+            rows.append(fig(f"kokoro_gpu.slots{s['slots']}", f"Kokoro {k['device']}: {s['slots']} slot(s) per GPU",
+                            s["audio_x"], "x"))  # fmt: skip
+    util = (best.get("gpu_util") or {}).get("mean_pct")
+    rows.append(fig("kokoro_gpu.busy", f"GPU busy during the best run ({label})",
+                    util if util is not None else "no nvidia-smi", "%" if util is not None else "",
+                    target=TARGETS["gpu_busy"] if util is not None else None))  # fmt: skip
+    c = r.get("coqui") or {}
+    if "ratio" in c:
+        rows.append(fig("coqui_gpu.batched", f"coqui VITS ({c['device']}): batches of {c['batch_size']} vs one per call",
+                        c["batched_chars_per_s"], "chars/s", baseline=c["single_chars_per_s"], ratio=c["ratio"],
+                        ratio_def="b/a", target=TARGETS["coqui_gpu_batching"]))  # fmt: skip
+    else:
+        rows.append(fig("coqui_gpu.batched", "coqui VITS GPU batching", f"not run: {c.get('skipped', '?')}"[:120], ""))
+    p = r.get("placement") or {}
+    if "workers" in p:
+        ok = sum(1 for w in p["workers"] if w["sees_only_its_gpu"])
+        row = fig("gpu.placement", "workers that see only their own GPU", ok, f"of {len(p['workers'])}")
+        row["pass"] = ok == len(p["workers"]) and p["tasks_saw_their_workers_gpu"]
+        rows.append(row)
+    for row in rows:
+        row.update(stamp)
+    return rows
+
 
 def summarize(bench: str, details: dict) -> str:
     """One line of the most useful secondary numbers, for RESULTS.md."""
@@ -954,6 +1045,19 @@ def summarize(bench: str, details: dict) -> str:
             f"{details['loadavg_before']}: kokoro-onnx {details['theirs_s']} s ({details['theirs_cpu_s']} s CPU) "
             f"for {details['theirs_audio_s']} s of audio, ours {details['ours_s']} s ({details['ours_cpu_s']} s "
             f"CPU) for {details['ours_audio_s']} s of audio."
+        )
+    if bench == "gpu_check":
+        if not details.get("measured"):
+            return f"gpu_check.py ran without a GPU ({details.get('why')}): nothing measured."
+        k = details["kokoro"]
+        slots = ", ".join(f"{s['slots']}: {s['audio_x']}x, GPU {(s.get('gpu_util') or {}).get('mean_pct')} %"
+                          for s in details.get("slots", []) if "audio_x" in s)  # fmt: skip
+        return (
+            f"{details['machine'].get('gpu')} ({details['machine'].get('torch')}): {k['texts']} texts, "
+            f"{k['chars']} chars; one per pass {k['single']['wall_s']} s (GPU "
+            f"{(k['single'].get('gpu_util') or {}).get('mean_pct')} %), buckets {k['batched']['wall_s']} s in "
+            f"{k['batched']['passes']} passes (GPU {(k['batched'].get('gpu_util') or {}).get('mean_pct')} %); "
+            f"agree: {k['agree']}. Slots: {slots}. Wall {details.get('wall_s')} s."
         )
     if bench == "hostile":
         return "; ".join(f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]) + "."
@@ -1147,6 +1251,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per subprocess (default 1800; 300 with --quick)")  # fmt: skip
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite RESULTS.md from results.json")  # fmt: skip
+    parser.add_argument("--gpu-json", metavar="FILE",
+                        help="gpu_check: record this gpu_check.py result (from a GPU machine) instead of running it")
     parser.add_argument("--direct-child", metavar="BOOK", help=argparse.SUPPRESS)
     parser.add_argument("--chapters", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1169,6 +1275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = QUICK if args.quick else FULL
     runner = Runner(args.quick, args.timeout or (300.0 if args.quick else 1800.0))
+    runner.gpu_json = args.gpu_json
     machine = machine_info()
     software = software_versions()
     print(f"machine: {machine_label(machine)}\nmode: {mode}; benchmarks: {', '.join(selected)}",
@@ -1195,12 +1302,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         date = now_iso()
         for f in figures:
-            f.update(benchmark=bench, mode=mode, date=date, machine=machine)
+            # figures read back from another machine (gpu_check --gpu-json) keep its machine and date
+            f.update(benchmark=bench, mode=f.get("mode") or mode, date=f.get("date") or date,
+                     machine=f.get("machine") or machine)
             line = f"  {f['name']}: {_num(f['value'])} {f['unit']}"
             if f["ratio"] is not None:
                 line += f"; ratio {f['ratio']:.2f} ({f['ratio_def']})"
             if f["target"]:
-                line += f"; target {f['target']}: {'pass' if f['pass'] else 'FAIL'}"
+                line += f"; target {f['target']}: {({True: 'pass', False: 'FAIL'}).get(f['pass'], 'not judged')}"
             print(line, flush=True)
         batching = details.get("batching", {})
         method = METHODS[bench].format(
@@ -1218,10 +1327,11 @@ def main(argv: list[str] | None = None) -> int:
             per_char_ms=(details.get("rows") or [{}])[0].get("per_char_ms", "?"),
             books=(details.get("rows") or [{}])[0].get("books", "?"),
         )
+        first = figures[0] if figures else {}
         entry = {
-            "mode": mode,
-            "date": date,
-            "machine": machine,
+            "mode": first.get("mode", mode),
+            "date": first.get("date", date),
+            "machine": first.get("machine", machine),
             "software": software,
             "method": method,
             "summary": summarize(bench, details),
