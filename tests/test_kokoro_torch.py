@@ -171,7 +171,11 @@ def test_threads_share_one_model(model):
     for k in (0, 1):
         for got, want in zip(results[k], expected[k::2]):
             assert np.array_equal(got, want)
+    shared.close()  # one of its two users: still loaded
+    assert shared.model is not None and TorchKokoro.shared(path, config, device="cpu") is shared
     shared.close()
+    shared.close()  # the last user: released
+    assert shared.model is None
     again = TorchKokoro.shared(path, config, device="cpu")
     assert again is not shared and LOADS[key] == before + 2  # closed: loaded again
     again.close()
@@ -215,7 +219,9 @@ async def test_tasks_needing_a_gpu_land_only_on_gpu_workers(c, s, gpu_a, gpu_b, 
     assert not any(len(e) > 1 and e[1] == "compute-task" for e in cpu.state.log)
     # the workers share this process: the model was loaded once for all of them
     assert {loads for _, _, loads, _ in results} == {before + 1}
-    kokoro_torch.TorchKokoro.shared(path, config, device="cpu").close()
+    shared = kokoro_torch.TorchKokoro.shared(path, config, device="cpu")
+    while shared.model is not None:  # one close per user (each task called shared())
+        shared.close()
 
 
 def test_one_load_per_worker_process(model):
@@ -235,3 +241,27 @@ def test_one_load_per_worker_process(model):
     assert all(counts == {(path, "cpu"): 1} for counts in loads.values() if counts)
     assert len([c for c in loads.values() if c]) == len(pids)
     assert all(n > 0 for *_, n in results)
+
+
+def test_the_kokoro_engine_speaks_a_pth_model_and_its_voices_share_one_load(tmp_path):
+    """``--engine kokoro`` with a hexgrad-style folder (.pth, config.json, voices/*.pt) on this backend."""
+    from ebook2audio_dask.engines.kokoro import KokoroEngine
+
+    path, config = build_kokoro(tmp_path / "Kokoro-82M", "tiny", seed=2)
+    (tmp_path / "Kokoro-82M" / "voices").mkdir()
+    for name, seed in (("af_one", 0), ("bf_two", 1)):
+        generator = torch.Generator().manual_seed(seed)
+        torch.save(torch.randn((510, 1, 256), generator=generator) * 0.2,
+                   tmp_path / "Kokoro-82M" / "voices" / f"{name}.pt")  # fmt: skip
+    key = (str(path), "cpu")
+    before = LOADS[key]
+    one = KokoroEngine("af_one", {"language": "en"}, model=str(tmp_path / "Kokoro-82M"), device="cpu")
+    two = KokoroEngine("bf_two", {"language": "en"}, model=str(tmp_path / "Kokoro-82M"), device="cpu")
+    assert LOADS[key] == before + 1 and one.runtime is two.runtime  # two voices, one model in memory
+    texts = ["It was the best of times.", "It was the worst of times, it was the age of wisdom."]
+    a, b = one.synthesize(texts), two.synthesize(texts)
+    assert [x.dtype.name for x in a + b] == ["int16"] * 4 and all(len(x) > 2400 for x in a + b)
+    assert len(a[1]) > len(a[0])
+    one.close()
+    assert two.runtime.model is not None  # still speaking for the other voice
+    two.close()

@@ -1009,7 +1009,7 @@ class KokoroEngine(Engine):
         except ImportError:
             raise EngineError(_TORCH_HINT) from None
         try:
-            return TorchKokoro(
+            return TorchKokoro.shared(  # one copy per process for every voice and blend
                 str(self.files.model), self._config, device=device, threads=self.threads
             )
         except EngineError:

@@ -205,6 +205,7 @@ class TorchKokoro:
         self.max_batch_tokens = 16384 if gpu else 4096
         self.spread = 1.3
         self._local = threading.local()
+        self._users = 1  # close() releases the model when the last user closes it
         LOADS[(self.model_path, str(self.device))] += 1
         _LOGGER.info("kokoro: loaded %s on %s", self.model_path, self.device)
 
@@ -213,7 +214,8 @@ class TorchKokoro:
         """This process's instance for *model_path* on *device*, loaded on first use.
 
         Engines with different voices (or blends) of one model share its
-        weights this way: one model load per process.
+        weights this way: one model load per process.  Each call counts a
+        user; :meth:`close` releases the model when the last one closes it.
         """
         import json
 
@@ -222,6 +224,8 @@ class TorchKokoro:
             found = _SHARED.get(key)
             if found is None or found.model is None:
                 found = _SHARED[key] = cls(model_path, config, device, threads)
+            else:
+                found._users += 1
             return found
 
     # -- batching -----------------------------------------------------------
@@ -480,11 +484,17 @@ class TorchKokoro:
         return initial, noise
 
     def close(self) -> None:
-        """Drop the model and give its memory back (GPU memory included)."""
-        if self.model is None:
-            return
-        self.model = None
+        """Drop the model and give its memory back (GPU memory included).
+
+        A :meth:`shared` instance is released when its last user closes it.
+        """
         with _SHARED_LOCK:
+            if self.model is None:
+                return
+            self._users -= 1
+            if self._users > 0:
+                return
+            self.model = None
             for key in [k for k, v in _SHARED.items() if v is self]:
                 del _SHARED[key]
         gc.collect()
