@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+
+
+def _bench_run():
+    """``benchmarks/run.py`` as a module (it records gpu_check's figures in RESULTS.md)."""
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _run(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -44,6 +53,12 @@ def test_quick_mode_runs_every_section_on_the_cpu(tmp_path):
     assert sorted(w["CUDA_VISIBLE_DEVICES"] for w in p["workers"]) == ["0", "1"]
     assert p["distinct_gpus"] and p["tasks_saw_their_workers_gpu"]
     assert sum(p["tasks_per_worker"].values()) == 8
+    # run.py turns the JSON into RESULTS.md rows, keeping the machine and date it was measured on
+    rows = {row["key"]: row for row in _bench_run().gpu_figures(data)}
+    assert {"kokoro_gpu.single", "kokoro_gpu.batched", "kokoro_gpu.throughput", "kokoro_gpu.slots1",
+            "kokoro_gpu.slots2", "kokoro_gpu.busy", "coqui_gpu.batched", "gpu.placement"} <= set(rows)
+    assert rows["kokoro_gpu.batched"]["ratio"] == k["ratio"] and rows["kokoro_gpu.batched"]["target"] == "≥ 4.00"
+    assert all(row["machine"] == data["machine"] and row["date"] == data["date"] for row in rows.values())
 
 
 def test_without_a_gpu_the_full_check_says_not_measured(tmp_path):
@@ -54,6 +69,10 @@ def test_without_a_gpu_the_full_check_says_not_measured(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "x.json").read_text())
     assert data["measured"] is False and "no CUDA GPU" in data["why"] and data["mode"] == "full"
+    bench = _bench_run()
+    rows = bench.gpu_figures(data)
+    assert rows and all(row["value"] == bench.NOT_MEASURED and row["pass"] is None for row in rows)
+    assert [row["target"] for row in rows][:4] == ["≥ 4", "≥ 1000", "≥ 90", "≥ 3"]
 
 
 def test_the_wheel_list_pins_every_wheel():
