@@ -117,7 +117,7 @@ def test_forward_is_kmodels_forward(model, monkeypatch):
         assert np.abs(mine - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
-def test_buckets_bound_padding(kokoro):
+def test_buckets_bound_padding():
     tk = TorchKokoro.__new__(TorchKokoro)
     tk.batch_size, tk.spread, tk.max_batch_tokens = 4, 1.3, 100
     lengths = [50, 10, 12, 11, 40, 45, 13, 90, 30]
