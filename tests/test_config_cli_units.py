@@ -27,7 +27,7 @@ def test_env_var_overrides_key_in_a_new_process():
 
 
 def test_parse_chapters():
-    assert parse_chapters("1-3,7") == (1, 2, 3, 7)
+    assert parse_chapters("1-3,7") == (range(1, 4), 7)  # ranges stay ranges
     assert parse_chapters(" 2 , 2,4-4") == (2, 4)
     assert parse_chapters(None) is None
     assert parse_chapters("a") == ("a",)  # a title (see test_chapter_selection.py)
