@@ -179,7 +179,7 @@ class GpuSampler:
         if smi:
             self._proc = subprocess.Popen(
                 [smi, "--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits",
-                 f"-lms={self.interval_ms}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                 f"--loop-ms={self.interval_ms}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             )  # fmt: skip
             self._thread = threading.Thread(target=self._read, daemon=True)
             self._thread.start()
