@@ -1061,13 +1061,6 @@ def summarize(bench: str, details: dict) -> str:
         )
     if bench == "hostile":
         return "; ".join(f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]) + "."
-    if bench == "openai":
-        return f"{details['chars']} chars, {details['chunks']} chunks, concurrency {details['concurrency']}: " + "; ".join(
-            f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine {r['engine_s']} s, 4-thread pool "
-            f"{r['direct_4_threads_s']} s, {r['audio_s']} s of audio, {r['requests']} requests, same lengths "
-            f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
-            for r in details["latencies"]
-        ) + "."
     if bench == "ingest_memory":
         parts = [f"base RSS {details['base']['inspect']['peak_rss_mb']} MB (inspect), "
                  f"{details['base']['plan']['peak_rss_mb']} MB (planning)"]  # fmt: skip
@@ -1086,6 +1079,13 @@ def summarize(bench: str, details: dict) -> str:
         parts.append(f"{s['repeats']}-repeat spine EPUB ({s['epub_bytes']} bytes): inspect "
                      f"{s['inspect']['wall_s']} s, {s['inspect']['peak_rss_mb']} MB")  # fmt: skip
         return "; ".join(parts) + "."
+    if bench == "openai":
+        return f"{details['chars']} chars, {details['chunks']} chunks, concurrency {details['concurrency']}: " + "; ".join(
+            f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine {r['engine_s']} s, 4-thread pool "
+            f"{r['direct_4_threads_s']} s, {r['audio_s']} s of audio, {r['requests']} requests, same lengths "
+            f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
+            for r in details["latencies"]
+        ) + "."
     if bench == "storage_faults":
         return (f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
                 f"requests throttled (503), {details['errors_500']} failed (500); without faults "

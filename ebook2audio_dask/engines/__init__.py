@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import logging
 import threading
 from collections import Counter
 from importlib.metadata import entry_points
 
+from ..logs import get_logger
 from ..errors import EngineError, UsageError
 from .base import Engine, EngineSpec, VoiceInfo
 
@@ -35,7 +35,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 ENTRY_POINT_GROUP = "ebook2audio_dask.engines"
 
