@@ -140,6 +140,25 @@ def test_cli_endpoint_flag_env_config_and_no_secret_anywhere(s3, tmp_path):
     assert json.loads(listing.stdout)["language"] == "ar"
 
 
+def test_an_unwritable_s3_output_is_a_usage_error_before_any_cluster(s3):
+    """The output is probed (an empty object written and deleted) before a cluster starts."""
+    endpoint, fs = s3
+    fs.pipe_file("audio/taken.m4b", b"an earlier audiobook")
+    common = ["convert", "s3://books/entre-nous.txt", "--s3-endpoint", endpoint, "--no-progress"]
+    for output, problem in [("s3://no-such-bucket/out/", "no such bucket"),
+                            ("s3://audio/taken.m4b", "the output must be a folder, and this is a file")]:
+        proc = run_cli(*common, "-o", output)
+        assert proc.returncode == 2, proc.stderr
+        assert "dashboard:" not in proc.stderr, "a cluster was started first"
+        [line] = [x for x in proc.stderr.splitlines() if x.strip()]
+        assert line.startswith(f"error: {output.rstrip('/')}") and problem in line, line
+    ok = run_cli("inspect", "s3://books/entre-nous.txt", "--s3-endpoint", endpoint)  # reading still works
+    assert ok.returncode == 0, ok.stderr
+    fs.invalidate_cache()
+    assert fs.cat_file("audio/taken.m4b") == b"an earlier audiobook"
+    assert not [p for p in fs.find("audio") if ".e2a-probe-" in p]
+
+
 def test_cache_info_and_prune_on_s3(s3, tmp_path):
     endpoint, fs = s3
     fs.invalidate_cache()

@@ -12,8 +12,9 @@ import stat
 import uuid
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import Ebook2AudioError, UsageError, one_line
 from .fs import get_fs, is_local
+from .retry import with_retries
 
 __all__ = ["check_input", "check_output"]
 
@@ -43,26 +44,38 @@ def check_input(url: str, storage_options: dict[str, Any] | None = None) -> None
 def check_output(url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Make sure the output folder *url* exists (creating it) and can be written to.
 
-    Local folders get a real probe: a file is created in them and removed.
-    A remote URL must not be an existing object (``s3://bucket/book.m4b`` is
-    a file, not a folder).
+    A real probe: an empty file (object) named ``.e2a-probe-<hex>`` is
+    written in the folder and deleted again, locally and on object stores
+    (two requests), so a read-only folder, a missing bucket or credentials
+    that may only read are found now, not after the books were synthesised.
+    The output must not be an existing file (``-o book.m4b``).
     """
     fs, path = get_fs(url, storage_options)
-    if not is_local(fs):
-        try:
-            is_file = fs.isfile(path)
-        except Exception:  # noqa: BLE001 - a store that cannot answer yet fails later, with retries
-            return
-        if is_file:
-            raise UsageError(f"{url}: the output must be a folder, and this is a file")
-        return
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"{url}: the output must be a folder, and this is a file")
+    local = is_local(fs)
     try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".e2a-probe-{uuid.uuid4().hex[:12]}")
-        with open(probe, "xb"):
-            pass
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"{url}: cannot write to the output folder: {exc.strerror or exc}") from None
+        is_file = os.path.isfile(path) if local else fs.isfile(path)
+    except Exception:  # noqa: BLE001 - the probe below says what is wrong
+        is_file = False
+    if is_file or (local and os.path.exists(path) and not os.path.isdir(path)):
+        raise UsageError(f"{url}: the output must be a folder, and this is a file")
+    probe = f"{path.rstrip('/')}/.e2a-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        if local:
+            os.makedirs(path, exist_ok=True)
+            with open(probe, "xb"):
+                pass
+            os.unlink(probe)
+        else:
+            with_retries(lambda: fs.pipe_file(probe, b""), url=url, action="write to the output folder",
+                         translate=False)  # fmt: skip
+            with_retries(lambda: fs.rm_file(probe), url=url, action="clean up the output folder",
+                         translate=False)  # fmt: skip
+    except Ebook2AudioError as exc:  # still failing after the retries
+        raise UsageError(str(exc)) from None
+    except FileNotFoundError:
+        raise UsageError(f"{url}: cannot write to the output folder: no such bucket or folder") from None
+    except PermissionError:
+        raise UsageError(f"{url}: cannot write to the output folder: access denied") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the store answered, said in one line
+        problem = getattr(exc, "strerror", None) or one_line(exc)
+        raise UsageError(f"{url}: cannot write to the output folder: {problem}") from None
