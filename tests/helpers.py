@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +57,56 @@ def check_m4b_against_report(m4b: Path, report: dict, *, expect_cover: bool) -> 
     for ch in report["chapters"]:
         part = pcm[int(ch["start_s"] * 16000) : int(ch["end_s"] * 16000)]
         assert np.sqrt(np.mean(part**2)) > 200, f"chapter {ch['title']!r} is silent"
+
+
+def _cpu_seconds(run: Callable[[], object]) -> float:
+    gc.collect()
+    start = time.process_time()
+    run()
+    return time.process_time() - start
+
+
+def assert_scales_linearly(
+    make: Callable[[int], Callable[[], object]], n: int, *, factor: int = 4, limit: float = 6.0,
+    repeats: int = 3,
+) -> float:
+    """Assert that the work ``make(size)`` returns grows about linearly with *size*.
+
+    Times ``make(n)()`` and ``make(factor * n)()`` in CPU seconds of this
+    process (:func:`time.process_time`, which other processes on a busy
+    machine barely change) and asserts the ratio stays under *limit*: with
+    the default factor 4 a linear cost gives about 4, ``n log n`` about 4.5 and
+    a quadratic one about 16.  No absolute time limit, so a slow or loaded
+    machine does not fail it.  Each size is timed up to *repeats* times and
+    the fastest run is kept (the larger one only again while the ratio is
+    over *limit*), which damps noise without hiding a real quadratic path.
+
+    Parameters
+    ----------
+    make : callable
+        ``make(size)`` prepares an input of *size* (untimed) and returns the
+        call to time.
+    n : int
+        The smaller size; choose it so that ``make(factor * n)()`` takes a
+        second or two, well above timer noise.
+    factor, limit, repeats
+        Size ratio, largest time ratio accepted, most timings per size.
+
+    Returns
+    -------
+    float
+        The measured time ratio.
+    """
+    small_run, large_run = make(n), make(factor * n)
+    small = min(_cpu_seconds(small_run) for _ in range(repeats))
+    large = _cpu_seconds(large_run)
+    for _ in range(repeats - 1):
+        if large < limit * small:
+            break
+        large = min(large, _cpu_seconds(large_run))
+    ratio = large / max(small, 1e-6)
+    assert ratio < limit, (
+        f"{factor}x the input took {ratio:.1f}x the CPU time ({small:.3f} s -> {large:.3f} s); "
+        f"linear would be about {factor}"
+    )
+    return ratio

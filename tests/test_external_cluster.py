@@ -82,17 +82,15 @@ def external_cluster(tmp_path):
 def test_no_worker_with_the_resource_fails_clearly_instead_of_hanging(tmp_path, corpus):
     """Only a CPU worker: books needing GPU=1 fail after the configured wait, with one clear line."""
     with _cluster(tmp_path, {"cpu-only": []}) as (address, _):
-        start = time.monotonic()
+        # the subprocess timeout is the hang guard (no wall-clock assert: a busy machine is slow)
         proc = run_cli(
             "convert", str(corpus / "entre-nous-lectures-francaises.txt"), "-o", str(tmp_path / "out"),
             "--chapters", "1", "--scheduler", address, "--no-progress", "--cache", str(tmp_path / "chunks"),
             env=dict(os.environ, DASK_EBOOK2AUDIO__CLUSTER__NO_WORKERS_TIMEOUT="3"), timeout=120,
         )
-        elapsed = time.monotonic() - start
     assert proc.returncode == 1, proc.stderr
     assert "no worker offers the synthesize resources GPU=1 (waited 3 s" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert elapsed < 60
     assert not (tmp_path / "out" / "entre-nous-lectures-francaises.m4b").exists()
 
 

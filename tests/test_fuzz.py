@@ -21,8 +21,8 @@ mutated with hypothesis:
 For every input :func:`~ebook2audio_dask.ingest.read_book` must return a
 sound :class:`~ebook2audio_dask.model.Book` or raise
 :class:`~ebook2audio_dask.errors.BookError` with one line starting with the
-file's path: no other exception, no hang (``deadline``, and an alarm for a
-real hang), no memory blow-up.  A ``BookError`` made by read_book's
+file's path: no other exception, no hang (an alarm far above any plausible
+time), no memory blow-up.  A ``BookError`` made by read_book's
 last-resort catch-all ("cannot parse EPUB: IndexError: ...") is a bug
 hidden behind a documented type, and fails the test too.
 
@@ -51,7 +51,6 @@ import time
 import traceback
 import warnings
 import zipfile
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -65,6 +64,7 @@ from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 from ebook2audio_dask.errors import BookError  # noqa: E402
 from ebook2audio_dask.ingest import FORMATS, MAX_PARAGRAPH_CHARS, read_book  # noqa: E402
 from ebook2audio_dask.model import Book  # noqa: E402
+from helpers import assert_scales_linearly  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -72,9 +72,11 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 CI_EXAMPLES = 240
 #: Share of the budget per kind of input.
 SHARES = {"structure": 0.70, "raw": 0.12, "text": 0.18}
-#: Seconds one input may take (hypothesis deadline), and before it counts as a hang.
-DEADLINE_S = 5.0
-HANG_S = 30.0
+#: Seconds after which an input counts as slow in the statistics (not a failure:
+#: no wall-clock limit fails a test on a busy machine), and the alarm that stops
+#: a real hang: far above any plausible time (inputs take well under a second idle).
+SLOW_S = 5.0
+HANG_S = 300.0
 #: Peak memory (MiB) the fuzzing may add to the process, all inputs together.
 MEMORY_LIMIT_MIB = 1024
 
@@ -102,7 +104,7 @@ TEXT_SEEDS = ("entre-nous-lectures-francaises.txt", "ontboezemingen-dutch.html")
 #: would only slow the fuzzing down).
 SEED_BLOB_BYTES = 4096
 _PARSED_EXTS = (".xml", ".opf", ".ncx", ".xhtml", ".html", ".htm", "mimetype")
-#: Most bytes a "repeat" mutation adds (more and a linear 5 s deadline gets tight).
+#: Most bytes a "repeat" mutation adds (more only slows the fuzzing down).
 REPEAT_BYTES = 300_000
 
 
@@ -121,7 +123,7 @@ def _settings(kind: str) -> settings:
         max_examples=_budget(kind),
         derandomize=not LONG_EXAMPLES,  # CI: the same inputs every run
         database=None,  # nothing written into the checkout
-        deadline=None if COUNT_ONLY else timedelta(seconds=DEADLINE_S),
+        deadline=None,  # no wall-clock limit: a busy machine must not fail it
         suppress_health_check=list(HealthCheck),
         print_blob=True,
     )
@@ -652,7 +654,7 @@ def check_input(path: Path, data: bytes, kind: str, include_matter: bool) -> Non
     finally:
         elapsed = time.perf_counter() - start
         STATS["max_seconds"] = max(STATS["max_seconds"], round(elapsed, 3))
-        if elapsed > DEADLINE_S:
+        if elapsed > SLOW_S:
             STATS["slow"] += 1
         grown = _peak_rss_mib() - _BASELINE_MIB
         if grown > MEMORY_LIMIT_MIB:
@@ -841,31 +843,43 @@ SLOW_TEXTS = {
 @pytest.mark.parametrize("name", list(SLOW_TEXTS))
 def test_pathological_text_is_read_in_linear_time(workdir, name):
     piece = SLOW_TEXTS[name]
-    path = workdir / f"{name}.txt"
-    path.write_text("Title: X\n\n\n\nCHAPTER I\n\nSome words.\n\n" + piece * (1_000_000 // len(piece)))
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        book = read_book(str(path))
-    elapsed = time.perf_counter() - start
-    assert book.chapters
-    assert elapsed < DEADLINE_S, f"{name}: {elapsed:.1f} s for 1 MB"
+
+    def make(size: int):
+        path = workdir / f"{name}-{size}.txt"
+        path.write_text("Title: X\n\n\n\nCHAPTER I\n\nSome words.\n\n" + piece * (size // len(piece)))
+
+        def read():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                book = read_book(str(path))
+            assert book.chapters
+
+        return read
+
+    assert_scales_linearly(make, 250_000)  # 250 kB and 1 MB
+
+
+def _deep_html(workdir: Path, spans: int, lines: int) -> Path:
+    body = "".join(f"line {i}<br>" for i in range(lines))
+    path = workdir / f"deep-{spans}.html"
+    path.write_text(
+        "<html><head><title>Deep</title></head><body><h1>One</h1><p>First chapter text.</p>"
+        "<h1>Two</h1>" + "<span>" * spans + body + "</body></html>"
+    )
+    return path
 
 
 def test_deep_html_is_read_in_linear_time_and_keeps_its_text(workdir):
     """60,000 unclosed <span> then 6,000 lines (a hang the fuzzing found: 27 s
     for 700 kB, quadratic in BeautifulSoup's tree builder); elements deeper
     than MAX_DEPTH are dropped, their text kept."""
-    lines = "".join(f"line {i}<br>" for i in range(6000))
-    path = workdir / "deep.html"
-    path.write_text(
-        "<html><head><title>Deep</title></head><body><h1>One</h1><p>First chapter text.</p>"
-        "<h1>Two</h1>" + "<span>" * 60_000 + lines + "</body></html>"
-    )
-    start = time.perf_counter()
-    book = read_book(str(path), include_matter=True)
-    elapsed = time.perf_counter() - start
-    assert elapsed < DEADLINE_S, f"{elapsed:.1f} s"
+
+    def make(size: int):
+        path = _deep_html(workdir, size, size // 10)
+        return lambda: read_book(str(path), include_matter=True)
+
+    assert_scales_linearly(make, 30_000)  # 30,000 and 120,000 spans
+    book = read_book(str(_deep_html(workdir, 60_000, 6000)), include_matter=True)
     text = " ".join(p for c in book.chapters for p in c.paragraphs)
     assert "First chapter text." in text and "line 0 " in text and "line 5999" in text
 

@@ -6,7 +6,6 @@ import functools
 import logging
 import pickle
 import re
-import time
 import zipfile
 from pathlib import Path
 
@@ -193,11 +192,8 @@ def test_childrens_literature_matter():
 # Sherlock Holmes (Standard Ebooks, nav only, SVG cover)
 # ==========================================================================
 @needs_corpus
-def test_sherlock_twelve_stories_fast():
-    t0 = time.perf_counter()
+def test_sherlock_twelve_stories():
     b = read_book(str(CORPUS / SHERLOCK))
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 3.0, f"took {elapsed:.2f}s"
     assert len(b.chapters) == 12
     assert b.chapters[0].title == "A Scandal in Bohemia"
     assert b.chapters[-1].title == "The Adventure of the Copper Beeches"
