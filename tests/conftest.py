@@ -8,6 +8,14 @@ import pytest
 
 import ebook2audio_dask  # noqa: F401  (registers the ebook2audio config defaults before any test saves the config)
 
+try:  # no hypothesis deadline by default: a busy machine must not fail a property test
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:  # hypothesis is part of the dev install; the tests using it skip without it
+    pass
+else:
+    _hypothesis_settings.register_profile("no-deadline", deadline=None)
+    _hypothesis_settings.load_profile("no-deadline")
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 DATA = Path(__file__).resolve().parent / "data"

@@ -85,6 +85,8 @@ class FaultProxy:
         self.status, self.code = 503, "SlowDown"
         self.failed = 0
         self.forwarded = 0
+        #: ``(method, path)`` of every request received, in order.
+        self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -96,6 +98,8 @@ class FaultProxy:
 
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path))
                 if proxy._should_fail(self.command, self.path):
                     payload = _ERROR.format(code=proxy.code, message="injected fault").encode()
                     self.send_response(proxy.status)
