@@ -73,8 +73,8 @@ def test_corpus_passage_through_onnx_is_heard_back(model, corpus):
     assert engine.runtime.session.get_session_options().intra_op_num_threads == 2
     [pcm] = engine.synthesize([passage])
     assert pcm.dtype == np.int16 and engine.sample_rate == 24000
-    seconds = len(pcm) / 24000
-    assert 6 < seconds < 25, seconds  # ~190 characters of prose
+    audio_len = len(pcm) / 24000
+    assert 6 < audio_len < 25, audio_len  # ~190 characters of prose
     result = round_trip(passage, pcm, 24000)
     assert result.wer <= 0.25 and result.longest_missing <= 3, result
 
