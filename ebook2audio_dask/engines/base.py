@@ -9,13 +9,25 @@ once per worker process, by :func:`ebook2audio_dask.engines.load_engine`.
 from __future__ import annotations
 
 import abc
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Engine", "EngineSpec", "VoiceInfo"]
+__all__ = ["Engine", "EngineSpec", "VoiceInfo", "module_missing"]
+
+
+def module_missing(name: str) -> bool:
+    """True when module *name* cannot be imported (found without importing it).
+
+    Engines use it in :meth:`Engine.availability` to say what to install.
+    """
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
 
 
 @dataclass(frozen=True)

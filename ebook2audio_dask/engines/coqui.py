@@ -37,7 +37,6 @@ import fnmatch
 import functools
 import gc
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -54,7 +53,7 @@ from ..logs import get_logger
 from .. import config as e2a_config
 from ..errors import EngineError, one_line
 from ._files import cached_folder, fetch_once, is_remote, local_path, read_json_config
-from .base import Engine, EngineSpec, VoiceInfo
+from .base import Engine, EngineSpec, VoiceInfo, module_missing
 
 __all__ = ["CoquiEngine", "ModelFiles", "locate_model", "coqui_cache_dir"]
 
@@ -83,12 +82,6 @@ _SETTINGS = frozenset(
 _XTTS_INFERENCE = ("temperature", "top_k", "top_p", "repetition_penalty", "length_penalty", "speed")
 _AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
 
-
-def _module_missing(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is None
-    except (ImportError, ValueError):
-        return True
 
 
 def coqui_cache_dir() -> Path:
@@ -520,7 +513,7 @@ class CoquiEngine(Engine):
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """Whether torch and coqui-tts can be imported here (nothing is imported)."""
-        if _module_missing("torch") or _module_missing("TTS"):
+        if module_missing("torch") or module_missing("TTS"):
             return False, _INSTALL_HINT
         return True, ""
 
@@ -617,7 +610,7 @@ class CoquiEngine(Engine):
             p.name.replace("--", "/") for p in cache.glob("tts_models--*") if (p / "config.json").is_file()
         ) if cache.is_dir() else []  # fmt: skip
         info: dict[str, Any] = {"model": cls.default_model(), "downloaded_models": downloaded}
-        if not _module_missing("torch"):
+        if not module_missing("torch"):
             try:
                 import torch
 

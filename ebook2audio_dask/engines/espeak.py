@@ -12,14 +12,13 @@ one module-level lock; it is initialised once per process, on first use.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import threading
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import EngineError, one_line
-from .base import Engine, VoiceInfo
+from .base import Engine, VoiceInfo, module_missing
 
 __all__ = ["EspeakEngine"]
 
@@ -251,11 +250,7 @@ class EspeakEngine(Engine):
         (bool, str)
             ``(True, "")`` or ``(False, reason with the pip command)``.
         """
-        try:
-            missing = importlib.util.find_spec("espeakng_loader") is None
-        except (ImportError, ValueError):
-            missing = True
-        return (False, _INSTALL_HINT) if missing else (True, "")
+        return (False, _INSTALL_HINT) if module_missing("espeakng_loader") else (True, "")
 
     @classmethod
     def voices(cls, model: str | None = None) -> list[VoiceInfo]:

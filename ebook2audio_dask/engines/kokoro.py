@@ -41,7 +41,6 @@ import ctypes
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -58,7 +57,7 @@ from ..logs import get_logger
 from .. import config as e2a_config
 from ..errors import EngineError, UsageError, one_line
 from ._files import cached_folder, fetch_once, is_remote
-from .base import Engine, EngineSpec, VoiceInfo
+from .base import Engine, EngineSpec, VoiceInfo, module_missing
 
 __all__ = ["KokoroEngine", "KokoroFiles", "locate_model", "parse_blend", "phonemize"]
 
@@ -110,12 +109,6 @@ _BLEND_UNITS = 10000
 _MODEL_SUFFIXES = (".onnx", ".pth")
 _VOICE_FILE_SUFFIXES = (".pt", ".npy")
 
-
-def _module_missing(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is None
-    except (ImportError, ValueError):
-        return True
 
 
 # --------------------------------------------------------------------------- model files
@@ -376,7 +369,7 @@ def _as_pack(array: Any, where: str) -> np.ndarray:
 
 
 def _load_pt(path: Path, where: str) -> np.ndarray:
-    if _module_missing("torch"):
+    if module_missing("torch"):
         raise EngineError(
             f"kokoro voice {where} is a torch .pt file: pip install torch, or use a voices .npz"
         )
@@ -544,7 +537,7 @@ def _english_fixes(phonemes: str, american: bool) -> str:
 
 def _misaki_ready() -> bool:
     """misaki's English G2P and the spaCy model it needs are installed (it would download it)."""
-    return not any(_module_missing(name) for name in ("misaki", "spacy", "en_core_web_sm"))
+    return not any(module_missing(name) for name in ("misaki", "spacy", "en_core_web_sm"))
 
 
 def g2p_backend(language: str) -> str:
@@ -850,7 +843,7 @@ class KokoroEngine(Engine):
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """Whether onnxruntime and espeakng-loader can be imported here (nothing is imported)."""
-        if _module_missing("onnxruntime") or _module_missing("espeakng_loader"):
+        if module_missing("onnxruntime") or module_missing("espeakng_loader"):
             return False, _INSTALL_HINT
         return True, ""
 

