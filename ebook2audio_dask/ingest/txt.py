@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import functools
 import re
 from array import array
 from dataclasses import dataclass
@@ -160,11 +161,13 @@ def _drop_italics(text: str) -> str:
 
 def _clean_para(lines: list[str]) -> str:
     text = " ".join(line.strip() for line in lines)
-    text = _drop_placeholders(text)
-    text = PAGE_MARKER_RE.sub(" ", text)
-    text = _FOOTNOTE_MARK_RE.sub("", text)
+    if "[" in text:  # placeholders, page and footnote markers all start with "["
+        text = _drop_placeholders(text)
+        text = PAGE_MARKER_RE.sub(" ", text)
+        text = _FOOTNOTE_MARK_RE.sub("", text)
     text = _drop_italics(text)
-    text = _BOLD_RE.sub(r"\1", text)
+    if "=" in text:
+        text = _BOLD_RE.sub(r"\1", text)
     text = text.replace("--", "\u2014")  # Gutenberg's typewriter em dash
     text = clean(text)
     if _SEPARATOR_RE.match(text or "*"):
@@ -179,7 +182,11 @@ class _Paragraphs:
     kept compactly, so that a long book's cost little more than their text:
     each one's text, three integers in an array, and for the few that may be
     a heading or a contents list, their line or titles.  ``paras[i]`` makes
-    the :class:`_Para` on demand; ``paras[i:j]`` is a view.
+    the :class:`_Para` on demand; ``paras[i:j]`` is a view.  The passes over
+    a whole book use the accessors (:meth:`texts`, :meth:`blank_before`,
+    :meth:`heads`...) instead: making a :class:`_Para` for each paragraph,
+    several times over, was most of the time spent on a book of many short
+    paragraphs.
     """
 
     def __init__(self) -> None:
@@ -195,7 +202,8 @@ class _Paragraphs:
     def add(self, n: int, line: str) -> None:
         """Add line *n* (0-based, in the whole book)."""
         if not line or line.isspace():
-            self._close()
+            if self._lines:
+                self._close()
             self._blank += 1
         else:
             if not self._lines:
@@ -243,7 +251,38 @@ class _Paragraphs:
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
+    def _stop_k(self) -> int:
+        return len(self._texts) if self._stop is None else self._stop
 
+    def texts(self) -> list[str]:
+        """The paragraphs' texts (``texts()[i] == self[i].text``)."""
+        return self._texts[self._start : self._stop_k()]
+
+    def blank_before(self, i: int) -> int:
+        """``self[i].blank_before`` (*i* in range)."""
+        return self._ints[3 * (self._start + i) + 2]
+
+    def first_line(self, i: int) -> int:
+        """``self[i].line`` (*i* in range)."""
+        return self._ints[3 * (self._start + i)]
+
+    def heads(self) -> Iterable[tuple[int, str]]:
+        """``(i, self[i].head)`` for the paragraphs that have one, in order."""
+        start, stop = self._start, self._stop_k()
+        return ((k - start, head) for k, head in self._heads.items() if start <= k < stop)
+
+    def contents(self) -> dict[str, str]:
+        """The first paragraph's :attr:`_Para.contents` that is a contents list, else ``{}``."""
+        start, stop = self._start, self._stop_k()
+        return next((c for k, c in self._contents.items() if start <= k < stop), {})
+
+    def unnumbered_heading(self, i: int) -> bool:
+        """Whether paragraph *i* is an all-capital heading (see :func:`_unnumbered_heading_of`)."""
+        k = 3 * (self._start + i)
+        return _unnumbered_heading_of(self._texts[self._start + i], self._ints[k + 1], self._ints[k + 2])
+
+
+@functools.lru_cache(maxsize=1024)  # a book's headings repeat the same few numerals
 def _number(value: str) -> int | None:
     if value.isdigit():
         return int(value)
@@ -253,28 +292,33 @@ def _number(value: str) -> int | None:
     return roman_to_int(value)
 
 
-def _numbered_heading(p: _Para) -> tuple[str | None, int, str] | None:
-    """(keyword, number, title) when *p* is a numbered chapter heading."""
-    line = p.head  # a single line of at most 80 characters that matches one of the patterns
+def _numbered_heading(line: str | None, blank_before: int) -> tuple[str | None, int, str] | None:
+    """(keyword, number, title) when a paragraph is a numbered chapter heading.
+
+    *line* is the paragraph's :attr:`_Para.head` (its only line when that
+    looks like a heading), *blank_before* the blank lines before it.
+    """
     if line is None:
         return None
     m = _KW_HEADING_RE.match(line)
-    if m and p.blank_before >= 1:
+    if m and blank_before >= 1:
         num = _number(m.group("num"))
         if num is not None:
             return m.group("kw").lower().rstrip("."), num, clean(line)
     m = _NUM_HEADING_RE.match(line)
-    if m and p.blank_before >= 2:
+    if m and blank_before >= 2:
         num = _number(m.group("num"))
         if num is not None:
             return None, num, clean(line)
     return None
 
 
-def _unnumbered_heading(p: _Para) -> bool:
-    if p.n_lines != 1 or not p.text or len(p.text) > 60 or p.blank_before < 3:
+def _unnumbered_heading_of(text: str, n_lines: int, blank_before: int) -> bool:
+    """Whether a paragraph (its text, lines and blank lines before it) is an
+    all-capital heading such as "PRÉFACE."."""
+    if n_lines != 1 or not text or len(text) > 60 or blank_before < 3:
         return False
-    letters = [c for c in p.text if c.isalpha()]
+    letters = [c for c in text if c.isalpha()]
     if len(letters) < 3:
         return False
     upper = sum(1 for c in letters if c.isupper())
@@ -292,15 +336,10 @@ def _contents_list(lines: list[str]) -> dict[str, str] | None:
     return found if len(found) >= 3 and len(found) >= 0.5 * len(lines) else None
 
 
-def _contents_titles(paras: _Paragraphs) -> dict[str, str]:
-    """Numeral → title, from the first paragraph that looks like a contents list."""
-    return next((p.contents for p in paras if p.contents), {})
-
-
 def _title_line(p: _Para | None) -> bool:
     if p is None or p.n_lines != 1 or not p.text or len(p.text) > 70:
         return False
-    if _numbered_heading(p) is not None:
+    if _numbered_heading(p.head, p.blank_before) is not None:
         return False
     letters = [c for c in p.text if c.isalpha()]
     if not letters or p.text[-1] in ",;:?!" or p.text.count(". ") > 1:
@@ -343,7 +382,7 @@ def _chapter_run(paras: _Paragraphs, headings: dict[int, tuple[str | None, int, 
         runs.append(current)
 
     bounds = sorted(members + parts)
-    words = array("q", accumulate((len(p.text.split()) for p in paras), initial=0))
+    words = array("q", accumulate((len(t.split()) for t in paras.texts()), initial=0))
     # words[j]: words in paras[:j]
 
     def weight(run: list[int]) -> int:
@@ -414,14 +453,15 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
     n = -1
     for n, line in enumerate(lines):
         if start is None:
-            if PG_START_RE.match(line):
+            # (the "in" tests only skip lines the patterns cannot match, quickly)
+            if "***" in line and PG_START_RE.match(line):
                 start = n
                 part.add(n, line)
                 header = part.finish()
                 fields = pg_header_fields(field_lines)
                 part = _Paragraphs()
                 continue
-            if PG_FIELD_RE.match(line):
+            if ":" in line and PG_FIELD_RE.match(line):
                 field_lines.append(line)
         elif end is None and PG_END_RE.match(line):
             end = n
@@ -435,8 +475,8 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
 
     header_section = Section("", [], "line 1", hint="pg")
     if start is not None:
-        header_section.blocks = [Block(p.text) for p in header if p.text]
-        first_text = next((k for k, p in enumerate(paras) if p.text), len(paras))
+        header_section.blocks = [Block(t) for t in header.texts() if t]
+        first_text = next((k for k, t in enumerate(paras.texts()) if t), len(paras))
         paras = paras[first_text:]
         if paras and PG_CREDITS_RE.match(paras[0].text):
             header_section.blocks.append(Block(paras[0].text))
@@ -448,18 +488,22 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
         )
     footer = Section("", [], f"line {text_to + 1}", hint="pg")
     if end is not None:
-        footer.blocks = [Block(p.text) for p in footer_paras if p.text]
+        footer.blocks = [Block(t) for t in footer_paras.texts() if t]
         footer.title = (
             footer.blocks[0].text if footer.blocks and len(footer.blocks[0].text) <= 100 else ""
         )
 
-    headings = {i: h for i, p in enumerate(paras) if (h := _numbered_heading(p)) is not None}
-    if sum(1 for i in headings if paras[i].blank_before >= 2) >= 2:
+    texts = paras.texts()  # texts[i] == paras[i].text
+    headings = {
+        i: h for i, head in paras.heads() if (h := _numbered_heading(head, paras.blank_before(i))) is not None
+    }
+    if sum(1 for i in headings if paras.blank_before(i) >= 2) >= 2:
         # The book sets its headings apart with blank lines (Gutenberg uses
         # four): single-spaced "CHAPTER I. ..." lines are a contents list.
-        headings = {i: h for i, h in headings.items() if paras[i].blank_before >= 2}
+        headings = {i: h for i, h in headings.items() if paras.blank_before(i) >= 2}
     run = _chapter_run(paras, headings)
-    contents = _contents_titles(paras[: run[0]] if run else paras)
+    # numeral -> title, from the first paragraph before the chapters that is a contents list
+    contents = (paras[: run[0]] if run else paras).contents()
 
     starts: dict[int, str] = {}  # para index -> title
     tail_from = len(paras)  # first paragraph after the last chapter
@@ -471,13 +515,13 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
             title = headings[i][2]
             if _NUM_HEADING_RE.match(title) and not _NUM_HEADING_RE.match(title).group("title"):
                 numeral = _NUM_HEADING_RE.match(title).group("num")
-                nxt = next((paras[j] for j in range(i + 1, len(paras)) if paras[j].text), None)
+                nxt = next((paras[j] for j in range(i + 1, len(paras)) if texts[j]), None)
                 if numeral in contents:
                     title = contents[numeral]
                 elif _title_line(nxt):
                     title = f"{title} {nxt.text}"
             elif _KW_HEADING_RE.match(title) and not _KW_HEADING_RE.match(title).group("title"):
-                nxt = next((paras[j] for j in range(i + 1, len(paras)) if paras[j].text), None)
+                nxt = next((paras[j] for j in range(i + 1, len(paras)) if texts[j]), None)
                 if _title_line(nxt):
                     title = f"{title} {nxt.text}"
             starts[i] = title
@@ -490,7 +534,7 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
         parts = [i for i, (kw, _, _) in headings.items() if kw in _PART_KEYWORDS and i < last]
         long_from = array("q", [len(paras)]) * (len(paras) + 1)  # first paragraph >= j of 15+ words
         for j in range(len(paras) - 1, -1, -1):
-            long_from[j] = j if len(paras[j].text.split()) >= 15 else long_from[j + 1]
+            long_from[j] = j if len(texts[j].split()) >= 15 else long_from[j + 1]
         for p in reversed(parts):  # "VOLUME I" / "BOOK ONE" / "CHAPTER I" nest
             k = bisect.bisect_right(ordered, p)
             if k == len(ordered):
@@ -510,18 +554,18 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
             (
                 j
                 for j in range(last + 1, len(paras))
-                if (j in headings and j not in starts) or _unnumbered_heading(paras[j])
+                if (j in headings and j not in starts) or paras.unnumbered_heading(j)
             ),
             len(paras),
         )
         body_start = first
         for j in list(range(0, first)) + list(range(tail_from, len(paras))):
-            if _unnumbered_heading(paras[j]) or j == tail_from:
-                starts.setdefault(j, paras[j].text)
+            if paras.unnumbered_heading(j) or j == tail_from:
+                starts.setdefault(j, texts[j])
     else:
-        for j, p in enumerate(paras):
-            if _unnumbered_heading(p):
-                starts[j] = p.text
+        for j in range(len(paras)):
+            if paras.unnumbered_heading(j):
+                starts[j] = texts[j]
     if 0 not in starts:
         starts[0] = ""
 
@@ -531,11 +575,11 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
     order = sorted(starts)
     for n, i in enumerate(order):
         stop = order[n + 1] if n + 1 < len(order) else len(paras)
-        chunk = [p for p in paras[i:stop] if p.text]
+        chunk = [t for t in texts[i:stop] if t]
         if not chunk:
             continue
-        blocks = [Block(p.text, 2 if (j == 0 and starts[i]) else 0) for j, p in enumerate(chunk)]
-        title = starts[i] or (chunk[0].text if len(chunk[0].text) <= 80 else "")
+        blocks = [Block(t, 2 if (j == 0 and starts[i]) else 0) for j, t in enumerate(chunk)]
+        title = starts[i] or (chunk[0] if len(chunk[0]) <= 80 else "")
         hint = None
         if run:
             # The chapter sequence defines the body: what comes before it is
@@ -547,7 +591,7 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
             elif i >= tail_from:
                 hint = "back"
             # else: a part heading, classified (and folded) by assemble()
-        sections.append(Section(title, blocks, f"line {paras[i].line + 1}", hint=hint))
+        sections.append(Section(title, blocks, f"line {paras.first_line(i) + 1}", hint=hint))
     if footer.blocks:
         sections.append(footer)
 
