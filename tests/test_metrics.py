@@ -42,7 +42,7 @@ def _options(tmp_path: Path) -> e2a.ConvertOptions:
     )
 
 
-def _wait_for(check, timeout: float = 20.0):
+def _wait_for(check, timeout: float = 60.0):
     """Poll *check* (workers send their metrics with heartbeats) until it is truthy."""
     deadline = time.monotonic() + timeout
     while True:
