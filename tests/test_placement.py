@@ -84,7 +84,7 @@ def _options(tmp_path: Path, **kwargs) -> e2a.ConvertOptions:
 
 def _hold(event: Event) -> bool:
     """Occupy a worker thread until *event* is set."""
-    return event.wait(timeout=60)
+    return event.wait(timeout=300)
 
 
 def _computed_on(worker) -> set[str]:
@@ -107,18 +107,18 @@ def _convert(address: str, source: str, options: e2a.ConvertOptions, *, block_on
             event = Event("test-placement-hold", client=client)
             blocker = client.submit(_hold, event, key="hold-gpu", workers=[block_on], pure=False)
             # the holder must be running before the book is submitted
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 120
             while not client.processing(workers=[block_on]).get(block_on):
                 assert time.monotonic() < deadline, "the holding task never started"
                 time.sleep(0.05)
         job = e2a.submit_book(client, source, options)
         try:
-            job.plan.result(timeout=30)
+            job.plan.result(timeout=300)
             job.submit_synthesis()
             if blocker is not None:
                 event.set()
-                assert blocker.result(timeout=30) is True
-            job.merge.result(timeout=60)
+                assert blocker.result(timeout=300) is True
+            job.merge.result(timeout=600)
             batches: list[BatchResult] = [f.result() for f in job.batches]
             report = job.report()
             job.publish(report)
@@ -146,7 +146,7 @@ def _check_book(report: dict, batches: list[BatchResult], out: Path) -> None:
         ("127.0.0.1", 2),  # more threads and no resources: attractive for anything unrestricted
     ],
     config=E2A_DEFAULTS,
-    timeout=60,
+    timeout=900,
 )
 async def test_synthesis_runs_only_on_gpu_workers(s, gpu_a, gpu_b, cpu, corpus, tmp_path):
     placement = Placement(s)
@@ -165,7 +165,7 @@ async def test_synthesis_runs_only_on_gpu_workers(s, gpu_a, gpu_b, cpu, corpus, 
     assert {b.worker for b in batches} == placement.workers_of("synthesize")
     # they asked for the configured resources; the other stages asked for none
     assert all(placement.restrictions[k] == {"GPU": 1} for k in synth)
-    for stage in ("parse", "chunk", "merge"):
+    for stage in ("parse", "chunk", "cover", "merge"):
         [key] = placement.stage_keys(stage)
         assert placement.restrictions[key] == {}, (key, placement.restrictions[key])
     # the workers' own logs tell the same story
@@ -176,15 +176,16 @@ async def test_synthesis_runs_only_on_gpu_workers(s, gpu_a, gpu_b, cpu, corpus, 
 @gen_cluster(
     nthreads=[("127.0.0.1", 1, {"resources": {"GPU": 1}}), ("127.0.0.1", 1)],
     config=E2A_DEFAULTS,
-    timeout=60,
+    timeout=900,
 )
 async def test_unrestricted_stages_run_on_a_worker_without_resources(s, gpu, cpu, corpus, tmp_path):
-    """parse, chunk and merge are free to use a CPU-only worker (not only *may*: here they do).
+    """parse, chunk and cover are free to use a CPU-only worker (not only *may*: here they do).
 
     The GPU worker's one thread is held while the book is parsed and planned,
-    so those tasks can only go to the CPU-only worker; the merge follows its
-    input there.  Synthesis waits for the GPU worker rather than use the idle
-    CPU-only one.
+    so those tasks can only go to the CPU-only worker.  (The merge, which
+    asks for no resources either, goes wherever Dask finds it cheapest once
+    the batches are done.)  Synthesis waits for the GPU worker rather than
+    use the idle CPU-only one.
     """
     placement = Placement(s)
     s.add_plugin(placement)
@@ -194,8 +195,10 @@ async def test_unrestricted_stages_run_on_a_worker_without_resources(s, gpu, cpu
     )
     _check_book(report, batches, tmp_path / "out")
     assert placement.ran_on["hold-gpu"] == [gpu.address]
-    for stage in ("parse", "chunk", "merge"):
+    for stage in ("parse", "chunk", "cover"):
         assert placement.workers_of(stage) == {cpu.address}, (stage, placement.ran_on)
+    [merge] = placement.stage_keys("merge")
+    assert placement.restrictions[merge] == {}
     assert placement.workers_of("synthesize") == {gpu.address}, placement.ran_on
     assert {b.worker for b in batches} == {gpu.address}
     assert report["chunks_per_worker"] == {gpu.address: report["totals"]["chunks_synthesized"]}
@@ -218,7 +221,7 @@ async def test_unrestricted_stages_run_on_a_worker_without_resources(s, gpu, cpu
         ("127.0.0.1", 1),
     ],
     config=E2A_DEFAULTS,
-    timeout=60,
+    timeout=900,
 )
 async def test_custom_resources_go_only_to_workers_with_enough(
     s, w_gpu1, w_gpu2, w_tts, w_cpu, resources, allowed, corpus, tmp_path
@@ -236,6 +239,6 @@ async def test_custom_resources_go_only_to_workers_with_enough(
     assert placement.workers_of("synthesize") <= permitted, placement.ran_on
     assert {b.worker for b in batches} <= permitted
     assert set(report["chunks_per_worker"]) <= permitted
-    for stage in ("parse", "chunk", "merge"):
+    for stage in ("parse", "chunk", "cover", "merge"):
         [key] = placement.stage_keys(stage)
         assert placement.restrictions[key] == {}

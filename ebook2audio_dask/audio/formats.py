@@ -42,14 +42,14 @@ from .m4b import (
     BookTags,
     ChapterMark,
     _check_chapters,
+    _container_args,
     _iso639_2,
     _mux_args,
-    _remux,
     _stderr_tail,
     ffmpeg_exe,
 )
 
-__all__ = ["FORMATS", "FormatInfo", "Loudness", "OutputSpec", "PartEncoder", "finish_file", "normalize_part", "SPLITS"]
+__all__ = ["FORMATS", "FinalFile", "FormatInfo", "Loudness", "OutputSpec", "PartEncoder", "finish_file", "normalize_part", "SPLITS"]
 
 log = get_logger(__name__)
 
@@ -225,9 +225,11 @@ class PartEncoder:
         The file to write.
     """
 
-    def __init__(self, spec: OutputSpec, sample_rate: int, path: str | os.PathLike, *, measure: bool = False):
+    def __init__(self, spec: OutputSpec, sample_rate: int, path: str | os.PathLike, *, measure: bool = False,
+                 final: "FinalFile | None" = None):  # fmt: skip
         self.path = Path(path)
         self.measure = measure
+        self.final = final
         self.samples = 0
         self._bytes = 0
         info = spec.info
@@ -238,6 +240,11 @@ class PartEncoder:
         cmd = [ffmpeg_exe(), *head, "-f", "s16le", "-ar", str(int(sample_rate)), "-ac", "1", "-i", "pipe:0"]
         if measure:  # a LoudnessMeter: loudnorm's first pass, no output
             cmd += ["-af", spec.loudnorm.filter(sample_rate).split(",")[0] + ":print_format=json", "-f", "null", "-"]
+        elif final is not None:  # one pass: the finished file, with its tags, chapters and cover
+            if spec.loudnorm is not None:
+                raise ValueError("loudness normalisation needs two passes")
+            before, after = _final_args(spec, final, int(sample_rate), self.path)
+            cmd += before + codec + after
         else:
             if spec.loudnorm is not None:
                 cmd += ["-af", spec.loudnorm.filter(sample_rate)]
@@ -289,6 +296,8 @@ class PartEncoder:
             if status != 0:
                 raise RuntimeError(f"ffmpeg failed (exit status {status}) writing {self.path.name}: "
                                    f"{_stderr_tail(self._stderr)}")  # fmt: skip
+            if self.final is not None:
+                _after_ffmpeg(self.final, self.path)
             return self.samples
         except BaseException:
             self.kill()
@@ -326,6 +335,57 @@ def normalize_part(spec: OutputSpec, sample_rate: int, source: str | os.PathLike
         raise RuntimeError(f"ffmpeg failed normalising {Path(path).name}: {' | '.join(tail)}")
 
 
+@dataclass(frozen=True)
+class FinalFile:
+    """What makes a finished file: its format, tags, chapter marks and cover.
+
+    *cover_path* is a JPEG or PNG prepared by :func:`~.m4b.prepare_cover`;
+    *workdir* holds the ffmetadata file written for ffmpeg.
+    """
+
+    spec: OutputSpec
+    tags: BookTags
+    marks: tuple[ChapterMark, ...]
+    sample_rate: int
+    cover_path: Path | None
+    workdir: Path
+
+    @classmethod
+    def make(cls, spec: OutputSpec, *, sample_rate: int, chapters: Sequence[ChapterMark], tags: BookTags,
+             cover_path: Path | None, workdir: Path) -> "FinalFile":  # fmt: skip
+        marks = tuple(_check_chapters(chapters)) if spec.info.chapters else ()
+        return cls(spec, tags, marks, int(sample_rate), cover_path, Path(workdir))
+
+
+def _final_args(spec: OutputSpec, final: FinalFile, sample_rate: int, out_path: Path) -> tuple[list[str], list[str]]:
+    """ffmpeg arguments after audio input 0: (inputs, maps and tags; muxer options and path), around the codec."""
+    if spec.format == "m4b":
+        before = _mux_args(final.tags, final.marks, sample_rate, final.cover_path, final.workdir)
+        return before, _container_args(final.tags, out_path)
+    ffmpeg_cover = final.cover_path if spec.format in ("mp3", "flac") else None
+    vorbis = spec.format in ("opus", "flac")  # chapters as Vorbis comments, written by mutagen
+    before = _mux_args(final.tags, [] if vorbis else final.marks, sample_rate, ffmpeg_cover, final.workdir)
+    after: list[str] = []
+    language = _iso639_2(final.tags.language)
+    if language and spec.format != "wav":
+        after += ["-metadata", f"language={language}"]
+    if spec.format == "mp3":
+        after += ["-id3v2_version", "3", "-write_id3v1", "1"]
+        if ffmpeg_cover is not None:
+            after += ["-metadata:s:v", "title=Album cover", "-metadata:s:v", "comment=Cover (front)"]
+    if spec.format == "wav":
+        after += ["-rf64", "auto"]
+    return before, after + ["-f", spec.info.muxer, str(out_path)]
+
+
+def _after_ffmpeg(final: FinalFile, out_path: Path) -> None:
+    """What mutagen adds after ffmpeg: Vorbis-comment chapters (Opus, FLAC) and the Opus cover."""
+    if final.spec.format in ("opus", "flac") and final.marks:
+        _vorbis_chapters(out_path, final.spec.format, final.marks, final.sample_rate)
+    if final.spec.format == "opus" and final.cover_path is not None:
+        _opus_cover(out_path, final.cover_path)
+
+
 def finish_file(
     spec: OutputSpec,
     audio_path: str | os.PathLike,
@@ -340,39 +400,22 @@ def finish_file(
     """Pass 2: copy the pass-1 audio into *out_path* with tags, chapters and cover.
 
     *cover_path* is a JPEG or PNG prepared by :func:`~.m4b.prepare_cover`.
+    (When the chapter times are known before encoding, a :class:`PartEncoder`
+    given a :class:`FinalFile` writes the finished file in one pass instead.)
     """
     out_path = Path(out_path)
-    marks = _check_chapters(chapters) if spec.info.chapters else []
-    head = [ffmpeg_exe(), *_HEAD]
+    final = FinalFile.make(spec, sample_rate=sample_rate, chapters=chapters, tags=tags, cover_path=cover_path,
+                           workdir=workdir)  # fmt: skip
+    before, after = _final_args(spec, final, int(sample_rate), out_path)
+    cmd = [ffmpeg_exe(), *_HEAD, "-i", str(audio_path), *before, "-c:a", "copy", *after]
     with tempfile.TemporaryFile(dir=workdir) as stderr:
-        if spec.format == "m4b":
-            _remux(head, Path(audio_path), tags, marks, int(sample_rate), cover_path, workdir, out_path, stderr)
-            return
-        ffmpeg_cover = cover_path if spec.format in ("mp3", "flac") else None
-        vorbis = spec.format in ("opus", "flac")  # chapters as Vorbis comments, written by mutagen
-        cmd = head + ["-i", str(audio_path)]
-        cmd += _mux_args(tags, [] if vorbis else marks, int(sample_rate), ffmpeg_cover, workdir)
-        cmd += ["-c:a", "copy"]
-        language = _iso639_2(tags.language)
-        if language and spec.format != "wav":
-            cmd += ["-metadata", f"language={language}"]
-        if spec.format == "mp3":
-            cmd += ["-id3v2_version", "3", "-write_id3v1", "1"]
-            if ffmpeg_cover is not None:
-                cmd += ["-metadata:s:v", "title=Album cover", "-metadata:s:v", "comment=Cover (front)"]
-        if spec.format == "wav":
-            cmd += ["-rf64", "auto"]
-        cmd += ["-f", spec.info.muxer, str(out_path)]
         try:
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                                   check=False)  # fmt: skip
             if done.returncode != 0:
                 raise RuntimeError(f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: "
                                    f"{_stderr_tail(stderr)}")  # fmt: skip
-            if vorbis and marks:
-                _vorbis_chapters(out_path, spec.format, marks, int(sample_rate))
-            if spec.format == "opus" and cover_path is not None:
-                _opus_cover(out_path, cover_path)
+            _after_ffmpeg(final, out_path)
         except BaseException:
             out_path.unlink(missing_ok=True)
             raise

@@ -3,13 +3,18 @@
 For each book::
 
     parse ──► chunk ──► synthesize[0..n] (resource-tagged) ──► merge
+          └─► cover ───────────────────────────────────────────┘
 
-``parse`` and ``chunk`` are submitted for every book at once.  When a book's
-plan arrives at the client, the chunk store is listed once, the chunks not in
-it are grouped into batches and submitted as synthesize tasks that request
-the configured worker resources (default ``{"GPU": 1}``), and a merge task
-that depends on them is submitted with a higher priority, so finished books
-are written before new synthesis starts.
+``parse``, ``chunk`` and ``cover`` are submitted for a window of books at a
+time (``ebook2audio.books-in-flight``), at a priority above all synthesis.
+When a book's plan arrives at the client, the chunk store is asked about
+that book's keys only, the chunks not in it are grouped into batches and
+submitted as synthesize tasks that request the configured worker resources
+(default ``{"GPU": 1}``), and a merge task that *depends* on them is
+submitted with a higher priority: Dask starts it when the last batch is
+done, before any later book's synthesis, so books finish in order and a
+merge costs no worker and no scheduler traffic while it waits.  As each
+book ends, the next one in the input is started.
 
 Jupyter users can drive the stages themselves with :func:`submit_book`, which
 returns a :class:`BookJob` holding the futures.
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dask.base import tokenize
-from distributed import Client, Event, Future, Variable, as_completed, span, wait
+from distributed import Client, Event, Future, as_completed, span, wait
 
 from ..logs import get_logger
 from .. import config
@@ -40,9 +45,11 @@ from .report import build_report, dumps_report
 from ..engines import get_engine_class, with_runtime
 from .tasks import (
     BatchResult,
+    LostBatch,
     _killed_worker,
     MergeResult,
     PlanRequest,
+    cover_task,
     merge_task,
     parse_task,
     plan_task,
@@ -209,7 +216,8 @@ class BookJob:
         The merge task.
     """
 
-    def __init__(self, client: Client, source: str, options: ConvertOptions, *, priority: int = 0):
+    def __init__(self, client: Client, source: str, options: ConvertOptions, *, priority: int = 0,
+                 start: bool = True):  # fmt: skip
         self.client = client
         self.source = source
         self.options = options
@@ -224,40 +232,62 @@ class BookJob:
         #: The dead-letter file: chunks that could not be synthesised (JSON lines).
         self.failures_url = join(options.output, fit_name(self.name, ".failures.jsonl"))
         self.priority = priority
-        self.started = time.time()
         self.store = options.store()
-        request = options.plan_request()
-        token = tokenize(source, options.include_matter, request, self.started)
-        include_matter = bool(config.get("include-matter", override=options.include_matter))
-        with self.span():
-            self.parse: Future = client.submit(
-                parse_task, source, include_matter, options.storage_options,
-                key=f"parse-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
-            )
-            self.plan: Future = client.submit(
-                plan_task, self.parse, request,
-                key=f"chunk-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
-            )
-        self.token = token
+        self.parse: Future | None = None
+        self.plan: Future | None = None
+        self.cover: Future | None = None
+        self.token = ""
+        self.started = 0.0
         self.batches: list[Future] = []
-        self.batch_vars: list[Variable] = []
         self.merge: Future | None = None
         self.book_plan: BookPlan | None = None
         self.cached_sizes: dict[str, int] = {}
         self.n_batches_chunks: list[int] = []
         #: Name of the distributed.Event that tells this book's merge to stop.
-        self.stop_event = f"ebook2audio-stop-{self.stem}-{token}"
+        self.stop_event = ""
         self.resources: dict[str, float] = {}
-        #: The merge's arguments, kept to submit it again after KilledWorker.  Plain
-        #: submit arguments, not a partial: Dask finds the parse future only there.
+        #: The merge's arguments, kept to submit it again (KilledWorker).  Plain submit
+        #: arguments, not a partial: Dask finds the futures (its dependencies) only there.
         self._merge_args: tuple = ()
         self._merge_kwargs: dict[str, Any] = {}
-        #: Times the merge was submitted again after Dask gave up on it (KilledWorker).
+        #: Batches Dask gave up on (KilledWorker), by index: their chunks are dead letters.
+        self.lost: dict[int, LostBatch] = {}
+        #: Times the merge was submitted again after Dask gave up on the merge itself (KilledWorker).
         self.merge_restarts = 0
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
         #: The merge's result, once :meth:`report` has fetched it.
         self.merged: MergeResult | None = None
+        if start:
+            self.start()
+
+    @property
+    def is_started(self) -> bool:
+        return self.plan is not None
+
+    def start(self) -> None:
+        """Submit the book's parse, chunk and cover tasks (:func:`run_jobs` starts books a window at a time)."""
+        if self.plan is not None:
+            return
+        options = self.options
+        self.started = time.time()
+        request = options.plan_request()
+        token = tokenize(self.source, options.include_matter, request, self.started)
+        include_matter = bool(config.get("include-matter", override=options.include_matter))
+        with self.span():
+            self.parse = self.client.submit(
+                parse_task, self.source, include_matter, options.storage_options,
+                key=f"parse-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+            )
+            self.plan = self.client.submit(
+                plan_task, self.parse, request,
+                key=f"chunk-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+            )
+            self.cover = self.client.submit(
+                cover_task, self.parse, key=f"cover-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+            )
+        self.token = token
+        self.stop_event = f"ebook2audio-stop-{self.stem}-{token}"
 
     def span(self):
         """The Dask span of the book's tasks: tags ``ebook2audio`` and the book's stem.
@@ -267,7 +297,7 @@ class BookJob:
         return span("ebook2audio", self.stem)
 
     def submit_synthesis(self, backlog: int = 0) -> None:
-        """Gather the plan, list the chunk store once and submit synthesize + merge.
+        """Gather the plan, look up its chunks in the store and submit synthesize + merge.
 
         *backlog*: characters of the run's other books that will be
         synthesised after this one (see :meth:`BookPlan.batches`).
@@ -278,9 +308,9 @@ class BookJob:
     def _submit_synthesis(self, backlog: int) -> None:
         plan: BookPlan = self.plan.result()
         self.book_plan = plan
-        present = self.store.list_sizes(plan.spec.engine)
-        wanted = {c.key for c in plan.chunks}
-        self.cached_sizes = {k: v for k, v in present.items() if k in wanted}
+        # One lookup per key of this book (never a listing of the whole store, whose
+        # cost would grow with every book converted before).
+        self.cached_sizes = self.store.sizes(plan.spec.engine, list({c.key: None for c in plan.chunks}))
         batch_chars = int(config.get("synthesize.batch-chars", override=self.options.batch_chars))
         resources = self.options.resources
         if resources is None:  # {} (no restriction) is a valid choice; None means "from config"
@@ -319,30 +349,57 @@ class BookJob:
                     priority=self.priority + 1 - i / len(batches), pure=False,
                 )
             )
-        # The merge does not depend on the batches (Dask would start it only after
-        # the last one): it starts at once and gets each batch's future through a
-        # named Variable, so it streams chunks into the encoder as they are made.
-        for i, future in enumerate(self.batches):
-            var = Variable(f"ebook2audio-{self.stem}-{self.token}-{i}", client=self.client)
-            var.set(future)
-            self.batch_vars.append(var)
         allow_gaps = bool(config.get("synthesize.allow-gaps", False, override=self.options.allow_gaps))
+        # The merge depends on the plan, the cover and every batch: Dask starts it when
+        # the last batch is done (ahead of later books' synthesis: a higher priority).
         self._merge_args = (
-            self.parse, plan, tuple(v.name for v in self.batch_vars), chunk_batch, self.store,
+            self.plan, self.cover, tuple(self.batches), chunk_batch, self.store,
             self.output, self.options.output_options, None, self.cached_sizes, self.stop_event,
         )
         self._merge_kwargs = {"allow_gaps": allow_gaps, "failures_url": self.failures_url,
                               "output_spec": self.output_spec}
         self.submit_merge()
+        # The parsed book is no longer needed (Dask recomputes it should the plan or
+        # cover be lost with a worker).
+        if self.parse is not None:
+            self.parse.release()
+            self.parse = None
 
     def submit_merge(self) -> None:
-        """Submit the merge task (again, after its workers kept dying: a new key)."""
-        suffix = f"-{self.merge_restarts}" if self.merge_restarts else ""
+        """Submit the merge task (again after KilledWorker: a new key, lost batches left out)."""
+        args = list(self._merge_args)
+        args[2] = tuple(None if i in self.lost else f for i, f in enumerate(self.batches))
+        attempt = self.merge_restarts + len(self.lost)
+        suffix = f"-{attempt}" if attempt else ""
         with self.span():
             self.merge = self.client.submit(
-                merge_task, *self._merge_args, **self._merge_kwargs,
+                merge_task, *args, **self._merge_kwargs, lost=dict(self.lost),
                 key=f"merge-{self.stem}-{self.token}{suffix}", priority=self.priority + 10, pure=False,
             )
+
+    def merge_failed(self, exc: BaseException) -> bool:
+        """The merge erred with *exc*: submit it again if a batch or the merge's worker was lost.
+
+        A batch Dask gave up on (KilledWorker) becomes dead letters and the
+        merge goes on without it; a merge killed with its workers is tried
+        again :data:`MERGE_RESTARTS` times.  Returns False when the book has
+        failed (a batch's own error, or too many restarts).
+        """
+        if not _killed_worker(exc):
+            return False
+        newly = {i: LostBatch.from_exception(f.exception()) for i, f in enumerate(self.batches)
+                 if i not in self.lost and f.status == "error" and _killed_worker(f.exception())}  # fmt: skip
+        if newly:
+            self.lost.update(newly)
+            logger.warning("%s: %d synthesize task(s) kept killing their workers; their chunks go to the "
+                           "dead-letter file", self.source, len(newly))  # fmt: skip
+        elif self.merge_restarts < MERGE_RESTARTS:
+            self.merge_restarts += 1
+            logger.warning("%s: the merge's workers died; merging again (%d)", self.source, self.merge_restarts)
+        else:
+            return False
+        self.submit_merge()
+        return True
 
     def _synth_slots(self, resources: dict[str, float] | None) -> int:
         """How many synthesize tasks the cluster can run at once right now."""
@@ -359,7 +416,10 @@ class BookJob:
 
     @property
     def n_chunks(self) -> int:
-        return len(self.book_plan.chunks) if self.book_plan else 0
+        """Chunks in the book's plan (0 until the plan is known)."""
+        if self.book_plan is not None:
+            self._n_chunks = len(self.book_plan.chunks)
+        return getattr(self, "_n_chunks", 0)
 
     def report(self) -> dict:
         """The book's report (see :func:`ebook2audio_dask.pipeline.report.build_report`)."""
@@ -402,25 +462,29 @@ class BookJob:
         if merged is not None and merged.publication is not None:
             merged.publication.discard(self.options.output_options)
 
+    def discard_if_done(self) -> None:
+        """Delete what a merge staged when it finished after its book had failed."""
+        if self.merge is not None and self.merge.status == "finished":
+            self.discard()
+
     def cancel(self) -> None:
         """Cancel the book's remaining tasks.
 
-        ``force=True`` also cancels them for the merge task's worker client,
-        so a merge waiting for a batch stops at once (its ffmpeg is killed and
-        its temporary file removed).  The Variables are kept until the merge
-        has ended (:meth:`release`): a merge that has not fetched a batch yet
-        must find it, cancelled, rather than wait for it.
+        A merge already running finishes its file but, seeing the book's stop
+        event set, publishes nothing and removes what it staged.
         """
         if self.merge is not None:
-            try:  # the merge polls this: it stops (and kills its ffmpeg) within a second
+            try:
                 Event(self.stop_event, client=self.client).set()
             except Exception:  # pragma: no cover - scheduler already gone
                 logger.debug("could not set %s", self.stop_event, exc_info=True)
-        self.client.cancel(self.futures(), force=True)
+        futures = self.futures()
+        if futures:
+            self.client.cancel(futures, force=True)
 
     def futures(self) -> list[Future]:
-        """Every future of the book: parse, plan, batches and merge (once submitted)."""
-        return [self.parse, self.plan, *self.batches] + ([self.merge] if self.merge else [])
+        """Every future of the book still held: parse, plan, cover, batches and merge."""
+        return [f for f in (self.parse, self.plan, self.cover, *self.batches, self.merge) if f is not None]
 
     def forget(self) -> None:
         """Release the book's futures once its result is known.
@@ -428,21 +492,20 @@ class BookJob:
         A finished task whose result lived on a worker that then died is
         recomputed as long as a future holds it: a done book must not be
         merged (or synthesised) again because a worker went away later.
+        The plan is dropped from the client too: a long run holds only its
+        books in flight.
         """
         for future in self.futures():
             try:
                 future.release()
             except Exception:  # pragma: no cover - client already closing
                 logger.debug("could not release %s", future.key, exc_info=True)
+        self._merge_args = ()
+        self.book_plan = None
+        self.cached_sizes = {}
 
     def release(self) -> None:
-        """Delete the Variables that handed the batches to the merge task (and its stop event)."""
-        for var in self.batch_vars:
-            try:
-                var.delete()
-            except Exception:  # pragma: no cover - scheduler already gone
-                pass
-        self.batch_vars = []
+        """Clear the book's stop event once its merge has ended."""
         if self.merge is not None and self.merge.done():
             try:
                 Event(self.stop_event, client=self.client).clear()
@@ -539,18 +602,33 @@ def run_jobs(
     pending = as_completed()
     watch = _ResourceWatch([job for job in jobs], float(config.get("cluster.no-workers-timeout")))
     watch.start()
-    for job in jobs:
-        by_future[job.plan] = ("plan", job, 0)
-        pending.add(job.plan)
-    # Plans are cheap and run first: give them a moment, so each book's batches
-    # can be sized knowing the books queued behind it.
-    try:
-        wait([job.plan for job in jobs], timeout=float(config.get("synthesize.plan-wait", 0.5)))
-    except TimeoutError:
-        pass
+    # Books start a window at a time, highest priority first (input order within a
+    # priority): a long library holds only its books in flight, on the client and
+    # on the cluster, and the first books do not wait for every book to be parsed.
+    queue = sorted((job for job in jobs if not job.is_started), key=lambda j: -j.priority)
+    window = _books_in_flight(jobs)
+
+    #: Books started and not yet done (at most the window, plus those the caller started).
+    active: dict[int, BookJob] = {id(job): job for job in jobs if job.is_started}
+    queue.reverse()  # popped from the end: the highest priority first
+
+    def start_more() -> None:
+        for key in [k for k in active if k in results]:
+            del active[key]
+        while queue and len(active) < window:
+            job = queue.pop()
+            active[id(job)] = job
+            try:
+                job.start()
+            except Exception as exc:  # noqa: BLE001 - e.g. the scheduler went away
+                fail(job, exc)
+                continue
+            by_future[job.plan] = ("plan", job, 0)
+            pending.add(job.plan)
 
     def backlog(job: BookJob) -> int:
-        later = [j for j in jobs if j is not job and j.priority < job.priority and id(j) not in results]
+        later = [j for j in active.values() if j is not job and j.priority < job.priority
+                 and id(j) not in results]  # fmt: skip
         return sum(j.plan.result().chars for j in later if j.plan.done() and j.plan.status == "finished")
 
     def fail(job: BookJob, exc: BaseException) -> None:
@@ -566,45 +644,71 @@ def run_jobs(
         if not lost:
             log_book_event(job.client, "book-failed", job.source, output=job.output,
                            error=results[id(job)].error, exit_code=code)
-        job.cancel()
+        if job.is_started:
+            job.cancel()
         if bars is not None:
             bars.book_done(job)
         if on_result:
             on_result(results[id(job)])
 
+    for job in jobs:
+        if job.is_started:  # started by the caller (submit_book)
+            by_future[job.plan] = ("plan", job, 0)
+            pending.add(job.plan)
+    start_more()
+    # Plans are cheap and run first: give them a moment, so each book's batches
+    # can be sized knowing the books queued behind it.
+    try:
+        wait([job.plan for job in jobs if job.plan is not None],
+             timeout=float(config.get("synthesize.plan-wait", 0.5)))  # fmt: skip
+    except TimeoutError:
+        pass
+
     try:
         for future in pending:
             stage, job, n = by_future.pop(future)
-            restart = (stage == "merge" and id(job) not in results and future.status == "error"
-                       and job.merge_restarts < MERGE_RESTARTS and _killed_worker(future.exception()))  # fmt: skip
-            if (stage == "merge" and not restart) or (id(job) in results and job.merge is None):
-                job.release()  # the merge has ended (or never started): its Variables can go
             if id(job) in results:
+                if stage == "merge":
+                    job.release()
+                    job.discard_if_done()
                 continue
-            if restart:
-                # The merge only waits and streams: it dies with a worker that another
-                # task kills.  A new merge reads what is in the store and goes on.
-                job.merge_restarts += 1
-                logger.warning("%s: the merge's workers died; merging again (%d)", job.source, job.merge_restarts)
-                job.submit_merge()
-                by_future[job.merge] = ("merge", job, 0)
-                pending.add(job.merge)
+            if stage == "synthesize":
+                if future.status == "error" and not _killed_worker(future.exception()):
+                    fail(job, job.stall_error or future.exception())  # that batch failed: so does the book
+                elif future.status == "cancelled":
+                    fail(job, job.stall_error or BookError(job.source, "conversion cancelled"))
+                elif future.status == "finished":
+                    if on_chunks:
+                        on_chunks(n)
+                    if bars is not None:
+                        bars.book_chunks(job, n)
+                # a batch Dask gave up on (KilledWorker) fails the merge, which goes on without it
+                start_more()
                 continue
-            if stage == "synthesize" and future.status == "error":
-                # Not the book's end: the merge writes the batch's chunks to the
-                # dead-letter file (KilledWorker) or fails the book with its error.
-                logger.debug("%s: a synthesize task failed: %s", job.source, future.exception())
-                continue
+            if stage == "merge" and future.status == "error":
+                try:
+                    again = job.stall_error is None and job.merge_failed(future.exception())
+                except Exception as exc:  # noqa: BLE001 - the scheduler went away meanwhile
+                    fail(job, exc)
+                    again = False
+                if again:
+                    by_future[job.merge] = ("merge", job, 0)
+                    pending.add(job.merge)
+                    continue
             try:
                 future.result()
             except Exception as exc:
                 fail(job, job.stall_error or exc)
+                if stage == "merge":
+                    job.release()
+                start_more()
                 continue
             if stage == "plan":
                 try:
                     job.submit_synthesis(backlog=backlog(job))
                 except Exception as exc:
                     fail(job, exc)
+                    start_more()
                     continue
                 log_book_event(
                     job.client, "book-started", job.source, title=job.book_plan.title, engine=job.book_plan.spec.engine,
@@ -624,12 +728,8 @@ def run_jobs(
                     pending.add(f)
                 by_future[job.merge] = ("merge", job, 0)
                 pending.add(job.merge)
-            elif stage == "synthesize":
-                if on_chunks:
-                    on_chunks(n)
-                if bars is not None:
-                    bars.book_chunks(job, n)
             elif stage == "merge":
+                job.release()
                 try:
                     report = job.report()
                     if write_report:
@@ -638,6 +738,7 @@ def run_jobs(
                 except Exception as exc:
                     job.discard()
                     fail(job, exc)
+                    start_more()
                     continue
                 results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
                 log_book_event(job.client, "book-finished", job.source, output=job.output, **_event_totals(report))
@@ -646,11 +747,12 @@ def run_jobs(
                     bars.book_done(job)
                 if on_result:
                     on_result(results[id(job)])
+                start_more()
     except BaseException:
         # Ctrl-C, or the client itself failing: stop every unfinished book's work on
         # the cluster (an external cluster would otherwise go on for nobody).
         for job in jobs:
-            if id(job) not in results:
+            if id(job) not in results and job.is_started:
                 try:
                     job.cancel()
                     job.release()
@@ -662,6 +764,21 @@ def run_jobs(
     for job in jobs:
         job.release()
     return [results[id(job)] for job in jobs]
+
+
+def _books_in_flight(jobs: list[BookJob]) -> int:
+    """How many books run at once (``ebook2audio.books-in-flight``; 0: four per synthesize slot, at least 8)."""
+    configured = int(config.get("books-in-flight", 0) or 0)
+    if configured > 0:
+        return configured
+    if not jobs:
+        return 1
+    try:
+        slots = jobs[0]._synth_slots(jobs[0].options.resources if jobs[0].options.resources is not None
+                                     else dict(config.get("synthesize.resources") or {}))  # fmt: skip
+    except Exception:  # noqa: BLE001 - the scheduler will say more when the books start
+        slots = 1
+    return max(8, 4 * slots)
 
 
 #: Report totals copied into the ``book-finished`` event.

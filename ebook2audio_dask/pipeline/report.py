@@ -42,7 +42,8 @@ def build_report(
     (UTC, ISO 8601), ``chapters`` (index, title,
     start_s, end_s, chars, chunks), ``totals`` (chars, chunks,
     chunks_from_cache, chunks_synthesized, synthesize_tasks, audio_s, wall_s,
-    synth_s, merge_s, rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
+    synth_s, merge_s, audio_reused, merge_passes: 1 when the file was
+    written in one ffmpeg pass, rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
     ``engine_loads`` (worker address -> times that worker process loaded the
     book's engine and model: 1 each when models stay resident),
     ``errors`` (non-fatal problems, e.g. a language fallback or gaps),
@@ -96,6 +97,7 @@ def build_report(
             "synth_s": round(synth_s, 3),
             "merge_s": round(merged.merge_s, 3),
             "audio_reused": merged.audio_reused,
+            "merge_passes": getattr(merged, "passes", 2),
             "rtf": round(synth_s / merged.audio_s, 4) if merged.audio_s else None,
         },
         "chunks_per_worker": dict(sorted(per_worker.items())),

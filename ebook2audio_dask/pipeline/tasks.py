@@ -21,7 +21,7 @@ from typing import Any
 
 from ..logs import get_logger
 from .. import config
-from ..audio.formats import OutputSpec, PartEncoder, finish_file, normalize_part
+from ..audio.formats import FinalFile, OutputSpec, PartEncoder, finish_file, normalize_part
 from ..audio.m4b import BookTags, ChapterMark, prepare_cover
 from ..audio.subtitles import Cue, chunk_cues, format_subtitles
 from ..audio.wav import WAV_HEADER_BYTES, decode_wav, encode_wav
@@ -48,6 +48,9 @@ __all__ = [
     "seed_for",
     "length_buckets",
     "merge_task",
+    "cover_task",
+    "PreparedCover",
+    "LostBatch",
 ]
 
 logger = get_logger(__name__)
@@ -346,14 +349,17 @@ class MergeResult:
     #: The files above (and the dead-letter file, with gaps) at temporary names
     #: beside their final ones: the client publishes them with the report.
     publication: Publication | None = None
+    #: ffmpeg passes over the audio: 1 when the finished file was written as it was encoded.
+    passes: int = 2
 
 
 def _merge_cancelled(stop_event: str | None = None) -> bool:
-    """True once the client no longer wants the running (seceded) merge task.
+    """True once the client no longer wants the running merge task.
 
     Two signals, either enough: the book's stop :class:`distributed.Event`
     (set by the client when the book fails: explicit, whatever the worker's
-    view of the task), and the worker's own state for this task.
+    view of the task), and the worker's own state for this task.  Asked once,
+    when the merge has staged its files (not polled).
     """
     from distributed import Event, get_worker
     from distributed.worker import thread_state
@@ -372,95 +378,51 @@ def _merge_cancelled(stop_event: str | None = None) -> bool:
     return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
 
-def _wait_for_batch(variable: str, source: str, *, poll: float = 1.0, find_timeout: float = 60.0,
-                    stop_event: str | None = None):  # fmt: skip
-    """The BatchResult of the synthesize task whose future the named Variable holds.
-
-    Waits in short steps and gives up as soon as the merge task is cancelled
-    (a failed book, or a client that went away), so a merge never outlives its
-    book.  Raises the batch's own error if it failed.
-    """
-    from distributed import Variable
-
-    deadline = time.monotonic() + find_timeout
-    while True:
-        if _merge_cancelled(stop_event):
-            raise _MergeCancelled(source, "conversion cancelled")
-        try:
-            future = Variable(variable).get(timeout=poll)
-            break
-        except TimeoutError:
-            if time.monotonic() > deadline:  # set before the merge was submitted
-                raise BookError(source, "conversion cancelled") from None
-    try:
-        return _batch_outcome(future, variable, source, poll, stop_event)
-    finally:
-        # This worker's client wants the batch while it holds the future: let go
-        # now, not whenever the frame is collected (an exception's traceback can
-        # keep it alive, and with it the task on the scheduler).
-        future.release()
-
-
-def _batch_outcome(future, variable: str, source: str, poll: float, stop_event: str | None):
-    from distributed import wait
-
-    while True:
-        if _merge_cancelled(stop_event) or future.status in ("cancelled", "lost"):
-            raise _MergeCancelled(source, "conversion cancelled")
-        try:
-            wait(future, timeout=poll)
-        except TimeoutError:
-            continue
-        if future.status == "error":
-            try:
-                exc = future.exception(timeout=poll)
-            except TimeoutError:
-                continue
-            raise exc  # that batch failed: so does the book
-        # Finished: its chunks are in the store.  Its small result is only wanted
-        # for timing; never block on fetching it (a key whose data cannot be
-        # gathered must not hang the merge).
-        for _ in range(5):
-            try:
-                return future.result(timeout=poll)
-            except TimeoutError:
-                continue
-        logger.debug("batch %s finished; its result was not fetched in time", variable)
-        return None
-
-
 class _MergeCancelled(BookError):
     """The merge's book is no longer wanted (it failed, or its client went away)."""
 
 
-def _task_wanted(key, dask_scheduler=None) -> bool:
-    """Runs on the scheduler: does any client still want task *key*?"""
-    ts = dask_scheduler.tasks.get(key)
-    return ts is not None and bool(ts.who_wants)
+@dataclass(frozen=True)
+class LostBatch:
+    """A synthesize task Dask gave up on (KilledWorker): its chunks not in the store are dead letters."""
+
+    error: str
+    attempts: int
+    worker: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> "LostBatch":
+        allowed = int(getattr(exc, "allowed_failures", 3))
+        last = getattr(exc, "last_worker", None)
+        error = (f"KilledWorker: the worker died {allowed + 1} times running this chunk's synthesize task "
+                 "(the engine crashed its process, or it ran out of memory); see the worker logs")  # fmt: skip
+        return cls(error, allowed + 1, getattr(last, "address", None) or "unknown")
 
 
-def _drop_orphaned_batches(batch_vars: tuple[str, ...]) -> None:
-    """Delete the book's Variables if no client wants this merge any more.
+@dataclass(frozen=True)
+class PreparedCover:
+    """The book's cover as ffmpeg attaches it (JPEG or PNG), made once per book by :func:`cover_task`."""
 
-    The Variables that hand the synthesize futures to the merge keep those
-    tasks alive on the scheduler by themselves.  The client deletes them when
-    the book ends; a client that died (SIGKILL, lost network) cannot, and its
-    synthesis would go on for nobody and stay on the scheduler.  A merge that
-    was only moved to another worker (its worker retired) is still wanted:
-    its Variables are kept for the new attempt.
+    data: bytes
+    suffix: str  # ".jpeg", ".png"...
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        path = Path(folder) / f"cover{self.suffix}"
+        path.write_bytes(self.data)
+        return path
+
+
+def cover_task(book: Book) -> PreparedCover | None:
+    """Cover stage: the book's cover, checked and converted for ffmpeg (see :func:`~..audio.m4b.prepare_cover`).
+
+    A small result the merge depends on, so the parsed book itself need not
+    be kept for the merge.
     """
-    from distributed import Variable, get_client
-    from distributed.worker import thread_state
-
-    key = getattr(thread_state, "key", None)
-    try:
-        if key is None or get_client().run_on_scheduler(_task_wanted, key):
-            return
-        for name in batch_vars:
-            Variable(name).delete()
-        logger.info("merge %s: no client wants it; released %d synthesize tasks", key, len(batch_vars))
-    except Exception:  # noqa: BLE001 - the scheduler is going away: nothing left to release
-        logger.debug("could not release the batches of %s", key, exc_info=True)
+    if not book.cover:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ebook2audio-cover-", dir=_scratch_dir()) as tmp:
+        path = prepare_cover(bytes(book.cover.data), book.cover.media_type, Path(tmp))
+        return None if path is None else PreparedCover(path.read_bytes(), path.suffix)
 
 
 #: Chunks the merge reads from the store in one (concurrent) request.
@@ -468,9 +430,9 @@ READ_WINDOW = 64
 
 
 def merge_task(
-    book: Book,
     plan: BookPlan,
-    batch_vars: tuple[str, ...],
+    cover: PreparedCover | None,
+    batches: tuple[BatchResult | None, ...],
     chunk_batch: dict[str, int],
     store: ChunkStore,
     output_url: str,
@@ -479,130 +441,146 @@ def merge_task(
     chunk_sizes: dict[str, int] | None = None,
     stop_event: str | None = None,
     *,
+    lost: dict[int, LostBatch] | None = None,
     allow_gaps: bool = False,
     failures_url: str | None = None,
     output_spec: OutputSpec | None = None,
 ) -> MergeResult:
     """Merge stage: chunks + pauses → the book's tagged, chaptered audio file(s) at *output_url*.
 
-    The merge task starts as soon as it is submitted and *secedes* from the
-    worker's thread pool (it mostly waits, so it must not hold a slot that
-    synthesis needs).  It walks the book's chunks in order, waiting for the
-    synthesize task that makes each one (``chunk_batch[key]`` indexes
-    *batch_vars*, the names of :class:`distributed.Variable` objects holding
-    the synthesize futures; chunks not listed were already in the store), and streams
-    their PCM, plus pauses, into ffmpeg while synthesis of later chunks goes
-    on.  Chapter times come from the real chunk lengths; they are written in a
-    fast second ffmpeg pass that copies the audio.  Memory does not grow with
-    the book.  The files are only *staged* (at temporary names beside their
-    final ones, :class:`~ebook2audio_dask.storage.fs.Publication`): the client
-    publishes them together with the book's report, all or nothing.
+    The merge runs once the book's synthesize tasks are done: *batches* are
+    their results (Dask hands them over as the task's dependencies, so the
+    merge neither occupies a worker nor asks the scheduler anything while
+    they run); ``chunk_batch[key]`` says which batch made each chunk, and
+    chunks not listed were already in the store (*chunk_sizes* holds their
+    sizes, from the client's per-key lookup).  *lost* maps the index of a
+    batch Dask gave up on (KilledWorker; ``None`` in *batches*) to why.
+
+    Every chunk's length is then known before anything is read, so the
+    chapter times are too: an unsplit book without loudness normalisation is
+    encoded in **one** ffmpeg pass that also writes the tags, chapters and
+    cover; a split book and ``loudnorm`` (two passes by nature) stream into
+    one encoder per file and add the chapters in a fast second pass.  The
+    PCM is read from the store in windows and streamed; memory does not grow
+    with the book.  The files are only *staged* (at temporary names beside
+    their final ones, :class:`~ebook2audio_dask.storage.fs.Publication`):
+    the client publishes them together with the book's report, all or
+    nothing.
 
     *output_spec* (:class:`~ebook2audio_dask.audio.formats.OutputSpec`, M4B by
     default) chooses the format, the split (one file per chapter, or parts of
-    at most N hours: the stream goes to one encoder after the other, cut at a
-    chunk's end, at a chapter's start when one is close), the ``loudnorm``
-    filter and the subtitles (cues from the same real chunk lengths).
-    *output_url* is the unsplit file's URL; split files are named after it
-    (``<stem>/<NN> - <title>.<ext>``, ``<stem> - Part i of n.<ext>``).
+    at most N hours: cut at a chunk's end, at a chapter's start when one is
+    close), the ``loudnorm`` filter and the subtitles (cues from the same
+    real chunk lengths).  *output_url* is the unsplit file's URL; split files
+    are named after it (``<stem>/<NN> - <title>.<ext>``, ``<stem> - Part i of n.<ext>``).
 
     Chunks that could not be synthesised (the engine failed every attempt, or
     their task killed the worker more often than Dask's ``allowed-failures``)
     are written to the dead-letter file *failures_url* (JSON lines).  Without
-    *allow_gaps* the merge then stops its encoder, waits for the book's other
-    synthesize tasks (so a rerun finds their chunks in the store) and fails
-    the book; with it, silence of the chunk's estimated length takes its
-    place and the gap is listed in the result.
+    *allow_gaps* the book then fails (nothing is encoded); with it, silence
+    of the chunk's estimated length takes its place and the gap is listed in
+    the result.
 
-    The encoded audio (before chapters and tags) of an unsplit M4B, MP3 or
-    Opus book is also kept in the store under a key made of the chunk keys,
-    pauses and encoder settings (``merge.keep-encoded``).  When every chunk
-    was already in the store (*chunk_sizes* holds their sizes from the one
-    listing) and that audio is there too, nothing is decoded or encoded
-    again: the book is only remuxed with its chapters, tags and cover.
+    The encoded audio of an unsplit M4B, MP3 or Opus book is also kept in the
+    store under a key made of the chunk keys, pauses and encoder settings
+    (``merge.keep-encoded``).  When every chunk was already in the store and
+    that audio is there too, nothing is decoded or encoded again: the book is
+    only remuxed with its chapters, tags and cover.
     """
-    from distributed import secede
-
     spec = output_spec or OutputSpec(bitrate=config.get("merge.bitrate"), aac_coder=config.get("merge.aac-coder", None))
     if bitrate:
         spec = dataclasses.replace(spec, bitrate=bitrate)
     info = spec.info
     rate = plan.sample_rate
-    secede()
-    awaited: set[int] = set()
-    lengths: dict[str, int] = {}
-    ready = [time.time()]  # when the last synthesize task the merge waited for finished
+    lost = lost or {}
+    chunk_sizes = chunk_sizes or {}
     dead = _DeadLetters(plan, store, chunk_batch)
+    #: Every chunk's length in samples, known before reading: from the batches and the store's sizes.
+    lengths: dict[str, int] = {k: (size - WAV_HEADER_BYTES) // 2 for k, size in chunk_sizes.items()}
+    ready = 0.0  # when the last synthesize task of the book finished
+    for index, result in enumerate(batches):
+        if index in lost:
+            dead.batch_lost(index, lost[index])
+            continue
+        dead.batch_done(index, result)
+        if result is not None:
+            lengths.update(result.samples)
+            ready = max(ready, result.finished)
+    ready = ready or time.time()
+    for key in dead.failed:
+        lengths.pop(key, None)
+    if dead.failed and not allow_gaps:
+        # Nothing is encoded: the dead-letter file says what is missing; a rerun retries only those.
+        dead.write(failures_url, storage_options)
+        raise BookError(plan.source, dead.summary(failures_url))
+    spoken_chars = sum(len(c.text) for c in plan.chunks if c.key in lengths)
+    spoken_samples = sum(lengths[c.key] for c in plan.chunks if c.key in lengths)
+    for key in dead.failed:  # silence of the chunk's length at the book's speaking rate
+        text = next(c.text for c in plan.chunks if c.key == key)
+        lengths[key] = dead.estimate(text, spoken_chars, spoken_samples, rate)
+    #: Lengths known for every chunk: the chapter times are known before encoding.
+    known = all(c.key in lengths for c in plan.chunks)
     gaps: list[dict] = []
     gap_at: set[int] = set()  # indices of the chunks that are silence
-    spoken = [0, 0]  # characters and samples of the chunks spoken so far (sizes the gaps)
+    if dead.failed:
+        position = 0
+        for i, chunk in enumerate(plan.chunks):
+            if chunk.key in dead.failed:
+                gaps.append(dead.gap(chunk, position / rate, lengths[chunk.key] / rate))
+                gap_at.add(i)
+            position += lengths.get(chunk.key, 0) + int(round(chunk.pause_after * rate))
+    spoken = [spoken_chars, spoken_samples]  # sizes --split-hours' look-ahead at chapters
+    mismatch = [not known]  # a chunk's real length differs from the one expected: chapters need a second pass
 
     buffer: dict[str, bytes] = {}
 
-    def await_batch(index: int) -> None:
-        try:
-            result = _wait_for_batch(batch_vars[index], plan.source, stop_event=stop_event)
-        except Exception as exc:
-            if not _killed_worker(exc):
-                raise
-            dead.batch_lost(index, exc)  # its remaining chunks go to the dead-letter file
-            result = None
-        else:
-            dead.batch_done(index, result)
-        awaited.add(index)
-        ready[0] = max(ready[0], result.finished if result is not None else time.time())
-
-    def ready_for(chunk) -> bool:
-        index = chunk_batch.get(chunk.key)
-        return index is None or index in awaited
-
     def fetch_from(i: int) -> None:
-        """Read the next chunks already made (up to READ_WINDOW) in one concurrent request."""
+        """Read the next chunks (up to READ_WINDOW) in one concurrent request."""
         keys: list[str] = []
         for later in plan.chunks[i:]:
-            if len(keys) >= READ_WINDOW or not ready_for(later):
+            if len(keys) >= READ_WINDOW:
                 break
             if later.key not in buffer and later.key not in keys and later.key not in dead.failed:
                 keys.append(later.key)
         buffer.update(store.read_many(plan.spec.engine, keys))
 
-    def chunk_audio(i: int, chunk, position: int) -> bytes:
+    def chunk_audio(i: int, chunk) -> bytes:
         """The chunk's PCM (silence for a failed chunk with allow_gaps)."""
-        index = chunk_batch.get(chunk.key)
-        if index is not None and index not in awaited:
-            await_batch(index)
         if chunk.key in dead.failed:
-            if not allow_gaps:
-                raise _ChunksFailed()
-            n = lengths.setdefault(chunk.key, dead.estimate(chunk.text, *spoken, rate))
-            gaps.append(dead.gap(chunk, position / rate, n / rate))
-            gap_at.add(i)
-            return bytes(2 * n)
+            return bytes(2 * lengths[chunk.key])
         if chunk.key not in buffer:
             fetch_from(i)
-        samples, chunk_rate = decode_wav(buffer.pop(chunk.key))
+        try:
+            wav = buffer.pop(chunk.key)
+        except KeyError:
+            raise BookError(plan.source, f"chunk {chunk.key} is missing from the chunk store; run again") from None
+        samples, chunk_rate = decode_wav(wav)
         if chunk_rate != rate:
             raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
-        lengths[chunk.key] = n = len(samples)
-        spoken[0] += len(chunk.text)
-        spoken[1] += n
+        n = len(samples)
+        if lengths.get(chunk.key) != n:
+            mismatch[0] = True
+        lengths[chunk.key] = n
         return samples.astype("<i2", copy=False).tobytes()
 
     chapter_at = {ch.start: ch for ch in plan.chapters if ch.stop > ch.start}
     limit = int(spec.split_hours * 3600 * rate) if spec.split == "hours" else None
     parts: list[_Part] = []
 
-    def stream(workdir: str) -> None:
-        """Pass 1: every chunk and pause into one encoder after the other (one per output file)."""
+    def stream(workdir: str, final: FinalFile | None = None, final_path: str | None = None) -> None:
+        """Every chunk and pause into one encoder after the other (one per output file).
+
+        With *final*, the one unsplit file is written finished, at *final_path*, in this one pass.
+        """
         encoder: PartEncoder | None = None
-        # Loudness: pass 1 writes lossless FLAC and a meter hears the whole book; each
+        # Loudness: this pass writes lossless FLAC and a meter hears the whole book; each
         # file is then encoded from its FLAC with loudnorm's measured second pass.
         lossless = dataclasses.replace(spec, format="flac", loudnorm=None) if spec.loudnorm else None
         meter = PartEncoder(spec, rate, os.path.join(workdir, "meter"), measure=True) if spec.loudnorm else None
         position = 0
         try:
             for i, chunk in enumerate(plan.chunks):
-                data = chunk_audio(i, chunk, position)
+                data = chunk_audio(i, chunk)
                 n = len(data) // 2
                 pause = int(round(chunk.pause_after * rate))
                 if encoder is not None and _cut_before(spec, i, position - parts[-1].start, n + pause, limit,
@@ -612,9 +590,12 @@ def merge_task(
                     encoder.close()
                     encoder = None
                 if encoder is None:
-                    path = os.path.join(workdir, f"part-{len(parts) + 1}{'.flac' if lossless else info.ext}")
+                    if final is not None:
+                        path = final_path
+                    else:
+                        path = os.path.join(workdir, f"part-{len(parts) + 1}{'.flac' if lossless else info.ext}")
                     parts.append(_Part(start=position, first=i, path=path))
-                    encoder = PartEncoder(lossless or spec, rate, path)
+                    encoder = PartEncoder(lossless or spec, rate, path, final=final)
                 for sink in (encoder, meter) if meter else (encoder,):
                     sink.write(data)
                     if pause:
@@ -637,34 +618,34 @@ def merge_task(
                 if sink is not None:
                     sink.kill()
 
-    cover = book.cover
     tags = BookTags(title=plan.title, authors=plan.authors, language=plan.language)
     keep = bool(config.get("merge.keep-encoded", True)) and info.cache and spec.split is None
     audio_key = encoded_audio_key(plan, spec.bitrate, spec.aac_coder, extra=spec.cache_token())
     reused = False
+    one_pass = False
     publication = Publication()
     staged = False
     try:
         with tempfile.TemporaryDirectory(prefix="ebook2audio-merge-", dir=_scratch_dir()) as workdir:
             encoded = os.path.join(workdir, f"encoded{info.ext}")
-            if keep and not chunk_batch and chunk_sizes and all(c.key in chunk_sizes for c in plan.chunks):
+            cover_path = cover.write(workdir) if cover is not None else None
+            if keep and not chunk_batch and all(c.key in chunk_sizes for c in plan.chunks):
                 reused = store.get_encoded(audio_key, encoded)
             if reused:  # every chunk cached and the audio already encoded: remux only
-                for chunk in plan.chunks:
-                    lengths[chunk.key] = (chunk_sizes[chunk.key] - WAV_HEADER_BYTES) // 2
                 total = sum(lengths[c.key] + int(round(c.pause_after * rate)) for c in plan.chunks)
                 parts.append(_Part(start=0, first=0, path=encoded, end=total, stop=len(plan.chunks)))
+            elif known and spec.split is None and spec.loudnorm is None:
+                # One pass: the chapter times come from the lengths known already.
+                timeline = _timeline(plan, lengths, rate)
+                total = (timeline[-1][0] + timeline[-1][1] + int(round(plan.chunks[-1].pause_after * rate))
+                         if timeline else 0)  # fmt: skip
+                whole = _Part(start=0, first=0, path="", end=total, stop=len(plan.chunks))
+                final = FinalFile.make(spec, sample_rate=rate, chapters=_part_marks(plan, timeline, whole, total),
+                                       tags=tags, cover_path=cover_path, workdir=Path(workdir))  # fmt: skip
+                stream(workdir, final, os.path.join(workdir, f"final-1{info.ext}"))
+                one_pass = not mismatch[0]
             else:
-                try:
-                    stream(workdir)
-                except _ChunksFailed:
-                    # The encoder is stopped.  Let the book's other batches finish, so
-                    # the dead-letter file is complete and a rerun finds their chunks.
-                    for index in range(len(batch_vars)):
-                        if index not in awaited:
-                            await_batch(index)
-                    dead.write(failures_url, storage_options)
-                    raise BookError(plan.source, dead.summary(failures_url)) from None
+                stream(workdir)
             timeline = _timeline(plan, lengths, rate)
 
             def at(i: int) -> int:
@@ -673,9 +654,6 @@ def merge_task(
             chapters = [ChapterResult(ch.index, ch.title, at(ch.start) / rate, at(ch.stop) / rate, ch.chars,
                                       ch.stop - ch.start) for ch in plan.chapters]  # fmt: skip
             audio_s = parts[-1].end / rate
-            cover_path = None
-            if cover:
-                cover_path = prepare_cover(bytes(cover.data), cover.media_type, Path(workdir))
             names = _output_names(output_url, spec, plan, parts)
             outputs: list[dict] = []
             subtitle_files: list[tuple[str, str]] = []
@@ -688,14 +666,22 @@ def merge_task(
                     title = f"{tags.title} - Part {n} of {len(parts)}"
                 part_tags = dataclasses.replace(tags, title=title, album=tags.title,
                                                 track=(n, len(parts)) if spec.split else None)  # fmt: skip
-                final = os.path.join(workdir, f"final-{n}{info.ext}")
-                finish_file(spec, part.path, final, sample_rate=rate, chapters=marks, tags=part_tags,
-                            cover_path=cover_path, workdir=Path(workdir))  # fmt: skip
-                if part.path != encoded:
-                    if keep:  # (one file) kept in the store below
-                        os.replace(part.path, encoded)
-                    else:
-                        os.unlink(part.path)
+                final_path = os.path.join(workdir, f"final-{n}{info.ext}")
+                if one_pass:
+                    if keep:  # the finished file is the kept audio too (a rerun remuxes it)
+                        encoded = final_path
+                else:
+                    source = part.path
+                    if source == final_path:  # one pass with a length that differed: chapters again
+                        source = os.path.join(workdir, f"pass1-{n}{info.ext}")
+                        os.replace(final_path, source)
+                    finish_file(spec, source, final_path, sample_rate=rate, chapters=marks, tags=part_tags,
+                                cover_path=cover_path, workdir=Path(workdir))  # fmt: skip
+                    if source != encoded:
+                        if keep:  # (one file) kept in the store below
+                            os.replace(source, encoded)
+                        else:
+                            os.unlink(source)
                 entry = {"url": url, "start_s": round(part.start / rate, 3), "end_s": round(part.end / rate, 3),
                          "duration_s": round((part.end - part.start) / rate, 3),
                          "chapters": [{"title": m.title, "start_s": round(m.start_sample / rate, 3),
@@ -711,24 +697,21 @@ def merge_task(
                 outputs.append(entry)
                 if n == 1 and spec.split == "chapters":
                     publication.own_folder(posixpath.dirname(url), storage_options)
-                publication.stage_file(final, url, storage_options)
+                if keep and not reused and not dead.failed and os.path.exists(encoded):
+                    try:  # a cache, not the product: a failure here only costs a later rebuild
+                        store.put_encoded(audio_key, encoded)
+                    except Ebook2AudioError as exc:
+                        logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
+                publication.stage_file(final_path, url, storage_options)
             for path, url in subtitle_files:
                 publication.stage_file(path, url, storage_options)
             if dead.failed and failures_url:
                 publication.stage_bytes(dead.data(), failures_url, storage_options)
             elif failures_url:
                 publication.stale.append(failures_url)  # an earlier run's, gone once this one is published
-            if keep and not reused and not dead.failed and os.path.exists(encoded):
-                try:  # a cache, not the product: a failure here only costs a later rebuild
-                    store.put_encoded(audio_key, encoded)
-                except Ebook2AudioError as exc:
-                    logger.warning("%s: encoded audio not kept: %s", plan.source, exc)
             if _merge_cancelled(stop_event):  # the book failed meanwhile: nobody will publish these
                 raise _MergeCancelled(plan.source, "conversion cancelled")
             staged = True
-    except _MergeCancelled:
-        _drop_orphaned_batches(batch_vars)
-        raise
     except Ebook2AudioError:
         raise
     except Exception as exc:
@@ -736,7 +719,7 @@ def merge_task(
     finally:
         if not staged:
             publication.discard(storage_options)
-    digest("from-cache", len({c.key for c in plan.chunks} & set(chunk_sizes or ())), "chunks")
+    digest("from-cache", len({c.key for c in plan.chunks} & set(chunk_sizes)), "chunks")
     digest("merged", audio_s, "audio-seconds")
     warnings: tuple[str, ...] = ()
     if gaps:
@@ -744,7 +727,7 @@ def merge_task(
     return MergeResult(
         output=outputs[0]["url"],
         audio_s=audio_s,
-        merge_s=max(0.0, time.time() - ready[0]),
+        merge_s=max(0.0, time.time() - ready),
         chapters=tuple(chapters),
         audio_reused=reused,
         warnings=warnings,
@@ -755,6 +738,7 @@ def merge_task(
         subtitles=tuple(url for _, url in subtitle_files),
         format=spec.format,
         publication=publication,
+        passes=1 if one_pass else 2,
     )
 
 
@@ -917,14 +901,9 @@ class _DeadLetters:
         # Finished, but its result could not be fetched: the store says what it made.
         self._missing(index, "chunk missing from the store after its synthesize task finished", 1, "unknown")
 
-    def batch_lost(self, index: int, exc: BaseException) -> None:
+    def batch_lost(self, index: int, lost: "LostBatch") -> None:
         """The batch's task killed its worker too often (KilledWorker)."""
-        allowed = int(getattr(exc, "allowed_failures", 3))
-        last = getattr(exc, "last_worker", None)
-        worker = getattr(last, "address", None) or "unknown"
-        error = (f"KilledWorker: the worker died {allowed + 1} times running this chunk's synthesize task "
-                 "(the engine crashed its process, or it ran out of memory); see the worker logs")  # fmt: skip
-        self._missing(index, error, allowed + 1, worker)
+        self._missing(index, lost.error, lost.attempts, lost.worker)
 
     def _missing(self, index: int, error: str, attempts: int, worker: str) -> None:
         keys = [k for k, i in self.chunk_batch.items() if i == index]

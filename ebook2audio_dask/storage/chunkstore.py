@@ -22,6 +22,9 @@ from .retry import with_retries
 
 __all__ = ["ChunkStore", "ChunkEntry", "ENCODED"]
 
+#: Concurrent metadata requests of :meth:`ChunkStore.sizes` on a remote store.
+LOOKUP_THREADS = 16
+
 #: Folder of the store that keeps encoded book audio (not an engine name).
 ENCODED = "encoded"
 
@@ -118,24 +121,35 @@ class ChunkStore:
     def sizes(self, engine: str, keys: list[str]) -> dict[str, int]:
         """Sizes of those of *keys* already in the store (one metadata request each).
 
-        For a task that must not redo chunks a killed earlier attempt of it
-        already wrote; cheaper than :meth:`list_sizes` for a handful of keys.
+        What a book asks before its synthesis (and a task before redoing
+        chunks a killed earlier attempt of it wrote): the cost grows with the
+        keys asked about, never with the size of the store.  Remote stores
+        are asked :data:`LOOKUP_THREADS` keys at a time.
         """
         fs, _ = self.fs_and_root
-        out: dict[str, int] = {}
-        for key in keys:
+
+        def one(key: str) -> tuple[str, int | None]:
             path = self.path(engine, key)
 
-            def info(path=path):
+            def info():
                 try:
                     return fs.info(path)
                 except FileNotFoundError:
                     return None
 
             found = with_retries(info, url=self._url(engine, key[:2], f"{key}.wav"), action="look up the chunk")
-            if found is not None and int(found.get("size") or 0) >= WAV_HEADER_BYTES:
-                out[key] = int(found["size"])
-        return out
+            size = int(found.get("size") or 0) if found is not None else 0
+            return key, size if size >= WAV_HEADER_BYTES else None
+
+        protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+        if len(keys) < 4 or "file" in protocols or "local" in protocols:
+            found = map(one, keys)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(LOOKUP_THREADS, len(keys)), thread_name_prefix="e2a-lookup") as pool:
+                found = list(pool.map(one, keys))
+        return {key: size for key, size in found if size is not None}
 
     def entries(self) -> list[ChunkEntry]:
         """Every chunk and stored voice, of every engine (one recursive listing)."""
