@@ -10,6 +10,7 @@ import collections
 import json
 import os
 
+import numpy as np
 import pytest
 
 import ebook2audio_dask as e2a
@@ -203,3 +204,47 @@ def test_chunks_are_created_exclusively_on_s3(s3):
     store.write("espeak", "cd" * 20, first[:-1] + b"\x01")  # a second writer (If-None-Match: *)
     fs.invalidate_cache()
     assert fs.cat_file(store.path("espeak", "cd" * 20)) == first
+
+
+@pytest.mark.timeout(300)  # the hang guard: before finite timeouts this waited for ever (a CI run)
+def test_a_stuck_connect_times_out_and_is_retried_until_the_store_answers(s3):
+    """The store stops completing connections (as a stuck moto_server did in CI), then comes back.
+
+    The first attempt's connect times out (storage.connect-timeout); the retry
+    layer logs it and tries again; the store recovers on that log line, and the
+    chunk is written and found.  Nothing here is timed.
+    """
+    import logging
+
+    import dask
+
+    from stall_server import StuckListener
+
+    from ebook2audio_dask.audio.wav import encode_wav
+    from ebook2audio_dask.storage import ChunkStore
+
+    endpoint, fs = s3
+    retries_logged: list[str] = []
+    with StuckListener() as stuck:
+
+        class Recover(logging.Handler):
+            def emit(self, record):
+                retries_logged.append(record.getMessage())
+                stuck.recover(endpoint)  # the store answers again from now on
+
+        handler = Recover(logging.WARNING)
+        logger = logging.getLogger("ebook2audio_dask.storage.retry")
+        logger.addHandler(handler)
+        try:
+            with dask.config.set({"ebook2audio.storage.connect-timeout": 1, "ebook2audio.storage.retries": 20,
+                                  "ebook2audio.storage.retry-seconds": 240}):  # fmt: skip
+                store = ChunkStore.make("s3://chunks/stuck", _options(stuck.url))
+                wav = encode_wav(np.arange(500, dtype=np.int16), 22050)
+                store.write("espeak", "ef" * 20, wav)
+                found = store.sizes("espeak", ["ef" * 20])
+        finally:
+            logger.removeHandler(handler)
+        assert found == {"ef" * 20: len(wav)}
+        assert retries_logged and "Connect timeout" in retries_logged[0] and "retry 1 of 19" in retries_logged[0]
+    fs.invalidate_cache()
+    assert fs.cat_file(store.path("espeak", "ef" * 20)) == wav

@@ -6,6 +6,7 @@ import os
 import stat
 
 import numpy as np
+import pytest
 
 from ebook2audio_dask.audio.wav import decode_wav, encode_wav
 from ebook2audio_dask.storage import ChunkStore, publish_file, write_bytes_atomic
@@ -106,8 +107,85 @@ def test_a_truncated_chunk_is_never_trusted(tmp_path):
 def test_storage_options_per_protocol():
     from ebook2audio_dask.storage.fs import options_for
 
+    def given(url, options):  # what the user gave, without our S3 defaults (tested below)
+        out = options_for(url, options)
+        out.pop("config_kwargs", None)
+        return out
+
     flat = {"key": "k", "client_kwargs": {"endpoint_url": "http://x"}}
-    assert options_for("s3://b/k", flat) == flat and options_for("/tmp/a", flat) == {}
+    assert given("s3://b/k", flat) == flat and options_for("/tmp/a", flat) == {}
     keyed = {"s3": {"anon": True}, "gs": {"token": "t"}}
-    assert options_for("s3://b/k", keyed) == {"anon": True} and options_for("gs://b", keyed) == {"token": "t"}
-    assert options_for("memory://x", keyed) == {} and options_for("s3a://b/k", keyed) == {"anon": True}
+    assert given("s3://b/k", keyed) == {"anon": True} and options_for("gs://b", keyed) == {"token": "t"}
+    assert options_for("memory://x", keyed) == {} and given("s3a://b/k", keyed) == {"anon": True}
+    assert "config_kwargs" not in flat and "config_kwargs" not in keyed["s3"]  # the caller's dicts untouched
+
+
+def test_s3_gets_finite_timeouts_and_the_users_options_win():
+    import dask
+
+    from ebook2audio_dask.storage.fs import options_for
+
+    ours = options_for("s3://b/k", None)["config_kwargs"]
+    assert ours == {"connect_timeout": 10.0, "read_timeout": 30.0,
+                    "retries": {"total_max_attempts": 1, "mode": "standard"}}  # fmt: skip
+    with dask.config.set({"ebook2audio.storage.connect-timeout": 2, "ebook2audio.storage.read-timeout": None}):
+        assert options_for("s3://b/k", {})["config_kwargs"] == {"connect_timeout": 2.0, "retries": ours["retries"]}
+    user = {"s3": {"config_kwargs": {"read_timeout": 300, "retries": {"max_attempts": 9}}}}
+    assert options_for("s3://b/k", user)["config_kwargs"] == {"connect_timeout": 10.0, "read_timeout": 300,
+                                                             "retries": {"max_attempts": 9}}  # fmt: skip
+    assert options_for("gs://b/k", None) == {} and options_for("/tmp/a", None) == {}
+    fs, _ = get_fs("s3://b/k", {"key": "k", "secret": "s", "config_kwargs": {"read_timeout": 7}})
+    assert fs.config_kwargs == {"connect_timeout": 10.0, "read_timeout": 7, "retries": ours["retries"]}
+
+
+def test_timeouts_are_transient():
+    import asyncio
+
+    import aiohttp
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+    from fsspec.exceptions import FSTimeoutError
+
+    from ebook2audio_dask.storage.retry import is_transient
+
+    for exc in (ConnectTimeoutError(endpoint_url="http://x"), ReadTimeoutError(endpoint_url="http://x"),
+                aiohttp.ConnectionTimeoutError(), aiohttp.SocketTimeoutError(), aiohttp.ServerTimeoutError(),
+                asyncio.TimeoutError(), FSTimeoutError()):  # fmt: skip
+        assert is_transient(exc), exc
+    wrapped = OSError("cannot look up")  # a timeout under another library's error is still one
+    wrapped.__cause__ = ReadTimeoutError(endpoint_url="http://x")
+    assert is_transient(wrapped)
+
+
+def _storage_config(**values):
+    import dask
+
+    return dask.config.set({f"ebook2audio.storage.{k.replace('_', '-')}": v for k, v in values.items()})
+
+
+def _s3_store(endpoint: str) -> ChunkStore:
+    client_kwargs = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    return ChunkStore.make("s3://bucket/store", {"key": "k", "secret": "s", "client_kwargs": client_kwargs})
+
+
+@pytest.mark.timeout(120)  # the hang guard: s3fs's defaults alone took over 6 minutes for this call
+@pytest.mark.parametrize("server", ["silent", "stuck"])
+def test_a_store_that_never_answers_is_a_one_line_error_not_a_hang(server):
+    """The CI hang: a chunk lookup waited for ever on a server that did not answer.
+
+    "silent" accepts the connection and never answers (read timeout); "stuck"
+    never completes the connection (its accept queue is full: connect timeout).
+    """
+    from stall_server import SilentServer, StuckListener
+
+    from ebook2audio_dask.errors import StorageError
+
+    with (SilentServer() if server == "silent" else StuckListener()) as srv:
+        with _storage_config(connect_timeout=1, read_timeout=1, retries=2, retry_seconds=30):
+            with pytest.raises(StorageError) as err:
+                _s3_store(srv.url).sizes("espeak", ["ab" * 20])
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"s3://bucket/store/espeak/ab/{'ab' * 20}.wav: ")
+        assert "still failing after 2 attempts" in message  # retried by storage.retry, then given up
+        assert ("Read timeout" if server == "silent" else "Connect timeout") in message
+        if server == "silent":
+            assert srv.connections >= 2  # each attempt reached the server, and gave up waiting

@@ -44,16 +44,50 @@ def options_for(url: str, storage_options: dict[str, Any] | None) -> dict[str, A
     used for every remote URL, ignored for local paths) or keyed by protocol
     (``{"s3": {...}, "gs": {...}}``: each URL gets its protocol's entry), so
     one run can read local books and write to S3 with S3-only options.
+    S3 URLs also get finite timeouts, unless the user's options set them
+    (:func:`_with_defaults`).
     """
-    if not storage_options:
-        return {}
     protocol = _protocol(url)
+    if not storage_options:
+        return _with_defaults(protocol, {})
     known = set(fsspec.available_protocols())
     if all(k in known and isinstance(v, dict) for k, v in storage_options.items()):
         if protocol == "s3a":
             protocol = "s3"
-        return dict(storage_options.get(protocol) or {})
-    return {} if protocol in _LOCAL else dict(storage_options)
+        return _with_defaults(protocol, dict(storage_options.get(protocol) or {}))
+    return {} if protocol in _LOCAL else _with_defaults(protocol, dict(storage_options))
+
+
+#: botocore's own attempts per request: one.  s3fs already retries timeouts and
+#: throttling a few times within a second or two, and :mod:`.retry` covers what
+#: outlasts that; botocore's five attempts on top multiplied a stuck connection
+#: into minutes per call.
+_BOTOCORE_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
+
+
+def _with_defaults(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
+    """*options* plus our defaults for *protocol*; what the user gave wins.
+
+    S3 gets finite timeouts (``storage.connect-timeout``,
+    ``storage.read-timeout``: botocore's and aiohttp's socket connect and
+    read timeouts) and a single botocore attempt per request, so a
+    connection that never completes or a server that never answers raises a
+    timeout error, which :func:`.retry.with_retries` retries with backoff
+    within ``storage.retry-seconds`` and then reports as a one-line
+    :class:`StorageError`, instead of waiting forever.  Keys of the user's
+    ``config_kwargs`` replace ours one by one (``retries`` as a whole).
+    """
+    if protocol not in ("s3", "s3a"):
+        return options
+    from .. import config
+
+    ours: dict[str, Any] = {"retries": dict(_BOTOCORE_RETRIES)}
+    for key, name in (("connect_timeout", "connect-timeout"), ("read_timeout", "read-timeout")):
+        value = config.get(f"storage.{name}", None)
+        if value is not None:
+            ours[key] = float(value)
+    options["config_kwargs"] = {**ours, **(options.get("config_kwargs") or {})}
+    return options
 
 
 def get_fs(url: str, storage_options: dict[str, Any] | None = None):

@@ -1,7 +1,11 @@
 """Retries for storage calls: transient errors are retried with backoff, permanent ones fail fast.
 
 s3fs already retries a few times within a second or two (SlowDown, timeouts);
-this layer covers what outlasts that — a throttled or briefly unavailable
+botocore makes one attempt per request (see :func:`.fs.options_for`), and
+every S3 request has finite connect and read timeouts
+(``storage.connect-timeout``, ``storage.read-timeout``), so a server that
+never answers raises a timeout here rather than hanging; this layer covers
+what outlasts s3fs's tries — a throttled or briefly unavailable
 store, a reset connection — with exponential backoff and jitter (tenacity),
 ``storage.retries`` attempts over at most ``storage.retry-seconds``.  A
 permanent error (no such bucket or key, access denied, bad request) is raised
@@ -35,6 +39,7 @@ _TRANSIENT_NAMES = {
     "ServerDisconnectedError", "ClientOSError", "ClientConnectorError", "ClientPayloadError",
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
     "ResponseParserError", "IncompleteRead", "HTTPClientError", "FSTimeoutError",
+    "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "ConnectTimeout", "ReadTimeout",
 }  # fmt: skip
 _TRANSIENT_CODES = ("SlowDown", "Throttl", "ServiceUnavailable", "InternalError", "RequestTimeout",
                     "503", "500", "502", "504", "reduce your request rate")  # fmt: skip
@@ -110,7 +115,8 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
         raise
     except Exception as exc:
         if is_transient(exc):
-            raise StorageError(f"{url}: cannot {action}: still failing after {attempts} attempts: "
+            tried = retrying.statistics.get("attempt_number", attempts)  # fewer when the time budget ran out
+            raise StorageError(f"{url}: cannot {action}: still failing after {tried} attempts: "
                                f"{one_line(exc, 160)}") from exc  # fmt: skip
         if not translate:
             raise
