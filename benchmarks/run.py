@@ -372,6 +372,27 @@ METHODS["piper_cli_book"] = (
     "run each, piper first. Figure: piper time / our time; target ≥ 1.05."
 )
 
+# a synthesize worker SIGKILLed again and again (benchmarks/bench_kill_loop.py, issue 16 item 6)
+KILL_LOOP_SCRIPT = HERE / "bench_kill_loop.py"
+BENCHMARKS += ("kill_loop",)
+TARGETS.update({"kill_loop_stalls": ("≤", 0.0), "kill_loop_lost": ("≤", 0.0)})
+METHODS["kill_loop"] = (
+    "Runs `benchmarks/bench_kill_loop.py` (20 rounds; 2 with `--quick`): chapters {chapters} of "
+    "`childrens-literature.epub` ({chars} characters), eSpeak NG, `batch_chars=800`. A fault-free run first "
+    "(its stored chunk keys are the book's chunks; its wall time sets the stall limit: 10 × it, at least 60 s). "
+    "Then each round, in a fresh child process: a fresh `LocalCluster(n_workers=2, threads_per_worker=1, "
+    "processes=True, resources={{\"GPU\": 1}}, host=\"127.0.0.1\")` (workers with nannies), a fresh chunk "
+    "store, `ebook2audio_dask.convert(book, out, client=client, engine=\"espeak\", cache=...)` in a thread; "
+    "once 30 % of the chunks are stored, the worker process executing a synthesize task is SIGKILLed (each "
+    "worker is asked through `client.run` to kill itself if it runs one, so the kill lands mid-synthesis); its "
+    "nanny starts a new one. A round stalls if the conversion has not finished within the limit (the "
+    "scheduler's task states are then dumped). Chunks lost: the book's chunks neither in the store after the "
+    "round nor in its dead-letter file. Also counted: books failed, M4Bs missing or whose duration (mutagen) "
+    "differs from the report's `totals.audio_s` by 0.25 s or more. Figures: stalls and chunks lost over all "
+    "rounds, target 0 each; the median wall of a round with a kill."
+)
+
+
 # --------------------------------------------------------------------------- helpers
 class BenchError(RuntimeError):
     """A measurement could not be taken (its subprocess failed, timed out...)."""
@@ -1076,6 +1097,26 @@ class Runner:
         desc = {"book": WHOLE_BOOK.name, "chapters": list(chapters), "chars": book.chars}
         return figures, {"input": desc, "chapters": list(chapters), "piper_cli": piper, "ours_default": ours}
 
+    def kill_loop(self):
+        cmd = [sys.executable, str(KILL_LOOP_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 900.0 if self.quick else 6 * 3600.0), label="kill loop")
+        r = last_json_line(out, "kill loop")
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith('{"round"')]
+        figures = [
+            fig("kill_loop.kills", f"kill loop: rounds with a synthesize worker SIGKILLed, of {r['rounds']}",
+                r["kills"], "rounds"),
+            fig("kill_loop.stalls", "kill loop: stalls (not done within 10 × the fault-free wall)", r["stalls"],
+                "rounds", target=TARGETS["kill_loop_stalls"]),
+            fig("kill_loop.lost", "kill loop: chunks lost (not in the store nor the dead-letter file)",
+                r["chunks_lost"], "chunks", target=TARGETS["kill_loop_lost"]),
+            fig("kill_loop.failed", "kill loop: books failed, or M4B missing / not the report's duration",
+                r["books_failed"] + r["bad_m4b"], "rounds"),
+            fig("kill_loop.wall", "kill loop: median wall of a round that finished", r["median_wall_s"] or "none",
+                "s", baseline=r["fault_free_wall_s"], ratio_def="killed/fault-free",
+                ratio=r["median_wall_s"] / r["fault_free_wall_s"] if r["median_wall_s"] else None),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r.get("chars", "?")}, "rounds_detail": rows, **r}
+
 
 def gpu_figures(r: dict) -> list[dict]:
     """The figures of a ``gpu_check.py`` result; "not measured" rows when it ran without a GPU."""
@@ -1307,6 +1348,19 @@ def summarize(bench: str, details: dict) -> str:
                 f"M4B {r['file_mb']} MB"
             )
         return "; ".join(parts) + "."
+    if bench == "kill_loop":
+        kills = [r for r in details.get("rounds_detail", []) if r.get("killed")]
+        import statistics
+
+        at = statistics.median(r["stored_at_kill"] for r in kills) if kills else None
+        return (
+            f"{details['chunks']} chunks, fault-free {details['fault_free_wall_s']} s (stall limit "
+            f"{details['stall_limit_s']} s); {details['kills']} of {details['rounds']} rounds killed a worker "
+            f"mid-synthesis (median {at} chunks stored at the kill); {details['stalls']} stalled, "
+            f"{details['chunks_lost']} chunks lost, {details['dead_lettered']} dead-lettered, "
+            f"{details['books_failed']} books failed, {details['bad_m4b']} bad M4Bs; wall median "
+            f"{details['median_wall_s']} s, max {details['max_wall_s']} s."
+        )
     if bench == "faults":
         a, b, c, d = (details[k] for k in ("uninterrupted", "worker_kill", "scheduler_kill", "client_kill"))
         kills = ", ".join(f"{k['name']} at {k['at_s']} s ({k['stored']} chunks stored)" for k in b["kills"])
