@@ -87,15 +87,10 @@ def _kept_after_interrupt(jobs: list[BookJob]) -> str:
     planned = [j for j in unfinished if j.book_plan is not None]
     stored = total = 0
     try:
-        listings: dict[tuple[str, str], dict[str, int]] = {}
-        for job in planned:
-            engine = job.book_plan.spec.engine
-            key = (job.store.url, engine)
-            if key not in listings:
-                listings[key] = job.store.list_sizes(engine)
-            wanted = {c.key for c in job.book_plan.chunks}
+        for job in planned:  # the books' own keys: never a listing of the whole store
+            wanted = list({c.key: None for c in job.book_plan.chunks})
             total += len(wanted)
-            stored += len(wanted & listings[key].keys())
+            stored += len(job.store.sizes(job.book_plan.spec.engine, wanted))
     except Exception:  # noqa: BLE001 - the message must come out even when the store does not answer
         logger.debug("could not count the stored chunks", exc_info=True)
         planned = []
