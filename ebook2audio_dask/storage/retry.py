@@ -15,7 +15,9 @@ at once as a :class:`~ebook2audio_dask.errors.StorageError` naming the URL.
 from __future__ import annotations
 
 import errno
+import random
 import socket
+import time
 from typing import Callable, TypeVar
 
 import tenacity
@@ -94,18 +96,37 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
         Turn a permanent error into a :class:`StorageError` (default); with
         ``False`` it is re-raised as it is (callers that word their own errors).
     """
+    try:  # the common case, without any retry machinery (a chunk write or lookup is ~0.1 ms)
+        return fn()
+    except StorageError:
+        raise
+    except Exception as exc:
+        if not is_transient(exc):
+            if not translate:
+                raise
+            raise storage_error(url, exc, action) from exc
+        first = exc
     attempts = int(config.get("storage.retries", 6))
     budget = float(config.get("storage.retry-seconds", 60))
 
-    def log(state: tenacity.RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
+    def log(state: tenacity.RetryCallState | None, exc: BaseException | None = None, attempt: int = 1) -> None:
+        if state is not None:
+            exc = state.outcome.exception() if state.outcome else None
+            attempt = state.attempt_number + 1
         logger.warning("%s: %s failed (%s), retry %d of %d", url, action,
-                       one_line(exc, 120), state.attempt_number, attempts - 1)  # fmt: skip
+                       one_line(exc, 120), attempt, attempts - 1)  # fmt: skip
 
+    if attempts <= 1:
+        raise StorageError(f"{url}: cannot {action}: still failing after 1 attempt: {one_line(first, 160)}") from first
+    log(None, first)
+    started = time.monotonic()
+    time.sleep(min(8.0, 0.5 + random.uniform(0, 1)))  # the first backoff, as tenacity's would be
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=8),
-        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(budget),
+        # exponential backoff with jitter, counted from the attempt made before tenacity
+        wait=lambda state: min(8.0, 0.5 * 2**state.attempt_number + random.uniform(0, 1)),
+        stop=tenacity.stop_after_attempt(attempts - 1)
+        | tenacity.stop_after_delay(max(0.0, budget - (time.monotonic() - started))),
         before_sleep=log,
         reraise=True,
     )
@@ -115,9 +136,10 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
         raise
     except Exception as exc:
         if is_transient(exc):
-            tried = retrying.statistics.get("attempt_number", attempts)  # fewer when the time budget ran out
+            tried = 1 + retrying.statistics.get("attempt_number", attempts - 1)  # fewer when the budget ran out
             raise StorageError(f"{url}: cannot {action}: still failing after {tried} attempts: "
                                f"{one_line(exc, 160)}") from exc  # fmt: skip
         if not translate:
             raise
         raise storage_error(url, exc, action) from exc
+
