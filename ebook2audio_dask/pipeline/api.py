@@ -336,8 +336,9 @@ def convert(
     bars : ProgressBars, optional
         Bars to drive instead (the CLI passes its own, on stderr).
     on_job : callable, optional
-        Called with each :class:`BookJob` once submitted (e.g. to show the
-        dashboard or keep the futures).
+        Called with each :class:`BookJob` once its first tasks are submitted
+        (books start ``ebook2audio.books-in-flight`` at a time, in order), e.g.
+        to show the dashboard or keep the futures.
     on_result : callable, optional
         Called with each :class:`BookResult` as soon as its book is done or
         has failed.
@@ -393,12 +394,9 @@ def convert(
     with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm,
                     memory_limit="default" if memory_limit is None else memory_limit,
                     slots_per_gpu=slots_per_gpu) as c:
-        jobs = []
-        for source, rank in book_priorities(books, priority).items():
-            job = submit_book(c, source, options, priority=rank)
-            if on_job:
-                on_job(job)
-            jobs.append(job)
+        # Not started yet: run_jobs starts them a window at a time (ebook2audio.books-in-flight).
+        jobs = [BookJob(c, source, options, priority=rank, start=False)
+                for source, rank in book_priorities(books, priority).items()]  # fmt: skip
         given_bars, bars = bars, None
         if progress is True and given_bars is None:
             from .progress import ProgressBars
@@ -406,7 +404,7 @@ def convert(
             bars = ProgressBars(notebook=True)
         try:
             results = run_jobs(jobs, on_chunks=progress if callable(progress) else None, on_total=progress_total,
-                               on_result=on_result, bars=bars or given_bars)
+                               on_result=on_result, bars=bars or given_bars, on_start=on_job)
         except KeyboardInterrupt:  # run_jobs has cancelled the unfinished books' tasks
             raise Interrupted(_kept_after_interrupt(jobs)) from None
         finally:

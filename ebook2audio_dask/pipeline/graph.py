@@ -572,6 +572,7 @@ def run_jobs(
     write_report: Callable[[BookJob, dict], None] | None = None,
     on_result: Callable[[BookResult], None] | None = None,
     bars: Any = None,
+    on_start: Callable[[BookJob], None] | None = None,
 ) -> list[BookResult]:
     """Drive submitted books to the end; one failing book never stops the others.
 
@@ -594,6 +595,11 @@ def run_jobs(
         done or has failed (books finish in the order work allows).
     bars : ProgressBars, optional
         Per-book and total progress (:class:`~.progress.ProgressBars`).
+    on_start : callable, optional
+        Called with each book this function starts (a :class:`BookJob` made
+        with ``start=False``), once its parse, chunk and cover tasks are
+        submitted.  At most ``ebook2audio.books-in-flight`` books run at once,
+        highest priority first; books started by the caller count too.
     """
     results: dict[int, BookResult] = {}
     by_future: dict[Future, tuple[str, BookJob, int]] = {}
@@ -625,6 +631,8 @@ def run_jobs(
                 continue
             by_future[job.plan] = ("plan", job, 0)
             pending.add(job.plan)
+            if on_start:
+                on_start(job)
 
     def backlog(job: BookJob) -> int:
         later = [j for j in active.values() if j is not job and j.priority < job.priority
