@@ -503,6 +503,7 @@ class BookJob:
         self._merge_args = ()
         self.book_plan = None
         self.cached_sizes = {}
+        self.batches = []
 
     def release(self) -> None:
         """Clear the book's stop event once its merge has ended."""
