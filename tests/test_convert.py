@@ -67,6 +67,8 @@ def test_french_txt_chapters_and_a_second_run_is_all_cache(client, corpus, tmp_p
     report = first.report
     assert report["language"] == "fr" and report["engine"] == "espeak"
     assert len(report["chapters"]) == 3
+    # every chunk's length was known before encoding: audio, chapters and tags in one ffmpeg pass
+    assert report["totals"]["merge_passes"] == 1
     check_m4b_against_report(out / "entre-nous-lectures-francaises.m4b", report, expect_cover=False)
     [again] = e2a.convert(src, str(out), chapters=[1, 2, 3], client=client, cache=cache_dir)
     totals = again.report["totals"]

@@ -122,6 +122,7 @@ def test_formats_decode_to_the_report_duration_with_tags_and_chapters(fmt, clien
     report = convert(client, store, tmp_path, format=fmt)
     path = tmp_path / f"{STEM}.{fmt}"
     assert report["format"] == fmt and report["output"] == str(path) and path.is_file()
+    assert report["totals"]["merge_passes"] == 1  # tags, chapters and cover written with the audio
     assert report["totals"]["audio_s"] == m4b_run[1]["totals"]["audio_s"]
     assert abs(seconds(path) - report["totals"]["audio_s"]) < 0.1
     f = mutagen.File(str(path))
@@ -154,6 +155,7 @@ def test_formats_decode_to_the_report_duration_with_tags_and_chapters(fmt, clien
 def test_split_hours_parts_add_up(client, store, tmp_path, m4b_run):
     hours = 0.02  # 72 s
     report = convert(client, store, tmp_path, split_hours=hours, subtitles="vtt")
+    assert report["totals"]["merge_passes"] == 2  # each part encoded, then chapters and tags added
     outputs = report["outputs"]
     n = len(outputs)
     assert n >= 7
