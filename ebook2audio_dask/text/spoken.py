@@ -57,6 +57,61 @@ def _n2w(number, lang: str, to: str = "cardinal") -> str:
     return num2words(number, lang=lang, to=to)
 
 
+_DIGIT = re.compile(r"\d")
+_SPACE_RUN = re.compile(r"[ \t]{2,}")
+
+
+def _needles(pattern: str) -> tuple[str, ...] | None:
+    """Strings one of which is in every text *pattern* matches, or ``None``.
+
+    A rule whose needles are all missing from a text cannot change it, and
+    ``in`` finds that out much faster than the rule's regex (``\\bMr\\.``
+    tries every word boundary).  The needles come from the parsed pattern: a
+    row of literal characters (zero-width assertions such as ``\\b`` or a
+    lookahead do not break the row) is in every match as it is; for an
+    alternation, one row per branch.  ``None`` (the rule always runs) when the
+    pattern ignores case or has no such row.
+    """
+    try:
+        from re import _parser
+    except ImportError:  # Python 3.10
+        import sre_parse as _parser  # type: ignore[no-redef]
+
+    def pick(a, b):  # the needles with the longest shortest needle: the rarest
+        if a is None or b is None:
+            return a or b
+        return a if min(map(len, a)) >= min(map(len, b)) else b
+
+    def sequence(items) -> tuple[str, ...] | None:
+        best, row = None, ""
+        for op, av in items:
+            if op is _parser.LITERAL:
+                row += chr(av)
+                continue
+            if op in (_parser.AT, _parser.ASSERT, _parser.ASSERT_NOT):
+                continue  # zero-width: the characters around it are consecutive in the text
+            best, row = pick(best, (row,) if row else None), ""
+            found = None
+            if op is _parser.BRANCH:
+                branches = [sequence(b) for b in av[1]]
+                if all(b is not None for b in branches):
+                    found = tuple(sorted({n for b in branches for n in b}))
+            elif op is _parser.SUBPATTERN and not av[1] & re.IGNORECASE:
+                found = sequence(av[-1])
+            elif op in (_parser.MAX_REPEAT, _parser.MIN_REPEAT) and av[0] >= 1:
+                found = sequence(av[2])
+            best = pick(best, found)
+        return pick(best, (row,) if row else None)
+
+    try:
+        parsed = _parser.parse(pattern)
+    except Exception:  # noqa: BLE001 - not a pattern this knows: no shortcut
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    return sequence(parsed)
+
+
 # Characters that end the "word" a pattern may touch: letters, digits and the
 # lexicon placeholders (private use area) count as word characters here.
 _W = r"[^\W_]|[\ue000-\uf8ff]"
@@ -87,7 +142,14 @@ class Rules:
 
     def __init__(self, features: Iterable[str] = FEATURES):
         self.features = frozenset(features)
-        self._abbr = [(re.compile(p), r, final) for p, r, final in self.abbreviations]
+        self._abbr = [(re.compile(p), r, final, _needles(p)) for p, r, final in self.abbreviations]
+        # Every rule's needles in one search: a sentence without any (most) skips the pass.
+        needles = {n for *_, ns in self._abbr for n in (ns or ())}
+        self._abbr_needles = (
+            re.compile("|".join(map(re.escape, sorted(needles))))
+            if self._abbr and all(ns is not None for *_, ns in self._abbr)
+            else None
+        )
         num = rf"(?:{self.grouped}|\d+)(?:{re.escape(self.decimal)}\d+)?"
         self.num = num
         self._num_re = re.compile(rf"(?<![\w.,])(?<!\d[.,]){num}(?![\w]|[.,]\d)")
@@ -149,15 +211,19 @@ class Rules:
             text = self.roman(text, heading)
         if "abbreviations" in self.features:
             text = self.expand_abbreviations(text)
-        if "numbers" in self.features:
-            text = self.numbers(text)
-        return re.sub(r"[ \t]{2,}", " ", text).strip()
+        if "numbers" in self.features and _DIGIT.search(text):
+            text = self.numbers(text)  # every number rule starts from a digit: text without one skips them
+        return _SPACE_RUN.sub(" ", text).strip()
 
     def roman(self, text: str, heading: bool) -> str:
         return text
 
     def expand_abbreviations(self, text: str) -> str:
-        for pattern, repl, final in self._abbr:
+        if self._abbr_needles is not None and not self._abbr_needles.search(text):
+            return text
+        for pattern, repl, final, needles in self._abbr:
+            if needles is not None and not any(n in text for n in needles):
+                continue  # cannot match: "Mr." is not in the text (most rules, most sentences)
             text = pattern.sub(lambda m, r=repl, f=final: self._abbr_sub(m, r, f), text)
         return text
 
