@@ -948,7 +948,8 @@ def test_5mb_paragraph_is_planned_into_engine_sized_chunks(tmp_path):
 
     pySBD is quadratic in the length of what it is given (about 15 s for
     200 kB, hours for 5 MB); ingest cuts paragraphs at MAX_PARAGRAPH_CHARS so
-    planning stays linear (about 25 s for 5 MB here, nearly all of it pySBD):
+    planning stays linear (about 2 s for 5 MB here since a paragraph pySBD would
+    return whole skips it; 25 s before, nearly all of it pySBD):
     planning 5 MB must cost about 4 times planning 1.25 MB, not 16.
     """
     from ebook2audio_dask.engines.espeak import EspeakEngine
