@@ -426,7 +426,8 @@ class BookJob:
         self.merged = merged = self.merge.result()
         self.output = merged.output  # the first file of a split book
         # a batch that failed as a whole (KilledWorker) is in the merge's dead letters
-        batches: list[BatchResult] = [f.result() for f in self.batches if f.status == "finished"]
+        finished = [f for f in self.batches if f.status == "finished"]
+        batches: list[BatchResult] = self.client.gather(finished) if finished else []  # one round trip
         return build_report(
             self.book_plan, merged, batches, self.cached_sizes, wall_s=time.time() - self.started,
             source=self.source, started=self.started,
