@@ -245,7 +245,7 @@ BENCHMARKS += ("noop",)
 METHODS["noop"] = (
     "Runs `benchmarks/bench_scaleout.py --per-char-ms 0 --workers 1,2`: the synthetic engine of scale_out "
     "returns 80 samples of silence per chunk at once, so a conversion is nothing but the pipeline: parse, "
-    "chunk, one chunk-store listing, synthesize tasks scheduled with their GPU resource, every chunk written "
+    "chunk, one chunk-store lookup per key, synthesize tasks scheduled with their GPU resource, every chunk written "
     "to a local store as a WAV file, the merge reading them back and encoding the M4B, the report. Input: "
     "{books} real book(s) (the longest Sherlock Holmes stories, {chars} characters), one `convert` call on "
     "an in-process `LocalCluster` of N single-thread workers with `GPU=1`. Figure: wall time × N / chunks "
