@@ -305,9 +305,14 @@ class BookJob:
         with self.span():
             self._submit_synthesis(backlog)
 
+    def fetch_plan(self) -> BookPlan:
+        """The book's plan, fetched from its worker once (then kept until the book is done)."""
+        if self.book_plan is None:
+            self.book_plan = self.plan.result()
+        return self.book_plan
+
     def _submit_synthesis(self, backlog: int) -> None:
-        plan: BookPlan = self.plan.result()
-        self.book_plan = plan
+        plan: BookPlan = self.fetch_plan()
         # One lookup per key of this book (never a listing of the whole store, whose
         # cost would grow with every book converted before).
         self.cached_sizes = self.store.sizes(plan.spec.engine, list({c.key: None for c in plan.chunks}))
@@ -608,7 +613,8 @@ def run_jobs(
     for client in {id(job.client): job.client for job in jobs}.values():
         ensure_job_metrics(client)  # ebook2audio_* at the scheduler's /metrics, once per scheduler
     pending = as_completed()
-    watch = _ResourceWatch([job for job in jobs], float(config.get("cluster.no-workers-timeout")))
+    timeout = float(config.get("cluster.no-workers-timeout"))
+    watch = _ResourceWatch([job for job in jobs], timeout, interval=min(5.0, max(0.2, timeout / 10)))
     watch.start()
     # Books start a window at a time, highest priority first (input order within a
     # priority): a long library holds only its books in flight, on the client and
@@ -638,8 +644,8 @@ def run_jobs(
 
     def backlog(job: BookJob) -> int:
         later = [j for j in active.values() if j is not job and j.priority < job.priority
-                 and id(j) not in results]  # fmt: skip
-        return sum(j.plan.result().chars for j in later if j.plan.done() and j.plan.status == "finished")
+                 and id(j) not in results and j.plan is not None and j.plan.status == "finished"]  # fmt: skip
+        return sum(j.fetch_plan().chars for j in later)  # each plan fetched once
 
     def fail(job: BookJob, exc: BaseException) -> None:
         if id(job) in results:
