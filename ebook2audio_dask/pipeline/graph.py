@@ -242,6 +242,7 @@ class BookJob:
         self.merge: Future | None = None
         self.book_plan: BookPlan | None = None
         self.cached_sizes: dict[str, int] = {}
+        self._n_chunks = 0
         self.n_batches_chunks: list[int] = []
         #: Name of the distributed.Event that tells this book's merge to stop.
         self.stop_event = ""
@@ -309,6 +310,7 @@ class BookJob:
         """The book's plan, fetched from its worker once (then kept until the book is done)."""
         if self.book_plan is None:
             self.book_plan = self.plan.result()
+            self._n_chunks = len(self.book_plan.chunks)
         return self.book_plan
 
     def _submit_synthesis(self, backlog: int) -> None:
@@ -317,10 +319,7 @@ class BookJob:
         # cost would grow with every book converted before).
         self.cached_sizes = self.store.sizes(plan.spec.engine, list({c.key: None for c in plan.chunks}))
         batch_chars = int(config.get("synthesize.batch-chars", override=self.options.batch_chars))
-        resources = self.options.resources
-        if resources is None:  # {} (no restriction) is a valid choice; None means "from config"
-            resources = dict(config.get("synthesize.resources") or {})
-        self.resources = dict(resources)
+        self.resources = resources = self.synth_resources()
         threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
         retries = int(config.get("synthesize.retries", override=self.options.retries))
         batches = plan.batches(
@@ -406,6 +405,13 @@ class BookJob:
         self.submit_merge()
         return True
 
+    def synth_resources(self) -> dict[str, float]:
+        """The worker resources each synthesize task requests (the options', else ``synthesize.resources``)."""
+        resources = self.options.resources
+        if resources is None:  # {} (no restriction) is a valid choice; None means "from config"
+            resources = config.get("synthesize.resources") or {}
+        return dict(resources)
+
     def _synth_slots(self, resources: dict[str, float] | None) -> int:
         """How many synthesize tasks the cluster can run at once right now."""
         if self.options.slots:
@@ -421,10 +427,8 @@ class BookJob:
 
     @property
     def n_chunks(self) -> int:
-        """Chunks in the book's plan (0 until the plan is known)."""
-        if self.book_plan is not None:
-            self._n_chunks = len(self.book_plan.chunks)
-        return getattr(self, "_n_chunks", 0)
+        """Chunks in the book's plan (0 until the plan is known; kept after :meth:`forget`)."""
+        return self._n_chunks
 
     def report(self) -> dict:
         """The book's report (see :func:`ebook2audio_dask.pipeline.report.build_report`)."""
@@ -790,8 +794,7 @@ def _books_in_flight(jobs: list[BookJob]) -> int:
     if not jobs:
         return 1
     try:
-        slots = jobs[0]._synth_slots(jobs[0].options.resources if jobs[0].options.resources is not None
-                                     else dict(config.get("synthesize.resources") or {}))  # fmt: skip
+        slots = jobs[0]._synth_slots(jobs[0].synth_resources())
     except Exception:  # noqa: BLE001 - the scheduler will say more when the books start
         slots = 1
     return max(8, 4 * slots)

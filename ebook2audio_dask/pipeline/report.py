@@ -97,7 +97,7 @@ def build_report(
             "synth_s": round(synth_s, 3),
             "merge_s": round(merged.merge_s, 3),
             "audio_reused": merged.audio_reused,
-            "merge_passes": getattr(merged, "passes", 2),
+            "merge_passes": merged.passes,
             "rtf": round(synth_s / merged.audio_s, 4) if merged.audio_s else None,
         },
         "chunks_per_worker": dict(sorted(per_worker.items())),
