@@ -27,7 +27,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-BOOK = (HERE.parent / ".." / "shared" / "corpus" / "adventures-of-sherlock-holmes-standardebooks.epub").resolve()
+BOOK = (
+    HERE.parent / ".." / "shared" / "corpus" / "adventures-of-sherlock-holmes-standardebooks.epub"
+).resolve()
 
 
 def chapters_for(chars: int) -> list[int]:
@@ -66,9 +68,10 @@ def main(argv=None) -> int:
     from s3_server import CREDENTIALS, moto_server
 
     os.environ.update(CREDENTIALS)
-    import ebook2audio_dask as e2a
     import s3fs
     from distributed import Client
+
+    import ebook2audio_dask as e2a
 
     chapters = chapters_for(args.chars)
     out: dict = {"chapters": chapters}
@@ -82,7 +85,9 @@ def main(argv=None) -> int:
 
         cs = ChunkStore.make(store)
         cs.delete([e.path for e in cs.entries() if e.kind == "audio"])
-        out["rebuild_local_reencode"] = timed_convert(client, os.path.join(tmp, "out3"), store, chapters)
+        out["rebuild_local_reencode"] = timed_convert(
+            client, os.path.join(tmp, "out3"), store, chapters
+        )
         with moto_server() as endpoint:
             opts = {"s3": {"client_kwargs": {"endpoint_url": endpoint}}}
             fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint})
@@ -92,7 +97,9 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             fs.put(store + "/", "chunks/store/", recursive=True)
             out["upload_store_s"] = round(time.perf_counter() - t0, 2)
-            out["rebuild_s3"] = timed_convert(client, "s3://chunks/out/", "s3://chunks/store", chapters, opts)
+            out["rebuild_s3"] = timed_convert(
+                client, "s3://chunks/out/", "s3://chunks/store", chapters, opts
+            )
     synth = out["synthesis"]["wall_s"]
     for side in ("rebuild_local", "rebuild_local_reencode", "rebuild_s3"):
         r = out[side]

@@ -165,7 +165,10 @@ def main(argv=None) -> int:
         build_s = time.perf_counter() - t0
         import torch
 
-        params = sum(p.numel() for p in torch.load(Path(model) / "model.pth", weights_only=True)["model"].values())
+        params = sum(
+            p.numel()
+            for p in torch.load(Path(model) / "model.pth", weights_only=True)["model"].values()
+        )
         items = chunks_of(chapters, model, limit)
         out = {"model_params_m": round(params / 1e6, 1), "build_s": round(build_s, 1)}
         out["batching"] = batching(model, items, args.batch_size, args.device, args.threads)

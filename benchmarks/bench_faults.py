@@ -127,7 +127,9 @@ class Bench:
         deadline = time.monotonic() + TIMEOUT
         while self.stored(store, engine) < n:
             if proc.poll() is not None:
-                raise SystemExit(f"the conversion ended before {n} chunks were stored: {proc.stderr.read()[-800:]}")
+                raise SystemExit(
+                    f"the conversion ended before {n} chunks were stored: {proc.stderr.read()[-800:]}"
+                )
             if time.monotonic() > deadline:
                 raise SystemExit(f"fewer than {n} chunks stored after {TIMEOUT} s")
             time.sleep(0.05)
@@ -170,7 +172,9 @@ class Bench:
             try:
                 for share in (0.25, 0.60):
                     self.wait_stored(proc, store, "coqui", int(share * len(sizes)))
-                    victim = kill_busy_worker(cluster, proc, store, spare={k["name"] for k in killed})
+                    victim = kill_busy_worker(
+                        cluster, proc, store, spare={k["name"] for k in killed}
+                    )
                     victim["at_s"] = round(time.perf_counter() - t0, 2)
                     killed.append(victim)
                 _, err = proc.communicate(timeout=TIMEOUT)
@@ -182,7 +186,11 @@ class Bench:
         finally:
             cluster.close()
         ref_chunks, chunks = _stored(Path(reference["store"]), "coqui"), _stored(store, "coqui")
-        same = sum(1 for k, p in chunks.items() if k in ref_chunks and p.read_bytes() == ref_chunks[k].read_bytes())
+        same = sum(
+            1
+            for k, p in chunks.items()
+            if k in ref_chunks and p.read_bytes() == ref_chunks[k].read_bytes()
+        )
         report = self.report(out)
         totals = report.get("totals", {})
         m4b, ref_m4b = next(out.glob("*.m4b"), None), next(Path(reference["out"]).glob("*.m4b"))
@@ -202,7 +210,9 @@ class Bench:
         }  # fmt: skip
 
     # ------------------------------------------------------------------ (c) and (d)
-    def killed_then_rerun(self, what: str, engine: str, sizes: dict[str, int], reference: dict) -> dict:
+    def killed_then_rerun(
+        self, what: str, engine: str, sizes: dict[str, int], reference: dict
+    ) -> dict:
         """Kill the scheduler or the client at 50 % of the chunks, then run the same command again."""
         store, out = self.work / f"store-{what}", self.work / f"out-{what}"
         cluster = self.cluster()
@@ -273,7 +283,9 @@ def main(argv=None) -> int:
     chapters = QUICK_CHAPTERS if args.quick else FULL_CHAPTERS
     import logging
 
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # our monitoring client outlives a scheduler
+    logging.getLogger("distributed").setLevel(
+        logging.CRITICAL
+    )  # our monitoring client outlives a scheduler
     from coqui_models import build_tiny_vits
 
     work = Path(tempfile.mkdtemp(prefix="e2a-bench-faults-"))
@@ -289,8 +301,12 @@ def main(argv=None) -> int:
         }  # fmt: skip
         t0 = time.perf_counter()
         out["uninterrupted"] = bench.uninterrupted(args.engine, sizes, "a")
-        out["scheduler_kill"] = bench.killed_then_rerun("scheduler", args.engine, sizes, out["uninterrupted"])
-        out["client_kill"] = bench.killed_then_rerun("client", args.engine, sizes, out["uninterrupted"])
+        out["scheduler_kill"] = bench.killed_then_rerun(
+            "scheduler", args.engine, sizes, out["uninterrupted"]
+        )
+        out["client_kill"] = bench.killed_then_rerun(
+            "client", args.engine, sizes, out["uninterrupted"]
+        )
         out["vits_uninterrupted"] = bench.uninterrupted("coqui", vits_sizes, "vits")
         out["worker_kill"] = bench.worker_kill(vits_sizes, out["vits_uninterrupted"])
         out["bench_wall_s"] = round(time.perf_counter() - t0, 1)

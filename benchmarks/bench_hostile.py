@@ -29,8 +29,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
     import dask
-
     import test_hostile  # the fixtures' builders and what each case must give
+
     from ebook2audio_dask import read_book
     from ebook2audio_dask.errors import BookError
 

@@ -85,8 +85,8 @@ def write_text(path: Path, size: int) -> dict:
     paragraphs = [
         (_wrap(p) + "\n\n").encode() for p in paragraphs if len(p) > 60 and "Produced by" not in p
     ]
-    head = ("Title: Generated\nAuthor: Bench\nLanguage: French\n\n"
-            "*** START OF THE PROJECT GUTENBERG EBOOK GENERATED ***\n\n").encode()  # fmt: skip
+    head = (b"Title: Generated\nAuthor: Bench\nLanguage: French\n\n"
+            b"*** START OF THE PROJECT GUTENBERG EBOOK GENERATED ***\n\n")  # fmt: skip
     total, chapters, k = 0, 0, 0
     with open(path, "wb") as fh:
         total += fh.write(head)

@@ -71,7 +71,10 @@ def _kill_self_if_synthesizing(record: str, dask_worker=None) -> None:
     if not running:
         return
     with open(record, "a") as f:
-        f.write(json.dumps({"task": running[0], "pid": os.getpid(), "worker": str(dask_worker.name)}) + "\n")
+        f.write(
+            json.dumps({"task": running[0], "pid": os.getpid(), "worker": str(dask_worker.name)})
+            + "\n"
+        )
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -143,7 +146,9 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
                 time.sleep(0.02)
                 continue
             for address in list(client.scheduler_info()["workers"]):
-                client.run(_kill_self_if_synthesizing, str(record), workers=[address], on_error="return")
+                client.run(
+                    _kill_self_if_synthesizing, str(record), workers=[address], on_error="return"
+                )
                 if record.exists():
                     row.update(json.loads(record.read_text().splitlines()[0]), killed=True,
                                kill_at_s=round(time.monotonic() - start, 2), stored_at_kill=len(_stored(cache)),
@@ -206,8 +211,10 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
         if lost and not row["stalled"]:
             row["lost"] = lost[:20]
         if row.get("unique_chunks") is not None and row["unique_chunks"] != len(expected):
-            row["plan_mismatch"] = (f"report says {row['unique_chunks']} unique chunks, "
-                                    f"the fault-free run stored {len(expected)}")
+            row["plan_mismatch"] = (
+                f"report says {row['unique_chunks']} unique chunks, "
+                f"the fault-free run stored {len(expected)}"
+            )
     if row["stalled"]:
         sys.stdout.write(json.dumps(row, default=str) + "\n")
         sys.stdout.flush()
@@ -255,20 +262,36 @@ def _child(args: list[str], timeout: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=None, help="rounds with a kill (default 20; 2 with --quick)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds with a kill (default 20; 2 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="2 rounds (a smoke test)")
-    parser.add_argument("--kill-at", type=float, default=0.3, help="fraction of the chunks stored before the kill")
-    parser.add_argument("--stall-factor", type=float, default=10.0, help="stall limit, × the fault-free wall")
-    parser.add_argument("--min-limit", type=float, default=60.0, help="smallest stall limit, seconds")
-    parser.add_argument("--workdir", default=None, help="keep each round's store, output and stall dump here")
-    parser.add_argument("--round", dest="child", default=None, help=argparse.SUPPRESS)  # child mode: its folder
-    parser.add_argument("--expected", default=None, help=argparse.SUPPRESS)  # child: file of chunk keys
+    parser.add_argument(
+        "--kill-at", type=float, default=0.3, help="fraction of the chunks stored before the kill"
+    )
+    parser.add_argument(
+        "--stall-factor", type=float, default=10.0, help="stall limit, × the fault-free wall"
+    )
+    parser.add_argument(
+        "--min-limit", type=float, default=60.0, help="smallest stall limit, seconds"
+    )
+    parser.add_argument(
+        "--workdir", default=None, help="keep each round's store, output and stall dump here"
+    )
+    parser.add_argument(
+        "--round", dest="child", default=None, help=argparse.SUPPRESS
+    )  # child mode: its folder
+    parser.add_argument(
+        "--expected", default=None, help=argparse.SUPPRESS
+    )  # child: file of chunk keys
     parser.add_argument("--limit", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         expected = json.loads(Path(args.expected).read_text()) if args.expected else None
-        row = one_round(Path(args.child), expected=expected, kill_at=args.kill_at, limit=args.limit or 600.0)
+        row = one_round(
+            Path(args.child), expected=expected, kill_at=args.kill_at, limit=args.limit or 600.0
+        )
         print(json.dumps(row, default=str), flush=True)
         return 0
 
@@ -312,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             "stalls": sum(1 for r in rows if r.get("stalled")),
             "chunks_lost": sum(r.get("chunks_lost") or 0 for r in rows),
             "books_failed": sum(1 for r in rows if not r.get("stalled") and not r.get("ok")),
-            "bad_m4b": sum(1 for r in rows if not r.get("stalled") and not (r.get("m4b") and r.get("duration_ok"))),
+            "bad_m4b": sum(
+                1
+                for r in rows
+                if not r.get("stalled") and not (r.get("m4b") and r.get("duration_ok"))
+            ),
             "crashed": sum(1 for r in rows if r.get("crashed")),
             "dead_lettered": sum(r.get("dead_lettered") or 0 for r in rows),
             "median_wall_s": round(statistics.median(walls), 2) if walls else None,

@@ -60,8 +60,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -192,7 +192,9 @@ class Prose:
             if size + len(p) > chars * 1.15:
                 sentences = SENTENCE_END.split(p)
                 keep = []
-                while sentences and (not keep or size + len(" ".join(keep + sentences[:1])) <= chars * 1.15):
+                while sentences and (
+                    not keep or size + len(" ".join(keep + sentences[:1])) <= chars * 1.15
+                ):
                     keep.append(sentences.pop(0))
                 p, self.pending = " ".join(keep), " ".join(sentences)
             paras.append(p)
@@ -205,7 +207,9 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][”’])\s+")
 ROMAN = ("I", "II", "III", "IV", "V")
 
 
-def write_books(folder: Path, n: int, chapters: int, chars: int, prose: Prose | None = None) -> list[str]:
+def write_books(
+    folder: Path, n: int, chapters: int, chars: int, prose: Prose | None = None
+) -> list[str]:
     """*n* plain-text books ``book-NNNNN.txt`` of *chapters* ``CHAPTER I.`` chapters, ~*chars* in all."""
     prose = prose or Prose()
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,7 +218,9 @@ def write_books(folder: Path, n: int, chapters: int, chars: int, prose: Prose | 
         parts = []
         for c in range(chapters):
             paras = prose.chapter(chars // chapters)
-            parts.append(f"CHAPTER {ROMAN[c]}. Part {ROMAN[c]} of Volume {i + 1}\n\n" + "\n\n".join(paras))
+            parts.append(
+                f"CHAPTER {ROMAN[c]}. Part {ROMAN[c]} of Volume {i + 1}\n\n" + "\n\n".join(paras)
+            )
         path = folder / f"book-{i:05d}.txt"
         path.write_text("\n\n\n\n" + "\n\n\n\n".join(parts) + "\n", encoding="utf-8")
         paths.append(str(path))
@@ -273,7 +279,9 @@ def _check(results, expect_chapters: int, shared_ok: float = 0.0) -> int:
         raise SystemExit(f"{len(bad)} book(s) failed: {bad[:3]}")
     wrong = [r.source for r in results if len(r.report["chapters"]) != expect_chapters]
     if wrong:
-        raise SystemExit(f"{len(wrong)} book(s) not read as {expect_chapters} chapter(s), e.g. {wrong[0]}")
+        raise SystemExit(
+            f"{len(wrong)} book(s) not read as {expect_chapters} chapter(s), e.g. {wrong[0]}"
+        )
     cached = sum(r.report["totals"]["chunks_from_cache"] for r in results)
     chunks = sum(r.report["totals"]["chunks"] for r in results)
     if cached > shared_ok * chunks:
@@ -384,18 +392,32 @@ def flat_child(list_file: str, tmp: str, scheduler_process: bool) -> dict:
 def flat(sizes: list[int], tmp: Path, timeout: float, scheduler_process: bool) -> list[dict]:
     books = write_books(tmp / "flat-books", max(sizes), chapters=1, chars=FLAT_CHARS)
     rows = []
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    )
     for n in sizes:
         work = tmp / f"flat-{n}"
         work.mkdir()
         list_file = work / "books.txt"
         list_file.write_text("\n".join(books[:n]), encoding="utf-8")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--flat-child", str(list_file), "--workdir", str(work)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--flat-child",
+            str(list_file),
+            "--workdir",
+            str(work),
+        ]
         if scheduler_process:
             cmd.append("--scheduler-process")
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True
+        )
         if proc.returncode != 0:
-            raise SystemExit(f"flat child, {n} books: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+            raise SystemExit(
+                f"flat child, {n} books: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+            )
         row = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -406,16 +428,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("stream", "flat", "both"), default="both")
     parser.add_argument("--books", type=int, default=300, help="stream: books (default 300)")
-    parser.add_argument("--sizes", default="200,1000,2000", help="flat: numbers of books, one child each")
+    parser.add_argument(
+        "--sizes", default="200,1000,2000", help="flat: numbers of books, one child each"
+    )
     parser.add_argument("--timeout", type=float, default=7200.0, help="flat: seconds per child")
-    parser.add_argument("--scheduler-process", action="store_true",
-                        help="flat: the scheduler in its own process (distributed.deploy.subprocess)")
-    parser.add_argument("--quick", action="store_true", help="20 books streamed; 20 and 80 no-op books")
+    parser.add_argument(
+        "--scheduler-process",
+        action="store_true",
+        help="flat: the scheduler in its own process (distributed.deploy.subprocess)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20 books streamed; 20 and 80 no-op books"
+    )
     parser.add_argument("--flat-child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flat_child:
-        print(json.dumps(flat_child(args.flat_child, args.workdir, args.scheduler_process)), flush=True)
+        print(
+            json.dumps(flat_child(args.flat_child, args.workdir, args.scheduler_process)),
+            flush=True,
+        )
         return 0
     if args.quick:
         args.books, args.sizes = 20, "20,80"

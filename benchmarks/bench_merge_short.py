@@ -67,14 +67,19 @@ def make_epub(path: Path, chars: int) -> dict:
     from bench_library import Prose
 
     prose = Prose()
-    chapters = [("The First Chapter", prose.chapter(chars // 2)), ("The Second Chapter", prose.chapter(chars // 2))]
+    chapters = [
+        ("The First Chapter", prose.chapter(chars // 2)),
+        ("The Second Chapter", prose.chapter(chars // 2)),
+    ]
     cover = zipfile.ZipFile(COVER_FROM).read(COVER_MEMBER)
     manifest = ['<item id="cover" href="cover.png" media-type="image/png" properties="cover-image"/>',
                 '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>']  # fmt: skip
     spine, nav, files = [], [], {}
     for i, (title, paras) in enumerate(chapters, 1):
         name = f"ch{i}.xhtml"
-        files[name] = _xhtml(title, f"<h1>{escape(title)}</h1>" + "".join(f"<p>{escape(p)}</p>" for p in paras))
+        files[name] = _xhtml(
+            title, f"<h1>{escape(title)}</h1>" + "".join(f"<p>{escape(p)}</p>" for p in paras)
+        )
         manifest.append(f'<item id="c{i}" href="{name}" media-type="application/xhtml+xml"/>')
         spine.append(f'<itemref idref="c{i}"/>')
         nav.append(f'<li><a href="{name}">{escape(title)}</a></li>')
@@ -112,7 +117,9 @@ def _merge_compute_s(stream: list[dict]) -> float | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="cached re-encoding runs (default 5)")
-    parser.add_argument("--chars", type=int, default=750, help="characters of text (~1 min of eSpeak audio)")
+    parser.add_argument(
+        "--chars", type=int, default=750, help="characters of text (~1 min of eSpeak audio)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 cached runs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -158,7 +165,9 @@ def main(argv=None) -> int:
 
         has_cover = "covr" in (MP4(report["output"]).tags or {})
     cached = [r["merge_s"] for r in runs[1:]]
-    streamed = [r["merge_task_compute_s"] for r in runs[1:] if r["merge_task_compute_s"] is not None]
+    streamed = [
+        r["merge_task_compute_s"] for r in runs[1:] if r["merge_task_compute_s"] is not None
+    ]
     out = {
         "chars": report["totals"]["chars"],
         "epub_chars": made["chars"],

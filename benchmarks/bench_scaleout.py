@@ -26,8 +26,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -84,14 +84,17 @@ def make_library(folder: Path, n_books: int) -> list[str]:
     for i, story in enumerate(stories):
         body = "".join(f"<p>{p}</p>" for p in story.paragraphs)
         path = folder / f"{i:02d}-{story.title.lower().replace(' ', '-')[:30]}.html"
-        path.write_text(f"<html lang='en'><body><h1>{story.title}</h1>{body}</body></html>", encoding="utf-8")
+        path.write_text(
+            f"<html lang='en'><body><h1>{story.title}</h1>{body}</body></html>", encoding="utf-8"
+        )
         paths.append(str(path))
     return paths
 
 
 def run(n_workers: int, books: list[str], tmp: Path) -> dict:
-    import ebook2audio_dask as e2a
     from distributed import Client, LocalCluster
+
+    import ebook2audio_dask as e2a
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False, resources={"GPU": 1},
                       dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
@@ -119,7 +122,9 @@ def run(n_workers: int, books: list[str], tmp: Path) -> dict:
         "ideal_s": round(ideal, 2),
         "wall_s": round(wall, 2),
         "efficiency": round(ideal / wall, 3),
-        "overhead_ms_per_task": round((wall - ideal) * n_workers / tasks * 1000, 1) if tasks else None,
+        "overhead_ms_per_task": round((wall - ideal) * n_workers / tasks * 1000, 1)
+        if tasks
+        else None,
         "overhead_ms_per_chunk": round((wall - ideal) * n_workers / chunks * 1000, 2),
         "first_book_s": round(min(finished), 2),
         "last_book_s": round(max(finished), 2),
@@ -129,7 +134,7 @@ def run(n_workers: int, books: list[str], tmp: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    global PER_CHAR  # noqa: PLW0603 - the engine class reads it
+    global PER_CHAR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="8,32,64")
     parser.add_argument("--books", type=int, default=10)

@@ -66,7 +66,9 @@ def main() -> int:
                     if not fired["done"] and time.monotonic() >= proxy.until:
                         fired["done"] = True
                         throttled[0] = proxy.failed
-                        proxy.fail(count=errors, match="/chunks/faults", status=500, code="InternalError")
+                        proxy.fail(
+                            count=errors, match="/chunks/faults", status=500, code="InternalError"
+                        )
 
                 throttled = [0]
                 [faulty] = e2a.convert("s3://books/book.txt", "s3://audio/faults/", chapters=chapters,

@@ -126,13 +126,18 @@ def _machine(device: str) -> dict:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.lower().startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.lower().startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
         lines = Path("/proc/meminfo").read_text().splitlines()
-        ram = next(round(int(line.split()[1]) / 2**20, 1) for line in lines if line.startswith("MemTotal:"))
+        ram = next(
+            round(int(line.split()[1]) / 2**20, 1) for line in lines if line.startswith("MemTotal:")
+        )
     except (OSError, StopIteration):
         ram = None
     info = {
@@ -204,7 +209,11 @@ class GpuSampler:
         if not self.samples:
             return None
         index, values = max(self.samples.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
-        return {"gpu": index, "mean_pct": round(sum(values) / len(values), 1), "samples": len(values)}
+        return {
+            "gpu": index,
+            "mean_pct": round(sum(values) / len(values), 1),
+            "samples": len(values),
+        }
 
 
 def _sync(device: str) -> None:
@@ -234,7 +243,9 @@ def kokoro_section(model: tuple[str, dict], device: str, n_texts: int, longest: 
     path, config = model
     t0 = time.perf_counter()
     # one torch thread on the CPU (--quick): more fight other work for the cores
-    tk = TorchKokoro(path, config, device=device, threads=1 if device == "cpu" else os.cpu_count() or 1)
+    tk = TorchKokoro(
+        path, config, device=device, threads=1 if device == "cpu" else os.cpu_count() or 1
+    )
     load_s = time.perf_counter() - t0
     texts = chunks(n_texts, longest=longest)
     tokens, styles = _tokens(texts, config["vocab"]), _styles(len(texts))
@@ -257,8 +268,11 @@ def kokoro_section(model: tuple[str, dict], device: str, n_texts: int, longest: 
             "audio_s": round(audio_s, 1), "audio_x": round(audio_s / wall, 1), "gpu_util": gpu.summary(),
         }  # fmt: skip
     dur = [int(np.abs(a[1] - b[1]).max()) for a, b in zip(outputs["single"], outputs["batched"])]
-    corr = [float(np.corrcoef(a[0], b[0])[0, 1]) for a, b in zip(outputs["single"], outputs["batched"])
-            if len(a[0]) == len(b[0])]
+    corr = [
+        float(np.corrcoef(a[0], b[0])[0, 1])
+        for a, b in zip(outputs["single"], outputs["batched"])
+        if len(a[0]) == len(b[0])
+    ]
     tk.close()
     return {
         "device": device, "load_s": round(load_s, 2), "texts": len(texts), "chars": chars,
@@ -296,7 +310,9 @@ def slots_section(model: tuple[str, dict], device: str, gpu: str, n_texts: int, 
     path, config = model
     texts = chunks(n_texts, seed=1, longest=longest)
     tokens, styles = _tokens(texts, config["vocab"]), _styles(len(texts), seed=1)
-    tasks = [(tokens[i : i + per_task], styles[i : i + per_task]) for i in range(0, len(texts), per_task)]
+    tasks = [
+        (tokens[i : i + per_task], styles[i : i + per_task]) for i in range(0, len(texts), per_task)
+    ]
     rows = []
     for n in slots:
         if time.time() > deadline:
@@ -363,8 +379,11 @@ def _visible() -> dict:
     out = {"CUDA_VISIBLE_DEVICES": _os.environ.get("CUDA_VISIBLE_DEVICES"), "torch_devices": 0}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        out.update(torch_devices=torch.cuda.device_count(), name=props.name,
-                   uuid=str(getattr(props, "uuid", "")))
+        out.update(
+            torch_devices=torch.cuda.device_count(),
+            name=props.name,
+            uuid=str(getattr(props, "uuid", "")),
+        )
     return out
 
 
@@ -380,7 +399,10 @@ def _smi_uuids() -> dict[str, str]:
         return {}
     out = subprocess.run([smi, "--query-gpu=index,uuid", "--format=csv,noheader"], capture_output=True,
                          text=True, timeout=30).stdout  # fmt: skip
-    return {i.strip(): u.strip() for i, u in (line.split(",", 1) for line in out.splitlines() if "," in line)}
+    return {
+        i.strip(): u.strip()
+        for i, u in (line.split(",", 1) for line in out.splitlines() if "," in line)
+    }
 
 
 def placement_section(gpus: list[str]) -> dict:
@@ -394,13 +416,16 @@ def placement_section(gpus: list[str]) -> dict:
             Client(cluster) as client:  # fmt: skip
         client.wait_for_workers(len(gpus))
         seen = client.run(_visible)
-        tasks = client.gather([client.submit(_where, pure=False, resources={"GPU": 1})
-                               for _ in range(4 * len(gpus))])
+        tasks = client.gather(
+            [client.submit(_where, pure=False, resources={"GPU": 1}) for _ in range(4 * len(gpus))]
+        )
     uuids = _smi_uuids()
     workers = []
     for address, v in sorted(seen.items()):
         gpu = v["CUDA_VISIBLE_DEVICES"]
-        ok = v["torch_devices"] == 1 and (not uuids or uuids.get(gpu, "").endswith(v.get("uuid", "")[-12:]))
+        ok = v["torch_devices"] == 1 and (
+            not uuids or uuids.get(gpu, "").endswith(v.get("uuid", "")[-12:])
+        )
         workers.append({"worker": address, **v, "sees_only_its_gpu": ok})
     return {
         "gpus": gpus, "workers": workers,
@@ -413,10 +438,16 @@ def placement_section(gpus: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CPU, tiny models, seconds (smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU, tiny models, seconds (smoke test)"
+    )
     parser.add_argument("--out", help="also write the JSON here")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip sections that would start later")
-    parser.add_argument("--wheels", action="store_true", help="print the wheels to carry, one per line")
+    parser.add_argument(
+        "--budget-s", type=float, default=420.0, help="skip sections that would start later"
+    )
+    parser.add_argument(
+        "--wheels", action="store_true", help="print the wheels to carry, one per line"
+    )
     args = parser.parse_args(argv)
     if args.wheels:
         print("\n".join(WHEELS))
@@ -424,9 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     deadline = started + args.budget_s
     import torch
+    from kokoro_models import build_kokoro
 
     from ebook2audio_dask.cluster import detect_gpus
-    from kokoro_models import build_kokoro
 
     device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
     result: dict = {"mode": "quick" if args.quick else "full", "device": device,
@@ -442,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="e2a-gpu-check-") as tmp:
         t0 = time.perf_counter()
         # ~3 frames (75 ms) per phoneme as real speech; 1 with --quick, to keep it short
-        path, config = build_kokoro(Path(tmp) / "kokoro", size, seed=0,
-                                    frames_per_token=1.0 if args.quick else 3.0)
+        path, config = build_kokoro(
+            Path(tmp) / "kokoro", size, seed=0, frames_per_token=1.0 if args.quick else 3.0
+        )
         state = torch.load(path, weights_only=True)
         params = sum(v.numel() for part in state.values() for v in part.values())
         result["kokoro_model"] = {"size": size, "params_m": round(params / 1e6, 1),
@@ -452,8 +484,16 @@ def main(argv: list[str] | None = None) -> int:
         result["kokoro"] = kokoro_section(model, device, n_texts, longest)
         gpus = detect_gpus() if device == "cuda" else ["0", "1"]  # without GPUs: names only
         slots = (1, 2) if args.quick else SLOTS
-        result["slots"] = slots_section(model, device, gpus[0], 2 if args.quick else 240, longest, slots,
-                                        deadline, per_task=1 if args.quick else 15)
+        result["slots"] = slots_section(
+            model,
+            device,
+            gpus[0],
+            2 if args.quick else 240,
+            longest,
+            slots,
+            deadline,
+            per_task=1 if args.quick else 15,
+        )
     result["coqui"] = (coqui_section(device, args.quick, 4 if args.quick else 48) if time.time() < deadline
                        else {"skipped": "time budget"})  # fmt: skip
     result["placement"] = (placement_section(gpus) if time.time() < deadline + 60

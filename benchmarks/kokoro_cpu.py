@@ -43,7 +43,8 @@ def chunk_texts(starts: tuple[str, ...], model: str) -> list[str]:
 
     book = read_book(str(CORPUS))
     paragraphs = tuple(
-        next(p for c in book.chapters for p in c.paragraphs if p.startswith(start)) for start in starts
+        next(p for c in book.chapters for p in c.paragraphs if p.startswith(start))
+        for start in starts
     )
     excerpt = Book(source=str(CORPUS), title=book.title, authors=book.authors, language="en",
                    chapters=(Chapter(1, "Stave One", paragraphs),))  # fmt: skip
@@ -81,7 +82,9 @@ def main() -> int:
     opts.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(model / "model.onnx"), sess_options=opts,
                                            providers=["CPUExecutionProvider"])  # fmt: skip
-    theirs = Kokoro.from_session(session, str(model / "voices_ja.npz"), vocab_config=str(model / "config.json"))
+    theirs = Kokoro.from_session(
+        session, str(model / "voices_ja.npz"), vocab_config=str(model / "config.json")
+    )
     spec, _, _ = resolve_spec("en", engine="kokoro", voice=VOICE, model=str(model))
     spec = KokoroEngine.identify(spec)
     ours = KokoroEngine(spec.voice, spec.settings_dict, threads=args.threads, model=spec.model)

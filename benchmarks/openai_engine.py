@@ -57,11 +57,11 @@ def plan_chunks(chapters: tuple[int, ...]) -> tuple[list[str], int]:
 def measure(texts: list[str], latency: float) -> dict:
     """(a), (b) and (c) on one server process with *latency* seconds added per answer."""
     import requests
+    from openai_server import SpeechServer
 
     from ebook2audio_dask.audio.wav import decode_wav
     from ebook2audio_dask.engines.openai import OpenAIEngine
     from ebook2audio_dask.pipeline.tasks import length_buckets
-    from openai_server import SpeechServer
 
     body = {"model": "tts-1", "voice": "alloy", "response_format": "wav"}
     load = round(os.getloadavg()[0], 2)

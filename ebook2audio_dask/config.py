@@ -15,7 +15,7 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["get", "DEFAULTS_FILE"]
+__all__ = ["DEFAULTS_FILE", "get"]
 
 DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "ebook2audio.yaml")
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "MESSAGE_LIMIT",
-    "terminal_safe",
-    "one_line",
+    "EXIT_BOOK_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
-    "EXIT_BOOK_FAILED",
     "EXIT_USAGE",
-    "Ebook2AudioError",
+    "MESSAGE_LIMIT",
     "BookError",
-    "UsageError",
+    "Ebook2AudioError",
     "EngineError",
-    "StorageError",
     "Interrupted",
+    "StorageError",
+    "UsageError",
+    "one_line",
+    "terminal_safe",
 ]
 
 #: Every book converted.
@@ -43,7 +43,7 @@ MESSAGE_LIMIT = 200
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-def _escape(match: "re.Match[str]") -> str:
+def _escape(match: re.Match[str]) -> str:
     ch = match.group()
     return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch) or (
         f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"

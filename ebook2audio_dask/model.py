@@ -9,8 +9,8 @@ workers and the client unchanged.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 __all__ = ["Book", "Chapter", "Cover", "Pronunciation", "Skipped"]
 
@@ -185,7 +185,7 @@ class Book:
         """Characters in all chapters."""
         return sum(c.chars for c in self.chapters)
 
-    def select(self, indices: "Iterable[int | range | str] | None") -> "Book":
+    def select(self, indices: Iterable[int | range | str] | None) -> Book:
         """Return a copy holding only the chapters *indices* name, in book order.
 
         Each item is a chapter ``index`` (an int), a ``range`` of them (kept as
@@ -215,13 +215,17 @@ class Book:
             span = item if isinstance(item, range) else range(int(item), int(item) + 1)
             if span.step != 1:
                 span = range(span.start, span.stop)  # ranges of chapters are contiguous
-            present = have[bisect.bisect_left(have, span.start): bisect.bisect_left(have, span.stop)]
+            present = have[
+                bisect.bisect_left(have, span.start) : bisect.bisect_left(have, span.stop)
+            ]
             wanted.update(present)
             missing += _gaps(span, present)
         if missing:
             shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in sorted(set(missing))[:5])
             more = f" and {len(set(missing)) - 5} more" if len(set(missing)) > 5 else ""
-            raise UsageError(f"{self.source}: no chapter {shown}{more} (the book has {len(self.chapters)})")
+            raise UsageError(
+                f"{self.source}: no chapter {shown}{more} (the book has {len(self.chapters)})"
+            )
         return replace(self, chapters=tuple(c for c in self.chapters if c.index in wanted))
 
     def find_chapters(self, title: str) -> list[Chapter]:
@@ -249,7 +253,11 @@ class Book:
             return exact
         if any(ch in title for ch in "*?["):
             pattern = " ".join(title.casefold().split())
-            found = [c for c in self.chapters if fnmatch.fnmatchcase(" ".join(c.title.casefold().split()), pattern)]
+            found = [
+                c
+                for c in self.chapters
+                if fnmatch.fnmatchcase(" ".join(c.title.casefold().split()), pattern)
+            ]
         else:
             found = [c for c in self.chapters if want in _fold_title(c.title)]
             if len(found) > 1:

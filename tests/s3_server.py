@@ -17,8 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 from urllib.request import urlopen
 
 CREDENTIALS = {
@@ -140,7 +140,7 @@ class FaultProxy:
 
     def _should_fail(self, method: str, path: str) -> bool:
         with self._lock:
-            if self.methods and method not in self.methods or self.match not in path:
+            if (self.methods and method not in self.methods) or self.match not in path:
                 return False
             if self.failures_left > 0 or time.monotonic() < self.until:
                 self.failures_left = max(0, self.failures_left - 1)
@@ -148,8 +148,16 @@ class FaultProxy:
                 return True
             return False
 
-    def fail(self, *, count: int = 0, seconds: float = 0.0, match: str = "", methods=("GET", "PUT", "HEAD"),
-             status: int = 503, code: str = "SlowDown") -> None:
+    def fail(
+        self,
+        *,
+        count: int = 0,
+        seconds: float = 0.0,
+        match: str = "",
+        methods=("GET", "PUT", "HEAD"),
+        status: int = 503,
+        code: str = "SlowDown",
+    ) -> None:
         """Fail the next *count* matching requests and/or all of them for *seconds*."""
         with self._lock:
             self.failures_left, self.until = count, time.monotonic() + seconds

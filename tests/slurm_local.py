@@ -16,8 +16,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 
@@ -71,7 +71,9 @@ def _wait(predicate, timeout: float, what: str, logs: list[Path]) -> None:
         if predicate():
             return
         time.sleep(0.2)
-    tails = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists())
+    tails = "\n".join(
+        f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists()
+    )
     raise TimeoutError(f"SLURM: timed out waiting for {what}\n{tails}")
 
 
@@ -115,7 +117,9 @@ def local_slurm(folder: Path) -> Iterator[dict[str, str]]:
         ))  # fmt: skip
 
         def idle() -> bool:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True
+            )
             return out.returncode == 0 and out.stdout.strip() in ("idle", "mixed")
 
         _wait(idle, 60, "the node to be idle", logs)

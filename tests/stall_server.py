@@ -42,7 +42,7 @@ class SilentServer:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -128,7 +128,7 @@ class StuckListener:
         for filler in self._fillers:
             filler.close()
 
-    def __enter__(self) -> "StuckListener":
+    def __enter__(self) -> StuckListener:
         return self
 
     def __exit__(self, *exc) -> None:

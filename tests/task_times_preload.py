@@ -33,8 +33,12 @@ class TaskTimes(SchedulerPlugin):
             if span.get("action") != "compute":
                 continue
             record = {
-                "key": str(key), "worker": worker, "start": span["start"], "stop": span["stop"],
-                "nthreads": ws.nthreads if ws else None, "resources": dict(ws.resources) if ws else None,
+                "key": str(key),
+                "worker": worker,
+                "start": span["start"],
+                "stop": span["stop"],
+                "nthreads": ws.nthreads if ws else None,
+                "resources": dict(ws.resources) if ws else None,
             }
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-import ebook2audio_dask as e2a  # noqa: F401 - loads the package config before utils_test
-from ebook2audio_dask.cluster import parse_adapt, synthesis_target
-
 from distributed.utils_test import gen_cluster, inc
 from helpers import run_cli
+
+import ebook2audio_dask as e2a
+from ebook2audio_dask.cluster import parse_adapt, synthesis_target
 
 
 @gen_cluster(client=True, nthreads=[])
@@ -34,9 +33,15 @@ def test_parse_adapt():
 
 
 def test_adaptive_embedded_cluster_grows_from_zero_and_converts(corpus, tmp_path, cache_dir):
-    [r] = e2a.convert(str(corpus / "entre-nous-lectures-francaises.txt"), str(tmp_path / "out"),
-                      chapters=[1, 2, 3, 4, 5, 6], engine="piper", voice="en_US-joe-medium",
-                      cache=cache_dir, adapt=(0, 2))
+    [r] = e2a.convert(
+        str(corpus / "entre-nous-lectures-francaises.txt"),
+        str(tmp_path / "out"),
+        chapters=[1, 2, 3, 4, 5, 6],
+        engine="piper",
+        voice="en_US-joe-medium",
+        cache=cache_dir,
+        adapt=(0, 2),
+    )
     assert r.ok, r.error
     assert len(r.report["chunks_per_worker"]) == 2  # started with no worker, grew to two
     assert r.report["engine_loads"] == {w: 1 for w in r.report["chunks_per_worker"]}
@@ -45,5 +50,14 @@ def test_adaptive_embedded_cluster_grows_from_zero_and_converts(corpus, tmp_path
 def test_cli_adapt_usage_errors(tmp_path):
     proc = run_cli("convert", "x.epub", "-o", str(tmp_path), "--adapt", "5:1")
     assert proc.returncode == 2 and "bad --adapt '5:1'" in proc.stderr
-    proc = run_cli("convert", "x.epub", "-o", str(tmp_path), "--adapt", "0:2", "--scheduler", "tcp://127.0.0.1:1")
+    proc = run_cli(
+        "convert",
+        "x.epub",
+        "-o",
+        str(tmp_path),
+        "--adapt",
+        "0:2",
+        "--scheduler",
+        "tcp://127.0.0.1:1",
+    )
     assert proc.returncode == 2 and "cannot be combined" in proc.stderr

@@ -200,15 +200,27 @@ def test_silence():
 
 def test_ffmetadata_escaping():
     """Chapter titles are escaped as ffmpeg reads them; tags go as arguments, unescaped."""
-    text = m4b_module._ffmetadata([ChapterMark("one = 1; #1", 0, 100), ChapterMark("A\\", 100, 200)], SR)
+    text = m4b_module._ffmetadata(
+        [ChapterMark("one = 1; #1", 0, 100), ChapterMark("A\\", 100, 200)], SR
+    )
     lines = text.split("\n")
     assert lines[0] == ";FFMETADATA1"
     assert "TIMEBASE=1/22050" in lines
     assert "title=one \\= 1\\; \\#1" in lines
     assert "title=A\\\\\0" in lines  # a trailing backslash is closed by a NUL
     args = m4b_module._tag_args(BookTags("A=B;C#D\\E\nF", ("X", "Y")))
-    assert args == ["-metadata", "title=A=B;C#D\\E F", "-metadata", "artist=X, Y", "-metadata",
-                    "album_artist=X, Y", "-metadata", "album=A=B;C#D\\E F", "-metadata", "genre=Audiobook"]
+    assert args == [
+        "-metadata",
+        "title=A=B;C#D\\E F",
+        "-metadata",
+        "artist=X, Y",
+        "-metadata",
+        "album_artist=X, Y",
+        "-metadata",
+        "album=A=B;C#D\\E F",
+        "-metadata",
+        "genre=Audiobook",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -283,8 +295,13 @@ def test_two_pass_chapters_past_the_end_fail_and_leave_nothing(tmp_path):
     samples = speechlike(2.0)
     out = tmp_path / "late.m4b"
     with pytest.raises(ValueError, match="chapters end at sample"):
-        encode_m4b([samples.tobytes()], sample_rate=SR, tags=BookTags("L"), out_path=out,
-                   chapters=lambda: [ChapterMark("too long", 0, 3 * SR)])
+        encode_m4b(
+            [samples.tobytes()],
+            sample_rate=SR,
+            tags=BookTags("L"),
+            out_path=out,
+            chapters=lambda: [ChapterMark("too long", 0, 3 * SR)],
+        )
     assert not out.exists()
 
 
@@ -292,9 +309,7 @@ def test_encode_numpy_blocks_and_silence(tmp_path):
     part = speechlike(1.0)
     blocks = [part, silence(SR // 2), part[::-1].copy()]
     out = tmp_path / "np.m4b"
-    duration = encode_m4b(
-        blocks, sample_rate=SR, chapters=[], tags=BookTags("N"), out_path=out
-    )
+    duration = encode_m4b(blocks, sample_rate=SR, chapters=[], tags=BookTags("N"), out_path=out)
     assert duration == pytest.approx(2.5)
     mp4 = mutagen_mp4.MP4(out)
     assert len(mp4.chapters or []) == 0

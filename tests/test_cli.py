@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from helpers import check_m4b_against_report, load_report, run_cli
 
 
@@ -38,7 +37,9 @@ def test_inspect_childrens_literature_has_15_stories_from_one_file(corpus):
     info = _inspect(corpus / "childrens-literature.epub")
     titles = [c["title"] for c in info["chapters"]]
     assert len(titles) == 15
-    assert titles[0].endswith("A FOUR-LEAVED CLOVER") and titles[-1].startswith("204 THE KING OF THE GOLDEN RIVER")
+    assert titles[0].endswith("A FOUR-LEAVED CLOVER") and titles[-1].startswith(
+        "204 THE KING OF THE GOLDEN RIVER"
+    )
     assert {c["index"] for c in info["chapters"]} == set(range(1, 16))
 
 
@@ -46,7 +47,9 @@ def test_inspect_sherlock_holmes_has_12_stories(corpus):
     info = _inspect(corpus / "adventures-of-sherlock-holmes-standardebooks.epub")
     titles = [c["title"] for c in info["chapters"]]
     assert len(titles) == 12
-    assert titles[0] == "A Scandal in Bohemia" and titles[-1] == "The Adventure of the Copper Beeches"
+    assert (
+        titles[0] == "A Scandal in Bohemia" and titles[-1] == "The Adventure of the Copper Beeches"
+    )
     assert info["language"] == "en-GB" and info["cover"] == "image/svg+xml"
 
 
@@ -65,10 +68,12 @@ def _zip(path: Path, files: dict[str, str | bytes]) -> Path:
     return path
 
 
-CONTAINER = ('<?xml version="1.0"?><container version="1.0" '
-             'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
-             '<rootfile full-path="OPS/book.opf" media-type="application/oebps-package+xml"/>'
-             '</rootfiles></container>')
+CONTAINER = (
+    '<?xml version="1.0"?><container version="1.0" '
+    'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+    '<rootfile full-path="OPS/book.opf" media-type="application/oebps-package+xml"/>'
+    "</rootfiles></container>"
+)
 
 
 def _epub_missing_cover(path: Path) -> Path:
@@ -94,8 +99,16 @@ def _epub_missing_cover(path: Path) -> Path:
  <img src="images/missing.png" alt="A picture that is not there"/>
  <h2 id="two">The Second</h2><p>And a second one, just as short, to end the book.</p>
  </body></html>"""
-    return _zip(path, {"mimetype": "application/epub+zip", "META-INF/container.xml": CONTAINER,
-                       "OPS/book.opf": opf, "OPS/nav.xhtml": nav, "OPS/c1.xhtml": c1})
+    return _zip(
+        path,
+        {
+            "mimetype": "application/epub+zip",
+            "META-INF/container.xml": CONTAINER,
+            "OPS/book.opf": opf,
+            "OPS/nav.xhtml": nav,
+            "OPS/c1.xhtml": c1,
+        },
+    )
 
 
 @pytest.mark.slow
@@ -113,8 +126,17 @@ def test_bad_inputs_fail_one_line_each_and_the_rest_finish(corpus, tmp_path):
         str(bad / "does-not-exist.epub"),
     ]
     out = tmp_path / "out"
-    proc = run_cli("convert", *inputs, "-o", str(out), "--engine", "espeak", "--cache", str(tmp_path / "c"),
-                   "--no-progress")
+    proc = run_cli(
+        "convert",
+        *inputs,
+        "-o",
+        str(out),
+        "--engine",
+        "espeak",
+        "--cache",
+        str(tmp_path / "c"),
+        "--no-progress",
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -163,8 +185,16 @@ def test_help_documents_exit_codes_and_options():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "Exit codes" in proc.stdout
     proc = run_cli("convert", "--help")
-    for option in ("--engine", "--voice", "--language", "--chapters", "--workers", "--scheduler", "--cache",
-                   "--debug"):
+    for option in (
+        "--engine",
+        "--voice",
+        "--language",
+        "--chapters",
+        "--workers",
+        "--scheduler",
+        "--cache",
+        "--debug",
+    ):
         assert option in proc.stdout
 
 
@@ -173,9 +203,11 @@ def test_engines_lists_installed_engines_and_a_plugin_from_an_entry_point(tmp_pa
     pkg = tmp_path / "site"
     (pkg / "fake_tts_plugin-1.0.dist-info").mkdir(parents=True)
     (pkg / "fake_tts_plugin-1.0.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: fake-tts-plugin\nVersion: 1.0\n")
+        "Metadata-Version: 2.1\nName: fake-tts-plugin\nVersion: 1.0\n"
+    )
     (pkg / "fake_tts_plugin-1.0.dist-info" / "entry_points.txt").write_text(
-        "[ebook2audio_dask.engines]\nbroken = fake_tts_plugin_missing_module:Engine\n")
+        "[ebook2audio_dask.engines]\nbroken = fake_tts_plugin_missing_module:Engine\n"
+    )
     proc = run_cli("engines", "--json", env={"PYTHONPATH": str(pkg)})
     assert proc.returncode == 0, proc.stderr
     infos = {i["name"]: i for i in json.loads(proc.stdout)}
@@ -195,21 +227,43 @@ def test_library_batch_priority_streamed_results_and_summary(tmp_path, cache_dir
     books = tmp_path / "library"
     books.mkdir()
     for name in ("alpha", "bravo", "charlie"):
-        paras = "".join(f"<p>{name.title()} paragraph {i}: some words to speak here, slowly.</p>" for i in range(12))
-        (books / f"{name}.html").write_text(f"<html lang='en'><body><h1>{name.title()}</h1>{paras}</body></html>")
+        paras = "".join(
+            f"<p>{name.title()} paragraph {i}: some words to speak here, slowly.</p>"
+            for i in range(12)
+        )
+        (books / f"{name}.html").write_text(
+            f"<html lang='en'><body><h1>{name.title()}</h1>{paras}</body></html>"
+        )
     (books / "broken.epub").write_bytes(b"not a zip at all")
     # Piper (not espeak, too fast for tasks to queue) on one worker: priorities alone decide what runs next
-    proc = run_cli("convert", str(books), "-o", str(tmp_path / "out"),
-                   "--priority", "charlie.html", "--workers", "1", "--batch-chars", "300",
-                   "--cache", cache_dir, "--no-progress")
+    proc = run_cli(
+        "convert",
+        str(books),
+        "-o",
+        str(tmp_path / "out"),
+        "--priority",
+        "charlie.html",
+        "--workers",
+        "1",
+        "--batch-chars",
+        "300",
+        "--cache",
+        cache_dir,
+        "--no-progress",
+    )
     assert proc.returncode == 1, proc.stderr
     done = [line for line in proc.stdout.splitlines() if line.startswith("done: ")]
     assert len(done) == 3 and "charlie.m4b" in done[0]  # the priority book finished first
     assert "broken.epub: not a valid EPUB" in proc.stderr and "1 of 4 book(s) failed" in proc.stderr
-    table = proc.stdout[proc.stdout.index("book  "):].splitlines()
+    table = proc.stdout[proc.stdout.index("book  ") :].splitlines()
     assert table[0].split()[:5] == ["book", "status", "chapters", "audio", "wall"]
     rows = {line.split()[0]: line.split()[1] for line in table[1:]}
-    assert rows == {"alpha.html": "done", "bravo.html": "done", "broken.epub": "FAILED", "charlie.html": "done"}
+    assert rows == {
+        "alpha.html": "done",
+        "bravo.html": "done",
+        "broken.epub": "FAILED",
+        "charlie.html": "done",
+    }
     for name in ("alpha", "bravo", "charlie"):
         assert (tmp_path / "out" / f"{name}.m4b").is_file()
     assert not (tmp_path / "out" / "broken.m4b").exists()
@@ -220,6 +274,13 @@ def test_book_priorities_order():
 
     books = ["/l/a.epub", "/l/b.txt", "s3://x/c.epub", "/l/d.html"]
     ranks = book_priorities(books, ["c.epub", "/l/d.*"])
-    assert sorted(books, key=ranks.get, reverse=True) == ["s3://x/c.epub", "/l/d.html", "/l/a.epub", "/l/b.txt"]
-    assert all(abs(a - b) >= 100 for a, b in zip(sorted(ranks.values()), sorted(ranks.values())[1:]))
+    assert sorted(books, key=ranks.get, reverse=True) == [
+        "s3://x/c.epub",
+        "/l/d.html",
+        "/l/a.epub",
+        "/l/b.txt",
+    ]
+    assert all(
+        abs(a - b) >= 100 for a, b in zip(sorted(ranks.values()), sorted(ranks.values())[1:])
+    )
     assert list(book_priorities(books).values()) == [400, 300, 200, 100]

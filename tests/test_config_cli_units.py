@@ -22,7 +22,9 @@ def test_defaults_loaded_under_namespace():
 def test_env_var_overrides_key_in_a_new_process():
     code = "import ebook2audio_dask.config as c; print(c.get('synthesize.batch-chars'))"
     env = {"DASK_EBOOK2AUDIO__SYNTHESIZE__BATCH_CHARS": "1234", "PATH": ""}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "1234"
 
 

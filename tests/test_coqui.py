@@ -22,13 +22,13 @@ import pytest
 
 pytest.importorskip("TTS", reason="coqui-tts is part of the dev install (.ci/run installs it)")
 
-import ebook2audio_dask as e2a  # noqa: E402
-from ebook2audio_dask.engines import EngineSpec, resolve_spec  # noqa: E402
-from ebook2audio_dask.engines.coqui import CoquiEngine, locate_model  # noqa: E402
-from ebook2audio_dask.errors import EngineError, UsageError  # noqa: E402
+from coqui_models import build_tiny_vits
+from helpers import check_m4b_against_report, load_report, run_cli
 
-from coqui_models import build_tiny_vits  # noqa: E402
-from helpers import check_m4b_against_report, load_report, run_cli  # noqa: E402
+import ebook2audio_dask as e2a
+from ebook2audio_dask.engines import EngineSpec, resolve_spec
+from ebook2audio_dask.engines.coqui import CoquiEngine, locate_model
+from ebook2audio_dask.errors import EngineError, UsageError
 
 SENTENCES = [
     "It was the best of times, it was the worst of times.",
@@ -67,7 +67,9 @@ def test_loads_through_coqui_and_describes_the_model(vits, engine):
     assert engine.batch_size == 8  # VITS batches (as configured)
     assert CoquiEngine("default", model=str(vits)).batch_size == 1  # auto on CPU
     assert [v.id for v in CoquiEngine.voices(str(vits))] == ["default"]
-    assert CoquiEngine.accepts_voice_path("ref/narrator.wav") and not CoquiEngine.accepts_voice_path("alice")
+    assert CoquiEngine.accepts_voice_path(
+        "ref/narrator.wav"
+    ) and not CoquiEngine.accepts_voice_path("alice")
     files = locate_model(str(vits))
     assert files.checkpoint == vits / "model.pth" and files.config == vits / "config.json"
     assert locate_model(str(vits / "model.pth")).checkpoint == vits / "model.pth"
@@ -103,7 +105,9 @@ def test_a_chunk_sounds_the_same_alone_or_in_any_batch(engine):
 def test_settings_change_the_audio_and_unknown_ones_are_refused(vits, engine):
     slow = CoquiEngine("default", {"language": "en", "length_scale": 2.0}, model=str(vits))
     text, seed = SENTENCES[0], 3
-    assert len(slow.synthesize([text], seeds=[seed])[0]) > 1.5 * len(engine.synthesize([text], seeds=[seed])[0])
+    assert len(slow.synthesize([text], seeds=[seed])[0]) > 1.5 * len(
+        engine.synthesize([text], seeds=[seed])[0]
+    )
     with pytest.raises(EngineError, match="unknown coqui setting.*pitch"):
         CoquiEngine("default", {"pitch": 2}, model=str(vits))
 
@@ -112,7 +116,10 @@ def test_multi_speaker_model_speaks_by_speaker_name(vits_ms):
     assert sorted(v.id for v in CoquiEngine.voices(str(vits_ms))) == ["alice", "bob"]
     alice = CoquiEngine("alice", {"language": "en"}, model=str(vits_ms))
     bob = CoquiEngine("bob", {"language": "en"}, model=str(vits_ms))
-    a, b = alice.synthesize(SENTENCES[:1], seeds=[1])[0], bob.synthesize(SENTENCES[:1], seeds=[1])[0]
+    a, b = (
+        alice.synthesize(SENTENCES[:1], seeds=[1])[0],
+        bob.synthesize(SENTENCES[:1], seeds=[1])[0],
+    )
     assert not (len(a) == len(b) and np.array_equal(a, b))
     with pytest.raises(EngineError, match="no speaker 'carol'.*alice, bob"):
         CoquiEngine("carol", model=str(vits_ms))
@@ -133,7 +140,10 @@ def test_model_errors_are_one_clear_line(tmp_path, vits):
         CoquiEngine("default", model=str(bad))
     with pytest.raises(EngineError, match="not downloaded.*never downloads"):
         CoquiEngine("default", model="tts_models/en/ljspeech/vits")
-    with dask.config.set({"ebook2audio.coqui.model": None}), pytest.raises(EngineError, match="needs a model"):
+    with (
+        dask.config.set({"ebook2audio.coqui.model": None}),
+        pytest.raises(EngineError, match="needs a model"),
+    ):
         CoquiEngine("default")
 
 
@@ -141,7 +151,9 @@ def test_training_machine_paths_in_config_are_fixed(tmp_path, vits_ms):
     moved = tmp_path / "moved"
     shutil.copytree(vits_ms, moved)
     cfg = json.loads((moved / "config.json").read_text())
-    cfg["speakers_file"] = cfg["model_args"]["speakers_file"] = "/home/trainer/run-42/speaker_ids.json"
+    cfg["speakers_file"] = cfg["model_args"]["speakers_file"] = (
+        "/home/trainer/run-42/speaker_ids.json"
+    )
     (moved / "config.json").write_text(json.dumps(cfg))
     engine = CoquiEngine("bob", {"language": "en"}, model=str(moved))
     assert len(engine.synthesize(["Hello."], seeds=[1])[0]) > 0
@@ -163,17 +175,26 @@ def test_model_from_an_fsspec_url_is_fetched_once(tmp_path, monkeypatch, vits):
     assert len(engine.synthesize(["Hello."], seeds=[1])[0]) > 0
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
     CoquiEngine("default", model=url)  # second load: nothing fetched again
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()} == before
+    assert {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()
+    } == before
     mem.pipe_file("/models/tiny/model.pth", b"retrained, and broken")  # replaced remotely
     with pytest.raises(EngineError, match="coqui model unreadable: memory://models/tiny"):
         CoquiEngine("default", model=url)  # fetched again, not the stale copy
 
 
 def test_routing_picks_a_configured_coqui_model_for_its_language(vits):
-    with dask.config.set({"ebook2audio.coqui.model": str(vits), "ebook2audio.coqui.language": "en"}):
+    with dask.config.set(
+        {"ebook2audio.coqui.model": str(vits), "ebook2audio.coqui.language": "en"}
+    ):
         routing = ("coqui", "piper", "espeak")
         spec, lang, warnings = resolve_spec("en-GB", routing=routing)
-        assert (spec.engine, spec.voice, spec.model, lang) == ("coqui", "default", str(vits), "en-GB")
+        assert (spec.engine, spec.voice, spec.model, lang) == (
+            "coqui",
+            "default",
+            str(vits),
+            "en-GB",
+        )
         assert spec.settings_dict["language"] == "en-GB"
         spec, _, _ = resolve_spec("fr", routing=routing)  # the model does not speak French
         assert spec.engine == "espeak"
@@ -223,11 +244,24 @@ def test_coqui_through_the_dask_graph(client, corpus, tmp_path, vits_ms):
     cache = tmp_path / "chunks"
     out = tmp_path / "out"
     src = str(corpus / "childrens-literature.epub")
-    [r] = e2a.convert(src, str(out), engine="coqui", model=str(vits_ms), voice="alice", chapters=[3],
-                      client=client, cache=str(cache), batch_chars=600)
+    [r] = e2a.convert(
+        src,
+        str(out),
+        engine="coqui",
+        model=str(vits_ms),
+        voice="alice",
+        chapters=[3],
+        client=client,
+        cache=str(cache),
+        batch_chars=600,
+    )
     assert r.ok, r.error
     report = load_report(out / "childrens-literature.report.json")
-    assert report["engine"] == "coqui" and report["voice"] == "alice" and report["model"] == str(vits_ms)
+    assert (
+        report["engine"] == "coqui"
+        and report["voice"] == "alice"
+        and report["model"] == str(vits_ms)
+    )
     assert report["sample_rate"] == 22050
     check_m4b_against_report(out / "childrens-literature.m4b", report, expect_cover=True)
     # both workers synthesised, and each loaded the model exactly once
@@ -239,8 +273,17 @@ def test_coqui_through_the_dask_graph(client, corpus, tmp_path, vits_ms):
     first = _stored_chunks(cache)
     assert len(first) == report["totals"]["unique_chunks"]
     cache2 = tmp_path / "chunks2"
-    [r2] = e2a.convert(src, str(tmp_path / "out2"), engine="coqui", model=str(vits_ms), voice="alice",
-                       chapters=[3], client=client, cache=str(cache2), batch_chars=300)
+    [r2] = e2a.convert(
+        src,
+        str(tmp_path / "out2"),
+        engine="coqui",
+        model=str(vits_ms),
+        voice="alice",
+        chapters=[3],
+        client=client,
+        cache=str(cache2),
+        batch_chars=300,
+    )
     assert r2.ok, r2.error
     second = _stored_chunks(cache2)
     assert second.keys() == first.keys()
@@ -255,9 +298,25 @@ def test_coqui_through_the_dask_graph(client, corpus, tmp_path, vits_ms):
 
 def test_cli_converts_with_a_coqui_model_and_settings(corpus, tmp_path, vits_ms, cache_dir):
     proc = run_cli(
-        "convert", str(corpus / "childrens-literature.epub"), "-o", str(tmp_path / "out"), "--chapters", "3",
-        "--engine", "coqui", "--model", str(vits_ms), "--voice", "bob", "--setting", "noise_scale=0.5",
-        "--workers", "1", "--cache", cache_dir, "--no-progress",
+        "convert",
+        str(corpus / "childrens-literature.epub"),
+        "-o",
+        str(tmp_path / "out"),
+        "--chapters",
+        "3",
+        "--engine",
+        "coqui",
+        "--model",
+        str(vits_ms),
+        "--voice",
+        "bob",
+        "--setting",
+        "noise_scale=0.5",
+        "--workers",
+        "1",
+        "--cache",
+        cache_dir,
+        "--no-progress",
     )
     assert proc.returncode == 0, proc.stderr
     report = load_report(tmp_path / "out" / "childrens-literature.report.json")
@@ -267,8 +326,19 @@ def test_cli_converts_with_a_coqui_model_and_settings(corpus, tmp_path, vits_ms,
     assert coqui["available"] and coqui["model"] == str(vits_ms)
     assert [v["id"] for v in coqui["voices"]] == ["alice", "bob"] and coqui["sample_rate"] == 22050
     assert coqui["devices"] == ["cpu", "cuda"] and coqui["seeded"] is True
-    bad = run_cli("convert", str(corpus / "childrens-literature.epub"), "-o", str(tmp_path / "o2"),
-                  "--engine", "coqui", "--model", str(tmp_path / "missing"), "--workers", "1", "--no-progress")
+    bad = run_cli(
+        "convert",
+        str(corpus / "childrens-literature.epub"),
+        "-o",
+        str(tmp_path / "o2"),
+        "--engine",
+        "coqui",
+        "--model",
+        str(tmp_path / "missing"),
+        "--workers",
+        "1",
+        "--no-progress",
+    )
     assert bad.returncode == 1
     assert "coqui model config not found: " in bad.stderr and "Traceback" not in bad.stderr
 
@@ -284,8 +354,17 @@ def test_one_worker_per_gpu_each_sees_only_its_own():
     from ebook2audio_dask.cluster import GPULocalCluster, parse_gpus
 
     assert parse_gpus("0,1") == ["0", "1"] and parse_gpus("none") == []
-    with GPULocalCluster(["0", "1"], threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0",
-                         host="127.0.0.1", silence_logs=50) as cluster, Client(cluster) as c:
+    with (
+        GPULocalCluster(
+            ["0", "1"],
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            dashboard_address=":0",
+            host="127.0.0.1",
+            silence_logs=50,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         c.wait_for_workers(2)
         seen = c.run(_visible_devices)
         assert sorted(seen.values()) == ["0", "1"]
@@ -330,7 +409,10 @@ def test_voice_clips_forms(tmp_path):
     for name in ("a.wav", "b.flac", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert _voice_clips(str(tmp_path / "a.wav")) == [str(tmp_path / "a.wav")]
-    assert _voice_clips(f"{tmp_path}/a.wav|{tmp_path}/b.flac") == [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")]
+    assert _voice_clips(f"{tmp_path}/a.wav|{tmp_path}/b.flac") == [
+        str(tmp_path / "a.wav"),
+        str(tmp_path / "b.flac"),
+    ]
     assert _voice_clips(str(tmp_path)) == [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")]
     assert _voice_clips(f"{tmp_path}/*.wav") == [str(tmp_path / "a.wav")]
     with pytest.raises(EngineError, match="no audio clips"):
@@ -373,14 +455,14 @@ def test_xtts_clones_once_and_reuses_the_conditioning_from_the_store(xtts, clips
     assert first.kind == "xtts" and first.batch_size == 1 and first.sample_rate == 24000
     first.prepare(store)
     stored = list((tmp_path / "store" / "coqui" / "voices").glob("*.npz"))
-    assert len(stored) == 1 and coqui.CONDITIONING_COMPUTED == before + 1
+    assert len(stored) == 1 and before + 1 == coqui.CONDITIONING_COMPUTED
     audio = first.synthesize(SENTENCES, seeds=[1, 2, 3])
     assert all(len(a) > 0 for a in audio) and _rms(audio[0]) > 300
     assert np.array_equal(first.synthesize(SENTENCES[:1], seeds=[1])[0], audio[0])  # seeded
     # another engine (another worker) reads the stored conditioning: same audio, nothing recomputed
     second = CoquiEngine(voice, {"language": "en-US"}, model=str(xtts))
     second.prepare(store)
-    assert coqui.CONDITIONING_COMPUTED == before + 1
+    assert before + 1 == coqui.CONDITIONING_COMPUTED
     assert np.array_equal(second.synthesize(SENTENCES[:1], seeds=[1])[0], audio[0])
     # one clip only: another voice, another stored conditioning
     CoquiEngine(str(clips[0]), {"language": "en"}, model=str(xtts)).prepare(store)
@@ -405,14 +487,28 @@ def _conditionings():
     return coqui.CONDITIONING_COMPUTED
 
 
-def test_xtts_voice_cloning_through_the_graph_computes_the_voice_once(client, xtts, clips, tmp_path):
+def test_xtts_voice_cloning_through_the_graph_computes_the_voice_once(
+    client, xtts, clips, tmp_path
+):
     book = tmp_path / "short.html"
-    book.write_text("<html lang='en'><head><title>Clone</title></head><body><h1>One</h1><p>"
-                    + "A cloned voice reads this sentence. " * 20 + "</p><h1>Two</h1><p>"
-                    + "And this one too, in the same voice. " * 20 + "</p></body></html>")
+    book.write_text(
+        "<html lang='en'><head><title>Clone</title></head><body><h1>One</h1><p>"
+        + "A cloned voice reads this sentence. " * 20
+        + "</p><h1>Two</h1><p>"
+        + "And this one too, in the same voice. " * 20
+        + "</p></body></html>"
+    )
     before = sum(client.run(_conditionings).values())
-    [r] = e2a.convert(str(book), str(tmp_path / "out"), engine="coqui", model=str(xtts), voice=str(clips[0]),
-                      client=client, cache=str(tmp_path / "chunks"), batch_chars=120)
+    [r] = e2a.convert(
+        str(book),
+        str(tmp_path / "out"),
+        engine="coqui",
+        model=str(xtts),
+        voice=str(clips[0]),
+        client=client,
+        cache=str(tmp_path / "chunks"),
+        batch_chars=120,
+    )
     assert r.ok, r.error
     assert r.report["sample_rate"] == 24000 and r.report["voice"] == str(clips[0])
     assert len(r.report["chunks_per_worker"]) == 2  # both workers spoke...

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
 from ebook2audio_dask.engines.base import EngineSpec
 from ebook2audio_dask.pipeline import tasks
 from ebook2audio_dask.storage import ChunkStore
-from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
 PLUGINS = ROOT / "tests" / "plugins"
 
@@ -94,7 +94,9 @@ def test_a_flaky_chunk_is_retried_until_it_works(fake, tmp_path):
     assert engine.calls.count(["b"]) == 3
     # one retry fewer than it needs: a dead letter
     engine = fake(FakeEngine(batch_size=1, flaky={"b": 2}))
-    result = tasks.synthesize_task(SPEC, _items("a", "b"), ChunkStore.make(str(tmp_path / "s2")), retries=1)
+    result = tasks.synthesize_task(
+        SPEC, _items("a", "b"), ChunkStore.make(str(tmp_path / "s2")), retries=1
+    )
     assert [f.attempts for f in result.failures] == [2]
 
 
@@ -123,12 +125,32 @@ def test_engine_load_failure_still_fails_the_task(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- end to end
-def _convert(corpus: Path, out: Path, cache: Path, chapters: str, *extra: str, env: dict | None = None):
-    books = [str(corpus / "childrens-literature.epub"), str(corpus / "entre-nous-lectures-francaises.txt")]
+def _convert(
+    corpus: Path, out: Path, cache: Path, chapters: str, *extra: str, env: dict | None = None
+):
+    books = [
+        str(corpus / "childrens-literature.epub"),
+        str(corpus / "entre-nous-lectures-francaises.txt"),
+    ]
     return run_cli(
-        "convert", *books, "-o", str(out), "--cache", str(cache), "--engine", "faulty", "--chapters", chapters,
-        "--batch-chars", "400", "--no-progress", *extra,
-        env={"PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]), **(env or {})},
+        "convert",
+        *books,
+        "-o",
+        str(out),
+        "--cache",
+        str(cache),
+        "--engine",
+        "faulty",
+        "--chapters",
+        chapters,
+        "--batch-chars",
+        "400",
+        "--no-progress",
+        *extra,
+        env={
+            "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]),
+            **(env or {}),
+        },
     )
 
 
@@ -159,7 +181,9 @@ def test_dead_letter_file_then_allow_gaps_then_a_clean_rerun(corpus, tmp_path):
     assert letter["chapter_title"] == "191 THE LORD HELPETH MAN AND BEAST"
     assert letter["attempts"] == 3 and letter["error"].startswith("RuntimeError: cannot speak")
     assert letter["worker"].startswith("tcp://127.0.0.1:") and len(letter["chunk"]) == 40
-    assert (cache / "faulty").exists() and letter["chunk"] not in {p.stem for p in cache.rglob("*.wav")}
+    assert (cache / "faulty").exists() and letter["chunk"] not in {
+        p.stem for p in cache.rglob("*.wav")
+    }
 
     # 2. --allow-gaps: finished, with a silence of about the chunk's length where it goes.
     second = _convert(corpus, out, cache, "2", "--allow-gaps", "--retries", "0",
@@ -169,7 +193,10 @@ def test_dead_letter_file_then_allow_gaps_then_a_clean_rerun(corpus, tmp_path):
     report = load_report(out / "childrens-literature.report.json")
     totals = report["totals"]
     assert totals["chunks_failed"] == 1 and report["failures"] == str(dead)
-    assert totals["chunks_from_cache"] == totals["unique_chunks"] - 1 and totals["chunks_synthesized"] == 0
+    assert (
+        totals["chunks_from_cache"] == totals["unique_chunks"] - 1
+        and totals["chunks_synthesized"] == 0
+    )
     [gap] = report["gaps"]
     assert gap["chunk"] == letter["chunk"] and gap["chapter"] == 2
     assert 2.0 < gap["duration_s"] < 12.0, gap  # ~90 characters of speech
@@ -180,7 +207,11 @@ def test_dead_letter_file_then_allow_gaps_then_a_clean_rerun(corpus, tmp_path):
     from ebook2audio_dask.audio.m4b import decode_to_pcm
 
     pcm = decode_to_pcm(str(m4b), 16000).astype(np.float64)
-    hole = pcm[int((gap["start_s"] + 0.1) * 16000): int((gap["start_s"] + gap["duration_s"] - 0.1) * 16000)]
+    hole = pcm[
+        int((gap["start_s"] + 0.1) * 16000) : int(
+            (gap["start_s"] + gap["duration_s"] - 0.1) * 16000
+        )
+    ]
     assert len(hole) and np.sqrt(np.mean(hole**2)) < 50, "the gap is not silent"
     gapped_s = totals["audio_s"]
 
@@ -214,7 +245,9 @@ def test_a_chunk_that_keeps_killing_workers_ends_as_a_clear_failure(corpus, tmp_
     env = {"E2A_FAULTY_KILL": KILL_WORD, "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"}
     # The other book goes first: tasks queued on a worker that dies count its death too
     # (see docs/faults.md), and this test is about the book that kills, not bystanders.
-    first = _convert(corpus, out, cache, "3", "--workers", "2", "--priority", "entre-nous*", env=env)
+    first = _convert(
+        corpus, out, cache, "3", "--workers", "2", "--priority", "entre-nous*", env=env
+    )
     assert first.returncode == 1, first.stderr
     errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "could not be synthesised (first: chapter 3, KilledWorker: the worker died 2 times" \

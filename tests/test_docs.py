@@ -74,10 +74,20 @@ def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str
 
 
 def test_sphinx_builds_without_warnings(site):
-    for name in ("index.html", "quickstart.html", "concepts.html", "deployment/index.html",
-                 "deployment/fixed.html", "deployment/slurm.html", "troubleshooting.html",
-                 "cli.html", "api.html", "metrics.html", "benchmarks/results.html",
-                 "benchmarks/method.html"):
+    for name in (
+        "index.html",
+        "quickstart.html",
+        "concepts.html",
+        "deployment/index.html",
+        "deployment/fixed.html",
+        "deployment/slurm.html",
+        "troubleshooting.html",
+        "cli.html",
+        "api.html",
+        "metrics.html",
+        "benchmarks/results.html",
+        "benchmarks/method.html",
+    ):
         page(site, name)
 
 
@@ -85,8 +95,10 @@ def test_cli_reference_covers_every_command(site):
     """sphinx-click rendered a section, with its usage line and help, for every command."""
     markup = page(site, "cli.html")
     text = text_of(markup)
-    usages = {html.unescape(re.sub(r"<[^>]+>", "", pre)).strip()
-              for pre in re.findall(r"<pre>(.*?)</pre>", markup, flags=re.DOTALL)}
+    usages = {
+        html.unescape(re.sub(r"<[^>]+>", "", pre)).strip()
+        for pre in re.findall(r"<pre>(.*?)</pre>", markup, flags=re.DOTALL)
+    }
     paths = commands(cli)
     assert ("convert",) in paths
     for path in paths:
@@ -113,8 +125,12 @@ def test_api_reference_holds_the_docstrings(site):
     assert first_line in text_of(markup)
     # every public name, and the pieces plugin authors and notebooks use, has its entry
     names = [f"ebook2audio_dask.{name}" for name in e2a.__all__ if not name.endswith("Error")]
-    names += ["ebook2audio_dask.errors.BookError", "ebook2audio_dask.engines.base.Engine",
-              "ebook2audio_dask.storage.ChunkStore", "ebook2audio_dask.cluster.GPULocalCluster"]
+    names += [
+        "ebook2audio_dask.errors.BookError",
+        "ebook2audio_dask.engines.base.Engine",
+        "ebook2audio_dask.storage.ChunkStore",
+        "ebook2audio_dask.cluster.GPULocalCluster",
+    ]
     missing = [name for name in names if f'id="{name}"' not in markup]
     assert not missing, f"not in the API reference: {missing}"
 

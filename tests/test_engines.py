@@ -38,7 +38,9 @@ PROSE = (
     "only been gone a week. Inside, the fire was already burning, and the smell of bread and wood "
     "smoke filled the low room where they would sleep that night."
 )
-FRENCH = "Bonjour tout le monde. Il fait beau aujourd'hui, allons nous promener au bord de la rivière."
+FRENCH = (
+    "Bonjour tout le monde. Il fait beau aujourd'hui, allons nous promener au bord de la rivière."
+)
 ARABIC = "مرحبا بكم في هذا الكتاب. نتمنى لكم قراءة ممتعة."
 
 
@@ -81,7 +83,9 @@ def joe() -> PiperEngine:
 @pytest.fixture(scope="module")
 def joe_tuned() -> PiperEngine:
     """Two threads, slow speech, and no noise (deterministic output)."""
-    engine = PiperEngine(BUNDLED_VOICE, {"length_scale": 1.6, "noise_scale": 0, "noise_w_scale": 0}, threads=2)
+    engine = PiperEngine(
+        BUNDLED_VOICE, {"length_scale": 1.6, "noise_scale": 0, "noise_w_scale": 0}, threads=2
+    )
     yield engine
     engine.close()
 
@@ -101,7 +105,9 @@ def test_piper_describes_itself():
     assert PiperEngine.voice_for_language(None) is None
     assert PiperEngine.sample_rate_for(BUNDLED_VOICE) == 22050
     assert PiperEngine.language_for(BUNDLED_VOICE) == "en-US"
-    assert PiperEngine.accepts_voice_path("voices/x.onnx") and PiperEngine.accepts_voice_path("s3://b/v.onnx")
+    assert PiperEngine.accepts_voice_path("voices/x.onnx") and PiperEngine.accepts_voice_path(
+        "s3://b/v.onnx"
+    )
     assert not PiperEngine.accepts_voice_path(BUNDLED_VOICE)
 
 
@@ -262,7 +268,9 @@ def test_espeak_batch(espeak_en):
     assert same_length(espeak_en.synthesize([SHORT])[0], short)  # not bit-exact: see same_length
 
 
-@pytest.mark.parametrize("language, text", [("fr", FRENCH), ("nl", "Goedemorgen, hoe gaat het met u?"), ("ar", ARABIC)])
+@pytest.mark.parametrize(
+    "language, text", [("fr", FRENCH), ("nl", "Goedemorgen, hoe gaat het met u?"), ("ar", ARABIC)]
+)
 def test_espeak_other_languages(language, text):
     engine = EspeakEngine(EspeakEngine.voice_for_language(language))
     (audio,) = engine.synthesize([text])
@@ -330,11 +338,16 @@ def test_espeak_and_piper_share_a_process(joe, espeak_en):
 def test_missing_packages_in_process(monkeypatch):
     for name in ("piper", "piper.voice", "piper.config", "onnxruntime", "espeakng_loader"):
         monkeypatch.setitem(sys.modules, name, None)
-    assert PiperEngine.availability() == (False, "piper-tts is not installed: pip install 'ebook2audio_dask[piper]'")
+    assert PiperEngine.availability() == (
+        False,
+        "piper-tts is not installed: pip install 'ebook2audio_dask[piper]'",
+    )
     with pytest.raises(EngineError, match=r"piper-tts is not installed: pip install"):
         PiperEngine(BUNDLED_VOICE)
     ok, why = EspeakEngine.availability()
-    assert not ok and why == "espeakng-loader is not installed: pip install 'ebook2audio_dask[espeak]'"
+    assert (
+        not ok and why == "espeakng-loader is not installed: pip install 'ebook2audio_dask[espeak]'"
+    )
     assert EspeakEngine.voices() == []
 
 

@@ -26,7 +26,9 @@ def outputs(cell) -> list:
 
 
 def stdout_of(cell) -> str:
-    return "".join(o["text"] for o in outputs(cell) if o["output_type"] == "stream" and o["name"] == "stdout")
+    return "".join(
+        o["text"] for o in outputs(cell) if o["output_type"] == "stream" and o["name"] == "stdout"
+    )
 
 
 # --- the notebook ----------------------------------------------------------------------------
@@ -43,12 +45,18 @@ def test_notebook_converts_and_plays_a_chapter(tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert code and not any(c.outputs or c.execution_count for c in code), "commit the notebook without outputs"
+    assert code and not any(c.outputs or c.execution_count for c in code), (
+        "commit the notebook without outputs"
+    )
     # one more cell, to check where and with which interpreter the kernel ran
-    nb.cells.append(nbformat.v4.new_code_cell("import os, sys\nprint(sys.executable)\nprint(os.getcwd())"))
+    nb.cells.append(
+        nbformat.v4.new_code_cell("import os, sys\nprint(sys.executable)\nprint(os.getcwd())")
+    )
 
     out = tmp_path / "out"
-    monkeypatch.setenv("E2A_EXAMPLE_OUT", str(out))  # the kernel inherits this process's environment
+    monkeypatch.setenv(
+        "E2A_EXAMPLE_OUT", str(out)
+    )  # the kernel inherits this process's environment
     # A kernelspec of this very interpreter: a user's or the system's "python3" may be another one.
     spec = tmp_path / "kernels" / "e2a-examples"
     spec.mkdir(parents=True)
@@ -56,8 +64,10 @@ def test_notebook_converts_and_plays_a_chapter(tmp_path, monkeypatch):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "ebook2audio_dask tests", "language": "python",
     }))  # fmt: skip
-    km = KernelManager(kernel_name="e2a-examples",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
+    km = KernelManager(
+        kernel_name="e2a-examples",
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
+    )
     client = NotebookClient(nb, km=km, timeout=300, resources={"metadata": {"path": str(EXAMPLES)}})
     try:
         client.execute()  # raises CellExecutionError on the first failing cell
@@ -79,15 +89,29 @@ def test_notebook_converts_and_plays_a_chapter(tmp_path, monkeypatch):
     m4b = out / "childrens-literature.m4b"
     assert m4b.stat().st_size > 100_000
     report = json.loads((out / "childrens-literature.report.json").read_text())
-    assert [(c["index"], c["title"]) for c in report["chapters"]] == [(chapter.index, chapter.title)]
+    assert [(c["index"], c["title"]) for c in report["chapters"]] == [
+        (chapter.index, chapter.title)
+    ]
     assert report["totals"]["audio_s"] > 60 and report["totals"]["chunks_failed"] == 0
-    assert any(p.is_file() for p in (out / "chunks").rglob("*"))  # the chunk store is under the output folder
+    assert any(
+        p.is_file() for p in (out / "chunks").rglob("*")
+    )  # the chunk store is under the output folder
 
     # progress bars (tqdm widgets) were displayed while converting
-    widgets = [o for c in code for o in outputs(c) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    widgets = [
+        o
+        for c in code
+        for o in outputs(c)
+        if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+    ]
     assert widgets and any("chunk" in o["data"]["text/plain"] for o in widgets)
     # the clip plays inline: an <audio> element with the WAV embedded
-    audio = [o["data"]["text/html"] for c in code for o in outputs(c) if "<audio" in o.get("data", {}).get("text/html", "")]
+    audio = [
+        o["data"]["text/html"]
+        for c in code
+        for o in outputs(c)
+        if "<audio" in o.get("data", {}).get("text/html", "")
+    ]
     assert len(audio) == 1 and "data:audio/x-wav;base64," in audio[0]
     assert (out / "childrens-literature-first-20s.wav").stat().st_size > 20 * 16_000
 
@@ -95,7 +119,7 @@ def test_notebook_converts_and_plays_a_chapter(tmp_path, monkeypatch):
 # --- SLURM: the sbatch script and the dask-jobqueue script ----------------------------------
 
 try:
-    from test_slurm import slurm  # noqa: F401  (the one-node SLURM of tests/slurm_local.py)
+    from test_slurm import slurm
 except pytest.skip.Exception as exc:  # tests/test_slurm.py needs dask-jobqueue
     _why = str(exc)
 
@@ -106,7 +130,16 @@ except pytest.skip.Exception as exc:  # tests/test_slurm.py needs dask-jobqueue
         pytest.skip(_why)
 
 
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 def _job_state(job: str, env: dict) -> tuple[str, str]:
@@ -129,8 +162,14 @@ def _wait_for_job(job: str, env: dict, timeout: float) -> tuple[str, str]:
 
 
 def _squeue(env: dict) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], env=env, capture_output=True, text=True, timeout=30,
-                         check=False)
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i %j %T"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return [line for line in out.stdout.splitlines() if line.strip()]
 
 
@@ -154,13 +193,17 @@ def test_sbatch_script_converts_in_one_allocation(slurm, tmp_path):
     assert (state, code) == ("COMPLETED", "0:0"), text[-4000:]
 
     # two workers, each in its own task of the job with its own GPU from SLURM
-    gpus = sorted(line.rsplit("=", 1)[1] for line in text.splitlines() if line.startswith("worker "))
+    gpus = sorted(
+        line.rsplit("=", 1)[1] for line in text.splitlines() if line.startswith("worker ")
+    )
     assert gpus == ["0", "1"], text[-4000:]
     assert "scheduler tcp://127.0.0.1:" in text and ", 2 workers" in text
     assert f"done: {out / 'childrens-literature.m4b'}" in text
     assert (out / "childrens-literature.m4b").stat().st_size > 100_000
     report = json.loads((out / "childrens-literature.report.json").read_text())
-    assert [(c["index"], c["title"]) for c in report["chapters"]] == [(chapter.index, chapter.title)]
+    assert [(c["index"], c["title"]) for c in report["chapters"]] == [
+        (chapter.index, chapter.title)
+    ]
     assert len(report["chunks_per_worker"]) == 2  # both workers spoke
     assert not list(tmp_path.glob(".dask-scheduler-*.json"))  # the script cleaned up after itself
     assert not _squeue(slurm)
@@ -179,12 +222,18 @@ def test_jobqueue_script_converts_on_slurm_jobs(slurm, tmp_path):
         env=slurm, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "#SBATCH --gres=gpu:1" in run.stdout and "--resources GPU=1" in run.stdout  # the job script
+    assert (
+        "#SBATCH --gres=gpu:1" in run.stdout and "--resources GPU=1" in run.stdout
+    )  # the job script
     assert f"done: {out / 'childrens-literature.m4b'}" in run.stdout
     report = json.loads((out / "childrens-literature.report.json").read_text())
-    assert [(c["index"], c["title"]) for c in report["chapters"]] == [(chapter.index, chapter.title)]
+    assert [(c["index"], c["title"]) for c in report["chapters"]] == [
+        (chapter.index, chapter.title)
+    ]
     assert 1 <= len(report["chunks_per_worker"]) <= 2
-    assert list((tmp_path / "logs").glob("*.err"))  # the workers ran as SLURM jobs (their output files)
+    assert list(
+        (tmp_path / "logs").glob("*.err")
+    )  # the workers ran as SLURM jobs (their output files)
     time.sleep(1)
     assert not [line for line in _squeue(slurm) if "RUNNING" in line]  # the jobs were cancelled
 
@@ -233,7 +282,9 @@ def test_fixed_cluster_script_converts_on_two_workers(tmp_path):
 
     assert (out / "childrens-literature.m4b").stat().st_size > 100_000
     report = json.loads((out / "childrens-literature.report.json").read_text())
-    assert [(c["index"], c["title"]) for c in report["chapters"]] == [(chapter.index, chapter.title)]
+    assert [(c["index"], c["title"]) for c in report["chapters"]] == [
+        (chapter.index, chapter.title)
+    ]
     # both workers the script started spoke part of the chapter
     started = set()
     for log in (out / "logs").glob("worker-*.log"):

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import check_m4b_against_report, load_report, run_cli
 
 DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
@@ -39,15 +38,41 @@ def _cluster(tmp_path, workers: dict[str, list[str]]):
     def start(cmd, name):
         log = open(tmp_path / f"{name}.log", "w")
         logs.append(log)
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        )
 
     try:
-        start(DASK + ["--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                      "--scheduler-file", str(sched_file)], "scheduler")
-        _wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler")
+        start(
+            DASK
+            + [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(sched_file),
+            ],
+            "scheduler",
+        )
+        _wait_for(
+            lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
+        )
         address = json.loads(sched_file.read_text())["address"]
-        common = ["--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--nthreads", "1",
-                  "--no-dashboard", "--nworkers", "1"]
+        common = [
+            "--scheduler-file",
+            str(sched_file),
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+            "--nworkers",
+            "1",
+        ]
         for name, extra in workers.items():
             start(WORKER + common + extra + ["--name", name], name)
         from distributed import Client
@@ -84,9 +109,19 @@ def test_no_worker_with_the_resource_fails_clearly_instead_of_hanging(tmp_path, 
     with _cluster(tmp_path, {"cpu-only": []}) as (address, _):
         # the subprocess timeout is the hang guard (no wall-clock assert: a busy machine is slow)
         proc = run_cli(
-            "convert", str(corpus / "entre-nous-lectures-francaises.txt"), "-o", str(tmp_path / "out"),
-            "--chapters", "1", "--scheduler", address, "--no-progress", "--cache", str(tmp_path / "chunks"),
-            env=dict(os.environ, DASK_EBOOK2AUDIO__CLUSTER__NO_WORKERS_TIMEOUT="3"), timeout=120,
+            "convert",
+            str(corpus / "entre-nous-lectures-francaises.txt"),
+            "-o",
+            str(tmp_path / "out"),
+            "--chapters",
+            "1",
+            "--scheduler",
+            address,
+            "--no-progress",
+            "--cache",
+            str(tmp_path / "chunks"),
+            env=dict(os.environ, DASK_EBOOK2AUDIO__CLUSTER__NO_WORKERS_TIMEOUT="3"),
+            timeout=120,
         )
     assert proc.returncode == 1, proc.stderr
     assert "no worker offers the synthesize resources GPU=1 (waited 3 s" in proc.stderr
@@ -102,15 +137,29 @@ def test_convert_on_external_cluster_uses_both_gpu_workers(external_cluster, cor
     assert len(gpu_addresses) == 2 and len(cpu_addresses) == 1
     out = tmp_path / "out"
     proc = run_cli(
-        "convert", str(corpus / "entre-nous-lectures-francaises.txt"), "-o", str(out),
-        "--chapters", "1-4", "--scheduler", address, "--cache", str(tmp_path / "cache"),
-        "--batch-chars", "300", "--no-progress",
+        "convert",
+        str(corpus / "entre-nous-lectures-francaises.txt"),
+        "-o",
+        str(out),
+        "--chapters",
+        "1-4",
+        "--scheduler",
+        address,
+        "--cache",
+        str(tmp_path / "cache"),
+        "--batch-chars",
+        "300",
+        "--no-progress",
     )
     assert proc.returncode == 0, proc.stderr
     report = load_report(out / "entre-nous-lectures-francaises.report.json")
     per_worker = report["chunks_per_worker"]
     # synthesis ran on both GPU workers and never on the CPU-only one
     assert set(per_worker) == gpu_addresses, (per_worker, gpu_addresses)
-    assert sum(per_worker.values()) == report["totals"]["chunks_synthesized"] == report["totals"]["unique_chunks"]
+    assert (
+        sum(per_worker.values())
+        == report["totals"]["chunks_synthesized"]
+        == report["totals"]["unique_chunks"]
+    )
     assert report["engine"] == "espeak" and report["language"] == "fr"
     check_m4b_against_report(out / "entre-nous-lectures-francaises.m4b", report, expect_cover=False)

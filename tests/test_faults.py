@@ -40,7 +40,6 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
-
 from helpers import ROOT, check_m4b_against_report, load_report
 
 pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=5)
@@ -56,7 +55,7 @@ N_WORKERS = 2
 ENGINE_ENV = {"DASK_EBOOK2AUDIO__COQUI__BATCH_SIZE": "1", "DASK_EBOOK2AUDIO__COQUI__DEVICE": "cpu"}
 
 #: Worker preload: log every chunk written to the store (after the write).
-PRELOAD = '''
+PRELOAD = """
 import faulthandler
 import os
 import signal
@@ -82,7 +81,7 @@ def dask_setup(worker):
 
     write._e2a_faults = True
     ChunkStore.write = write
-'''
+"""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -151,7 +150,9 @@ class Cluster:
         try:
             self._start("scheduler", ["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
                                       "--no-dashboard", "--scheduler-file", str(sched_file)])  # fmt: skip
-            _wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler")
+            _wait_for(
+                lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
+            )
             self.address = json.loads(sched_file.read_text())["address"]
             self.names = [f"gpu-{i}" for i in range(n_workers)]
             for i in range(n_workers):
@@ -205,7 +206,9 @@ def vits(tmp_path_factory) -> Path:
     pytest.importorskip("TTS", reason="coqui-tts is part of the dev install (.ci/run installs it)")
     from coqui_models import build_tiny_vits
 
-    return build_tiny_vits(tmp_path_factory.mktemp("faults-vits"), seed=1)  # seed 1: loud enough for check_m4b_against_report
+    return build_tiny_vits(
+        tmp_path_factory.mktemp("faults-vits"), seed=1
+    )  # seed 1: loud enough for check_m4b_against_report
 
 
 @pytest.fixture
@@ -216,8 +219,13 @@ def setup(tmp_path, vits):
     return preload, tmp_path / "writes.log"
 
 
-def kill_busy_worker(cluster: Cluster, proc: subprocess.Popen, store: Path, spare: set[str] = frozenset(),
-                     engine: str = "coqui") -> dict:
+def kill_busy_worker(
+    cluster: Cluster,
+    proc: subprocess.Popen,
+    store: Path,
+    spare: set[str] = frozenset(),
+    engine: str = "coqui",
+) -> dict:
     """SIGKILL a worker *process* (not its nanny) while it executes a synthesize task.
 
     Workers named in *spare* are left alone.  Returns once the scheduler has
@@ -234,10 +242,14 @@ def kill_busy_worker(cluster: Cluster, proc: subprocess.Popen, store: Path, spar
             if worker["name"] in spare:
                 continue
             # the worker checks and kills itself: no race between seeing the task run and the kill
-            cluster.client.run(_kill_self_if_synthesizing, str(record), workers=[address], on_error="ignore")
+            cluster.client.run(
+                _kill_self_if_synthesizing, str(record), workers=[address], on_error="ignore"
+            )
             lines = record.read_text().splitlines() if record.exists() else []
             if len(lines) > done:
-                victim = dict(json.loads(lines[-1]), address=address, stored=len(_stored(store, engine)))
+                victim = dict(
+                    json.loads(lines[-1]), address=address, stored=len(_stored(store, engine))
+                )
                 break
         else:
             time.sleep(0.02)
@@ -347,7 +359,9 @@ def _stall_report(cluster: Cluster | None) -> str:
 
         for p in cluster.procs.values():
             for child in psutil.Process(p.pid).children(recursive=True):
-                if "spawn_main" in " ".join(child.cmdline()):  # a worker, not multiprocessing's resource tracker
+                if "spawn_main" in " ".join(
+                    child.cmdline()
+                ):  # a worker, not multiprocessing's resource tracker
                     child.send_signal(signal.SIGUSR1)
         time.sleep(2)
     except Exception as exc:  # noqa: BLE001 - a report, not a check
@@ -362,7 +376,9 @@ def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: flo
                        cluster: Cluster | None = None) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
     while len(_stored(store)) < n:
-        assert proc.poll() is None, f"the conversion ended before {n} chunks were stored:\n{proc.stderr.read()}"
+        assert proc.poll() is None, (
+            f"the conversion ended before {n} chunks were stored:\n{proc.stderr.read()}"
+        )
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)  # its stderr can be read to the end now
             _, stderr = proc.communicate()
@@ -373,7 +389,9 @@ def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: flo
 
 # --------------------------------------------------------------------------- faults
 @pytest.mark.slow
-def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(corpus, vits, setup, tmp_path):
+def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(
+    corpus, vits, setup, tmp_path
+):
     """SIGKILL each worker process (not its nanny) while it runs a synthesize task.
 
     The nanny starts a new worker, the task runs again elsewhere; the book
@@ -397,7 +415,9 @@ def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(corpus,
         try:
             for share in (0.15, 0.45):  # one kill per worker, early and half-way
                 _wait_until_stored(store_b, proc, int(share * len(keys)), cluster=cluster)
-                killed.append(kill_busy_worker(cluster, proc, store_b, spare={k["name"] for k in killed}))
+                killed.append(
+                    kill_busy_worker(cluster, proc, store_b, spare={k["name"] for k in killed})
+                )
             stdout, stderr = proc.communicate(timeout=300)
         finally:
             if proc.poll() is None:
@@ -459,8 +479,12 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
             try:  # a guard against a hang, not a speed limit: it gives up in well under a minute idle
                 stdout, stderr = proc.communicate(timeout=300)
             except subprocess.TimeoutExpired:
-                pytest.fail("the CLI still runs 300 s after its scheduler died: it waits for it forever")
-            print(f"\nthe CLI gave up {time.monotonic() - killed_at:.0f} s after its scheduler died")
+                pytest.fail(
+                    "the CLI still runs 300 s after its scheduler died: it waits for it forever"
+                )
+            print(
+                f"\nthe CLI gave up {time.monotonic() - killed_at:.0f} s after its scheduler died"
+            )
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -505,7 +529,9 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
 
 # --------------------------------------------------------------------------- the client dies
 @pytest.mark.slow
-def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(corpus, vits, setup, tmp_path):
+def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(
+    corpus, vits, setup, tmp_path
+):
     """SIGKILL the CLI (its whole process group) at ~40 %, the cluster staying up; run the
     same command again at once on the same cluster.
 
@@ -547,7 +573,9 @@ def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(corpus, 
         try:
             _wait_for(empty, 15, "the scheduler to let go of both runs", interval=0.5)
         except TimeoutError:
-            problems.append(_leak_message(cluster.client.run_on_scheduler(_held), "after both runs ended"))
+            problems.append(
+                _leak_message(cluster.client.run_on_scheduler(_held), "after both runs ended")
+            )
     finally:
         cluster.close()
 
@@ -556,7 +584,10 @@ def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(corpus, 
     work = (f"work over both runs: {len(writes)} chunk writes for {len(keys)} unique chunks ({at_kill} stored "
             f"at the kill, {totals['chunks_synthesized']} synthesised by the rerun; allowed: + {allowance} "
             "in flight)")  # fmt: skip
-    if at_kill + totals["chunks_synthesized"] > len(keys) + allowance or len(writes) > len(keys) + allowance:
+    if (
+        at_kill + totals["chunks_synthesized"] > len(keys) + allowance
+        or len(writes) > len(keys) + allowance
+    ):
         problems.append(work)
     assert not problems, "\n".join(problems + [work])
 

@@ -25,11 +25,11 @@ from xml.sax.saxutils import escape
 
 import dask
 import pytest
+from helpers import check_m4b_against_report, load_report, run_cli
 
 from ebook2audio_dask.errors import BookError
 from ebook2audio_dask.ingest import FORMATS, detect_format, read_book
 from ebook2audio_dask.ingest._text import clean
-from helpers import check_m4b_against_report, load_report, run_cli
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 CAROL = CORPUS / "christmas-carol-gutenberg-epub2.epub"
@@ -53,8 +53,9 @@ def _calibre() -> str:
 
 def _ebook_convert(src: Path, dst: Path) -> subprocess.Popen:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    return subprocess.Popen([_calibre(), str(src), str(dst)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [_calibre(), str(src), str(dst)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
 
 
 # ==========================================================================
@@ -94,8 +95,10 @@ def write_fb2(book, path: Path, *, parts: bool = False, keep: int | None = None)
         if i == 0:
             first = first.replace("</p>", '<a l:href="#n1" type="note">[1]</a></p>', 1)
         rest = "".join(f"<p>{e(p)}</p>" for p in text[half:])
-        return (f'<section id="ch{i + 1}"><title>{title}</title>{extra}'
-                f"<section>{first}</section><empty-line/><section>{rest}</section></section>")
+        return (
+            f'<section id="ch{i + 1}"><title>{title}</title>{extra}'
+            f"<section>{first}</section><empty-line/><section>{rest}</section></section>"
+        )
 
     chapters = [section(i, c) for i, c in enumerate(book.chapters)]
     if parts:
@@ -124,22 +127,30 @@ def write_odt(book, path: Path) -> None:
         _, text = _split_title(chapter)
         body.append(f'<text:h text:outline-level="1">{escape(chapter.title)}</text:h>')
         body += [f"<text:p>{escape(p)}</text:p>" for p in text]
-    ns = ('xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
-          'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
-          'xmlns:meta="urn:oasis:names:tc:opendocument:xmlns:meta:1.0" '
-          'xmlns:dc="http://purl.org/dc/elements/1.1/"')
-    content = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ns} office:version="1.2">'
-               f"<office:body><office:text>{''.join(body)}</office:text></office:body></office:document-content>")
-    meta = (f'<?xml version="1.0" encoding="UTF-8"?><office:document-meta {ns} office:version="1.2"><office:meta>'
-            f"<dc:title>{escape(book.title)}</dc:title><meta:initial-creator>{escape(book.authors[0])}"
-            f"</meta:initial-creator><dc:creator>{escape(book.authors[0])}</dc:creator>"
-            f"<dc:language>en</dc:language></office:meta></office:document-meta>")
-    manifest = ('<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
-                'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
-                '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.text"/>'
-                '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-                '<manifest:file-entry manifest:full-path="meta.xml" manifest:media-type="text/xml"/>'
-                "</manifest:manifest>")
+    ns = (
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+        'xmlns:meta="urn:oasis:names:tc:opendocument:xmlns:meta:1.0" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/"'
+    )
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ns} office:version="1.2">'
+        f"<office:body><office:text>{''.join(body)}</office:text></office:body></office:document-content>"
+    )
+    meta = (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-meta {ns} office:version="1.2"><office:meta>'
+        f"<dc:title>{escape(book.title)}</dc:title><meta:initial-creator>{escape(book.authors[0])}"
+        f"</meta:initial-creator><dc:creator>{escape(book.authors[0])}</dc:creator>"
+        f"<dc:language>en</dc:language></office:meta></office:document-meta>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.text"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        '<manifest:file-entry manifest:full-path="meta.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.text")
         z.writestr("META-INF/manifest.xml", manifest, zipfile.ZIP_DEFLATED)
@@ -162,9 +173,11 @@ def _rtf_text(text: str) -> str:
 
 def write_rtf(book, path: Path) -> None:
     """An RTF of *book* as a word processor writes it: "heading 1" paragraphs (outline level 0)."""
-    parts = [r"{\rtf1\ansi\deff0{\fonttbl{\f0 Times New Roman;}}",
-             r"{\stylesheet{\s0 Normal;}{\s1\outlinelevel0\b\fs32 heading 1;}}",
-             rf"{{\info{{\title {_rtf_text(book.title)}}}{{\author {_rtf_text(book.authors[0])}}}}}"]
+    parts = [
+        r"{\rtf1\ansi\deff0{\fonttbl{\f0 Times New Roman;}}",
+        r"{\stylesheet{\s0 Normal;}{\s1\outlinelevel0\b\fs32 heading 1;}}",
+        rf"{{\info{{\title {_rtf_text(book.title)}}}{{\author {_rtf_text(book.authors[0])}}}}}",
+    ]
     for chapter in book.chapters:
         _, text = _split_title(chapter)
         parts.append(rf"{{\pard\s1\outlinelevel0\b\fs32 {_rtf_text(chapter.title)}\par}}")
@@ -188,7 +201,9 @@ _LATIN1 = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "—": 
 
 
 def pdf_text(text: str, unicode: bool) -> str:
-    return text if unicode else text.translate(_LATIN1).encode("latin-1", "replace").decode("latin-1")
+    return (
+        text if unicode else text.translate(_LATIN1).encode("latin-1", "replace").decode("latin-1")
+    )
 
 
 def write_pdf(book, path: Path, *, outline: bool = True) -> bool:
@@ -257,7 +272,9 @@ def calibre_files(tmp_path_factory, carol):
     folder = tmp_path_factory.mktemp("calibre")
     write_odt(carol, folder / "carol.odt")
     write_rtf(carol, folder / "carol.rtf")
-    procs = [(ext, _ebook_convert(CAROL, folder / f"carol.{ext}")) for ext in ("mobi", "azw3", "docx")]
+    procs = [
+        (ext, _ebook_convert(CAROL, folder / f"carol.{ext}")) for ext in ("mobi", "azw3", "docx")
+    ]
     for ext, proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, (ext, err.decode(errors="replace")[-2000:])
@@ -288,7 +305,9 @@ def test_fb2_chapters_metadata_cover(files, carol):
     # the notes body is back matter; the body's title is front matter
     full = read_book(str(files["folder"] / "carol.fb2"), include_matter=True)
     assert [(c.kind, c.title) for c in full.chapters if c.kind != "body"] == [
-        ("front", f"{carol.title} {carol.authors[0]}"), ("back", "Notes")]
+        ("front", f"{carol.title} {carol.authors[0]}"),
+        ("back", "Notes"),
+    ]
     assert NOTE in full.chapters[-1].paragraphs
 
 
@@ -322,7 +341,7 @@ def test_fb2_hostile_input_fails_cleanly(tmp_path):
         '<?xml version="1.0"?><!DOCTYPE FictionBook [<!ENTITY a "aaaaaaaaaa">'
         '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">'
         '<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-        '<FictionBook><body><section><title><p>One</p></title><p>Safe text here. &c; &x;</p>'
+        "<FictionBook><body><section><title><p>One</p></title><p>Safe text here. &c; &x;</p>"
         "</section></body></FictionBook>",
         encoding="utf-8",
     )
@@ -496,8 +515,20 @@ def test_cli_converts_fb2_and_mobi(tmp_path, carol):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     out = tmp_path / "out"
-    result = run_cli("convert", str(fb2), str(mobi), "-o", str(out), "--engine", "espeak",
-                     "--chapters", "5", "--cache", str(tmp_path / "cache"), "--no-progress")
+    result = run_cli(
+        "convert",
+        str(fb2),
+        str(mobi),
+        "-o",
+        str(out),
+        "--engine",
+        "espeak",
+        "--chapters",
+        "5",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     full, first_line = titles(carol)[4], _split_title(carol.chapters[4])[0][0]
     for stem, allowed in (("short", {full}), ("short-mobi", {full, first_line})):

@@ -57,14 +57,14 @@ import pytest
 
 pytest.importorskip("hypothesis", reason="hypothesis is part of the dev install")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+from helpers import assert_scales_linearly
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
-from ebook2audio_dask.errors import BookError  # noqa: E402
-from ebook2audio_dask.ingest import FORMATS, MAX_PARAGRAPH_CHARS, read_book  # noqa: E402
-from ebook2audio_dask.model import Book  # noqa: E402
-from helpers import assert_scales_linearly  # noqa: E402
+from ebook2audio_dask.errors import BookError
+from ebook2audio_dask.ingest import FORMATS, MAX_PARAGRAPH_CHARS, read_book
+from ebook2audio_dask.model import Book
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -283,8 +283,26 @@ HOSTILE_VALUES = (
 )  # fmt: skip
 #: Attributes that steer the reader (preferred when one is picked).
 KEY_ATTRS = frozenset(
-    """href src full-path idref id media-type properties toc linear epub:type type content name
-    refines property role uri algorithm""".split()
+    [
+        "href",
+        "src",
+        "full-path",
+        "idref",
+        "id",
+        "media-type",
+        "properties",
+        "toc",
+        "linear",
+        "epub:type",
+        "type",
+        "content",
+        "name",
+        "refines",
+        "property",
+        "role",
+        "uri",
+        "algorithm",
+    ]
 )
 _ATTR_RE = re.compile(rb"""([A-Za-z_][\w:.-]*)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')""")
 
@@ -846,7 +864,9 @@ def test_pathological_text_is_read_in_linear_time(workdir, name):
 
     def make(size: int):
         path = workdir / f"{name}-{size}.txt"
-        path.write_text("Title: X\n\n\n\nCHAPTER I\n\nSome words.\n\n" + piece * (size // len(piece)))
+        path.write_text(
+            "Title: X\n\n\n\nCHAPTER I\n\nSome words.\n\n" + piece * (size // len(piece))
+        )
 
         def read():
             with warnings.catch_warnings():

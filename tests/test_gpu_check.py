@@ -43,7 +43,11 @@ def test_quick_mode_runs_every_section_on_the_cpu(tmp_path):
     assert k["single"]["gpu_util"] is None  # no nvidia-smi here
     # slots: one worker with N threads and N x GPU; N tasks at once, one model load
     for row, n in zip(data["slots"], (1, 2)):
-        assert row["slots"] == n and row["worker_threads"] == n and row["worker_resources"] == {"GPU": n}
+        assert (
+            row["slots"] == n
+            and row["worker_threads"] == n
+            and row["worker_resources"] == {"GPU": n}
+        )
         assert row["most_tasks_at_once"] == n and row["model_loads"] == [1] and row["audio_s"] > 0
     # Coqui VITS (coqui-tts is part of the dev install): batched and single speak the same length
     c = data["coqui"]
@@ -55,11 +59,21 @@ def test_quick_mode_runs_every_section_on_the_cpu(tmp_path):
     assert sum(p["tasks_per_worker"].values()) == 8
     # run.py turns the JSON into RESULTS.md rows, keeping the machine and date it was measured on
     rows = {row["key"]: row for row in _bench_run().gpu_figures(data)}
-    assert {"kokoro_gpu.single", "kokoro_gpu.batched", "kokoro_gpu.throughput", "kokoro_gpu.slots1",
-            "kokoro_gpu.slots2", "kokoro_gpu.busy", "coqui_gpu.batched", "gpu.placement"} <= set(rows)
+    assert {
+        "kokoro_gpu.single",
+        "kokoro_gpu.batched",
+        "kokoro_gpu.throughput",
+        "kokoro_gpu.slots1",
+        "kokoro_gpu.slots2",
+        "kokoro_gpu.busy",
+        "coqui_gpu.batched",
+        "gpu.placement",
+    } <= set(rows)
     batched = rows["kokoro_gpu.batched"]
     assert batched["ratio"] == k["ratio"] and batched["target"] == "≥ 4.00"
-    assert all(row["machine"] == data["machine"] and row["date"] == data["date"] for row in rows.values())
+    assert all(
+        row["machine"] == data["machine"] and row["date"] == data["date"] for row in rows.values()
+    )
 
 
 def test_without_a_gpu_the_full_check_says_not_measured(tmp_path):
@@ -79,5 +93,7 @@ def test_without_a_gpu_the_full_check_says_not_measured(tmp_path):
 def test_the_wheel_list_pins_every_wheel():
     result = _run("--wheels", timeout=120)
     wheels = result.stdout.split()
-    assert result.returncode == 0 and "kokoro==0.9.4" in wheels and "distributed==2026.8.0" in wheels
+    assert (
+        result.returncode == 0 and "kokoro==0.9.4" in wheels and "distributed==2026.8.0" in wheels
+    )
     assert all("==" in w for w in wheels) and len(wheels) == len(set(wheels))

@@ -23,17 +23,17 @@ import struct
 import time
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import dask
 import pytest
+from helpers import assert_scales_linearly, run_cli
 
 from ebook2audio_dask.errors import BookError, UsageError
 from ebook2audio_dask.ingest import MAX_PARAGRAPH_CHARS, read_book
 from ebook2audio_dask.model import Book
-from helpers import assert_scales_linearly, run_cli
 
 # ==========================================================================
 # Building blocks
@@ -145,13 +145,39 @@ def write_raw_zip(path: Path, members: list[tuple]) -> Path:
         raw_name = name.encode()
         offset = len(out)
         out += struct.pack(
-            "<4s5H3I2H", b"PK\x03\x04", 20, flags, method, 0, 0x21, crc, len(payload), size,
-            len(raw_name), 0,
+            "<4s5H3I2H",
+            b"PK\x03\x04",
+            20,
+            flags,
+            method,
+            0,
+            0x21,
+            crc,
+            len(payload),
+            size,
+            len(raw_name),
+            0,
         )
         out += raw_name + payload
         central += struct.pack(
-            "<4s6H3I5H2I", b"PK\x01\x02", 20, 20, flags, method, 0, 0x21, crc, len(payload),
-            size, len(raw_name), 0, 0, 0, 0, 0, offset,
+            "<4s6H3I5H2I",
+            b"PK\x01\x02",
+            20,
+            20,
+            flags,
+            method,
+            0,
+            0x21,
+            crc,
+            len(payload),
+            size,
+            len(raw_name),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
         )
         central += raw_name
     cd_offset = len(out)
@@ -347,13 +373,17 @@ def build_xxe_epub2(tmp_path: Path) -> Path:
             prolog=xxe_prolog("container", tmp_path), inner="&xxe;"
         ),
         OPF_PATH: opf_xml(
-            items, ["ch1"], title="Title &xxe; &pwd;", prolog=xxe_prolog("package", tmp_path),
+            items,
+            ["ch1"],
+            title="Title &xxe; &pwd;",
+            prolog=xxe_prolog("package", tmp_path),
             spine_toc="ncx",
         ),
         "OEBPS/toc.ncx": ncx,
         "OEBPS/chapter.xhtml": xhtml(
             f"<h1>Chapter &xxe;</h1><p>{CHAPTER_TEXT} &xxe; &pwd;</p>",
-            title="&xxe;", prolog=xxe_prolog("html", tmp_path),
+            title="&xxe;",
+            prolog=xxe_prolog("html", tmp_path),
         ),
     }
     return write_epub(tmp_path / "xxe-epub2.epub", files)
@@ -384,9 +414,9 @@ def build_xxe_parameter_entity(tmp_path: Path) -> Path:
 
 def build_xxe_utf16(tmp_path: Path) -> Path:
     """UTF-16: the bytes ``<!ENTITY`` do not appear as such in the file."""
-    doc = xhtml(
-        f"<p>{CHAPTER_TEXT} &xxe; &pwd;</p>", prolog=xxe_prolog("html", tmp_path)
-    ).replace('encoding="utf-8"', 'encoding="UTF-16"')
+    doc = xhtml(f"<p>{CHAPTER_TEXT} &xxe; &pwd;</p>", prolog=xxe_prolog("html", tmp_path)).replace(
+        'encoding="utf-8"', 'encoding="UTF-16"'
+    )
     return write_epub(tmp_path / "xxe-utf16.epub", book_files(doc.encode("utf-16")))
 
 
@@ -528,8 +558,12 @@ def build_dotdot_names(tmp_path: Path) -> Path:
     return write_epub(tmp_path / "dotdot.epub", files)
 
 
-DOTDOT_NAMES = ("evil-chapter-e6.xhtml", "evil-package-e6.opf", "evil-absolute-e6.png",
-                "evil-deep-e6.txt")
+DOTDOT_NAMES = (
+    "evil-chapter-e6.xhtml",
+    "evil-package-e6.opf",
+    "evil-absolute-e6.png",
+    "evil-deep-e6.txt",
+)
 
 
 def build_drm(tmp_path: Path) -> Path:
@@ -578,7 +612,20 @@ def build_empty_html(tmp_path: Path) -> Path:
 
 
 def long_words(n_chars: int = 5 * MIB) -> list[str]:
-    vocab = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor".split()
+    vocab = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+        "tempor",
+    ]
     words, size, i = [], 0, 0
     while size < n_chars:
         w = vocab[i % len(vocab)]
@@ -1007,8 +1054,18 @@ def test_cli_bad_books_fail_one_line_each_and_the_good_ones_convert(tmp_path, ca
     inputs = [str(p) for p in bad.values()] + [str(good), str(bad_cover), str(broken_xhtml)]
     start = time.perf_counter()
     proc = run_cli(
-        "convert", *inputs, "-o", str(out), "--engine", "espeak", "--cache", cache_dir,
-        "--no-progress", "--workers", "1", timeout=240,
+        "convert",
+        *inputs,
+        "-o",
+        str(out),
+        "--engine",
+        "espeak",
+        "--cache",
+        cache_dir,
+        "--no-progress",
+        "--workers",
+        "1",
+        timeout=240,
     )
     print(f"\nconvert took {time.perf_counter() - start:.1f} s\n{proc.stderr}")
     assert proc.returncode == 1, proc.stderr

@@ -24,13 +24,6 @@ from pathlib import Path
 import dask
 import psutil
 import pytest
-
-import ebook2audio_dask.ingest.epub as epub_reader
-from ebook2audio_dask.errors import BookError
-from ebook2audio_dask.ingest import read_book
-from ebook2audio_dask.ingest._sections import BEFORE_BODY_CHARS
-from ebook2audio_dask.ingest.calibre import MAX_MEMBERS
-from ebook2audio_dask.pipeline.report import skipped_summary
 from helpers import load_report, run_cli
 from test_hostile import (
     OPF_PATH,
@@ -42,6 +35,13 @@ from test_hostile import (
     write_epub,
     write_raw_zip,
 )
+
+import ebook2audio_dask.ingest.epub as epub_reader
+from ebook2audio_dask.errors import BookError
+from ebook2audio_dask.ingest import read_book
+from ebook2audio_dask.ingest._sections import BEFORE_BODY_CHARS
+from ebook2audio_dask.ingest.calibre import MAX_MEMBERS
+from ebook2audio_dask.pipeline.report import skipped_summary
 
 # ==========================================================================
 # Item 8: a spine listing the same document many times
@@ -101,7 +101,23 @@ def test_repeated_spine_document_is_parsed_once(tmp_path, monkeypatch, caplog):
 # ==========================================================================
 # Item 9: FB2 text nodes over libxml2's default 10 MB
 # ==========================================================================
-_WORDS = "the lamp was lit nobody came to the door that night and snow kept falling".split()
+_WORDS = [
+    "the",
+    "lamp",
+    "was",
+    "lit",
+    "nobody",
+    "came",
+    "to",
+    "the",
+    "door",
+    "that",
+    "night",
+    "and",
+    "snow",
+    "kept",
+    "falling",
+]
 
 
 def _long_paragraph(n_bytes: int) -> str:
@@ -195,8 +211,7 @@ _DOCX_PARTS = {
     ),
 }
 _DOC_HEAD = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    f'<w:document xmlns:w="{_W}"><w:body>'
+    f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{_W}"><w:body>'
 )
 _DOC_TAIL = "</w:body></w:document>"
 
@@ -336,8 +351,11 @@ def test_ctrl_c_during_calibre_removes_its_folder(calibre, tmp_path):
     )
     env = dict(os.environ, TMPDIR=str(calibre["temp"]))
     child = subprocess.Popen(
-        [sys.executable, "-c", script, str(docx)], env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-c", script, str(docx)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         # Calibre has started and is writing in its folder: a terminal's Ctrl-C now

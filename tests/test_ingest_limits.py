@@ -120,11 +120,11 @@ def test_max_file_size_is_configurable(corpus, limit):
 
 def test_max_file_size_applies_to_text_and_html(corpus, tmp_path):
     for name in ("entre-nous-lectures-francaises.txt", "ontboezemingen-dutch.html"):
-        with dask.config.set({"ebook2audio.ingest.max-file-size": "100kB"}):
-            with pytest.raises(
-                BookError, match=r"over the limit ingest\.max-file-size \(97\.66 kiB\)"
-            ):
-                read_book(str(corpus / name))
+        with (
+            dask.config.set({"ebook2audio.ingest.max-file-size": "100kB"}),
+            pytest.raises(BookError, match=r"over the limit ingest\.max-file-size \(97\.66 kiB\)"),
+        ):
+            read_book(str(corpus / name))
         assert read_book(str(corpus / name)).chapters
 
 
@@ -216,10 +216,10 @@ def test_books_on_other_file_systems_are_read_the_same_way(corpus):
     try:
         book = read_book("memory://limits/book.epub")
         assert book.chapters and book.cover is not None
-        with dask.config.set({"ebook2audio.ingest.max-file-size": "50kB"}):
-            with pytest.raises(
-                BookError, match="^memory://limits/book.epub: file is 108.10 kiB, over"
-            ):
-                read_book("memory://limits/book.epub")
+        with (
+            dask.config.set({"ebook2audio.ingest.max-file-size": "50kB"}),
+            pytest.raises(BookError, match="^memory://limits/book.epub: file is 108.10 kiB, over"),
+        ):
+            read_book("memory://limits/book.epub")
     finally:
         fs.rm("/limits", recursive=True)

@@ -34,8 +34,8 @@ from ebook2audio_dask.engines.kokoro import (
 from ebook2audio_dask.errors import EngineError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from asr import round_trip, transcribe  # noqa: E402
-from helpers import check_m4b_against_report, load_report, run_cli  # noqa: E402
+from asr import round_trip, transcribe
+from helpers import check_m4b_against_report, load_report, run_cli
 
 MODEL_DIR = Path(__file__).resolve().parent / "data" / "kokoro"
 VOICE = "jf_alpha"
@@ -67,7 +67,9 @@ def _sentences(corpus: Path, start: str, count: int) -> str:
 # --------------------------------------------------------------------------- real speech
 def test_corpus_passage_through_onnx_is_heard_back(model, corpus):
     passage = _sentences(corpus, "Marley was dead", 3)
-    assert passage.startswith("Marley was dead: to begin with.") and passage.endswith("chief mourner.")
+    assert passage.startswith("Marley was dead: to begin with.") and passage.endswith(
+        "chief mourner."
+    )
     engine = _engine(model)
     assert engine.files.kind == "onnx" and engine.device == "cpu" and engine.language == "en-US"
     assert engine.runtime.session.get_session_options().intra_op_num_threads == 2
@@ -135,7 +137,9 @@ def test_book_through_the_dask_graph_and_rerun_from_cache(model, tmp_path):
     again = run_cli(*args, "-o", str(tmp_path / "again"))
     assert again.returncode == 0, again.stderr
     totals = load_report(tmp_path / "again" / "two.report.json")["totals"]
-    assert totals["chunks_from_cache"] == totals["unique_chunks"] == report["totals"]["unique_chunks"]
+    assert (
+        totals["chunks_from_cache"] == totals["unique_chunks"] == report["totals"]["unique_chunks"]
+    )
     assert totals["chunks_synthesized"] == 0
 
 
@@ -146,7 +150,9 @@ def test_blends_and_speed_change_keys_and_audio(model, tmp_path):
     book = read_book(str(_md_book(tmp_path / "two.md")))
 
     def keys(voice: str, **settings) -> list[str]:
-        request = PlanRequest(engine="kokoro", voice=voice, model=model, settings=tuple(settings.items()))
+        request = PlanRequest(
+            engine="kokoro", voice=voice, model=model, settings=tuple(settings.items())
+        )
         plan = plan_task(book, request)
         return [c.key for c in plan.chunks], plan.spec
 
@@ -176,7 +182,11 @@ def test_one_engine_speaks_in_several_threads_at_once(model):
 
     engine = _engine(model)
     assert engine.thread_safe
-    texts = ["Of course he did.", "How could it be otherwise?", "Scrooge never painted out Old Marley's name."]
+    texts = [
+        "Of course he did.",
+        "How could it be otherwise?",
+        "Scrooge never painted out Old Marley's name.",
+    ]
     alone = [engine.synthesize([t])[0] for t in texts]
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda t: engine.synthesize([t])[0], texts))
@@ -203,14 +213,16 @@ def test_engines_listing_and_a_missing_model(model, tmp_path):
     assert "Traceback" not in bad.stderr
     none = run_cli("convert", str(book), "-o", str(tmp_path / "o"), "--engine", "kokoro", "--workers", "1",
                    "--no-progress")  # fmt: skip
-    assert none.returncode == 1 and "the kokoro engine needs a model: give --model" in none.stderr, none.stderr
+    assert (
+        none.returncode == 1 and "the kokoro engine needs a model: give --model" in none.stderr
+    ), none.stderr
 
 
 # --------------------------------------------------------------------------- routing and files
 def test_routing_picks_kokoro_only_with_a_model_and_a_voice_for_the_language(model):
-    from ebook2audio_dask import config
-
     import dask
+
+    from ebook2audio_dask import config
 
     routing = tuple(config.get("routing"))
     assert routing.index("coqui") < routing.index("kokoro") < routing.index("piper")
@@ -282,7 +294,9 @@ def test_a_remote_model_is_copied_once(model, tmp_path, monkeypatch):
         files = locate_model("memory://kokoro-test")
         assert files.model.is_file() and str(files.model).startswith(str(tmp_path / "cache"))
         stamp = files.model.stat().st_mtime_ns
-        assert locate_model("memory://kokoro-test/model.onnx").model.stat().st_mtime_ns == stamp  # not fetched again
+        assert (
+            locate_model("memory://kokoro-test/model.onnx").model.stat().st_mtime_ns == stamp
+        )  # not fetched again
         assert [v.id for v in KokoroEngine.voices("memory://kokoro-test")] == JA_VOICES
         engine = KokoroEngine(VOICE, {"language": "en"}, threads=2, model="memory://kokoro-test")
         [pcm] = engine.synthesize(["Hello."])
@@ -327,7 +341,9 @@ def test_bad_model_folders_are_one_line_errors(model, tmp_path, monkeypatch):
 
 def test_long_texts_are_spoken_in_pieces_of_at_most_510_phonemes(model):
     engine = _engine(model)
-    text = " ".join(["The clergyman, the clerk, the undertaker, and the chief mourner signed it."] * 9)
+    text = " ".join(
+        ["The clergyman, the clerk, the undertaker, and the chief mourner signed it."] * 9
+    )
     pieces = engine.tokens(text)
     assert len(pieces) >= 2 and all(0 < len(p) <= MAX_TOKENS for p in pieces)
     symbols = {i: ch for ch, i in engine._g2p.vocab.items()}
@@ -357,7 +373,10 @@ def test_bad_blends_are_usage_errors():
     for bad in ("af_heart:0", "af_heart:-1+bf_emma", "af_heart+", "af_heart:nan"):
         with pytest.raises(UsageError):
             parse_blend(bad)
-    assert parse_blend("s3://voices/x.pt:0.5+af_heart:0.5") == [("af_heart", 0.5), ("s3://voices/x.pt", 0.5)]
+    assert parse_blend("s3://voices/x.pt:0.5+af_heart:0.5") == [
+        ("af_heart", 0.5),
+        ("s3://voices/x.pt", 0.5),
+    ]
 
 
 @settings(max_examples=60, deadline=None, derandomize=True)

@@ -17,15 +17,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 if importlib.util.find_spec("kokoro") is None:  # its __init__ needs misaki: not imported here
-    pytest.skip("the kokoro package is part of the dev install (.ci/install-dev.sh)", allow_module_level=True)
+    pytest.skip(
+        "the kokoro package is part of the dev install (.ci/install-dev.sh)",
+        allow_module_level=True,
+    )
 
 from distributed import Client, LocalCluster  # noqa: E402
 from distributed.utils_test import gen_cluster  # noqa: E402
+from kokoro_models import build_kokoro  # noqa: E402
 
 from ebook2audio_dask.engines import kokoro_torch  # noqa: E402
 from ebook2audio_dask.engines.kokoro_torch import LOADS, TorchKokoro, kmodel_class  # noqa: E402
 from ebook2audio_dask.errors import EngineError  # noqa: E402
-from kokoro_models import build_kokoro  # noqa: E402
 
 #: Token counts of the texts: a word to a long sentence.
 LENGTHS = (3, 9, 14, 22, 31, 44)
@@ -60,7 +63,9 @@ def test_batched_forward_speaks_as_one_at_a_time(kokoro, monkeypatch):
     tokens, styles = _texts()
     passes = []
     forward = kokoro._forward
-    monkeypatch.setattr(kokoro, "_forward", lambda ids, *a: passes.append(len(ids)) or forward(ids, *a))
+    monkeypatch.setattr(
+        kokoro, "_forward", lambda ids, *a: passes.append(len(ids)) or forward(ids, *a)
+    )
     alone = kokoro.speak_detailed(tokens, styles, 1.0, batch_size=1)
     assert passes == [1] * len(LENGTHS)
     passes.clear()
@@ -98,15 +103,25 @@ def test_forward_is_kmodels_forward(model, monkeypatch):
     ours.model.double()
     # the harmonic source's noise is the one random draw: off on both sides
     monkeypatch.setattr(torch, "randn_like", lambda t, *a, **k: torch.zeros_like(t))
-    monkeypatch.setattr(ours, "_row_noise", lambda seeds, samples, dim, width, dtype: (
-        torch.zeros((len(seeds), dim), dtype=dtype), torch.zeros((len(seeds), width, dim), dtype=dtype)))
+    monkeypatch.setattr(
+        ours,
+        "_row_noise",
+        lambda seeds, samples, dim, width, dtype: (
+            torch.zeros((len(seeds), dim), dtype=dtype),
+            torch.zeros((len(seeds), width, dim), dtype=dtype),
+        ),
+    )
     tokens, styles = _texts(2, (5, 17, 30))
     for ids, style in zip(tokens, styles):
-        torch.set_default_dtype(torch.float64)  # kokoro's modules make some tensors in the default dtype
+        torch.set_default_dtype(
+            torch.float64
+        )  # kokoro's modules make some tensors in the default dtype
         try:
             with torch.no_grad():
                 audio, dur = upstream.forward_with_tokens(
-                    torch.tensor([[0, *ids, 0]]), torch.as_tensor(style, dtype=torch.float64)[None], 1.0
+                    torch.tensor([[0, *ids, 0]]),
+                    torch.as_tensor(style, dtype=torch.float64)[None],
+                    1.0,
                 )
             [(mine, mine_dur)] = ours.speak_detailed([ids], [style], 1.0)
         finally:
@@ -128,7 +143,9 @@ def test_buckets_bound_padding():
         assert sizes == sorted(sizes) and len(group) <= 4
         assert max(sizes) <= 1.3 * max(sizes[0], 16)
         assert len(group) == 1 or len(group) * max(sizes) <= 100
-    assert tk.buckets(lengths, batch_size=1) == [[i] for i in sorted(range(9), key=lambda i: lengths[i])]
+    assert tk.buckets(lengths, batch_size=1) == [
+        [i] for i in sorted(range(9), key=lambda i: lengths[i])
+    ]
 
 
 def test_errors_are_one_line(tmp_path, model):
@@ -213,8 +230,12 @@ async def test_tasks_needing_a_gpu_land_only_on_gpu_workers(c, s, gpu_a, gpu_b, 
     assert where <= {gpu_a.address, gpu_b.address} and cpu.address not in where
     assert all(n > 0 for *_, n in results)
     # the workers' own logs agree: the CPU-only worker computed none of them
-    computed = {str(e[0]) for w in (gpu_a, gpu_b, cpu) for e in w.state.log
-                if len(e) > 1 and e[1] == "compute-task" and w is not cpu}
+    computed = {
+        str(e[0])
+        for w in (gpu_a, gpu_b, cpu)
+        for e in w.state.log
+        if len(e) > 1 and e[1] == "compute-task" and w is not cpu
+    }
     assert {f.key for f in futures} <= computed
     assert not any(len(e) > 1 and e[1] == "compute-task" for e in cpu.state.log)
     # the workers share this process: the model was loaded once for all of them
@@ -228,12 +249,23 @@ def test_one_load_per_worker_process(model):
     """Two worker processes with two slots each: every process loads the model once."""
     path, config = model
     tokens, styles = _texts(5, (5, 9, 13, 17, 6, 10, 14, 18))
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, resources={"GPU": 2},
-                      dashboard_address=None, host="127.0.0.1", silence_logs=50) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            resources={"GPU": 2},
+            dashboard_address=None,
+            host="127.0.0.1",
+            silence_logs=50,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2)
-        futures = [client.submit(_speak_task, path, config, t, st, resources={"GPU": 1}, pure=False)
-                   for t, st in zip(tokens, styles)]
+        futures = [
+            client.submit(_speak_task, path, config, t, st, resources={"GPU": 1}, pure=False)
+            for t, st in zip(tokens, styles)
+        ]
         results = client.gather(futures)
         loads = client.run(lambda: dict(kokoro_torch.LOADS))
     pids = {pid for _, pid, _, _ in results}
@@ -255,9 +287,15 @@ def test_the_kokoro_engine_speaks_a_pth_model_and_its_voices_share_one_load(tmp_
                    tmp_path / "Kokoro-82M" / "voices" / f"{name}.pt")  # fmt: skip
     key = (str(path), "cpu")
     before = LOADS[key]
-    one = KokoroEngine("af_one", {"language": "en"}, model=str(tmp_path / "Kokoro-82M"), device="cpu")
-    two = KokoroEngine("bf_two", {"language": "en"}, model=str(tmp_path / "Kokoro-82M"), device="cpu")
-    assert LOADS[key] == before + 1 and one.runtime is two.runtime  # two voices, one model in memory
+    one = KokoroEngine(
+        "af_one", {"language": "en"}, model=str(tmp_path / "Kokoro-82M"), device="cpu"
+    )
+    two = KokoroEngine(
+        "bf_two", {"language": "en"}, model=str(tmp_path / "Kokoro-82M"), device="cpu"
+    )
+    assert (
+        LOADS[key] == before + 1 and one.runtime is two.runtime
+    )  # two voices, one model in memory
     texts = ["It was the best of times.", "It was the worst of times, it was the age of wisdom."]
     a, b = one.synthesize(texts), two.synthesize(texts)
     assert [x.dtype.name for x in a + b] == ["int16"] * 4 and all(len(x) > 2400 for x in a + b)

@@ -39,12 +39,34 @@ class Sample:
 SAMPLES = [
     # The paragraph spoken is the first one of at least 8 words in the book's body
     # (chapter headings and short title lines skipped) ...
-    Sample("adventures-of-sherlock-holmes-standardebooks.epub", "epub", "en-GB", "en-gb",
-           "To Sherlock Holmes she is always the woman."),
-    Sample("childrens-literature.epub", "epub", "en", "en", "The rabbis of old were good story-tellers."),
-    Sample("christmas-carol-gutenberg-epub2.epub", "epub", "en", "en", "Marley was dead: to begin with."),
-    Sample("georgia-britannica-pls-ssml.epub", "epub", "en-US", "en-us",
-           "GEORGIA, a southern state of the United States"),
+    Sample(
+        "adventures-of-sherlock-holmes-standardebooks.epub",
+        "epub",
+        "en-GB",
+        "en-gb",
+        "To Sherlock Holmes she is always the woman.",
+    ),
+    Sample(
+        "childrens-literature.epub",
+        "epub",
+        "en",
+        "en",
+        "The rabbis of old were good story-tellers.",
+    ),
+    Sample(
+        "christmas-carol-gutenberg-epub2.epub",
+        "epub",
+        "en",
+        "en",
+        "Marley was dead: to begin with.",
+    ),
+    Sample(
+        "georgia-britannica-pls-ssml.epub",
+        "epub",
+        "en-US",
+        "en-us",
+        "GEORGIA, a southern state of the United States",
+    ),
     Sample("regime-anticancer-arabic.epub", "epub", "ar", "ar", "حسنًا! إن أردنا أن نفهم"),
     Sample("entre-nous-lectures-francaises.txt", "txt", "fr", "fr", "M. —Il est gourmand!"),
     # ... except in the Dutch book, whose first one is an English epigraph (Sterne)
@@ -56,7 +78,7 @@ SAMPLES = [
 PARAMS = [pytest.param(s, id=s.file) for s in SAMPLES]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _book(path: str) -> Book:
     return read_book(path)
 
@@ -135,6 +157,9 @@ def test_default_routing_piper_for_english_espeak_for_the_rest(sample: Sample, c
     # (it may list more engines first, e.g. ones that need a model; none is set up here)
     routing = tuple(config.get("routing"))
     assert routing.index("piper") < routing.index("espeak")
-    for spec, language, warnings in (resolve_spec(book.language), resolve_spec(book.language, routing=routing)):
+    for spec, language, warnings in (
+        resolve_spec(book.language),
+        resolve_spec(book.language, routing=routing),
+    ):
         assert warnings == [] and language == book.language
         assert (spec.engine, spec.voice) == want

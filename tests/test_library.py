@@ -32,7 +32,7 @@ def make_library(folder: Path, corpus: Path, n: int) -> list[str]:
     assert len(paragraphs) >= 4 * n, len(paragraphs)
     books = []
     for i in range(n):
-        p = paragraphs[4 * i: 4 * i + 4]
+        p = paragraphs[4 * i : 4 * i + 4]
         path = folder / f"book-{i:02d}.md"
         path.write_text(f"# Livre {i}, chapitre un\n\n{p[0]}\n\n{p[1]}\n\n# Livre {i}, chapitre deux\n\n"
                         f"{p[2]}\n\n{p[3]}\n", encoding="utf-8")  # fmt: skip

@@ -14,7 +14,6 @@ import psutil
 import pytest
 from dask.utils import parse_bytes
 from distributed import Client
-
 from helpers import check_m4b_against_report, run_cli
 
 
@@ -30,7 +29,10 @@ def test_the_memory_limit_reaches_every_embedded_worker():
 def test_the_default_memory_limit_shares_the_machine_among_the_workers():
     from ebook2audio_dask.cluster import local_cluster
 
-    with local_cluster(2, gpus="none", dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        local_cluster(2, gpus="none", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
     total = psutil.virtual_memory().total
     assert all(0.4 * total < limit <= 0.55 * total for limit in limits), limits
@@ -76,7 +78,13 @@ def test_a_book_converts_within_a_tight_worker_memory_limit(corpus, tmp_path):
         done.set()
         sampler.join()
     assert result.ok, result.error
-    check_m4b_against_report(tmp_path / "out" / "childrens-literature.m4b", result.report, expect_cover=True)
-    workers = {pid: rss for pid, rss in peak.items() if rss > 100 * 2**20}  # not the resource tracker
+    check_m4b_against_report(
+        tmp_path / "out" / "childrens-literature.m4b", result.report, expect_cover=True
+    )
+    workers = {
+        pid: rss for pid, rss in peak.items() if rss > 100 * 2**20
+    }  # not the resource tracker
     assert len(workers) == 2, f"a worker was restarted: {peak}"
-    assert max(workers.values()) < 0.8 * limit, {pid: f"{rss / 2**20:.0f} MiB" for pid, rss in workers.items()}
+    assert max(workers.values()) < 0.8 * limit, {
+        pid: f"{rss / 2**20:.0f} MiB" for pid, rss in workers.items()
+    }

@@ -13,9 +13,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import ebook2audio_dask as e2a
-from ebook2audio_dask.pipeline.tasks import cover_task, merge_task, parse_task, plan_task, synthesize_task
 from helpers import check_m4b_against_report
+
+import ebook2audio_dask as e2a
+from ebook2audio_dask.pipeline.tasks import (
+    cover_task,
+    merge_task,
+    parse_task,
+    plan_task,
+    synthesize_task,
+)
 
 
 def _book(tmp_path: Path) -> Path:
@@ -29,7 +36,9 @@ def _book(tmp_path: Path) -> Path:
 
 def _merged(tmp_path: Path, *, wrong_sizes: bool):
     source = _book(tmp_path)
-    options = e2a.ConvertOptions(output=str(tmp_path / "out"), engine="espeak", cache=str(tmp_path / "chunks"))
+    options = e2a.ConvertOptions(
+        output=str(tmp_path / "out"), engine="espeak", cache=str(tmp_path / "chunks")
+    )
     book = parse_task(str(source), False, None)
     plan = plan_task(book, options.plan_request())
     store = options.store()
@@ -38,7 +47,9 @@ def _merged(tmp_path: Path, *, wrong_sizes: bool):
     synthesize_task(plan.spec, first, store)  # "cached" before the run
     sizes = store.sizes(plan.spec.engine, [k for k, _ in first])
     if wrong_sizes:
-        sizes = {k: v + 2 * 22050 for k, v in sizes.items()}  # announced 22050 samples (1 s at 22 kHz) too long
+        sizes = {
+            k: v + 2 * 22050 for k, v in sizes.items()
+        }  # announced 22050 samples (1 s at 22 kHz) too long
     batch = synthesize_task(plan.spec, rest, store)
     chunk_batch = {k: 0 for k, _ in rest}
     out = tmp_path / "out"
@@ -69,5 +80,8 @@ def test_a_length_that_differs_gives_a_second_pass_with_true_chapters(tmp_path):
     # the chapter times come from the real lengths, not the announced ones (1 s longer); espeak's
     # output varies by a few milliseconds from one synthesis to the next
     for got, want in zip(merged.chapters, right.chapters):
-        assert abs(got.start_s - want.start_s) < 0.05 and abs(got.end_s - want.end_s) < 0.05, (got, want)
+        assert abs(got.start_s - want.start_s) < 0.05 and abs(got.end_s - want.end_s) < 0.05, (
+            got,
+            want,
+        )
     check_m4b_against_report(m4b, _report(plan, merged), expect_cover=False)

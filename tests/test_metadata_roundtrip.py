@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_report, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from ebook2audio_dask.audio.m4b import TAG_MAX_BYTES, BookTags, ChapterMark, cle
 from ebook2audio_dask.engines.base import EngineSpec
 from ebook2audio_dask.model import Book, Chapter
 from ebook2audio_dask.text import plan_book
-from helpers import load_report, run_cli
 
 mutagen = pytest.importorskip("mutagen")
 mutagen_mp4 = pytest.importorskip("mutagen.mp4")
@@ -81,7 +81,9 @@ def test_clean_tag_rules():
     assert clean_tag("\u200fשלום\u200f") == "\u200fשלום\u200f"  # bidi marks are text
     cut = clean_tag("é" * 200)  # 400 bytes: whole characters up to 252 bytes, then "…"
     assert cut == "é" * 126 + "…" and len(cut.encode()) == 255
-    assert clean_tag("a" * 250 + "🎧bc") == "a" * 250 + "…"  # 256 bytes: the 4-byte character is not split
+    assert (
+        clean_tag("a" * 250 + "🎧bc") == "a" * 250 + "…"
+    )  # 256 bytes: the 4-byte character is not split
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,12 @@ def read_back(fmt: str, path: Path) -> tuple[list[tuple[float, str]], dict[str, 
     if fmt == "m4b":
         mp4 = mutagen_mp4.MP4(str(path))
         chapters = [(c.start, c.title) for c in mp4.chapters]
-        names = {"title": "\xa9nam", "artist": "\xa9ART", "album_artist": "aART", "album": "\xa9alb"}
+        names = {
+            "title": "\xa9nam",
+            "artist": "\xa9ART",
+            "album_artist": "aART",
+            "album": "\xa9alb",
+        }
         return chapters, {k: list(mp4.tags.get(v, [])) for k, v in names.items()}
     if fmt in ("opus", "flac"):
         comments = mutagen.File(str(path)).tags
@@ -114,7 +121,12 @@ def read_back(fmt: str, path: Path) -> tuple[list[tuple[float, str]], dict[str, 
             h, m, sec = comments[key][0].split(":")
             start = int(h) * 3600 + int(m) * 60 + float(sec)
             chapters.append((start, comments.get(key + "NAME", [""])[0]))
-        names = {"title": "title", "artist": "artist", "album_artist": "albumartist", "album": "album"}
+        names = {
+            "title": "title",
+            "artist": "artist",
+            "album_artist": "albumartist",
+            "album": "album",
+        }
         return chapters, {k: list(comments.get(v, [])) for k, v in names.items()}
     id3 = mutagen_id3.ID3(str(path))
     chaps = {c.element_id: c for c in id3.getall("CHAP")}
@@ -134,13 +146,16 @@ def read_back(fmt: str, path: Path) -> tuple[list[tuple[float, str]], dict[str, 
 @given(
     title=values,
     authors=st.lists(values, max_size=3),
-    chapters=st.lists(st.tuples(values, st.integers(int(0.05 * RATE), int(0.3 * RATE))),
-                      min_size=1, max_size=4),  # (title, length in samples)
+    chapters=st.lists(
+        st.tuples(values, st.integers(int(0.05 * RATE), int(0.3 * RATE))), min_size=1, max_size=4
+    ),  # (title, length in samples)
 )
 def test_hostile_titles_round_trip(pass1, fmt, title, authors, chapters):
     """The file holds the plan's (the report's) titles, chapter starts and tags, nothing merged."""
     parsed = tuple(Chapter(i + 1, t, ("Some text.",)) for i, (t, _) in enumerate(chapters))
-    book = Book(source="hostile.epub", title=title, authors=tuple(authors), language="en", chapters=parsed)
+    book = Book(
+        source="hostile.epub", title=title, authors=tuple(authors), language="en", chapters=parsed
+    )
     plan = plan_book(book, SPEC, sample_rate=RATE, max_chars=200, language="en", speak_titles=False)
     assert [c.title for c in plan.chapters] == [clean_tag(t) for t, _ in chapters]
     assert plan.title == clean_tag(title)
@@ -178,9 +193,13 @@ def _xhtml(title: str, body: str) -> str:
 def backslash_epub(path: Path, title: str, author: str, chapters: list[str]) -> Path:
     """An EPUB 3 whose title and chapter titles are *title*, *chapters* (XML-escaped by the caller)."""
     names = [f"c{i}.xhtml" for i in range(len(chapters))]
-    manifest = "".join(f'<item id="c{i}" href="{n}" media-type="application/xhtml+xml"/>'
-                       for i, n in enumerate(names))
-    manifest += '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+    manifest = "".join(
+        f'<item id="c{i}" href="{n}" media-type="application/xhtml+xml"/>'
+        for i, n in enumerate(names)
+    )
+    manifest += (
+        '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+    )
     spine = "".join(f'<itemref idref="c{i}"/>' for i in range(len(names)))
     nav = "".join(f'<li><a href="{n}">{t}</a></li>' for n, t in zip(names, chapters))
     files = {
@@ -207,7 +226,9 @@ def test_cli_backslash_titles_reach_m4b_and_mp3(tmp_path):
     """A book and chapter title ending in a backslash: every chapter the report lists is in the
     file, with the report's title, and the title tag does not swallow the artist."""
     chapters = ["Part One\\", "Two = 2; #2", "Three \u200f\\\\"]
-    book = backslash_epub(tmp_path / "slash.epub", "Back\\slash Book\\", "Ann = Author; #1", chapters)
+    book = backslash_epub(
+        tmp_path / "slash.epub", "Back\\slash Book\\", "Ann = Author; #1", chapters
+    )
     cache = str(tmp_path / "chunks")
     for fmt in ("m4b", "mp3"):
         out = tmp_path / fmt

@@ -11,15 +11,24 @@ from ebook2audio_dask.text.spoken import Speaker, normalize_features, roman_valu
 
 EN = [
     # cardinals, thousands separators, decimals
-    ("There were 1,500 men and 59,265 acres.", "There were one thousand five hundred men and fifty-nine thousand two hundred and sixty-five acres."),
+    (
+        "There were 1,500 men and 59,265 acres.",
+        "There were one thousand five hundred men and fifty-nine thousand two hundred and sixty-five acres.",
+    ),
     ("It measured 3.14 feet.", "It measured three point one four feet."),
     ("1,000,000 people", "one million people"),
     # ordinals
-    ("the 1st, 2nd, 3rd, 11th and 21st day", "the first, second, third, eleventh and twenty-first day"),
+    (
+        "the 1st, 2nd, 3rd, 11th and 21st day",
+        "the first, second, third, eleventh and twenty-first day",
+    ),
     ("the 20th century", "the twentieth century"),
     # years (year context) and decades, ranges, dates
     ("In 1851 the fair opened.", "In eighteen fifty-one the fair opened."),
-    ("He was born in 1905 and died in 2005.", "He was born in nineteen oh-five and died in two thousand and five."),
+    (
+        "He was born in 1905 and died in 2005.",
+        "He was born in nineteen oh-five and died in two thousand and five.",
+    ),
     ("from 1861-1865", "from eighteen sixty-one to eighteen sixty-five"),
     ("the 1850s", "the eighteen fifties"),
     ("It was July 4, 1776.", "It was July fourth, seventeen seventy-six."),
@@ -28,7 +37,10 @@ EN = [
     ("£10 and €20 and $1", "ten pounds and twenty euros and one dollar"),
     ("$2 million", "two million dollars"),
     # times, percentages, degrees
-    ("At 10:30 and at 7:05 pm and at 10:00.", "At ten thirty and at seven oh five p m and at ten o'clock."),
+    (
+        "At 10:30 and at 7:05 pm and at 10:00.",
+        "At ten thirty and at seven oh five p m and at ten o'clock.",
+    ),
     ("5% of them, 36.9% of those", "five percent of them, thirty-six point nine percent of those"),
     ("It was 45° F. at noon.", "It was forty-five degrees Fahrenheit at noon."),
     # Roman numerals: after title words, regnal names, headings
@@ -40,14 +52,23 @@ EN = [
     # abbreviations
     ("Dr. Smith met Mr. and Mrs. Jones.", "Doctor Smith met Mister and Missus Jones."),
     ("St. Paul lived on Baker St. then.", "Saint Paul lived on Baker Street then."),
-    ("No. 5 and apples, pears, etc. Then more.", "Number five and apples, pears, et cetera. Then more."),
-    ("fruit, e.g. apples, i.e. food, vs. meat", "fruit, for example apples, that is food, versus meat"),
+    (
+        "No. 5 and apples, pears, etc. Then more.",
+        "Number five and apples, pears, et cetera. Then more.",
+    ),
+    (
+        "fruit, e.g. apples, i.e. food, vs. meat",
+        "fruit, for example apples, that is food, versus meat",
+    ),
     ("He ran 100 ft. away.", "He ran one hundred feet away."),
     # negatives: the pronoun I, capitalised words, ISBN-like numbers, plain words
     ("I think I can. Then I went.", "I think I can. Then I went."),
     ("MIX the CIVIL DID; I, Claudius", "MIX the CIVIL DID; I, Claudius"),
     ('"No. I should like it," said Part I think.', '"No. I should like it," said Part I think.'),
-    ("ISBN 978-0-14-143960-0", "ISBN nine seven eight, zero, one four, one four three nine six zero, zero"),
+    (
+        "ISBN 978-0-14-143960-0",
+        "ISBN nine seven eight, zero, one four, one four three nine six zero, zero",
+    ),
     ("Call 0123 now", "Call zero one two three now"),
     ("The Vivid Civic Mix", "The Vivid Civic Mix"),
 ]
@@ -69,7 +90,10 @@ FR = [
     ("II. Papa se fâche.", "deux. Papa se fâche."),  # a heading (see test_headings below)
     ("M. Dupont, Mme Durand et Mlle Rose", "Monsieur Dupont, Madame Durand et Mademoiselle Rose"),
     ("Le Dr Martin vit à St-Denis.", "Le Docteur Martin vit à Saint-Denis."),
-    ("p. ex. le chat, c.-à-d. le tigre, etc.", "par exemple le chat, c'est-à-dire le tigre, et cetera."),
+    (
+        "p. ex. le chat, c.-à-d. le tigre, etc.",
+        "par exemple le chat, c'est-à-dire le tigre, et cetera.",
+    ),
     ("le n° 5", "le numéro cinq"),
     # negatives
     ("Le chat. Ce jour. De rien.", "Le chat. Ce jour. De rien."),
@@ -130,17 +154,24 @@ def test_other_languages_get_cardinals_or_nothing():
 
 
 def test_roman_values():
-    assert [roman_value(r) for r in ("IV", "xlviii", "MCMXC", "IIII", "DID", "MIX", "CIVIL", "")] == [
-        4, 48, 1990, None, None, 1009, None, None]
+    assert [
+        roman_value(r) for r in ("IV", "xlviii", "MCMXC", "IIII", "DID", "MIX", "CIVIL", "")
+    ] == [4, 48, 1990, None, None, 1009, None, None]
 
 
 def test_sentences_do_not_break_after_abbreviations():
     assert split_sentences("Ensuite, p. ex. le chat, c.-à-d. le tigre. Fin.", "fr") == [
-        "Ensuite, p. ex. le chat, c.-à-d. le tigre.", "Fin."]
+        "Ensuite, p. ex. le chat, c.-à-d. le tigre.",
+        "Fin.",
+    ]
     assert split_sentences("Dhr. Jansen en mevr. De Vries kwamen. Zie blz. 12.", "nl") == [
-        "Dhr. Jansen en mevr. De Vries kwamen.", "Zie blz. 12."]
+        "Dhr. Jansen en mevr. De Vries kwamen.",
+        "Zie blz. 12.",
+    ]
     assert split_sentences("Dr. Smith saw No. 5 at St. Paul's. Then e.g. more.", "en") == [
-        "Dr. Smith saw No. 5 at St. Paul's.", "Then e.g. more."]
+        "Dr. Smith saw No. 5 at St. Paul's.",
+        "Then e.g. more.",
+    ]
 
 
 def test_switches_from_config():
@@ -157,7 +188,13 @@ def test_switches_from_config():
 
 def test_plan_keeps_written_text_as_display_and_keys_the_spoken_text():
     spec = EngineSpec.make("espeak", "en-us")
-    book = Book("mem://b", "B", (), "en", (Chapter(1, "Chapter IV", ("Chapter IV", "Dr. Who came in 1851. He left.")),))
+    book = Book(
+        "mem://b",
+        "B",
+        (),
+        "en",
+        (Chapter(1, "Chapter IV", ("Chapter IV", "Dr. Who came in 1851. He left.")),),
+    )
     plan = plan_book(book, spec, sample_rate=22050, max_chars=200, language="en")
     assert [(c.text, c.display) for c in plan.chunks] == [
         ("Chapter four", "Chapter IV"),
@@ -165,13 +202,19 @@ def test_plan_keeps_written_text_as_display_and_keys_the_spoken_text():
     ]
     raw = plan_book(book, spec, sample_rate=22050, max_chars=200, language="en", normalize=())
     assert [(c.text, c.display) for c in raw.chunks] == [
-        ("Chapter IV", ""), ("Dr. Who came in 1851. He left.", "")]
+        ("Chapter IV", ""),
+        ("Dr. Who came in 1851. He left.", ""),
+    ]
     assert raw.chunks[1].key != plan.chunks[1].key
     # the spoken form obeys the engine's limit even when it grew
     long = Book("mem://b", "B", (), "en", (Chapter(1, "T", (" ".join(["1,234,567"] * 12) + ".",)),))
-    chunks = plan_book(long, spec, sample_rate=22050, max_chars=120, language="en", speak_titles=False).chunks
+    chunks = plan_book(
+        long, spec, sample_rate=22050, max_chars=120, language="en", speak_titles=False
+    ).chunks
     assert len(chunks) > 1 and all(len(c.text) <= 120 for c in chunks)
-    assert " ".join(c.display for c in chunks).split() == (" ".join(["1,234,567"] * 12) + ".").split()
+    assert (
+        " ".join(c.display for c in chunks).split() == (" ".join(["1,234,567"] * 12) + ".").split()
+    )
 
 
 def test_literal_double_brackets_are_not_phoneme_markup():

@@ -16,16 +16,16 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+from helpers import check_m4b_against_report, load_report, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openai_server import SpeechServer
 
 import ebook2audio_dask as e2a
 from ebook2audio_dask.audio.wav import encode_wav
 from ebook2audio_dask.engines import EngineSpec, resolve_spec, with_runtime
 from ebook2audio_dask.engines.openai import OpenAIEngine, Secret, _wav_samples
 from ebook2audio_dask.errors import EngineError
-from helpers import check_m4b_against_report, load_report, run_cli
-from openai_server import SpeechServer
 
 KEY = "sk-test-Zq8vN3xKEYs3cr3t"
 
@@ -84,14 +84,23 @@ def _free_port() -> int:
 # ---------------------------------------------------------------------------- the key
 def test_secret_never_shows_and_runtime_stays_out_of_the_spec_identity():
     secret = Secret(KEY)
-    for shown in (repr(secret), str(secret), f"{secret}", "%s" % secret, repr([secret]), repr({"k": secret})):
+    for shown in (
+        repr(secret),
+        str(secret),
+        f"{secret}",
+        "%s" % secret,
+        repr([secret]),
+        repr({"k": secret}),
+    ):
         assert KEY not in shown and "***" in shown
     assert pickle.loads(pickle.dumps(secret)) == secret and secret != Secret(KEY + "x")
     assert dask.base.tokenize(secret) == dask.base.tokenize(Secret("another key"))
     spec = EngineSpec.make("openai", "alloy", {"speed": 1.1}, "tts-1")
     a = EngineSpec("openai", "alloy", spec.settings, "tts-1",
                    runtime=(("endpoints", ("http://a:1/v1/audio/speech",)), ("api-key", secret)))  # fmt: skip
-    b = EngineSpec("openai", "alloy", spec.settings, "tts-1", runtime=(("endpoints", ("http://b:2/x",)),))
+    b = EngineSpec(
+        "openai", "alloy", spec.settings, "tts-1", runtime=(("endpoints", ("http://b:2/x",)),)
+    )
     assert a == b == spec and hash(a) == hash(spec) and a.token() == b.token() == spec.token()
     assert KEY not in repr(a) and "http://a" not in repr(a) and "http://a" not in a.token()
     back = pickle.loads(pickle.dumps(a))
@@ -102,7 +111,9 @@ def test_content_key_is_model_voice_and_settings_not_endpoint_or_key(monkeypatch
     def planned(endpoint: str, key: str, **kw) -> EngineSpec:
         monkeypatch.setenv("OPENAI_API_KEY", key)
         with dask.config.set({"ebook2audio.openai.endpoints": [endpoint]}):
-            spec, _, _ = resolve_spec("en", engine="openai", **{"voice": "alloy", "model": "tts-1", **kw})
+            spec, _, _ = resolve_spec(
+                "en", engine="openai", **{"voice": "alloy", "model": "tts-1", **kw}
+            )
             return with_runtime(OpenAIEngine.identify(spec))
 
     one = planned("http://127.0.0.1:1/v1", KEY)
@@ -134,7 +145,14 @@ def test_each_text_is_one_request_sent_concurrently(tmp_path):
     assert len(log) == 8 and {e["auth"] for e in log} == {"ok"}
     assert {e["voice"] for e in log} == {"alloy"} and {e["model"] for e in log} == {"tts-1"}
     # settings are sent; the book's language (a key part) is not
-    assert log[0]["fields"] == ["input", "instructions", "model", "response_format", "speed", "voice"]
+    assert log[0]["fields"] == [
+        "input",
+        "instructions",
+        "model",
+        "response_format",
+        "speed",
+        "voice",
+    ]
     inflight = max(e["inflight"] for e in log)
     assert 2 <= inflight <= 4  # several at once, never more than the concurrency
     assert engine.batch_size == 16
@@ -143,7 +161,9 @@ def test_each_text_is_one_request_sent_concurrently(tmp_path):
 def test_transient_faults_are_retried_and_retry_after_is_honoured(server):
     engine = _engine(server.url, timeout=2.0)
     clean = engine.synthesize(TEXTS)
-    server.control(faults=["429:1.5", "500", "503", "slow:4", "truncate", "cut-wav", "empty"], clear_log=True)
+    server.control(
+        faults=["429:1.5", "500", "503", "slow:4", "truncate", "cut-wav", "empty"], clear_log=True
+    )
     audio = engine.synthesize(TEXTS)
     log = _speech(server.log())
     assert all(len(a) > 0 for a in audio)
@@ -151,7 +171,8 @@ def test_transient_faults_are_retried_and_retry_after_is_honoured(server):
         assert abs(len(got) - len(want)) < 0.05 * len(want)
     # every fault was met once, and each cost exactly one more request
     assert sorted(e["fault"] for e in log if e["fault"]) == sorted(
-        ["429:1.5", "500", "503", "slow:4", "truncate", "cut-wav", "empty"])
+        ["429:1.5", "500", "503", "slow:4", "truncate", "cut-wav", "empty"]
+    )
     assert len(log) == len(TEXTS) + 7
     throttled = next(e for e in log if e["fault"] == "429:1.5")
     retry = next(e for e in log if e["text"] == throttled["text"] and e["t"] > throttled["t"])
@@ -202,7 +223,9 @@ def test_workers_own_key_is_used_when_the_client_sends_none(server, monkeypatch)
 
 def test_audio_at_another_rate_is_refused_with_the_rate_to_set(server):
     server.control(always="rate:16000")
-    rate_error = r"sent 16000 Hz audio, but ebook2audio.openai.sample-rate is 24000: set it to 16000"
+    rate_error = (
+        r"sent 16000 Hz audio, but ebook2audio.openai.sample-rate is 24000: set it to 16000"
+    )
     with pytest.raises(EngineError, match=rate_error):
         _engine(server.url).synthesize(TEXTS[:1])
     assert len(_speech(server.log())) == 1  # not retried: asking again gives the same rate
@@ -293,7 +316,9 @@ def _leaks(texts: list[str], root: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_book_converts_through_the_cli_with_faults_and_reruns_from_cache_elsewhere(servers, server, tmp_path):
+def test_book_converts_through_the_cli_with_faults_and_reruns_from_cache_elsewhere(
+    servers, server, tmp_path
+):
     a, b = servers
     book = tmp_path / "book.html"
     book.write_text(BOOK, encoding="utf-8")
@@ -352,7 +377,9 @@ def test_a_refused_key_fails_the_book_in_one_line_without_the_key(server, tmp_pa
 def test_no_endpoint_is_a_usage_error_before_any_cluster(tmp_path):
     book = tmp_path / "book.html"
     book.write_text(BOOK, encoding="utf-8")
-    run = run_cli("convert", str(book), "-o", str(tmp_path / "out"), "--engine", "openai", "--no-progress")
+    run = run_cli(
+        "convert", str(book), "-o", str(tmp_path / "out"), "--engine", "openai", "--no-progress"
+    )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         "error: the openai engine needs a server: --endpoint URL (repeatable; or "
@@ -363,7 +390,9 @@ def test_no_endpoint_is_a_usage_error_before_any_cluster(tmp_path):
 
 
 @pytest.mark.slow
-def test_endpoints_and_key_travel_from_the_client_but_never_into_keys_or_logs(server, tmp_path, monkeypatch):
+def test_endpoints_and_key_travel_from_the_client_but_never_into_keys_or_logs(
+    server, tmp_path, monkeypatch
+):
     from distributed import Client
 
     for name in ("OPENAI_API_KEY", "EBOOK2AUDIO_OPENAI_API_KEY"):
@@ -378,7 +407,8 @@ def test_endpoints_and_key_travel_from_the_client_but_never_into_keys_or_logs(se
                                    client=client, cache=str(tmp_path / "chunks"))  # fmt: skip
         assert result.ok, result.error
         keys = client.run_on_scheduler(
-            lambda dask_scheduler: [str(t[0]) for t in dask_scheduler.transition_log])
+            lambda dask_scheduler: [str(t[0]) for t in dask_scheduler.transition_log]
+        )
         logs = json.dumps([client.get_scheduler_logs(), client.get_worker_logs()])
         events = json.dumps(client.get_events(), default=str)
     assert any(k.startswith("synthesize-") for k in keys)

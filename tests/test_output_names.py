@@ -12,13 +12,19 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from helpers import load_report, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ebook2audio_dask.errors import StorageError
-from ebook2audio_dask.storage.fs import Publication, get_fs, publish_file, temp_name, write_bytes_atomic
+from ebook2audio_dask.storage.fs import (
+    Publication,
+    get_fs,
+    publish_file,
+    temp_name,
+    write_bytes_atomic,
+)
 from ebook2audio_dask.storage.names import NAME_MAX, book_stem, chapter_name, fit_name, part_name
-from helpers import load_report, run_cli
 
 SUFFIXES = (".m4b", ".opus", ".report.json", ".failures.jsonl", ".srt")
 # Characters of several bytes each, marks and joiners: names that pass 255 bytes quickly.
@@ -37,9 +43,13 @@ def _check(name: str) -> None:
 
 
 # --------------------------------------------------------------------------- the naming function
-@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stem=st.one_of(ANY, LONG, LONG.map(lambda s: s * 3)),
-       title=st.one_of(ANY, LONG, LONG.map(lambda s: s * 2)))
+@settings(
+    max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    stem=st.one_of(ANY, LONG, LONG.map(lambda s: s * 3)),
+    title=st.one_of(ANY, LONG, LONG.map(lambda s: s * 2)),
+)
 def test_every_name_fits_255_bytes_is_valid_utf8_stable_and_safe(stem, title):
     base = book_stem(stem)
     _check(base)
@@ -55,7 +65,12 @@ def test_every_name_fits_255_bytes_is_valid_utf8_stable_and_safe(stem, title):
         assert name.endswith(f" - Part {n} of {total}.flac")
     name = chapter_name("07", title, ".opus")
     _check(name)
-    assert name.startswith("07 - ") and name.endswith(".opus") and "\\" not in name and "\n" not in name
+    assert (
+        name.startswith("07 - ")
+        and name.endswith(".opus")
+        and "\\" not in name
+        and "\n" not in name
+    )
     assert chapter_name("07", title, ".opus") == name
 
 
@@ -71,14 +86,19 @@ def test_distinct_long_names_stay_distinct_and_keep_their_start(head, a, b):
             kept, tag = fa[: -len(suffix) or None].rsplit("~", 1)
             assert a.startswith(kept) and len(tag) == 8 and int(tag, 16) >= 0
             # never cut before a character that belongs to the one before it
-            assert not unicodedata.category(a[len(kept)]).startswith("M") and a[len(kept)] != "\u200d"
+            assert (
+                not unicodedata.category(a[len(kept)]).startswith("M") and a[len(kept)] != "\u200d"
+            )
 
 
 def test_shortening_examples():
     assert fit_name("Book", ".m4b") == "Book.m4b"
     assert book_stem("x" * 208) == "x" * 208  # fits with every suffix: unchanged
     long = "x" * 250
-    assert book_stem(long) == "x" * 214 + "~" + __import__("hashlib").sha1(long.encode()).hexdigest()[:8]
+    assert (
+        book_stem(long)
+        == "x" * 214 + "~" + __import__("hashlib").sha1(long.encode()).hexdigest()[:8]
+    )
     thai = fit_name("สวัสดีครับ" * 30, ".m4b")  # vowel and tone marks stay with their consonant
     kept = thai.split("~")[0]
     assert _size(thai) <= 255 and ("สวัสดีครับ" * 30).startswith(kept)
@@ -99,7 +119,9 @@ def test_temporary_names_are_short_so_a_long_final_name_can_be_written(tmp_path)
     source = tmp_path / "encoded.m4b"
     source.write_bytes(b"other")
     publish_file(str(source), str(tmp_path / ("ü" * 125 + ".m4b")))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["é" * 125 + ".m4b", "ü" * 125 + ".m4b"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["é" * 125 + ".m4b", "ü" * 125 + ".m4b"]
+    )
 
 
 # --------------------------------------------------------------------------- publication, local
@@ -124,7 +146,9 @@ def test_a_failed_publication_restores_the_earlier_files_and_leaves_nothing_new(
     with pytest.raises(StorageError):
         publication.commit()
     assert sorted(p.name for p in out.iterdir()) == ["book.m4b"]  # no temporary or kept copies left
-    assert (out / "book.m4b").read_bytes() == b"old audio" and (out / "book.m4b").stat().st_ino == inode
+    assert (out / "book.m4b").read_bytes() == b"old audio" and (
+        out / "book.m4b"
+    ).stat().st_ino == inode
 
     (out / "book.failures.jsonl").write_bytes(b"{}\n")  # stale: removed once the book is published
     publication = _stage(out, {"book.m4b": b"new audio", "book.srt": b"subs"})
@@ -145,7 +169,9 @@ def test_a_folder_in_the_way_stops_the_publication_before_anything_moves(tmp_pat
     (out / "book" / "02 - Two.mp3").mkdir()
     with pytest.raises(StorageError, match="a folder is in the way"):
         publication.commit()
-    assert [p.name for p in (out / "book").iterdir()] == ["02 - Two.mp3"]  # the user's folder, alone
+    assert [p.name for p in (out / "book").iterdir()] == [
+        "02 - Two.mp3"
+    ]  # the user's folder, alone
     publication = Publication()
     publication.own_folder(str(out / "other"))
     publication.discard()
@@ -175,7 +201,9 @@ def test_publication_on_s3_is_all_or_nothing(tmp_path, monkeypatch):
 
         publication = stage()
         assert fs.cat_file("audio/out/book.m4b") == b"old audio"  # staged: nothing final yet
-        fs.rm_file(publication.files[-1][0].removeprefix("s3://"))  # the report's temporary object vanishes
+        fs.rm_file(
+            publication.files[-1][0].removeprefix("s3://")
+        )  # the report's temporary object vanishes
         with pytest.raises(StorageError):
             publication.commit(options)
         fs.invalidate_cache()
@@ -216,7 +244,9 @@ def test_cli_long_stems_are_published_with_their_reports(tmp_path, cache_dir):
     _txt_book(books / f"{fits}.txt", "Fits")
     _txt_book(books / f"{long}.txt", "Long")
     out = tmp_path / "out"
-    proc = _convert([books / f"{fits}.txt", books / f"{long}.txt"], out, cache_dir, "--subtitles", "srt")
+    proc = _convert(
+        [books / f"{fits}.txt", books / f"{long}.txt"], out, cache_dir, "--subtitles", "srt"
+    )
     assert proc.returncode == 0, proc.stderr
     _names_fit(out)
     short = book_stem(long)
@@ -244,14 +274,22 @@ def test_cli_split_chapters_with_long_thai_cjk_and_devanagari_titles(tmp_path, c
     text = "".join(f"# {t}\n\nThe text of chapter {i}.\n\n" for i, t in enumerate(titles, 1))
     book.write_text(text, encoding="utf-8")
     out = tmp_path / "out"
-    proc = _convert([book], out, cache_dir, "--split", "chapters", "--subtitles", "vtt", "--format", "mp3")
+    proc = _convert(
+        [book], out, cache_dir, "--split", "chapters", "--subtitles", "vtt", "--format", "mp3"
+    )
     assert proc.returncode == 0, proc.stderr
     report = load_report(out / "titles.report.json")
     files = [Path(o["url"]) for o in report["outputs"]]
-    assert [f.name for f in files[:3]] == [f"0{i} - {t.strip()}.mp3" for i, t in enumerate(titles[:3], 1)]
+    assert [f.name for f in files[:3]] == [
+        f"0{i} - {t.strip()}.mp3" for i, t in enumerate(titles[:3], 1)
+    ]
     assert "~" in files[3].name and files[3].name.startswith("04 - ความยาว")  # 393 bytes: shortened
     for f in files:
-        assert f.parent == out / "titles" and f.stat().st_size > 1000 and f.with_suffix(".vtt").exists()
+        assert (
+            f.parent == out / "titles"
+            and f.stat().st_size > 1000
+            and f.with_suffix(".vtt").exists()
+        )
     _names_fit(out)
 
 

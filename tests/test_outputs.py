@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
 import ebook2audio_dask as e2a
 from ebook2audio_dask.audio.m4b import decode_to_pcm, ffmpeg_exe
 from ebook2audio_dask.audio.subtitles import parse_subtitles
-from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
 BOOK = ROOT / "examples" / "childrens-literature.epub"
 STEM = "childrens-literature"
@@ -54,7 +54,9 @@ def seconds(path) -> float:
 
 def ffmeta_chapters(path) -> list[tuple[str, float]]:
     """(title, start seconds) of the chapters ffmpeg reads from a file."""
-    meta = subprocess.run([ffmpeg_exe(), "-i", str(path), "-f", "ffmetadata", "-"], capture_output=True, text=True).stdout
+    meta = subprocess.run(
+        [ffmpeg_exe(), "-i", str(path), "-f", "ffmetadata", "-"], capture_output=True, text=True
+    ).stdout
     out = []
     for block in meta.split("[CHAPTER]")[1:]:
         base = int(re.search(r"TIMEBASE=1/(\d+)", block).group(1))
@@ -116,7 +118,9 @@ def test_m4b_subtitles_match_the_chunk_audio(m4b_run, store):
 
 
 @pytest.mark.parametrize("fmt", ["mp3", "opus", "flac", "wav"])
-def test_formats_decode_to_the_report_duration_with_tags_and_chapters(fmt, client, store, tmp_path, m4b_run):
+def test_formats_decode_to_the_report_duration_with_tags_and_chapters(
+    fmt, client, store, tmp_path, m4b_run
+):
     import mutagen
 
     report = convert(client, store, tmp_path, format=fmt)
@@ -128,7 +132,9 @@ def test_formats_decode_to_the_report_duration_with_tags_and_chapters(fmt, clien
     f = mutagen.File(str(path))
     starts = [c["start_s"] for c in report["chapters"]]
     if fmt == "mp3":
-        assert str(f.tags["TIT2"]) == report["title"] and str(f.tags["TPE1"]) == ", ".join(report["authors"])
+        assert str(f.tags["TIT2"]) == report["title"] and str(f.tags["TPE1"]) == ", ".join(
+            report["authors"]
+        )
         chaps = sorted(f.tags.getall("CHAP"), key=lambda c: c.start_time)
         assert [str(c.sub_frames["TIT2"]) for c in chaps] == TITLES
         assert all(abs(c.start_time / 1000 - s) < 0.05 for c, s in zip(chaps, starts))
@@ -136,16 +142,25 @@ def test_formats_decode_to_the_report_duration_with_tags_and_chapters(fmt, clien
         # a rerun with every chunk and the encoded MP3 cached still writes the file, and the subtitles asked for
         path.unlink()
         again = convert(client, store, tmp_path, format=fmt, subtitles="vtt")
-        assert again["totals"]["audio_reused"] and abs(seconds(path) - report["totals"]["audio_s"]) < 0.1
-        assert mutagen.File(str(path)).tags.getall("CHAP") and again["subtitles"] == [str(tmp_path / f"{STEM}.vtt")]
+        assert (
+            again["totals"]["audio_reused"]
+            and abs(seconds(path) - report["totals"]["audio_s"]) < 0.1
+        )
+        assert mutagen.File(str(path)).tags.getall("CHAP") and again["subtitles"] == [
+            str(tmp_path / f"{STEM}.vtt")
+        ]
         cues = parse_subtitles((tmp_path / f"{STEM}.vtt").read_text(encoding="utf-8"))
         whole = parse_subtitles((m4b_run[0] / f"{STEM}.srt").read_text(encoding="utf-8"))
         assert [(c.start_s, c.text) for c in cues] == [(c.start_s, c.text) for c in whole]
     elif fmt == "wav":
-        meta = subprocess.run([ffmpeg_exe(), "-i", str(path), "-f", "ffmetadata", "-"], capture_output=True, text=True)
+        meta = subprocess.run(
+            [ffmpeg_exe(), "-i", str(path), "-f", "ffmetadata", "-"], capture_output=True, text=True
+        )
         assert f"title={report['title']}" in meta.stdout.replace("\\", "")
     else:
-        assert f.tags["title"] == [report["title"]] and f.tags["artist"] == [", ".join(report["authors"])]
+        assert f.tags["title"] == [report["title"]] and f.tags["artist"] == [
+            ", ".join(report["authors"])
+        ]
         chapters = ffmeta_chapters(path)
         assert [t for t, _ in chapters] == TITLES
         assert all(abs(got - want) < 0.05 for (_, got), want in zip(chapters, starts))
@@ -182,7 +197,11 @@ def test_split_hours_parts_add_up(client, store, tmp_path, m4b_run):
     assert titles[0] == TITLES[0] and f"{TITLES[0]} (continued)" in titles and TITLES[1] in titles
     # the parts' cues, shifted by their part's start, are the unsplit book's cues
     whole = parse_subtitles((m4b_run[0] / f"{STEM}.srt").read_text(encoding="utf-8"))
-    shifted = [c.start_s + o["start_s"] for o in outputs for c in parse_subtitles(Path(o["subtitles"]).read_text())]
+    shifted = [
+        c.start_s + o["start_s"]
+        for o in outputs
+        for c in parse_subtitles(Path(o["subtitles"]).read_text())
+    ]
     assert len(shifted) == len(whole)
     assert max(abs(a - b.start_s) for a, b in zip(shifted, whole)) < 0.005
 
@@ -200,7 +219,9 @@ def test_loudnorm_reaches_the_target(client, store, tmp_path):
     assert abs(seconds(path) - report["totals"]["audio_s"]) < 0.1
     assert abs(integrated(path) + 16.0) <= 1.0
     plain = convert(client, store, tmp_path / "plain", chapters=[2], format="flac")
-    assert abs(integrated(tmp_path / "plain" / f"{STEM}.flac") + 16.0) > 1.0  # espeak alone is not at -16
+    assert (
+        abs(integrated(tmp_path / "plain" / f"{STEM}.flac") + 16.0) > 1.0
+    )  # espeak alone is not at -16
     assert plain["totals"]["audio_s"] == report["totals"]["audio_s"]
 
 

@@ -30,15 +30,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from distributed import Client, Event, SchedulerPlugin
+from distributed.utils_test import gen_cluster
 
 # Imported before distributed.utils_test: gen_cluster resets dask's configuration to
 # what it was when utils_test was imported, and that must include our defaults.
 import ebook2audio_dask as e2a
 from ebook2audio_dask.config import DEFAULTS_FILE
 from ebook2audio_dask.pipeline.tasks import BatchResult
-
-from distributed import Client, Event, SchedulerPlugin
-from distributed.utils_test import gen_cluster
 
 FRENCH = "entre-nous-lectures-francaises.txt"
 #: Four short chapters (~1,600 characters): several synthesize tasks, a few seconds of espeak.
@@ -47,8 +46,6 @@ CHAPTERS = (1, 2, 3, 4)
 #: dask's config when it starts, so the autouse fixtures' settings do not reach the test).
 with open(DEFAULTS_FILE, encoding="utf-8") as _f:
     E2A_DEFAULTS = {"ebook2audio": yaml.safe_load(_f)["ebook2audio"]}
-
-
 
 
 class Placement(SchedulerPlugin):
@@ -77,8 +74,12 @@ class Placement(SchedulerPlugin):
 
 def _options(tmp_path: Path, **kwargs) -> e2a.ConvertOptions:
     return e2a.ConvertOptions(
-        output=str(tmp_path / "out"), cache=str(tmp_path / "chunks"), engine="espeak",
-        chapters=CHAPTERS, batch_chars=400, **kwargs,
+        output=str(tmp_path / "out"),
+        cache=str(tmp_path / "chunks"),
+        engine="espeak",
+        chapters=CHAPTERS,
+        batch_chars=400,
+        **kwargs,
     )
 
 
@@ -89,10 +90,14 @@ def _hold(event: Event) -> bool:
 
 def _computed_on(worker) -> set[str]:
     """Keys the worker was asked to compute (from the worker's own state-machine log)."""
-    return {str(entry[0]) for entry in worker.state.log if len(entry) > 1 and entry[1] == "compute-task"}
+    return {
+        str(entry[0]) for entry in worker.state.log if len(entry) > 1 and entry[1] == "compute-task"
+    }
 
 
-def _convert(address: str, source: str, options: e2a.ConvertOptions, *, block_on: str | None = None):
+def _convert(
+    address: str, source: str, options: e2a.ConvertOptions, *, block_on: str | None = None
+):
     """Convert one book through the library's synchronous API, in this (non-loop) thread.
 
     With *block_on* (a worker address), that worker's only thread is held by a
@@ -133,7 +138,12 @@ def _check_book(report: dict, batches: list[BatchResult], out: Path) -> None:
     assert [c["index"] for c in report["chapters"]] == list(CHAPTERS)
     totals = report["totals"]
     assert totals["chunks_from_cache"] == 0
-    assert sum(len(b.samples) for b in batches) == totals["chunks_synthesized"] == totals["unique_chunks"] > 0
+    assert (
+        sum(len(b.samples) for b in batches)
+        == totals["chunks_synthesized"]
+        == totals["unique_chunks"]
+        > 0
+    )
     assert totals["audio_s"] > 60  # ~1,600 characters of French
     assert (out / "entre-nous-lectures-francaises.m4b").stat().st_size > 10_000
 
@@ -169,7 +179,9 @@ async def test_synthesis_runs_only_on_gpu_workers(s, gpu_a, gpu_b, cpu, corpus, 
         [key] = placement.stage_keys(stage)
         assert placement.restrictions[key] == {}, (key, placement.restrictions[key])
     # the workers' own logs tell the same story
-    assert set(synth) == {k for w in (gpu_a, gpu_b) for k in _computed_on(w) if k.startswith("synthesize-")}
+    assert set(synth) == {
+        k for w in (gpu_a, gpu_b) for k in _computed_on(w) if k.startswith("synthesize-")
+    }
     assert not any(k.startswith("synthesize-") for k in _computed_on(cpu))
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
 
@@ -22,11 +21,27 @@ def _chunks_in(store: Path) -> int:
 def test_killed_conversion_resumes_from_the_chunk_store(corpus, tmp_path):
     book = corpus / "childrens-literature.epub"
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = ["convert", str(book), "-o", str(out), "--chapters", "1", "--cache", str(cache),
-            "--batch-chars", "400", "--workers", "1", "--no-progress"]
+    args = [
+        "convert",
+        str(book),
+        "-o",
+        str(out),
+        "--chapters",
+        "1",
+        "--cache",
+        str(cache),
+        "--batch-chars",
+        "400",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ebook2audio_dask", *args], cwd=str(ROOT),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [sys.executable, "-m", "ebook2audio_dask", *args],
+        cwd=str(ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -60,4 +75,6 @@ def test_killed_conversion_resumes_from_the_chunk_store(corpus, tmp_path):
     third = run_cli(*args)
     assert third.returncode == 0, third.stderr
     totals = load_report(out / "childrens-literature.report.json")["totals"]
-    assert totals["chunks_synthesized"] == 0 and totals["chunks_from_cache"] == totals["unique_chunks"]
+    assert (
+        totals["chunks_synthesized"] == 0 and totals["chunks_from_cache"] == totals["unique_chunks"]
+    )

@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 import pytest
-
-import ebook2audio_dask as e2a
 from helpers import check_m4b_against_report, run_cli
 from s3_server import CREDENTIALS, FaultProxy, moto_server
+
+import ebook2audio_dask as e2a
 
 s3fs = pytest.importorskip("s3fs", reason="s3fs is part of the dev install")
 pytest.importorskip("moto", reason="moto[server] is part of the dev install")
@@ -64,11 +64,18 @@ def test_whole_book_s3_to_s3_with_the_chunk_store_on_s3_then_all_from_cache(s3, 
     endpoint, fs = s3
     fs.invalidate_cache()
     opts = _options(endpoint)
-    [r] = e2a.convert(f"s3://books/{BOOK}", "s3://audio/out/", cache="s3://chunks/store", client=client,
-                      storage_options=opts)
+    [r] = e2a.convert(
+        f"s3://books/{BOOK}",
+        "s3://audio/out/",
+        cache="s3://chunks/store",
+        client=client,
+        storage_options=opts,
+    )
     assert r.ok, r.error
     assert r.output == "s3://audio/out/regime-anticancer-arabic.m4b"
-    assert len(r.report["chunks_per_worker"]) == 2  # both worker processes wrote to the store directly
+    assert (
+        len(r.report["chunks_per_worker"]) == 2
+    )  # both worker processes wrote to the store directly
     fs.invalidate_cache()
     stored = [p for p in fs.find("chunks/store") if p.endswith(".wav")]
     assert len(stored) == r.report["totals"]["unique_chunks"]
@@ -78,8 +85,13 @@ def test_whole_book_s3_to_s3_with_the_chunk_store_on_s3_then_all_from_cache(s3, 
     check_m4b_against_report(local, report, expect_cover=True)
     assert not [p for p in fs.find("audio/out") if ".part" in p]  # nothing half-written left
     # a rerun reads every chunk from the store and synthesises nothing
-    [again] = e2a.convert(f"s3://books/{BOOK}", "s3://audio/again/", cache="s3://chunks/store", client=client,
-                          storage_options=opts)
+    [again] = e2a.convert(
+        f"s3://books/{BOOK}",
+        "s3://audio/again/",
+        cache="s3://chunks/store",
+        client=client,
+        storage_options=opts,
+    )
     assert again.ok, again.error
     t = again.report["totals"]
     assert t["chunks_from_cache"] == t["unique_chunks"] and t["chunks_synthesized"] == 0
@@ -94,14 +106,26 @@ def test_transient_storage_errors_are_survived(s3, client, tmp_path):
     try:
         # throttle every request to the chunk store for 3 s, then 20 more chunk requests
         proxy.fail(seconds=3.0, match="/chunks/", status=503, code="SlowDown")
-        [r] = e2a.convert("s3://books/entre-nous.txt", "s3://audio/faults/", chapters=[1, 2],
-                          cache="s3://chunks/faults", client=client, storage_options=_options(proxy.url))
+        [r] = e2a.convert(
+            "s3://books/entre-nous.txt",
+            "s3://audio/faults/",
+            chapters=[1, 2],
+            cache="s3://chunks/faults",
+            client=client,
+            storage_options=_options(proxy.url),
+        )
         assert r.ok, r.error
         assert proxy.failed > 0, "no fault was injected"
         failed_before = proxy.failed
         proxy.fail(count=20, match="/chunks/", status=500, code="InternalError")
-        [r2] = e2a.convert("s3://books/entre-nous.txt", "s3://audio/faults2/", chapters=[3],
-                           cache="s3://chunks/faults", client=client, storage_options=_options(proxy.url))
+        [r2] = e2a.convert(
+            "s3://books/entre-nous.txt",
+            "s3://audio/faults2/",
+            chapters=[3],
+            cache="s3://chunks/faults",
+            client=client,
+            storage_options=_options(proxy.url),
+        )
         assert r2.ok, r2.error
         assert proxy.failed >= failed_before + 20
     finally:
@@ -116,31 +140,63 @@ def test_a_permanent_storage_error_fails_fast_and_clearly(s3, client):
     endpoint, _ = s3
     proxy = FaultProxy(endpoint)  # forwards everything, injects nothing: it only counts
     try:
-        [r] = e2a.convert(f"s3://books/{BOOK}", "s3://audio/x/", cache="s3://no-such-bucket/store",
-                          client=client, storage_options=_options(proxy.url))
+        [r] = e2a.convert(
+            f"s3://books/{BOOK}",
+            "s3://audio/x/",
+            cache="s3://no-such-bucket/store",
+            client=client,
+            storage_options=_options(proxy.url),
+        )
     finally:
         proxy.close()
     assert not r.ok
     assert "s3://no-such-bucket/store" in r.error and "no such bucket" in r.error
-    to_bucket = [(method, path) for method, path in proxy.requests if path.startswith("/no-such-bucket")]
+    to_bucket = [
+        (method, path) for method, path in proxy.requests if path.startswith("/no-such-bucket")
+    ]
     repeats = collections.Counter(to_bucket)
-    print(f"\n{len(to_bucket)} requests to the missing bucket, {len(repeats)} distinct, "
-          f"most repeated: {repeats.most_common(3)}")
+    print(
+        f"\n{len(to_bucket)} requests to the missing bucket, {len(repeats)} distinct, "
+        f"most repeated: {repeats.most_common(3)}"
+    )
     assert to_bucket, "the missing bucket was never asked"
     # each request is sent about once (a chunk is looked up before and after synthesis),
     # not retried with back-off: a retry loop would repeat the same requests many times
     assert max(repeats.values()) <= MAX_REPEATS, repeats.most_common(3)
-    [missing] = e2a.convert("s3://books/not-there.epub", "s3://audio/x/", cache="s3://chunks/store",
-                            client=client, storage_options=_options(endpoint))
+    [missing] = e2a.convert(
+        "s3://books/not-there.epub",
+        "s3://audio/x/",
+        cache="s3://chunks/store",
+        client=client,
+        storage_options=_options(endpoint),
+    )
     assert not missing.ok and missing.error == "s3://books/not-there.epub: file not found"
 
 
 def test_cli_endpoint_flag_env_config_and_no_secret_anywhere(s3, tmp_path):
     endpoint, fs = s3
-    common = ["convert", "s3://books/entre-nous.txt", "--chapters", "4", "--workers", "1", "--no-progress"]
+    common = [
+        "convert",
+        "s3://books/entre-nous.txt",
+        "--chapters",
+        "4",
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     secret_opts = json.dumps({"key": "testing", "secret": SECRET + "-cli-secret"})
-    proc = run_cli(*common, "-o", "s3://audio/cli/", "--cache", "s3://chunks/cli", "--s3-endpoint", endpoint,
-                   "--storage-options", secret_opts, "--debug")
+    proc = run_cli(
+        *common,
+        "-o",
+        "s3://audio/cli/",
+        "--cache",
+        "s3://chunks/cli",
+        "--s3-endpoint",
+        endpoint,
+        "--storage-options",
+        secret_opts,
+        "--debug",
+    )
     assert proc.returncode == 0, proc.stderr
     report = fs.cat_file("audio/cli/entre-nous.report.json").decode()
     for text in (proc.stdout, proc.stderr, report):
@@ -162,14 +218,18 @@ def test_an_unwritable_s3_output_is_a_usage_error_before_any_cluster(s3):
     endpoint, fs = s3
     fs.pipe_file("audio/taken.m4b", b"an earlier audiobook")
     common = ["convert", "s3://books/entre-nous.txt", "--s3-endpoint", endpoint, "--no-progress"]
-    for output, problem in [("s3://no-such-bucket/out/", "no such bucket"),
-                            ("s3://audio/taken.m4b", "the output must be a folder, and this is a file")]:
+    for output, problem in [
+        ("s3://no-such-bucket/out/", "no such bucket"),
+        ("s3://audio/taken.m4b", "the output must be a folder, and this is a file"),
+    ]:
         proc = run_cli(*common, "-o", output)
         assert proc.returncode == 2, proc.stderr
         assert "dashboard:" not in proc.stderr, "a cluster was started first"
         [line] = [x for x in proc.stderr.splitlines() if x.strip()]
         assert line.startswith(f"error: {output.rstrip('/')}") and problem in line, line
-    ok = run_cli("inspect", "s3://books/entre-nous.txt", "--s3-endpoint", endpoint)  # reading still works
+    ok = run_cli(
+        "inspect", "s3://books/entre-nous.txt", "--s3-endpoint", endpoint
+    )  # reading still works
     assert ok.returncode == 0, ok.stderr
     fs.invalidate_cache()
     assert fs.cat_file("audio/taken.m4b") == b"an earlier audiobook"
@@ -184,12 +244,22 @@ def test_cache_info_and_prune_on_s3(s3, tmp_path):
     assert info["chunks"] > 10 and info["engines"]["espeak"]["chunks"] == info["chunks"]
     assert info["encoded_books"] == 1  # the Arabic book's encoded audio, kept for remuxing
     # keep what the Arabic book uses: every chunk in this store is that book's, nothing goes
-    kept = run_cli("cache", "prune", *where, "--keep", f"s3://books/{BOOK}", "--storage-options",
-                   json.dumps({"s3": {"client_kwargs": {"endpoint_url": endpoint}}}), "--dry-run")
+    kept = run_cli(
+        "cache",
+        "prune",
+        *where,
+        "--keep",
+        f"s3://books/{BOOK}",
+        "--storage-options",
+        json.dumps({"s3": {"client_kwargs": {"endpoint_url": endpoint}}}),
+        "--dry-run",
+    )
     assert kept.returncode == 0, kept.stderr
     assert kept.stdout.startswith("would delete 0 object(s)")
     gone = run_cli("cache", "prune", *where, "--older-than", "0")
-    assert gone.returncode == 0 and gone.stdout.startswith(f"deleted {info['chunks'] + 1} object(s)")
+    assert gone.returncode == 0 and gone.stdout.startswith(
+        f"deleted {info['chunks'] + 1} object(s)"
+    )
     assert json.loads(run_cli("cache", "info", "--json", *where).stdout)["chunks"] == 0
 
 
@@ -217,7 +287,6 @@ def test_a_stuck_connect_times_out_and_is_retried_until_the_store_answers(s3):
     import logging
 
     import dask
-
     from stall_server import StuckListener
 
     from ebook2audio_dask.audio.wav import encode_wav
@@ -245,6 +314,10 @@ def test_a_stuck_connect_times_out_and_is_retried_until_the_store_answers(s3):
         finally:
             logger.removeHandler(handler)
         assert found == {"ef" * 20: len(wav)}
-        assert retries_logged and "Connect timeout" in retries_logged[0] and "retry 1 of 19" in retries_logged[0]
+        assert (
+            retries_logged
+            and "Connect timeout" in retries_logged[0]
+            and "retry 1 of 19" in retries_logged[0]
+        )
     fs.invalidate_cache()
     assert fs.cat_file(store.path("espeak", "ef" * 20)) == wav

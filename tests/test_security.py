@@ -6,16 +6,18 @@ import json
 import logging
 
 import pytest
+from helpers import run_cli
+from test_external_cluster import DASK, WORKER, _wait_for
 
 import ebook2audio_dask as e2a
-from helpers import run_cli
-from test_external_cluster import DASK, WORKER, _wait_for  # noqa: F401 - shared process helpers
 
 pytest.importorskip("cryptography", reason="cryptography is part of the dev install")
 
-from tls_certs import make_certs  # noqa: E402
+from tls_certs import make_certs
 
-BOOK = "<html lang='en'><body><h1>Secure</h1><p>Spoken over an encrypted connection.</p></body></html>"
+BOOK = (
+    "<html lang='en'><body><h1>Secure</h1><p>Spoken over an encrypted connection.</p></body></html>"
+)
 
 
 def test_embedded_cluster_listens_on_loopback_only(tmp_path):
@@ -34,7 +36,9 @@ def test_embedded_cluster_over_tls(tmp_path, cache_dir):
     with e2a.local_cluster(1, dashboard_address=None, tls=True) as cluster, Client(cluster) as c:
         addresses = [cluster.scheduler_address, *c.scheduler_info()["workers"]]
         assert all(a.startswith("tls://127.0.0.1:") for a in addresses), addresses
-        [r] = e2a.convert(str(book), str(tmp_path / "out"), engine="espeak", client=c, cache=cache_dir)
+        [r] = e2a.convert(
+            str(book), str(tmp_path / "out"), engine="espeak", client=c, cache=cache_dir
+        )
     assert r.ok, r.error
 
 
@@ -47,7 +51,14 @@ def tls_cluster(tmp_path):
     import subprocess
 
     certs = make_certs(tmp_path / "certs")
-    tls = ["--tls-ca-file", str(certs["ca"]), "--tls-cert", str(certs["cert"]), "--tls-key", str(certs["key"])]
+    tls = [
+        "--tls-ca-file",
+        str(certs["ca"]),
+        "--tls-cert",
+        str(certs["cert"]),
+        "--tls-key",
+        str(certs["key"]),
+    ]
     sched_file = tmp_path / "scheduler.json"
     procs = []
     try:
@@ -55,7 +66,9 @@ def tls_cluster(tmp_path):
             DASK + ["--host", "127.0.0.1", "--port", "0", "--protocol", "tls", "--no-dashboard",
                     "--scheduler-file", str(sched_file), *tls],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
-        _wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler")
+        _wait_for(
+            lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
+        )
         address = json.loads(sched_file.read_text())["address"]
         procs.append(subprocess.Popen(
             WORKER + ["--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--nthreads", "1",
@@ -75,20 +88,50 @@ def test_convert_against_a_tls_scheduler(tls_cluster, tmp_path):
     assert address.startswith("tls://127.0.0.1:")
     book = tmp_path / "secure.html"
     book.write_text(BOOK)
-    common = ["convert", str(book), "-o", str(tmp_path / "out"), "--engine", "espeak", "--no-progress",
-              "--cache", str(tmp_path / "chunks"), "--scheduler", address]
-    ok = run_cli(*common, "--tls-ca-file", str(certs["ca"]), "--tls-cert", str(certs["cert"]),
-                 "--tls-key", str(certs["key"]), timeout=180)
+    common = [
+        "convert",
+        str(book),
+        "-o",
+        str(tmp_path / "out"),
+        "--engine",
+        "espeak",
+        "--no-progress",
+        "--cache",
+        str(tmp_path / "chunks"),
+        "--scheduler",
+        address,
+    ]
+    ok = run_cli(
+        *common,
+        "--tls-ca-file",
+        str(certs["ca"]),
+        "--tls-cert",
+        str(certs["cert"]),
+        "--tls-key",
+        str(certs["key"]),
+        timeout=180,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "out" / "secure.m4b").is_file()
     # without certificates: refused, one clear line, usage exit code
-    plain = run_cli(*common, env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
-                                  "DASK_EBOOK2AUDIO__CLUSTER__CONNECT_TIMEOUT": "5"}, timeout=120)
+    plain = run_cli(
+        *common,
+        env={
+            "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "5s",
+            "DASK_EBOOK2AUDIO__CLUSTER__CONNECT_TIMEOUT": "5",
+        },
+        timeout=120,
+    )
     assert plain.returncode == 2, plain.stderr
-    assert f"cannot connect to scheduler {address}" in plain.stderr and "--tls-ca-file" in plain.stderr
+    assert (
+        f"cannot connect to scheduler {address}" in plain.stderr and "--tls-ca-file" in plain.stderr
+    )
     assert "Traceback" not in plain.stderr
     missing = run_cli(*common, "--tls-ca-file", str(certs["ca"]), timeout=60)
-    assert missing.returncode == 2 and "TLS needs at least --tls-ca-file and --tls-cert" in missing.stderr
+    assert (
+        missing.returncode == 2
+        and "TLS needs at least --tls-ca-file and --tls-cert" in missing.stderr
+    )
 
 
 def test_storage_secrets_never_reach_task_names_reports_or_logs(tmp_path, cache_dir, caplog):
@@ -103,14 +146,29 @@ def test_storage_secrets_never_reach_task_names_reports_or_logs(tmp_path, cache_
     caplog.set_level(logging.DEBUG)
     keys: set[str] = set()
     with e2a.local_cluster(1, dashboard_address=None) as cluster, Client(cluster) as c:
+
         def collect(job):
             keys.update(str(f.key) for f in [job.parse, job.plan])
 
-        [r] = e2a.convert(str(book), str(tmp_path / "out"), engine="espeak", client=c, cache=cache_dir,
-                          storage_options=options, on_job=collect)
-        keys.update(str(k) for k in c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
-        [bad] = e2a.convert(str(tmp_path / "missing.epub"), str(tmp_path / "out"), client=c, cache=cache_dir,
-                            storage_options=options)
+        [r] = e2a.convert(
+            str(book),
+            str(tmp_path / "out"),
+            engine="espeak",
+            client=c,
+            cache=cache_dir,
+            storage_options=options,
+            on_job=collect,
+        )
+        keys.update(
+            str(k) for k in c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+        )
+        [bad] = e2a.convert(
+            str(tmp_path / "missing.epub"),
+            str(tmp_path / "out"),
+            client=c,
+            cache=cache_dir,
+            storage_options=options,
+        )
     assert r.ok, r.error
     report = (tmp_path / "out" / "secure.report.json").read_text()
     texts = [*keys, report, bad.error or "", caplog.text, repr(r)]

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import load_report, run_cli
 
 from ebook2audio_dask import engines
 from ebook2audio_dask.cluster.local import _slots_per_gpu
 from ebook2audio_dask.engines import Engine, EngineSpec, VoiceInfo, load_engine, unload_engines
 from ebook2audio_dask.errors import UsageError
-from helpers import load_report, run_cli
 
 HERE = Path(__file__).resolve().parent
 FRENCH = "entre-nous-lectures-francaises.txt"
@@ -42,11 +42,29 @@ def test_a_gpu_worker_runs_n_synthesize_tasks_at_once(slots, corpus, tmp_path):
     times = tmp_path / "times.jsonl"
     out = tmp_path / "out"
     result = run_cli(
-        "convert", str(corpus / FRENCH), "-o", str(out), "--cache", str(tmp_path / "chunks"),
-        "--engine", "espeak", "--chapters", "1-4", "--batch-chars", "300", "--gpus", "0",
-        "--slots-per-gpu", str(slots), "--no-progress",
-        env={"DASK_DISTRIBUTED__SCHEDULER__PRELOAD": json.dumps([str(HERE / "task_times_preload.py")]),
-             "E2A_TEST_TASK_TIMES": str(times)},
+        "convert",
+        str(corpus / FRENCH),
+        "-o",
+        str(out),
+        "--cache",
+        str(tmp_path / "chunks"),
+        "--engine",
+        "espeak",
+        "--chapters",
+        "1-4",
+        "--batch-chars",
+        "300",
+        "--gpus",
+        "0",
+        "--slots-per-gpu",
+        str(slots),
+        "--no-progress",
+        env={
+            "DASK_DISTRIBUTED__SCHEDULER__PRELOAD": json.dumps(
+                [str(HERE / "task_times_preload.py")]
+            ),
+            "E2A_TEST_TASK_TIMES": str(times),
+        },
     )
     assert result.returncode == 0, result.stderr
     report = load_report(out / "entre-nous-lectures-francaises.report.json")
@@ -132,7 +150,9 @@ def test_an_engine_that_is_not_thread_safe_speaks_one_call_at_a_time(cls, expect
     for t in threads:
         t.join()
     assert cls.most == expected
-    assert engine.synthesize(["a", "b"])[1].dtype.name == "int16"  # the wrapper returns what it wraps
+    assert (
+        engine.synthesize(["a", "b"])[1].dtype.name == "int16"
+    )  # the wrapper returns what it wraps
     unload_engines()
 
 

@@ -55,8 +55,12 @@ def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(monkeypatc
     from ebook2audio_dask.storage.retry import is_transient, with_retries
 
     assert is_transient(OSError(errno.EBUSY, "SlowDown")) and is_transient(ConnectionResetError())
-    assert is_transient(TimeoutError()) and is_transient(OSError(errno.EIO, "503 Service Unavailable"))
-    assert not is_transient(FileNotFoundError("no bucket")) and not is_transient(PermissionError("denied"))
+    assert is_transient(TimeoutError()) and is_transient(
+        OSError(errno.EIO, "503 Service Unavailable")
+    )
+    assert not is_transient(FileNotFoundError("no bucket")) and not is_transient(
+        PermissionError("denied")
+    )
     calls = []
 
     def flaky():
@@ -66,7 +70,9 @@ def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(monkeypatc
         return "ok"
 
     with dask.config.set({"ebook2audio.storage.retries": 5}):
-        monkeypatch.setattr("time.sleep", lambda s: None)  # tenacity's sleep: do not wait in the test
+        monkeypatch.setattr(
+            "time.sleep", lambda s: None
+        )  # tenacity's sleep: do not wait in the test
         assert with_retries(flaky, url="s3://b/k", action="read") == "ok" and len(calls) == 3
         calls.clear()
 
@@ -74,7 +80,9 @@ def test_transient_errors_are_retried_and_permanent_ones_fail_at_once(monkeypatc
             calls.append(1)
             raise FileNotFoundError("NoSuchBucket")
 
-        with pytest.raises(StorageError, match=r"^s3://b/k: cannot write the chunk: no such bucket"):
+        with pytest.raises(
+            StorageError, match=r"^s3://b/k: cannot write the chunk: no such bucket"
+        ):
             with_retries(missing, url="s3://b/k", action="write the chunk")
         assert len(calls) == 1  # permanent: not retried
 
@@ -98,7 +106,9 @@ def test_a_truncated_chunk_is_never_trusted(tmp_path):
     path = store.path("piper", "ab" * 20)
     with open(path, "r+b") as fh:  # a crash on a store without atomic writes
         fh.truncate(len(wav) - 100)
-    with pytest.raises(StorageError, match="chunk is incomplete .* deleted: run the conversion again"):
+    with pytest.raises(
+        StorageError, match="chunk is incomplete .* deleted: run the conversion again"
+    ):
         store.read("piper", "ab" * 20)
     assert not os.path.exists(path)  # the rerun will synthesise it again
     assert store.list_sizes("piper") == {}
@@ -115,9 +125,13 @@ def test_storage_options_per_protocol():
     flat = {"key": "k", "client_kwargs": {"endpoint_url": "http://x"}}
     assert given("s3://b/k", flat) == flat and options_for("/tmp/a", flat) == {}
     keyed = {"s3": {"anon": True}, "gs": {"token": "t"}}
-    assert given("s3://b/k", keyed) == {"anon": True} and options_for("gs://b", keyed) == {"token": "t"}
+    assert given("s3://b/k", keyed) == {"anon": True} and options_for("gs://b", keyed) == {
+        "token": "t"
+    }
     assert options_for("memory://x", keyed) == {} and given("s3a://b/k", keyed) == {"anon": True}
-    assert "config_kwargs" not in flat and "config_kwargs" not in keyed["s3"]  # the caller's dicts untouched
+    assert (
+        "config_kwargs" not in flat and "config_kwargs" not in keyed["s3"]
+    )  # the caller's dicts untouched
 
 
 def test_s3_gets_finite_timeouts_and_the_users_options_win():
@@ -128,14 +142,23 @@ def test_s3_gets_finite_timeouts_and_the_users_options_win():
     ours = options_for("s3://b/k", None)["config_kwargs"]
     assert ours == {"connect_timeout": 10.0, "read_timeout": 30.0,
                     "retries": {"total_max_attempts": 1, "mode": "standard"}}  # fmt: skip
-    with dask.config.set({"ebook2audio.storage.connect-timeout": 2, "ebook2audio.storage.read-timeout": None}):
-        assert options_for("s3://b/k", {})["config_kwargs"] == {"connect_timeout": 2.0, "retries": ours["retries"]}
+    with dask.config.set(
+        {"ebook2audio.storage.connect-timeout": 2, "ebook2audio.storage.read-timeout": None}
+    ):
+        assert options_for("s3://b/k", {})["config_kwargs"] == {
+            "connect_timeout": 2.0,
+            "retries": ours["retries"],
+        }
     user = {"s3": {"config_kwargs": {"read_timeout": 300, "retries": {"max_attempts": 9}}}}
     assert options_for("s3://b/k", user)["config_kwargs"] == {"connect_timeout": 10.0, "read_timeout": 300,
                                                              "retries": {"max_attempts": 9}}  # fmt: skip
     assert options_for("gs://b/k", None) == {} and options_for("/tmp/a", None) == {}
     fs, _ = get_fs("s3://b/k", {"key": "k", "secret": "s", "config_kwargs": {"read_timeout": 7}})
-    assert fs.config_kwargs == {"connect_timeout": 10.0, "read_timeout": 7, "retries": ours["retries"]}
+    assert fs.config_kwargs == {
+        "connect_timeout": 10.0,
+        "read_timeout": 7,
+        "retries": ours["retries"],
+    }
 
 
 def test_timeouts_are_transient():
@@ -159,12 +182,16 @@ def test_timeouts_are_transient():
 def _storage_config(**values):
     import dask
 
-    return dask.config.set({f"ebook2audio.storage.{k.replace('_', '-')}": v for k, v in values.items()})
+    return dask.config.set(
+        {f"ebook2audio.storage.{k.replace('_', '-')}": v for k, v in values.items()}
+    )
 
 
 def _s3_store(endpoint: str) -> ChunkStore:
     client_kwargs = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-    return ChunkStore.make("s3://bucket/store", {"key": "k", "secret": "s", "client_kwargs": client_kwargs})
+    return ChunkStore.make(
+        "s3://bucket/store", {"key": "k", "secret": "s", "client_kwargs": client_kwargs}
+    )
 
 
 @pytest.mark.timeout(120)  # the hang guard: s3fs's defaults alone took over 6 minutes for this call
@@ -179,13 +206,17 @@ def test_a_store_that_never_answers_is_a_one_line_error_not_a_hang(server):
 
     from ebook2audio_dask.errors import StorageError
 
-    with (SilentServer() if server == "silent" else StuckListener()) as srv:
+    with SilentServer() if server == "silent" else StuckListener() as srv:
         with _storage_config(connect_timeout=1, read_timeout=1, retries=2, retry_seconds=30):
             with pytest.raises(StorageError) as err:
                 _s3_store(srv.url).sizes("espeak", ["ab" * 20])
         message = str(err.value)
-        assert "\n" not in message and message.startswith(f"s3://bucket/store/espeak/ab/{'ab' * 20}.wav: ")
-        assert "still failing after 2 attempts" in message  # retried by storage.retry, then given up
+        assert "\n" not in message and message.startswith(
+            f"s3://bucket/store/espeak/ab/{'ab' * 20}.wav: "
+        )
+        assert (
+            "still failing after 2 attempts" in message
+        )  # retried by storage.retry, then given up
         assert ("Read timeout" if server == "silent" else "Connect timeout") in message
         if server == "silent":
             assert srv.connections >= 2  # each attempt reached the server, and gave up waiting

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from ebook2audio_dask.audio.formats import FORMATS, OutputSpec, PartEncoder, finish_file
-from ebook2audio_dask.audio.m4b import BookTags, ChapterMark, prepare_cover, decode_to_pcm, ffmpeg_exe
+from ebook2audio_dask.audio.m4b import (
+    BookTags,
+    ChapterMark,
+    decode_to_pcm,
+    ffmpeg_exe,
+    prepare_cover,
+)
 from ebook2audio_dask.audio.subtitles import (
     Cue,
     chunk_cues,
@@ -25,7 +31,10 @@ from ebook2audio_dask.text.chunk import ChapterPlan, Chunk
 
 def test_srt_numbering_and_clock():
     text = format_srt([Cue(0.0, 1.5, "One."), Cue(3661.25, 3662.0004, "Two  words\nhere.")])
-    assert text == "1\n00:00:00,000 --> 00:00:01,500\nOne.\n\n2\n01:01:01,250 --> 01:01:02,000\nTwo words here.\n"
+    assert (
+        text
+        == "1\n00:00:00,000 --> 00:00:01,500\nOne.\n\n2\n01:01:01,250 --> 01:01:02,000\nTwo words here.\n"
+    )
     assert parse_subtitles(text) == [Cue(0.0, 1.5, "One."), Cue(3661.25, 3662.0, "Two words here.")]
 
 
@@ -37,9 +46,15 @@ def test_vtt_header_and_escaping():
 
 
 def test_chunk_cues_split_per_sentence_in_proportion_to_characters():
-    assert split_cue_text('He said "Go!" Then she left. And so on') == ['He said "Go!"', "Then she left.", "And so on"]
+    assert split_cue_text('He said "Go!" Then she left. And so on') == [
+        'He said "Go!"',
+        "Then she left.",
+        "And so on",
+    ]
     assert split_cue_text("Dr. Smith came. Then J. R. R. Tolkien left.", "en") == [
-        "Dr. Smith came.", "Then J. R. R. Tolkien left."]
+        "Dr. Smith came.",
+        "Then J. R. R. Tolkien left.",
+    ]
     cues = chunk_cues("Aaaa. Bbbbbbbbbbbbbb.", 10.0, 12.0)  # 5 and 15 characters
     assert [c.text for c in cues] == ["Aaaa.", "Bbbbbbbbbbbbbb."]
     assert cues[0].start_s == 10.0 and cues[-1].end_s == 12.0
@@ -79,9 +94,14 @@ def test_part_marks_continue_a_chapter_cut_across_files_and_names_are_safe():
     spec = OutputSpec(split="chapters")
     parts = [tasks._Part(0, 0, "", 200, 2), tasks._Part(200, 2, "", 400, 4)]
     assert tasks._output_names("s3://b/out/My Book.mp3", spec, plan, parts) == [
-        "s3://b/out/My Book/01 - One.mp3", "s3://b/out/My Book/02 - Two A B.mp3"]
+        "s3://b/out/My Book/01 - One.mp3",
+        "s3://b/out/My Book/02 - Two A B.mp3",
+    ]
     hours = OutputSpec(split="hours", split_hours=1.0)
-    assert tasks._output_names("/o/x.m4b", hours, plan, parts) == ["/o/x - Part 1 of 2.m4b", "/o/x - Part 2 of 2.m4b"]
+    assert tasks._output_names("/o/x.m4b", hours, plan, parts) == [
+        "/o/x - Part 1 of 2.m4b",
+        "/o/x - Part 2 of 2.m4b",
+    ]
 
 
 def test_split_hours_cuts_before_the_chunk_that_would_not_fit_or_at_a_close_chapter():
@@ -91,17 +111,31 @@ def test_split_hours_cuts_before_the_chunk_that_would_not_fit_or_at_a_close_chap
     assert not cut(spec, 3, 0, 500, 100, {}, [10, 10])  # a part holds at least one chunk
     assert cut(spec, 3, 60, 41, 100, {}, [10, 10])
     assert not cut(spec, 3, 60, 40, 100, {}, [10, 10])
-    assert cut(spec, 5, 85, 5, 100, {5: chapter}, [10, 10])  # close to the limit, the chapter will not fit
-    assert not cut(spec, 5, 50, 5, 100, {5: chapter}, [10, 10])  # far from it: cut inside the chapter later
+    assert cut(
+        spec, 5, 85, 5, 100, {5: chapter}, [10, 10]
+    )  # close to the limit, the chapter will not fit
+    assert not cut(
+        spec, 5, 50, 5, 100, {5: chapter}, [10, 10]
+    )  # far from it: cut inside the chapter later
     assert cut(OutputSpec(split="chapters"), 5, 1, 1, None, {5: chapter}, [0, 0])
 
 
 def test_output_spec_validation():
     assert OutputSpec.resolve().format == "m4b"
     spec = OutputSpec.resolve("MP3", split_hours=0.5, loudnorm=True, subtitles="vtt")
-    assert (spec.format, spec.split, spec.split_hours, spec.subtitles) == ("mp3", "hours", 0.5, "vtt")
-    assert spec.loudnorm.integrated == -16.0 and spec.cache_token() == {"format": "mp3", "loudnorm": [-16.0, -1.5, 11.0]}
-    assert OutputSpec.resolve().cache_token() == {}  # plain M4B: the encoded-audio key of earlier versions
+    assert (spec.format, spec.split, spec.split_hours, spec.subtitles) == (
+        "mp3",
+        "hours",
+        0.5,
+        "vtt",
+    )
+    assert spec.loudnorm.integrated == -16.0 and spec.cache_token() == {
+        "format": "mp3",
+        "loudnorm": [-16.0, -1.5, 11.0],
+    }
+    assert (
+        OutputSpec.resolve().cache_token() == {}
+    )  # plain M4B: the encoded-audio key of earlier versions
     for bad in ({"format": "ogg"}, {"split": "pages"}, {"split_hours": 0}, {"subtitles": "ass"},
                 {"split": "chapters", "split_hours": 1}):  # fmt: skip
         with pytest.raises(UsageError):
@@ -144,7 +178,9 @@ def test_each_format_streams_and_tags_a_file(fmt, tmp_path):
     assert len(decode_to_pcm(out, rate)) == 3 * rate
     f = mutagen.File(str(out))
     if fmt == "wav":
-        meta = subprocess.run([ffmpeg_exe(), "-i", str(out), "-f", "ffmetadata", "-"], capture_output=True, text=True)
+        meta = subprocess.run(
+            [ffmpeg_exe(), "-i", str(out), "-f", "ffmetadata", "-"], capture_output=True, text=True
+        )
         assert "title=Title" in meta.stdout and "track=2/5" in meta.stdout
         return
     tags = {k.lower(): v for k, v in f.tags.items()}
@@ -152,10 +188,18 @@ def test_each_format_streams_and_tags_a_file(fmt, tmp_path):
         assert f.tags["\xa9nam"] == ["Title"] and f.tags["trkn"] == [(2, 5)] and "covr" in f.tags
         assert [c.title for c in f.chapters] == ["A", "B"]
     elif fmt == "mp3":
-        assert str(f.tags["TIT2"]) == "Title" and str(f.tags["TRCK"]) == "2/5" and f.tags.getall("APIC")
+        assert (
+            str(f.tags["TIT2"]) == "Title"
+            and str(f.tags["TRCK"]) == "2/5"
+            and f.tags.getall("APIC")
+        )
         assert [c.start_time for c in f.tags.getall("CHAP")] == [0, 1000]
     else:  # Vorbis comments
-        assert tags["title"] == ["Title"] and tags["artist"] == ["Ann, Bob"] and tags["tracknumber"] == ["2/5"]
+        assert (
+            tags["title"] == ["Title"]
+            and tags["artist"] == ["Ann, Bob"]
+            and tags["tracknumber"] == ["2/5"]
+        )
         assert tags["chapter001name"] == ["B"] and tags["chapter001"] == ["00:00:01.000"]
         if fmt == "flac":
             assert f.pictures

@@ -6,7 +6,14 @@ import pytest
 
 from ebook2audio_dask.engines.base import EngineSpec
 from ebook2audio_dask.model import Book, Chapter
-from ebook2audio_dask.text import Pauses, content_key, normalize_text, plan_book, split_long, split_sentences
+from ebook2audio_dask.text import (
+    Pauses,
+    content_key,
+    normalize_text,
+    plan_book,
+    split_long,
+    split_sentences,
+)
 
 SPEC = EngineSpec.make("piper", "en_US-joe-medium")
 
@@ -52,18 +59,29 @@ def test_split_long_respects_limit_and_loses_no_words():
 def test_content_key_depends_on_every_input():
     base = content_key("Hello.", SPEC, 22050)
     assert base == content_key("Hello.", EngineSpec.make("piper", "en_US-joe-medium"), 22050)
-    assert len({
-        base,
-        content_key("Hello!", SPEC, 22050),
-        content_key("Hello.", EngineSpec.make("espeak", "en-us"), 22050),
-        content_key("Hello.", EngineSpec.make("piper", "other"), 22050),
-        content_key("Hello.", EngineSpec.make("piper", "en_US-joe-medium", {"length_scale": 1.2}), 22050),
-        content_key("Hello.", SPEC, 16000),
-    }) == 6
+    assert (
+        len(
+            {
+                base,
+                content_key("Hello!", SPEC, 22050),
+                content_key("Hello.", EngineSpec.make("espeak", "en-us"), 22050),
+                content_key("Hello.", EngineSpec.make("piper", "other"), 22050),
+                content_key(
+                    "Hello.",
+                    EngineSpec.make("piper", "en_US-joe-medium", {"length_scale": 1.2}),
+                    22050,
+                ),
+                content_key("Hello.", SPEC, 16000),
+            }
+        )
+        == 6
+    )
 
 
 def _book(*chapters):
-    return Book(source="mem://b.txt", title="B", authors=("A",), language="en", chapters=tuple(chapters))
+    return Book(
+        source="mem://b.txt", title="B", authors=("A",), language="en", chapters=tuple(chapters)
+    )
 
 
 def test_plan_chunks_pauses_and_titles():
@@ -89,12 +107,16 @@ def test_plan_chunks_pauses_and_titles():
     # every word of the text is in the chunks, in order (as written: display; numbers spoken: text)
     words = " ".join(c.display or c.text for c in ch1[2:]).split()
     assert words == long_para.split()
-    assert ch1[2].text.startswith("Sentence number zero is here.") and ch1[2].display.startswith("Sentence number 0 is")
+    assert ch1[2].text.startswith("Sentence number zero is here.") and ch1[2].display.startswith(
+        "Sentence number 0 is"
+    )
 
 
 def test_batches_skip_cached_and_duplicate_chunks():
     book = _book(Chapter(1, "T", ("Same text.", "Other text.", "Same text.", "Third one here.")))
-    plan = plan_book(book, SPEC, sample_rate=22050, max_chars=100, language="en", speak_titles=False)
+    plan = plan_book(
+        book, SPEC, sample_rate=22050, max_chars=100, language="en", speak_titles=False
+    )
     keys = [c.key for c in plan.chunks]
     assert keys[0] == keys[2]
     batches = plan.batches(batch_chars=1000)
@@ -106,9 +128,17 @@ def test_batches_skip_cached_and_duplicate_chunks():
 
 
 def test_batches_shrink_towards_the_end_so_workers_finish_together():
-    paragraphs = tuple(f"Paragraph {i} has a sentence of moderate length in it." for i in range(400))
-    plan = plan_book(_book(Chapter(1, "T", paragraphs)), SPEC, sample_rate=22050, max_chars=200,
-                     language="en", speak_titles=False)
+    paragraphs = tuple(
+        f"Paragraph {i} has a sentence of moderate length in it." for i in range(400)
+    )
+    plan = plan_book(
+        _book(Chapter(1, "T", paragraphs)),
+        SPEC,
+        sample_rate=22050,
+        max_chars=200,
+        language="en",
+        speak_titles=False,
+    )
     sizes = [sum(len(c.text) for c in b) for b in plan.batches(3000, slots=2, min_chars=400)]
     assert sum(sizes) == plan.chars
     assert max(sizes) <= 3000 and sizes[0] > 2500
@@ -123,7 +153,12 @@ def test_length_buckets_group_similar_lengths():
 
     items = tuple((str(i), "x" * n) for i, n in enumerate([10, 200, 45, 50, 60, 250, 30, 90, 100]))
     groups = length_buckets(items, 3)
-    assert [[len(t) for _, t in g] for g in groups] == [[10, 30, 45], [50, 60], [90, 100], [200, 250]]
+    assert [[len(t) for _, t in g] for g in groups] == [
+        [10, 30, 45],
+        [50, 60],
+        [90, 100],
+        [200, 250],
+    ]
     assert sorted(k for g in groups for k, _ in g) == sorted(k for k, _ in items)  # nothing lost
     assert all(len(g) <= 3 for g in groups)
     assert length_buckets(items, 1) == [[item] for item in items]  # batch size 1: book order kept

@@ -22,12 +22,15 @@ from hypothesis import strategies as st
 
 from ebook2audio_dask import read_book
 from ebook2audio_dask.model import Book, Chapter
-from ebook2audio_dask.text import normalize_text, plan_book, split_sentences
-from ebook2audio_dask.text import segment
+from ebook2audio_dask.text import normalize_text, plan_book, segment, split_sentences
 from ebook2audio_dask.text.spoken import rules_for
 
 SETTINGS = settings(
-    max_examples=400, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
 )
 #: pySBD languages with the common rules (the one-sentence shortcut applies),
 #: and some with their own (it must not).
@@ -135,13 +138,18 @@ MARKS = (
     '?"', ".'", "!'", "?'", '," ', "...", ". . .", "?!", "!!", "--", " — ", "-", "(", ")", " (see) ", "[1]", "\u2026",
     "\n", "\t", "&", "\\", "ȸ", "ȹ", "∯", "&ᓴ&", "♨", "☝", "ƪ", "☏", "«", "“", "‘", "°", "/", "*",  # pySBD's own marks
 )  # fmt: skip
-pieces = st.one_of(st.sampled_from(WORDS), st.sampled_from(MARKS), st.text(alphabet="aAbB1.!?\"' ,-", max_size=4))
+pieces = st.one_of(
+    st.sampled_from(WORDS), st.sampled_from(MARKS), st.text(alphabet="aAbB1.!?\"' ,-", max_size=4)
+)
 paragraphs = st.lists(pieces, min_size=1, max_size=30).map("".join)
 #: Text that the one-sentence shortcut often takes: quoted speech and one stop.
 quoted = st.tuples(
     st.sampled_from(('"', "", "'")),
-    st.lists(st.sampled_from(WORDS[:40] + (", ", " ", ". ", "! ", "? ", "!\" ", "?\" ", " 'so' ")), max_size=12),
-    st.sampled_from((".", "!", "?", '."', '!"', '?"', ".'", "", '"', ",\"")),
+    st.lists(
+        st.sampled_from(WORDS[:40] + (", ", " ", ". ", "! ", "? ", '!" ', '?" ', " 'so' ")),
+        max_size=12,
+    ),
+    st.sampled_from((".", "!", "?", '."', '!"', '?"', ".'", "", '"', ',"')),
 ).map(lambda t: (t[0] + "".join(t[1]) + t[2]).strip())
 
 
@@ -170,8 +178,12 @@ def test_shortcuts_follow_this_pysbd():
     from pysbd.between_punctuation import BetweenPunctuation
 
     assert segment._DOUBLE_QUOTED.pattern == BetweenPunctuation.BETWEEN_DOUBLE_QUOTES_REGEX_2
-    plain = {code for code, lang in pysbd.languages.LANGUAGE_CODES.items() if segment._plain_rules(lang)}
-    assert plain == ({"en", "fr", "nl", "es", "it", "pl"} if pysbd.__version__ == "0.3.4" else set())
+    plain = {
+        code for code, lang in pysbd.languages.LANGUAGE_CODES.items() if segment._plain_rules(lang)
+    }
+    assert plain == (
+        {"en", "fr", "nl", "es", "it", "pl"} if pysbd.__version__ == "0.3.4" else set()
+    )
 
 
 def test_needles_of_patterns():
@@ -194,9 +206,16 @@ def test_plans_of_generated_books_are_unchanged(monkeypatch):
 
     rng = random.Random(16)
     paras = tuple(
-        "".join(rng.choice(WORDS + MARKS) for _ in range(rng.randint(1, 40))).strip() or "x" for _ in range(300)
+        "".join(rng.choice(WORDS + MARKS) for _ in range(rng.randint(1, 40))).strip() or "x"
+        for _ in range(300)
     )
-    book = Book(source="mem://b", title="B", authors=("A",), language="en", chapters=(Chapter(1, "Chapter I", paras),))
+    book = Book(
+        source="mem://b",
+        title="B",
+        authors=("A",),
+        language="en",
+        chapters=(Chapter(1, "Chapter I", paras),),
+    )
     spec = EngineSpec.make("piper", "en_US-joe-medium")
     fast = plan_book(book, spec, sample_rate=22050, max_chars=200, language="en")
     monkeypatch.setattr(chunk, "split_sentences", reference_split)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import dask
 import pytest
+from helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,8 +37,6 @@ from ebook2audio_dask.ingest._text import decoded_text, fallback_encoding
 from ebook2audio_dask.ingest.txt import read_txt, read_txt_blocks
 from ebook2audio_dask.text.chunk import plan_book
 from ebook2audio_dask.text.segment import split_sentences
-
-from helpers import run_cli
 
 MIB = 1024 * 1024
 SPEC = EngineSpec.make("espeak", "fr")
@@ -212,7 +211,9 @@ def test_a_text_read_block_by_block_is_the_text_read_whole(text, codec, block):
     pieces = read_txt_blocks(_in_blocks(data, block), "book.txt")
     assert _sections(pieces) == _sections(whole)
     assert (pieces.title, pieces.authors, pieces.language) == (
-        whole.title, whole.authors, whole.language
+        whole.title,
+        whole.authors,
+        whole.language,
     )
 
 
@@ -231,10 +232,23 @@ def _stream_decode(data: bytes, block: int) -> str | None:
 
 _BYTES = st.lists(
     st.one_of(
-        st.sampled_from(["Le café", " était ", "très chaud. ", "\n", "\r\n", "日本", "“déjà”"])
-        .map(str.encode),
-        st.sampled_from([b"\xff", b"\xc3(", b"\xe9", b"\x81", b"\x9d", b"\x00", b"\x01\x02\x03",
-                         b"\xef\xbf\xbd", b"\xe2\x80", codecs.BOM_UTF8]),  # fmt: skip
+        st.sampled_from(["Le café", " était ", "très chaud. ", "\n", "\r\n", "日本", "“déjà”"]).map(
+            str.encode
+        ),
+        st.sampled_from(
+            [
+                b"\xff",
+                b"\xc3(",
+                b"\xe9",
+                b"\x81",
+                b"\x9d",
+                b"\x00",
+                b"\x01\x02\x03",
+                b"\xef\xbf\xbd",
+                b"\xe2\x80",
+                codecs.BOM_UTF8,
+            ]
+        ),  # fmt: skip
         st.binary(max_size=8),
     ),
     max_size=120,
@@ -265,7 +279,20 @@ def test_sentence_splitting_makes_no_pattern_per_sentence(monkeypatch):
     """pySBD's ``segment`` found each sentence back with a regex of its own: one new
     pattern per sentence, which evicted pySBD's rules from ``re``'s cache (most of
     the planning time).  The patterns compiled no longer grow with the sentences."""
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "mu",
+    ]
 
     def paragraph(n: int) -> str:
         return " ".join(

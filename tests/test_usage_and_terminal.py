@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import load_report, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,8 +37,6 @@ from ebook2audio_dask.cli import parse_chapters
 from ebook2audio_dask.cli.main import cli
 from ebook2audio_dask.errors import BookError, UsageError, one_line, terminal_safe
 from ebook2audio_dask.ingest import read_book
-
-from helpers import load_report, run_cli
 
 EXE = str(Path(sys.executable).with_name("ebook2audio"))
 CAROL = "christmas-carol-gutenberg-epub2.epub"
@@ -48,13 +47,22 @@ BIDI = set("\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u
 
 def unsafe_chars(text: str, *, newlines: bool = True) -> list[str]:
     """The characters of *text* a terminal would act on (newlines allowed between lines)."""
-    return [ch for ch in text if (unicodedata.category(ch) == "Cc" and not (newlines and ch == "\n")) or ch in BIDI]
+    return [
+        ch
+        for ch in text
+        if (unicodedata.category(ch) == "Cc" and not (newlines and ch == "\n")) or ch in BIDI
+    ]
 
 
 def error_lines(stderr: str) -> list[str]:
     """stderr without the dashboard line the CLI prints when a cluster starts and its closing count."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("dashboard:")
-            and not re.fullmatch(r"\d+ of \d+ book\(s\) failed", line)]
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.strip()
+        and not line.startswith("dashboard:")
+        and not re.fullmatch(r"\d+ of \d+ book\(s\) failed", line)
+    ]
 
 
 # --------------------------------------------------------------------------- item 4: chapter ranges
@@ -128,25 +136,54 @@ def test_terminal_safe_escapes_exactly_what_a_terminal_acts_on(text):
         assert safe == text  # any script, emoji, accents: unchanged
     for ch in set(unsafe_chars(text, newlines=False)):  # each escaped, visibly
         escaped = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch) or (
-            f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+            f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+        )
         assert escaped in safe
 
 
 #: Titles with what an attacker or a broken book may put there.
-hostile_titles = st.lists(
-    st.one_of(
-        st.sampled_from(["\x1b", "]52;c;", "\x07", "\x9b", "\u202e", "\u2066", "\u200f", "\x00", "\r", "\t",
-                         "\x7f", "\x1b[2J", "\\", " ", "é", "ش", "字", "Chapter"]),
-        st.characters(codec="utf-8"),
-    ),
-    min_size=1,
-    max_size=60,
-).map("".join).filter(lambda t: t.strip() and "\n" not in t and not t.lstrip().startswith("#"))
+hostile_titles = (
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "\x1b",
+                    "]52;c;",
+                    "\x07",
+                    "\x9b",
+                    "\u202e",
+                    "\u2066",
+                    "\u200f",
+                    "\x00",
+                    "\r",
+                    "\t",
+                    "\x7f",
+                    "\x1b[2J",
+                    "\\",
+                    " ",
+                    "é",
+                    "ش",
+                    "字",
+                    "Chapter",
+                ]
+            ),
+            st.characters(codec="utf-8"),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+    .map("".join)
+    .filter(lambda t: t.strip() and "\n" not in t and not t.lstrip().startswith("#"))
+)
 
 
 @given(title=hostile_titles)
-@settings(max_examples=40, derandomize=True, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 def test_inspect_never_prints_a_raw_control_character(tmp_path, title):
     book = tmp_path / "hostile.md"
     body = "Some words of the chapter, long enough to be read as a paragraph of text. " * 4
@@ -172,21 +209,31 @@ def test_escape_sequences_in_titles_warnings_and_paths(tmp_path):
     """The OSC 52 clipboard write in a title, a newline and ESC in an archive member name
     (in a warning) and a newline in a file name (in an error) all come out escaped, on one line."""
     osc52 = "Stave \x1b]52;c;ZWNobyBwd25lZA==\x07 One \u202eevil"
-    doc = ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
-           "<title>t</title></head><body><h1>One</h1><p>" + "Words of the chapter. " * 20 + "</p></body></html>")
-    nav = ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
-           'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>n</title></head><body>'
-           '<nav epub:type="toc"><ol><li><a href="a.xhtml">Stave &#x202e;evil \u0085 One</a></li></ol></nav>'
-           "</body></html>")
-    opf = ('<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
-           '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>T</dc:title><dc:language>en</dc:language>'
-           '</metadata><manifest><item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
-           '<item id="a" href="a.xhtml" media-type="application/xhtml+xml"/>'
-           '<item id="gone" href="gone%0A%1B%5B2J.xhtml" media-type="application/xhtml+xml"/></manifest>'
-           '<spine><itemref idref="a"/><itemref idref="gone"/></spine></package>')
-    container = ('<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:'
-                 'container"><rootfiles><rootfile full-path="OEBPS/content.opf" '
-                 'media-type="application/oebps-package+xml"/></rootfiles></container>')
+    doc = (
+        '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+        "<title>t</title></head><body><h1>One</h1><p>"
+        + "Words of the chapter. " * 20
+        + "</p></body></html>"
+    )
+    nav = (
+        '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
+        'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>n</title></head><body>'
+        '<nav epub:type="toc"><ol><li><a href="a.xhtml">Stave &#x202e;evil \u0085 One</a></li></ol></nav>'
+        "</body></html>"
+    )
+    opf = (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
+        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>T</dc:title><dc:language>en</dc:language>'
+        '</metadata><manifest><item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
+        '<item id="a" href="a.xhtml" media-type="application/xhtml+xml"/>'
+        '<item id="gone" href="gone%0A%1B%5B2J.xhtml" media-type="application/xhtml+xml"/></manifest>'
+        '<spine><itemref idref="a"/><itemref idref="gone"/></spine></package>'
+    )
+    container = (
+        '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:'
+        'container"><rootfiles><rootfile full-path="OEBPS/content.opf" '
+        'media-type="application/oebps-package+xml"/></rootfiles></container>'
+    )
     epub = tmp_path / "member.epub"
     with zipfile.ZipFile(epub, "w") as zf:
         zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
@@ -217,7 +264,9 @@ def test_escape_sequences_in_titles_warnings_and_paths(tmp_path):
 
 
 # --------------------------------------------------------------------------- item 10: checked first
-def test_fifo_input_file_output_and_unknown_protocol_are_usage_errors_before_any_cluster(tmp_path, corpus):
+def test_fifo_input_file_output_and_unknown_protocol_are_usage_errors_before_any_cluster(
+    tmp_path, corpus
+):
     fifo = tmp_path / "book.epub"
     os.mkfifo(fifo)
     book = str(corpus / CAROL)
@@ -225,9 +274,15 @@ def test_fifo_input_file_output_and_unknown_protocol_are_usage_errors_before_any
     out_file.write_bytes(b"not a folder")
     cases = [
         (["inspect", str(fifo)], "is a named pipe (FIFO), not an ebook file"),
-        (["convert", str(fifo), "-o", str(tmp_path / "o")], "is a named pipe (FIFO), not an ebook file"),
+        (
+            ["convert", str(fifo), "-o", str(tmp_path / "o")],
+            "is a named pipe (FIFO), not an ebook file",
+        ),
         (["convert", book, "-o", str(out_file)], "the output must be a folder, and this is a file"),
-        (["convert", "nosuch://bucket/book.epub", "-o", str(tmp_path / "o")], "Protocol not known: nosuch"),
+        (
+            ["convert", "nosuch://bucket/book.epub", "-o", str(tmp_path / "o")],
+            "Protocol not known: nosuch",
+        ),
         (["inspect", "nosuch://bucket/book.epub"], "Protocol not known: nosuch"),
         (["convert", book, "-o", "nosuch://bucket/out"], "Protocol not known: nosuch"),
         (["cache", "info", "--cache", "nosuch://bucket/store"], "Protocol not known: nosuch"),
@@ -271,7 +326,13 @@ def test_ctrl_c_says_what_is_kept_exits_130_and_the_same_command_resumes(corpus,
             proc.wait()
     at_exit = _stored_chunks(store)
     assert proc.returncode == 130, stderr
-    for noise in ("Traceback", "KeyboardInterrupt", "AssertionError", "Status.init", "Exception in"):
+    for noise in (
+        "Traceback",
+        "KeyboardInterrupt",
+        "AssertionError",
+        "Status.init",
+        "Exception in",
+    ):
         assert noise not in stderr, stderr
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr

@@ -45,7 +45,12 @@ def make_certs(folder: Path) -> dict[str, Path]:
     paths = {"ca": folder / "ca.pem", "cert": folder / "node.pem", "key": folder / "node.key"}
     paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths["cert"].write_bytes(node.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    paths["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     paths["key"].chmod(0o600)
     return paths

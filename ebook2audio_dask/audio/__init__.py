@@ -9,9 +9,9 @@ from .m4b import BookTags, ChapterMark, decode_to_pcm, encode_m4b, ffmpeg_exe, s
 from .wav import WAV_HEADER_BYTES, decode_wav, encode_wav, wav_info
 
 __all__ = [
+    "WAV_HEADER_BYTES",
     "BookTags",
     "ChapterMark",
-    "WAV_HEADER_BYTES",
     "decode_to_pcm",
     "decode_wav",
     "encode_m4b",

@@ -33,9 +33,10 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..logs import get_logger
 from .m4b import (
@@ -49,7 +50,17 @@ from .m4b import (
     ffmpeg_exe,
 )
 
-__all__ = ["FORMATS", "FinalFile", "FormatInfo", "Loudness", "OutputSpec", "PartEncoder", "finish_file", "normalize_part", "SPLITS"]
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "FinalFile",
+    "FormatInfo",
+    "Loudness",
+    "OutputSpec",
+    "PartEncoder",
+    "finish_file",
+    "normalize_part",
+]
 
 log = get_logger(__name__)
 
@@ -89,8 +100,12 @@ class FormatInfo:
 
 FORMATS: dict[str, FormatInfo] = {
     "m4b": FormatInfo("m4b", ".m4b", "mp4", ("-c:a", "aac", "-b:a", "{bitrate}"), cache=True),
-    "mp3": FormatInfo("mp3", ".mp3", "mp3", ("-c:a", "libmp3lame", "-b:a", "{bitrate}"), cache=True),
-    "opus": FormatInfo("opus", ".opus", "ogg", ("-c:a", "libopus", "-b:a", "{bitrate}"), cache=True),
+    "mp3": FormatInfo(
+        "mp3", ".mp3", "mp3", ("-c:a", "libmp3lame", "-b:a", "{bitrate}"), cache=True
+    ),
+    "opus": FormatInfo(
+        "opus", ".opus", "ogg", ("-c:a", "libopus", "-b:a", "{bitrate}"), cache=True
+    ),
     "flac": FormatInfo("flac", ".flac", "flac", ("-c:a", "flac"), cache=False),
     "wav": FormatInfo("wav", ".wav", "wav", ("-c:a", "pcm_s16le"), cache=False, chapters=False),
 }
@@ -154,7 +169,7 @@ class OutputSpec:
 
     @classmethod
     def resolve(cls, format: str | None = None, split: str | None = None, split_hours: float | None = None,
-                loudnorm: bool | None = None, subtitles: str | None = None) -> "OutputSpec":  # fmt: skip
+                loudnorm: bool | None = None, subtitles: str | None = None) -> OutputSpec:  # fmt: skip
         """Arguments, else ``ebook2audio.output.*``; raises :class:`~ebook2audio_dask.errors.UsageError`."""
         from .. import config
         from ..errors import UsageError
@@ -202,7 +217,11 @@ class OutputSpec:
         if self.format != "m4b":
             token["format"] = self.format
         if self.loudnorm is not None:
-            token["loudnorm"] = [self.loudnorm.integrated, self.loudnorm.true_peak, self.loudnorm.lra]
+            token["loudnorm"] = [
+                self.loudnorm.integrated,
+                self.loudnorm.true_peak,
+                self.loudnorm.lra,
+            ]
         return token
 
 
@@ -226,7 +245,7 @@ class PartEncoder:
     """
 
     def __init__(self, spec: OutputSpec, sample_rate: int, path: str | os.PathLike, *, measure: bool = False,
-                 final: "FinalFile | None" = None):  # fmt: skip
+                 final: FinalFile | None = None):  # fmt: skip
         self.path = Path(path)
         self.measure = measure
         self.final = final
@@ -236,10 +255,29 @@ class PartEncoder:
         codec = [a.format(bitrate=spec.bitrate) for a in info.codec]
         if spec.aac_coder and spec.format == "m4b":
             codec += ["-aac_coder", str(spec.aac_coder)]
-        head = [("info" if measure and a == "error" else a) for a in _HEAD]  # loudnorm's figures are info
-        cmd = [ffmpeg_exe(), *head, "-f", "s16le", "-ar", str(int(sample_rate)), "-ac", "1", "-i", "pipe:0"]
+        head = [
+            ("info" if measure and a == "error" else a) for a in _HEAD
+        ]  # loudnorm's figures are info
+        cmd = [
+            ffmpeg_exe(),
+            *head,
+            "-f",
+            "s16le",
+            "-ar",
+            str(int(sample_rate)),
+            "-ac",
+            "1",
+            "-i",
+            "pipe:0",
+        ]
         if measure:  # a LoudnessMeter: loudnorm's first pass, no output
-            cmd += ["-af", spec.loudnorm.filter(sample_rate).split(",")[0] + ":print_format=json", "-f", "null", "-"]
+            cmd += [
+                "-af",
+                spec.loudnorm.filter(sample_rate).split(",")[0] + ":print_format=json",
+                "-f",
+                "null",
+                "-",
+            ]
         elif final is not None:  # one pass: the finished file, with its tags, chapters and cover
             if spec.loudnorm is not None:
                 raise ValueError("loudness normalisation needs two passes")
@@ -265,7 +303,9 @@ class PartEncoder:
             self.proc.stdin.write(block)
         except BrokenPipeError:
             self.proc.wait()
-            raise RuntimeError(f"ffmpeg stopped while encoding {self.path.name}: {_stderr_tail(self._stderr)}") from None
+            raise RuntimeError(
+                f"ffmpeg stopped while encoding {self.path.name}: {_stderr_tail(self._stderr)}"
+            ) from None
         self._bytes += size
         self.samples = self._bytes // 2
 
@@ -279,7 +319,9 @@ class PartEncoder:
             if self.measure:
                 self.proc.stdin.close()
                 if self.proc.wait() != 0:
-                    raise RuntimeError(f"ffmpeg failed measuring the loudness: {_stderr_tail(self._stderr)}")
+                    raise RuntimeError(
+                        f"ffmpeg failed measuring the loudness: {_stderr_tail(self._stderr)}"
+                    )
                 self._stderr.seek(0)
                 text = self._stderr.read().decode("utf-8", "replace")
                 self.measured = json.loads(re.findall(r"\{[^{}]*\}", text)[-1])
@@ -328,7 +370,9 @@ def normalize_part(spec: OutputSpec, sample_rate: int, source: str | os.PathLike
         codec += ["-aac_coder", str(spec.aac_coder)]
     cmd = [ffmpeg_exe(), *_HEAD, "-i", str(source), "-af", spec.loudnorm.filter(sample_rate, measured),
            "-map", "0:a", *codec] + (["-rf64", "auto"] if spec.format == "wav" else [])  # fmt: skip
-    done = subprocess.run(cmd + ["-f", info.muxer, str(path)], stdin=subprocess.DEVNULL, capture_output=True)
+    done = subprocess.run(
+        cmd + ["-f", info.muxer, str(path)], stdin=subprocess.DEVNULL, capture_output=True
+    )
     if done.returncode != 0:
         Path(path).unlink(missing_ok=True)
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
@@ -352,19 +396,23 @@ class FinalFile:
 
     @classmethod
     def make(cls, spec: OutputSpec, *, sample_rate: int, chapters: Sequence[ChapterMark], tags: BookTags,
-             cover_path: Path | None, workdir: Path) -> "FinalFile":  # fmt: skip
+             cover_path: Path | None, workdir: Path) -> FinalFile:  # fmt: skip
         marks = tuple(_check_chapters(chapters)) if spec.info.chapters else ()
         return cls(spec, tags, marks, int(sample_rate), cover_path, Path(workdir))
 
 
-def _final_args(spec: OutputSpec, final: FinalFile, sample_rate: int, out_path: Path) -> tuple[list[str], list[str]]:
+def _final_args(
+    spec: OutputSpec, final: FinalFile, sample_rate: int, out_path: Path
+) -> tuple[list[str], list[str]]:
     """ffmpeg arguments after audio input 0: (inputs, maps and tags; muxer options and path), around the codec."""
     if spec.format == "m4b":
         before = _mux_args(final.tags, final.marks, sample_rate, final.cover_path, final.workdir)
         return before, _container_args(final.tags, out_path)
     ffmpeg_cover = final.cover_path if spec.format in ("mp3", "flac") else None
     vorbis = spec.format in ("opus", "flac")  # chapters as Vorbis comments, written by mutagen
-    before = _mux_args(final.tags, [] if vorbis else final.marks, sample_rate, ffmpeg_cover, final.workdir)
+    before = _mux_args(
+        final.tags, [] if vorbis else final.marks, sample_rate, ffmpeg_cover, final.workdir
+    )
     after: list[str] = []
     language = _iso639_2(final.tags.language)
     if language and spec.format != "wav":
@@ -372,7 +420,12 @@ def _final_args(spec: OutputSpec, final: FinalFile, sample_rate: int, out_path: 
     if spec.format == "mp3":
         after += ["-id3v2_version", "3", "-write_id3v1", "1"]
         if ffmpeg_cover is not None:
-            after += ["-metadata:s:v", "title=Album cover", "-metadata:s:v", "comment=Cover (front)"]
+            after += [
+                "-metadata:s:v",
+                "title=Album cover",
+                "-metadata:s:v",
+                "comment=Cover (front)",
+            ]
     if spec.format == "wav":
         after += ["-rf64", "auto"]
     return before, after + ["-f", spec.info.muxer, str(out_path)]

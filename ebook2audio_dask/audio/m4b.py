@@ -28,8 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-
-from ..logs import get_logger
 import os
 import re
 import shutil
@@ -42,17 +40,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..logs import get_logger
+
 __all__ = [
-    "ChapterMark",
-    "BookTags",
     "TAG_MAX_BYTES",
+    "BookTags",
+    "ChapterMark",
     "clean_tag",
-    "ffmpeg_exe",
+    "decode_to_pcm",
     "encode_m4b",
+    "ffmpeg_exe",
+    "prepare_cover",
     "remux_m4b",
     "silence",
-    "decode_to_pcm",
-    "prepare_cover",
 ]
 
 log = get_logger(__name__)
@@ -106,7 +106,9 @@ def clean_tag(value: str, *, multiline: bool = False) -> str:
     str
         The cleaned value (empty when nothing printable was left).
     """
-    lines = (_BLANKS.sub(" ", _UNHOLDABLE.sub("", ln)).strip() for ln in _LINE_BREAK.split(str(value)))
+    lines = (
+        _BLANKS.sub(" ", _UNHOLDABLE.sub("", ln)).strip() for ln in _LINE_BREAK.split(str(value))
+    )
     text = "\n".join(lines).strip() if multiline else " ".join(ln for ln in lines if ln)
     data = text.encode("utf-8")
     if len(data) <= TAG_MAX_BYTES:
@@ -323,25 +325,190 @@ def _check_chapters(chapters: Sequence[ChapterMark]) -> list[ChapterMark]:
 # ISO 639-1 -> ISO 639-2/T, as MP4 track languages use three-letter codes.
 _ISO639_1_TO_2 = dict(
     pair.split(":")
-    for pair in (
-        "aa:aar ab:abk af:afr ak:aka am:amh an:arg ar:ara as:asm av:ava ay:aym az:aze "
-        "ba:bak be:bel bg:bul bi:bis bm:bam bn:ben bo:bod br:bre bs:bos ca:cat ce:che "
-        "ch:cha co:cos cr:cre cs:ces cu:chu cv:chv cy:cym da:dan de:deu dv:div dz:dzo "
-        "ee:ewe el:ell en:eng eo:epo es:spa et:est eu:eus fa:fas ff:ful fi:fin fj:fij "
-        "fo:fao fr:fra fy:fry ga:gle gd:gla gl:glg gn:grn gu:guj gv:glv ha:hau he:heb "
-        "hi:hin ho:hmo hr:hrv ht:hat hu:hun hy:hye hz:her ia:ina id:ind ie:ile ig:ibo "
-        "ii:iii ik:ipk io:ido is:isl it:ita iu:iku ja:jpn jv:jav ka:kat kg:kon ki:kik "
-        "kj:kua kk:kaz kl:kal km:khm kn:kan ko:kor kr:kau ks:kas ku:kur kv:kom kw:cor "
-        "ky:kir la:lat lb:ltz lg:lug li:lim ln:lin lo:lao lt:lit lu:lub lv:lav mg:mlg "
-        "mh:mah mi:mri mk:mkd ml:mal mn:mon mr:mar ms:msa mt:mlt my:mya na:nau nb:nob "
-        "nd:nde ne:nep ng:ndo nl:nld nn:nno no:nor nr:nbl nv:nav ny:nya oc:oci oj:oji "
-        "om:orm or:ori os:oss pa:pan pi:pli pl:pol ps:pus pt:por qu:que rm:roh rn:run "
-        "ro:ron ru:rus rw:kin sa:san sc:srd sd:snd se:sme sg:sag si:sin sk:slk sl:slv "
-        "sm:smo sn:sna so:som sq:sqi sr:srp ss:ssw st:sot su:sun sv:swe sw:swa ta:tam "
-        "te:tel tg:tgk th:tha ti:tir tk:tuk tl:tgl tn:tsn to:ton tr:tur ts:tso tt:tat "
-        "tw:twi ty:tah ug:uig uk:ukr ur:urd uz:uzb ve:ven vi:vie vo:vol wa:wln wo:wol "
-        "xh:xho yi:yid yo:yor za:zha zh:zho zu:zul"
-    ).split()
+    for pair in [
+        "aa:aar",
+        "ab:abk",
+        "af:afr",
+        "ak:aka",
+        "am:amh",
+        "an:arg",
+        "ar:ara",
+        "as:asm",
+        "av:ava",
+        "ay:aym",
+        "az:aze",
+        "ba:bak",
+        "be:bel",
+        "bg:bul",
+        "bi:bis",
+        "bm:bam",
+        "bn:ben",
+        "bo:bod",
+        "br:bre",
+        "bs:bos",
+        "ca:cat",
+        "ce:che",
+        "ch:cha",
+        "co:cos",
+        "cr:cre",
+        "cs:ces",
+        "cu:chu",
+        "cv:chv",
+        "cy:cym",
+        "da:dan",
+        "de:deu",
+        "dv:div",
+        "dz:dzo",
+        "ee:ewe",
+        "el:ell",
+        "en:eng",
+        "eo:epo",
+        "es:spa",
+        "et:est",
+        "eu:eus",
+        "fa:fas",
+        "ff:ful",
+        "fi:fin",
+        "fj:fij",
+        "fo:fao",
+        "fr:fra",
+        "fy:fry",
+        "ga:gle",
+        "gd:gla",
+        "gl:glg",
+        "gn:grn",
+        "gu:guj",
+        "gv:glv",
+        "ha:hau",
+        "he:heb",
+        "hi:hin",
+        "ho:hmo",
+        "hr:hrv",
+        "ht:hat",
+        "hu:hun",
+        "hy:hye",
+        "hz:her",
+        "ia:ina",
+        "id:ind",
+        "ie:ile",
+        "ig:ibo",
+        "ii:iii",
+        "ik:ipk",
+        "io:ido",
+        "is:isl",
+        "it:ita",
+        "iu:iku",
+        "ja:jpn",
+        "jv:jav",
+        "ka:kat",
+        "kg:kon",
+        "ki:kik",
+        "kj:kua",
+        "kk:kaz",
+        "kl:kal",
+        "km:khm",
+        "kn:kan",
+        "ko:kor",
+        "kr:kau",
+        "ks:kas",
+        "ku:kur",
+        "kv:kom",
+        "kw:cor",
+        "ky:kir",
+        "la:lat",
+        "lb:ltz",
+        "lg:lug",
+        "li:lim",
+        "ln:lin",
+        "lo:lao",
+        "lt:lit",
+        "lu:lub",
+        "lv:lav",
+        "mg:mlg",
+        "mh:mah",
+        "mi:mri",
+        "mk:mkd",
+        "ml:mal",
+        "mn:mon",
+        "mr:mar",
+        "ms:msa",
+        "mt:mlt",
+        "my:mya",
+        "na:nau",
+        "nb:nob",
+        "nd:nde",
+        "ne:nep",
+        "ng:ndo",
+        "nl:nld",
+        "nn:nno",
+        "no:nor",
+        "nr:nbl",
+        "nv:nav",
+        "ny:nya",
+        "oc:oci",
+        "oj:oji",
+        "om:orm",
+        "or:ori",
+        "os:oss",
+        "pa:pan",
+        "pi:pli",
+        "pl:pol",
+        "ps:pus",
+        "pt:por",
+        "qu:que",
+        "rm:roh",
+        "rn:run",
+        "ro:ron",
+        "ru:rus",
+        "rw:kin",
+        "sa:san",
+        "sc:srd",
+        "sd:snd",
+        "se:sme",
+        "sg:sag",
+        "si:sin",
+        "sk:slk",
+        "sl:slv",
+        "sm:smo",
+        "sn:sna",
+        "so:som",
+        "sq:sqi",
+        "sr:srp",
+        "ss:ssw",
+        "st:sot",
+        "su:sun",
+        "sv:swe",
+        "sw:swa",
+        "ta:tam",
+        "te:tel",
+        "tg:tgk",
+        "th:tha",
+        "ti:tir",
+        "tk:tuk",
+        "tl:tgl",
+        "tn:tsn",
+        "to:ton",
+        "tr:tur",
+        "ts:tso",
+        "tt:tat",
+        "tw:twi",
+        "ty:tah",
+        "ug:uig",
+        "uk:ukr",
+        "ur:urd",
+        "uz:uzb",
+        "ve:ven",
+        "vi:vie",
+        "vo:vol",
+        "wa:wln",
+        "wo:wol",
+        "xh:xho",
+        "yi:yid",
+        "yo:yor",
+        "za:zha",
+        "zh:zho",
+        "zu:zul",
+    ]
 )
 
 
@@ -443,8 +610,7 @@ def prepare_cover(cover: bytes, media_type: str | None, workdir: Path) -> Path |
                 if path is not None:
                     return path
         log.warning(
-            "SVG cover holds no usable embedded raster image; writing the "
-            "audiobook without a cover"
+            "SVG cover holds no usable embedded raster image; writing the audiobook without a cover"
         )
         return None
 
@@ -458,8 +624,19 @@ def prepare_cover(cover: bytes, media_type: str | None, workdir: Path) -> Path |
     else:
         target = workdir / "cover.png"
         result = _run_ffmpeg(
-            [*demuxer, "-frames:v", "1", "-c:v", "png", "-update", "1", "-f", "image2",
-             "-y", str(target)]
+            [
+                *demuxer,
+                "-frames:v",
+                "1",
+                "-c:v",
+                "png",
+                "-update",
+                "1",
+                "-f",
+                "image2",
+                "-y",
+                str(target),
+            ]
         )
         if result.returncode == 0 and target.exists() and target.stat().st_size:
             return target
@@ -595,13 +772,17 @@ def encode_m4b(
     return n_samples / sample_rate
 
 
-def _remux(head, audio_path, tags, marks, sample_rate, cover_path, workdir, out_path, stderr) -> None:
+def _remux(
+    head, audio_path, tags, marks, sample_rate, cover_path, workdir, out_path, stderr
+) -> None:
     """ffmpeg pass that copies the AAC stream of *audio_path* and adds chapters, tags and cover."""
     cmd = head + ["-i", str(audio_path)]
     cmd += _mux_args(tags, marks, sample_rate, cover_path, workdir) + ["-c:a", "copy"]
     cmd += _container_args(tags, out_path)
     try:
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False)
+        done = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(
                 f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: {_stderr_tail(stderr)}"
@@ -630,19 +811,35 @@ def remux_m4b(
     """
     marks = _check_chapters(chapters)
     if marks and marks[-1].end_sample > n_samples:
-        raise ValueError(f"the chapters end at sample {marks[-1].end_sample} but the audio has only {n_samples}")
+        raise ValueError(
+            f"the chapters end at sample {marks[-1].end_sample} but the audio has only {n_samples}"
+        )
     out_path = Path(out_path)
     head = [ffmpeg_exe(), "-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y"]
     with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=Path(out_path).parent) as tmp:
         workdir = Path(tmp)
         cover_path = prepare_cover(bytes(cover), cover_media_type, workdir) if cover else None
         with tempfile.TemporaryFile(dir=tmp) as stderr:
-            _remux(head, Path(audio_path), tags, marks, int(sample_rate), cover_path, workdir, out_path, stderr)
+            _remux(
+                head,
+                Path(audio_path),
+                tags,
+                marks,
+                int(sample_rate),
+                cover_path,
+                workdir,
+                out_path,
+                stderr,
+            )
     return n_samples / sample_rate
 
 
 def _mux_args(
-    tags: BookTags, chapters: Sequence[ChapterMark], sample_rate: int, cover_path: Path | None, workdir: Path
+    tags: BookTags,
+    chapters: Sequence[ChapterMark],
+    sample_rate: int,
+    cover_path: Path | None,
+    workdir: Path,
 ) -> list[str]:
     """Inputs 1 (chapters) and 2 (cover), the maps and the tags, after audio input 0."""
     meta_path = workdir / "metadata.txt"

@@ -14,8 +14,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Cue", "SUBTITLE_FORMATS", "chunk_cues", "split_cue_text", "format_srt", "format_vtt",
-           "format_subtitles", "parse_subtitles"]  # fmt: skip
+__all__ = [
+    "SUBTITLE_FORMATS",
+    "Cue",
+    "chunk_cues",
+    "format_srt",
+    "format_subtitles",
+    "format_vtt",
+    "parse_subtitles",
+    "split_cue_text",
+]  # fmt: skip
 
 #: Formats :func:`format_subtitles` writes (the file extension is the name).
 SUBTITLE_FORMATS = ("srt", "vtt")
@@ -80,7 +88,9 @@ def format_srt(cues: Iterable[Cue]) -> str:
     """SubRip text: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, blank line between."""
     blocks = []
     for n, cue in enumerate(cues, 1):
-        blocks.append(f"{n}\n{_clock(cue.start_s, ',')} --> {_clock(cue.end_s, ',')}\n{_cue_text(cue.text)}\n")
+        blocks.append(
+            f"{n}\n{_clock(cue.start_s, ',')} --> {_clock(cue.end_s, ',')}\n{_cue_text(cue.text)}\n"
+        )
     return "\n".join(blocks)
 
 
@@ -99,7 +109,9 @@ def format_subtitles(cues: Sequence[Cue], kind: str) -> str:
         return format_srt(cues)
     if kind == "vtt":
         return format_vtt(cues)
-    raise ValueError(f"unknown subtitle format {kind!r}; choose one of {', '.join(SUBTITLE_FORMATS)}")
+    raise ValueError(
+        f"unknown subtitle format {kind!r}; choose one of {', '.join(SUBTITLE_FORMATS)}"
+    )
 
 
 _TIMING = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{3})\s+-->\s+(\d+):(\d\d):(\d\d)[,.](\d{3})")

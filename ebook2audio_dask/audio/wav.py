@@ -16,8 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = [
-    "WAV_HEADER_BYTES", "encode_wav", "decode_wav", "wav_info", "wav_complete"]
+__all__ = ["WAV_HEADER_BYTES", "decode_wav", "encode_wav", "wav_complete", "wav_info"]
 
 #: Size of the header :func:`encode_wav` writes (the canonical RIFF/fmt/data
 #: layout).  Reading this many bytes of a stored chunk is enough for
@@ -69,7 +68,12 @@ def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
 def wav_complete(data: bytes) -> bool:
     """True when *data* is a whole canonical WAV file: its header's RIFF size and
     data-chunk size both match the bytes present (a truncated upload fails)."""
-    if len(data) < WAV_HEADER_BYTES or data[:4] != b"RIFF" or data[8:12] != b"WAVE" or data[36:40] != b"data":
+    if (
+        len(data) < WAV_HEADER_BYTES
+        or data[:4] != b"RIFF"
+        or data[8:12] != b"WAVE"
+        or data[36:40] != b"data"
+    ):
         return False
     riff = int.from_bytes(data[4:8], "little")
     payload = int.from_bytes(data[40:44], "little")

@@ -11,8 +11,8 @@ tracebacks and debug logging.  Everything printed goes through :func:`echo`
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 import sys
 import traceback
 from typing import Any
@@ -31,14 +31,16 @@ from ..errors import (
     terminal_safe,
 )
 
-__all__ = ["main", "cli", "parse_chapters", "parse_settings", "parse_storage_options"]
+__all__ = ["cli", "main", "parse_chapters", "parse_settings", "parse_storage_options"]
 
 
 #: A ``--chapters`` value of numbers and ranges only (anything else is a title).
 _NUMBERS = re.compile(r"^[\s\d,-]+$")
 
 
-def parse_chapters(spec: "str | tuple[str, ...] | list[str] | None") -> "tuple[int | range | str, ...] | None":
+def parse_chapters(
+    spec: str | tuple[str, ...] | list[str] | None,
+) -> tuple[int | range | str, ...] | None:
     """``--chapters`` values → chapter numbers, ranges and titles; none → ``None`` (all chapters).
 
     A value made of numbers and ranges (``"1-3,7"``) gives ``range(1, 4)``
@@ -76,7 +78,9 @@ def parse_chapters(spec: "str | tuple[str, ...] | list[str] | None") -> "tuple[i
                         raise ValueError
                     out.append(n)
             except ValueError:
-                raise UsageError(f"bad chapter range {one_line(part, 40)!r} in --chapters (use e.g. 1-3,7)") from None
+                raise UsageError(
+                    f"bad chapter range {one_line(part, 40)!r} in --chapters (use e.g. 1-3,7)"
+                ) from None
     return tuple(dict.fromkeys(out)) or None
 
 
@@ -116,7 +120,9 @@ def parse_pauses(pairs: tuple[str, ...] | list[str]) -> dict[str, float] | None:
     return out
 
 
-def parse_storage_options(text: str | None, s3_endpoint: str | None = None) -> dict[str, Any] | None:
+def parse_storage_options(
+    text: str | None, s3_endpoint: str | None = None
+) -> dict[str, Any] | None:
     """``--storage-options JSON`` and ``--s3-endpoint URL`` → fsspec storage options.
 
     The endpoint goes under ``{"s3": {"client_kwargs": {"endpoint_url": URL}}}``
@@ -128,14 +134,18 @@ def parse_storage_options(text: str | None, s3_endpoint: str | None = None) -> d
         try:
             options = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"--storage-options is not valid JSON: {exc.msg} at character {exc.pos}") from None
+            raise UsageError(
+                f"--storage-options is not valid JSON: {exc.msg} at character {exc.pos}"
+            ) from None
         if not isinstance(options, dict):
             raise UsageError("--storage-options must be a JSON object")
     if s3_endpoint:
         import fsspec
 
         known = set(fsspec.available_protocols())
-        per_protocol = bool(options) and all(k in known and isinstance(v, dict) for k, v in options.items())
+        per_protocol = bool(options) and all(
+            k in known and isinstance(v, dict) for k, v in options.items()
+        )
         if not per_protocol:  # a flat dict applies to every remote protocol: keep that for s3 too
             options = {"s3": dict(options)} if options else {}
         s3 = options.setdefault("s3", {})
@@ -167,7 +177,7 @@ _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e
 class _SafeFormatter(logging.Formatter):
     """Log lines with control characters escaped (tracebacks, shown with --debug, as they are)."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         return terminal_safe(super().formatMessage(record))
 
 
@@ -175,7 +185,9 @@ def _setup_logging(debug: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
-    logging.captureWarnings(True)  # Python warnings (e.g. distributed's) become log lines, made safe too
+    logging.captureWarnings(
+        True
+    )  # Python warnings (e.g. distributed's) become log lines, made safe too
     if not debug:
         logging.getLogger("py.warnings").setLevel(logging.ERROR)
         for name in ("distributed", "bokeh", "tornado"):
@@ -189,8 +201,10 @@ def _setup_logging(debug: bool) -> None:
 
 
 #: Printed when Ctrl-C stops a run before the library could count what is kept.
-INTERRUPTED = ("interrupted: the chunks synthesised so far are kept in the chunk store; "
-               "the same command resumes from them")
+INTERRUPTED = (
+    "interrupted: the chunks synthesised so far are kept in the chunk store; "
+    "the same command resumes from them"
+)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -215,9 +229,15 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-_cache_url = click.option("--cache", "cache_url", help="Chunk store URL (default: ebook2audio.cache).")
-_storage = click.option("--storage-options", "storage_json", metavar="JSON", help="fsspec options (JSON).")
-_endpoint = click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint for s3:// URLs.")
+_cache_url = click.option(
+    "--cache", "cache_url", help="Chunk store URL (default: ebook2audio.cache)."
+)
+_storage = click.option(
+    "--storage-options", "storage_json", metavar="JSON", help="fsspec options (JSON)."
+)
+_endpoint = click.option(
+    "--s3-endpoint", metavar="URL", help="S3-compatible endpoint for s3:// URLs."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -239,91 +259,242 @@ def cli() -> None:
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, help="Output folder (path or fsspec URL).")
-@click.option("--engine", help="Speech engine (piper, espeak, coqui, kokoro, openai...; see `ebook2audio engines`); "
-                              "default: chosen by language.")
-@click.option("--voice", "voices", multiple=True,
-              help="Voice id, Piper .onnx model, Coqui speaker name, XTTS reference clip(s) to clone "
-                   "(repeat for several clips; a folder or glob works too), or a Kokoro voice or blend "
-                   "(\"af_heart:0.7+bf_emma:0.3\"). Default: by language.")
-@click.option("--model", help="Coqui model: folder (config.json + checkpoint), checkpoint file, fsspec URL "
-                              "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model. "
-                              "With --engine kokoro: a Kokoro-82M folder (.onnx + voices, or .pth + config.json "
-                              "+ voices/), model file or fsspec URL (default ebook2audio.kokoro.model). "
-                              "With --engine openai: the server's model name (tts-1, kokoro...).")
-@click.option("--endpoint", "endpoints", multiple=True, metavar="URL",
-              help="With --engine openai: base URL of an OpenAI-compatible speech server "
-                   "(http://127.0.0.1:8880/v1); repeat to spread the requests over several. API key: "
-                   "$OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY. See ebook2audio.openai.")
-@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Engine setting that changes the audio (e.g. length_scale=1.1, temperature=0.7). Repeatable.")
+@click.option(
+    "--engine",
+    help="Speech engine (piper, espeak, coqui, kokoro, openai...; see `ebook2audio engines`); "
+    "default: chosen by language.",
+)
+@click.option(
+    "--voice",
+    "voices",
+    multiple=True,
+    help="Voice id, Piper .onnx model, Coqui speaker name, XTTS reference clip(s) to clone "
+    "(repeat for several clips; a folder or glob works too), or a Kokoro voice or blend "
+    '("af_heart:0.7+bf_emma:0.3"). Default: by language.',
+)
+@click.option(
+    "--model",
+    help="Coqui model: folder (config.json + checkpoint), checkpoint file, fsspec URL "
+    "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model. "
+    "With --engine kokoro: a Kokoro-82M folder (.onnx + voices, or .pth + config.json "
+    "+ voices/), model file or fsspec URL (default ebook2audio.kokoro.model). "
+    "With --engine openai: the server's model name (tts-1, kokoro...).",
+)
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    metavar="URL",
+    help="With --engine openai: base URL of an OpenAI-compatible speech server "
+    "(http://127.0.0.1:8880/v1); repeat to spread the requests over several. API key: "
+    "$OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY. See ebook2audio.openai.",
+)
+@click.option(
+    "--setting",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Engine setting that changes the audio (e.g. length_scale=1.1, temperature=0.7). Repeatable.",
+)
 @click.option("--language", help="Override the book's language (BCP 47, e.g. fr, en-GB).")
-@click.option("--chapters", multiple=True,
-              help="Chapters to convert: numbers as `inspect` shows them (1-3,7), or a title or part of "
-                   "one (\"The Real Princess\", \"Stave*\"); repeatable.")
-@click.option("--include-matter", is_flag=True, default=None,
-              help="Also read front/back matter (title page, contents, licence, colophon).")
-@click.option("--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster.")
-@click.option("--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1.")
-@click.option("--slots-per-gpu", type=click.IntRange(1), metavar="N",
-              help="Synthesize tasks each embedded GPU worker runs at once, sharing one copy of the engine "
-                   "(default 1: ebook2audio.cluster.slots-per-gpu). 2-4 help a small model (Kokoro) that "
-                   "leaves a big GPU idle.")
-@click.option("--memory-limit", help="Memory limit of each embedded worker: 4GiB, auto (default: the "
-                                     "machine's memory shared among the workers) or 0 (none).")
-@click.option("--adapt", metavar="MIN:MAX",
-              help="Adaptive cluster (embedded or --slurm): MIN to MAX workers, following the queued synthesis.")
-@click.option("--slurm", is_flag=True,
-              help="Run the workers as SLURM jobs (dask-jobqueue; settings: ebook2audio.slurm config section).")
-@click.option("--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT or tls://HOST:PORT).")
-@click.option("--tls-ca-file", type=click.Path(dir_okay=False), help="CA certificate (PEM) of a tls:// scheduler.")
-@click.option("--tls-cert", type=click.Path(dir_okay=False), help="This client's certificate (PEM) for a tls:// scheduler.")
-@click.option("--tls-key", type=click.Path(dir_okay=False), help="This client's private key (PEM), unless in --tls-cert.")
-@click.option("--tls", "tls", is_flag=True, default=None,
-              help="TLS inside the embedded cluster (throw-away certificate; it listens on 127.0.0.1 anyway).")
+@click.option(
+    "--chapters",
+    multiple=True,
+    help="Chapters to convert: numbers as `inspect` shows them (1-3,7), or a title or part of "
+    'one ("The Real Princess", "Stave*"); repeatable.',
+)
+@click.option(
+    "--include-matter",
+    is_flag=True,
+    default=None,
+    help="Also read front/back matter (title page, contents, licence, colophon).",
+)
+@click.option(
+    "--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster."
+)
+@click.option(
+    "--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1."
+)
+@click.option(
+    "--slots-per-gpu",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Synthesize tasks each embedded GPU worker runs at once, sharing one copy of the engine "
+    "(default 1: ebook2audio.cluster.slots-per-gpu). 2-4 help a small model (Kokoro) that "
+    "leaves a big GPU idle.",
+)
+@click.option(
+    "--memory-limit",
+    help="Memory limit of each embedded worker: 4GiB, auto (default: the "
+    "machine's memory shared among the workers) or 0 (none).",
+)
+@click.option(
+    "--adapt",
+    metavar="MIN:MAX",
+    help="Adaptive cluster (embedded or --slurm): MIN to MAX workers, following the queued synthesis.",
+)
+@click.option(
+    "--slurm",
+    is_flag=True,
+    help="Run the workers as SLURM jobs (dask-jobqueue; settings: ebook2audio.slurm config section).",
+)
+@click.option(
+    "--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT or tls://HOST:PORT)."
+)
+@click.option(
+    "--tls-ca-file",
+    type=click.Path(dir_okay=False),
+    help="CA certificate (PEM) of a tls:// scheduler.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    help="This client's certificate (PEM) for a tls:// scheduler.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    help="This client's private key (PEM), unless in --tls-cert.",
+)
+@click.option(
+    "--tls",
+    "tls",
+    is_flag=True,
+    default=None,
+    help="TLS inside the embedded cluster (throw-away certificate; it listens on 127.0.0.1 anyway).",
+)
 @click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
-@click.option("--storage-options", "storage_json", metavar="JSON",
-              help='fsspec options for inputs, output and cache: flat, or per protocol '
-                   '({"s3": {"profile": "books"}}). Also FSSPEC_S3_* environment variables.')
-@click.option("--s3-endpoint", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, moto...) for s3:// URLs.")
+@click.option(
+    "--storage-options",
+    "storage_json",
+    metavar="JSON",
+    help="fsspec options for inputs, output and cache: flat, or per protocol "
+    '({"s3": {"profile": "books"}}). Also FSSPEC_S3_* environment variables.',
+)
+@click.option(
+    "--s3-endpoint",
+    metavar="URL",
+    help="S3-compatible endpoint (MinIO, Ceph, moto...) for s3:// URLs.",
+)
 @click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
 @click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
-@click.option("--retries", type=click.IntRange(0),
-              help="More attempts for a chunk the engine fails on (default 2). Chunks that fail them all "
-                   "are listed in OUTPUT/<stem>.failures.jsonl and the book fails (exit 1).")
-@click.option("--allow-gaps", is_flag=True, default=None,
-              help="Finish books whose chunks could not all be synthesised, with silence in their place "
-                   "(listed in the report and OUTPUT/<stem>.failures.jsonl).")
-@click.option("--format", "audio_format", type=click.Choice(["m4b", "mp3", "opus", "flac", "wav"]),
-              help="Audio format (default m4b: AAC with chapters). mp3: ID3v2.3 tags and CHAP chapters; opus: "
-                   "Ogg Opus; flac; wav (no chapters in the file). See ebook2audio.output.format.")
-@click.option("--split", type=click.Choice(["none", "chapters"]),
-              help="chapters: one file per chapter, OUTPUT/<stem>/<NN> - <title>.<ext>, with track numbers.")
-@click.option("--split-hours", type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
-              help="Parts of at most HOURS hours (e.g. 10 or 0.5): OUTPUT/<stem> - Part i of n.<ext>, cut "
-                   "between sentences, at a chapter's start when one is close.")
-@click.option("--loudnorm/--no-loudnorm", default=None,
-              help="EBU R128 loudness normalisation (ffmpeg loudnorm; -16 LUFS, -1.5 dBTP, LRA 11 by default: "
-                   "ebook2audio.output.loudness).")
-@click.option("--subtitles", type=click.Choice(["none", "srt", "vtt"]),
-              help="Write subtitles (read-along text) next to each audio file: one cue per sentence, timed "
-                   "from the real audio.")
-@click.option("--pause", "pauses", multiple=True, metavar="KIND=SECONDS",
-              help="Silence after a sentence group, paragraph, title or chapter, e.g. --pause chapter=3 "
-                   "(repeatable; default: ebook2audio.pauses).")
-@click.option("--priority", "priority", multiple=True, metavar="BOOK",
-              help="Convert this book first (path, file name or glob; repeatable). Default: input order.")
-@click.option("--normalize/--no-normalize", "normalize", default=None,
-              help="Say numbers, Roman numerals and abbreviations in words (en, fr, nl rules; default: "
-                   "ebook2audio.text.normalize, on). --no-normalize sends the text as written.")
-@click.option("--lexicon", "lexicons", multiple=True, metavar="FILE",
-              help="Pronunciation lexicon (path or URL; repeatable): YAML/JSON {language: {word: "
-                   "respelling or /IPA/}} or PLS XML. See docs/text.md.")
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    help="More attempts for a chunk the engine fails on (default 2). Chunks that fail them all "
+    "are listed in OUTPUT/<stem>.failures.jsonl and the book fails (exit 1).",
+)
+@click.option(
+    "--allow-gaps",
+    is_flag=True,
+    default=None,
+    help="Finish books whose chunks could not all be synthesised, with silence in their place "
+    "(listed in the report and OUTPUT/<stem>.failures.jsonl).",
+)
+@click.option(
+    "--format",
+    "audio_format",
+    type=click.Choice(["m4b", "mp3", "opus", "flac", "wav"]),
+    help="Audio format (default m4b: AAC with chapters). mp3: ID3v2.3 tags and CHAP chapters; opus: "
+    "Ogg Opus; flac; wav (no chapters in the file). See ebook2audio.output.format.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["none", "chapters"]),
+    help="chapters: one file per chapter, OUTPUT/<stem>/<NN> - <title>.<ext>, with track numbers.",
+)
+@click.option(
+    "--split-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="HOURS",
+    help="Parts of at most HOURS hours (e.g. 10 or 0.5): OUTPUT/<stem> - Part i of n.<ext>, cut "
+    "between sentences, at a chapter's start when one is close.",
+)
+@click.option(
+    "--loudnorm/--no-loudnorm",
+    default=None,
+    help="EBU R128 loudness normalisation (ffmpeg loudnorm; -16 LUFS, -1.5 dBTP, LRA 11 by default: "
+    "ebook2audio.output.loudness).",
+)
+@click.option(
+    "--subtitles",
+    type=click.Choice(["none", "srt", "vtt"]),
+    help="Write subtitles (read-along text) next to each audio file: one cue per sentence, timed "
+    "from the real audio.",
+)
+@click.option(
+    "--pause",
+    "pauses",
+    multiple=True,
+    metavar="KIND=SECONDS",
+    help="Silence after a sentence group, paragraph, title or chapter, e.g. --pause chapter=3 "
+    "(repeatable; default: ebook2audio.pauses).",
+)
+@click.option(
+    "--priority",
+    "priority",
+    multiple=True,
+    metavar="BOOK",
+    help="Convert this book first (path, file name or glob; repeatable). Default: input order.",
+)
+@click.option(
+    "--normalize/--no-normalize",
+    "normalize",
+    default=None,
+    help="Say numbers, Roman numerals and abbreviations in words (en, fr, nl rules; default: "
+    "ebook2audio.text.normalize, on). --no-normalize sends the text as written.",
+)
+@click.option(
+    "--lexicon",
+    "lexicons",
+    multiple=True,
+    metavar="FILE",
+    help="Pronunciation lexicon (path or URL; repeatable): YAML/JSON {language: {word: "
+    "respelling or /IPA/}} or PLS XML. See docs/text.md.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
-def convert(inputs, output, engine, voices, model, endpoints, settings, language, chapters, include_matter, n_workers,
-            gpus, slots_per_gpu, memory_limit, adapt, slurm, scheduler, tls_ca_file, tls_cert, tls_key, tls, cache, storage_json,
-            s3_endpoint, batch_chars, engine_threads, retries, allow_gaps, audio_format, split, split_hours,
-            loudnorm, subtitles, pauses, priority, normalize, lexicons, no_progress, debug) -> None:
+def convert(
+    inputs,
+    output,
+    engine,
+    voices,
+    model,
+    endpoints,
+    settings,
+    language,
+    chapters,
+    include_matter,
+    n_workers,
+    gpus,
+    slots_per_gpu,
+    memory_limit,
+    adapt,
+    slurm,
+    scheduler,
+    tls_ca_file,
+    tls_cert,
+    tls_key,
+    tls,
+    cache,
+    storage_json,
+    s3_endpoint,
+    batch_chars,
+    engine_threads,
+    retries,
+    allow_gaps,
+    audio_format,
+    split,
+    split_hours,
+    loudnorm,
+    subtitles,
+    pauses,
+    priority,
+    normalize,
+    lexicons,
+    no_progress,
+    debug,
+) -> None:
     """Convert INPUT books to OUTPUT/<stem>.m4b (or --format/--split files) and OUTPUT/<stem>.report.json.
 
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).
@@ -345,7 +516,9 @@ def convert(inputs, output, engine, voices, model, endpoints, settings, language
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if scheduler and (adapt_range or slurm):
-            raise UsageError("--scheduler runs on an existing cluster: it cannot be combined with --adapt or --slurm")
+            raise UsageError(
+                "--scheduler runs on an existing cluster: it cannot be combined with --adapt or --slurm"
+            )
         from ..cluster import client_security
 
         security = client_security(tls_ca_file, tls_cert, tls_key)
@@ -355,12 +528,31 @@ def convert(inputs, output, engine, voices, model, endpoints, settings, language
             import dask
 
             dask.config.set({"ebook2audio.openai.endpoints": list(endpoints)})
-        check_request(list(inputs), output, engine=engine, storage_options=storage_options, lexicons=lexicons,
-                      format=audio_format, split=split, split_hours=split_hours, loudnorm=loudnorm,
-                      subtitles=subtitles)  # before the cluster starts
-        with client_for(None, scheduler, n_workers, engine_threads, gpus=gpus or "default",
-                        adapt=adapt_range, slurm=slurm, security=security, tls=tls,
-                        memory_limit=memory_limit or "default", slots_per_gpu=slots_per_gpu) as client:
+        check_request(
+            list(inputs),
+            output,
+            engine=engine,
+            storage_options=storage_options,
+            lexicons=lexicons,
+            format=audio_format,
+            split=split,
+            split_hours=split_hours,
+            loudnorm=loudnorm,
+            subtitles=subtitles,
+        )  # before the cluster starts
+        with client_for(
+            None,
+            scheduler,
+            n_workers,
+            engine_threads,
+            gpus=gpus or "default",
+            adapt=adapt_range,
+            slurm=slurm,
+            security=security,
+            tls=tls,
+            memory_limit=memory_limit or "default",
+            slots_per_gpu=slots_per_gpu,
+        ) as client:
             if client.dashboard_link:
                 echo(f"dashboard: {client.dashboard_link}", err=True)
             bars = None
@@ -378,13 +570,33 @@ def convert(inputs, output, engine, voices, model, endpoints, settings, language
 
             try:
                 results = run_convert(
-                    list(inputs), output, engine=engine, voice=voice, model=model, language=language,
-                    settings=setting_map, storage_options=storage_options,
-                    chapters=chapter_list, include_matter=include_matter, cache=cache, client=client,
-                    batch_chars=batch_chars, engine_threads=engine_threads, retries=retries,
-                    allow_gaps=allow_gaps, bars=bars, on_result=finished, priority=priority,
-                    format=audio_format, split=split, split_hours=split_hours, loudnorm=loudnorm,
-                    subtitles=subtitles, pauses=pause_map, normalize=normalize, lexicons=lexicons or None,
+                    list(inputs),
+                    output,
+                    engine=engine,
+                    voice=voice,
+                    model=model,
+                    language=language,
+                    settings=setting_map,
+                    storage_options=storage_options,
+                    chapters=chapter_list,
+                    include_matter=include_matter,
+                    cache=cache,
+                    client=client,
+                    batch_chars=batch_chars,
+                    engine_threads=engine_threads,
+                    retries=retries,
+                    allow_gaps=allow_gaps,
+                    bars=bars,
+                    on_result=finished,
+                    priority=priority,
+                    format=audio_format,
+                    split=split,
+                    split_hours=split_hours,
+                    loudnorm=loudnorm,
+                    subtitles=subtitles,
+                    pauses=pause_map,
+                    normalize=normalize,
+                    lexicons=lexicons or None,
                     slots=adapt_range[1] if adapt_range else None,
                 )
             finally:
@@ -432,10 +644,14 @@ def _summary_table(results) -> str:
             rows.append((name, status, str(len(r.report["chapters"])), f"{t['audio_s'] / 60:.1f} min",
                          f"{t['wall_s']:.0f} s", r.output))  # fmt: skip
         else:
-            problem = r.error[len(r.source) + 2:] if r.error.startswith(r.source + ": ") else r.error
+            problem = (
+                r.error[len(r.source) + 2 :] if r.error.startswith(r.source + ": ") else r.error
+            )
             rows.append((name, "FAILED", "-", "-", "-", problem))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5] for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -470,9 +686,13 @@ def _book_summary(book, include_matter: bool = False) -> dict[str, Any]:
 @cli.command()
 @click.argument("input")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--include-matter", is_flag=True, default=None,
-              help="Number front/back matter (title page, contents, licence, colophon) too, as "
-                   "convert --include-matter does.")
+@click.option(
+    "--include-matter",
+    is_flag=True,
+    default=None,
+    help="Number front/back matter (title page, contents, licence, colophon) too, as "
+    "convert --include-matter does.",
+)
 @_storage
 @_endpoint
 @debug_option
@@ -489,7 +709,6 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
     try:
         from .. import config
         from ..ingest import read_book
-
         from ..storage.checks import check_input
 
         keep = bool(config.get("include-matter", override=include_matter))
@@ -517,7 +736,9 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
         size = f"({ch['chars']} chars, {ch['words']} words)"
         title = ch["title"] if len(ch["title"]) <= 80 else ch["title"][:79] + "…"
         if ch["index"] is None:
-            echo(f"  {'-':>{width}}  {title}  {size}  [skipped: {ch['kind']} matter, {ch['reason']}]")
+            echo(
+                f"  {'-':>{width}}  {title}  {size}  [skipped: {ch['kind']} matter, {ch['reason']}]"
+            )
         else:
             kind = "" if ch["kind"] == "body" else f" [{ch['kind']} matter: {ch['reason']}]"
             echo(f"  {ch['index']:>{width}}. {title}{kind}  {size}")
@@ -525,7 +746,9 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
 
 @cli.command()
 @click.argument("outdir")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (rows, totals, problems).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the summary as JSON (rows, totals, problems)."
+)
 @_storage
 @_endpoint
 @debug_option
@@ -545,7 +768,9 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
 
         summary = summarize_reports(outdir, parse_storage_options(storage_json, s3_endpoint))
         if not summary["books"] and not summary["problems"]:
-            raise UsageError(f"{outdir}: no *.report.json here (ebook2audio convert -o {outdir} writes them)")
+            raise UsageError(
+                f"{outdir}: no *.report.json here (ebook2audio convert -o {outdir} writes them)"
+            )
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
@@ -562,16 +787,30 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
 def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
     from ..engines import get_engine_class
 
-    info: dict[str, Any] = {"name": name, "available": False, "why": "", "devices": [],
-                            "max_chars": None, "languages": [], "voices": [], "sample_rate": None}
+    info: dict[str, Any] = {
+        "name": name,
+        "available": False,
+        "why": "",
+        "devices": [],
+        "max_chars": None,
+        "languages": [],
+        "voices": [],
+        "sample_rate": None,
+    }
     try:
         cls = get_engine_class(name)
     except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
         info["why"] = f"cannot import: {exc}"
         return info
     ok, why = cls.availability()
-    info.update(available=ok, why=why, devices=list(cls.devices), max_chars=cls.max_chars,
-                seeded=cls.seeded, uses_model=cls.uses_model)
+    info.update(
+        available=ok,
+        why=why,
+        devices=list(cls.devices),
+        max_chars=cls.max_chars,
+        seeded=cls.seeded,
+        uses_model=cls.uses_model,
+    )
     if not ok:
         return info
     try:
@@ -593,8 +832,11 @@ def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--model", help="Describe this Coqui or Kokoro model (default: ebook2audio.coqui.model, "
-                              "ebook2audio.kokoro.model).")
+@click.option(
+    "--model",
+    help="Describe this Coqui or Kokoro model (default: ebook2audio.coqui.model, "
+    "ebook2audio.kokoro.model).",
+)
 @debug_option
 def engines(as_json, model, debug) -> None:
     """List the speech engines: installed or not (and why), languages, voices, devices."""
@@ -617,19 +859,21 @@ def engines(as_json, model, debug) -> None:
         langs = info["languages"]
         shown = ", ".join(langs[:12]) + (f", ... ({len(langs)} in all)" if len(langs) > 12 else "")
         echo(f"  languages:   {shown or '-'}")
-        echo(f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})")
+        echo(
+            f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})"
+        )
         devices = ", ".join(info["devices"])
         if "cuda_devices" in info:
             devices += f" ({info['cuda_devices']} CUDA device(s) visible)"
-        echo(f"  sample rate: {info['sample_rate'] or '-'} Hz   devices: {devices}"
-                   f"   max chars per chunk: {info['max_chars']}")
+        echo(
+            f"  sample rate: {info['sample_rate'] or '-'} Hz   devices: {devices}"
+            f"   max chars per chunk: {info['max_chars']}"
+        )
 
 
 @cli.group()
 def cache() -> None:
     """Look after the chunk store: what is in it, and pruning it."""
-
-
 
 
 def _human(n: float) -> str:
@@ -654,7 +898,10 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
         from ..pipeline.cache import cache_info
         from ..storage import ChunkStore
 
-        store = ChunkStore.make(config.get("cache", override=cache_url), parse_storage_options(storage_json, s3_endpoint))
+        store = ChunkStore.make(
+            config.get("cache", override=cache_url),
+            parse_storage_options(storage_json, s3_endpoint),
+        )
         info = cache_info(store)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
@@ -662,8 +909,10 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
     if as_json:
         echo_json(info)
         return
-    echo(f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, "
-               f"{info['encoded_books']} encoded books, {_human(info['bytes'])}")
+    echo(
+        f"{info['url']}: {info['chunks']} chunks, {info['voices']} voices, "
+        f"{info['encoded_books']} encoded books, {_human(info['bytes'])}"
+    )
     for name, e in info["engines"].items():
         echo(f"  {name}: {e['chunks']} chunks, {e['voices']} voices, {_human(e['bytes'])}")
 
@@ -672,23 +921,57 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
 @_cache_url
 @_storage
 @_endpoint
-@click.option("--keep", "keep_books", multiple=True, metavar="BOOK",
-              help="Keep the chunks these books use (files, folders, globs; planned with --engine/--voice/"
-                   "--language/--setting as convert would); delete the others. Repeatable.")
-@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
-              help="Delete what was written more than DAYS ago (with --keep: only unused and old).")
+@click.option(
+    "--keep",
+    "keep_books",
+    multiple=True,
+    metavar="BOOK",
+    help="Keep the chunks these books use (files, folders, globs; planned with --engine/--voice/"
+    "--language/--setting as convert would); delete the others. Repeatable.",
+)
+@click.option(
+    "--older-than",
+    "older_than",
+    type=click.FloatRange(min=0),
+    metavar="DAYS",
+    help="Delete what was written more than DAYS ago (with --keep: only unused and old).",
+)
 @click.option("--engine", help="Engine the --keep books are converted with.")
 @click.option("--voice", help="Voice the --keep books are converted with.")
 @click.option("--language", help="Language override the --keep books are converted with.")
-@click.option("--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Engine setting (repeatable).")
-@click.option("--normalize/--no-normalize", "normalize", default=None,
-              help="Whether the --keep books are converted with text normalisation (default: on).")
-@click.option("--lexicon", "lexicons", multiple=True, metavar="FILE",
-              help="Pronunciation lexicon the --keep books are converted with (repeatable).")
+@click.option(
+    "--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Engine setting (repeatable)."
+)
+@click.option(
+    "--normalize/--no-normalize",
+    "normalize",
+    default=None,
+    help="Whether the --keep books are converted with text normalisation (default: on).",
+)
+@click.option(
+    "--lexicon",
+    "lexicons",
+    multiple=True,
+    metavar="FILE",
+    help="Pronunciation lexicon the --keep books are converted with (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
 @debug_option
-def cache_prune_cmd(cache_url, storage_json, s3_endpoint, keep_books, older_than, engine, voice, language,
-                    settings, normalize, lexicons, dry_run, debug) -> None:
+def cache_prune_cmd(
+    cache_url,
+    storage_json,
+    s3_endpoint,
+    keep_books,
+    older_than,
+    engine,
+    voice,
+    language,
+    settings,
+    normalize,
+    lexicons,
+    dry_run,
+    debug,
+) -> None:
     """Delete chunks no given book uses, and/or chunks older than some days."""
     _setup_logging(debug)
     try:

@@ -4,24 +4,24 @@ existing cluster."""
 
 from .adaptive import SynthesisAdaptive, parse_adapt, synthesis_target
 from .gpus import EngineTeardown, GPULocalCluster, detect_gpus, ensure_engine_teardown, parse_gpus
-from .security import client_security, embedded_security
 from .local import client_for, default_n_workers, local_cluster
+from .security import client_security, embedded_security
 from .slurm import slurm_cluster, slurm_job_script
 
 __all__ = [
-    "client_for",
-    "default_n_workers",
-    "local_cluster",
-    "GPULocalCluster",
     "EngineTeardown",
-    "ensure_engine_teardown",
-    "detect_gpus",
-    "parse_gpus",
+    "GPULocalCluster",
     "SynthesisAdaptive",
-    "synthesis_target",
+    "client_for",
+    "client_security",
+    "default_n_workers",
+    "detect_gpus",
+    "embedded_security",
+    "ensure_engine_teardown",
+    "local_cluster",
     "parse_adapt",
+    "parse_gpus",
     "slurm_cluster",
     "slurm_job_script",
-    "client_security",
-    "embedded_security",
+    "synthesis_target",
 ]

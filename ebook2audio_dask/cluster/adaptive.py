@@ -16,7 +16,7 @@ import math
 
 from distributed.deploy.adaptive import Adaptive
 
-__all__ = ["SynthesisAdaptive", "synthesis_target", "parse_adapt"]
+__all__ = ["SynthesisAdaptive", "parse_adapt", "synthesis_target"]
 
 _WAITING = ("released", "waiting", "no-worker", "queued", "processing")
 

@@ -14,9 +14,9 @@ when its parent (the client process, which runs the nannies) goes away.
 
 from __future__ import annotations
 
+import os
 
 from ..logs import get_logger
-import os
 
 logger = get_logger(__name__)
 

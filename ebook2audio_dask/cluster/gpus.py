@@ -9,17 +9,23 @@ loaded there stays resident on that GPU for every task the worker runs.
 from __future__ import annotations
 
 import copy
-
-from ..logs import get_logger
 import os
 import shutil
 import subprocess
-from typing import Iterable
+from collections.abc import Iterable
 
 from distributed import LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
-__all__ = ["GPULocalCluster", "detect_gpus", "parse_gpus", "EngineTeardown", "ensure_engine_teardown"]
+from ..logs import get_logger
+
+__all__ = [
+    "EngineTeardown",
+    "GPULocalCluster",
+    "detect_gpus",
+    "ensure_engine_teardown",
+    "parse_gpus",
+]
 
 logger = get_logger(__name__)
 
@@ -40,7 +46,9 @@ def detect_gpus() -> list[str]:
     if not smi:
         return []
     try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False).stdout
+        out = subprocess.run(
+            [smi, "-L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
@@ -86,7 +94,9 @@ class GPULocalCluster(LocalCluster):
         self.gpus = list(gpus)
         self.slots_per_gpu = slots
         kwargs["n_workers"] = 0
-        kwargs["resources"] = {name: amount * slots for name, amount in (kwargs.get("resources") or {}).items()}
+        kwargs["resources"] = {
+            name: amount * slots for name, amount in (kwargs.get("resources") or {}).items()
+        }
         kwargs["threads_per_worker"] = max(int(kwargs.get("threads_per_worker") or 1), slots)
         super().__init__(**kwargs)
         self.scale(len(self.gpus))
@@ -94,9 +104,10 @@ class GPULocalCluster(LocalCluster):
     def new_worker_spec(self):
         """The next worker's spec, pinned to a GPU no running worker holds."""
         spec = super().new_worker_spec()
-        (name, worker), = spec.items()
+        ((name, worker),) = spec.items()
         taken = [
-            (w.get("options", {}).get("env") or {}).get("CUDA_VISIBLE_DEVICES") for w in self.worker_spec.values()
+            (w.get("options", {}).get("env") or {}).get("CUDA_VISIBLE_DEVICES")
+            for w in self.worker_spec.values()
         ]
         free = [g for g in self.gpus if g not in taken] or self.gpus
         worker = copy.deepcopy(worker)

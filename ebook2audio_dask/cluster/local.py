@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import dask
 from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 
-from ..logs import get_logger
 from .. import config
 from ..errors import UsageError, one_line
+from ..logs import get_logger
 from .adaptive import SynthesisAdaptive
 from .gpus import GPULocalCluster, ensure_engine_teardown, parse_gpus
 from .security import client_security, embedded_security
@@ -98,14 +98,20 @@ def local_cluster(
         gpus = config.get("cluster.gpus", "auto")
     gpu_list = parse_gpus(gpus)
     slots = _slots_per_gpu(slots_per_gpu)
-    n = n_workers if n_workers is not None else (config.get("cluster.n-workers", None) or default_n_workers(engine_threads))
+    n = (
+        n_workers
+        if n_workers is not None
+        else (config.get("cluster.n-workers", None) or default_n_workers(engine_threads))
+    )
     if gpu_list:
         n = len(gpu_list)
     threads = int(config.get("synthesize.engine-threads", override=engine_threads))
     if int(n) * threads > _cores():
         logger.warning(
             "%d workers x %d engine threads > %d cores: engines will compete for cores",
-            int(n), threads, _cores(),
+            int(n),
+            threads,
+            _cores(),
         )
     if dashboard_address == "default":
         dashboard_address = config.get("cluster.dashboard-address", None)
@@ -115,11 +121,18 @@ def local_cluster(
     kwargs.setdefault("silence_logs", logging.INFO if debugging else logging.CRITICAL)
     if memory_limit == "default":
         memory_limit = config.get("cluster.memory-limit", "auto")
-    if isinstance(memory_limit, str) and memory_limit.strip().lower() not in ("auto", "0", "none", ""):
+    if isinstance(memory_limit, str) and memory_limit.strip().lower() not in (
+        "auto",
+        "0",
+        "none",
+        "",
+    ):
         try:
             parse_bytes(memory_limit)
         except (ValueError, TypeError) as exc:
-            raise UsageError(f"invalid memory limit {memory_limit!r}: use a size such as 4GiB, auto or 0") from exc
+            raise UsageError(
+                f"invalid memory limit {memory_limit!r}: use a size such as 4GiB, auto or 0"
+            ) from exc
     if isinstance(memory_limit, str) and memory_limit.strip().lower() in ("none", ""):
         memory_limit = 0
     kwargs.setdefault("memory_limit", memory_limit if memory_limit is not None else 0)
@@ -131,13 +144,19 @@ def local_cluster(
     # Only the client hears Ctrl-C: it cancels, closes the cluster and says what is kept.
     kwargs["preload"] = [*(kwargs.get("preload") or ()), DETACH_PRELOAD]
     wait = float(config.get("cluster.no-workers-timeout") or 0)
-    with dask.config.set({"distributed.scheduler.no-workers-timeout": f"{wait + 60:g}s" if wait > 0 else None}):
+    with dask.config.set(
+        {"distributed.scheduler.no-workers-timeout": f"{wait + 60:g}s" if wait > 0 else None}
+    ):
         if gpu_list:
-            logger.info("one worker per GPU: %s (%d synthesize slot(s) each)", ", ".join(gpu_list), slots)
+            logger.info(
+                "one worker per GPU: %s (%d synthesize slot(s) each)", ", ".join(gpu_list), slots
+            )
             return GPULocalCluster(
                 gpu_list,
                 slots_per_gpu=slots,
-                threads_per_worker=int(config.get("cluster.threads-per-worker", override=threads_per_worker)),
+                threads_per_worker=int(
+                    config.get("cluster.threads-per-worker", override=threads_per_worker)
+                ),
                 processes=True,
                 host="127.0.0.1",
                 resources=dict(resources or config.get("synthesize.resources") or {}),
@@ -146,7 +165,9 @@ def local_cluster(
             )
         return LocalCluster(
             n_workers=int(n),
-            threads_per_worker=int(config.get("cluster.threads-per-worker", override=threads_per_worker)),
+            threads_per_worker=int(
+                config.get("cluster.threads-per-worker", override=threads_per_worker)
+            ),
             processes=True,
             host="127.0.0.1",
             resources=dict(resources or config.get("synthesize.resources") or {}),
@@ -206,10 +227,18 @@ def client_for(
     if scheduler:
         security = security or client_security()
         try:
-            c = Client(scheduler, security=security, timeout=config.get("cluster.connect-timeout", 30))
+            c = Client(
+                scheduler, security=security, timeout=config.get("cluster.connect-timeout", 30)
+            )
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
-            hint = " (a tls:// scheduler needs --tls-ca-file and --tls-cert)" if security is None else ""
-            raise UsageError(f"cannot connect to scheduler {scheduler}: {one_line(exc)}{hint}") from exc
+            hint = (
+                " (a tls:// scheduler needs --tls-ca-file and --tls-cert)"
+                if security is None
+                else ""
+            )
+            raise UsageError(
+                f"cannot connect to scheduler {scheduler}: {one_line(exc)}{hint}"
+            ) from exc
         with c:
             ensure_engine_teardown(c)
             yield c
@@ -221,10 +250,18 @@ def client_for(
         if not adapt:
             cluster.scale(jobs=int(config.get("slurm.jobs", 2)))
     elif adapt:
-        cluster = local_cluster(0, engine_threads=engine_threads, gpus="none", tls=tls, memory_limit=memory_limit)
+        cluster = local_cluster(
+            0, engine_threads=engine_threads, gpus="none", tls=tls, memory_limit=memory_limit
+        )
     else:
-        cluster = local_cluster(n_workers, engine_threads=engine_threads, gpus=gpus, tls=tls,
-                                memory_limit=memory_limit, slots_per_gpu=slots_per_gpu)
+        cluster = local_cluster(
+            n_workers,
+            engine_threads=engine_threads,
+            gpus=gpus,
+            tls=tls,
+            memory_limit=memory_limit,
+            slots_per_gpu=slots_per_gpu,
+        )
     if adapt:
         cluster.adapt(minimum=adapt[0], maximum=adapt[1], Adaptive=SynthesisAdaptive)
     with cluster, Client(cluster) as c:

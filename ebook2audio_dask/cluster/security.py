@@ -44,11 +44,15 @@ def client_security(ca_file: str | None = None, cert: str | None = None, key: st
     if not (ca_file or cert or key):
         return None
     if not (ca_file and cert):
-        raise UsageError("TLS needs at least --tls-ca-file and --tls-cert (and --tls-key unless the cert holds it)")
+        raise UsageError(
+            "TLS needs at least --tls-ca-file and --tls-cert (and --tls-key unless the cert holds it)"
+        )
     for what, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
         if path and not os.path.isfile(os.path.expanduser(path)):
             raise UsageError(f"{what} {path}: no such file")
-    paths = {k: os.path.expanduser(v) for k, v in (("ca", ca_file), ("cert", cert), ("key", key)) if v}
+    paths = {
+        k: os.path.expanduser(v) for k, v in (("ca", ca_file), ("cert", cert), ("key", key)) if v
+    }
     return Security(
         tls_ca_file=paths["ca"],
         tls_client_cert=paths["cert"],
@@ -66,4 +70,6 @@ def embedded_security(enabled: bool | None = None):
     try:
         return Security.temporary()
     except ImportError:
-        raise UsageError("TLS for the embedded cluster needs the cryptography package: pip install cryptography") from None
+        raise UsageError(
+            "TLS for the embedded cluster needs the cryptography package: pip install cryptography"
+        ) from None

@@ -26,8 +26,8 @@ from typing import Any
 
 from dask.utils import parse_timedelta
 
-from ..logs import get_logger
 from .. import config
+from ..logs import get_logger
 
 __all__ = ["slurm_cluster", "slurm_job_script"]
 
@@ -125,7 +125,9 @@ def slurm_cluster(**overrides: Any):
     except ImportError:
         from ..errors import UsageError
 
-        raise UsageError("SLURM needs dask-jobqueue: pip install 'ebook2audio_dask[slurm]'") from None
+        raise UsageError(
+            "SLURM needs dask-jobqueue: pip install 'ebook2audio_dask[slurm]'"
+        ) from None
     kwargs = _job_kwargs(_options(overrides))
     logger.info("SLURM cluster: %s", kwargs)
     return SLURMCluster(**kwargs)

@@ -17,11 +17,13 @@ import threading
 from collections import Counter
 from importlib.metadata import entry_points
 
-from ..logs import get_logger
 from ..errors import EngineError, UsageError
+from ..logs import get_logger
 from .base import Engine, EngineSpec, VoiceInfo
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOAD_COUNTS",
     "Engine",
     "EngineSpec",
     "VoiceInfo",
@@ -31,8 +33,6 @@ __all__ = [
     "resolve_spec",
     "unload_engines",
     "with_runtime",
-    "LOAD_COUNTS",
-    "ENTRY_POINT_GROUP",
 ]
 
 logger = get_logger(__name__)
@@ -250,7 +250,9 @@ def resolve_spec(
             if voice in known or cls.accepts_voice_path(voice, cls_model):
                 lang = language or fallback_language
                 return make(cls, voice, lang), lang, warnings
-        raise UsageError(f"unknown voice {voice!r} for engine(s) {', '.join(c.name for c in classes)}")
+        raise UsageError(
+            f"unknown voice {voice!r} for engine(s) {', '.join(c.name for c in classes)}"
+        )
 
     for lang in (language, fallback_language):
         for cls in classes:

@@ -15,13 +15,21 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..logs import get_logger
 from ..errors import EngineError, one_line
+from ..logs import get_logger
 
-__all__ = ["model_cache_dir", "is_remote", "local_path", "cached_folder", "fetch_once", "read_json_config"]
+__all__ = [
+    "cached_folder",
+    "fetch_once",
+    "is_remote",
+    "local_path",
+    "model_cache_dir",
+    "read_json_config",
+]
 
 _LOGGER = get_logger(__name__)
 
@@ -80,7 +88,9 @@ def cached_folder(kind: str, url: str) -> Path:
     return model_cache_dir(kind) / hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
 
 
-def fetch_once(folder: Path, sources: Sequence[tuple[str, str]], *, what: str = "model file") -> list[Path]:
+def fetch_once(
+    folder: Path, sources: Sequence[tuple[str, str]], *, what: str = "model file"
+) -> list[Path]:
     """Copy each ``(url, name)`` of *sources* to ``folder / name`` unless already there.
 
     Parameters
@@ -156,5 +166,7 @@ def read_json_config(source: str, what: str, required_key: str) -> dict[str, Any
         message = one_line(exc)
         raise EngineError(f"{what} unreadable: {source}: {message}") from None
     if not isinstance(cfg, dict) or required_key not in cfg:
-        raise EngineError(f"{what} unreadable: {source}: no {required_key!r} key, not a config of this kind")
+        raise EngineError(
+            f"{what} unreadable: {source}: no {required_key!r} key, not a config of this kind"
+        )
     return cfg

@@ -11,8 +11,9 @@ from __future__ import annotations
 import abc
 import importlib.util
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -90,8 +91,12 @@ class EngineSpec:
 
     @classmethod
     def make(
-        cls, engine: str, voice: str, settings: Mapping[str, Any] | None = None, model: str | None = None
-    ) -> "EngineSpec":
+        cls,
+        engine: str,
+        voice: str,
+        settings: Mapping[str, Any] | None = None,
+        model: str | None = None,
+    ) -> EngineSpec:
         """Build a spec from a settings mapping (sorted so equal specs hash equal)."""
         return cls(engine, voice, tuple(sorted((settings or {}).items())), model or "")
 
@@ -266,7 +271,9 @@ class Engine(abc.ABC):
         """Sample rate (Hz) of the arrays :meth:`synthesize` returns."""
 
     @abc.abstractmethod
-    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+    def synthesize(
+        self, texts: Sequence[str], seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Speak each text; return one 1-D ``int16`` mono array per text, in order.
 
         *seeds* (one per text, derived from the chunk's content key) make the

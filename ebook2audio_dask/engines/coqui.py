@@ -43,19 +43,20 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..logs import get_logger
 from .. import config as e2a_config
 from ..errors import EngineError, one_line
+from ..logs import get_logger
 from ._files import cached_folder, fetch_once, is_remote, local_path, read_json_config
 from .base import Engine, EngineSpec, VoiceInfo, module_missing
 
-__all__ = ["CoquiEngine", "ModelFiles", "locate_model", "coqui_cache_dir"]
+__all__ = ["CoquiEngine", "ModelFiles", "coqui_cache_dir", "locate_model"]
 
 _LOGGER = get_logger(__name__)
 
@@ -67,7 +68,13 @@ _NO_MODEL = (
     "a checkpoint file, an fsspec URL or a downloaded Coqui model name) or set ebook2audio.coqui.model"
 )
 #: Checkpoint file names Coqui folders use, in the order they are preferred.
-_CHECKPOINTS = ("model.pth", "model_file.pth", "best_model.pth", "model.pth.tar", "model_file.pth.tar")
+_CHECKPOINTS = (
+    "model.pth",
+    "model_file.pth",
+    "best_model.pth",
+    "model.pth.tar",
+    "model_file.pth.tar",
+)
 #: Config keys (top level or in ``model_args``) that name files beside the model.
 _FILE_KEYS = (
     "speakers_file", "speaker_ids_file", "language_ids_file", "d_vector_file",
@@ -81,7 +88,6 @@ _SETTINGS = frozenset(
 )  # fmt: skip
 _XTTS_INFERENCE = ("temperature", "top_k", "top_p", "repetition_penalty", "length_penalty", "speed")
 _AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac")
-
 
 
 def coqui_cache_dir() -> Path:
@@ -160,10 +166,14 @@ def _pick_checkpoint(names: Sequence[str], where: str) -> str:
     for candidate in _CHECKPOINTS:
         if candidate in names:
             return candidate
-    others = sorted(n for n in names if n.endswith((".pth", ".pt", ".tar")) and n.startswith("checkpoint"))
+    others = sorted(
+        n for n in names if n.endswith((".pth", ".pt", ".tar")) and n.startswith("checkpoint")
+    )
     if others:  # a training folder: the latest checkpoint
         return max(others, key=lambda n: int(re.sub(r"\D", "", n) or 0))
-    raise EngineError(f"coqui model checkpoint not found in {where} (expected one of {', '.join(_CHECKPOINTS)})")
+    raise EngineError(
+        f"coqui model checkpoint not found in {where} (expected one of {', '.join(_CHECKPOINTS)})"
+    )
 
 
 def _fix_paths(cfg: dict[str, Any], folder: Path) -> bool:
@@ -219,7 +229,9 @@ def locate_model(model: str) -> ModelFiles:
     if cfg.get("model") == "xtts":
         checkpoint = folder  # XTTS loads model.pth, vocab.json and speakers from its folder
         if not (folder / (checkpoint_name or "model.pth")).is_file():
-            raise EngineError(f"coqui model checkpoint not found: {folder / (checkpoint_name or 'model.pth')}")
+            raise EngineError(
+                f"coqui model checkpoint not found: {folder / (checkpoint_name or 'model.pth')}"
+            )
         if checkpoint_name and checkpoint_name != "model.pth":
             checkpoint = folder / checkpoint_name
     else:
@@ -261,7 +273,9 @@ def _fetch_remote(model: str, folder_url: str, checkpoint_name: str | None) -> P
             return False
         if name == checkpoint_name:
             return True
-        is_checkpoint = any(fnmatch.fnmatch(name, p) for p in ("model*.pth*", "best_model*", "checkpoint_*"))
+        is_checkpoint = any(
+            fnmatch.fnmatch(name, p) for p in ("model*.pth*", "best_model*", "checkpoint_*")
+        )
         return not is_checkpoint or (cfg.get("model") == "xtts" and name == "model.pth")
 
     folder = cached_folder("coqui-models", folder_url)
@@ -269,7 +283,9 @@ def _fetch_remote(model: str, folder_url: str, checkpoint_name: str | None) -> P
         local = folder / name
         if local.is_file() and sizes[name] is not None and local.stat().st_size != int(sizes[name]):
             local.unlink()
-    fetch_once(folder, [(f"{folder_url}/{n}", n) for n in names if wanted(n)], what="coqui model file")
+    fetch_once(
+        folder, [(f"{folder_url}/{n}", n) for n in names if wanted(n)], what="coqui model file"
+    )
     return folder
 
 
@@ -290,7 +306,12 @@ def _facts(model: str, declared_language: str | None) -> dict[str, Any]:
             languages = [match.group(1)]
         elif cfg.get("phoneme_language"):
             languages = [str(cfg["phoneme_language"])]
-    return {"config": cfg, "sample_rate": rate, "languages": languages, "speakers": _speaker_names(model, cfg)}
+    return {
+        "config": cfg,
+        "sample_rate": rate,
+        "languages": languages,
+        "speakers": _speaker_names(model, cfg),
+    }
 
 
 def _speaker_names(model: str, cfg: Mapping[str, Any]) -> list[str]:
@@ -338,7 +359,13 @@ def _weights_stamp(model: str) -> str:
     for entry in entries:
         name = str(entry["name"]).rsplit("/", 1)[-1]
         if name.endswith((".pth", ".pt", ".tar", ".safetensors")):
-            stamp.append((name, entry.get("size"), str(entry.get("mtime") or entry.get("LastModified") or "")))
+            stamp.append(
+                (
+                    name,
+                    entry.get("size"),
+                    str(entry.get("mtime") or entry.get("LastModified") or ""),
+                )
+            )
     return json.dumps(sorted(stamp), default=str)
 
 
@@ -374,14 +401,17 @@ class _RowNoise:
             gen = torch.Generator().manual_seed((seed * 1_000_003 + self._calls) % (2**63))
             blocks = -(-width // self.BLOCK)
             noise = torch.cat(
-                [torch.randn((middle, self.BLOCK), generator=gen) for _ in range(max(blocks, 1))], dim=1
+                [torch.randn((middle, self.BLOCK), generator=gen) for _ in range(max(blocks, 1))],
+                dim=1,
             )[:, :width]
             rows.append(noise.reshape(shape[1:]))
         return torch.stack(rows).to(device=device, dtype=dtype or torch.float32)
 
     def randn_like(self, t, *args, **kwargs):
         if t.dim() >= 2 and t.shape[0] == len(self._seeds):
-            return self._rows(t.shape, kwargs.get("dtype") or t.dtype, kwargs.get("device") or t.device)
+            return self._rows(
+                t.shape, kwargs.get("dtype") or t.dtype, kwargs.get("device") or t.device
+            )
         return self._torch.randn_like(t, *args, **kwargs)
 
     def randn(self, *size, **kwargs):
@@ -435,7 +465,9 @@ def _voice_clips(voice: str) -> list[str]:
         if any(ch in path for ch in "*?["):
             found = sorted(fs.glob(path))
         elif fs.isdir(path):
-            found = sorted(p for p in fs.ls(path, detail=False) if p.lower().endswith(_AUDIO_SUFFIXES))
+            found = sorted(
+                p for p in fs.ls(path, detail=False) if p.lower().endswith(_AUDIO_SUFFIXES)
+            )
         else:
             found = [path]
         if not found:
@@ -497,7 +529,9 @@ class CoquiEngine(Engine):
             raise EngineError(why)
         unknown = sorted(set(self.settings) - _SETTINGS)
         if unknown:
-            raise EngineError(f"unknown coqui setting(s) {', '.join(unknown)}: supported are {', '.join(self.setting_names)}")
+            raise EngineError(
+                f"unknown coqui setting(s) {', '.join(unknown)}: supported are {', '.join(self.setting_names)}"
+            )
         self.model_source = model or self.default_model()
         if not self.model_source:
             raise EngineError(_NO_MODEL)
@@ -586,7 +620,9 @@ class CoquiEngine(Engine):
 
         model = spec.model or cls.default_model() or ""
         digest = hashlib.sha256()
-        digest.update(json.dumps(cls._model_facts(model).get("config", {}), sort_keys=True).encode())
+        digest.update(
+            json.dumps(cls._model_facts(model).get("config", {}), sort_keys=True).encode()
+        )
         digest.update(_weights_stamp(model).encode())
         if _looks_like_clips(spec.voice):
             for clip in _voice_clips(spec.voice):
@@ -658,12 +694,16 @@ class CoquiEngine(Engine):
             torch.set_num_threads(self.threads)
         try:
             synth = Synthesizer(
-                tts_checkpoint=self.files.checkpoint, tts_config_path=self.files.config, use_cuda=False
+                tts_checkpoint=self.files.checkpoint,
+                tts_config_path=self.files.config,
+                use_cuda=False,
             )
         except EngineError:
             raise
         except Exception as exc:  # Coqui raises whatever its loaders raise
-            raise EngineError(f"coqui model unreadable: {self.model_source}: {one_line(exc)}") from exc
+            raise EngineError(
+                f"coqui model unreadable: {self.model_source}: {one_line(exc)}"
+            ) from exc
         self._synth = synth
         self.model = synth.tts_model
         self.model.to(self.device)
@@ -707,7 +747,9 @@ class CoquiEngine(Engine):
                 raise EngineError(f"coqui model has no speaker {voice!r} (speakers: {shown})")
             return ("speaker", voice)
         if voice not in ("default", ""):
-            raise EngineError(f"coqui model has a single speaker: use voice 'default', not {voice!r}")
+            raise EngineError(
+                f"coqui model has a single speaker: use voice 'default', not {voice!r}"
+            )
         return ("speaker", None)
 
     # -- voices (XTTS conditioning) ----------------------------------------------
@@ -734,7 +776,11 @@ class CoquiEngine(Engine):
                 latent, embedding = self._compute_conditioning()
                 CONDITIONING_COMPUTED += 1
                 buffer = io.BytesIO()
-                np.savez(buffer, gpt_cond_latent=latent.float().cpu().numpy(), speaker_embedding=embedding.float().cpu().numpy())
+                np.savez(
+                    buffer,
+                    gpt_cond_latent=latent.float().cpu().numpy(),
+                    speaker_embedding=embedding.float().cpu().numpy(),
+                )
                 if store is not None:
                     store.write_voice(self.name, name, buffer.getvalue())
                     _LOGGER.info("coqui: stored speaker conditioning %s", name)
@@ -776,7 +822,9 @@ class CoquiEngine(Engine):
                         local.write_bytes(src.read())
                     pcm = decode_to_pcm(local, rate)
                 except (OSError, RuntimeError) as exc:
-                    raise EngineError(f"coqui voice clip unreadable: {clip}: {one_line(exc)}") from None
+                    raise EngineError(
+                        f"coqui voice clip unreadable: {clip}: {one_line(exc)}"
+                    ) from None
             audio = torch.from_numpy(pcm.astype(np.float32) / 32768.0).unsqueeze(0)
             clips.append(audio[:, : rate * int(cfg.get("max_ref_len", 30))].to(self.device))
         embeddings = [self.model.get_speaker_embedding(a, rate) for a in clips]
@@ -801,7 +849,9 @@ class CoquiEngine(Engine):
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         return torch.autocast(device_type=device_type, dtype=dtype)
 
-    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+    def synthesize(
+        self, texts: Sequence[str], seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Speak *texts*; VITS-family models run them as one padded batch.
 
         Parameters
@@ -882,10 +932,16 @@ class CoquiEngine(Engine):
         if speaker_id is not None:
             aux["speaker_ids"] = speaker_id.reshape(1).repeat(len(ids)).to(self.device)
         if d_vector is not None:
-            aux["d_vectors"] = torch.as_tensor(d_vector).reshape(1, -1).repeat(len(ids), 1).to(self.device)
-        lang = model._get_language_id(self._language()) if hasattr(model, "_get_language_id") else None
+            aux["d_vectors"] = (
+                torch.as_tensor(d_vector).reshape(1, -1).repeat(len(ids), 1).to(self.device)
+            )
+        lang = (
+            model._get_language_id(self._language()) if hasattr(model, "_get_language_id") else None
+        )
         if lang is not None:
-            aux["language_ids"] = torch.full((len(ids),), int(lang), dtype=torch.long, device=self.device)
+            aux["language_ids"] = torch.full(
+                (len(ids),), int(lang), dtype=torch.long, device=self.device
+            )
         with _row_noise(model, seeds):
             outputs = model.inference(padded.to(self.device), aux_input=aux)
         wav = outputs["model_outputs"].float()[:, 0, :]
@@ -903,9 +959,15 @@ class CoquiEngine(Engine):
             latent, embedding = self._voice_state
             cfg = self.model.config  # Coqui's tuned defaults, as its own synthesize() uses them
             options = {k: getattr(cfg, k, None) for k in _XTTS_INFERENCE}
-            options = {k: v for k, v in {**options, **self.settings}.items() if k in _XTTS_INFERENCE and v is not None}
+            options = {
+                k: v
+                for k, v in {**options, **self.settings}.items()
+                if k in _XTTS_INFERENCE and v is not None
+            }
             language = str(self.settings.get("language") or "en")
-            language = "zh-cn" if language.lower().startswith("zh") else language.split("-")[0].lower()
+            language = (
+                "zh-cn" if language.lower().startswith("zh") else language.split("-")[0].lower()
+            )
             result = self.model.inference(text, language, latent, embedding, **options)
             return _to_int16(torch.as_tensor(result["wav"]))
         result = self.model.synthesize(text, speaker=self._speaker[1], language=self._language())
@@ -926,4 +988,6 @@ class CoquiEngine(Engine):
 def _to_int16(wav) -> np.ndarray:
     """Float audio in [-1, 1] (any shape) to 1-D ``int16`` (clipped, not normalised)."""
     array = wav.detach().float().cpu().numpy().reshape(-1)
-    return np.ascontiguousarray(np.clip(array, -1.0, 1.0) * 32767.0, dtype=np.float32).astype(np.int16)
+    return np.ascontiguousarray(np.clip(array, -1.0, 1.0) * 32767.0, dtype=np.float32).astype(
+        np.int16
+    )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,7 +44,9 @@ _SETTINGS: dict[str, tuple[int, int, int]] = {
 
 # int callback(short *wav, int numsamples, espeak_EVENT *events); the events are
 # never read, so they are passed as an opaque pointer.
-_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
 
 
 class _EspeakVoiceStruct(ctypes.Structure):
@@ -106,7 +109,9 @@ class _Library:
             raise EngineError(f"espeak-ng cannot initialise with its data at {data_path}")
         self.lib = lib
         self.sample_rate = rate
-        self.defaults = {name: lib.espeak_GetParameter(param, 0) for name, (param, _, _) in _SETTINGS.items()}
+        self.defaults = {
+            name: lib.espeak_GetParameter(param, 0) for name, (param, _, _) in _SETTINGS.items()
+        }
         self._pieces: list[bytes] = []
         self._callback = _SYNTH_CALLBACK(self._collect)  # kept: C holds only a raw pointer
         lib.espeak_SetSynthCallback(self._callback)
@@ -155,7 +160,9 @@ class _Library:
             return
         self._current = None
         if self.lib.espeak_SetVoiceByName(voice.encode("utf-8")) != _EE_OK:
-            raise EngineError(f"unknown espeak voice {voice!r}: see EspeakEngine.voices() (e.g. 'en-us', 'fr')")
+            raise EngineError(
+                f"unknown espeak voice {voice!r}: see EspeakEngine.voices() (e.g. 'en-us', 'fr')"
+            )
         for (param, _, _), value in zip(_SETTINGS.values(), params):
             self.lib.espeak_SetParameter(param, value, 0)
         self._current = (voice, params)
@@ -268,7 +275,8 @@ class EspeakEngine(Engine):
         with _LOCK:
             table = _library().voices
         return [
-            VoiceInfo(code, _bcp47(code), f"{name} ({identifier})") for code, (identifier, name) in table.items()
+            VoiceInfo(code, _bcp47(code), f"{name} ({identifier})")
+            for code, (identifier, name) in table.items()
         ]
 
     @classmethod
@@ -308,7 +316,9 @@ class EspeakEngine(Engine):
             except (TypeError, ValueError):
                 raise EngineError(f"espeak setting {key} must be a number, not {value!r}") from None
             if not low <= number <= high:
-                raise EngineError(f"espeak setting {key} must be within {low}-{high}, not {value!r}")
+                raise EngineError(
+                    f"espeak setting {key} must be within {low}-{high}, not {value!r}"
+                )
             params[key] = number
         return params
 
@@ -333,7 +343,9 @@ class EspeakEngine(Engine):
         """Sample rate (Hz) of the arrays :meth:`synthesize` returns (22050)."""
         return self._sample_rate
 
-    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+    def synthesize(
+        self, texts: Sequence[str], seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Speak each text.
 
         Parameters

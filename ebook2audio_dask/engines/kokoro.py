@@ -47,15 +47,16 @@ import re
 import shutil
 import threading
 import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..logs import get_logger
 from .. import config as e2a_config
 from ..errors import EngineError, UsageError, one_line
+from ..logs import get_logger
 from ._files import cached_folder, fetch_once, is_remote
 from .base import Engine, EngineSpec, VoiceInfo, module_missing
 
@@ -108,7 +109,6 @@ _TRIM_MARGIN_S = 0.05
 _BLEND_UNITS = 10000
 _MODEL_SUFFIXES = (".onnx", ".pth")
 _VOICE_FILE_SUFFIXES = (".pt", ".npy")
-
 
 
 # --------------------------------------------------------------------------- model files
@@ -263,7 +263,9 @@ def _layout(model: str) -> _Layout:
     config = "config.json" if "config.json" in entries else None
     if chosen.endswith(".pth") and config is None:
         where = _url(fs, folder, remote)
-        raise EngineError(f"kokoro model config not found: {where}/config.json (torch models need it)")
+        raise EngineError(
+            f"kokoro model config not found: {where}/config.json (torch models need it)"
+        )
     voices, voices_remote, voice_stamps = _voices_location(fs, folder, entries, remote)
     stamp = [_entry_stamp(entries[chosen])] + voice_stamps
     if config:
@@ -334,7 +336,9 @@ def locate_model(model: str) -> KokoroFiles:
     else:
         local_folder = Path(layout.folder)
     config = local_folder / layout.config if layout.config else None
-    return KokoroFiles(model, local_folder / layout.model, layout.kind, config, _local_voices(layout))
+    return KokoroFiles(
+        model, local_folder / layout.model, layout.kind, config, _local_voices(layout)
+    )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -384,13 +388,17 @@ def _load_pt(path: Path, where: str) -> np.ndarray:
 
 def _load_voice(name: str, voices: Path) -> np.ndarray:
     """One voice pack ``[rows, 256]``: a name in *voices*, or a ``.pt``/``.npy`` path/URL."""
-    if name.endswith(_VOICE_FILE_SUFFIXES) and ("/" in name or os.sep in name or os.path.exists(name)):
+    if name.endswith(_VOICE_FILE_SUFFIXES) and (
+        "/" in name or os.sep in name or os.path.exists(name)
+    ):
         local = _local_voice_file(name)
         if name.endswith(".npy"):
             try:
                 return _as_pack(np.load(local, allow_pickle=False), name)
             except ValueError as exc:
-                raise EngineError(f"kokoro voice file unreadable: {name}: {one_line(exc)}") from None
+                raise EngineError(
+                    f"kokoro voice file unreadable: {name}: {one_line(exc)}"
+                ) from None
         return _load_pt(local, name)
     if voices.is_dir():
         path = voices / f"{name}.pt"
@@ -499,11 +507,17 @@ def _espeak_phonemes(text: str, voice: str) -> str:
     with espeak._LOCK:
         library = espeak._library()
         lib = library.lib
-        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         library.select(voice, tuple(library.defaults[name] for name in espeak._SETTINGS))
         while pointer.value:
-            out = lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _TEXT_TO_PHONEMES_IPA)
+            out = lib.espeak_TextToPhonemes(
+                ctypes.byref(pointer), _CHARS_UTF8, _TEXT_TO_PHONEMES_IPA
+            )
             if out:
                 clauses.append(out.decode("utf-8", "replace"))
     return _LANG_FLAG.sub("", " ".join(c.strip() for c in clauses if c.strip()))
@@ -735,7 +749,9 @@ class OnnxKokoro:
             return None
         return vocab if isinstance(vocab, dict) else None
 
-    def speak(self, tokens: list[list[int]], styles: list[np.ndarray], speed: float) -> list[np.ndarray]:
+    def speak(
+        self, tokens: list[list[int]], styles: list[np.ndarray], speed: float
+    ) -> list[np.ndarray]:
         """Speak each token list with its style row.
 
         One ``session.run`` per text: the kokoro-onnx export takes a batch of one.
@@ -1045,7 +1061,9 @@ class KokoroEngine(Engine):
         """Token ids of *text* in pieces of at most 510 (what :meth:`synthesize` speaks)."""
         return self._g2p.tokens(text)
 
-    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+    def synthesize(
+        self, texts: Sequence[str], seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Speak each text.
 
         Parameters

@@ -51,14 +51,14 @@ import threading
 import types
 import zlib
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..logs import get_logger
 from ..errors import EngineError, one_line
+from ..logs import get_logger
 
-__all__ = ["TorchKokoro", "SAMPLE_RATE", "LOADS", "kmodel_class", "pick_device"]
+__all__ = ["LOADS", "SAMPLE_RATE", "TorchKokoro", "kmodel_class", "pick_device"]
 
 _LOGGER = get_logger(__name__)
 
@@ -66,7 +66,7 @@ _LOGGER = get_logger(__name__)
 SAMPLE_RATE = 24000
 #: Model loads by this process, per (model path, device): 1 unless closed in between.
 LOADS: Counter[tuple[str, str]] = Counter()
-_SHARED: dict[tuple[str, str, str, int], "TorchKokoro"] = {}
+_SHARED: dict[tuple[str, str, str, int], TorchKokoro] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -185,16 +185,24 @@ class TorchKokoro:
         KModel = kmodel_class()
         try:
             # MPS has no complex STFT: kokoro's conv-based STFT then (same numbers).
-            model = KModel(repo_id="hexgrad/Kokoro-82M", config=dict(config), model=self.model_path,
-                           disable_complex=self.device.type == "mps")
+            model = KModel(
+                repo_id="hexgrad/Kokoro-82M",
+                config=dict(config),
+                model=self.model_path,
+                disable_complex=self.device.type == "mps",
+            )
         except KeyError as exc:
             raise EngineError(f"kokoro config has no {exc}: {self.model_path}") from None
         except (OSError, RuntimeError, ValueError, AssertionError) as exc:
-            raise EngineError(f"kokoro model unreadable: {self.model_path}: {one_line(exc)}") from None
+            raise EngineError(
+                f"kokoro model unreadable: {self.model_path}: {one_line(exc)}"
+            ) from None
         model.eval()
         _fold_weight_norm(model)
         self.model = model.to(self.device)
-        if self.device.type == "cuda":  # the weights are in place before any thread's stream reads them
+        if (
+            self.device.type == "cuda"
+        ):  # the weights are in place before any thread's stream reads them
             torch.cuda.synchronize(self.device)
         self.context_length = int(model.context_length)
         gen = model.decoder.generator
@@ -210,7 +218,9 @@ class TorchKokoro:
         _LOGGER.info("kokoro: loaded %s on %s", self.model_path, self.device)
 
     @classmethod
-    def shared(cls, model_path: str, config: dict, device: str = "auto", threads: int = 1) -> "TorchKokoro":
+    def shared(
+        cls, model_path: str, config: dict, device: str = "auto", threads: int = 1
+    ) -> TorchKokoro:
         """This process's instance for *model_path* on *device*, loaded on first use.
 
         Engines with different voices (or blends) of one model share its
@@ -219,7 +229,12 @@ class TorchKokoro:
         """
         import json
 
-        key = (str(model_path), json.dumps(config, sort_keys=True), pick_device(device), int(threads))
+        key = (
+            str(model_path),
+            json.dumps(config, sort_keys=True),
+            pick_device(device),
+            int(threads),
+        )
         with _SHARED_LOCK:
             found = _SHARED.get(key)
             if found is None or found.model is None:
@@ -242,15 +257,21 @@ class TorchKokoro:
         for i in sorted(range(len(lengths)), key=lambda k: lengths[k]):
             n = max(int(lengths[i]), 1)
             group = groups[-1] if groups else None
-            if (group is None or len(group) >= size or n > self.spread * max(lengths[group[0]], 16)
-                    or (len(group) + 1) * n > self.max_batch_tokens):
+            if (
+                group is None
+                or len(group) >= size
+                or n > self.spread * max(lengths[group[0]], 16)
+                or (len(group) + 1) * n > self.max_batch_tokens
+            ):
                 groups.append([i])
             else:
                 group.append(i)
         return groups
 
     # -- speaking -------------------------------------------------------------
-    def speak(self, tokens: list[list[int]], styles: list[np.ndarray], speed: float) -> list[np.ndarray]:
+    def speak(
+        self, tokens: list[list[int]], styles: list[np.ndarray], speed: float
+    ) -> list[np.ndarray]:
         """Speak each token sequence with its style vector.
 
         Parameters
@@ -271,7 +292,11 @@ class TorchKokoro:
         return [audio for audio, _ in self.speak_detailed(tokens, styles, speed)]
 
     def speak_detailed(
-        self, tokens: list[list[int]], styles: list[np.ndarray], speed: float, batch_size: int | None = None
+        self,
+        tokens: list[list[int]],
+        styles: list[np.ndarray],
+        speed: float,
+        batch_size: int | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`speak`, with each text's durations: ``(audio, frames per token)``.
 
@@ -337,7 +362,9 @@ class TorchKokoro:
         input_ids = input_ids.to(dev)
         text_mask = (torch.arange(width)[None, :] >= lengths[:, None]).to(dev)  # True on padding
         dtype = m.bert_encoder.weight.dtype
-        ref_s = torch.as_tensor(np.stack([np.asarray(s, dtype=np.float32).reshape(-1) for s in styles]))
+        ref_s = torch.as_tensor(
+            np.stack([np.asarray(s, dtype=np.float32).reshape(-1) for s in styles])
+        )
         ref_s = ref_s.to(device=dev, dtype=dtype)
         s = ref_s[:, 128:]
 
@@ -353,7 +380,9 @@ class TorchKokoro:
         ends = pred_dur.cumsum(dim=1)
         grid = torch.arange(n_frames, device=dev).expand(len(ids), n_frames).contiguous()
         token_of = torch.searchsorted(ends, grid, right=True)
-        alignment = (token_of[:, None, :] == torch.arange(width, device=dev)[None, :, None]).to(dtype)
+        alignment = (token_of[:, None, :] == torch.arange(width, device=dev)[None, :, None]).to(
+            dtype
+        )
 
         en = d.transpose(-1, -2) @ alignment
         f0, noise = self._f0n(en, s, frames)
@@ -412,11 +441,18 @@ class TorchKokoro:
         f0 = gen.f0_upsamp(f0[:, None]).transpose(1, 2)
         source = self._source(gen.m_source, f0, samples, seeds)
         # per text: center=True reflect-pads at the text's own end
-        spectra = [gen.stft.transform(source[row : row + 1, : int(n)]) for row, n in enumerate(samples)]
+        spectra = [
+            gen.stft.transform(source[row : row + 1, : int(n)]) for row, n in enumerate(samples)
+        ]
         width = max(mag.shape[-1] for mag, _ in spectra)
         har = torch.cat(
-            [torch.cat([F.pad(mag, (0, width - mag.shape[-1])), F.pad(ph, (0, width - ph.shape[-1]))], dim=1)
-             for mag, ph in spectra],
+            [
+                torch.cat(
+                    [F.pad(mag, (0, width - mag.shape[-1])), F.pad(ph, (0, width - ph.shape[-1]))],
+                    dim=1,
+                )
+                for mag, ph in spectra
+            ],
             dim=0,
         )
         mask = _mask(steps, x.shape[-1])
@@ -433,13 +469,18 @@ class TorchKokoro:
             mask = _mask(length, up.shape[-1])
             x_source = _adain_res(gen.noise_res[i], x_source, s, mask)
             x = up + x_source
-            x = sum(_adain_res(gen.resblocks[i * kernels + j], x, s, mask) for j in range(kernels)) / kernels
+            x = (
+                sum(_adain_res(gen.resblocks[i * kernels + j], x, s, mask) for j in range(kernels))
+                / kernels
+            )
         x = gen.conv_post(_zero(F.leaky_relu(x), mask))
         bins = gen.post_n_fft // 2 + 1
         spec, phase = torch.exp(x[:, :bins, :]), torch.sin(x[:, bins:, :])
         # per text: the overlap-add's normalisation near the end depends on the frames after it
         return [
-            gen.stft.inverse(spec[row : row + 1, :, : int(n)], phase[row : row + 1, :, : int(n)]).reshape(-1)
+            gen.stft.inverse(
+                spec[row : row + 1, :, : int(n)], phase[row : row + 1, :, : int(n)]
+            ).reshape(-1)
             for row, n in enumerate(length)
         ]
 
@@ -453,13 +494,18 @@ class TorchKokoro:
         rad = (f0 * harmonics / sine.sampling_rate) % 1
         initial, noise = self._row_noise(seeds, samples, sine.dim, f0.shape[1], f0.dtype)
         rad[:, 0, :] = rad[:, 0, :] + initial
-        down = F.interpolate(rad.transpose(1, 2), scale_factor=1 / sine.upsample_scale, mode="linear")
+        down = F.interpolate(
+            rad.transpose(1, 2), scale_factor=1 / sine.upsample_scale, mode="linear"
+        )
         # past its end a text's phase stays where it ended, as F.interpolate clamps for a lone text
         steps = torch.div(samples, sine.upsample_scale, rounding_mode="floor")
         down = _zero(down, _mask(steps, down.shape[-1]))
         phase = torch.cumsum(down.transpose(1, 2), dim=1) * 2 * torch.pi
-        phase = F.interpolate(phase.transpose(1, 2) * sine.upsample_scale, scale_factor=sine.upsample_scale,
-                              mode="linear").transpose(1, 2)
+        phase = F.interpolate(
+            phase.transpose(1, 2) * sine.upsample_scale,
+            scale_factor=sine.upsample_scale,
+            mode="linear",
+        ).transpose(1, 2)
         sines = torch.sin(phase) * sine.sine_amp
         uv = (f0 > sine.voiced_threshold).to(f0.dtype)
         noise_amp = uv * sine.noise_std + (1 - uv) * sine.sine_amp / 3
@@ -479,7 +525,9 @@ class TorchKokoro:
         for row, (seed, n) in enumerate(zip(seeds, samples.tolist())):
             gen = torch.Generator(device=self.device).manual_seed(int(seed))
             initial[row] = torch.rand(dim, generator=gen, device=self.device, dtype=dtype)
-            noise[row, : int(n)] = torch.randn((int(n), dim), generator=gen, device=self.device, dtype=dtype)
+            noise[row, : int(n)] = torch.randn(
+                (int(n), dim), generator=gen, device=self.device, dtype=dtype
+            )
         initial[:, 0] = 0  # no initial phase for the fundamental
         return initial, noise
 
@@ -566,8 +614,9 @@ def _adain_res(block, x, s, mask):
     """``AdaINResBlock1`` (the generator's blocks), with Snake activations."""
     import torch
 
-    for c1, c2, n1, n2, a1, a2 in zip(block.convs1, block.convs2, block.adain1, block.adain2,
-                                      block.alpha1, block.alpha2):
+    for c1, c2, n1, n2, a1, a2 in zip(
+        block.convs1, block.convs2, block.adain1, block.adain2, block.alpha1, block.alpha2
+    ):
         xt = _adain(n1, x, s, mask)
         xt = xt + (1 / a1) * (torch.sin(a1 * xt) ** 2)
         xt = c1(_zero(xt, mask))

@@ -27,8 +27,9 @@ import random
 import struct
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -96,7 +97,9 @@ class Secret:
         return bool(self._value)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(), other._value.encode())
+        return isinstance(other, Secret) and hmac.compare_digest(
+            self._value.encode(), other._value.encode()
+        )
 
     def __hash__(self) -> int:
         return hash((Secret, self._value))
@@ -171,7 +174,12 @@ def _number(key: str, kind: type, default: float, least: float = 0) -> Any:
         number = kind(value)
     except (TypeError, ValueError):
         number = None
-    if number is None or isinstance(value, bool) or number < least or (number == least and key != "retries"):
+    if (
+        number is None
+        or isinstance(value, bool)
+        or number < least
+        or (number == least and key != "retries")
+    ):
         raise UsageError(f"ebook2audio.openai.{key} must be a {'whole ' if kind is int else ''}number "
                          f"above {least:g}, not {value!r}")  # fmt: skip
     return number
@@ -250,10 +258,14 @@ def _wav_samples(data: bytes) -> tuple[np.ndarray, int]:
             if size == 0 or size >= _STREAMED_SIZE:
                 size = available
             elif size > available:
-                raise _Transient(f"the WAV answer is cut short: {available} of {size} bytes of audio arrived")
+                raise _Transient(
+                    f"the WAV answer is cut short: {available} of {size} bytes of audio arrived"
+                )
             if tag == 1 and bits == 16:
                 frame = 2 * channels
-                samples = np.frombuffer(data, "<i2", (size // frame) * channels, body).astype(np.float32)
+                samples = np.frombuffer(data, "<i2", (size // frame) * channels, body).astype(
+                    np.float32
+                )
             elif tag == 3 and bits == 32:
                 frame = 4 * channels
                 floats = np.frombuffer(data, "<f4", (size // frame) * channels, body)
@@ -374,7 +386,12 @@ class OpenAIEngine(Engine):
         if speed is not None and not (number and speed > 0):
             raise EngineError(f"openai setting speed must be a positive number, not {speed!r}")
         fields = {k: v for k, v in self.settings.items() if k != "language" and v is not None}
-        self._body = {**fields, "model": self.model, "voice": voice, "response_format": self._format}
+        self._body = {
+            **fields,
+            "model": self.model,
+            "voice": voice,
+            "response_format": self._format,
+        }
         self._headers = {"User-Agent": "ebook2audio_dask"}
         if self._key:
             self._headers["Authorization"] = f"Bearer {self._key.reveal()}"
@@ -407,7 +424,10 @@ class OpenAIEngine(Engine):
     def voices(cls, model: str | None = None) -> list[VoiceInfo]:
         """OpenAI's own voices (``mul``: they speak any language); any other
         name the server knows works too (:meth:`accepts_voice_path`)."""
-        return [VoiceInfo(v, "mul", "OpenAI voice (servers may map or refuse it)") for v in OPENAI_VOICES]
+        return [
+            VoiceInfo(v, "mul", "OpenAI voice (servers may map or refuse it)")
+            for v in OPENAI_VOICES
+        ]
 
     @classmethod
     def voice_for_language(cls, language: str | None, model: str | None = None) -> str | None:
@@ -440,7 +460,9 @@ class OpenAIEngine(Engine):
     @classmethod
     def identify(cls, spec: EngineSpec) -> EngineSpec:
         """The sample rate joins the content key: chunks cached at another rate are not reused."""
-        return dataclasses.replace(spec, identity=f"{cls.sample_rate_for(spec.voice, spec.model)} Hz")
+        return dataclasses.replace(
+            spec, identity=f"{cls.sample_rate_for(spec.voice, spec.model)} Hz"
+        )
 
     @classmethod
     def runtime_options(cls) -> tuple[tuple[str, Any], ...]:
@@ -494,7 +516,9 @@ class OpenAIEngine(Engine):
         """Requests sent to each endpoint so far (every attempt counts)."""
         return list(self._balancer.sent)
 
-    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+    def synthesize(
+        self, texts: Sequence[str], seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Speak each text: one request per text, all of them at once (up to
         ``concurrency`` per endpoint).
 
@@ -606,9 +630,13 @@ class OpenAIEngine(Engine):
             raise _Transient(f"{shown}: no answer within {self._timeout:g} s") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:  # fmt: skip
-            raise _Transient(f"{shown}: {type(exc).__name__}: {self._scrub(_cause(exc), 120)}") from None
+            raise _Transient(
+                f"{shown}: {type(exc).__name__}: {self._scrub(_cause(exc), 120)}"
+            ) from None
         except requests.RequestException as exc:
-            raise EngineError(f"{shown}: {type(exc).__name__}: {self._scrub(_cause(exc), 120)}") from None
+            raise EngineError(
+                f"{shown}: {type(exc).__name__}: {self._scrub(_cause(exc), 120)}"
+            ) from None
         status = response.status_code
         if status in (401, 403):
             how = "" if self._key else (" (no API key is set: $OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY"
@@ -631,7 +659,9 @@ class OpenAIEngine(Engine):
             raise _Transient(f"{shown}: empty answer for a text of {chars} characters")
         if self._format == "pcm":
             if len(body) % 2:
-                raise _Transient(f"{shown}: the PCM answer is cut short ({len(body)} bytes, an odd number)")
+                raise _Transient(
+                    f"{shown}: the PCM answer is cut short ({len(body)} bytes, an odd number)"
+                )
             samples = np.frombuffer(body, "<i2").astype(np.int16)
         else:
             try:

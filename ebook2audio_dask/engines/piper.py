@@ -13,17 +13,25 @@ them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..logs import get_logger
 from ..errors import EngineError, one_line
-from ._files import cached_folder, fetch_once, is_remote, local_path, model_cache_dir, read_json_config
+from ..logs import get_logger
+from ._files import (
+    cached_folder,
+    fetch_once,
+    is_remote,
+    local_path,
+    model_cache_dir,
+    read_json_config,
+)
 from .base import Engine, VoiceInfo, module_missing
 
-__all__ = ["PiperEngine", "BUNDLED_VOICE", "voice_cache_dir"]
+__all__ = ["BUNDLED_VOICE", "PiperEngine", "voice_cache_dir"]
 
 _LOGGER = get_logger(__name__)
 
@@ -51,7 +59,6 @@ def voice_cache_dir() -> Path:
     return model_cache_dir("piper-voices")
 
 
-
 def _looks_like_model(voice: str) -> bool:
     """True when *voice* is a path or URL rather than a voice id."""
     return voice.endswith(".onnx") or "/" in voice or os.sep in voice or "://" in voice
@@ -71,7 +78,9 @@ def _cache_paths(url: str) -> tuple[Path, Path]:
 def _cached_copy(url: str) -> tuple[Path, Path]:
     """Fetch a remote model (*url*) and its config (``url + ".json"``) into the cache once."""
     model, config = _cache_paths(url)
-    fetch_once(model.parent, [(url + ".json", config.name), (url, model.name)], what="piper voice file")
+    fetch_once(
+        model.parent, [(url + ".json", config.name), (url, model.name)], what="piper voice file"
+    )
     return model, config
 
 
@@ -166,7 +175,9 @@ class PiperEngine(Engine):
             raise EngineError(why)
         self.device = str(device or self.settings.pop("device", None) or "cpu").lower()
         if self.device not in self.devices:
-            raise EngineError(f"piper cannot run on device {self.device!r}: use one of {self.devices}")
+            raise EngineError(
+                f"piper cannot run on device {self.device!r}: use one of {self.devices}"
+            )
         self._model_path, self._config_path = self._resolve(voice)
         self._config = _read_json(str(self._config_path))
         self._syn_config = self._synthesis_config(self.settings)
@@ -302,7 +313,9 @@ class PiperEngine(Engine):
         index = int(value)
         count = int(self._config.get("num_speakers", 1))
         if not 0 <= index < max(count, 1):
-            raise EngineError(f"piper voice {self.voice!r} has no speaker {index} ({count} speaker(s))")
+            raise EngineError(
+                f"piper voice {self.voice!r} has no speaker {index} ({count} speaker(s))"
+            )
         return index
 
     def _providers(self) -> list[Any]:
@@ -310,8 +323,13 @@ class PiperEngine(Engine):
 
         if self.device == "cuda":
             if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-                return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
-            _LOGGER.warning("piper: CUDA requested but ONNX Runtime offers no CUDAExecutionProvider; using CPU")
+                return [
+                    ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
+                    "CPUExecutionProvider",
+                ]
+            _LOGGER.warning(
+                "piper: CUDA requested but ONNX Runtime offers no CUDAExecutionProvider; using CPU"
+            )
         return ["CPUExecutionProvider"]
 
     def _load(self) -> None:
@@ -328,14 +346,18 @@ class PiperEngine(Engine):
         try:
             config = PiperConfig.from_dict(self._config)
         except (KeyError, TypeError, ValueError) as exc:
-            raise EngineError(f"piper voice config unreadable: {self._config_path}: missing/bad {exc}") from None
+            raise EngineError(
+                f"piper voice config unreadable: {self._config_path}: missing/bad {exc}"
+            ) from None
         try:
             session = onnxruntime.InferenceSession(
                 str(self._model_path), sess_options=opts, providers=self._providers()
             )
         except Exception as exc:  # ORT raises its own (non-OSError) exception types
             message = one_line(exc)
-            raise EngineError(f"piper voice model unreadable: {self._model_path}: {message}") from None
+            raise EngineError(
+                f"piper voice model unreadable: {self._model_path}: {message}"
+            ) from None
         self._voice = PiperVoice(config=config, session=session)
         if config.espeak_voice == "ar":
             self._limit_diacritizer(opts)
@@ -353,7 +375,9 @@ class PiperEngine(Engine):
 
             diacritizer = TashkeelDiacritizer()
             diacritizer.session = onnxruntime.InferenceSession(
-                str(TASHKEEL_DIR / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(TASHKEEL_DIR / "model.onnx"),
+                sess_options=opts,
+                providers=["CPUExecutionProvider"],
             )
         except Exception:  # a piper version without it: leave piper's own default
             _LOGGER.debug("piper: Arabic diacritizer left with default threads", exc_info=True)
@@ -378,7 +402,9 @@ class PiperEngine(Engine):
             self._load()
         return self._voice.session.get_session_options()
 
-    def synthesize(self, texts: Sequence[str], seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+    def synthesize(
+        self, texts: Sequence[str], seeds: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
         """Speak each text with the loaded voice.
 
         Parameters
@@ -411,7 +437,10 @@ class PiperEngine(Engine):
                 out.append(np.zeros(0, dtype=np.int16))
                 continue
             try:
-                parts = [chunk.audio_int16_array for chunk in self._voice.synthesize(text, self._syn_config)]
+                parts = [
+                    chunk.audio_int16_array
+                    for chunk in self._voice.synthesize(text, self._syn_config)
+                ]
             except Exception as exc:
                 snippet = one_line(text, 40)
                 message = one_line(exc)

@@ -32,15 +32,15 @@ import re
 import fsspec
 from dask.utils import format_bytes, parse_bytes
 
-from ..logs import get_logger
 from .. import config
 from ..errors import BookError, StorageError, UsageError
+from ..logs import get_logger
 from ..model import Book, Chapter
 from ..storage.fs import options_for
 from ..storage.retry import with_retries
 from ._sections import assemble
 
-__all__ = ["read_book", "detect_format", "FORMATS"]
+__all__ = ["FORMATS", "detect_format", "read_book"]
 
 log = get_logger(__name__)
 
@@ -552,7 +552,9 @@ def _zipped_fb2(book: _BookFile, source: str, max_member_size: int, max_total_si
     try:
         archive = _Archive(book, source, max_member=max_member_size, max_total=max_total_size)
     except BookError as exc:
-        raise BookError(source, exc.problem.replace("not a valid EPUB", "not a valid FB2 zip")) from exc
+        raise BookError(
+            source, exc.problem.replace("not a valid EPUB", "not a valid FB2 zip")
+        ) from exc
     try:
         members = [n for n in archive.names if n.lower().endswith(".fb2")]
         if len(members) != 1:

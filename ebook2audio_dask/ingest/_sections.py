@@ -35,24 +35,58 @@ from ._text import PG_CREDITS_RE, PG_END_RE, PG_START_RE, clean, fold, matter_gr
 from ._xhtml import Block
 
 __all__ = [
+    "BACK_TYPES",
+    "BEFORE_BODY_CHARS",
+    "FRONT_TYPES",
+    "TINY_WORDS",
     "Section",
     "assemble",
     "mark_gutenberg",
-    "FRONT_TYPES",
-    "BACK_TYPES",
-    "TINY_WORDS",
-    "BEFORE_BODY_CHARS",
 ]
 
 #: Semantic types that make a section front / back matter.
 FRONT_TYPES = frozenset(
-    """cover titlepage halftitlepage title-page imprint imprimatur copyright-page toc
-    loi lot loa lov landmarks page-list dedication epigraph contributors
-    other-credits acknowledgments acknowledgements revision-history foreword preface
-    introduction preamble frontispiece""".split()
+    [
+        "cover",
+        "titlepage",
+        "halftitlepage",
+        "title-page",
+        "imprint",
+        "imprimatur",
+        "copyright-page",
+        "toc",
+        "loi",
+        "lot",
+        "loa",
+        "lov",
+        "landmarks",
+        "page-list",
+        "dedication",
+        "epigraph",
+        "contributors",
+        "other-credits",
+        "acknowledgments",
+        "acknowledgements",
+        "revision-history",
+        "foreword",
+        "preface",
+        "introduction",
+        "preamble",
+        "frontispiece",
+    ]
 )
 BACK_TYPES = frozenset(
-    "colophon appendix index glossary bibliography credits afterword errata notes".split()
+    [
+        "colophon",
+        "appendix",
+        "index",
+        "glossary",
+        "bibliography",
+        "credits",
+        "afterword",
+        "errata",
+        "notes",
+    ]
 )
 _BODY_TYPES = frozenset(("chapter", "part", "volume"))
 
@@ -214,7 +248,11 @@ def _classify(sec: Section, authors: tuple[str, ...]) -> tuple[str, str | None, 
     if specific_back:
         return "matter", "back", f"epub:type {', '.join(sorted(specific_back))}"
     if sec.hint in ("front", "back"):
-        return "matter", sec.hint, f"the book's landmarks/guide or file name mark it as {sec.hint} matter"
+        return (
+            "matter",
+            sec.hint,
+            f"the book's landmarks/guide or file name mark it as {sec.hint} matter",
+        )
     group = matter_group(sec.title) if sec.title else None
     if group:
         return "matter", group, f"its title names {group} matter"

@@ -12,10 +12,10 @@ import codecs
 import io
 import re
 import unicodedata
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
-from ..logs import get_logger
 from ..errors import BookError
+from ..logs import get_logger
 
 log = get_logger(__package__)
 

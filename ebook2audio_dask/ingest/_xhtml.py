@@ -33,32 +33,124 @@ from lxml import etree
 
 from ._text import PAGE_MARKER_RE, clean, fold
 
-__all__ = ["Block", "Doc", "parse_markup", "extract", "safe_xml"]
+__all__ = ["Block", "Doc", "extract", "parse_markup", "safe_xml"]
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCK_TAGS = frozenset(
-    """address article blockquote body caption center dd details dialog div dl dt
-    fieldset figure footer form header hgroup hr html li main ol p pre section
-    summary table tbody thead tfoot tr ul h1 h2 h3 h4 h5 h6""".split()
+    [
+        "address",
+        "article",
+        "blockquote",
+        "body",
+        "caption",
+        "center",
+        "dd",
+        "details",
+        "dialog",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "hgroup",
+        "hr",
+        "html",
+        "li",
+        "main",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "thead",
+        "tfoot",
+        "tr",
+        "ul",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+    ]
 )
 _CELL_TAGS = frozenset(("td", "th"))
 _SKIP_TAGS = frozenset(
-    """head script style noscript template svg math object embed iframe audio video
-    canvas map area img image input select textarea button nav aside figcaption title
-    meta link rt rp""".split()
+    [
+        "head",
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "svg",
+        "math",
+        "object",
+        "embed",
+        "iframe",
+        "audio",
+        "video",
+        "canvas",
+        "map",
+        "area",
+        "img",
+        "image",
+        "input",
+        "select",
+        "textarea",
+        "button",
+        "nav",
+        "aside",
+        "figcaption",
+        "title",
+        "meta",
+        "link",
+        "rt",
+        "rp",
+    ]
 )
 _FIGURE_TAGS = frozenset(("img", "image", "svg", "figure", "picture"))
 
 # epub:type / role values that mark text that is not part of the running text.
 _NOTE_TYPES = frozenset(
-    """footnote footnotes endnote endnotes rearnote rearnotes note notes annotation
-    doc-footnote doc-endnote doc-endnotes doc-notes""".split()
+    [
+        "footnote",
+        "footnotes",
+        "endnote",
+        "endnotes",
+        "rearnote",
+        "rearnotes",
+        "note",
+        "notes",
+        "annotation",
+        "doc-footnote",
+        "doc-endnote",
+        "doc-endnotes",
+        "doc-notes",
+    ]
 )
 _NOTEREF_TYPES = frozenset(("noteref", "doc-noteref"))
 _PAGE_TYPES = frozenset(("pagebreak", "doc-pagebreak"))
 _SKIP_CLASSES = frozenset(
-    """footnote footnotes endnote endnotes fnblock pagenum pageno page-num pagenumber
-    page-number linenum linenumber line-number""".split()
+    [
+        "footnote",
+        "footnotes",
+        "endnote",
+        "endnotes",
+        "fnblock",
+        "pagenum",
+        "pageno",
+        "page-num",
+        "pagenumber",
+        "page-number",
+        "linenum",
+        "linenumber",
+        "line-number",
+    ]
 )
 _NOTEREF_CLASSES = frozenset(
     ("fnanchor", "noteref", "footnote-ref", "footnote-link", "fn-ref", "fnref")
@@ -67,11 +159,47 @@ _NOTEREF_CLASSES = frozenset(
 #: Structural semantics kept on blocks (epub:type and ARIA role values, with
 #: the "doc-" prefix of roles removed).  Anything else is ignored.
 STRUCTURE_TYPES = frozenset(
-    """cover titlepage halftitlepage title-page imprint imprimatur copyright-page toc
-    loi lot loa lov landmarks page-list dedication epigraph contributors
-    other-credits acknowledgments errata revision-history foreword preface
-    introduction preamble frontispiece frontmatter colophon appendix index glossary
-    bibliography credits afterword backmatter bodymatter chapter part volume""".split()
+    [
+        "cover",
+        "titlepage",
+        "halftitlepage",
+        "title-page",
+        "imprint",
+        "imprimatur",
+        "copyright-page",
+        "toc",
+        "loi",
+        "lot",
+        "loa",
+        "lov",
+        "landmarks",
+        "page-list",
+        "dedication",
+        "epigraph",
+        "contributors",
+        "other-credits",
+        "acknowledgments",
+        "errata",
+        "revision-history",
+        "foreword",
+        "preface",
+        "introduction",
+        "preamble",
+        "frontispiece",
+        "frontmatter",
+        "colophon",
+        "appendix",
+        "index",
+        "glossary",
+        "bibliography",
+        "credits",
+        "afterword",
+        "backmatter",
+        "bodymatter",
+        "chapter",
+        "part",
+        "volume",
+    ]
 )
 
 _MARKER_TEXT_RE = re.compile(
@@ -582,7 +710,7 @@ class _Extractor:
 
             new_marks = marks
             extra = sem & STRUCTURE_TYPES
-            if classes and any(_PG_CLASS_RE.search(c) for c in classes) or ident_l in _PG_IDS:
+            if (classes and any(_PG_CLASS_RE.search(c) for c in classes)) or ident_l in _PG_IDS:
                 extra = set(extra) | {"pg"}
             if extra:
                 new_marks = marks | frozenset(extra)

@@ -45,12 +45,12 @@ import time
 
 from dask.utils import format_bytes
 
-from ..logs import get_logger
 from .. import config
 from ..errors import BookError, UsageError
+from ..logs import get_logger
 from .epub import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
 
-__all__ = ["convert_to_epub", "find_ebook_convert", "CALIBRE_FORMATS", "MAX_MEMBERS"]
+__all__ = ["CALIBRE_FORMATS", "MAX_MEMBERS", "convert_to_epub", "find_ebook_convert"]
 
 log = get_logger(__name__)
 

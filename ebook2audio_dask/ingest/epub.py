@@ -35,8 +35,8 @@ from urllib.parse import unquote, urldefrag
 from dask.utils import format_bytes
 from lxml import etree
 
-from ..logs import get_logger
 from ..errors import BookError
+from ..logs import get_logger
 from ..model import Cover, Pronunciation
 from ._sections import BACK_TYPES, FRONT_TYPES, Section, heading_title, mark_gutenberg
 from ._text import clean, fold, is_bare_ordinal, matter_group
@@ -44,7 +44,7 @@ from ._xhtml import Block, Doc, read_document, safe_xml
 
 log = get_logger(__name__)
 
-__all__ = ["read_epub", "EpubContent"]
+__all__ = ["EpubContent", "read_epub"]
 
 #: Default limits on what is inflated from an archive (``ingest.max-member-size``
 #: and ``ingest.max-total-size`` in the configuration override them).
@@ -61,10 +61,27 @@ _NCX_TYPE = "application/x-dtbncx+xml"
 
 # Landmark (EPUB 3) and guide (EPUB 2) types.
 _LANDMARK_FRONT = frozenset(
-    """cover titlepage title-page toc copyright-page dedication epigraph foreword
-    preface acknowledgements acknowledgments loi lot imprint frontmatter""".split()
+    [
+        "cover",
+        "titlepage",
+        "title-page",
+        "toc",
+        "copyright-page",
+        "dedication",
+        "epigraph",
+        "foreword",
+        "preface",
+        "acknowledgements",
+        "acknowledgments",
+        "loi",
+        "lot",
+        "imprint",
+        "frontmatter",
+    ]
 )
-_LANDMARK_BACK = frozenset("colophon index glossary bibliography notes backmatter appendix".split())
+_LANDMARK_BACK = frozenset(
+    ["colophon", "index", "glossary", "bibliography", "notes", "backmatter", "appendix"]
+)
 _LANDMARK_BODY = frozenset(("bodymatter", "text", "start"))
 
 _FILE_MATTER_RE = re.compile(
@@ -73,8 +90,17 @@ _FILE_MATTER_RE = re.compile(
     r"|loi|lot|endnotes|footnotes|glossary|bibliography|about-?the-?author|also-?by)(?:$|[-_.\s\d])"
 )
 _FILE_BACK = frozenset(
-    """colophon uncopyright licence license backmatter endnotes footnotes glossary
-    bibliography""".split()
+    [
+        "colophon",
+        "uncopyright",
+        "licence",
+        "license",
+        "backmatter",
+        "endnotes",
+        "footnotes",
+        "glossary",
+        "bibliography",
+    ]
 )
 _GENERIC_LABEL_RE = re.compile(
     r"^(?:start|begin|start reading|begin reading|beginning|text|main text|content|body"
@@ -1044,7 +1070,9 @@ def _pls_pronunciations(
         if not data:
             continue
         try:
-            out.extend(parse_pls(data, origin="pls", language=linked.get(path) or language, source=path))
+            out.extend(
+                parse_pls(data, origin="pls", language=linked.get(path) or language, source=path)
+            )
         except ValueError as exc:
             log.warning("%s: pronunciation lexicon %s skipped: %s", archive.source, path, exc)
     return out
@@ -1062,5 +1090,14 @@ def _unique(entries: list[Pronunciation]) -> tuple[Pronunciation, ...]:
     for e in counts:
         first.setdefault(e.grapheme, order[e])
     return tuple(
-        sorted(counts, key=lambda e: (e.origin != "ssml", first[e.grapheme], -counts[e], -len(e.phonemes), order[e]))
+        sorted(
+            counts,
+            key=lambda e: (
+                e.origin != "ssml",
+                first[e.grapheme],
+                -counts[e],
+                -len(e.phonemes),
+                order[e],
+            ),
+        )
     )

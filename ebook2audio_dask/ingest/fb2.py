@@ -42,14 +42,14 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ..logs import get_logger
 from ..errors import BookError
+from ..logs import get_logger
 from ..model import Cover
 from ._sections import Section
 from ._text import clean
 from ._xhtml import Block, safe_xml
 
-__all__ = ["read_fb2", "Fb2Content", "is_fb2"]
+__all__ = ["Fb2Content", "is_fb2", "read_fb2"]
 
 log = get_logger(__name__)
 
@@ -382,7 +382,9 @@ def read_fb2(data: bytes, source: str) -> Fb2Content:
             else:
                 front.content(child)
         if front.blocks:
-            sections.append(Section(front_title, front.blocks, path, hint="front" if not n else None))
+            sections.append(
+                Section(front_title, front.blocks, path, hint="front" if not n else None)
+            )
     if not main_seen:
         raise BookError(source, "not a valid FB2: no <body>")
     return Fb2Content(title, authors, language, _cover(root, cover_id, source), sections)

@@ -21,7 +21,7 @@ from ._sections import Section, mark_gutenberg
 from ._text import clean, pg_header_fields, split_authors
 from ._xhtml import Block, read_document
 
-__all__ = ["read_html", "HtmlContent"]
+__all__ = ["HtmlContent", "read_html"]
 
 _PG_TITLE_RES = (
     re.compile(r"^the project gutenberg e-?book of\s+(.*?)(?:,\s*by\s+.*)?$", re.I),

@@ -20,7 +20,9 @@ from .html import HtmlContent, read_html
 
 __all__ = ["read_markdown"]
 
-_FRONT_MATTER_RE = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+_FRONT_MATTER_RE = re.compile(
+    r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL
+)
 _H1_RE = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
 
@@ -34,7 +36,7 @@ def _front_matter(text: str) -> tuple[dict, str]:
         return {}, text
     if not isinstance(meta, dict):
         return {}, text
-    return meta, text[m.end():]
+    return meta, text[m.end() :]
 
 
 def _str(value) -> str:
@@ -73,7 +75,7 @@ def read_markdown(text: str, source: str) -> HtmlContent:
     if author:
         head += f'<meta name="author" content="{html.escape(author)}"/>'
     lang = f' lang="{html.escape(language)}"' if language else ""
-    page = f"<!DOCTYPE html><html{lang}><head><meta charset=\"utf-8\"/>{head}</head><body>{rendered}</body></html>"
+    page = f'<!DOCTYPE html><html{lang}><head><meta charset="utf-8"/>{head}</head><body>{rendered}</body></html>'
     content = read_html(page.encode("utf-8"), source)
     if title:
         content.title = title

@@ -46,13 +46,13 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from ..logs import get_logger
 from ..errors import BookError
+from ..logs import get_logger
 from ._sections import Section, mark_gutenberg
 from ._text import clean, fold, split_authors
 from ._xhtml import Block
 
-__all__ = ["read_pdf", "PdfContent"]
+__all__ = ["PdfContent", "read_pdf"]
 
 log = get_logger(__name__)
 
@@ -67,7 +67,7 @@ _FILE_TITLE_RE = re.compile(
     r"(?:^microsoft\s+\w+\s+-\s+)|(?:\.(?:docx?|odt|rtf|txt|pdf|tex|indd|html?|pages)$)|^untitled$",
     re.IGNORECASE,
 )
-_PARA_END_CHARS = ".!?:;\"”’»)…]"
+_PARA_END_CHARS = '.!?:;"”’»)…]'
 
 
 @dataclass
@@ -230,7 +230,10 @@ def _relative(pages: list[list[str]]) -> list[list[tuple[str, int]]]:
         indents = [len(x) - len(x.lstrip(" ")) for x in lines if len(x.strip()) >= 20]
         base = min(indents) if indents else 0
         out.append(
-            [(x.strip(), max(0, len(x) - len(x.lstrip(" ")) - base)) if x else ("", 0) for x in lines]
+            [
+                (x.strip(), max(0, len(x) - len(x.lstrip(" ")) - base)) if x else ("", 0)
+                for x in lines
+            ]
         )
     return out
 
@@ -284,7 +287,9 @@ def _text_of(line) -> str:
     return line[0] if isinstance(line, tuple) else line
 
 
-def _find_title(lines: list[str], title: str, start: int = 0, window: int = 15) -> tuple[int, int] | None:
+def _find_title(
+    lines: list[str], title: str, start: int = 0, window: int = 15
+) -> tuple[int, int] | None:
     """(first, end) line indices where *title* is printed (over up to 3 lines), or None."""
     want = fold(title).replace(" ", "")
     if not want:
@@ -356,7 +361,9 @@ def read_pdf(data: bytes, source: str) -> PdfContent:
     except Exception as exc:
         raise BookError(source, f"not a valid PDF: {exc}") from exc
     if not any(any(lines) for lines in raw_pages):
-        raise BookError(source, "no readable text (the PDF has no text layer: a scan needs OCR first)")
+        raise BookError(
+            source, "no readable text (the PDF has no text layer: a scan needs OCR first)"
+        )
 
     entries = _choose_level(_outline(reader))
     titles = {_key(e.title) for e in entries}

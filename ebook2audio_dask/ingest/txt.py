@@ -39,9 +39,9 @@ import copy
 import functools
 import re
 from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Callable, Iterable
 
 from ._sections import Section
 from ._text import (
@@ -60,20 +60,40 @@ from ._text import (
 )
 from ._xhtml import Block
 
-__all__ = ["read_txt", "read_txt_blocks", "TextContent"]
+__all__ = ["TextContent", "read_txt", "read_txt_blocks"]
 
 _NUMBER_WORDS = {
     w: i + 1
     for i, w in enumerate(
-        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+        [
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+            "twenty",
+        ]
     )
 }
 _KEYWORDS = (
     r"chapter|chap\.|chapitre|kapitel|hoofdstuk|cap[ií]tulo|capitolo|stave|book|part|livre"
     r"|partie|teil|deel|buch|volume|canto|letter|section|act|scene"
 )
-_PART_KEYWORDS = frozenset("book part livre partie teil deel buch volume".split())
+_PART_KEYWORDS = frozenset(["book", "part", "livre", "partie", "teil", "deel", "buch", "volume"])
 _KW_HEADING_RE = re.compile(
     rf"^(?P<kw>{_KEYWORDS})\s+(?P<num>[ivxlcdm]+|\d{{1,3}}|{'|'.join(_NUMBER_WORDS)})\b\.?"
     r"(?:\s*[:.\-—–]\s*|\s+)?(?P<title>.*)$",
@@ -227,7 +247,7 @@ class _Paragraphs:
         self._lines = []
         self._blank = 0
 
-    def finish(self) -> "_Paragraphs":
+    def finish(self) -> _Paragraphs:
         """Close the last paragraph; return the paragraphs."""
         self._close()
         return self
@@ -279,7 +299,9 @@ class _Paragraphs:
     def unnumbered_heading(self, i: int) -> bool:
         """Whether paragraph *i* is an all-capital heading (see :func:`_unnumbered_heading_of`)."""
         k = 3 * (self._start + i)
-        return _unnumbered_heading_of(self._texts[self._start + i], self._ints[k + 1], self._ints[k + 2])
+        return _unnumbered_heading_of(
+            self._texts[self._start + i], self._ints[k + 1], self._ints[k + 2]
+        )
 
 
 @functools.lru_cache(maxsize=1024)  # a book's headings repeat the same few numerals
@@ -495,7 +517,9 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
 
     texts = paras.texts()  # texts[i] == paras[i].text
     headings = {
-        i: h for i, head in paras.heads() if (h := _numbered_heading(head, paras.blank_before(i))) is not None
+        i: h
+        for i, head in paras.heads()
+        if (h := _numbered_heading(head, paras.blank_before(i))) is not None
     }
     if sum(1 for i in headings if paras.blank_before(i) >= 2) >= 2:
         # The book sets its headings apart with blank lines (Gutenberg uses
@@ -559,7 +583,7 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
             len(paras),
         )
         body_start = first
-        for j in list(range(0, first)) + list(range(tail_from, len(paras))):
+        for j in list(range(first)) + list(range(tail_from, len(paras))):
             if paras.unnumbered_heading(j) or j == tail_from:
                 starts.setdefault(j, texts[j])
     else:

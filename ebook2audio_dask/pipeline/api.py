@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from distributed import Client
 
-from ..logs import get_logger
 from ..cluster import client_for
 from ..engines import get_engine_class
 from ..errors import Interrupted, UsageError
+from ..logs import get_logger
 from ..storage import get_fs, stem_of
 from ..storage.checks import check_input, check_output
 from ..text.lexicon import configured_lexicon
-from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
+from .graph import BookJob, BookResult, ConvertOptions, run_jobs
 
-__all__ = ["convert", "check_request", "expand_inputs", "BOOK_SUFFIXES"]
+__all__ = ["BOOK_SUFFIXES", "check_request", "convert", "expand_inputs"]
 
 logger = get_logger(__name__)
 
 #: File name endings picked up when an input is a folder.
 BOOK_SUFFIXES = (
-    ".epub", ".txt", ".html", ".htm", ".xhtml", ".fb2", ".fb2.zip", ".pdf", ".mobi", ".azw3",
-    ".docx", ".rtf", ".odt", ".md",
+    ".epub",
+    ".txt",
+    ".html",
+    ".htm",
+    ".xhtml",
+    ".fb2",
+    ".fb2.zip",
+    ".pdf",
+    ".mobi",
+    ".azw3",
+    ".docx",
+    ".rtf",
+    ".odt",
+    ".md",
 )
 
 
-def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None = None) -> list[str]:
+def expand_inputs(
+    inputs: Iterable[str], storage_options: dict[str, Any] | None = None
+) -> list[str]:
     """Turn files, folders and glob patterns into a list of book URLs.
 
     A folder contributes the books directly inside it (``*.epub``, ``*.txt``,
@@ -45,7 +60,9 @@ def expand_inputs(inputs: Iterable[str], storage_options: dict[str, Any] | None 
                 raise UsageError(f"{item}: no file matches")
             out.extend(prefix + p for p in matches)
         elif fs.isdir(path):
-            books = sorted(p for p in fs.ls(path, detail=False) if p.lower().endswith(BOOK_SUFFIXES))
+            books = sorted(
+                p for p in fs.ls(path, detail=False) if p.lower().endswith(BOOK_SUFFIXES)
+            )
             if not books:
                 raise UsageError(f"{item}: folder holds no ebook ({', '.join(BOOK_SUFFIXES)})")
             out.extend(prefix + p for p in books)
@@ -83,7 +100,9 @@ def _check_pauses(pauses: dict[str, float] | None) -> dict[str, float] | None:
 
 def _kept_after_interrupt(jobs: list[BookJob]) -> str:
     """What an interrupted run leaves: its unfinished books' chunks now in the chunk store."""
-    unfinished = [j for j in jobs if j.merge is None or not j.merge.done() or j.merge.status != "finished"]
+    unfinished = [
+        j for j in jobs if j.merge is None or not j.merge.done() or j.merge.status != "finished"
+    ]
     planned = [j for j in unfinished if j.book_plan is not None]
     stored = total = 0
     try:
@@ -91,14 +110,18 @@ def _kept_after_interrupt(jobs: list[BookJob]) -> str:
             wanted = list({c.key: None for c in job.book_plan.chunks})
             total += len(wanted)
             stored += len(job.store.sizes(job.book_plan.spec.engine, wanted))
-    except Exception:  # noqa: BLE001 - the message must come out even when the store does not answer
+    except Exception:
         logger.debug("could not count the stored chunks", exc_info=True)
         planned = []
     if not planned:
-        return (f"{len(unfinished)} book(s) not finished; the chunks synthesised so far are kept in the "
-                "chunk store: the same command resumes from them")
-    return (f"{len(unfinished)} book(s) not finished; {stored} of their {total} chunks are in the chunk "
-            "store: the same command resumes from them")
+        return (
+            f"{len(unfinished)} book(s) not finished; the chunks synthesised so far are kept in the "
+            "chunk store: the same command resumes from them"
+        )
+    return (
+        f"{len(unfinished)} book(s) not finished; {stored} of their {total} chunks are in the chunk "
+        "store: the same command resumes from them"
+    )
 
 
 def _chapter_selection(chapters) -> tuple | None:
@@ -124,7 +147,10 @@ def book_priorities(books: list[str], first: Iterable[str] | None = None) -> dic
 
     def wanted(source: str) -> bool:
         name = source.rstrip("/").rsplit("/", 1)[-1]
-        return any(fnmatch.fnmatch(source, p) or fnmatch.fnmatch(name, p) or source.endswith(p) for p in patterns)
+        return any(
+            fnmatch.fnmatch(source, p) or fnmatch.fnmatch(name, p) or source.endswith(p)
+            for p in patterns
+        )
 
     ordered = [b for b in books if wanted(b)] + [b for b in books if not wanted(b)]
     return {source: 100 * (len(ordered) - i) for i, source in enumerate(ordered)}
@@ -161,14 +187,20 @@ def check_request(
     if isinstance(inputs, str):
         inputs = [inputs]
     OutputSpec.resolve(format, split, split_hours, loudnorm, subtitles)
-    lexicon_list = (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
+    lexicon_list = (
+        (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
+    )
     configured_lexicon(lexicon_list, storage_options)  # an unreadable lexicon is a usage error
     if engine is not None:
-        get_engine_class(engine).runtime_options()  # unknown engine, or a server engine with no endpoint
+        get_engine_class(
+            engine
+        ).runtime_options()  # unknown engine, or a server engine with no endpoint
     books = expand_inputs(inputs, storage_options)
     if not books:
         raise UsageError("no input books given")
-    check_output(output, output_storage_options if output_storage_options is not None else storage_options)
+    check_output(
+        output, output_storage_options if output_storage_options is not None else storage_options
+    )
     return books
 
 
@@ -359,10 +391,22 @@ def convert(
     >>> results = e2a.convert("book.epub", "out/", chapters=[1, 2])  # doctest: +SKIP
     >>> results[0].report["totals"]["audio_s"]  # doctest: +SKIP
     """
-    books = check_request(inputs, output, engine=engine, storage_options=storage_options,
-                          output_storage_options=output_storage_options, lexicons=lexicons, format=format,
-                          split=split, split_hours=split_hours, loudnorm=loudnorm, subtitles=subtitles)
-    lexicon_list = (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
+    books = check_request(
+        inputs,
+        output,
+        engine=engine,
+        storage_options=storage_options,
+        output_storage_options=output_storage_options,
+        lexicons=lexicons,
+        format=format,
+        split=split,
+        split_hours=split_hours,
+        loudnorm=loudnorm,
+        subtitles=subtitles,
+    )
+    lexicon_list = (
+        (lexicons,) if isinstance(lexicons, str) else tuple(lexicons) if lexicons else None
+    )
     options = ConvertOptions(
         output=output,
         engine=engine,
@@ -391,9 +435,17 @@ def convert(
         slots=slots or (adapt[1] if adapt and client is None and scheduler is None else None),
     )
 
-    with client_for(client, scheduler, n_workers, engine_threads, gpus=gpus, adapt=adapt, slurm=slurm,
-                    memory_limit="default" if memory_limit is None else memory_limit,
-                    slots_per_gpu=slots_per_gpu) as c:
+    with client_for(
+        client,
+        scheduler,
+        n_workers,
+        engine_threads,
+        gpus=gpus,
+        adapt=adapt,
+        slurm=slurm,
+        memory_limit="default" if memory_limit is None else memory_limit,
+        slots_per_gpu=slots_per_gpu,
+    ) as c:
         # Not started yet: run_jobs starts them a window at a time (ebook2audio.books-in-flight).
         jobs = [BookJob(c, source, options, priority=rank, start=False)
                 for source, rank in book_priorities(books, priority).items()]  # fmt: skip
@@ -403,8 +455,14 @@ def convert(
 
             bars = ProgressBars(notebook=True)
         try:
-            results = run_jobs(jobs, on_chunks=progress if callable(progress) else None, on_total=progress_total,
-                               on_result=on_result, bars=bars or given_bars, on_start=on_job)
+            results = run_jobs(
+                jobs,
+                on_chunks=progress if callable(progress) else None,
+                on_total=progress_total,
+                on_result=on_result,
+                bars=bars or given_bars,
+                on_start=on_job,
+            )
         except KeyboardInterrupt:  # run_jobs has cancelled the unfinished books' tasks
             raise Interrupted(_kept_after_interrupt(jobs)) from None
         finally:

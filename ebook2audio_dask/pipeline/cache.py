@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..storage import ChunkStore
 from .graph import ConvertOptions
@@ -90,4 +91,9 @@ def prune_cache(
             kept += 1
     if not dry_run:
         store.delete([e.path for e in doomed])
-    return {"deleted": len(doomed), "bytes": sum(e.size for e in doomed), "kept": kept, "dry_run": dry_run}
+    return {
+        "deleted": len(doomed),
+        "bytes": sum(e.size for e in doomed),
+        "kept": kept,
+        "dry_run": dry_run,
+    }

@@ -22,19 +22,21 @@ returns a :class:`BookJob` holding the futures.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from dask.base import tokenize
 from distributed import Client, Event, Future, as_completed, span, wait
 
-from ..logs import get_logger
 from .. import config
 from ..audio.formats import OutputSpec
+from ..engines import get_engine_class, with_runtime
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError, one_line, terminal_safe
+from ..logs import get_logger
 from ..storage import ChunkStore, join, stem_of
 from ..storage.names import book_stem, fit_name
 from ..text.chunk import BookPlan, Pauses
@@ -42,13 +44,12 @@ from ..text.lexicon import configured_lexicon
 from ..text.spoken import normalize_features
 from .metrics import ensure_job_metrics, log_book_event
 from .report import build_report, dumps_report
-from ..engines import get_engine_class, with_runtime
 from .tasks import (
     BatchResult,
     LostBatch,
-    _killed_worker,
     MergeResult,
     PlanRequest,
+    _killed_worker,
     cover_task,
     merge_task,
     parse_task,
@@ -57,7 +58,7 @@ from .tasks import (
     synthesize_task,
 )
 
-__all__ = ["ConvertOptions", "BookJob", "submit_book", "run_jobs"]
+__all__ = ["BookJob", "ConvertOptions", "run_jobs", "submit_book"]
 
 logger = get_logger(__name__)
 
@@ -147,9 +148,15 @@ class ConvertOptions:
     chapters: tuple[int, ...] | None = None
     include_matter: bool | None = None
     cache: str | None = None
-    storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
-    output_storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
-    cache_storage_options: dict[str, Any] | None = field(default=None, hash=False, compare=False, repr=False)
+    storage_options: dict[str, Any] | None = field(
+        default=None, hash=False, compare=False, repr=False
+    )
+    output_storage_options: dict[str, Any] | None = field(
+        default=None, hash=False, compare=False, repr=False
+    )
+    cache_storage_options: dict[str, Any] | None = field(
+        default=None, hash=False, compare=False, repr=False
+    )
     batch_chars: int | None = None
     resources: dict[str, float] | None = field(default=None, hash=False, compare=False)
     engine_threads: int | None = None
@@ -168,18 +175,28 @@ class ConvertOptions:
 
     def output_spec(self) -> OutputSpec:
         """The merge's output settings (arguments over ``ebook2audio.output``)."""
-        return OutputSpec.resolve(self.format, self.split, self.split_hours, self.loudnorm, self.subtitles)
+        return OutputSpec.resolve(
+            self.format, self.split, self.split_hours, self.loudnorm, self.subtitles
+        )
 
     def store(self) -> ChunkStore:
         return ChunkStore.make(config.get("cache", override=self.cache), self.cache_options)
 
     @property
     def output_options(self) -> dict[str, Any] | None:
-        return self.output_storage_options if self.output_storage_options is not None else self.storage_options
+        return (
+            self.output_storage_options
+            if self.output_storage_options is not None
+            else self.storage_options
+        )
 
     @property
     def cache_options(self) -> dict[str, Any] | None:
-        return self.cache_storage_options if self.cache_storage_options is not None else self.storage_options
+        return (
+            self.cache_storage_options
+            if self.cache_storage_options is not None
+            else self.storage_options
+        )
 
     def plan_request(self) -> PlanRequest:
         return PlanRequest(
@@ -191,7 +208,9 @@ class ConvertOptions:
             settings=tuple(sorted((self.settings or {}).items())),
             max_chars=config.get("chunk.max-chars", None),
             speak_titles=bool(config.get("chunk.speak-titles", True)),
-            pauses=dataclasses.replace(Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}),
+            pauses=dataclasses.replace(
+                Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}
+            ),
             fallback_language=config.get("fallback-language"),
             routing=tuple(config.get("routing")),
             normalize=normalize_features(self.normalize),
@@ -277,15 +296,28 @@ class BookJob:
         include_matter = bool(config.get("include-matter", override=options.include_matter))
         with self.span():
             self.parse = self.client.submit(
-                parse_task, self.source, include_matter, options.storage_options,
-                key=f"parse-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+                parse_task,
+                self.source,
+                include_matter,
+                options.storage_options,
+                key=f"parse-{self.stem}-{token}",
+                priority=PLAN_PRIORITY,
+                pure=False,
             )
             self.plan = self.client.submit(
-                plan_task, self.parse, request,
-                key=f"chunk-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+                plan_task,
+                self.parse,
+                request,
+                key=f"chunk-{self.stem}-{token}",
+                priority=PLAN_PRIORITY,
+                pure=False,
             )
             self.cover = self.client.submit(
-                cover_task, self.parse, key=f"cover-{self.stem}-{token}", priority=PLAN_PRIORITY, pure=False,
+                cover_task,
+                self.parse,
+                key=f"cover-{self.stem}-{token}",
+                priority=PLAN_PRIORITY,
+                pure=False,
             )
         self.token = token
         self.stop_event = f"ebook2audio-stop-{self.stem}-{token}"
@@ -317,14 +349,19 @@ class BookJob:
         plan: BookPlan = self.fetch_plan()
         # One lookup per key of this book (never a listing of the whole store, whose
         # cost would grow with every book converted before).
-        self.cached_sizes = self.store.sizes(plan.spec.engine, list({c.key: None for c in plan.chunks}))
+        self.cached_sizes = self.store.sizes(
+            plan.spec.engine, list({c.key: None for c in plan.chunks})
+        )
         batch_chars = int(config.get("synthesize.batch-chars", override=self.options.batch_chars))
         self.resources = resources = self.synth_resources()
         threads = int(config.get("synthesize.engine-threads", override=self.options.engine_threads))
         retries = int(config.get("synthesize.retries", override=self.options.retries))
         batches = plan.batches(
-            batch_chars, skip=set(self.cached_sizes), slots=self._synth_slots(resources),
-            min_chars=MIN_BATCH_CHARS, backlog=backlog,
+            batch_chars,
+            skip=set(self.cached_sizes),
+            slots=self._synth_slots(resources),
+            min_chars=MIN_BATCH_CHARS,
+            backlog=backlog,
         )
         chunk_batch: dict[str, int] = {}
         voice = None
@@ -335,9 +372,15 @@ class BookJob:
             # A voice computed from reference audio (XTTS cloning): once, before
             # any batch, so every worker then reads it from the chunk store.
             voice = self.client.submit(
-                prepare_voice_task, spec, self.store, threads,
-                key=f"voice-{self.stem}-{self.token}", resources=resources or None, retries=retries,
-                priority=self.priority + 2, pure=False,
+                prepare_voice_task,
+                spec,
+                self.store,
+                threads,
+                key=f"voice-{self.stem}-{self.token}",
+                resources=resources or None,
+                retries=retries,
+                priority=self.priority + 2,
+                pure=False,
             )
         for i, batch in enumerate(batches):
             items = tuple((c.key, c.text) for c in batch)
@@ -345,23 +388,44 @@ class BookJob:
             self.n_batches_chunks.append(len(items))
             self.batches.append(
                 self.client.submit(
-                    synthesize_task, spec, items, self.store, threads, voice, retries,
+                    synthesize_task,
+                    spec,
+                    items,
+                    self.store,
+                    threads,
+                    voice,
+                    retries,
                     key=f"synthesize-{self.stem}-{i}-{self.token}",
-                    resources=resources or None, retries=retries,
+                    resources=resources or None,
+                    retries=retries,
                     # book order (large batches first, the small ones last); Dask does
                     # not keep submission order among equal priorities
-                    priority=self.priority + 1 - i / len(batches), pure=False,
+                    priority=self.priority + 1 - i / len(batches),
+                    pure=False,
                 )
             )
-        allow_gaps = bool(config.get("synthesize.allow-gaps", False, override=self.options.allow_gaps))
+        allow_gaps = bool(
+            config.get("synthesize.allow-gaps", False, override=self.options.allow_gaps)
+        )
         # The merge depends on the plan, the cover and every batch: Dask starts it when
         # the last batch is done (ahead of later books' synthesis: a higher priority).
         self._merge_args = (
-            self.plan, self.cover, tuple(self.batches), chunk_batch, self.store,
-            self.output, self.options.output_options, None, self.cached_sizes, self.stop_event,
+            self.plan,
+            self.cover,
+            tuple(self.batches),
+            chunk_batch,
+            self.store,
+            self.output,
+            self.options.output_options,
+            None,
+            self.cached_sizes,
+            self.stop_event,
         )
-        self._merge_kwargs = {"allow_gaps": allow_gaps, "failures_url": self.failures_url,
-                              "output_spec": self.output_spec}
+        self._merge_kwargs = {
+            "allow_gaps": allow_gaps,
+            "failures_url": self.failures_url,
+            "output_spec": self.output_spec,
+        }
         self.submit_merge()
         # The parsed book is no longer needed (Dask recomputes it should the plan or
         # cover be lost with a worker).
@@ -377,8 +441,13 @@ class BookJob:
         suffix = f"-{attempt}" if attempt else ""
         with self.span():
             self.merge = self.client.submit(
-                merge_task, *args, **self._merge_kwargs, lost=dict(self.lost),
-                key=f"merge-{self.stem}-{self.token}{suffix}", priority=self.priority + 10, pure=False,
+                merge_task,
+                *args,
+                **self._merge_kwargs,
+                lost=dict(self.lost),
+                key=f"merge-{self.stem}-{self.token}{suffix}",
+                priority=self.priority + 10,
+                pure=False,
             )
 
     def merge_failed(self, exc: BaseException) -> bool:
@@ -399,7 +468,9 @@ class BookJob:
                            "dead-letter file", self.source, len(newly))  # fmt: skip
         elif self.merge_restarts < MERGE_RESTARTS:
             self.merge_restarts += 1
-            logger.warning("%s: the merge's workers died; merging again (%d)", self.source, self.merge_restarts)
+            logger.warning(
+                "%s: the merge's workers died; merging again (%d)", self.source, self.merge_restarts
+            )
         else:
             return False
         self.submit_merge()
@@ -436,10 +507,17 @@ class BookJob:
         self.output = merged.output  # the first file of a split book
         # a batch that failed as a whole (KilledWorker) is in the merge's dead letters
         finished = [f for f in self.batches if f.status == "finished"]
-        batches: list[BatchResult] = self.client.gather(finished) if finished else []  # one round trip
+        batches: list[BatchResult] = (
+            self.client.gather(finished) if finished else []
+        )  # one round trip
         return build_report(
-            self.book_plan, merged, batches, self.cached_sizes, wall_s=time.time() - self.started,
-            source=self.source, started=self.started,
+            self.book_plan,
+            merged,
+            batches,
+            self.cached_sizes,
+            wall_s=time.time() - self.started,
+            source=self.source,
+            started=self.started,
         )
 
     def publish(self, report: dict) -> None:
@@ -494,7 +572,11 @@ class BookJob:
 
     def futures(self) -> list[Future]:
         """Every future of the book still held: parse, plan, cover, batches and merge."""
-        return [f for f in (self.parse, self.plan, self.cover, *self.batches, self.merge) if f is not None]
+        return [
+            f
+            for f in (self.parse, self.plan, self.cover, *self.batches, self.merge)
+            if f is not None
+        ]
 
     def forget(self) -> None:
         """Release the book's futures once its result is known.
@@ -524,8 +606,9 @@ class BookJob:
                 pass
 
 
-
-def submit_book(client: Client, source: str, options: ConvertOptions, *, priority: int = 0) -> BookJob:
+def submit_book(
+    client: Client, source: str, options: ConvertOptions, *, priority: int = 0
+) -> BookJob:
     """Submit the parse and chunk tasks of one book; returns its :class:`BookJob`.
 
     Call ``job.submit_synthesis()`` once ``job.plan`` is done (or use
@@ -618,7 +701,9 @@ def run_jobs(
         ensure_job_metrics(client)  # ebook2audio_* at the scheduler's /metrics, once per scheduler
     pending = as_completed()
     timeout = float(config.get("cluster.no-workers-timeout"))
-    watch = _ResourceWatch([job for job in jobs], timeout, interval=min(5.0, max(0.2, timeout / 10)))
+    watch = _ResourceWatch(
+        [job for job in jobs], timeout, interval=min(5.0, max(0.2, timeout / 10))
+    )
     watch.start()
     # Books start a window at a time, highest priority first (input order within a
     # priority): a long library holds only its books in flight, on the client and
@@ -660,10 +745,18 @@ def run_jobs(
                                         "made so far are kept in the store: run the same command again to resume")  # fmt: skip
         logger.debug("book %s failed", job.source, exc_info=exc)
         code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
-        results[id(job)] = BookResult(job.source, False, error=_error_line(job.source, exc), exit_code=code)
+        results[id(job)] = BookResult(
+            job.source, False, error=_error_line(job.source, exc), exit_code=code
+        )
         if not lost:
-            log_book_event(job.client, "book-failed", job.source, output=job.output,
-                           error=results[id(job)].error, exit_code=code)
+            log_book_event(
+                job.client,
+                "book-failed",
+                job.source,
+                output=job.output,
+                error=results[id(job)].error,
+                exit_code=code,
+            )
         if job.is_started:
             job.cancel()
         if bars is not None:
@@ -694,7 +787,9 @@ def run_jobs(
                 continue
             if stage == "synthesize":
                 if future.status == "error" and not _killed_worker(future.exception()):
-                    fail(job, job.stall_error or future.exception())  # that batch failed: so does the book
+                    fail(
+                        job, job.stall_error or future.exception()
+                    )  # that batch failed: so does the book
                 elif future.status == "cancelled":
                     fail(job, job.stall_error or BookError(job.source, "conversion cancelled"))
                 elif future.status == "finished":
@@ -731,9 +826,17 @@ def run_jobs(
                     start_more()
                     continue
                 log_book_event(
-                    job.client, "book-started", job.source, title=job.book_plan.title, engine=job.book_plan.spec.engine,
-                    voice=job.book_plan.spec.voice, chars=job.book_plan.chars, chunks=job.n_chunks,
-                    chunks_from_cache=len(job.cached_sizes), synthesize_tasks=len(job.batches), output=job.output,
+                    job.client,
+                    "book-started",
+                    job.source,
+                    title=job.book_plan.title,
+                    engine=job.book_plan.spec.engine,
+                    voice=job.book_plan.spec.voice,
+                    chars=job.book_plan.chars,
+                    chunks=job.n_chunks,
+                    chunks_from_cache=len(job.cached_sizes),
+                    synthesize_tasks=len(job.batches),
+                    output=job.output,
                 )
                 if on_total:
                     on_total(job.n_chunks)
@@ -761,7 +864,13 @@ def run_jobs(
                     start_more()
                     continue
                 results[id(job)] = BookResult(job.source, True, output=job.output, report=report)
-                log_book_event(job.client, "book-finished", job.source, output=job.output, **_event_totals(report))
+                log_book_event(
+                    job.client,
+                    "book-finished",
+                    job.source,
+                    output=job.output,
+                    **_event_totals(report),
+                )
                 job.forget()
                 if bars is not None:
                     bars.book_done(job)
@@ -776,7 +885,7 @@ def run_jobs(
                 try:
                     job.cancel()
                     job.release()
-                except Exception:  # noqa: BLE001 - the scheduler may be gone already
+                except Exception:
                     logger.debug("could not cancel %s", job.source, exc_info=True)
         raise
     finally:
@@ -807,7 +916,10 @@ _EVENT_TOTALS = ("chars", "chunks", "chunks_from_cache", "chunks_synthesized", "
 
 def _event_totals(report: dict) -> dict:
     totals = report.get("totals", {})
-    return {"chapters": len(report.get("chapters", ())), **{k: totals.get(k) for k in _EVENT_TOTALS}}
+    return {
+        "chapters": len(report.get("chapters", ())),
+        **{k: totals.get(k) for k in _EVENT_TOTALS},
+    }
 
 
 def _scheduler_lost(client: Client, exc: BaseException) -> bool:
@@ -845,7 +957,9 @@ class _ResourceWatch:
         self.timeout = timeout
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ebook2audio-resource-watch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="ebook2audio-resource-watch", daemon=True
+        )
 
     def start(self) -> None:
         if self.timeout > 0 and self.jobs:
@@ -865,7 +979,9 @@ class _ResourceWatch:
                 since = None
                 continue
             try:
-                workers = list(self.jobs[0].client.scheduler_info(n_workers=-1).get("workers", {}).values())
+                workers = list(
+                    self.jobs[0].client.scheduler_info(n_workers=-1).get("workers", {}).values()
+                )
             except Exception:  # the scheduler is going away: the main loop will notice
                 logger.debug("resource watch: scheduler_info failed", exc_info=True)
                 continue

@@ -20,16 +20,25 @@ Three channels, all from Dask itself:
 
 from __future__ import annotations
 
-
-from ..logs import get_logger
 import threading
 import time
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-__all__ = ["TOPIC", "UNITS", "digest", "JobMetrics", "ensure_job_metrics", "log_book_event", "job_totals"]
+from ..logs import get_logger
+
+__all__ = [
+    "TOPIC",
+    "UNITS",
+    "JobMetrics",
+    "digest",
+    "ensure_job_metrics",
+    "job_totals",
+    "log_book_event",
+]
 
 logger = get_logger(__name__)
 
@@ -113,7 +122,11 @@ class _Collector:
             "Chunks by outcome: synthesized, failed (every attempt failed), from_cache (found in the chunk store)",
             labels=["state"],
         )
-        for state, activity in (("synthesized", "synthesized"), ("failed", "failed"), ("from_cache", "from-cache")):
+        for state, activity in (
+            ("synthesized", "synthesized"),
+            ("failed", "failed"),
+            ("from_cache", "from-cache"),
+        ):
             chunks.add_metric([state], totals.get((activity, "chunks"), 0.0))
         yield chunks
         audio = totals.get(("synthesized", "audio-seconds"), 0.0)
@@ -144,7 +157,9 @@ class _Collector:
             books.add_metric([state], counts.get(state, 0))
         yield books
         yield GaugeMetricFamily(
-            "ebook2audio_books_running", "Books started and not yet finished or failed", value=len(plugin.running)
+            "ebook2audio_books_running",
+            "Books started and not yet finished or failed",
+            value=len(plugin.running),
         )
 
 
@@ -199,8 +214,10 @@ class JobMetrics(SchedulerPlugin):
         if topic == TOPIC and isinstance(msg, dict):
             action = str(msg.get("action", ""))
             if action in ("book-started", "book-finished", "book-failed"):
-                self.books[action[len("book-"):]] += 1
-                book = str(msg.get("book"))  # not "output": a split book's first file is named at the end
+                self.books[action[len("book-") :]] += 1
+                book = str(
+                    msg.get("book")
+                )  # not "output": a split book's first file is named at the end
                 if action == "book-started":
                     self.running.add(book)
                 else:
@@ -220,7 +237,8 @@ def ensure_job_metrics(client) -> bool:
     except Exception as exc:  # noqa: BLE001 - the scheduler's own environment
         logger.warning(
             "the scheduler could not load ebook2audio_dask's metrics plugin (%s): no ebook2audio_* "
-            "metrics at /metrics; install ebook2audio_dask where the scheduler runs", exc,
+            "metrics at /metrics; install ebook2audio_dask where the scheduler runs",
+            exc,
         )
         return False
 
@@ -230,7 +248,7 @@ def log_book_event(client, action: str, source: str, **fields: Any) -> None:
     msg = {"action": action, "book": source, "time": time.time(), **fields}
     try:
         client.log_event(TOPIC, msg)
-    except Exception:  # noqa: BLE001 - an event must not fail a book
+    except Exception:
         logger.debug("could not log %s for %s", action, source, exc_info=True)
 
 

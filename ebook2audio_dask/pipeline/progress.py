@@ -27,8 +27,14 @@ class ProgressBars:
         ``None`` (default): no bars when *file* is not a terminal.
     """
 
-    def __init__(self, *, notebook: bool = False, per_book: bool = True, file: Any = None,
-                 disable: bool | None = None):
+    def __init__(
+        self,
+        *,
+        notebook: bool = False,
+        per_book: bool = True,
+        file: Any = None,
+        disable: bool | None = None,
+    ):
         if notebook:
             from tqdm.auto import tqdm
         else:

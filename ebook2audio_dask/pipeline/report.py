@@ -14,12 +14,12 @@ from ..text.chunk import BookPlan
 from .tasks import BatchResult, MergeResult
 
 __all__ = [
+    "REPORT_VERSION",
     "build_report",
     "dumps_report",
-    "REPORT_VERSION",
-    "summarize_reports",
     "format_summary",
     "skipped_summary",
+    "summarize_reports",
 ]
 
 REPORT_VERSION = 1
@@ -140,9 +140,7 @@ def skipped_summary(skipped: list[dict[str, Any]]) -> str:
     if len(titles) < len(skipped):
         listed += f" and {len(skipped) - len(titles)} more"
     noun = "section" if len(skipped) == 1 else "sections"
-    return (
-        f"skipped {len(skipped)} {noun}, {chars:,} characters: {listed} — use --include-matter"
-    )
+    return f"skipped {len(skipped)} {noun}, {chars:,} characters: {listed} — use --include-matter"
 
 
 def dumps_report(report: dict[str, Any]) -> str:
@@ -189,11 +187,17 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
         from ..errors import UsageError
 
         raise UsageError(f"{outdir}: no such folder")
-    names = with_retries(lambda: fs.ls(root, detail=False), url=outdir, action="list the output folder")
+    names = with_retries(
+        lambda: fs.ls(root, detail=False), url=outdir, action="list the output folder"
+    )
     names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in names)
     reports = [n for n in names if n.endswith(".report.json")]
     stems = {n[: -len(".report.json")] for n in reports}
-    orphans = [n for n in names if n.endswith(".failures.jsonl") and n[: -len(".failures.jsonl")] not in stems]
+    orphans = [
+        n
+        for n in names
+        if n.endswith(".failures.jsonl") and n[: -len(".failures.jsonl")] not in stems
+    ]
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     starts: list[float] = []
@@ -202,7 +206,9 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
     for name in reports:
         url = f"{outdir.rstrip('/')}/{name}"
         try:
-            raw = with_retries(lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read the report")
+            raw = with_retries(
+                lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read the report"
+            )
             rep = json.loads(raw)
             t = rep["totals"]
             row = {
@@ -231,15 +237,29 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
     for name in orphans:
         url = f"{outdir.rstrip('/')}/{name}"
         try:
-            lines = with_retries(lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read")
+            lines = with_retries(
+                lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read"
+            )
             failed = sum(1 for line in lines.splitlines() if line.strip())
         except Exception:  # noqa: BLE001
             failed = 0
-        rows.append({
-            "book": name[: -len(".failures.jsonl")], "title": None, "status": "failed", "chapters": None,
-            "audio_s": None, "wall_s": None, "rtf": None, "chunks": None, "chunks_from_cache": None,
-            "chunks_failed": failed, "output": None, "report": None, "failures": url,
-        })
+        rows.append(
+            {
+                "book": name[: -len(".failures.jsonl")],
+                "title": None,
+                "status": "failed",
+                "chapters": None,
+                "audio_s": None,
+                "wall_s": None,
+                "rtf": None,
+                "chunks": None,
+                "chunks_from_cache": None,
+                "chunks_failed": failed,
+                "output": None,
+                "report": None,
+                "failures": url,
+            }
+        )
     rows.sort(key=lambda r: r["book"])
     done = [r for r in rows if r["status"] != "failed"]
     audio = sum(r["audio_s"] for r in done)
@@ -274,15 +294,27 @@ def format_summary(summary: dict[str, Any]) -> str:
         hits = "-" if r["chunks"] is None else f"{r['chunks_from_cache']}/{r['chunks']}"
         rtf = "-" if r["rtf"] is None else f"{r['rtf']:.3f}"
         chapters = "-" if r["chapters"] is None else str(r["chapters"])
-        return (name, r.get("status", ""), chapters, _clock(r["audio_s"]), _clock(r["wall_s"]), rtf, hits,
-                str(r["chunks_failed"] or 0))
+        return (
+            name,
+            r.get("status", ""),
+            chapters,
+            _clock(r["audio_s"]),
+            _clock(r["wall_s"]),
+            rtf,
+            hits,
+            str(r["chunks_failed"] or 0),
+        )
 
     rows = [head] + [cells(r, r["book"]) for r in summary["books"]]
     t = summary["totals"]
     rows.append(cells({**t, "status": f"{t['books'] - t['failed']}/{t['books']} done"}, "TOTAL"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.insert(len(lines) - 1, lines[1])
     return "\n".join(lines)

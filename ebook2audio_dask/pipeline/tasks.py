@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..logs import get_logger
 from .. import config
 from ..audio.formats import FinalFile, OutputSpec, PartEncoder, finish_file, normalize_part
 from ..audio.m4b import BookTags, ChapterMark, prepare_cover
@@ -29,6 +28,7 @@ from ..engines import LOAD_COUNTS, get_engine_class, load_engine, resolve_spec
 from ..engines.base import EngineSpec
 from ..errors import BookError, Ebook2AudioError, EngineError, one_line
 from ..ingest import read_book
+from ..logs import get_logger
 from ..model import Book, Pronunciation
 from ..storage import ChunkStore
 from ..storage.fs import Publication
@@ -38,19 +38,19 @@ from .metrics import digest
 
 __all__ = [
     "BatchResult",
-    "ChunkFailure",
     "ChapterResult",
+    "ChunkFailure",
+    "LostBatch",
     "MergeResult",
-    "parse_task",
-    "plan_task",
-    "synthesize_task",
-    "prepare_voice_task",
-    "seed_for",
+    "PreparedCover",
+    "cover_task",
     "length_buckets",
     "merge_task",
-    "cover_task",
-    "PreparedCover",
-    "LostBatch",
+    "parse_task",
+    "plan_task",
+    "prepare_voice_task",
+    "seed_for",
+    "synthesize_task",
 ]
 
 logger = get_logger(__name__)
@@ -156,7 +156,11 @@ def length_buckets(
     groups: list[list[tuple[str, str]]] = []
     for item in sorted(items, key=lambda it: len(it[1])):
         current = groups[-1] if groups else None
-        if current is None or len(current) >= size or len(item[1]) > spread * max(len(current[0][1]), floor):
+        if (
+            current is None
+            or len(current) >= size
+            or len(item[1]) > spread * max(len(current[0][1]), floor)
+        ):
             groups.append([item])
         else:
             current.append(item)
@@ -208,7 +212,9 @@ def error_line(exc: BaseException, limit: int = 300) -> str:
 def _speak(engine, spec: EngineSpec, group: list[tuple[str, str]]) -> list:
     audio = engine.synthesize([t for _, t in group], seeds=[seed_for(k) for k, _ in group])
     if len(audio) != len(group):
-        raise EngineError(f"engine {spec.engine} returned {len(audio)} clips for {len(group)} texts")
+        raise EngineError(
+            f"engine {spec.engine} returned {len(audio)} clips for {len(group)} texts"
+        )
     return list(audio)
 
 
@@ -269,7 +275,9 @@ def synthesize_task(
                     [pcm] = speak([(key, text)])
                 except Exception as exc:  # noqa: BLE001 - an engine may raise anything
                     error = exc
-                    logger.warning("chunk %s: attempt %d failed: %s", key[:12], attempts, error_line(exc))
+                    logger.warning(
+                        "chunk %s: attempt %d failed: %s", key[:12], attempts, error_line(exc)
+                    )
                     continue
                 yield key, pcm
                 break
@@ -289,13 +297,15 @@ def synthesize_task(
         try:
             made = list(zip([k for k, _ in group], speak(group)))
         except Exception as exc:  # noqa: BLE001
-            logger.warning("engine %s failed on %d chunk(s): %s", spec.engine, len(group), error_line(exc))
+            logger.warning(
+                "engine %s failed on %d chunk(s): %s", spec.engine, len(group), error_line(exc)
+            )
             made = one_by_one(group, exc if len(group) == 1 else None)
         texts = dict(group)
         n = chars = length = 0
         for key, pcm in made:
             store.write(spec.engine, key, encode_wav(pcm, engine.sample_rate))
-            samples.append((key, int(len(pcm))))
+            samples.append((key, len(pcm)))
             n, chars, length = n + 1, chars + len(texts[key]), length + len(pcm)
         # the dashboard's fine performance metrics and ebook2audio_* at /metrics, as it goes
         digest("synthesized", n, "chunks")
@@ -391,7 +401,7 @@ class LostBatch:
     worker: str
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> "LostBatch":
+    def from_exception(cls, exc: BaseException) -> LostBatch:
         allowed = int(getattr(exc, "allowed_failures", 3))
         last = getattr(exc, "last_worker", None)
         error = (f"KilledWorker: the worker died {allowed + 1} times running this chunk's synthesize task "
@@ -487,7 +497,9 @@ def merge_task(
     that audio is there too, nothing is decoded or encoded again: the book is
     only remuxed with its chapters, tags and cover.
     """
-    spec = output_spec or OutputSpec(bitrate=config.get("merge.bitrate"), aac_coder=config.get("merge.aac-coder", None))
+    spec = output_spec or OutputSpec(
+        bitrate=config.get("merge.bitrate"), aac_coder=config.get("merge.aac-coder", None)
+    )
     if bitrate:
         spec = dataclasses.replace(spec, bitrate=bitrate)
     info = spec.info
@@ -530,7 +542,9 @@ def merge_task(
                 gap_at.add(i)
             position += lengths.get(chunk.key, 0) + int(round(chunk.pause_after * rate))
     spoken = [spoken_chars, spoken_samples]  # sizes --split-hours' look-ahead at chapters
-    mismatch = [not known]  # a chunk's real length differs from the one expected: chapters need a second pass
+    mismatch = [
+        not known
+    ]  # a chunk's real length differs from the one expected: chapters need a second pass
 
     buffer: dict[str, bytes] = {}
 
@@ -553,10 +567,14 @@ def merge_task(
         try:
             wav = buffer.pop(chunk.key)
         except KeyError:
-            raise BookError(plan.source, f"chunk {chunk.key} is missing from the chunk store; run again") from None
+            raise BookError(
+                plan.source, f"chunk {chunk.key} is missing from the chunk store; run again"
+            ) from None
         samples, chunk_rate = decode_wav(wav)
         if chunk_rate != rate:
-            raise BookError(plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry")
+            raise BookError(
+                plan.source, f"chunk {chunk.key} in the store is damaged; delete it and retry"
+            )
         n = len(samples)
         if lengths.get(chunk.key) != n:
             mismatch[0] = True
@@ -575,8 +593,14 @@ def merge_task(
         encoder: PartEncoder | None = None
         # Loudness: this pass writes lossless FLAC and a meter hears the whole book; each
         # file is then encoded from its FLAC with loudnorm's measured second pass.
-        lossless = dataclasses.replace(spec, format="flac", loudnorm=None) if spec.loudnorm else None
-        meter = PartEncoder(spec, rate, os.path.join(workdir, "meter"), measure=True) if spec.loudnorm else None
+        lossless = (
+            dataclasses.replace(spec, format="flac", loudnorm=None) if spec.loudnorm else None
+        )
+        meter = (
+            PartEncoder(spec, rate, os.path.join(workdir, "meter"), measure=True)
+            if spec.loudnorm
+            else None
+        )
         position = 0
         try:
             for i, chunk in enumerate(plan.chunks):
@@ -593,7 +617,9 @@ def merge_task(
                     if final is not None:
                         path = final_path
                     else:
-                        path = os.path.join(workdir, f"part-{len(parts) + 1}{'.flac' if lossless else info.ext}")
+                        path = os.path.join(
+                            workdir, f"part-{len(parts) + 1}{'.flac' if lossless else info.ext}"
+                        )
                     parts.append(_Part(start=position, first=i, path=path))
                     encoder = PartEncoder(lossless or spec, rate, path, final=final)
                 for sink in (encoder, meter) if meter else (encoder,):
@@ -626,14 +652,18 @@ def merge_task(
     publication = Publication()
     staged = False
     try:
-        with tempfile.TemporaryDirectory(prefix="ebook2audio-merge-", dir=_scratch_dir()) as workdir:
+        with tempfile.TemporaryDirectory(
+            prefix="ebook2audio-merge-", dir=_scratch_dir()
+        ) as workdir:
             encoded = os.path.join(workdir, f"encoded{info.ext}")
             cover_path = cover.write(workdir) if cover is not None else None
             if keep and not chunk_batch and all(c.key in chunk_sizes for c in plan.chunks):
                 reused = store.get_encoded(audio_key, encoded)
             if reused:  # every chunk cached and the audio already encoded: remux only
                 total = sum(lengths[c.key] + int(round(c.pause_after * rate)) for c in plan.chunks)
-                parts.append(_Part(start=0, first=0, path=encoded, end=total, stop=len(plan.chunks)))
+                parts.append(
+                    _Part(start=0, first=0, path=encoded, end=total, stop=len(plan.chunks))
+                )
             elif known and spec.split is None and spec.loudnorm is None:
                 # One pass: the chapter times come from the lengths known already.
                 timeline = _timeline(plan, lengths, rate)
@@ -708,7 +738,9 @@ def merge_task(
             if dead.failed and failures_url:
                 publication.stage_bytes(dead.data(), failures_url, storage_options)
             elif failures_url:
-                publication.stale.append(failures_url)  # an earlier run's, gone once this one is published
+                publication.stale.append(
+                    failures_url
+                )  # an earlier run's, gone once this one is published
             if _merge_cancelled(stop_event):  # the book failed meanwhile: nobody will publish these
                 raise _MergeCancelled(plan.source, "conversion cancelled")
             staged = True
@@ -759,7 +791,9 @@ class _Part:
 SPLIT_PREFER_CHAPTER = 0.8
 
 
-def _cut_before(spec: OutputSpec, i: int, in_part: int, n: int, limit: int | None, chapter_at: dict, spoken) -> bool:
+def _cut_before(
+    spec: OutputSpec, i: int, in_part: int, n: int, limit: int | None, chapter_at: dict, spoken
+) -> bool:
     """Does a new output file start at chunk *i* (*n* samples with its pause; *in_part* samples so far)?"""
     if spec.split == "chapters":
         return i in chapter_at
@@ -811,8 +845,12 @@ def _part_cues(plan: BookPlan, timeline, part: _Part, gap_at: set[int], rate: in
         chunk = plan.chunks[i]
         start, n = timeline[i]
         text = getattr(chunk, "display", "") or chunk.text
-        cues += chunk_cues(text, (start - part.start) / rate, (start + n - part.start) / rate,
-                           getattr(plan, "language", None))
+        cues += chunk_cues(
+            text,
+            (start - part.start) / rate,
+            (start + n - part.start) / rate,
+            getattr(plan, "language", None),
+        )
     return cues
 
 
@@ -821,7 +859,9 @@ def _with_suffix(url: str, suffix: str) -> str:
     return base + suffix
 
 
-def _output_names(output_url: str, spec: OutputSpec, plan: BookPlan, parts: list[_Part]) -> list[str]:
+def _output_names(
+    output_url: str, spec: OutputSpec, plan: BookPlan, parts: list[_Part]
+) -> list[str]:
     """URL of each output file (see :func:`merge_task`), every name at most 255 bytes.
 
     *output_url*'s name is the book's (already fitted) stem and extension;
@@ -834,7 +874,10 @@ def _output_names(output_url: str, spec: OutputSpec, plan: BookPlan, parts: list
     folder, name = posixpath.split(output_url)
     stem, ext = posixpath.splitext(name)
     if spec.split == "hours":
-        return [posixpath.join(folder, part_name(stem, n, len(parts), ext)) for n in range(1, len(parts) + 1)]
+        return [
+            posixpath.join(folder, part_name(stem, n, len(parts), ext))
+            for n in range(1, len(parts) + 1)
+        ]
     width = max(2, len(str(len(parts))))
     chapter_at = {ch.start: ch for ch in plan.chapters if ch.stop > ch.start}
     return [posixpath.join(folder, stem, chapter_name(f"{n:0{width}d}", chapter_at[p.first].title, ext))
@@ -899,9 +942,11 @@ class _DeadLetters:
                 self._record(f.key, f.error, f.attempts, f.worker)
             return
         # Finished, but its result could not be fetched: the store says what it made.
-        self._missing(index, "chunk missing from the store after its synthesize task finished", 1, "unknown")
+        self._missing(
+            index, "chunk missing from the store after its synthesize task finished", 1, "unknown"
+        )
 
-    def batch_lost(self, index: int, lost: "LostBatch") -> None:
+    def batch_lost(self, index: int, lost: LostBatch) -> None:
         """The batch's task killed its worker too often (KilledWorker)."""
         self._missing(index, lost.error, lost.attempts, lost.worker)
 
@@ -935,7 +980,9 @@ class _DeadLetters:
 
     def data(self) -> bytes:
         """The dead-letter file's content: one JSON object a line."""
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.failed.values()).encode("utf-8")
+        return "".join(
+            json.dumps(r, ensure_ascii=False) + "\n" for r in self.failed.values()
+        ).encode("utf-8")
 
     def write(self, url: str | None, storage_options: dict[str, Any] | None) -> None:
         """Write the dead-letter file of a book that fails (published alone, at once)."""
@@ -946,10 +993,14 @@ class _DeadLetters:
 
         fs, path = get_fs(url, storage_options)
         data = self.data()
-        with_retries(lambda: write_bytes_atomic(fs, path, data), url=url, action="write the dead-letter file")
+        with_retries(
+            lambda: write_bytes_atomic(fs, path, data), url=url, action="write the dead-letter file"
+        )
 
 
-def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None, extra: dict[str, Any] | None = None) -> str:
+def encoded_audio_key(
+    plan: BookPlan, bitrate: str, coder: str | None, extra: dict[str, Any] | None = None
+) -> str:
     """Content key of a book's encoded audio: its chunks and pauses, in order, and the encoder settings.
 
     *extra*: what else decides the audio (format, loudness targets: see
@@ -958,7 +1009,13 @@ def encoded_audio_key(plan: BookPlan, bitrate: str, coder: str | None, extra: di
     """
     rate = plan.sample_rate
     sequence = [(c.key, int(round(c.pause_after * rate))) for c in plan.chunks]
-    body: dict[str, Any] = {"v": 1, "rate": rate, "bitrate": str(bitrate), "coder": coder, "seq": sequence}
+    body: dict[str, Any] = {
+        "v": 1,
+        "rate": rate,
+        "bitrate": str(bitrate),
+        "coder": coder,
+        "seq": sequence,
+    }
     if extra:
         body["out"] = extra
     payload = json.dumps(body, separators=(",", ":"), sort_keys=False)

@@ -73,7 +73,9 @@ def check_output(url: str, storage_options: dict[str, Any] | None = None) -> Non
     except Ebook2AudioError as exc:  # still failing after the retries
         raise UsageError(str(exc)) from None
     except FileNotFoundError:
-        raise UsageError(f"{url}: cannot write to the output folder: no such bucket or folder") from None
+        raise UsageError(
+            f"{url}: cannot write to the output folder: no such bucket or folder"
+        ) from None
     except PermissionError:
         raise UsageError(f"{url}: cannot write to the output folder: access denied") from None
     except Exception as exc:  # noqa: BLE001 - whatever the store answered, said in one line

@@ -20,7 +20,7 @@ from ..errors import StorageError
 from .fs import get_fs, join, write_bytes_atomic
 from .retry import with_retries
 
-__all__ = ["ChunkStore", "ChunkEntry", "ENCODED"]
+__all__ = ["ENCODED", "ChunkEntry", "ChunkStore"]
 
 #: Concurrent metadata requests of :meth:`ChunkStore.sizes` on a remote store.
 LOOKUP_THREADS = 16
@@ -42,7 +42,12 @@ class ChunkEntry:
 
 
 def _modified(info: dict[str, Any]) -> float:
-    value = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("updated")
+    value = (
+        info.get("mtime")
+        or info.get("LastModified")
+        or info.get("last_modified")
+        or info.get("updated")
+    )
     if value is None:
         return 0.0
     if isinstance(value, (int, float)):
@@ -74,10 +79,12 @@ class ChunkStore:
     """
 
     url: str
-    storage_options: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False, hash=False)
+    storage_options: tuple[tuple[str, Any], ...] = field(
+        default=(), repr=False, compare=False, hash=False
+    )
 
     @classmethod
-    def make(cls, url: str, storage_options: dict[str, Any] | None = None) -> "ChunkStore":
+    def make(cls, url: str, storage_options: dict[str, Any] | None = None) -> ChunkStore:
         return cls(url, tuple(sorted((storage_options or {}).items())))
 
     @property
@@ -137,7 +144,9 @@ class ChunkStore:
                 except FileNotFoundError:
                     return None
 
-            found = with_retries(info, url=self._url(engine, key[:2], f"{key}.wav"), action="look up the chunk")
+            found = with_retries(
+                info, url=self._url(engine, key[:2], f"{key}.wav"), action="look up the chunk"
+            )
             size = int(found.get("size") or 0) if found is not None else 0
             return key, size if size >= WAV_HEADER_BYTES else None
 
@@ -147,7 +156,9 @@ class ChunkStore:
         else:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(min(LOOKUP_THREADS, len(keys)), thread_name_prefix="e2a-lookup") as pool:
+            with ThreadPoolExecutor(
+                min(LOOKUP_THREADS, len(keys)), thread_name_prefix="e2a-lookup"
+            ) as pool:
                 found = list(pool.map(one, keys))
         return {key: size for key, size in found if size is not None}
 
@@ -163,8 +174,10 @@ class ChunkStore:
 
         out = []
         prefix = root.rstrip("/") + "/"
-        for path, info in with_retries(listing, url=self.url, action="list the chunk store").items():
-            rel = path[len(prefix):] if path.startswith(prefix) else path
+        for path, info in with_retries(
+            listing, url=self.url, action="list the chunk store"
+        ).items():
+            rel = path[len(prefix) :] if path.startswith(prefix) else path
             parts = rel.split("/")
             name = parts[-1]
             if len(parts) < 3 or name.startswith("."):
@@ -209,12 +222,16 @@ class ChunkStore:
             found = {path: with_retries(lambda: fs.cat_file(path), url=self._url(engine, key[:2], f"{key}.wav"),
                                         action="read the chunk")}  # fmt: skip
         else:
-            found = with_retries(lambda: fs.cat(list(paths), on_error="raise"), url=self.url, action=action)
+            found = with_retries(
+                lambda: fs.cat(list(paths), on_error="raise"), url=self.url, action=action
+            )
         out = {}
         for path, data in found.items():
             key = paths[path]
             if not wav_complete(data):
-                with_retries(lambda: fs.rm_file(path), url=self.url, action="delete a damaged chunk")
+                with_retries(
+                    lambda: fs.rm_file(path), url=self.url, action="delete a damaged chunk"
+                )
                 raise StorageError(
                     f"{self._url(engine, key[:2], key + '.wav')}: chunk is incomplete ({len(data)} bytes); "
                     "it was deleted: run the conversion again to synthesise it"
@@ -239,7 +256,9 @@ class ChunkStore:
             except FileNotFoundError:
                 return False
 
-        return with_retries(fetch, url=self._url(ENCODED, key[:2], f"{key}.m4a"), action="read the encoded audio")
+        return with_retries(
+            fetch, url=self._url(ENCODED, key[:2], f"{key}.m4a"), action="read the encoded audio"
+        )
 
     def put_encoded(self, key: str, local_path: str) -> None:
         """Keep a book's encoded audio (one PUT / temp+rename: complete or absent)."""

@@ -14,18 +14,26 @@ import os
 import posixpath
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
-from ..logs import get_logger
 from ..errors import StorageError
+from ..logs import get_logger
 
 __all__ = [
-    "get_fs", "join", "write_bytes_atomic", "publish_file", "stem_of", "is_local", "options_for",
-    "temp_name", "Publication",
+    "Publication",
+    "get_fs",
+    "is_local",
+    "join",
+    "options_for",
+    "publish_file",
+    "stem_of",
+    "temp_name",
+    "write_bytes_atomic",
 ]
 
 _LOCAL = ("file", "local")
@@ -96,7 +104,10 @@ def get_fs(url: str, storage_options: dict[str, Any] | None = None):
         url = os.path.abspath(os.path.expanduser(url))
     try:
         return url_to_fs(url, **options_for(url, storage_options))
-    except (ValueError, ImportError) as exc:  # "Protocol not known: foo", "Install s3fs to access S3"
+    except (
+        ValueError,
+        ImportError,
+    ) as exc:  # "Protocol not known: foo", "Install s3fs to access S3"
         if isinstance(exc, ValueError) and "protocol" not in str(exc).lower():
             raise
         from ..errors import UsageError
@@ -191,14 +202,23 @@ def _supports_create(fs) -> bool:
     if type(fs).__name__ in _NO_CREATE:
         return False
     try:
-        return "mode" in inspect.signature(fs._pipe_file if hasattr(fs, "_pipe_file") else fs.pipe_file).parameters
+        return (
+            "mode"
+            in inspect.signature(
+                fs._pipe_file if hasattr(fs, "_pipe_file") else fs.pipe_file
+            ).parameters
+        )
     except (TypeError, ValueError):
         return False
 
 
 def _unsupported(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, (NotImplementedError, TypeError)) or "NotImplemented" in text or "not supported" in text
+    return (
+        isinstance(exc, (NotImplementedError, TypeError))
+        or "NotImplemented" in text
+        or "not supported" in text
+    )
 
 
 def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -208,7 +228,9 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
     fs, path = get_fs(url, storage_options)
     if is_local(fs):
 
-        def fill(tmp: str) -> None:  # same folder, so the final rename is atomic even across filesystems
+        def fill(
+            tmp: str,
+        ) -> None:  # same folder, so the final rename is atomic even across filesystems
             shutil.move(local_path, tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # temp files are 0600; a published file is not
 
@@ -285,7 +307,9 @@ class Publication:
             os.makedirs(path)
             self.folders.append(url)
 
-    def stage_file(self, local_path: str, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def stage_file(
+        self, local_path: str, url: str, storage_options: dict[str, Any] | None = None
+    ) -> None:
         """Move the finished local file *local_path* to a temporary name beside *url*."""
         from .retry import with_retries
 
@@ -305,7 +329,9 @@ class Publication:
             with_retries(upload, url=url, action="write the audiobook")
             os.unlink(local_path)
 
-    def stage_bytes(self, data: bytes, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def stage_bytes(
+        self, data: bytes, url: str, storage_options: dict[str, Any] | None = None
+    ) -> None:
         """Write *data* to a temporary name beside *url*."""
         from .retry import with_retries
 
@@ -340,7 +366,9 @@ class Publication:
             for temp, final in self.files:
                 done.append((final, with_retries(lambda: _set_aside(final, storage_options), url=final,
                                                  action="keep the earlier file")))  # fmt: skip
-                with_retries(lambda: _move(temp, final, storage_options), url=final, action="publish")
+                with_retries(
+                    lambda: _move(temp, final, storage_options), url=final, action="publish"
+                )
         except BaseException:
             for final, kept in reversed(done):
                 _put_back(final, kept, storage_options)
@@ -403,8 +431,10 @@ def _put_back(final: str, kept: str | None, storage_options: dict[str, Any] | No
         else:
             fs.copy(get_fs(kept, storage_options)[1], path)
             _remove(kept, storage_options)
-    except Exception:  # noqa: BLE001 - keep undoing the others; the kept copy stays for the user
-        logger.error("could not put %s back (the earlier file is at %s)", final, kept, exc_info=True)
+    except Exception:
+        logger.error(
+            "could not put %s back (the earlier file is at %s)", final, kept, exc_info=True
+        )
 
 
 def _remove(url: str, storage_options: dict[str, Any] | None) -> None:
@@ -416,7 +446,7 @@ def _remove(url: str, storage_options: dict[str, Any] | None) -> None:
                 os.unlink(path)
         elif fs.exists(path):
             fs.rm_file(path)
-    except Exception:  # noqa: BLE001 - a leftover temporary file is only clutter
+    except Exception:
         logger.warning("could not remove %s", url, exc_info=True)
 
 

@@ -16,7 +16,15 @@ import hashlib
 import re
 import unicodedata
 
-__all__ = ["NAME_MAX", "SUFFIX_ROOM", "fit_name", "book_stem", "safe_title", "chapter_name", "part_name"]
+__all__ = [
+    "NAME_MAX",
+    "SUFFIX_ROOM",
+    "book_stem",
+    "chapter_name",
+    "fit_name",
+    "part_name",
+    "safe_title",
+]
 
 #: Bytes in one file or folder name.
 NAME_MAX = 255

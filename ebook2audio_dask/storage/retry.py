@@ -18,15 +18,16 @@ import errno
 import random
 import socket
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import tenacity
 
-from ..logs import get_logger
 from .. import config
 from ..errors import StorageError, one_line
+from ..logs import get_logger
 
-__all__ = ["is_transient", "with_retries", "storage_error"]
+__all__ = ["is_transient", "storage_error", "with_retries"]
 
 logger = get_logger(__name__)
 T = TypeVar("T")
@@ -109,7 +110,9 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
     attempts = int(config.get("storage.retries", 6))
     budget = float(config.get("storage.retry-seconds", 60))
 
-    def log(state: tenacity.RetryCallState | None, exc: BaseException | None = None, attempt: int = 1) -> None:
+    def log(
+        state: tenacity.RetryCallState | None, exc: BaseException | None = None, attempt: int = 1
+    ) -> None:
         if state is not None:
             exc = state.outcome.exception() if state.outcome else None
             attempt = state.attempt_number + 1
@@ -117,7 +120,9 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
                        one_line(exc, 120), attempt, attempts - 1)  # fmt: skip
 
     if attempts <= 1:
-        raise StorageError(f"{url}: cannot {action}: still failing after 1 attempt: {one_line(first, 160)}") from first
+        raise StorageError(
+            f"{url}: cannot {action}: still failing after 1 attempt: {one_line(first, 160)}"
+        ) from first
     log(None, first)
     started = time.monotonic()
     time.sleep(min(8.0, 0.5 + random.uniform(0, 1)))  # the first backoff, as tenacity's would be
@@ -136,10 +141,11 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
         raise
     except Exception as exc:
         if is_transient(exc):
-            tried = 1 + retrying.statistics.get("attempt_number", attempts - 1)  # fewer when the budget ran out
+            tried = 1 + retrying.statistics.get(
+                "attempt_number", attempts - 1
+            )  # fewer when the budget ran out
             raise StorageError(f"{url}: cannot {action}: still failing after {tried} attempts: "
                                f"{one_line(exc, 160)}") from exc  # fmt: skip
         if not translate:
             raise
         raise storage_error(url, exc, action) from exc
-

@@ -10,8 +10,8 @@ __all__ = [
     "Chunk",
     "Pauses",
     "content_key",
-    "plan_book",
     "normalize_text",
+    "plan_book",
     "split_long",
     "split_sentences",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 from ..audio.m4b import clean_tag
 from ..engines.base import EngineSpec
@@ -20,7 +20,7 @@ from .normalize import normalize_text
 from .segment import split_long, split_sentences
 from .spoken import FEATURES, Speaker
 
-__all__ = ["Chunk", "ChapterPlan", "BookPlan", "Pauses", "content_key", "plan_book"]
+__all__ = ["BookPlan", "ChapterPlan", "Chunk", "Pauses", "content_key", "plan_book"]
 
 #: Bump when the audio for a given key would change (e.g. a new WAV layout).
 KEY_VERSION = 1
@@ -57,7 +57,7 @@ class Pauses:
     chapter: float = 2.0
 
     @classmethod
-    def from_config(cls) -> "Pauses":
+    def from_config(cls) -> Pauses:
         from .. import config
 
         conf = config.get("pauses")
@@ -177,11 +177,15 @@ class BookPlan:
         target = 0
         for chunk in todo:
             if not current:
-                target = max(floor, min(batch_chars, -(-(remaining + backlog) // (2 * max(1, slots)))))
+                target = max(
+                    floor, min(batch_chars, -(-(remaining + backlog) // (2 * max(1, slots))))
+                )
             elif size + len(chunk.text) > target:
                 batches.append(tuple(current))
                 current, size = [], 0
-                target = max(floor, min(batch_chars, -(-(remaining + backlog) // (2 * max(1, slots)))))
+                target = max(
+                    floor, min(batch_chars, -(-(remaining + backlog) // (2 * max(1, slots))))
+                )
             current.append(chunk)
             size += len(chunk.text)
             remaining -= len(chunk.text)
@@ -329,7 +333,9 @@ def plan_book(
         title = normalize_text(chapter.title)
         if not paragraphs:
             continue  # a chapter with nothing to say (a bare heading) is dropped
-        units: list[tuple[list[tuple[str, str]], float]] = []  # ((spoken, written)s, pause after the last)
+        units: list[
+            tuple[list[tuple[str, str]], float]
+        ] = []  # ((spoken, written)s, pause after the last)
         heading = _heading_paragraphs(paragraphs, title)
         if speak_titles and title and not heading:
             units.append((_spoken_groups([title], max_chars, head), pauses.title))
@@ -338,7 +344,9 @@ def plan_book(
             if n < heading:
                 units.append((_spoken_groups(sentences, max_chars, head), pauses.title))
             else:
-                units.append((_spoken_groups(sentences, max_chars, speaker.speak), pauses.paragraph))
+                units.append(
+                    (_spoken_groups(sentences, max_chars, speaker.speak), pauses.paragraph)
+                )
         for groups, pause in units:
             for i, (text, written) in enumerate(groups):
                 last = i == len(groups) - 1

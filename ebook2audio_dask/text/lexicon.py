@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..errors import UsageError, one_line
 from ..model import Pronunciation
@@ -28,13 +29,13 @@ from ..model import Pronunciation
 __all__ = [
     "Lexicon",
     "Pronunciation",
+    "ipa_for_piper",
+    "ipa_to_espeak",
     "load_lexicon",
     "load_lexicons",
     "parse_lexicon",
     "parse_pls",
     "render_phonemes",
-    "ipa_to_espeak",
-    "ipa_for_piper",
     "xsampa_to_ipa",
 ]
 
@@ -58,7 +59,9 @@ def _alphabet(value: str | None, default: str = "ipa") -> str:
     return value
 
 
-def parse_pls(data: bytes, *, origin: str = "pls", language: str | None = None, source: str = "") -> list[Pronunciation]:
+def parse_pls(
+    data: bytes, *, origin: str = "pls", language: str | None = None, source: str = ""
+) -> list[Pronunciation]:
     """Read a W3C Pronunciation Lexicon Specification (PLS 1.0) document.
 
     Every ``<lexeme>`` gives one entry per ``<grapheme>``: its first
@@ -95,7 +98,9 @@ def parse_pls(data: bytes, *, origin: str = "pls", language: str | None = None, 
     except etree.XMLSyntaxError as exc:
         raise ValueError(f"{source or 'PLS lexicon'}: not valid XML ({exc})") from None
     if _local(root.tag) != "lexicon":
-        raise ValueError(f"{source or 'PLS lexicon'}: not a PLS lexicon (root element <{_local(root.tag)}>)")
+        raise ValueError(
+            f"{source or 'PLS lexicon'}: not a PLS lexicon (root element <{_local(root.tag)}>)"
+        )
     lang = root.get("{http://www.w3.org/XML/1998/namespace}lang") or language or ""
     default_alphabet = _alphabet(root.get("alphabet"))
     entries: list[Pronunciation] = []
@@ -106,7 +111,11 @@ def parse_pls(data: bytes, *, origin: str = "pls", language: str | None = None, 
         phonemes = [g for g in lexeme if _local(g.tag) == "phoneme" and _text(g)]
         aliases = [_text(g) for g in lexeme if _local(g.tag) == "alias" and _text(g)]
         phoneme = _text(phonemes[0]) if phonemes else ""
-        alphabet = _alphabet(phonemes[0].get("alphabet"), default_alphabet) if phonemes else default_alphabet
+        alphabet = (
+            _alphabet(phonemes[0].get("alphabet"), default_alphabet)
+            if phonemes
+            else default_alphabet
+        )
         alias = aliases[0] if aliases else ""
         if not (phoneme or alias):
             continue
@@ -163,13 +172,19 @@ def parse_lexicon(data: bytes | str, source: str = "lexicon") -> list[Pronunciat
 
     try:
         text = raw.decode("utf-8-sig")
-        tree = json.loads(text) if head.startswith(b"{") and source.endswith(".json") else yaml.safe_load(text)
+        tree = (
+            json.loads(text)
+            if head.startswith(b"{") and source.endswith(".json")
+            else yaml.safe_load(text)
+        )
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise UsageError(f"lexicon {source}: not YAML, JSON or PLS ({one_line(exc)})") from None
     if tree is None:
         return []
     if not isinstance(tree, dict):
-        raise UsageError(f"lexicon {source}: expected a mapping of language -> {{word: replacement}}")
+        raise UsageError(
+            f"lexicon {source}: expected a mapping of language -> {{word: replacement}}"
+        )
     entries: list[Pronunciation] = []
     for lang, words in tree.items():
         if not isinstance(words, dict):
@@ -201,7 +216,9 @@ def _user_entry(word: str, value: Any, lang: str, source: str) -> Pronunciation:
     else:
         raise UsageError(f"lexicon {source}: bad replacement for {word!r}: {value!r}")
     if alphabet not in ALPHABETS:
-        raise UsageError(f"lexicon {source}: unknown phoneme alphabet {alphabet!r} for {word!r} (use ipa or x-sampa)")
+        raise UsageError(
+            f"lexicon {source}: unknown phoneme alphabet {alphabet!r} for {word!r} (use ipa or x-sampa)"
+        )
     if not (phonemes or alias):
         raise UsageError(f"lexicon {source}: empty replacement for {word!r}")
     return Pronunciation(word, phonemes, alphabet, "" if lang == "*" else lang, "user", alias)
@@ -221,7 +238,9 @@ def load_lexicon(url: str, storage_options: dict | None = None) -> tuple[Pronunc
     return tuple(parse_lexicon(data, url))
 
 
-def load_lexicons(urls: Iterable[str], storage_options: dict | None = None) -> tuple[Pronunciation, ...]:
+def load_lexicons(
+    urls: Iterable[str], storage_options: dict | None = None
+) -> tuple[Pronunciation, ...]:
     """Read user lexicon files in order; entries of later files come after earlier ones."""
     out: list[Pronunciation] = []
     for url in urls:
@@ -280,7 +299,9 @@ class Lexicon:
                 self.folded.setdefault(g.casefold(), e)
         self.entries = tuple(self.exact.values())
         self._exact_re = self._compile(self.exact, 0)
-        self._folded_re = self._compile({e.grapheme: e for e in self.folded.values()}, re.IGNORECASE)
+        self._folded_re = self._compile(
+            {e.grapheme: e for e in self.folded.values()}, re.IGNORECASE
+        )
 
     def __bool__(self) -> bool:
         return bool(self.exact)
@@ -330,16 +351,90 @@ class Lexicon:
 
 # --------------------------------------------------------------------------- phonemes
 _XSAMPA = {
-    "r\\`": "ɻ", "r\\": "ɹ", "R\\": "ʀ", "h\\": "ɦ", "j\\": "ʝ", "x\\": "ɧ", "?\\": "ʕ", "@\\": "ɘ",
-    "3\\": "ɞ", "M\\": "ɰ", "B\\": "ʙ", "G\\": "ɢ", "J\\": "ɟ", "K\\": "ɮ", "L\\": "ʟ", "N\\": "ɴ",
-    "X\\": "ħ", "l\\": "ɺ", "s\\": "ɕ", "z\\": "ʑ", "I\\": "ᵻ", "U\\": "ᵿ", ":\\": "ˑ", "@`": "ɚ",
-    "l`": "ɭ", "n`": "ɳ", "r`": "ɽ", "s`": "ʂ", "z`": "ʐ", "t`": "ʈ", "d`": "ɖ", "_h": "ʰ", "_~": "\u0303",
-    "_j": "ʲ", "_w": "ʷ", "_0": "\u0325", "_=": "\u0329",
-    "A": "ɑ", "{": "æ", "6": "ɐ", "Q": "ɒ", "E": "ɛ", "@": "ə", "3": "ɜ", "I": "ɪ", "O": "ɔ", "2": "ø",
-    "9": "œ", "&": "ɶ", "U": "ʊ", "}": "ʉ", "V": "ʌ", "Y": "ʏ", "B": "β", "C": "ç", "D": "ð", "G": "ɣ",
-    "L": "ʎ", "J": "ɲ", "N": "ŋ", "R": "ʁ", "S": "ʃ", "T": "θ", "H": "ɥ", "Z": "ʒ", "?": "ʔ", "X": "χ",
-    "W": "ʍ", "M": "ɯ", "K": "ɬ", "F": "ɱ", "P": "ʋ", "4": "ɾ", "5": "ɫ", "1": "ɨ", "7": "ɤ", "8": "ɵ",
-    "g": "ɡ", ":": "ː", '"': "ˈ", "%": "ˌ", "~": "\u0303", "=": "\u0329", "'": "ʲ",
+    "r\\`": "ɻ",
+    "r\\": "ɹ",
+    "R\\": "ʀ",
+    "h\\": "ɦ",
+    "j\\": "ʝ",
+    "x\\": "ɧ",
+    "?\\": "ʕ",
+    "@\\": "ɘ",
+    "3\\": "ɞ",
+    "M\\": "ɰ",
+    "B\\": "ʙ",
+    "G\\": "ɢ",
+    "J\\": "ɟ",
+    "K\\": "ɮ",
+    "L\\": "ʟ",
+    "N\\": "ɴ",
+    "X\\": "ħ",
+    "l\\": "ɺ",
+    "s\\": "ɕ",
+    "z\\": "ʑ",
+    "I\\": "ᵻ",
+    "U\\": "ᵿ",
+    ":\\": "ˑ",
+    "@`": "ɚ",
+    "l`": "ɭ",
+    "n`": "ɳ",
+    "r`": "ɽ",
+    "s`": "ʂ",
+    "z`": "ʐ",
+    "t`": "ʈ",
+    "d`": "ɖ",
+    "_h": "ʰ",
+    "_~": "\u0303",
+    "_j": "ʲ",
+    "_w": "ʷ",
+    "_0": "\u0325",
+    "_=": "\u0329",
+    "A": "ɑ",
+    "{": "æ",
+    "6": "ɐ",
+    "Q": "ɒ",
+    "E": "ɛ",
+    "@": "ə",
+    "3": "ɜ",
+    "I": "ɪ",
+    "O": "ɔ",
+    "2": "ø",
+    "9": "œ",
+    "&": "ɶ",
+    "U": "ʊ",
+    "}": "ʉ",
+    "V": "ʌ",
+    "Y": "ʏ",
+    "B": "β",
+    "C": "ç",
+    "D": "ð",
+    "G": "ɣ",
+    "L": "ʎ",
+    "J": "ɲ",
+    "N": "ŋ",
+    "R": "ʁ",
+    "S": "ʃ",
+    "T": "θ",
+    "H": "ɥ",
+    "Z": "ʒ",
+    "?": "ʔ",
+    "X": "χ",
+    "W": "ʍ",
+    "M": "ɯ",
+    "K": "ɬ",
+    "F": "ɱ",
+    "P": "ʋ",
+    "4": "ɾ",
+    "5": "ɫ",
+    "1": "ɨ",
+    "7": "ɤ",
+    "8": "ɵ",
+    "g": "ɡ",
+    ":": "ː",
+    '"': "ˈ",
+    "%": "ˌ",
+    "~": "\u0303",
+    "=": "\u0329",
+    "'": "ʲ",
 }
 
 
@@ -379,8 +474,13 @@ _STRESS = "ˈˌ"
 # American dictionary conventions (as in the Georgia book's PLS) -> espeak-ng's
 # en-us IPA, which is what Piper's English voices were trained on.
 _EN_IPA = [
-    (re.compile(r"ɜr|ɝ"), "ɜː"), (re.compile(r"ər"), "ɚ"), (re.compile(r"ɑr"), "ɑːɹ"), (re.compile(r"ɔr"), "ɔːɹ"),
-    (re.compile(r"r"), "ɹ"), (re.compile(r"y"), "j"), (re.compile(r"ɫ"), "l"),
+    (re.compile(r"ɜr|ɝ"), "ɜː"),
+    (re.compile(r"ər"), "ɚ"),
+    (re.compile(r"ɑr"), "ɑːɹ"),
+    (re.compile(r"ɔr"), "ɔːɹ"),
+    (re.compile(r"r"), "ɹ"),
+    (re.compile(r"y"), "j"),
+    (re.compile(r"ɫ"), "l"),
     # Long vowels written short; not at a word's (or a compound part's) end: "happy" i.
     (re.compile(r"i(?![ːəˈˌ])(?=\S)"), "iː"),
     (re.compile(r"([uɑɔɜ])(?![ːʊɪə\u0303])(?=\S)"), r"\1ː"),
@@ -416,25 +516,133 @@ def ipa_for_piper(ipa: str, language: str | None) -> str:
 
 # IPA -> espeak-ng phoneme mnemonics (its ASCII notation, close to Kirshenbaum).
 _ESPEAK_COMMON = {
-    "tʃ": "tS", "dʒ": "dZ", "ts": "ts", "eɪ": "eI", "aɪ": "aI", "ɔɪ": "OI", "aʊ": "aU", "oʊ": "oU", "əʊ": "oU",
-    "ɪə": "i@", "ɛə": "e@", "ʊə": "U@", "iː": "i:", "uː": "u:", "ɑː": "A:", "ɔː": "O:", "ɜː": "3:", "eː": "e:",
-    "oː": "o:", "aː": "a:", "ɛː": "E:", "yː": "y:", "øː": "2:",
-    "θ": "T", "ð": "D", "ʃ": "S", "ʒ": "Z", "ŋ": "N", "ɲ": "n^", "ʎ": "l^", "ɹ": "r", "r": "r", "ɾ": "r",
-    "ʁ": "R", "ʀ": "R", "ɡ": "g", "g": "g", "ç": "C", "x": "x", "χ": "X", "ɣ": "Q", "ʔ": "?", "ɦ": "h",
-    "ʍ": "w", "ɥ": "j", "ʋ": "v", "ɫ": "l",
-    "æ": "a", "ɑ": "A", "ɒ": "0", "ɐ": "a#", "ʌ": "V", "ə": "@", "ɚ": "3", "ɜ": "3", "ɝ": "3:", "ɪ": "I", "ʏ": "Y",
-    "ʊ": "U", "ɛ": "E", "ɔ": "O", "ø": "Y", "œ": "W", "ɨ": "i", "ʉ": "u", "ᵻ": "I2",
-    "a": "a", "e": "e", "i": "i", "o": "o", "u": "u", "y": "y", "c": "k", "q": "k",
+    "tʃ": "tS",
+    "dʒ": "dZ",
+    "ts": "ts",
+    "eɪ": "eI",
+    "aɪ": "aI",
+    "ɔɪ": "OI",
+    "aʊ": "aU",
+    "oʊ": "oU",
+    "əʊ": "oU",
+    "ɪə": "i@",
+    "ɛə": "e@",
+    "ʊə": "U@",
+    "iː": "i:",
+    "uː": "u:",
+    "ɑː": "A:",
+    "ɔː": "O:",
+    "ɜː": "3:",
+    "eː": "e:",
+    "oː": "o:",
+    "aː": "a:",
+    "ɛː": "E:",
+    "yː": "y:",
+    "øː": "2:",
+    "θ": "T",
+    "ð": "D",
+    "ʃ": "S",
+    "ʒ": "Z",
+    "ŋ": "N",
+    "ɲ": "n^",
+    "ʎ": "l^",
+    "ɹ": "r",
+    "r": "r",
+    "ɾ": "r",
+    "ʁ": "R",
+    "ʀ": "R",
+    "ɡ": "g",
+    "g": "g",
+    "ç": "C",
+    "x": "x",
+    "χ": "X",
+    "ɣ": "Q",
+    "ʔ": "?",
+    "ɦ": "h",
+    "ʍ": "w",
+    "ɥ": "j",
+    "ʋ": "v",
+    "ɫ": "l",
+    "æ": "a",
+    "ɑ": "A",
+    "ɒ": "0",
+    "ɐ": "a#",
+    "ʌ": "V",
+    "ə": "@",
+    "ɚ": "3",
+    "ɜ": "3",
+    "ɝ": "3:",
+    "ɪ": "I",
+    "ʏ": "Y",
+    "ʊ": "U",
+    "ɛ": "E",
+    "ɔ": "O",
+    "ø": "Y",
+    "œ": "W",
+    "ɨ": "i",
+    "ʉ": "u",
+    "ᵻ": "I2",
+    "a": "a",
+    "e": "e",
+    "i": "i",
+    "o": "o",
+    "u": "u",
+    "y": "y",
+    "c": "k",
+    "q": "k",
     **{ch: ch for ch in "bdfhjklmnpstvwz"},
-    "ˈ": "'", "ˌ": ",", "ː": ":", ".": "", "\u0303": "~", "\u0329": "", "ʰ": "", "ʲ": ";",
+    "ˈ": "'",
+    "ˌ": ",",
+    "ː": ":",
+    ".": "",
+    "\u0303": "~",
+    "\u0329": "",
+    "ʰ": "",
+    "ʲ": ";",
 }
 _ESPEAK_LANG = {
     "en": {
-        "ɜr": "3:", "ər": "3", "ɑr": "A@", "ɔr": "O@", "ɛr": "e@", "ɪr": "i@", "ʊr": "U@", "aɪr": "aI3",
-        "ɑ": "A:", "ɔ": "O:", "ɜ": "3:", "i": "i:", "u": "u:", "o": "oU", "e": "eI", "y": "j", "ɒ": "0",
+        "ɜr": "3:",
+        "ər": "3",
+        "ɑr": "A@",
+        "ɔr": "O@",
+        "ɛr": "e@",
+        "ɪr": "i@",
+        "ʊr": "U@",
+        "aɪr": "aI3",
+        "ɑ": "A:",
+        "ɔ": "O:",
+        "ɜ": "3:",
+        "i": "i:",
+        "u": "u:",
+        "o": "oU",
+        "e": "eI",
+        "y": "j",
+        "ɒ": "0",
     },
-    "fr": {"ɑ": "a", "ʁ": "R", "ɥ": "j", "ø": "Y", "œ": "W", "ə": "@", "e": "e", "ɛ": "E", "o": "o", "ɔ": "O"},
-    "nl": {"ɣ": "Q", "x": "x", "ʏ": "Y", "ø": "Y:", "œy": "9y", "ɛi": "Ei", "ʌu": "Au", "ɑ": "A", "ɔ": "O"},
+    "fr": {
+        "ɑ": "a",
+        "ʁ": "R",
+        "ɥ": "j",
+        "ø": "Y",
+        "œ": "W",
+        "ə": "@",
+        "e": "e",
+        "ɛ": "E",
+        "o": "o",
+        "ɔ": "O",
+    },
+    "nl": {
+        "ɣ": "Q",
+        "x": "x",
+        "ʏ": "Y",
+        "ø": "Y:",
+        "œy": "9y",
+        "ɛi": "Ei",
+        "ʌu": "Au",
+        "ɑ": "A",
+        "ɔ": "O",
+    },
 }
 
 

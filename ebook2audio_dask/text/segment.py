@@ -6,10 +6,13 @@ import re
 import threading
 from functools import partial
 
-__all__ = ["split_sentences", "split_long"]
+__all__ = ["split_long", "split_sentences"]
 
 # Break points for over-long sentences, best first.
-_CLAUSE_BREAKS = (re.compile(r"(?<=[;:])\s+"), re.compile(r"(?<=[,\u2014\u2013)])\s+|\s+(?=[\u2014\u2013(])"))
+_CLAUSE_BREAKS = (
+    re.compile(r"(?<=[;:])\s+"),
+    re.compile(r"(?<=[,\u2014\u2013)])\s+|\s+(?=[\u2014\u2013(])"),
+)
 
 
 _LOCAL = threading.local()
@@ -84,7 +87,9 @@ def split_sentences(text: str, language: str | None) -> list[str]:
     protected = _protect(text, lang)
     segmenter = _segmenter(language or "en")
     if _one_sentence(segmenter.language_module, protected):
-        parts = [protected]  # what pySBD would return (see _one_sentence), at a fraction of the cost
+        parts = [
+            protected
+        ]  # what pySBD would return (see _one_sentence), at a fraction of the cost
     else:
         try:
             parts = _segment(segmenter, protected)
@@ -139,8 +144,10 @@ def _segment(segmenter, text: str) -> list[str]:
 _PLAIN_ABBREVIATION = re.compile(r"[a-z]+")
 _FOLDS_TO_ASCII = re.compile("[\u0130\u0131\u017f\u212a]")
 _LETTERS_BEFORE_DOT = re.compile(r"[a-z]+(?=\.)")
-_FAST_SEARCH: dict[type, bool] = {}  # replacer class -> its scan is pySBD's own (the skipping is exact)
-_TABLES: dict[type, "_AbbreviationTable"] = {}
+_FAST_SEARCH: dict[
+    type, bool
+] = {}  # replacer class -> its scan is pySBD's own (the skipping is exact)
+_TABLES: dict[type, _AbbreviationTable] = {}
 
 
 class _AbbreviationTable:
@@ -199,7 +206,7 @@ def _search_abbreviations(replacer, text: str) -> str:
     for i in places:
         # pySBD 0.3.4's loop body, verbatim
         stripped = table.stripped[i]
-        abbrev_match = re.findall(r"(?:^|\s|\r|\n){}".format(stripped), text, flags=re.IGNORECASE)
+        abbrev_match = re.findall(rf"(?:^|\s|\r|\n){stripped}", text, flags=re.IGNORECASE)
         if not abbrev_match:
             continue
         next_word_start = r"(?<={" + str(re.escape(stripped)) + "} ).{1}"
@@ -315,13 +322,17 @@ def _plain_rules(lang: type) -> bool:
             and own(lang) <= {"iso_code", "AbbreviationReplacer", "Abbreviation"}
             and (
                 replacer is None
-                or (replacer.__bases__ == (AbbreviationReplacer,) and own(replacer) <= {"SENTENCE_STARTERS"})
+                or (
+                    replacer.__bases__ == (AbbreviationReplacer,)
+                    and own(replacer) <= {"SENTENCE_STARTERS"}
+                )
             )
             and (
                 abbreviation is None
                 or (
                     abbreviation.__bases__ == (Standard.Abbreviation,)
-                    and own(abbreviation) <= {"ABBREVIATIONS", "PREPOSITIVE_ABBREVIATIONS", "NUMBER_ABBREVIATIONS"}
+                    and own(abbreviation)
+                    <= {"ABBREVIATIONS", "PREPOSITIVE_ABBREVIATIONS", "NUMBER_ABBREVIATIONS"}
                 )
             )
         )
@@ -331,7 +342,11 @@ def _plain_rules(lang: type) -> bool:
 def _one_sentence(lang: type, text: str) -> bool:
     """True when pySBD (language class *lang*) surely returns ``[text]``
     for *text* (conditions 1-3 above)."""
-    if not _ONE_SENTENCE_CHARS.fullmatch(text) or _SPLIT_HINT.search(text) or not _plain_rules(lang):
+    if (
+        not _ONE_SENTENCE_CHARS.fullmatch(text)
+        or _SPLIT_HINT.search(text)
+        or not _plain_rules(lang)
+    ):
         return False
     last = len(text) - 1
     loose = [m.start() for m in _LOOSE_MARK.finditer(text) if m.start() != last]

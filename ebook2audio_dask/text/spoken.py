@@ -26,10 +26,10 @@ Languages without rules here get cardinals only, when num2words speaks them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
-__all__ = ["FEATURES", "spoken_form", "rules_for", "roman_value"]
+__all__ = ["FEATURES", "roman_value", "rules_for", "spoken_form"]
 
 #: Normalisation features that can be switched off one by one.
 FEATURES = ("numbers", "abbreviations", "roman")
@@ -163,7 +163,9 @@ class Rules:
             else None
         )
         self._year_before = (
-            re.compile(rf"(?:\b(?:{self.year_cues})\.?,?|\(|\d{{1,2}}(?:st|nd|rd|th|e)?,?)\s*$", re.I)
+            re.compile(
+                rf"(?:\b(?:{self.year_cues})\.?,?|\(|\d{{1,2}}(?:st|nd|rd|th|e)?,?)\s*$", re.I
+            )
             if self.year_cues
             else None
         )
@@ -212,7 +214,9 @@ class Rules:
         if "abbreviations" in self.features:
             text = self.expand_abbreviations(text)
         if "numbers" in self.features and _DIGIT.search(text):
-            text = self.numbers(text)  # every number rule starts from a digit: text without one skips them
+            text = self.numbers(
+                text
+            )  # every number rule starts from a digit: text without one skips them
         return _SPACE_RUN.sub(" ", text).strip()
 
     def roman(self, text: str, heading: bool) -> str:
@@ -231,7 +235,9 @@ class Rules:
     def _abbr_sub(m: re.Match, repl: str, final: bool) -> str:
         out = m.expand(repl)
         word = m.group(0)
-        if word[:1].isupper() and out[:1].islower() and not word[1:2].isupper() or (word.isupper() and len(word) > 2):
+        if (word[:1].isupper() and out[:1].islower() and not word[1:2].isupper()) or (
+            word.isupper() and len(word) > 2
+        ):
             out = out[:1].upper() + out[1:]
         if final and word.endswith("."):
             rest = m.string[m.end() :]
@@ -259,10 +265,96 @@ class EnglishRules(Rules):
         "chapters", "parts", "books", "plate", "figure", "fig", "class", "type", "grade", "phase",
     )  # fmt: skip
     regnal_stop = frozenset(
-        """The A An And But Or Nor So Then When While If In On At Of To For By With From As Is Was It He She
-        We They You Yes No Not Now Here There This That These Those What Who Why How Which Where Mr Mrs Dr
-        St Mt Sir My His Her Our Their Its Did Do Does Had Has Have Will Would Shall Should Can Could May
-        Might Must Let Oh Ah Well Dear Said Says Before After Since Until Till During Chapter Section""".split()
+        [
+            "The",
+            "A",
+            "An",
+            "And",
+            "But",
+            "Or",
+            "Nor",
+            "So",
+            "Then",
+            "When",
+            "While",
+            "If",
+            "In",
+            "On",
+            "At",
+            "Of",
+            "To",
+            "For",
+            "By",
+            "With",
+            "From",
+            "As",
+            "Is",
+            "Was",
+            "It",
+            "He",
+            "She",
+            "We",
+            "They",
+            "You",
+            "Yes",
+            "No",
+            "Not",
+            "Now",
+            "Here",
+            "There",
+            "This",
+            "That",
+            "These",
+            "Those",
+            "What",
+            "Who",
+            "Why",
+            "How",
+            "Which",
+            "Where",
+            "Mr",
+            "Mrs",
+            "Dr",
+            "St",
+            "Mt",
+            "Sir",
+            "My",
+            "His",
+            "Her",
+            "Our",
+            "Their",
+            "Its",
+            "Did",
+            "Do",
+            "Does",
+            "Had",
+            "Has",
+            "Have",
+            "Will",
+            "Would",
+            "Shall",
+            "Should",
+            "Can",
+            "Could",
+            "May",
+            "Might",
+            "Must",
+            "Let",
+            "Oh",
+            "Ah",
+            "Well",
+            "Dear",
+            "Said",
+            "Says",
+            "Before",
+            "After",
+            "Since",
+            "Until",
+            "Till",
+            "During",
+            "Chapter",
+            "Section",
+        ]
     )
     currencies = {
         "$": ("dollar", "dollars", "cent", "cents"),
@@ -316,7 +408,9 @@ class EnglishRules(Rules):
 
     def __init__(self, features: Iterable[str] = FEATURES):
         super().__init__(features)
-        self._ordinal_re = re.compile(rf"(?<![\w.,])({self.grouped}|\d+)(st|nd|rd|th|d)(?!\w)", re.I)
+        self._ordinal_re = re.compile(
+            rf"(?<![\w.,])({self.grouped}|\d+)(st|nd|rd|th|d)(?!\w)", re.I
+        )
 
     def year(self, n: int) -> str:
         return _n2w(n, "en", "year")
@@ -370,8 +464,56 @@ class FrenchRules(Rules):
     )  # fmt: skip
     regnal = "cardinal"
     regnal_stop = frozenset(
-        """Le La Les Un Une Des Et Ou Mais Donc Car Ni Si Il Elle Ils Elles On Nous Vous Je Tu Ce Cette Ces
-        Qui Que Quoi Dans Sur Sous Avec Pour Par Sans En Au Aux Du De Oui Non Mon Ma Mes Son Sa Ses""".split()
+        [
+            "Le",
+            "La",
+            "Les",
+            "Un",
+            "Une",
+            "Des",
+            "Et",
+            "Ou",
+            "Mais",
+            "Donc",
+            "Car",
+            "Ni",
+            "Si",
+            "Il",
+            "Elle",
+            "Ils",
+            "Elles",
+            "On",
+            "Nous",
+            "Vous",
+            "Je",
+            "Tu",
+            "Ce",
+            "Cette",
+            "Ces",
+            "Qui",
+            "Que",
+            "Quoi",
+            "Dans",
+            "Sur",
+            "Sous",
+            "Avec",
+            "Pour",
+            "Par",
+            "Sans",
+            "En",
+            "Au",
+            "Aux",
+            "Du",
+            "De",
+            "Oui",
+            "Non",
+            "Mon",
+            "Ma",
+            "Mes",
+            "Son",
+            "Sa",
+            "Ses",
+        ]
     )
     currencies = {
         "€": ("euro", "euros", "centime", "centimes"),
@@ -408,7 +550,9 @@ class FrenchRules(Rules):
 
     def __init__(self, features: Iterable[str] = FEATURES):
         super().__init__(features)
-        self._ordinal_re = re.compile(r"(?<![\w.,])(\d+)(er|re|ère|ers|res|ères|e|es|ème|èmes|eme|nd|nde|nds|ndes)(?!\w)")
+        self._ordinal_re = re.compile(
+            r"(?<![\w.,])(\d+)(er|re|ère|ers|res|ères|e|es|ème|èmes|eme|nd|nde|nds|ndes)(?!\w)"
+        )
 
     def cardinal(self, n: int) -> str:
         return _n2w(n, "fr")
@@ -434,8 +578,15 @@ class FrenchRules(Rules):
         text = _roman_common(self, text, heading)
         # XIXe siècle, Ier, Ire: ordinals wherever they are.
         return re.sub(
-            r"\b([IVXLC]{2,}|I(?=er|re|ère)|[IVXLC](?=e\s+" + _FR_ORDINAL_NOUNS + r"))(er|re|ère|e|ème)(?!\w)",
-            lambda m: self.ordinal(v, m.group(2)) if (v := roman_value(m.group(1))) and (v == 1) == (m.group(2) in ("er", "re", "ère")) else m.group(0),
+            r"\b([IVXLC]{2,}|I(?=er|re|ère)|[IVXLC](?=e\s+"
+            + _FR_ORDINAL_NOUNS
+            + r"))(er|re|ère|e|ème)(?!\w)",
+            lambda m: (
+                self.ordinal(v, m.group(2))
+                if (v := roman_value(m.group(1)))
+                and (v == 1) == (m.group(2) in ("er", "re", "ère"))
+                else m.group(0)
+            ),
             text,
         )
 
@@ -467,8 +618,55 @@ class DutchRules(Rules):
     )  # fmt: skip
     regnal_article = "de"
     regnal_stop = frozenset(
-        """De Het Een En Of Maar Dus Want Als Dan Toen Ik Jij Je Hij Zij Ze Wij We Gij Dit Dat Deze Die Wie
-        Wat Waar In Op Aan Van Voor Met Bij Uit Om Ja Nee Neen Mijn Zijn Haar Ons Hun Er Hier Daar""".split()
+        [
+            "De",
+            "Het",
+            "Een",
+            "En",
+            "Of",
+            "Maar",
+            "Dus",
+            "Want",
+            "Als",
+            "Dan",
+            "Toen",
+            "Ik",
+            "Jij",
+            "Je",
+            "Hij",
+            "Zij",
+            "Ze",
+            "Wij",
+            "We",
+            "Gij",
+            "Dit",
+            "Dat",
+            "Deze",
+            "Die",
+            "Wie",
+            "Wat",
+            "Waar",
+            "In",
+            "Op",
+            "Aan",
+            "Van",
+            "Voor",
+            "Met",
+            "Bij",
+            "Uit",
+            "Om",
+            "Ja",
+            "Nee",
+            "Neen",
+            "Mijn",
+            "Zijn",
+            "Haar",
+            "Ons",
+            "Hun",
+            "Er",
+            "Hier",
+            "Daar",
+        ]
     )
     currencies = {
         "€": ("euro", "euro", "cent", "cent"),
@@ -545,10 +743,28 @@ class DutchRules(Rules):
 
 # ----------------------------------------------------------------------------- shared stages
 #: Nouns after which a one-letter Roman ordinal is one ("Ve siècle", not "Le", "Ce").
-_FR_ORDINAL_NOUNS = r"(?:siècle|millénaire|arrondissement|République|Empire|dynastie|congrès|régiment|livre|chant)"
+_FR_ORDINAL_NOUNS = (
+    r"(?:siècle|millénaire|arrondissement|République|Empire|dynastie|congrès|régiment|livre|chant)"
+)
 
 #: Title words that never number with a lone "I" (it is the pronoun after them).
-_NOT_BEFORE_I = frozenset("no number p pp page nr nummer numéro n° letter lettre brief les".split())
+_NOT_BEFORE_I = frozenset(
+    [
+        "no",
+        "number",
+        "p",
+        "pp",
+        "page",
+        "nr",
+        "nummer",
+        "numéro",
+        "n°",
+        "letter",
+        "lettre",
+        "brief",
+        "les",
+    ]
+)
 
 
 def _roman_common(rules: Rules, text: str, heading: bool) -> str:
@@ -560,17 +776,25 @@ def _roman_common(rules: Rules, text: str, heading: bool) -> str:
             value = roman_value(numeral)
             if value is None:
                 return m.group(0)
-            if numeral.upper() == "I" and not suffix and (
-                word.islower()  # "the book I read"
-                or "." in m.group("sp")  # "No. I should like"
-                or word.lower() in _NOT_BEFORE_I
-                or re.match(r"\s+[a-z]|['’]", m.string[m.end() :])  # "Part I think", "Part I'm"
+            if (
+                numeral.upper() == "I"
+                and not suffix
+                and (
+                    word.islower()  # "the book I read"
+                    or "." in m.group("sp")  # "No. I should like"
+                    or word.lower() in _NOT_BEFORE_I
+                    or re.match(r"\s+[a-z]|['’]", m.string[m.end() :])  # "Part I think", "Part I'm"
+                )
             ):
                 return m.group(0)
             if numeral.islower() and len(numeral) == 1 and numeral not in ("i", "v", "x"):
                 return m.group(0)
             if suffix:
-                spoken = rules.ordinal(value, suffix) if isinstance(rules, FrenchRules) else rules.ordinal(value)
+                spoken = (
+                    rules.ordinal(value, suffix)
+                    if isinstance(rules, FrenchRules)
+                    else rules.ordinal(value)
+                )
             else:
                 spoken = rules.cardinal(value)
             return f"{word}{m.group('sp')}{spoken}"
@@ -589,7 +813,11 @@ def _roman_common(rules: Rules, text: str, heading: bool) -> str:
     def regnal(m: re.Match) -> str:
         name, numeral, suffix = m.group(1), m.group(2), m.group(3) or ""
         value = roman_value(numeral)
-        if value is None or name in rules.regnal_stop or not (1 < value < 40 or (suffix and value < 40)):
+        if (
+            value is None
+            or name in rules.regnal_stop
+            or not (1 < value < 40 or (suffix and value < 40))
+        ):
             return m.group(0)
         if isinstance(rules, EnglishRules) and name in ("War", "Vatican"):
             return f"{name} {rules.cardinal(value)}"
@@ -597,7 +825,9 @@ def _roman_common(rules: Rules, text: str, heading: bool) -> str:
 
     suffix = r"(er|re|ère)?" if isinstance(rules, FrenchRules) else r"()"
     return re.sub(
-        r"\b([A-ZÀ-Ý][a-zà-ÿ]+)\s+([IVX]{2,}|I(?=er\b|re\b|ère\b)|[IVX]+(?=er\b))" + suffix + rf"(?!{_W}|['’]\w)",
+        r"\b([A-ZÀ-Ý][a-zà-ÿ]+)\s+([IVX]{2,}|I(?=er\b|re\b|ère\b)|[IVX]+(?=er\b))"
+        + suffix
+        + rf"(?!{_W}|['’]\w)",
         regnal,
         text,
     )
@@ -615,14 +845,18 @@ def _digit_chains(rules: Rules, text: str) -> str:
 def _ranges(rules: Rules, text: str) -> str:
     """``1861-1865``, ``10–20``: the dash between numbers is said ("to", "à", "tot")."""
     text = re.sub(r"(?<=\d)\s*[\u2013\u2014]\s*(?=\d)", f" {rules.range_word} ", text)
-    return re.sub(r"(?<![\w.,-])(\d{1,4})-(\d{1,4})(?![\w-]|[.,]\d)", rf"\1 {rules.range_word} \2", text)
+    return re.sub(
+        r"(?<![\w.,-])(\d{1,4})-(\d{1,4})(?![\w-]|[.,]\d)", rf"\1 {rules.range_word} \2", text
+    )
 
 
 def _years(rules: Rules, text: str) -> str:
     """Four-digit numbers 1000-2099 in a year context: year words."""
     if rules._year_before is None:
         return text
-    era = re.compile(r"\s*(?:A\.?\s?D\.?|B\.?\s?C\.?(?:E\.?)?|C\.?E\.?|v\.\s?Chr\.|n\.\s?Chr\.)(?!\w)")
+    era = re.compile(
+        r"\s*(?:A\.?\s?D\.?|B\.?\s?C\.?(?:E\.?)?|C\.?E\.?|v\.\s?Chr\.|n\.\s?Chr\.)(?!\w)"
+    )
     after_range = re.compile(rf"\s*(?:{rules.range_word})\s+\d")
 
     def year(m: re.Match) -> str:
@@ -648,12 +882,17 @@ def _years(rules: Rules, text: str) -> str:
 
 def _currency_words(rules: Rules, amount: str, symbol: str, scale: str = "") -> str:
     names = rules.currencies[symbol]
-    whole, _, cents = amount.partition(rules.decimal) if rules.decimal in amount else (amount, "", "")
+    whole, _, cents = (
+        amount.partition(rules.decimal) if rules.decimal in amount else (amount, "", "")
+    )
     whole_n = int(re.sub(r"\D", "", whole) or 0)
     if scale:
         words = f"{rules.number(amount)} {scale} {names[1]}"
         if rules.lang == "fr":
-            words = words.replace(f"{scale} {names[1]}", f"{scale} d'{names[1]}" if names[1][0] in "aeiou" else f"{scale} de {names[1]}")
+            words = words.replace(
+                f"{scale} {names[1]}",
+                f"{scale} d'{names[1]}" if names[1][0] in "aeiou" else f"{scale} de {names[1]}",
+            )
         return words
     unit = names[0] if whole_n == 1 else names[1]
     words = f"{rules.cardinal(whole_n)} {unit}"
@@ -690,7 +929,9 @@ def _currency(rules: Rules, text: str) -> str:
 
 def _percent_degrees(rules: Rules, text: str) -> str:
     num = rules.num
-    text = re.sub(rf"(?<![\w.,])({num})\s?%", lambda m: f"{rules.number(m.group(1))} {rules.percent}", text)
+    text = re.sub(
+        rf"(?<![\w.,])({num})\s?%", lambda m: f"{rules.number(m.group(1))} {rules.percent}", text
+    )
     scales = {"C": "Celsius", "F": "Fahrenheit"}
 
     def degrees(m: re.Match) -> str:
@@ -728,7 +969,9 @@ def _times_en(rules: Rules, text: str) -> str:
                 words += "."
         return words
 
-    text = re.sub(r"(?<![\w.,:])(\d{1,2}):(\d{2})(?:\s?([AaPp]\.?\s?[Mm]\.?)(?!\w))?(?![\w:])", clock, text)
+    text = re.sub(
+        r"(?<![\w.,:])(\d{1,2}):(\d{2})(?:\s?([AaPp]\.?\s?[Mm]\.?)(?!\w))?(?![\w:])", clock, text
+    )
     return re.sub(r"(?<![\w.,:])(\d{1,2})()\s?([AaPp]\.\s?[Mm]\.|[AaPp][Mm](?!\w))", clock, text)
 
 
@@ -744,7 +987,11 @@ def _times_fr(rules: Rules, text: str) -> str:
         return words
 
     text = re.sub(r"(?<![\w.,:])(\d{1,2})\s?h\s?(\d{2})?(?!\w)", clock, text)
-    text = re.sub(r"(?<![\w.,:])(\d{1,2})\s+(?=heures?\b)", lambda m: re.sub(r"\bun$", "une", rules.cardinal(int(m.group(1)))) + " ", text)
+    text = re.sub(
+        r"(?<![\w.,:])(\d{1,2})\s+(?=heures?\b)",
+        lambda m: re.sub(r"\bun$", "une", rules.cardinal(int(m.group(1)))) + " ",
+        text,
+    )
     return re.sub(r"(?<![\w.,:])(\d{1,2}):(\d{2})(?![\w:])", clock, text)
 
 
@@ -767,14 +1014,18 @@ class _Generic(Rules):
     """Cardinals only (plain digit strings), for languages num2words speaks."""
 
     def numbers(self, text: str) -> str:
-        return re.sub(r"(?<![\w.,])\d{1,6}(?![\w]|[.,]\d)", lambda m: self.cardinal(int(m.group(0))), text)
+        return re.sub(
+            r"(?<![\w.,])\d{1,6}(?![\w]|[.,]\d)", lambda m: self.cardinal(int(m.group(0))), text
+        )
 
 
 _RULES: dict[str, type[Rules]] = {"en": EnglishRules, "fr": FrenchRules, "nl": DutchRules}
 
 
 @lru_cache(maxsize=64)
-def rules_for(language: str | None, features: frozenset[str] | tuple[str, ...] = tuple(FEATURES)) -> Rules:
+def rules_for(
+    language: str | None, features: frozenset[str] | tuple[str, ...] = tuple(FEATURES)
+) -> Rules:
     """The rules for *language* (BCP 47; its primary subtag is used) with *features* on.
 
     Languages without their own rules get cardinals from num2words when it
@@ -818,7 +1069,6 @@ def spoken_form(
     return rules.speak(text, heading)
 
 
-
 # ----------------------------------------------------------------------------- lexicons + rules
 _PLACEHOLDER = 0xE000  # private use area: one code point per lexicon replacement in a text
 _PUA = re.compile("[\ue000-\uf8ff]")
@@ -848,7 +1098,9 @@ class Speaker:
         Engine name, for warnings.
     """
 
-    def __init__(self, language, *, features=FEATURES, entries=(), phoneme_alphabet=None, engine=""):
+    def __init__(
+        self, language, *, features=FEATURES, entries=(), phoneme_alphabet=None, engine=""
+    ):
         from .lexicon import Lexicon
 
         self.language = language
@@ -907,7 +1159,11 @@ class Speaker:
         if replacements:
             text = re.sub(
                 "[\ue000-\uf8fe]",
-                lambda m: replacements[i] if (i := ord(m.group(0)) - _PLACEHOLDER) < len(replacements) else m.group(0),
+                lambda m: (
+                    replacements[i]
+                    if (i := ord(m.group(0)) - _PLACEHOLDER) < len(replacements)
+                    else m.group(0)
+                ),
                 text,
             )
         return text
@@ -924,7 +1180,11 @@ class Speaker:
         ]
 
 
-_CONFIG_FEATURES = {"numbers": "numbers", "abbreviations": "abbreviations", "roman": "roman-numerals"}
+_CONFIG_FEATURES = {
+    "numbers": "numbers",
+    "abbreviations": "abbreviations",
+    "roman": "roman-numerals",
+}
 
 
 def normalize_features(normalize: bool | None = None) -> tuple[str, ...]:

@@ -28,9 +28,17 @@ import ebook2audio_dask as e2a
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("inputs", nargs="+", help="book files, folders or globs (paths every node can read, or s3://...)")
-    p.add_argument("-o", "--output", required=True, help="output folder, on storage every node can write")
-    p.add_argument("--cache", help="chunk store on storage every node can reach (default: ebook2audio.cache)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="book files, folders or globs (paths every node can read, or s3://...)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="output folder, on storage every node can write"
+    )
+    p.add_argument(
+        "--cache", help="chunk store on storage every node can reach (default: ebook2audio.cache)"
+    )
     p.add_argument(
         "--chapter",
         type=int,
@@ -44,12 +52,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--account", help="SLURM account (-A)")
     g.add_argument("--jobs", type=int, default=2, help="worker jobs to start (default %(default)s)")
     g.add_argument(
-        "--gpus-per-job", type=int, default=1, help="--gres=gpu:N per job; 0 for CPU-only voices (default %(default)s)"
+        "--gpus-per-job",
+        type=int,
+        default=1,
+        help="--gres=gpu:N per job; 0 for CPU-only voices (default %(default)s)",
     )
-    g.add_argument("--cores", type=int, default=4, help="CPUs per job, the engine's threads (default %(default)s)")
+    g.add_argument(
+        "--cores",
+        type=int,
+        default=4,
+        help="CPUs per job, the engine's threads (default %(default)s)",
+    )
     g.add_argument("--memory", default="16GB", help="memory per job (default %(default)s)")
-    g.add_argument("--walltime", default="02:00:00", help="time limit per job (default %(default)s)")
-    g.add_argument("--interface", help="network interface the workers reach the scheduler on (e.g. ib0)")
+    g.add_argument(
+        "--walltime", default="02:00:00", help="time limit per job (default %(default)s)"
+    )
+    g.add_argument(
+        "--interface", help="network interface the workers reach the scheduler on (e.g. ib0)"
+    )
     g.add_argument("--log-directory", help="folder for the jobs' output files")
     g.add_argument(
         "--prologue",
