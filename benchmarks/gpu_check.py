@@ -84,7 +84,7 @@ for _path in (str(REPO), str(REPO / "tests"), str(HERE)):
 WHEELS = (
     "dask==2026.8.0", "distributed==2026.8.0", "partd==1.4.2", "locket==1.0.0", "tblib==3.2.2",
     "zict==3.0.0", "tornado==6.6.1", "beautifulsoup4==4.15.0", "soupsieve==4.1.4", "tenacity==9.2.1",
-    "pysbd==0.3.4", "num2words==0.5.14", "mutagen==1.48.1", "pydub==0.25.1", "pypdf==7.1.1",
+    "pysbd==0.3.4", "num2words==0.5.14", "mutagen==1.48.1", "pypdf==7.1.1",
     "kokoro==0.9.4", "loguru==0.7.3", "transformers==4.57.6", "tokenizers==0.22.2",
     "huggingface-hub==0.36.2",
     "coqui-tts==0.28.0", "coqui-tts-trainer==0.4.0", "coqpit-config==0.2.5", "anyascii==0.3.3",
