@@ -1,4 +1,7 @@
-"""Workers joining and leaving a running job: real ``dask scheduler`` / ``dask worker`` processes."""
+"""Workers joining and leaving a running job.
+
+Real ``dask scheduler`` / ``dask worker`` processes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import time
 
 import pytest
 from helpers import check_m4b_against_report
-from test_external_cluster import WORKER, _cluster, _wait_for
+from test_external_cluster import WORKER, dask_processes, wait_for
 
 import ebook2audio_dask as e2a
 
@@ -35,7 +38,7 @@ def _convert_in_thread(address, corpus, tmp_path, results):
 def test_a_worker_that_joins_mid_job_gets_work(tmp_path, corpus):
     import subprocess
 
-    with _cluster(tmp_path, {"gpu-a": GPU}) as (address, _):
+    with dask_processes(tmp_path, {"gpu-a": GPU}) as (address, _):
         results: list = []
         runner = threading.Thread(
             target=_convert_in_thread, args=(address, corpus, tmp_path, results)
@@ -79,7 +82,7 @@ def test_a_worker_that_joins_mid_job_gets_work(tmp_path, corpus):
 def test_a_worker_retired_mid_job_hands_its_work_over(tmp_path, corpus):
     from distributed import Client
 
-    with _cluster(tmp_path, {"gpu-a": GPU, "gpu-b": GPU}) as (address, workers):
+    with dask_processes(tmp_path, {"gpu-a": GPU, "gpu-b": GPU}) as (address, workers):
         results: list = []
         runner = threading.Thread(
             target=_convert_in_thread, args=(address, corpus, tmp_path, results)
@@ -91,11 +94,11 @@ def test_a_worker_retired_mid_job_hands_its_work_over(tmp_path, corpus):
             def gpu_b_busy():
                 return c.processing().get(by_name["gpu-b"])
 
-            _wait_for(gpu_b_busy, 60, "gpu-b to start synthesizing")
+            wait_for(gpu_b_busy, 60, "gpu-b to start synthesizing")
             c.retire_workers(
                 [by_name["gpu-b"]], close_workers=True
             )  # graceful: Dask hands work over
-            _wait_for(lambda: len(c.scheduler_info()["workers"]) == 1, 60, "gpu-b to leave")
+            wait_for(lambda: len(c.scheduler_info()["workers"]) == 1, 60, "gpu-b to leave")
         runner.join(timeout=300)
     assert not runner.is_alive()
     [r] = results

@@ -17,7 +17,8 @@ DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def wait_for(predicate, timeout: float, what: str):
+    """*predicate()*'s first true value, polled every 0.2 s; ``TimeoutError`` after *timeout* s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -27,16 +28,23 @@ def _wait_for(predicate, timeout: float, what: str):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+#: Old name, still imported by test_security.
+_wait_for = wait_for
+
+
 @contextlib.contextmanager
-def _cluster(tmp_path, workers: dict[str, list[str]]):
-    """``dask scheduler`` + one ``dask worker`` process per entry of *workers* (name -> extra args)."""
+def dask_processes(tmp_path, workers: dict[str, list[str]]):
+    """``dask scheduler`` + one ``dask worker`` process per entry of *workers*.
+
+    *workers* maps each worker's name to its extra command-line arguments.
+    """
     sched_file = tmp_path / "scheduler.json"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = []
     logs = []
 
     def start(cmd, name):
-        log = open(tmp_path / f"{name}.log", "w")
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the cluster
         logs.append(log)
         procs.append(
             subprocess.Popen(
@@ -58,9 +66,7 @@ def _cluster(tmp_path, workers: dict[str, list[str]]):
             ],
             "scheduler",
         )
-        _wait_for(
-            lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
-        )
+        wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler")
         address = json.loads(sched_file.read_text())["address"]
         common = [
             "--scheduler-file",
@@ -100,13 +106,13 @@ def _cluster(tmp_path, workers: dict[str, list[str]]):
 def external_cluster(tmp_path):
     """Scheduler + two GPU-tagged workers + one CPU-only worker, all separate OS processes."""
     gpu = ["--resources", "GPU=1"]
-    with _cluster(tmp_path, {"gpu-a": gpu, "gpu-b": gpu, "cpu-only": []}) as cluster:
+    with dask_processes(tmp_path, {"gpu-a": gpu, "gpu-b": gpu, "cpu-only": []}) as cluster:
         yield cluster
 
 
 def test_no_worker_with_the_resource_fails_clearly_instead_of_hanging(tmp_path, corpus):
-    """Only a CPU worker: books needing GPU=1 fail after the configured wait, with one clear line."""
-    with _cluster(tmp_path, {"cpu-only": []}) as (address, _):
+    """Only a CPU worker: books needing GPU=1 fail after the configured wait, in one clear line."""
+    with dask_processes(tmp_path, {"cpu-only": []}) as (address, _):
         # the subprocess timeout is the hang guard (no wall-clock assert: a busy machine is slow)
         proc = run_cli(
             "convert",

@@ -1,24 +1,22 @@
-"""The embedded default cluster and connecting to an existing one."""
+"""The embedded default cluster (the ``local`` cluster backend)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 
 import dask
 from dask.utils import parse_bytes
-from distributed import Client, LocalCluster
+from distributed import LocalCluster
 
 from .. import config
-from ..errors import UsageError, one_line
+from ..errors import UsageError
 from ..logs import get_logger
-from .adaptive import SynthesisAdaptive
-from .gpus import GPULocalCluster, ensure_engine_teardown, parse_gpus
-from .security import client_security, embedded_security
+from .backends import ClusterRequest, cluster_client
+from .gpus import GPULocalCluster, parse_gpus
+from .security import embedded_security
 
-__all__ = ["client_for", "default_n_workers", "local_cluster"]
+__all__ = ["LocalBackend", "default_n_workers", "local_cluster"]
 
 logger = get_logger(__name__)
 
@@ -95,13 +93,13 @@ def local_cluster(
         Passed to :class:`distributed.LocalCluster`.
     """
     if gpus == "default":
-        gpus = config.get("cluster.gpus", "auto")
+        gpus = config.get("cluster.gpus")
     gpu_list = parse_gpus(gpus)
     slots = _slots_per_gpu(slots_per_gpu)
     n = (
         n_workers
         if n_workers is not None
-        else (config.get("cluster.n-workers", None) or default_n_workers(engine_threads))
+        else (config.get("cluster.n-workers") or default_n_workers(engine_threads))
     )
     if gpu_list:
         n = len(gpu_list)
@@ -114,13 +112,13 @@ def local_cluster(
             _cores(),
         )
     if dashboard_address == "default":
-        dashboard_address = config.get("cluster.dashboard-address", None)
+        dashboard_address = config.get("cluster.dashboard-address")
     # Task failures are reported per book by the client; the workers' own
     # "Compute Failed" tracebacks are noise unless debugging.
     debugging = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     kwargs.setdefault("silence_logs", logging.INFO if debugging else logging.CRITICAL)
     if memory_limit == "default":
-        memory_limit = config.get("cluster.memory-limit", "auto")
+        memory_limit = config.get("cluster.memory-limit")
     if isinstance(memory_limit, str) and memory_limit.strip().lower() not in (
         "auto",
         "0",
@@ -178,7 +176,7 @@ def local_cluster(
 
 def _slots_per_gpu(value: int | None) -> int:
     """*value*, else ``cluster.slots-per-gpu``: a whole number of at least 1."""
-    wanted = config.get("cluster.slots-per-gpu", 1) if value is None else value
+    wanted = config.get("cluster.slots-per-gpu") if value is None else value
     try:
         slots = int(str(wanted).strip())
     except ValueError:
@@ -188,82 +186,32 @@ def _slots_per_gpu(value: int | None) -> int:
     return slots
 
 
-@contextlib.contextmanager
-def client_for(
-    client: Client | None = None,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    engine_threads: int | None = None,
-    *,
-    gpus: str | list[str] | None = "default",
-    adapt: tuple[int, int] | None = None,
-    slurm: bool | dict | None = None,
-    security=None,
-    tls: bool | None = None,
-    memory_limit: str | float | None = "default",
-    slots_per_gpu: int | None = None,
-) -> Iterator[Client]:
-    """Yield a client: the one given, one connected to *scheduler*, or an embedded cluster's.
+class LocalBackend:
+    """The ``local`` cluster backend: the embedded cluster of :func:`local_cluster`.
 
-    With *slurm* (True, or a dict of ``ebook2audio.slurm`` overrides) the
-    workers are SLURM jobs (:func:`~.slurm.slurm_cluster`), ``slurm.jobs`` of
-    them unless *adapt* is given.  *adapt* ``(min, max)`` makes the embedded
-    or SLURM cluster adaptive (:class:`~.adaptive.SynthesisAdaptive`).
-    *security* (a :class:`distributed.security.Security`; default from
-    ``ebook2audio.tls.*``) is used to reach *scheduler*; *tls* turns on TLS
-    inside the embedded cluster; *memory_limit* is each embedded worker's
-    Dask ``memory_limit`` (default ``ebook2audio.cluster.memory-limit``);
-    *slots_per_gpu* the synthesize tasks each embedded GPU worker runs at
-    once (default ``ebook2audio.cluster.slots-per-gpu``; on an existing
-    cluster start GPU workers with ``--resources GPU=N --nthreads N``).
-    Clients and clusters created here are closed on exit; a given *client* is
-    not.  Every worker gets the :class:`~.gpus.EngineTeardown` plugin (once),
-    so loaded models (and their GPU memory) are released when a worker stops.
+    With ``request.adapt`` it starts with no workers and without GPUs, and
+    grows and shrinks with the queued synthesis (:class:`.SynthesisAdaptive`).
     """
-    if client is not None:
-        ensure_engine_teardown(client)
-        yield client
-        return
-    if scheduler:
-        security = security or client_security()
-        try:
-            c = Client(
-                scheduler, security=security, timeout=config.get("cluster.connect-timeout", 30)
-            )
-        except (OSError, TimeoutError, ValueError, TypeError) as exc:
-            hint = (
-                " (a tls:// scheduler needs --tls-ca-file and --tls-cert)"
-                if security is None
-                else ""
-            )
-            raise UsageError(
-                f"cannot connect to scheduler {scheduler}: {one_line(exc)}{hint}"
-            ) from exc
-        with c:
-            ensure_engine_teardown(c)
-            yield c
-        return
-    if slurm:
-        from .slurm import slurm_cluster
 
-        cluster = slurm_cluster(**(slurm if isinstance(slurm, dict) else {}))
-        if not adapt:
-            cluster.scale(jobs=int(config.get("slurm.jobs", 2)))
-    elif adapt:
-        cluster = local_cluster(
-            0, engine_threads=engine_threads, gpus="none", tls=tls, memory_limit=memory_limit
-        )
-    else:
-        cluster = local_cluster(
-            n_workers,
-            engine_threads=engine_threads,
-            gpus=gpus,
-            tls=tls,
-            memory_limit=memory_limit,
-            slots_per_gpu=slots_per_gpu,
-        )
-    if adapt:
-        cluster.adapt(minimum=adapt[0], maximum=adapt[1], Adaptive=SynthesisAdaptive)
-    with cluster, Client(cluster) as c:
-        ensure_engine_teardown(c)
-        yield c
+    name = "local"
+
+    def start(self, request: ClusterRequest):
+        """Start the embedded cluster for *request*; return ``(client, close)``."""
+        if request.adapt:
+            cluster = local_cluster(
+                0,
+                engine_threads=request.engine_threads,
+                gpus="none",
+                tls=request.tls,
+                memory_limit=request.memory_limit,
+            )
+        else:
+            cluster = local_cluster(
+                request.n_workers,
+                engine_threads=request.engine_threads,
+                gpus=request.gpus,
+                tls=request.tls,
+                memory_limit=request.memory_limit,
+                slots_per_gpu=request.slots_per_gpu,
+            )
+        return cluster_client(cluster, adapt=request.adapt)

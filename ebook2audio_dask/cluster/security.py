@@ -38,14 +38,15 @@ def client_security(ca_file: str | None = None, cert: str | None = None, key: st
     """
     from distributed.security import Security
 
-    ca_file = config.get("tls.ca-file", None, override=ca_file)
-    cert = config.get("tls.cert", None, override=cert)
-    key = config.get("tls.key", None, override=key)
+    ca_file = config.get("tls.ca-file", override=ca_file)
+    cert = config.get("tls.cert", override=cert)
+    key = config.get("tls.key", override=key)
     if not (ca_file or cert or key):
         return None
     if not (ca_file and cert):
         raise UsageError(
-            "TLS needs at least --tls-ca-file and --tls-cert (and --tls-key unless the cert holds it)"
+            "TLS needs at least --tls-ca-file and --tls-cert"
+            " (and --tls-key unless the cert holds it)"
         )
     for what, path in (("--tls-ca-file", ca_file), ("--tls-cert", cert), ("--tls-key", key)):
         if path and not os.path.isfile(os.path.expanduser(path)):
@@ -63,7 +64,7 @@ def client_security(ca_file: str | None = None, cert: str | None = None, key: st
 
 def embedded_security(enabled: bool | None = None):
     """``Security.temporary()`` when TLS is wanted for the embedded cluster, else ``None``."""
-    if not config.get("tls.embedded", False, override=enabled):
+    if not config.get("tls.embedded", override=enabled):
         return None
     from distributed.security import Security
 

@@ -28,8 +28,9 @@ from dask.utils import parse_timedelta
 
 from .. import config
 from ..logs import get_logger
+from .backends import ClusterRequest, cluster_client
 
-__all__ = ["slurm_cluster", "slurm_job_script"]
+__all__ = ["SlurmBackend", "slurm_cluster", "slurm_job_script"]
 
 logger = get_logger(__name__)
 
@@ -51,7 +52,8 @@ def _slurm_to_seconds(walltime: str) -> float:
 
 
 def _options(overrides: dict[str, Any]) -> dict[str, Any]:
-    opts = dict(config.get("slurm") or {})
+    """The ``ebook2audio.slurm`` profile (the YAML is the default of each key) + *overrides*."""
+    opts = dict(config.get("slurm"))
     opts.update({k.replace("_", "-"): v for k, v in overrides.items() if v is not None})
     return opts
 
@@ -59,38 +61,39 @@ def _options(overrides: dict[str, Any]) -> dict[str, Any]:
 def _job_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :class:`dask_jobqueue.SLURMCluster` from the profile."""
     resources = dict(config.get("synthesize.resources") or {})
-    gpus = int(opts.get("gpus-per-job") or 0)
-    directives = [f"--gres={opts.get('gres-type', 'gpu')}:{gpus}"] if gpus else []
-    directives += list(opts.get("job-extra") or [])
-    walltime = str(opts.get("walltime") or "01:00:00")
+    gpus = int(opts["gpus-per-job"] or 0)
+    directives = [f"--gres={opts['gres-type']}:{gpus}"] if gpus else []
+    directives += list(opts["job-extra"] or [])
+    walltime = str(opts["walltime"])
     worker_args = []
     if resources:
         worker_args += ["--resources", ",".join(f"{k}={v:g}" for k, v in resources.items())]
-    margin = parse_timedelta(opts.get("lifetime-margin") or 0)
+    margin = parse_timedelta(opts["lifetime-margin"] or 0)
     wall_s = _slurm_to_seconds(walltime)
     if margin and wall_s > margin:
-        stagger = parse_timedelta(opts.get("lifetime-stagger") or 0)
+        stagger = parse_timedelta(opts["lifetime-stagger"] or 0)
         lifetime = max(60.0, wall_s - margin - stagger)
         worker_args += ["--lifetime", f"{int(lifetime)}s"]
         if stagger:
             worker_args += ["--lifetime-stagger", f"{int(stagger)}s"]
     kwargs: dict[str, Any] = {
-        "cores": int(opts.get("cores") or 1),
+        "cores": int(opts["cores"]),
         "processes": 1,  # one worker per job, so one GPU per worker
-        "memory": str(opts.get("memory") or "8GB"),
+        "memory": str(opts["memory"]),
         "walltime": walltime,
-        "queue": opts.get("partition"),
-        "account": opts.get("account"),
+        "queue": opts["partition"],
+        "account": opts["account"],
         "job_extra_directives": directives,
         "worker_extra_args": worker_args,
-        "job_script_prologue": list(opts.get("prologue") or []),
-        "python": opts.get("python") or sys.executable,
-        "log_directory": opts.get("log-directory"),
-        "local_directory": opts.get("local-directory"),
-        "interface": opts.get("interface"),
+        "job_script_prologue": list(opts["prologue"] or []),
+        "python": opts["python"] or sys.executable,
+        "log_directory": opts["log-directory"],
+        "local_directory": opts["local-directory"],
+        "interface": opts["interface"],
         "scheduler_options": {
-            "dashboard_address": config.get("cluster.dashboard-address", None) or ":0",
-            **({"host": opts["scheduler-host"]} if opts.get("scheduler-host") else {}),
+            # off (null) for the embedded cluster, but a SLURM scheduler always has one
+            "dashboard_address": config.get("cluster.dashboard-address") or ":0",
+            **({"host": opts["scheduler-host"]} if opts["scheduler-host"] else {}),
         },
     }
     return {k: v for k, v in kwargs.items() if v not in (None, [], "")}
@@ -140,3 +143,24 @@ def slurm_job_script(**overrides: Any) -> str:
     kwargs = _job_kwargs(_options(overrides))
     kwargs.pop("scheduler_options", None)
     return SLURMJob(scheduler="tcp://SCHEDULER:8786", name="dask-worker", **kwargs).job_script()
+
+
+class SlurmBackend:
+    """The ``slurm`` cluster backend: :func:`slurm_cluster` with ``request.slurm`` overrides.
+
+    Without ``request.adapt`` it starts ``ebook2audio.slurm.jobs`` jobs; with
+    it the cluster grows and shrinks with the queued synthesis.
+    """
+
+    name = "slurm"
+
+    def start(self, request: ClusterRequest):
+        """Start the SLURM cluster for *request*; return ``(client, close)``."""
+        cluster = slurm_cluster(**(request.slurm or {}))
+        if not request.adapt:
+            try:
+                cluster.scale(jobs=int(config.get("slurm.jobs")))
+            except BaseException:
+                cluster.close()
+                raise
+        return cluster_client(cluster, adapt=request.adapt)
