@@ -1,12 +1,15 @@
-"""Shared fixtures: the corpus, a private chunk store, and dask config isolation."""
+"""Shared fixtures: the corpus, a private chunk store, a module-wide embedded cluster, and dask
+config isolation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import pytest
 
-import ebook2audio_dask  # noqa: F401  (registers the ebook2audio config defaults before any test saves the config)
+# imported at collection: registers the ebook2audio config defaults before a test saves the config
+import ebook2audio_dask
 
 try:  # no hypothesis deadline by default: a busy machine must not fail a property test
     from hypothesis import settings as _hypothesis_settings
@@ -33,6 +36,27 @@ def corpus() -> Path:
 def cache_dir(tmp_path: Path) -> str:
     """A fresh chunk store for one test."""
     return str(tmp_path / "chunks")
+
+
+@pytest.fixture(scope="module")
+def cluster_config() -> dict:
+    """Dask config the module's ``client`` cluster starts with (none: a module overrides it).
+
+    Worker processes get the config their cluster starts with (their nanny
+    sends it), not what a test sets later.
+    """
+    return {}
+
+
+@pytest.fixture(scope="module")
+def client(cluster_config):
+    """One embedded cluster (2 worker processes, GPU=1 each) shared by a test module."""
+    from distributed import Client
+
+    with dask.config.set(cluster_config):
+        cluster = ebook2audio_dask.local_cluster(2, dashboard_address=None)
+    with cluster, Client(cluster) as c:
+        yield c
 
 
 @pytest.fixture(autouse=True)

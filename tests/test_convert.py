@@ -11,15 +11,6 @@ from helpers import check_m4b_against_report, load_report
 import ebook2audio_dask as e2a
 
 
-@pytest.fixture(scope="module")
-def client():
-    """One embedded cluster (2 worker processes, GPU=1 each) shared by this module."""
-    from distributed import Client
-
-    with e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
-
-
 def test_embedded_cluster_advertises_resources_on_each_worker(client):
     workers = client.scheduler_info()["workers"].values()
     assert len(workers) == 2

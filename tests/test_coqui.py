@@ -219,15 +219,10 @@ def test_identity_changes_when_the_model_does(tmp_path, vits):
 
 # --------------------------------------------------------------------------- through Dask
 @pytest.fixture(scope="module")
-def client():
-    """Two worker processes whose Coqui engines run padded batches of 4."""
-    from distributed import Client
-
-    # worker processes get the config the cluster starts with (their nanny sends it)
-    with dask.config.set({"ebook2audio.coqui.batch-size": 4}):
-        cluster = e2a.local_cluster(2, dashboard_address=None)
-    with cluster, Client(cluster) as c:
-        yield c
+def cluster_config():
+    """The module's ``client`` (conftest): two worker processes whose Coqui engines run padded
+    batches of 4."""
+    return {"ebook2audio.coqui.batch-size": 4}
 
 
 def _batch_sizes():

@@ -27,14 +27,6 @@ RATE = 22050  # espeak's
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-
-    with e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("chunks"))
 

@@ -48,12 +48,9 @@ def s3(tmp_path_factory, corpus):
 
 
 @pytest.fixture(scope="module")
-def client(s3):
-    """Two worker processes, started after the credentials are in the environment."""
-    from distributed import Client
-
-    with e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as c:
-        yield c
+def client(s3, client):
+    """conftest's two worker processes, started after the credentials are in the environment."""
+    return client
 
 
 def _options(endpoint: str) -> dict:

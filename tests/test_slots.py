@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from counting_tts import Safe, Unsafe
 from helpers import load_report, run_cli
 
-from ebook2audio_dask import engines
 from ebook2audio_dask.cluster.local import _slots_per_gpu
-from ebook2audio_dask.engines import Engine, EngineSpec, VoiceInfo, load_engine, unload_engines
+from ebook2audio_dask.engines import EngineSpec, load_engine, unload_engines
 from ebook2audio_dask.errors import UsageError
 
 HERE = Path(__file__).resolve().parent
@@ -90,57 +89,9 @@ def test_slots_per_gpu_must_be_a_whole_number_of_at_least_one(corpus, tmp_path):
 
 
 # --------------------------------------------------------------------------- engines and threads
-class _Counting(Engine):
-    """An engine that sleeps in synthesize and counts the threads inside it at once."""
-
-    name = "counting-test"
-    active = 0
-    most = 0
-    guard = threading.Lock()
-
-    @classmethod
-    def availability(cls):
-        return True, ""
-
-    @classmethod
-    def voices(cls, model=None):
-        return [VoiceInfo("v", "en")]
-
-    @classmethod
-    def sample_rate_for(cls, voice, model=None):
-        return 16000
-
-    @property
-    def sample_rate(self) -> int:
-        return 16000
-
-    def synthesize(self, texts, seeds=None):
-        import numpy as np
-
-        cls = type(self)
-        with cls.guard:
-            cls.active += 1
-            cls.most = max(cls.most, cls.active)
-        time.sleep(0.2)
-        with cls.guard:
-            cls.active -= 1
-        return [np.zeros(10, dtype=np.int16) for _ in texts]
-
-
-class Unsafe(_Counting):
-    name = "unsafe-test"
-
-
-class Safe(_Counting):
-    name = "safe-test"
-    thread_safe = True
-
-
 @pytest.mark.parametrize("cls, expected", [(Unsafe, 1), (Safe, 3)])
-def test_an_engine_that_is_not_thread_safe_speaks_one_call_at_a_time(cls, expected, monkeypatch):
-    registry = dict(engines._registry())
-    registry[cls.name] = f"{__name__}:{cls.__name__}"
-    monkeypatch.setattr(engines, "_registry", lambda: registry)
+def test_an_engine_that_is_not_thread_safe_speaks_one_call_at_a_time(cls, expected):
+    # both engines are registered by their entry points (tests/plugins/counting_tts.py)
     cls.active = cls.most = 0
     engine = load_engine(EngineSpec.make(cls.name, "v"))
     assert isinstance(engine, cls)
