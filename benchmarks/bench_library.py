@@ -16,7 +16,7 @@ input order (1 = exactly in order), and how many books finished in each
 tenth of the run (a steady stream is about books/10 per tenth after the
 first).
 
-**flat**: the no-op engine (``NoopEngine`` below: 80 samples of silence per
+**flat**: the no-op engine (``NoopEngine`` of bench_engines.py: 80 samples of silence per
 chunk at once, as ``bench_scaleout.py --per-char-ms 0``) on N generated
 books of one chapter of ~2,000 characters, N = ``--sizes`` (default
 200,1000,2000; 20,80 with ``--quick``).  Each N runs in a fresh child
@@ -63,57 +63,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
 SHERLOCK = CORPUS / "adventures-of-sherlock-holmes-standardebooks.epub"
-#: Name the no-op engine is registered under (in the client and, by preload, in every worker).
+#: The no-op engine (bench_engines.py, registered by its entry point).
 NOOP = "bench-noop"
 STREAM_CHARS = 1100  # two chapters: ~1.4 min of eSpeak audio
 FLAT_CHARS = 2000  # one chapter
-
-
-# --------------------------------------------------------------------------- the no-op engine
-from ebook2audio_dask.engines.base import Engine, VoiceInfo  # noqa: E402
-
-
-class NoopEngine(Engine):
-    """Returns 80 samples of silence per text at once: the pipeline is all that costs."""
-
-    name = NOOP
-    max_chars = 400  # as bench_scaleout's sleep engine
-
-    @classmethod
-    def availability(cls):
-        return True, ""
-
-    @classmethod
-    def voices(cls, model=None):
-        return [VoiceInfo("noop", "en", "synthetic")]
-
-    @classmethod
-    def sample_rate_for(cls, voice, model=None):
-        return 8000
-
-    @property
-    def sample_rate(self):
-        return 8000
-
-    def synthesize(self, texts: Sequence[str], seeds=None):
-        return [np.zeros(80, dtype=np.int16) for _ in texts]
-
-
-def register() -> None:
-    """Make ``NOOP`` a known engine in this process."""
-    from ebook2audio_dask import engines
-
-    engines._registry()[NOOP] = "bench_library:NoopEngine"
-
-
-def dask_setup(worker) -> None:  # worker preload (``preload=["bench_library"]``)
-    register()
 
 
 # --------------------------------------------------------------------------- text
@@ -183,7 +140,8 @@ class Prose:
         return " ".join(self._sentence() for _ in range(self.rng.randint(2, 5)))
 
     def chapter(self, chars: int) -> list[str]:
-        """Paragraphs of about *chars* characters: the last one cut between sentences, its rest kept."""
+        """Paragraphs of about *chars* characters: the last one cut between sentences, its rest
+        kept."""
         paras: list[str] = []
         size = 0
         while size < chars:
@@ -210,7 +168,8 @@ ROMAN = ("I", "II", "III", "IV", "V")
 def write_books(
     folder: Path, n: int, chapters: int, chars: int, prose: Prose | None = None
 ) -> list[str]:
-    """*n* plain-text books ``book-NNNNN.txt`` of *chapters* ``CHAPTER I.`` chapters, ~*chars* in all."""
+    """*n* plain-text books ``book-NNNNN.txt`` of *chapters* ``CHAPTER I.`` chapters, ~*chars* in
+    all."""
     prose = prose or Prose()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -301,8 +260,14 @@ def stream(n_books: int, tmp: Path) -> dict:
     def on_result(result) -> None:
         finished[index[result.source]] = time.perf_counter() - t0
 
-    results = e2a.convert(books, str(tmp / "stream-out"), engine="espeak", cache=str(tmp / "stream-chunks"),
-                          n_workers=2, on_result=on_result)  # fmt: skip
+    results = e2a.convert(
+        books,
+        str(tmp / "stream-out"),
+        engine="espeak",
+        cache=str(tmp / "stream-chunks"),
+        n_workers=2,
+        on_result=on_result,
+    )
     wall = time.perf_counter() - t0
     _check(results, expect_chapters=2)
     if len(finished) != n_books:
@@ -345,16 +310,25 @@ def flat_child(list_file: str, tmp: str, scheduler_process: bool) -> dict:
     import ebook2audio_dask as e2a
 
     books = Path(list_file).read_text(encoding="utf-8").split("\n")
-    register()
-    worker_opts = {"preload": ["bench_library"]}
+    # the workers know the no-op engine by its entry point (this folder is on their sys.path)
     if scheduler_process:
         from distributed.deploy.subprocess import SubprocessCluster
 
-        cluster = SubprocessCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1, dashboard_address=None,
-                                    worker_kwargs={"resources": {"GPU": 1}, **worker_opts})  # fmt: skip
+        cluster = SubprocessCluster(
+            host="127.0.0.1",
+            n_workers=2,
+            threads_per_worker=1,
+            dashboard_address=None,
+            worker_kwargs={"resources": {"GPU": 1}},
+        )
     else:
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={"GPU": 1},
-                               dashboard_address=None, **worker_opts)  # fmt: skip
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            resources={"GPU": 1},
+            dashboard_address=None,
+        )
     with cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         rss_before = _proc_memory()["peak_rss_mb"]

@@ -26,52 +26,11 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CORPUS = (HERE.parent / ".." / "shared" / "corpus").resolve()
 SHERLOCK = CORPUS / "adventures-of-sherlock-holmes-standardebooks.epub"
-
-#: Seconds the sleep engine waits per character (set by main(): --per-char-ms).
-PER_CHAR = 0.005
-
-
-def _engine_class():
-    from ebook2audio_dask.engines.base import Engine, VoiceInfo
-
-    class SleepEngine(Engine):
-        """Waits ``PER_CHAR`` seconds per character; speaks 80 samples of silence."""
-
-        name = "sleep"
-        max_chars = 400
-
-        @classmethod
-        def availability(cls):
-            return True, ""
-
-        @classmethod
-        def voices(cls, model=None):
-            return [VoiceInfo("sleep", "en", "synthetic")]
-
-        @classmethod
-        def sample_rate_for(cls, voice, model=None):
-            return 8000
-
-        @property
-        def sample_rate(self):
-            return 8000
-
-        def synthesize(self, texts: Sequence[str], seeds=None):
-            out = []
-            for text in texts:
-                time.sleep(len(text) * PER_CHAR)
-                out.append(np.zeros(80, dtype=np.int16))
-            return out
-
-    return SleepEngine
 
 
 def make_library(folder: Path, n_books: int) -> list[str]:
@@ -96,13 +55,26 @@ def run(n_workers: int, books: list[str], tmp: Path) -> dict:
 
     import ebook2audio_dask as e2a
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False, resources={"GPU": 1},
-                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=False,
+            resources={"GPU": 1},
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         finished: list[float] = []
         t0 = time.perf_counter()
-        results = e2a.convert(books, str(tmp / f"out-{n_workers}"), engine="sleep", client=client,
-                              cache=str(tmp / f"chunks-{n_workers}"),
-                              on_result=lambda r: finished.append(time.perf_counter() - t0))  # fmt: skip
+        results = e2a.convert(
+            books,
+            str(tmp / f"out-{n_workers}"),
+            engine="sleep",
+            client=client,
+            cache=str(tmp / f"chunks-{n_workers}"),
+            on_result=lambda r: finished.append(time.perf_counter() - t0),
+        )
         wall = time.perf_counter() - t0
     bad = [r.error for r in results if not r.ok]
     if bad:
@@ -134,27 +106,28 @@ def run(n_workers: int, books: list[str], tmp: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    global PER_CHAR
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="8,32,64")
     parser.add_argument("--books", type=int, default=10)
-    parser.add_argument("--per-char-ms", type=float, default=5.0,
-                        help="engine time per character: 5 ms = 200 chars/s per worker, between XTTS "
-                             "(~60 chars/s) and batched VITS (1000s) on one GPU")  # fmt: skip
+    parser.add_argument(
+        "--per-char-ms",
+        type=float,
+        default=5.0,
+        help="engine time per character: 5 ms = 200 chars/s per worker, between XTTS "
+        "(~60 chars/s) and batched VITS (1000s) on one GPU",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.workers, args.books, args.per_char_ms = "4,8", 3, 0.1
-    from ebook2audio_dask import engines
+    from bench_engines import SleepEngine  # the engine "sleep", registered by its entry point
 
-    engines._registry()["sleep"] = f"{__name__}:SleepEngine"
-    globals()["SleepEngine"] = _engine_class()
     with tempfile.TemporaryDirectory(prefix="e2a-scaleout-") as tmp:
         books = make_library(Path(tmp), args.books)
-        PER_CHAR = args.per_char_ms / 1000
+        SleepEngine.per_char = args.per_char_ms / 1000
         for n in (int(x) for x in args.workers.split(",")):
             row = run(n, books, Path(tmp))
-            row["per_char_ms"] = round(PER_CHAR * 1000, 4)
+            row["per_char_ms"] = round(SleepEngine.per_char * 1000, 4)
             print(json.dumps(row), flush=True)
     return 0
 
