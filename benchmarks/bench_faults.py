@@ -160,7 +160,7 @@ class Bench:
     def worker_kill(self, sizes: dict[str, int], reference: dict) -> dict:
         from test_faults import _stored, kill_busy_worker
 
-        from ebook2audio_dask.audio.m4b import decode_to_pcm
+        from ebook2audio_dask.audio import decode_to_pcm
 
         store, out = self.work / "store-b", self.work / "out-b"
         cluster = self.cluster()

@@ -90,8 +90,7 @@ def normalise(text: str) -> str:
 
 def _to_16k(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
     """int16 (or float) mono at any rate → float32 at 16 kHz, resampled by ffmpeg."""
-    from ebook2audio_dask.audio.m4b import decode_to_pcm
-    from ebook2audio_dask.audio.wav import encode_wav
+    from ebook2audio_dask.audio import decode_to_pcm, encode_wav
 
     samples = np.asarray(pcm)
     if samples.dtype.kind == "f":
@@ -116,7 +115,7 @@ def transcribe(audio: np.ndarray | str | os.PathLike, sample_rate: int | None = 
         Rate of *audio* when it is an array.
     """
     if isinstance(audio, (str, os.PathLike)):
-        from ebook2audio_dask.audio.m4b import decode_to_pcm
+        from ebook2audio_dask.audio import decode_to_pcm
 
         samples = decode_to_pcm(audio, ASR_RATE).astype(np.float32) / 32768.0
     else:

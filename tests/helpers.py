@@ -41,7 +41,7 @@ def check_m4b_against_report(m4b: Path, report: dict, *, expect_cover: bool) -> 
     """The M4B's chapters, durations, tags, cover and audio agree with its report."""
     from mutagen.mp4 import MP4
 
-    from ebook2audio_dask.audio.m4b import decode_to_pcm
+    from ebook2audio_dask.audio import decode_to_pcm
 
     mp4 = MP4(str(m4b))
     chapters = list(mp4.chapters)

@@ -1,14 +1,17 @@
-"""Tests of the audio layer: WAV chunk helpers and the M4B encoder (real ffmpeg)."""
+"""Tests of the audio layer: WAV chunk helpers, tags, the M4B encoder (real ffmpeg), the formats."""
 
 from __future__ import annotations
 
 import base64
 import io
+import itertools
 import logging
+import re
 import struct
 import subprocess
 import wave
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +19,12 @@ import pytest
 mutagen_mp4 = pytest.importorskip("mutagen.mp4")
 
 from ebook2audio_dask.audio import (  # noqa: E402
+    FORMATS,
     WAV_HEADER_BYTES,
     BookTags,
     ChapterMark,
+    FormatInfo,
+    OutputSpec,
     decode_to_pcm,
     decode_wav,
     encode_m4b,
@@ -27,7 +33,7 @@ from ebook2audio_dask.audio import (  # noqa: E402
     silence,
     wav_info,
 )
-from ebook2audio_dask.audio import m4b as m4b_module  # noqa: E402
+from ebook2audio_dask.audio.tags import ffmetadata, iso639_2, tag_args  # noqa: E402
 
 SR = 22050
 
@@ -188,7 +194,7 @@ def test_encode_wav_validates(samples, rate):
 
 
 # --------------------------------------------------------------------------
-# m4b.py: helpers
+# wav.py: silence; tags.py: chapters and tags for ffmpeg
 
 
 def test_silence():
@@ -200,15 +206,13 @@ def test_silence():
 
 def test_ffmetadata_escaping():
     """Chapter titles are escaped as ffmpeg reads them; tags go as arguments, unescaped."""
-    text = m4b_module._ffmetadata(
-        [ChapterMark("one = 1; #1", 0, 100), ChapterMark("A\\", 100, 200)], SR
-    )
+    text = ffmetadata([ChapterMark("one = 1; #1", 0, 100), ChapterMark("A\\", 100, 200)], SR)
     lines = text.split("\n")
     assert lines[0] == ";FFMETADATA1"
     assert "TIMEBASE=1/22050" in lines
     assert "title=one \\= 1\\; \\#1" in lines
     assert "title=A\\\\\0" in lines  # a trailing backslash is closed by a NUL
-    args = m4b_module._tag_args(BookTags("A=B;C#D\\E\nF", ("X", "Y")))
+    args = tag_args(BookTags("A=B;C#D\\E\nF", ("X", "Y")))
     assert args == [
         "-metadata",
         "title=A=B;C#D\\E F",
@@ -229,7 +233,7 @@ def test_ffmetadata_escaping():
      ("fil", "fil"), ("EN", "eng"), ("xx", None), ("", None), (None, None)],
 )  # fmt: skip
 def test_language_codes(tag, code):
-    assert m4b_module._iso639_2(tag) == code
+    assert iso639_2(tag) == code
 
 
 # --------------------------------------------------------------------------
@@ -253,7 +257,7 @@ def test_encode_m4b_chapters_tags_cover(tmp_path, two_pass):
     # Uneven blocks, one of them splitting a sample in two.
     raw = samples.tobytes()
     cuts = [0, 1, 4097, 70001, 300000, len(raw)]
-    blocks = [raw[a:b] for a, b in zip(cuts, cuts[1:])]
+    blocks = [raw[a:b] for a, b in itertools.pairwise(cuts)]
     out = tmp_path / "book.m4b"
 
     duration = encode_m4b(
@@ -366,7 +370,7 @@ def test_svg_cover_with_embedded_png(tmp_path):
     ids=["svg-no-raster", "garbage", "broken-jpeg", "truncated-png", "svg-bad-raster"],
 )  # fmt: skip
 def test_unusable_cover_is_left_out(tmp_path, caplog, cover, media_type):
-    with caplog.at_level(logging.WARNING, logger="ebook2audio_dask.audio.m4b"):
+    with caplog.at_level(logging.WARNING, logger="ebook2audio_dask.audio.cover"):
         out, duration = encode(tmp_path, cover=cover, cover_media_type=media_type)
     assert out.exists() and duration == pytest.approx(3.0)
     assert covers(out) == []
@@ -384,7 +388,7 @@ def spawned(monkeypatch):
         procs.append(proc)
         return proc
 
-    monkeypatch.setattr(m4b_module.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     return procs
 
 
@@ -450,3 +454,36 @@ def test_empty_chapter_is_dropped(tmp_path, caplog):
         out, _ = encode(tmp_path, chapters=marks)
     assert [c.title for c in mutagen_mp4.MP4(out).chapters] == ["Real"]
     assert "Empty" in caplog.text
+
+
+# --------------------------------------------------------------------------
+# formats.py: the table of output formats
+
+
+def test_output_formats_are_one_table():
+    """``--format``, its validation and docs/outputs.md all list the rows of FORMATS."""
+    from ebook2audio_dask.cli.main import cli
+    from ebook2audio_dask.errors import UsageError
+
+    convert = cli.commands["convert"]
+    choice = next(p for p in convert.params if "--format" in p.opts).type
+    assert list(choice.choices) == list(FORMATS)
+    for name, info in FORMATS.items():
+        assert info.name == name and info.ext == f".{name}"
+        assert OutputSpec.resolve(format=name.upper()).info is info
+    with pytest.raises(UsageError, match="choose one of m4b, mp3, opus, flac, wav"):
+        OutputSpec.resolve(format="aiff")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "outputs.md").read_text("utf-8")
+    section = docs.split("## Formats: `--format`", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^\| `(\w+)`", section, re.M) == list(FORMATS)
+
+
+def test_format_row_says_how_tags_are_written():
+    with pytest.raises(ValueError, match="chapters must be one of"):
+        FormatInfo("aiff", ".aiff", "aiff", ("-c:a", "pcm_s16be"), cache=False, chapters="id3")
+    with pytest.raises(ValueError, match="cover must be one of"):
+        FormatInfo("aiff", ".aiff", "aiff", ("-c:a", "pcm_s16be"), cache=False, cover="apic")
+    spec = OutputSpec(format="m4b", bitrate="48k", aac_coder="fast")
+    assert spec.codec_args() == ["-c:a", "aac", "-b:a", "48k", "-aac_coder", "fast"]
+    mp3 = OutputSpec(format="mp3", bitrate="48k", aac_coder="fast")  # no AAC coder for LAME
+    assert mp3.codec_args() == ["-c:a", "libmp3lame", "-b:a", "48k"]

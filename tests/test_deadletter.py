@@ -204,7 +204,7 @@ def test_dead_letter_file_then_allow_gaps_then_a_clean_rerun(corpus, tmp_path):
     [letter2] = _dead_letters(dead)
     assert letter2["attempts"] == 1  # --retries 0
     check_m4b_against_report(m4b, report, expect_cover=True)
-    from ebook2audio_dask.audio.m4b import decode_to_pcm
+    from ebook2audio_dask.audio import decode_to_pcm
 
     pcm = decode_to_pcm(str(m4b), 16000).astype(np.float64)
     hole = pcm[

@@ -398,7 +398,7 @@ def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(
     completes with every chunk, byte-identical to an uninterrupted run's, and
     no chunk is synthesised twice beyond the chunk each kill interrupted.
     """
-    from ebook2audio_dask.audio.m4b import decode_to_pcm
+    from ebook2audio_dask.audio import decode_to_pcm
 
     preload, log = setup
     keys, _ = _plan(corpus, vits)

@@ -22,8 +22,15 @@ from helpers import load_report, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ebook2audio_dask.audio.formats import OutputSpec, PartEncoder, finish_file
-from ebook2audio_dask.audio.m4b import TAG_MAX_BYTES, BookTags, ChapterMark, clean_tag
+from ebook2audio_dask.audio import (
+    TAG_MAX_BYTES,
+    BookTags,
+    ChapterMark,
+    OutputSpec,
+    PartEncoder,
+    clean_tag,
+    finish_file,
+)
 from ebook2audio_dask.engines.base import EngineSpec
 from ebook2audio_dask.model import Book, Chapter
 from ebook2audio_dask.text import plan_book

@@ -16,8 +16,7 @@ import pytest
 from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
 import ebook2audio_dask as e2a
-from ebook2audio_dask.audio.m4b import decode_to_pcm, ffmpeg_exe
-from ebook2audio_dask.audio.subtitles import parse_subtitles
+from ebook2audio_dask.audio import decode_to_pcm, ffmpeg_exe, parse_subtitles
 
 BOOK = ROOT / "examples" / "childrens-literature.epub"
 STEM = "childrens-literature"

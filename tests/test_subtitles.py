@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ebook2audio_dask.audio.formats import FORMATS, OutputSpec, PartEncoder, finish_file
-from ebook2audio_dask.audio.m4b import (
+from ebook2audio_dask.audio import (
+    FORMATS,
     BookTags,
     ChapterMark,
+    OutputSpec,
+    PartEncoder,
     decode_to_pcm,
     ffmpeg_exe,
+    finish_file,
     prepare_cover,
 )
 from ebook2audio_dask.audio.subtitles import (

@@ -1,44 +1,69 @@
-"""Audio stage: WAV chunks in the chunk store and the final M4B encoder.
+"""Audio stage: WAV chunks in the chunk store, and the output files the merge writes.
 
-:mod:`~ebook2audio_dask.audio.wav` converts synthesized chunks between WAV
-bytes and ``int16`` NumPy arrays; :mod:`~ebook2audio_dask.audio.m4b` streams
-the book's PCM through ffmpeg into a chaptered, tagged M4B file.
+Every name below is importable from this package (``from ebook2audio_dask.audio
+import OutputSpec``); the modules, each depending only on those listed before
+it:
+
+:mod:`~ebook2audio_dask.audio.wav`
+    Synthesized chunks as WAV bytes <-> ``int16`` NumPy arrays; raw silence.
+:mod:`~ebook2audio_dask.audio.ffmpeg`
+    Running ffmpeg: the binary, the common arguments, error messages, and
+    :func:`decode_to_pcm` to read any audio file back.
+:mod:`~ebook2audio_dask.audio.tags`
+    Tags and chapter marks (:class:`BookTags`, :class:`ChapterMark`,
+    :func:`clean_tag`) and how ffmpeg is given them.
+:mod:`~ebook2audio_dask.audio.cover`
+    The book's cover made a JPEG or PNG ffmpeg can attach.
+:mod:`~ebook2audio_dask.audio.subtitles`
+    SRT and WebVTT cues from the real chunk timings.
+:mod:`~ebook2audio_dask.audio.formats`
+    The output formats, one row each of :data:`FORMATS`; what the merge
+    writes (:class:`OutputSpec`), and the ffmpeg passes that write it
+    (:class:`PartEncoder`, :func:`finish_file`, :func:`normalize_part`).
+:mod:`~ebook2audio_dask.audio.m4b`
+    :func:`encode_m4b`: a PCM stream to an M4B file in one call.
 """
 
-from .formats import FORMATS, FinalFile, OutputSpec, PartEncoder, finish_file, normalize_part
-from .m4b import (
-    TAG_MAX_BYTES,
-    BookTags,
-    ChapterMark,
-    clean_tag,
-    decode_to_pcm,
-    encode_m4b,
-    ffmpeg_exe,
-    prepare_cover,
-    silence,
+from .cover import prepare_cover
+from .ffmpeg import decode_to_pcm, ffmpeg_exe
+from .formats import (
+    FORMATS,
+    SPLITS,
+    FinalFile,
+    FormatInfo,
+    Loudness,
+    OutputSpec,
+    PartEncoder,
+    finish_file,
+    normalize_part,
 )
+from .m4b import encode_m4b
 from .subtitles import (
+    SUBTITLE_FORMATS,
     Cue,
-    chunk_cues,
     format_srt,
     format_subtitles,
     format_vtt,
     parse_subtitles,
-    split_cue_text,
+    sentence_cues,
 )
-from .wav import WAV_HEADER_BYTES, decode_wav, encode_wav, wav_complete, wav_info
+from .tags import TAG_MAX_BYTES, BookTags, ChapterMark, clean_tag
+from .wav import WAV_HEADER_BYTES, decode_wav, encode_wav, silence, wav_complete, wav_info
 
 __all__ = [
     "FORMATS",
+    "SPLITS",
+    "SUBTITLE_FORMATS",
     "TAG_MAX_BYTES",
     "WAV_HEADER_BYTES",
     "BookTags",
     "ChapterMark",
     "Cue",
     "FinalFile",
+    "FormatInfo",
+    "Loudness",
     "OutputSpec",
     "PartEncoder",
-    "chunk_cues",
     "clean_tag",
     "decode_to_pcm",
     "decode_wav",
@@ -52,8 +77,8 @@ __all__ = [
     "normalize_part",
     "parse_subtitles",
     "prepare_cover",
+    "sentence_cues",
     "silence",
-    "split_cue_text",
     "wav_complete",
     "wav_info",
 ]

@@ -1,6 +1,14 @@
-"""Output formats: M4B, MP3, Opus, FLAC and WAV, whole or split, optionally loudness-normalised.
+"""Output formats: one table row per format, and the ffmpeg passes that write them.
 
-Writing a book is two ffmpeg passes per output file, as for the M4B:
+:data:`FORMATS` is the registry of output formats: one :class:`FormatInfo`
+row per ``--format`` value says the file's suffix, its codec and muxer
+arguments, and how its tags, chapters, cover and language are written.
+:meth:`OutputSpec.resolve` validates ``--format`` against it, and
+``docs/outputs.md`` lists its rows (a test checks both agree).  A new format
+is one row, plus a branch below only if it needs a muxing step that ffmpeg
+cannot do, as the mutagen steps for Vorbis-comment chapters and covers.
+
+Writing a book is two ffmpeg passes per output file:
 
 1. :class:`PartEncoder` encodes the PCM the merge streams into it (through
    ffmpeg's ``loudnorm`` filter with :class:`Loudness`), into a plain file
@@ -10,19 +18,12 @@ Writing a book is two ffmpeg passes per output file, as for the M4B:
    file, adding tags, chapters and the cover; where ffmpeg cannot write a tag
    (FLAC chapters, the Opus cover), :mod:`mutagen` adds it.  The tags go to
    ffmpeg as ``-metadata`` arguments (no escaping), the chapters in an
-   FFMETADATA1 file (escaped as ffmpeg reads it, see :func:`.m4b._escape`);
-   every value has been cleaned by :func:`~.m4b.clean_tag`, so the files
-   hold exactly the titles the report shows.
+   FFMETADATA1 file (see :mod:`~ebook2audio_dask.audio.tags`); every value
+   has been cleaned by :func:`~ebook2audio_dask.audio.tags.clean_tag`, so the
+   files hold exactly the titles the report shows.
 
-========  ============  ================================================  ============
-format    codec         tags, chapters, cover                             size limits
-========  ============  ================================================  ============
-``m4b``   AAC in MP4    iTunes tags, Nero/QuickTime chapters, ``covr``    none (co64)
-``mp3``   LAME MP3      ID3v2.3 (+ID3v1), ``CHAP``/``CTOC``, ``APIC``      none
-``opus``  Opus in Ogg   Vorbis comments, ``CHAPTERxxx``, picture block    none
-``flac``  FLAC          Vorbis comments, ``CHAPTERxxx``, ``PICTURE``       none
-``wav``   PCM s16le     ``LIST/INFO`` only (chapters in the report)       RF64 > 4 GiB
-========  ============  ================================================  ============
+When the chapter times are known before encoding, a :class:`PartEncoder`
+given a :class:`FinalFile` writes the finished file in one pass instead.
 """
 
 from __future__ import annotations
@@ -38,17 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..logs import get_logger
-from .m4b import (
-    BookTags,
-    ChapterMark,
-    _check_chapters,
-    _container_args,
-    _iso639_2,
-    _mux_args,
-    _stderr_tail,
-    ffmpeg_exe,
-)
+from .ffmpeg import FFMPEG_HEAD, ffmpeg_exe, stderr_lines, stderr_tail
+from .subtitles import SUBTITLE_FORMATS
+from .tags import BookTags, ChapterMark, check_chapters, ffmetadata, iso639_2, tag_args
 
 __all__ = [
     "FORMATS",
@@ -62,15 +55,16 @@ __all__ = [
     "normalize_part",
 ]
 
-log = get_logger(__name__)
-
 #: Ways to split a book: one file per chapter, or parts of at most N hours.
 SPLITS = ("chapters", "hours")
+
+#: The ffmpeg option that sets the language, by :attr:`FormatInfo.language`.
+_LANGUAGE_OPTION = {"track": "-metadata:s:a:0", "global": "-metadata"}
 
 
 @dataclass(frozen=True)
 class FormatInfo:
-    """How one output format is encoded and tagged.
+    """How one output format is encoded and tagged: one row of :data:`FORMATS`.
 
     Attributes
     ----------
@@ -86,8 +80,24 @@ class FormatInfo:
         Whether the pass-1 audio is kept in the chunk store for reruns (not for
         FLAC and WAV: as large as the chunks themselves and as fast to make
         again from them).
-    chapters : bool
-        Whether the file holds chapter marks.
+    chapters : {"ffmetadata", "vorbis", None}
+        How chapter marks are written: by ffmpeg from an FFMETADATA1 input,
+        as ``CHAPTERxxx`` Vorbis comments by mutagen after ffmpeg, or not at
+        all (the report lists them).
+    cover : {"ffmpeg", "vorbis", None}
+        How the cover is written: by ffmpeg as an attached picture, as a
+        ``METADATA_BLOCK_PICTURE`` Vorbis comment by mutagen, or not at all.
+    language : {"track", "global", None}
+        Where the book's ISO 639-2 language goes: the audio track's language
+        (``-metadata:s:a:0``), a ``language`` tag (``-metadata``), or nowhere.
+    aac_coder : bool
+        Whether the encoder takes ``-aac_coder`` (``merge.aac-coder``).
+    muxer_args : tuple of str
+        Muxer options of every pass (before ``-f``).
+    final_args : tuple of str
+        Muxer options of the finished file only (tag versions, brand...).
+    cover_args : tuple of str
+        Options added when ffmpeg attaches the cover (its stream's tags).
     """
 
     name: str
@@ -95,39 +105,88 @@ class FormatInfo:
     muxer: str
     codec: tuple[str, ...]
     cache: bool
-    chapters: bool = True
+    chapters: str | None = "ffmetadata"
+    cover: str | None = "ffmpeg"
+    language: str | None = "global"
+    aac_coder: bool = False
+    muxer_args: tuple[str, ...] = ()
+    final_args: tuple[str, ...] = ()
+    cover_args: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for field, value, allowed in (
+            ("chapters", self.chapters, ("ffmetadata", "vorbis", None)),
+            ("cover", self.cover, ("ffmpeg", "vorbis", None)),
+            ("language", self.language, (*_LANGUAGE_OPTION, None)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"format {self.name}: {field} must be one of {allowed}")
 
 
+#: The output formats, by ``--format`` value (the first is listed first in help and docs).
 FORMATS: dict[str, FormatInfo] = {
-    "m4b": FormatInfo("m4b", ".m4b", "mp4", ("-c:a", "aac", "-b:a", "{bitrate}"), cache=True),
-    "mp3": FormatInfo(
-        "mp3", ".mp3", "mp3", ("-c:a", "libmp3lame", "-b:a", "{bitrate}"), cache=True
-    ),
-    "opus": FormatInfo(
-        "opus", ".opus", "ogg", ("-c:a", "libopus", "-b:a", "{bitrate}"), cache=True
-    ),
-    "flac": FormatInfo("flac", ".flac", "flac", ("-c:a", "flac"), cache=False),
-    "wav": FormatInfo("wav", ".wav", "wav", ("-c:a", "pcm_s16le"), cache=False, chapters=False),
-}
+    info.name: info
+    for info in (
+        FormatInfo(
+            "m4b", ".m4b", "mp4", ("-c:a", "aac", "-b:a", "{bitrate}"), cache=True,
+            language="track", aac_coder=True,
+            final_args=("-brand", "M4B ", "-movflags", "+faststart"),
+        ),
+        FormatInfo(
+            "mp3", ".mp3", "mp3", ("-c:a", "libmp3lame", "-b:a", "{bitrate}"), cache=True,
+            final_args=("-id3v2_version", "3", "-write_id3v1", "1"),
+            cover_args=("-metadata:s:v", "title=Album cover",
+                        "-metadata:s:v", "comment=Cover (front)"),
+        ),
+        FormatInfo(
+            "opus", ".opus", "ogg", ("-c:a", "libopus", "-b:a", "{bitrate}"), cache=True,
+            chapters="vorbis", cover="vorbis",
+        ),
+        FormatInfo("flac", ".flac", "flac", ("-c:a", "flac"), cache=False, chapters="vorbis"),
+        FormatInfo(
+            "wav", ".wav", "wav", ("-c:a", "pcm_s16le"), cache=False,
+            chapters=None, cover=None, language=None, muxer_args=("-rf64", "auto"),
+        ),
+    )
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Loudness:
     """EBU R128 loudness normalisation targets of ffmpeg's ``loudnorm`` filter.
 
+    The defaults are ``ebook2audio.output.loudness`` (:meth:`from_config`).
+
     Parameters
     ----------
     integrated : float
-        Integrated loudness target in LUFS (``I``), -16 by default.
+        Integrated loudness target in LUFS (``I``).
     true_peak : float
-        Maximum true peak in dBTP (``TP``), -1.5 by default.
+        Maximum true peak in dBTP (``TP``).
     lra : float
-        Loudness range target in LU (``LRA``), 11 by default.
+        Loudness range target in LU (``LRA``).
     """
 
-    integrated: float = -16.0
-    true_peak: float = -1.5
-    lra: float = 11.0
+    integrated: float
+    true_peak: float
+    lra: float
+
+    @classmethod
+    def from_config(cls) -> Loudness:
+        """The targets in ``ebook2audio.output.loudness``: integrated, true-peak, range.
+
+        Returns
+        -------
+        Loudness
+            Read on the caller's side (the client, for a conversion).
+        """
+        from .. import config
+
+        return cls(
+            integrated=float(config.get("output.loudness.integrated")),
+            true_peak=float(config.get("output.loudness.true-peak")),
+            lra=float(config.get("output.loudness.range")),
+        )
 
     def filter(self, sample_rate: int, measured: dict[str, str] | None = None) -> str:
         """The ffmpeg filter chain, back at *sample_rate*.
@@ -141,9 +200,11 @@ class Loudness:
         """
         chain = f"loudnorm=I={self.integrated:g}:TP={self.true_peak:g}:LRA={self.lra:g}"
         if measured:
-            chain += (f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
-                      f":measured_LRA={measured['input_lra']}:measured_thresh={measured['input_thresh']}"
-                      f":offset={measured['target_offset']}:linear=true")  # fmt: skip
+            chain += (
+                f":measured_I={measured['input_i']}:measured_TP={measured['input_tp']}"
+                f":measured_LRA={measured['input_lra']}:measured_thresh={measured['input_thresh']}"
+                f":offset={measured['target_offset']}:linear=true"
+            )
         return f"{chain},aresample={int(sample_rate)}"
 
 
@@ -165,20 +226,32 @@ class OutputSpec:
 
     @property
     def info(self) -> FormatInfo:
+        """The format's row of :data:`FORMATS`."""
         return FORMATS[self.format]
 
     @classmethod
-    def resolve(cls, format: str | None = None, split: str | None = None, split_hours: float | None = None,
-                loudnorm: bool | None = None, subtitles: str | None = None) -> OutputSpec:  # fmt: skip
-        """Arguments, else ``ebook2audio.output.*``; raises :class:`~ebook2audio_dask.errors.UsageError`."""
+    def resolve(
+        cls,
+        format: str | None = None,
+        split: str | None = None,
+        split_hours: float | None = None,
+        loudnorm: bool | None = None,
+        subtitles: str | None = None,
+    ) -> OutputSpec:
+        """Arguments, else ``ebook2audio.output.*`` (and ``merge.bitrate``, ``merge.aac-coder``).
+
+        Raises :class:`~ebook2audio_dask.errors.UsageError` for an unknown
+        format, split or subtitle format, or split hours that are not a
+        positive number.
+        """
         from .. import config
         from ..errors import UsageError
 
-        fmt = str(config.get("output.format", "m4b", override=format)).lower().lstrip(".")
+        fmt = str(config.get("output.format", override=format)).lower().lstrip(".")
         if fmt not in FORMATS:
             raise UsageError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        hours = config.get("output.split-hours", None, override=split_hours)
-        how = config.get("output.split", None, override=split)
+        hours = config.get("output.split-hours", override=split_hours)
+        how = config.get("output.split", override=split)
         how = None if how in (None, "", "none", False) else str(how).lower()
         if hours is not None:
             try:
@@ -194,21 +267,29 @@ class OutputSpec:
             raise UsageError("--split hours needs --split-hours N")
         if how not in (None, *SPLITS):
             raise UsageError(f"unknown split {how!r}; choose chapters, or give --split-hours N")
-        subs = config.get("output.subtitles", None, override=subtitles)
+        subs = config.get("output.subtitles", override=subtitles)
         subs = None if subs in (None, "", "none", False) else str(subs).lower()
-        if subs not in (None, "srt", "vtt"):
-            raise UsageError(f"unknown subtitle format {subs!r}; choose srt or vtt")
-        loud = None
-        if bool(config.get("output.loudnorm", False, override=loudnorm)):
-            conf = config.get("output.loudness", None) or {}
-            loud = Loudness(
-                integrated=float(conf.get("integrated", -16.0)),
-                true_peak=float(conf.get("true-peak", -1.5)),
-                lra=float(conf.get("range", 11.0)),
+        if subs not in (None, *SUBTITLE_FORMATS):
+            raise UsageError(
+                f"unknown subtitle format {subs!r}; choose {' or '.join(SUBTITLE_FORMATS)}"
             )
-        return cls(format=fmt, split=how, split_hours=hours if how == "hours" else None, loudnorm=loud,
-                   subtitles=subs, bitrate=str(config.get("merge.bitrate", "64k")),
-                   aac_coder=config.get("merge.aac-coder", None) if fmt == "m4b" else None)  # fmt: skip
+        loud = Loudness.from_config() if config.get("output.loudnorm", override=loudnorm) else None
+        return cls(
+            format=fmt,
+            split=how,
+            split_hours=hours if how == "hours" else None,
+            loudnorm=loud,
+            subtitles=subs,
+            bitrate=str(config.get("merge.bitrate")),
+            aac_coder=config.get("merge.aac-coder") if FORMATS[fmt].aac_coder else None,
+        )
+
+    def codec_args(self) -> list[str]:
+        """The encoder's ffmpeg options: the row's codec at this bit rate, and the AAC coder."""
+        codec = [a.format(bitrate=self.bitrate) for a in self.info.codec]
+        if self.aac_coder and self.info.aac_coder:
+            codec += ["-aac_coder", str(self.aac_coder)]
+        return codec
 
     def cache_token(self) -> dict[str, Any]:
         """What, besides the chunks and the bitrate, decides the pass-1 audio (empty for plain M4B,
@@ -225,8 +306,6 @@ class OutputSpec:
         return token
 
 
-_HEAD = ("-hide_banner", "-nostats", "-nostdin", "-loglevel", "error", "-y")
-
 #: Pipe buffer of a pass-1 encoder (small writes are gathered).
 _WRITE_SIZE = 256 * 1024
 
@@ -242,22 +321,31 @@ class PartEncoder:
         Rate of the mono s16le PCM written.
     path : str or os.PathLike
         The file to write.
+    measure : bool
+        Only measure the loudness (loudnorm's first pass, no file): the
+        figures are in ``measured`` after :meth:`close`.
+    final : FinalFile, optional
+        Write the finished file (tags, chapters, cover) in this one pass.
     """
 
-    def __init__(self, spec: OutputSpec, sample_rate: int, path: str | os.PathLike, *, measure: bool = False,
-                 final: FinalFile | None = None):  # fmt: skip
+    def __init__(
+        self,
+        spec: OutputSpec,
+        sample_rate: int,
+        path: str | os.PathLike,
+        *,
+        measure: bool = False,
+        final: FinalFile | None = None,
+    ):
         self.path = Path(path)
         self.measure = measure
         self.final = final
         self.samples = 0
         self._bytes = 0
         info = spec.info
-        codec = [a.format(bitrate=spec.bitrate) for a in info.codec]
-        if spec.aac_coder and spec.format == "m4b":
-            codec += ["-aac_coder", str(spec.aac_coder)]
-        head = [
-            ("info" if measure and a == "error" else a) for a in _HEAD
-        ]  # loudnorm's figures are info
+        codec = spec.codec_args()
+        # loudnorm's figures are info
+        head = [("info" if measure and a == "error" else a) for a in FFMPEG_HEAD]
         cmd = [
             ffmpeg_exe(),
             *head,
@@ -286,13 +374,15 @@ class PartEncoder:
         else:
             if spec.loudnorm is not None:
                 cmd += ["-af", spec.loudnorm.filter(sample_rate)]
-            cmd += ["-map", "0:a", *codec]
-            if spec.format == "wav":
-                cmd += ["-rf64", "auto"]
-            cmd += ["-f", info.muxer, str(self.path)]
-        self._stderr = tempfile.TemporaryFile(dir=self.path.parent)
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                     bufsize=_WRITE_SIZE)  # fmt: skip
+            cmd += ["-map", "0:a", *codec, *info.muxer_args, "-f", info.muxer, str(self.path)]
+        self._stderr = tempfile.TemporaryFile(dir=self.path.parent)  # noqa: SIM115  (closed by close/kill)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            bufsize=_WRITE_SIZE,
+        )
 
     def write(self, block) -> None:
         """Feed one block of PCM (bytes-like)."""
@@ -304,7 +394,7 @@ class PartEncoder:
         except BrokenPipeError:
             self.proc.wait()
             raise RuntimeError(
-                f"ffmpeg stopped while encoding {self.path.name}: {_stderr_tail(self._stderr)}"
+                f"ffmpeg stopped while encoding {self.path.name}: {stderr_tail(self._stderr)}"
             ) from None
         self._bytes += size
         self.samples = self._bytes // 2
@@ -320,7 +410,7 @@ class PartEncoder:
                 self.proc.stdin.close()
                 if self.proc.wait() != 0:
                     raise RuntimeError(
-                        f"ffmpeg failed measuring the loudness: {_stderr_tail(self._stderr)}"
+                        f"ffmpeg failed measuring the loudness: {stderr_tail(self._stderr)}"
                     )
                 self._stderr.seek(0)
                 text = self._stderr.read().decode("utf-8", "replace")
@@ -336,8 +426,10 @@ class PartEncoder:
                 pass
             status = self.proc.wait()
             if status != 0:
-                raise RuntimeError(f"ffmpeg failed (exit status {status}) writing {self.path.name}: "
-                                   f"{_stderr_tail(self._stderr)}")  # fmt: skip
+                raise RuntimeError(
+                    f"ffmpeg failed (exit status {status}) writing {self.path.name}: "
+                    f"{stderr_tail(self._stderr)}"
+                )
             if self.final is not None:
                 _after_ffmpeg(self.final, self.path)
             return self.samples
@@ -361,21 +453,34 @@ class PartEncoder:
         self.path.unlink(missing_ok=True)
 
 
-def normalize_part(spec: OutputSpec, sample_rate: int, source: str | os.PathLike, path: str | os.PathLike,
-                   measured: dict[str, str]) -> None:  # fmt: skip
+def normalize_part(
+    spec: OutputSpec,
+    sample_rate: int,
+    source: str | os.PathLike,
+    path: str | os.PathLike,
+    measured: dict[str, str],
+) -> None:
     """Loudnorm's second pass: the lossless pass-1 audio *source* → *path* in *spec*'s format."""
     info = spec.info
-    codec = [a.format(bitrate=spec.bitrate) for a in info.codec]
-    if spec.aac_coder and spec.format == "m4b":
-        codec += ["-aac_coder", str(spec.aac_coder)]
-    cmd = [ffmpeg_exe(), *_HEAD, "-i", str(source), "-af", spec.loudnorm.filter(sample_rate, measured),
-           "-map", "0:a", *codec] + (["-rf64", "auto"] if spec.format == "wav" else [])  # fmt: skip
-    done = subprocess.run(
-        cmd + ["-f", info.muxer, str(path)], stdin=subprocess.DEVNULL, capture_output=True
-    )
+    cmd = [
+        ffmpeg_exe(),
+        *FFMPEG_HEAD,
+        "-i",
+        str(source),
+        "-af",
+        spec.loudnorm.filter(sample_rate, measured),
+        "-map",
+        "0:a",
+        *spec.codec_args(),
+        *info.muxer_args,
+        "-f",
+        info.muxer,
+        str(path),
+    ]
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     if done.returncode != 0:
         Path(path).unlink(missing_ok=True)
-        tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        tail = stderr_lines(done.stderr)[-3:]
         raise RuntimeError(f"ffmpeg failed normalising {Path(path).name}: {' | '.join(tail)}")
 
 
@@ -383,7 +488,8 @@ def normalize_part(spec: OutputSpec, sample_rate: int, source: str | os.PathLike
 class FinalFile:
     """What makes a finished file: its format, tags, chapter marks and cover.
 
-    *cover_path* is a JPEG or PNG prepared by :func:`~.m4b.prepare_cover`;
+    *cover_path* is a JPEG or PNG prepared by
+    :func:`~ebook2audio_dask.audio.cover.prepare_cover`;
     *workdir* holds the ffmetadata file written for ffmpeg.
     """
 
@@ -395,48 +501,65 @@ class FinalFile:
     workdir: Path
 
     @classmethod
-    def make(cls, spec: OutputSpec, *, sample_rate: int, chapters: Sequence[ChapterMark], tags: BookTags,
-             cover_path: Path | None, workdir: Path) -> FinalFile:  # fmt: skip
-        marks = tuple(_check_chapters(chapters)) if spec.info.chapters else ()
+    def make(
+        cls,
+        spec: OutputSpec,
+        *,
+        sample_rate: int,
+        chapters: Sequence[ChapterMark],
+        tags: BookTags,
+        cover_path: Path | None,
+        workdir: Path,
+    ) -> FinalFile:
+        marks = tuple(check_chapters(chapters)) if spec.info.chapters else ()
         return cls(spec, tags, marks, int(sample_rate), cover_path, Path(workdir))
+
+
+def _mux_args(
+    tags: BookTags,
+    chapters: Sequence[ChapterMark],
+    sample_rate: int,
+    cover_path: Path | None,
+    workdir: Path,
+) -> list[str]:
+    """Inputs 1 (chapters) and 2 (cover), the maps and the tags, after audio input 0."""
+    meta_path = workdir / "metadata.txt"
+    meta_path.write_text(ffmetadata(chapters, sample_rate), encoding="utf-8")
+    args = ["-f", "ffmetadata", "-i", str(meta_path)]
+    if cover_path is not None:
+        args += ["-f", f"{cover_path.suffix[1:]}_pipe", "-i", str(cover_path)]
+    args += ["-map", "0:a", "-map_metadata", "1", "-map_chapters", "1", *tag_args(tags)]
+    if cover_path is not None:
+        args += ["-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
+    return args
 
 
 def _final_args(
     spec: OutputSpec, final: FinalFile, sample_rate: int, out_path: Path
 ) -> tuple[list[str], list[str]]:
-    """ffmpeg arguments after audio input 0: (inputs, maps and tags; muxer options and path), around the codec."""
-    if spec.format == "m4b":
-        before = _mux_args(final.tags, final.marks, sample_rate, final.cover_path, final.workdir)
-        return before, _container_args(final.tags, out_path)
-    ffmpeg_cover = final.cover_path if spec.format in ("mp3", "flac") else None
-    vorbis = spec.format in ("opus", "flac")  # chapters as Vorbis comments, written by mutagen
-    before = _mux_args(
-        final.tags, [] if vorbis else final.marks, sample_rate, ffmpeg_cover, final.workdir
-    )
+    """ffmpeg arguments after audio input 0, around the codec: (inputs, maps and tags;
+    language, muxer options and path), as *spec*'s row of :data:`FORMATS` says."""
+    info = spec.info
+    ffmpeg_cover = final.cover_path if info.cover == "ffmpeg" else None
+    marks = final.marks if info.chapters == "ffmetadata" else []
+    before = _mux_args(final.tags, marks, sample_rate, ffmpeg_cover, final.workdir)
     after: list[str] = []
-    language = _iso639_2(final.tags.language)
-    if language and spec.format != "wav":
-        after += ["-metadata", f"language={language}"]
-    if spec.format == "mp3":
-        after += ["-id3v2_version", "3", "-write_id3v1", "1"]
-        if ffmpeg_cover is not None:
-            after += [
-                "-metadata:s:v",
-                "title=Album cover",
-                "-metadata:s:v",
-                "comment=Cover (front)",
-            ]
-    if spec.format == "wav":
-        after += ["-rf64", "auto"]
-    return before, after + ["-f", spec.info.muxer, str(out_path)]
+    language = iso639_2(final.tags.language)
+    if language and info.language:
+        after += [_LANGUAGE_OPTION[info.language], f"language={language}"]
+    after += info.final_args
+    if ffmpeg_cover is not None:
+        after += info.cover_args
+    return before, [*after, *info.muxer_args, "-f", info.muxer, str(out_path)]
 
 
 def _after_ffmpeg(final: FinalFile, out_path: Path) -> None:
-    """What mutagen adds after ffmpeg: Vorbis-comment chapters (Opus, FLAC) and the Opus cover."""
-    if final.spec.format in ("opus", "flac") and final.marks:
-        _vorbis_chapters(out_path, final.spec.format, final.marks, final.sample_rate)
-    if final.spec.format == "opus" and final.cover_path is not None:
-        _opus_cover(out_path, final.cover_path)
+    """What mutagen adds after ffmpeg: Vorbis-comment chapters (Opus, FLAC) and cover (Opus)."""
+    info = final.spec.info
+    if info.chapters == "vorbis" and final.marks:
+        _vorbis_chapters(out_path, final.marks, final.sample_rate)
+    if info.cover == "vorbis" and final.cover_path is not None:
+        _vorbis_cover(out_path, final.cover_path)
 
 
 def finish_file(
@@ -452,22 +575,32 @@ def finish_file(
 ) -> None:
     """Pass 2: copy the pass-1 audio into *out_path* with tags, chapters and cover.
 
-    *cover_path* is a JPEG or PNG prepared by :func:`~.m4b.prepare_cover`.
+    *cover_path* is a JPEG or PNG prepared by
+    :func:`~ebook2audio_dask.audio.cover.prepare_cover`.
     (When the chapter times are known before encoding, a :class:`PartEncoder`
     given a :class:`FinalFile` writes the finished file in one pass instead.)
     """
     out_path = Path(out_path)
-    final = FinalFile.make(spec, sample_rate=sample_rate, chapters=chapters, tags=tags, cover_path=cover_path,
-                           workdir=workdir)  # fmt: skip
+    final = FinalFile.make(
+        spec,
+        sample_rate=sample_rate,
+        chapters=chapters,
+        tags=tags,
+        cover_path=cover_path,
+        workdir=workdir,
+    )
     before, after = _final_args(spec, final, int(sample_rate), out_path)
-    cmd = [ffmpeg_exe(), *_HEAD, "-i", str(audio_path), *before, "-c:a", "copy", *after]
+    cmd = [ffmpeg_exe(), *FFMPEG_HEAD, "-i", str(audio_path), *before, "-c:a", "copy", *after]
     with tempfile.TemporaryFile(dir=workdir) as stderr:
         try:
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                  check=False)  # fmt: skip
+            done = subprocess.run(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, check=False
+            )
             if done.returncode != 0:
-                raise RuntimeError(f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: "
-                                   f"{_stderr_tail(stderr)}")  # fmt: skip
+                raise RuntimeError(
+                    f"ffmpeg failed (exit status {done.returncode}) writing {out_path.name}: "
+                    f"{stderr_tail(stderr)}"
+                )
             _after_ffmpeg(final, out_path)
         except BaseException:
             out_path.unlink(missing_ok=True)
@@ -482,7 +615,17 @@ def _chapter_clock(sample: int, rate: int) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
-def _vorbis_chapters(path: Path, fmt: str, marks: Sequence[ChapterMark], rate: int) -> None:
+def _mutagen_file(path: Path):
+    """The finished file, opened by mutagen (its type recognised from the content)."""
+    import mutagen
+
+    f = mutagen.File(str(path))
+    if f is None:
+        raise RuntimeError(f"mutagen does not recognise {path.name}")
+    return f
+
+
+def _vorbis_chapters(path: Path, marks: Sequence[ChapterMark], rate: int) -> None:
     """CHAPTERxxx / CHAPTERxxxNAME Vorbis comments of a FLAC or Opus file.
 
     ffmpeg's FLAC muxer writes no chapters, and its Ogg muxer rounds a
@@ -490,26 +633,22 @@ def _vorbis_chapters(path: Path, fmt: str, marks: Sequence[ChapterMark], rate: i
     a chapter at 222.982 s is written ``00:03:43.982``, a second late), so
     :mod:`mutagen` writes them, times rounded to the millisecond.
     """
-    from mutagen.flac import FLAC
-    from mutagen.oggopus import OggOpus
-
-    f = FLAC(str(path)) if fmt == "flac" else OggOpus(str(path))
+    f = _mutagen_file(path)
     for i, mark in enumerate(marks):
         f[f"CHAPTER{i:03d}"] = _chapter_clock(mark.start_sample, rate)
         f[f"CHAPTER{i:03d}NAME"] = mark.title
     f.save()
 
 
-def _opus_cover(path: Path, cover_path: Path) -> None:
+def _vorbis_cover(path: Path, cover_path: Path) -> None:
     """The cover as a METADATA_BLOCK_PICTURE comment (ffmpeg's Ogg muxer writes no pictures)."""
     from mutagen.flac import Picture
-    from mutagen.oggopus import OggOpus
 
     pic = Picture()
     pic.type = 3  # front cover
     pic.mime = "image/png" if cover_path.suffix == ".png" else "image/jpeg"
     pic.desc = "Cover (front)"
     pic.data = cover_path.read_bytes()
-    f = OggOpus(str(path))
+    f = _mutagen_file(path)
     f["METADATA_BLOCK_PICTURE"] = [base64.b64encode(pic.write()).decode("ascii")]
     f.save()

@@ -5,7 +5,7 @@ WAV file: mono, 16-bit signed little-endian PCM, at the voice's sample rate.
 These helpers write and read such files with the standard :mod:`wave` module
 and refuse anything else, so that a chunk that was cut short by a crashed
 worker or a half-finished upload is noticed instead of being merged into the
-book as a glitch.
+book as a glitch.  :func:`silence` makes raw PCM of silence.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["WAV_HEADER_BYTES", "decode_wav", "encode_wav", "wav_complete", "wav_info"]
+__all__ = ["WAV_HEADER_BYTES", "decode_wav", "encode_wav", "silence", "wav_complete", "wav_info"]
 
 #: Size of the header :func:`encode_wav` writes (the canonical RIFF/fmt/data
 #: layout).  Reading this many bytes of a stored chunk is enough for
@@ -142,6 +142,24 @@ def wav_info(data: bytes | BinaryIO) -> tuple[int, int]:
     """
     with _open(data) as w:
         return _info(w)
+
+
+def silence(n_samples: int) -> bytes:
+    """Return *n_samples* of silence as int16 PCM bytes.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of samples (not bytes).
+
+    Returns
+    -------
+    bytes
+        ``2 * n_samples`` zero bytes.
+    """
+    if n_samples < 0:
+        raise ValueError(f"cannot make {n_samples} samples of silence")
+    return bytes(2 * int(n_samples))
 
 
 def _check_rate(sample_rate: int) -> None:

@@ -809,7 +809,7 @@ class CoquiEngine(Engine):
         import fsspec
         import torch
 
-        from ..audio.m4b import decode_to_pcm
+        from ..audio import decode_to_pcm
 
         cfg = self.model.config
         rate = 22050

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from ..audio.m4b import clean_tag
+from ..audio import clean_tag
 from ..engines.base import EngineSpec
 from ..model import Book, Pronunciation, Skipped
 from .normalize import normalize_text
