@@ -5,19 +5,30 @@ under the ``ebook2audio`` namespace, as dask-jobqueue does for ``jobqueue``.
 They are merged into dask's configuration on import, so the usual dask ways
 of overriding work: a YAML file in ``~/.config/dask/``, ``dask.config.set``,
 or environment variables such as ``DASK_EBOOK2AUDIO__CACHE=s3://bucket/chunks``.
+
+That file is the **only** default: code reads a key with ``get("key")`` (or
+``get("key", override=argument)``) and never repeats its default
+(``tests/test_config_schema.py`` checks every call).  Every key is described,
+typed and marked with where it is read (``x-read-by``: ``client``, ``worker``
+or ``both``) in ``ebook2audio-schema.yaml``, a JSON Schema written as YAML
+(as distributed does with ``distributed-schema.yaml``), from which
+``docs/configuration.md`` is generated (``python docs/gen_config.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import dask.config
 import yaml
 
-__all__ = ["DEFAULTS_FILE", "get"]
+__all__ = ["DEFAULTS_FILE", "SCHEMA_FILE", "defaults", "get", "schema", "schema_leaves"]
 
 DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "ebook2audio.yaml")
+SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "ebook2audio-schema.yaml")
 
 with open(DEFAULTS_FILE, encoding="utf-8") as _f:
     _defaults = yaml.safe_load(_f)
@@ -33,7 +44,9 @@ def get(key: str, default: Any = dask.config.no_default, override: Any = None) -
     key : str
         Dotted key below the ``ebook2audio`` namespace, e.g. ``"pauses.chapter"``.
     default
-        Returned when the key is missing (else ``KeyError``).
+        Returned when the key is missing (else ``KeyError``).  Only for keys
+        that ``ebook2audio.yaml`` does not have: its keys take their default
+        from there.
     override
         When not ``None``, returned as-is: lets callers write
         ``config.get("cache", override=cache)`` for "argument or config".
@@ -41,3 +54,37 @@ def get(key: str, default: Any = dask.config.no_default, override: Any = None) -
     if override is not None:
         return override
     return dask.config.get(f"ebook2audio.{key}", default=default)
+
+
+def defaults() -> dict[str, Any]:
+    """The packaged defaults below ``ebook2audio`` (a copy of ``ebook2audio.yaml``)."""
+    with open(DEFAULTS_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)["ebook2audio"]
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    with open(SCHEMA_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration (``ebook2audio-schema.yaml``), as a dict."""
+    return _schema()
+
+
+def schema_leaves(
+    node: dict[str, Any] | None = None, prefix: str = ""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(dotted key, schema)`` of every setting below ``ebook2audio``, in file order.
+
+    A setting is a schema node without ``properties`` (a mapping such as
+    ``synthesize.resources`` is one setting).
+    """
+    if node is None:
+        node = schema()["properties"]["ebook2audio"]
+    for name, sub in node["properties"].items():
+        if "properties" in sub:
+            yield from schema_leaves(sub, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", sub

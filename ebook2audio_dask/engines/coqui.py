@@ -536,9 +536,9 @@ class CoquiEngine(Engine):
         if not self.model_source:
             raise EngineError(_NO_MODEL)
         self.files = locate_model(self.model_source)
-        self.device = self._pick_device(device or e2a_config.get("coqui.device", "auto"))
-        self.precision = self._pick_precision(str(e2a_config.get("coqui.precision", "auto")))
-        self.batch_size = self._pick_batch_size(e2a_config.get("coqui.batch-size", "auto"))
+        self.device = self._pick_device(device or e2a_config.get("coqui.device"))
+        self.precision = self._pick_precision(str(e2a_config.get("coqui.precision")))
+        self.batch_size = self._pick_batch_size(e2a_config.get("coqui.batch-size"))
         self._voice_state: Any = None
         self._lock = threading.Lock()
         self._load()
@@ -554,7 +554,7 @@ class CoquiEngine(Engine):
     @classmethod
     def default_model(cls) -> str | None:
         """``ebook2audio.coqui.model`` from the dask config."""
-        return e2a_config.get("coqui.model", None) or None
+        return e2a_config.get("coqui.model") or None
 
     @classmethod
     def _model_facts(cls, model: str | None) -> dict[str, Any]:
@@ -562,7 +562,7 @@ class CoquiEngine(Engine):
         model = model or cls.default_model()
         if not model:
             return {}
-        return _facts(model, e2a_config.get("coqui.language", None))
+        return _facts(model, e2a_config.get("coqui.language"))
 
     @classmethod
     def voices(cls, model: str | None = None) -> list[VoiceInfo]:

@@ -202,7 +202,7 @@ def _voices_location(
     """The voices file/folder: ``ebook2audio.kokoro.voices``, else found beside the model."""
     import fsspec
 
-    configured = e2a_config.get("kokoro.voices", None)
+    configured = e2a_config.get("kokoro.voices")
     if configured:
         vremote = is_remote(str(configured), "kokoro voices")
         vfs, vpath = fsspec.core.url_to_fs(str(configured))
@@ -556,7 +556,7 @@ def _misaki_ready() -> bool:
 
 def g2p_backend(language: str) -> str:
     """``"misaki"`` or ``"espeak-ng"``: what phonemises *language* here (``ebook2audio.kokoro.g2p``)."""
-    wanted = str(e2a_config.get("kokoro.g2p", "auto")).lower()
+    wanted = str(e2a_config.get("kokoro.g2p")).lower()
     english = language.lower().split("-")[0] == "en"
     if wanted not in ("auto", "misaki", "espeak"):
         raise EngineError(f"kokoro g2p {wanted!r} unknown: use auto, misaki or espeak")
@@ -835,7 +835,7 @@ class KokoroEngine(Engine):
         if not self.model_source:
             raise EngineError(_NO_MODEL)
         self.files = locate_model(self.model_source)
-        wanted_device = str(device or e2a_config.get("kokoro.device", "auto")).lower()
+        wanted_device = str(device or e2a_config.get("kokoro.device")).lower()
         self._config = _read_config(self.files.config) if self.files.config else None
         if self.files.kind == "onnx":
             self.runtime: Any = OnnxKokoro(str(self.files.model), wanted_device, self.threads)
@@ -849,7 +849,7 @@ class KokoroEngine(Engine):
             self.runtime = self._torch_runtime(wanted_device)
             vocab = self._config["vocab"]
         self.device = str(getattr(self.runtime, "device", wanted_device))
-        self.batch_size = self._pick_batch_size(e2a_config.get("kokoro.batch-size", "auto"))
+        self.batch_size = self._pick_batch_size(e2a_config.get("kokoro.batch-size"))
         self.blend = parse_blend(voice)
         self._style = self._blend_style()
         self.language = self._g2p_language()
@@ -866,7 +866,7 @@ class KokoroEngine(Engine):
     @classmethod
     def default_model(cls) -> str | None:
         """``ebook2audio.kokoro.model`` from the dask config."""
-        return e2a_config.get("kokoro.model", None) or None
+        return e2a_config.get("kokoro.model") or None
 
     @classmethod
     def voices(cls, model: str | None = None) -> list[VoiceInfo]:
@@ -882,7 +882,7 @@ class KokoroEngine(Engine):
         model = model or cls.default_model()
         if not model:
             return []
-        names = _listed_voices(model, e2a_config.get("kokoro.voices", None))
+        names = _listed_voices(model, e2a_config.get("kokoro.voices"))
         out = []
         for name in names:
             gender = _GENDERS.get(name[1:2], "") if len(name) > 2 else ""

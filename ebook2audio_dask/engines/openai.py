@@ -122,7 +122,7 @@ def api_key() -> tuple[Secret | None, str]:
     for name in KEY_VARIABLES:
         if os.environ.get(name, "").strip():
             return Secret(os.environ[name].strip()), f"${name}"
-    value = config.get("openai.api-key", None)
+    value = config.get("openai.api-key")
     if value is not None and str(value).strip():
         return Secret(str(value).strip()), "ebook2audio.openai.api-key"
     return None, ""
@@ -161,15 +161,15 @@ def speech_url(endpoint: str) -> str:
 
 
 def _configured_endpoints() -> tuple[str, ...]:
-    value = config.get("openai.endpoints", None) or ()
+    value = config.get("openai.endpoints") or ()
     if isinstance(value, str):
         value = [value]
     return tuple(speech_url(e) for e in value if str(e).strip())
 
 
-def _number(key: str, kind: type, default: float, least: float = 0) -> Any:
+def _number(key: str, kind: type, least: float = 0) -> Any:
     """``ebook2audio.openai.<key>`` as *kind*, more than *least* (at least 0 for ``retries``)."""
-    value = config.get(f"openai.{key}", default)
+    value = config.get(f"openai.{key}")
     try:
         number = kind(value)
     except (TypeError, ValueError):
@@ -435,7 +435,7 @@ class OpenAIEngine(Engine):
         the server's voice is chosen by name, not by the book."""
         if not language:
             return None
-        return str(config.get("openai.voice", None) or "alloy")
+        return str(config.get("openai.voice") or "alloy")
 
     @classmethod
     def accepts_voice_path(cls, voice: str, model: str | None = None) -> bool:
@@ -445,7 +445,7 @@ class OpenAIEngine(Engine):
     @classmethod
     def default_model(cls) -> str | None:
         """``ebook2audio.openai.model`` (``tts-1``)."""
-        value = config.get("openai.model", None)
+        value = config.get("openai.model")
         return str(value) if value else None
 
     @classmethod
@@ -455,7 +455,7 @@ class OpenAIEngine(Engine):
         A WAV answer at another rate is refused with an error saying which
         rate to configure: audio is never resampled behind your back.
         """
-        return int(_number("sample-rate", int, 24000))
+        return int(_number("sample-rate", int))
 
     @classmethod
     def identify(cls, spec: EngineSpec) -> EngineSpec:
@@ -484,12 +484,12 @@ class OpenAIEngine(Engine):
                              "ebook2audio.openai.endpoints), e.g. http://127.0.0.1:8880/v1")  # fmt: skip
         options: list[tuple[str, Any]] = [
             ("endpoints", endpoints),
-            ("concurrency", _number("concurrency", int, 4)),
-            ("timeout", _number("timeout", float, 120.0)),
-            ("retries", _number("retries", int, 6)),
-            ("retry-seconds", _number("retry-seconds", float, 300.0)),
+            ("concurrency", _number("concurrency", int)),
+            ("timeout", _number("timeout", float)),
+            ("retries", _number("retries", int)),
+            ("retry-seconds", _number("retry-seconds", float)),
         ]
-        if config.get("openai.send-key", True):
+        if config.get("openai.send-key"):
             key, _ = api_key()
             if key:
                 options.append(("api-key", key))

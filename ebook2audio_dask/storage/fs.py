@@ -91,7 +91,7 @@ def _with_defaults(protocol: str, options: dict[str, Any]) -> dict[str, Any]:
 
     ours: dict[str, Any] = {"retries": dict(_BOTOCORE_RETRIES)}
     for key, name in (("connect_timeout", "connect-timeout"), ("read_timeout", "read-timeout")):
-        value = config.get(f"storage.{name}", None)
+        value = config.get(f"storage.{name}")
         if value is not None:
             ours[key] = float(value)
     options["config_kwargs"] = {**ours, **(options.get("config_kwargs") or {})}

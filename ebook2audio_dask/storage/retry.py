@@ -107,8 +107,8 @@ def with_retries(fn: Callable[[], T], *, url: str, action: str, translate: bool 
                 raise
             raise storage_error(url, exc, action) from exc
         first = exc
-    attempts = int(config.get("storage.retries", 6))
-    budget = float(config.get("storage.retry-seconds", 60))
+    attempts = int(config.get("storage.retries"))
+    budget = float(config.get("storage.retry-seconds"))
 
     def log(
         state: tenacity.RetryCallState | None, exc: BaseException | None = None, attempt: int = 1
