@@ -938,7 +938,7 @@ def test_inflating_stops_at_the_limit_whatever_the_headers_say(tmp_path, monkeyp
     from ebook2audio_dask.ingest import epub
 
     path = write_epub(tmp_path / "ok.epub", book_files())
-    archive = epub._Archive(path.read_bytes(), str(path), max_member=4 * MIB, max_total=GIB)
+    archive = epub.Archive(path.read_bytes(), str(path), max_member=4 * MIB, max_total=GIB)
     served = []
 
     class Endless(io.RawIOBase):
@@ -959,7 +959,7 @@ def test_inflating_stops_at_the_limit_whatever_the_headers_say(tmp_path, monkeyp
     )
     assert sum(served) < 6 * MIB  # not a byte more than needed to see it go over
     # the per-book budget is counted the same way
-    archive = epub._Archive(path.read_bytes(), str(path), max_member=GIB, max_total=3 * MIB)
+    archive = epub.Archive(path.read_bytes(), str(path), max_member=GIB, max_total=3 * MIB)
     monkeypatch.setattr(archive.zf, "open", lambda info: io.BufferedReader(Endless()))
     with pytest.raises(BookError, match=r"more than the 3\.00 MiB limit per book"):
         archive.read("OEBPS/chapter.xhtml")

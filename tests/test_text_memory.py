@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 
 from ebook2audio_dask.engines.base import EngineSpec
 from ebook2audio_dask.errors import BookError
-from ebook2audio_dask.ingest import _decode_text, read_book
-from ebook2audio_dask.ingest._text import decoded_text, fallback_encoding
+from ebook2audio_dask.ingest import read_book
+from ebook2audio_dask.ingest._text import decode_text, decoded_text, fallback_encoding
 from ebook2audio_dask.ingest.txt import read_txt, read_txt_blocks
 from ebook2audio_dask.text.chunk import plan_book
 from ebook2audio_dask.text.segment import split_sentences
@@ -207,7 +207,7 @@ def _sections(content) -> list:
 def test_a_text_read_block_by_block_is_the_text_read_whole(text, codec, block):
     """Blocks cut characters, CR LF pairs and BOMs anywhere: the book is the same."""
     data = text.encode(codec)
-    whole = read_txt(_decode_text(data), "book.txt")
+    whole = read_txt(decode_text(data), "book.txt")
     pieces = read_txt_blocks(_in_blocks(data, block), "book.txt")
     assert _sections(pieces) == _sections(whole)
     assert (pieces.title, pieces.authors, pieces.language) == (
@@ -258,10 +258,10 @@ _BYTES = st.lists(
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(data=_BYTES, wide=st.sampled_from([None, "utf-16", "utf-32"]), block=st.integers(1, 300))
 def test_decoding_block_by_block_follows_the_whole_file_rules(data, wide, block):
-    """UTF-8, damaged UTF-8, cp1252, Latin-1, UTF-16/32 and binary: as ``_decode_text`` says."""
+    """UTF-8, damaged UTF-8, cp1252, Latin-1, UTF-16/32 and binary: as ``decode_text`` says."""
     if wide:
         data = data.decode("latin-1").encode(wide)
-    whole = _decode_text(data)
+    whole = decode_text(data)
     streamed = _stream_decode(data, block)
     if whole is None:
         assert streamed is None

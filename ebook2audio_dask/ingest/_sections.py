@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import Chapter, Skipped
+from ..model import Chapter, Cover, Pronunciation, Skipped
 from ._text import PG_CREDITS_RE, PG_END_RE, PG_START_RE, clean, fold, matter_group
 from ._xhtml import Block
 
@@ -39,6 +39,7 @@ __all__ = [
     "BEFORE_BODY_CHARS",
     "FRONT_TYPES",
     "TINY_WORDS",
+    "BookContent",
     "Section",
     "assemble",
     "mark_gutenberg",
@@ -151,6 +152,33 @@ class Section:
                 return False
             total += w
         return total < TINY_WORDS
+
+
+@dataclass
+class BookContent:
+    """What a reader found in a book, the one result type of every reader.
+
+    Parameters
+    ----------
+    title : str or None
+        The book's title, when the book names one (else the file name is used).
+    authors : tuple of str
+    language : str or None
+        Language code, when the book says.
+    sections : list of Section
+        Proposed chapters, in reading order (see :func:`assemble`).
+    cover : Cover or None
+        Cover image (EPUB, FB2).
+    pronunciations : tuple of Pronunciation
+        The book's own pronunciation entries (EPUB 3 PLS lexicons, ``ssml:ph``).
+    """
+
+    title: str | None
+    authors: tuple[str, ...]
+    language: str | None
+    sections: list[Section]
+    cover: Cover | None = None
+    pronunciations: tuple[Pronunciation, ...] = ()
 
 
 def heading_title(blocks: list[Block], limit: int = 2) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 
 from ..errors import BookError
 from ..logs import get_logger
+from ..safexml import WIDE_BOMS
 
 log = get_logger(__package__)
 
@@ -151,26 +152,6 @@ def matter_group(title: str) -> str | None:
     return None
 
 
-#: Roman numeral (upper or lower case), strict form.
-ROMAN_RE = re.compile(
-    r"^(?=[MDCLXVI])M{0,4}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$", re.IGNORECASE
-)
-_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
-
-
-def roman_to_int(numeral: str) -> int | None:
-    """Value of a Roman numeral, or ``None`` when *numeral* is not one."""
-    if not numeral or not ROMAN_RE.match(numeral):
-        return None
-    total = 0
-    prev = 0
-    for ch in reversed(numeral.upper()):
-        value = _ROMAN_VALUES[ch]
-        total = total - value if value < prev else total + value
-        prev = max(prev, value)
-    return total
-
-
 _ORDINAL_ONLY_RE = re.compile(
     r"^(?:(?:chapter|part|book|section|stave|canto|act|scene)\s+)?"
     r"(?:\d+|[ivxlcdm]+|one|two|three|four|five|six|seven|eight|nine|ten)$"
@@ -271,20 +252,74 @@ def split_authors(value: str) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------
+# Decoding a book read whole (and the head sniffed for its format).
+# --------------------------------------------------------------------------
+def _damaged_utf8(data: bytes) -> tuple[str, int] | None:
+    """Decode UTF-8 with a few invalid byte sequences: ``(text, sequences dropped)``.
+
+    ``None`` when the bytes do not look like UTF-8 at all (no valid
+    multi-byte character, or more invalid sequences than valid ones): then
+    they are cp1252/Latin-1 text.
+    """
+    text = data.decode("utf-8-sig", errors="replace")
+    bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    valid = non_ascii - text.count("\ufffd")
+    if valid <= max(0, bad):
+        return None
+    return text.replace("\ufffd", ""), bad
+
+
+def decode_text(data: bytes, source: str | None = None) -> str | None:
+    """Decode *data* as text, or return ``None`` when it is binary.
+
+    UTF-8 (BOM optional) and UTF-16/32 with a BOM are decoded as such.  UTF-8
+    with a few invalid byte sequences (a damaged file) keeps its valid text
+    and drops the invalid bytes; anything else is cp1252, or Latin-1 when
+    cp1252 leaves many undefined bytes.  With *source*, the fallbacks are
+    logged as warnings naming it.
+    """
+    for bom, codec in WIDE_BOMS:
+        if data.startswith(bom):
+            # "replace": a character cut at the end of a sniffed head is not an error
+            text = data.decode(codec, errors="replace")
+            return None if text.count("\ufffd") > max(8, len(text) // 200) else text
+    if b"\x00" in data:
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        damaged = _damaged_utf8(data)
+        if damaged is not None:
+            text, dropped = damaged
+            if source:
+                log.warning(
+                    "%s: not valid UTF-8; %d invalid byte sequence(s) dropped", source, dropped
+                )
+        else:
+            text = data.decode("cp1252", errors="replace")
+            encoding = "cp1252"
+            if text.count("\ufffd") > max(8, len(text) // 200):
+                text = data.decode("latin-1")
+                encoding = "Latin-1"
+            if source:
+                log.warning("%s: not UTF-8 text; read as %s", source, encoding)
+    sample = text[:65536]
+    controls = sum(1 for c in sample if ord(c) < 32 and c not in "\t\n\r\f\v\x1a")
+    controls += sum(1 for c in sample if 0x7F <= ord(c) < 0xA0)
+    if controls > max(2, len(sample) // 100):
+        return None
+    return text
+
+
+# --------------------------------------------------------------------------
 # Decoding a plain-text book block by block.  The rules are those of
-# ``ingest._decode_text`` (which decodes a whole file at once, for the
+# ``decode_text`` (which decodes a whole file at once, for the
 # formats read whole): UTF-16/32 by their BOM; UTF-8 (BOM optional); UTF-8
 # with a few invalid byte sequences, which are dropped; otherwise cp1252, or
 # Latin-1 when cp1252 leaves many bytes undefined.  NUL bytes, or control
 # characters in the first 64k characters, mean binary data.
 # --------------------------------------------------------------------------
-#: UTF-32 first: its little-endian BOM starts with UTF-16's.
-_WIDE_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
 #: Bytes decoded at a time (a 64 kB piece is at most 256 kB of text).
 _PIECE = 64 * 1024
 #: Decoded characters searched for control characters (binary data).
@@ -378,7 +413,7 @@ def decoded_text(
     first = next(blocks)
     wide = None
     if encoding is None:
-        wide = next((codec for bom, codec in _WIDE_BOMS if first.startswith(bom)), None)
+        wide = next((codec for bom, codec in WIDE_BOMS if first.startswith(bom)), None)
         codec, errors = (wide, "replace") if wide else ("utf-8-sig", "strict")
     elif encoding == "utf-8-damaged":
         codec, errors = "utf-8-sig", "replace"

@@ -21,7 +21,6 @@ single broken chapter does not lose the book (``Doc.recovered`` is set).
 
 from __future__ import annotations
 
-import codecs
 import html.entities
 import re
 import warnings
@@ -31,9 +30,10 @@ from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, P
 from bs4.builder import LXMLTreeBuilder
 from lxml import etree
 
+from ..safexml import XML_ENTITIES, as_utf8, fix_char_refs, safe_xml, strip_internal_subset
 from ._text import PAGE_MARKER_RE, clean, fold
 
-__all__ = ["Block", "Doc", "extract", "parse_markup", "safe_xml"]
+__all__ = ["Block", "Doc", "extract", "parse_markup", "read_document"]
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCK_TAGS = frozenset(
@@ -212,24 +212,7 @@ _PG_IDS = frozenset(
 )
 _HIDDEN_STYLE_RE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
-# An internal DTD subset; quoted strings and comments may hold "]>".  The
-# alternatives are mutually exclusive, so a failed match cannot backtrack badly.
-_INTERNAL_SUBSET_RE = re.compile(
-    rb"<!DOCTYPE[^\[>]*\[(?:\"[^\"]*\"|'[^']*'|<!--.*?-->|<(?!!--)|[^\]\"'<])*\]\s*>",
-    re.DOTALL | re.IGNORECASE,
-)
-_ENTITY_DECL_RE = re.compile(rb"<!ENTITY\s+([^\s%\"'>]+)", re.IGNORECASE)
 _ENTITY_RE = re.compile(rb"&([A-Za-z][A-Za-z0-9]*);")
-_XML_DECL_ENCODING_RE = re.compile(r"""^(\s*<\?xml[^>]*?\bencoding\s*=\s*["'])[^"']*(["'])""")
-_WIDE_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-_XML_ENTITIES = frozenset((b"amp", b"lt", b"gt", b"quot", b"apos"))
-# Character references that may name a UTF-16 surrogate (checked in _fix_char_refs).
-_SURROGATE_REF_RE = re.compile(rb"&#(?:[xX]0*([dD][0-9a-fA-F]{3})|0*(5[5-7][0-9]{3}));")
 _SELF_CLOSING_RE = re.compile(
     rb"<((?!(?:area|base|br|col|embed|hr|img|input|link|meta|param|source|track|wbr)\b)"
     rb"[A-Za-z][\w:.-]*)(\s[^<>]*?)?/>"
@@ -305,112 +288,10 @@ class Doc:
 # --------------------------------------------------------------------------
 # Parsing
 # --------------------------------------------------------------------------
-def _as_utf8(data: bytes) -> bytes:
-    """UTF-16/32 XML (with a BOM) as UTF-8, so that byte-level guards see the markup."""
-    for bom, codec in _WIDE_BOMS:
-        if data.startswith(bom):
-            try:
-                text = data.decode(codec)
-            except UnicodeDecodeError:
-                return data
-            return _XML_DECL_ENCODING_RE.sub(r"\1utf-8\2", text, count=1).encode("utf-8")
-    return data
-
-
-def _strip_internal_subset(data: bytes) -> bytes:
-    """Remove an internal DTD subset that declares entities (``<!DOCTYPE x [...]>``).
-
-    References to the entities it declared are removed too (they would be
-    read out as "&xxe;"), except those named like HTML entities (``&nbsp;``,
-    which old books declare for themselves): they are read as HTML's.
-    """
-    if b"<!ENTITY" not in data and b"<!entity" not in data:
-        return data
-    m = _INTERNAL_SUBSET_RE.search(data)
-    if m is None:
-        return data
-    rest = data[m.end() :]
-    names = {
-        n
-        for n in _ENTITY_DECL_RE.findall(m.group(0))
-        if n not in _XML_ENTITIES and n.decode("latin-1") not in html.entities.name2codepoint
-    }
-    if names:
-        refs = re.compile(rb"&(?:" + b"|".join(re.escape(n) for n in sorted(names)) + rb");")
-        rest = refs.sub(b"", rest)
-    return data[: m.start()] + rest
-
-
-def _fix_char_refs(data: bytes) -> bytes:
-    """Character references to UTF-16 surrogates (``&#xD800;``) become U+FFFD.
-
-    They are not XML characters: a strict parse refuses the document, and a
-    recovering one keeps the surrogate, after which lxml raises
-    ``UnicodeDecodeError`` when the attribute or text holding it is read.
-    """
-    if b"&#" not in data:
-        return data
-
-    def repl(m: re.Match) -> bytes:
-        value = int(m.group(1), 16) if m.group(1) else int(m.group(2))
-        return b"&#xFFFD;" if 0xD800 <= value <= 0xDFFF else m.group(0)
-
-    return _SURROGATE_REF_RE.sub(repl, data)
-
-
-def safe_xml(data: bytes, *, recover: bool = False, huge_tree: bool = False) -> etree._Element:
-    """Parse XML bytes with entity expansion and network access disabled.
-
-    An internal DTD subset that declares entities is removed first (UTF-16
-    and UTF-32 documents are turned into UTF-8 for that), so a reference to
-    one of its entities is left undefined: libxml2 would otherwise refuse the
-    whole document (or, recovering, drop everything after the reference)
-    when the declarations are an entity bomb, even without expanding them.
-    Character references to UTF-16 surrogates (``&#xD800;``) become U+FFFD.
-
-    Parameters
-    ----------
-    data : bytes
-        The XML document.
-    recover : bool
-        Let libxml2 repair errors instead of raising.
-    huge_tree : bool
-        Lift libxml2's 10 MB limit on one text node (and its depth limit
-        from 256 to 2048), for documents whose size the caller has already
-        bounded (an FB2 book within ``ingest.max-file-size``).  Entities
-        stay unexpanded either way, so the tree is no bigger than the bytes.
-
-    Returns
-    -------
-    lxml.etree._Element
-        The root element.
-
-    Raises
-    ------
-    lxml.etree.XMLSyntaxError
-        When the document is not well-formed (and *recover* is false), or
-        is empty.
-    """
-    data = _fix_char_refs(_strip_internal_subset(_as_utf8(data)))
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=huge_tree,
-        recover=recover,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    root = etree.fromstring(data, parser)
-    if root is None:
-        raise etree.XMLSyntaxError("empty document", None, 0, 0, "<bytes>")
-    return root
-
-
 def _html_entities_to_numeric(data: bytes) -> bytes:
     def repl(m: re.Match) -> bytes:
         name = m.group(1)
-        if name in _XML_ENTITIES:
+        if name in XML_ENTITIES:
             return m.group(0)
         cp = html.entities.name2codepoint.get(name.decode("ascii"))
         return b"&#%d;" % cp if cp is not None else m.group(0)
@@ -447,9 +328,9 @@ def parse_markup(data: bytes, *, prefer_html: bool = False) -> tuple[BeautifulSo
     recovered : bool
         True when the XML parse failed and the HTML parser was used.
     """
-    utf8 = _as_utf8(data)
+    utf8 = as_utf8(data)
     transcoded = utf8 is not data
-    data = _fix_char_refs(_strip_internal_subset(utf8))
+    data = fix_char_refs(strip_internal_subset(utf8))
     head = data[:512].lstrip()
     try_xml = not prefer_html or head.startswith((b"<?xml", b"\xef\xbb\xbf<?xml"))
     if try_xml:

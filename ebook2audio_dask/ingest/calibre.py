@@ -48,46 +48,34 @@ from dask.utils import format_bytes
 from .. import config
 from ..errors import BookError, UsageError
 from ..logs import get_logger
-from .epub import MAX_MEMBER_BYTES, MAX_TOTAL_BYTES
+from .epub import ZIP_MAGIC, Archive
+from .limits import size_limit
 
-__all__ = ["CALIBRE_FORMATS", "MAX_MEMBERS", "convert_to_epub", "find_ebook_convert"]
+__all__ = ["MAX_MEMBERS", "convert_to_epub", "find_ebook_convert", "missing_message"]
 
 log = get_logger(__name__)
 
-#: Formats converted by Calibre (PDF only with ``ingest.pdf: calibre``).
-CALIBRE_FORMATS = ("mobi", "azw3", "docx", "rtf", "odt", "pdf")
-_DEFAULT_PROGRAM = "ebook-convert"
-_DEFAULT_TIMEOUT = 600.0
+#: Calibre's converter: ``ingest.calibre`` is named in messages only when it is another.
+_PROGRAM = "ebook-convert"
 _TAIL_CHARS = 300
 _BLOCK = 1024 * 1024
 #: Most members a zip archive handed to Calibre may hold (it extracts them
 #: all; a real DOCX or ODT has a few dozen, a few hundred with many pictures).
 MAX_MEMBERS = 10_000
-#: Default of ``ingest.calibre-max-output-size``: most bytes Calibre may write
-#: in its temporary folder (the extracted book, its work files and the EPUB).
-DEFAULT_MAX_OUTPUT = 2 * 1024**3
 #: Seconds between two measurements of Calibre's folder while it runs.
 _POLL_S = 0.1
 #: Seconds to wait for Calibre's helpers to be gone after the kill.
 _GONE_S = 2.0
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
-#: RTF and ODT have no table of contents Calibre reads: it would only list
-#: headings with words like "Chapter"; the headings (as word processors mark
-#: them) make the TOC instead.
-_HEADING_TOC = ("--level1-toc", "//h:h1", "--level2-toc", "//h:h2", "--level3-toc", "//h:h3")
-_TOC_OPTIONS = {"rtf": _HEADING_TOC, "odt": _HEADING_TOC}
 
 
 def find_ebook_convert() -> str | None:
     """Path of the configured ``ebook-convert`` (``ingest.calibre``), or ``None``."""
-    program = str(config.get("ingest.calibre", None) or _DEFAULT_PROGRAM)
+    program = str(config.get("ingest.calibre"))
     return shutil.which(os.path.expanduser(program))
 
 
 def _timeout() -> float:
-    value = config.get("ingest.calibre-timeout", None)
-    if value is None:
-        return _DEFAULT_TIMEOUT
+    value = config.get("ingest.calibre-timeout")
     try:
         seconds = float(value)
     except (TypeError, ValueError) as exc:
@@ -99,8 +87,8 @@ def _timeout() -> float:
 
 def missing_message(fmt: str) -> str:
     """The problem text when ``ebook-convert`` is not installed."""
-    program = str(config.get("ingest.calibre", None) or _DEFAULT_PROGRAM)
-    where = "" if program == _DEFAULT_PROGRAM else f" (ingest.calibre: {program})"
+    program = str(config.get("ingest.calibre"))
+    where = "" if program == _PROGRAM else f" (ingest.calibre: {program})"
     return (
         f"reading {fmt.upper()} needs Calibre's ebook-convert, which is not installed{where} "
         "(Debian/Ubuntu: apt install calibre; or https://calibre-ebook.com)"
@@ -149,16 +137,14 @@ def _check_archive(path: str, source: str, fmt: str, *, max_member: int, max_tot
     """Refuse a zip (DOCX, ODT) that would inflate past the EPUB reader's limits.
 
     Calibre extracts the whole archive into its temporary folder, so every
-    member is checked, as :meth:`._Archive.check_all` does: at most
+    member is checked, as :meth:`.Archive.check_all` does: at most
     :data:`MAX_MEMBERS` members, none over ``ingest.max-member-size``, all
     together at most ``ingest.max-total-size`` (declared sizes first, then
     counted while inflating and throwing the bytes away).
     """
-    from .epub import _Archive
-
     with open(path, "rb") as fh:
         try:
-            archive = _Archive(fh, source, max_member=max_member, max_total=max_total)
+            archive = Archive(fh, source, max_member=max_member, max_total=max_total)
             try:
                 archive.check_all(MAX_MEMBERS)
             finally:
@@ -265,9 +251,10 @@ def convert_to_epub(
     limit: int,
     read_epub_file,
     stem: str = "book",
-    max_member_size: int = MAX_MEMBER_BYTES,
-    max_total_size: int = MAX_TOTAL_BYTES,
-    max_output_size: int = DEFAULT_MAX_OUTPUT,
+    max_member_size: int | None = None,
+    max_total_size: int | None = None,
+    max_output_size: int | None = None,
+    options: tuple[str, ...] = (),
 ) -> object:
     """Convert *book* (*fmt*) to EPUB with Calibre and read it.
 
@@ -287,14 +274,17 @@ def convert_to_epub(
     stem : str
         The book's file name without extension: Calibre's title when the
         book has none.
-    max_member_size, max_total_size : int
+    max_member_size, max_total_size : int, optional
         A zip archive (DOCX, ODT) is refused before Calibre runs when it
-        would inflate past these (``ingest.max-member-size``,
+        would inflate past these (default: ``ingest.max-member-size``,
         ``ingest.max-total-size``) or holds more than :data:`MAX_MEMBERS`
         members.
-    max_output_size : int
-        Most bytes Calibre may write in its folder
-        (``ingest.calibre-max-output-size``).
+    max_output_size : int, optional
+        Most bytes Calibre may write in its folder (default:
+        ``ingest.calibre-max-output-size``).
+    options : tuple of str
+        More ``ebook-convert`` arguments (the format's
+        :attr:`~.registry.InputFormat.calibre_options`).
 
     Raises
     ------
@@ -307,16 +297,22 @@ def convert_to_epub(
     if program is None:
         raise BookError(source, missing_message(fmt))
     timeout = _timeout()
+    if max_member_size is None:
+        max_member_size = size_limit("max-member-size")
+    if max_total_size is None:
+        max_total_size = size_limit("max-total-size")
+    if max_output_size is None:
+        max_output_size = size_limit("calibre-max-output-size")
     with _private_folder() as tmp:
         safe = re.sub(r"[^\w.\- ]+", "_", stem).strip(" .") or "book"
         src = os.path.join(tmp, f"{safe[:100]}.{fmt}")
         out = os.path.join(tmp, "book.epub")
         log_path = os.path.join(tmp, "calibre.log")
-        if _copy_in(book, source, src, limit).startswith(_ZIP_MAGIC):
+        if _copy_in(book, source, src, limit).startswith(ZIP_MAGIC):
             _check_archive(src, source, fmt, max_member=max_member_size, max_total=max_total_size)
         for sub in ("config", "cache", "tmp"):
             os.mkdir(os.path.join(tmp, sub))
-        argv = [program, src, out, "--no-default-epub-cover", *_TOC_OPTIONS.get(fmt, ())]
+        argv = [program, src, out, "--no-default-epub-cover", *options]
         rc = _run(argv, tmp, src, log_path, timeout=timeout, cap=max_output_size)
         if rc == "timeout":
             raise BookError(

@@ -38,22 +38,31 @@ from lxml import etree
 from ..errors import BookError
 from ..logs import get_logger
 from ..model import Cover, Pronunciation
-from ._sections import BACK_TYPES, FRONT_TYPES, Section, heading_title, mark_gutenberg
+from ..pls import parse_pls
+from ..safexml import local_name, safe_xml
+from ._sections import (
+    BACK_TYPES,
+    FRONT_TYPES,
+    BookContent,
+    Section,
+    heading_title,
+    mark_gutenberg,
+)
 from ._text import clean, fold, is_bare_ordinal, matter_group
-from ._xhtml import Block, Doc, read_document, safe_xml
+from ._xhtml import Block, Doc, read_document
+from .limits import size_limit
 
 log = get_logger(__name__)
 
-__all__ = ["EpubContent", "read_epub"]
+__all__ = ["MAX_DIRECTORY_BYTES", "ZIP_MAGIC", "Archive", "read_epub"]
 
-#: Default limits on what is inflated from an archive (``ingest.max-member-size``
-#: and ``ingest.max-total-size`` in the configuration override them).
-MAX_MEMBER_BYTES = 256 * 1024 * 1024
-MAX_TOTAL_BYTES = 1024 * 1024 * 1024
 #: Largest archive directory read (its entries are all held in memory while
 #: the book is read: about 80,000 members with the usual name lengths; real
 #: EPUBs list a few hundred at most).
 MAX_DIRECTORY_BYTES = 8 * 1024 * 1024
+#: How a zip archive starts (a local file header, an empty archive's end record,
+#: a spanned archive's marker): EPUB, DOCX, ODT and zipped FB2 all do.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _READ_BLOCK = 1024 * 1024
 _CONTENT_TYPES = frozenset(("application/xhtml+xml", "text/html", "application/xml", "text/xml"))
 _CONTENT_EXTS = (".xhtml", ".html", ".htm", ".xml")
@@ -109,18 +118,6 @@ _GENERIC_LABEL_RE = re.compile(
 
 
 @dataclass
-class EpubContent:
-    """What the EPUB reader found: metadata and proposed sections."""
-
-    title: str | None
-    authors: tuple[str, ...]
-    language: str | None
-    cover: Cover | None
-    sections: list[Section]
-    pronunciations: tuple[Pronunciation, ...] = ()
-
-
-@dataclass
 class _Entry:
     label: str
     path: str | None  # absolute zip path of the target document
@@ -134,7 +131,7 @@ class _Entry:
     part: bool = False  # a "Part One" entry whose chapters were promoted
 
 
-class _Archive:
+class Archive:
     """Safe access to the members of the EPUB zip.
 
     The archive is read from a seekable file object (or bytes), never
@@ -153,12 +150,12 @@ class _Archive:
         data: bytes | BinaryIO,
         source: str,
         *,
-        max_member: int = MAX_MEMBER_BYTES,
-        max_total: int = MAX_TOTAL_BYTES,
+        max_member: int | None = None,
+        max_total: int | None = None,
     ):
         self.source = source
-        self.max_member = max_member
-        self.max_total = max_total
+        self.max_member = size_limit("max-member-size") if max_member is None else max_member
+        self.max_total = size_limit("max-total-size") if max_total is None else max_total
         self.inflated = 0  # bytes inflated so far, all members together
         fp = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         try:
@@ -295,24 +292,18 @@ class _Archive:
         self.inflated += size
 
 
-def _local(tag) -> str:
-    if not isinstance(tag, str):
-        return ""
-    return tag.rsplit("}", 1)[-1].lower()
-
-
 def _children(el, name: str):
-    return [c for c in el if _local(c.tag) == name]
+    return [c for c in el if local_name(c.tag, lower=True) == name]
 
 
 def _descendants(el, name: str):
-    return [c for c in el.iter() if _local(c.tag) == name]
+    return [c for c in el.iter() if local_name(c.tag, lower=True) == name]
 
 
 def _attr(el, name: str) -> str | None:
     """Attribute by local name, whatever its namespace (``opf:role``, ``role``)."""
     for key, value in el.attrib.items():
-        if key.rsplit("}", 1)[-1].lower() == name:
+        if local_name(key, lower=True) == name:
             return value
     return None
 
@@ -350,7 +341,7 @@ def _metadata(opf: etree._Element) -> tuple[str | None, tuple[str, ...], str | N
     refines: dict[str, dict[str, list[str]]] = {}
     plain_meta: dict[str, str] = {}
     for m in meta_el.iter():
-        if _local(m.tag) != "meta":
+        if local_name(m.tag, lower=True) != "meta":
             continue
         ref = m.get("refines")
         if ref:
@@ -394,7 +385,7 @@ def _metadata(opf: etree._Element) -> tuple[str | None, tuple[str, ...], str | N
     return title, authors, language, plain_meta
 
 
-def _cover(archive: _Archive, manifest: dict, plain_meta: dict) -> Cover | None:
+def _cover(archive: Archive, manifest: dict, plain_meta: dict) -> Cover | None:
     item = next((it for it in manifest.values() if "cover-image" in it["properties"]), None)
     if item is None and plain_meta.get("cover"):
         ref = plain_meta["cover"].strip()
@@ -597,18 +588,14 @@ def _take_subtitle(e: _Entry, spine: _Spine) -> None:
 def _looks_like_matter(e: _Entry, spine: _Spine) -> bool:
     if matter_group(e.label):
         return True
-    if e.pos is not None and e.pos < len(spine.blocks):
-        if spine.blocks[e.pos].marks & (
-            FRONT_TYPES | BACK_TYPES | {"pg", "frontmatter", "backmatter"}
-        ):
-            return True
-    if (
+    marks = FRONT_TYPES | BACK_TYPES | {"pg", "frontmatter", "backmatter"}
+    if e.pos is not None and e.pos < len(spine.blocks) and spine.blocks[e.pos].marks & marks:
+        return True
+    return bool(
         not e.frag
         and e.path
         and _FILE_MATTER_RE.search(posixpath.splitext(posixpath.basename(e.path))[0].lower())
-    ):
-        return True
-    return False
+    )
 
 
 _PART_LABEL_RE = re.compile(r"^(?:part|book|volume|vol|livre|partie|tome|teil|buch|deel|boek)\b")
@@ -757,7 +744,7 @@ _FONT_OBFUSCATION = frozenset(
 )
 
 
-def _refuse_drm(archive: _Archive, content_paths: set[str]) -> None:
+def _refuse_drm(archive: Archive, content_paths: set[str]) -> None:
     """Raise BookError when spine documents are encrypted (DRM).
 
     Font obfuscation (IDPF / Adobe algorithms) is not DRM and is ignored.
@@ -789,9 +776,9 @@ def read_epub(
     data: bytes | BinaryIO,
     source: str,
     *,
-    max_member_size: int = MAX_MEMBER_BYTES,
-    max_total_size: int = MAX_TOTAL_BYTES,
-) -> EpubContent:
+    max_member_size: int | None = None,
+    max_total_size: int | None = None,
+) -> BookContent:
     """Read an EPUB 2 or EPUB 3 book.
 
     Parameters
@@ -802,14 +789,16 @@ def read_epub(
         the members needed are read.
     source : str
         Path or URL, for error messages.
-    max_member_size : int
-        Largest archive member inflated, in bytes.
-    max_total_size : int
-        Most bytes inflated from the archive, all members read together.
+    max_member_size : int, optional
+        Largest archive member inflated, in bytes (default:
+        ``ingest.max-member-size``, read now).
+    max_total_size : int, optional
+        Most bytes inflated from the archive, all members read together
+        (default: ``ingest.max-total-size``).
 
     Returns
     -------
-    EpubContent
+    BookContent
         Metadata, cover and the proposed sections (not yet classified).
 
     Raises
@@ -817,7 +806,7 @@ def read_epub(
     BookError
         When the archive or its package document cannot be read.
     """
-    archive = _Archive(data, source, max_member=max_member_size, max_total=max_total_size)
+    archive = Archive(data, source, max_member=max_member_size, max_total=max_total_size)
     try:
         return _read_archive(archive, source)
     finally:
@@ -855,7 +844,7 @@ def _unrepeated(refs: list[tuple[dict, bool]], source: str) -> list[tuple[dict, 
     return out
 
 
-def _read_archive(archive: _Archive, source: str) -> EpubContent:
+def _read_archive(archive: Archive, source: str) -> BookContent:
     container = archive.read(
         "META-INF/container.xml", required="not a valid EPUB: META-INF/container.xml missing"
     )
@@ -991,7 +980,7 @@ def _read_archive(archive: _Archive, source: str) -> EpubContent:
 
     cover = _cover(archive, manifest, plain_meta)
     pls = _pls_pronunciations(archive, manifest, pls_langs, language)
-    return EpubContent(title, authors, language, cover, sections, _unique(ssml + pls))
+    return BookContent(title, authors, language, sections, cover, _unique(ssml + pls))
 
 
 # --------------------------------------------------------------------------
@@ -1053,11 +1042,9 @@ def _pronunciation_links(soup, doc_dir: str) -> dict[str, str]:
 
 
 def _pls_pronunciations(
-    archive: _Archive, manifest: dict, linked: dict[str, str], language: str | None
+    archive: Archive, manifest: dict, linked: dict[str, str], language: str | None
 ) -> list[Pronunciation]:
     """Entries of the PLS lexicons the package declares (or its documents link)."""
-    from ..text.lexicon import parse_pls
-
     paths = [it["path"] for it in manifest.values() if it["media_type"] == _PLS_TYPE]
     paths += [p for p in linked if p not in paths]
     out: list[Pronunciation] = []

@@ -24,7 +24,7 @@ FB2 is an XML format, read natively (no conversion):
   references (``<a type="note">``), images and ``<empty-line/>`` are not
   read.
 
-Parsing is the hardened lxml parser of :func:`._xhtml.safe_xml` (no entity
+Parsing is the hardened lxml parser of :func:`ebook2audio_dask.safexml.safe_xml` (no entity
 expansion, no DTD, no network) with ``huge_tree``: libxml2's 10 MB limit on
 one text node would cut a long paragraph or drop a big base64 cover, and
 the document is already bounded by ``ingest.max-file-size`` (or, zipped, by
@@ -38,18 +38,18 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
 
 from lxml import etree
 
 from ..errors import BookError
 from ..logs import get_logger
 from ..model import Cover
-from ._sections import Section
+from ..safexml import local_name, safe_xml
+from ._sections import BookContent, Section
 from ._text import clean
-from ._xhtml import Block, safe_xml
+from ._xhtml import Block
 
-__all__ = ["Fb2Content", "is_fb2", "read_fb2"]
+__all__ = ["is_fb2", "read_fb2"]
 
 log = get_logger(__name__)
 
@@ -69,26 +69,9 @@ def is_fb2(head: bytes) -> bool:
     return _ROOT_RE.match(head.lstrip(b"\xef\xbb\xbf")) is not None
 
 
-@dataclass
-class Fb2Content:
-    """What the FB2 reader found: metadata, cover and proposed sections."""
-
-    title: str | None
-    authors: tuple[str, ...]
-    language: str | None
-    cover: Cover | None
-    sections: list[Section]
-
-
-def _local(tag) -> str:
-    if not isinstance(tag, str):
-        return ""  # comments, processing instructions
-    return tag.rsplit("}", 1)[-1]
-
-
 def _kids(el, name: str | None = None):
     for child in el:
-        if name is None or _local(child.tag) == name:
+        if name is None or local_name(child.tag) == name:
             yield child
 
 
@@ -98,7 +81,7 @@ def _first(el, name: str):
 
 def _href(el) -> str | None:
     for key, value in el.attrib.items():
-        if _local(key) == "href":
+        if local_name(key) == "href":
             return value
     return None
 
@@ -111,7 +94,7 @@ def _inline_text(el) -> str:
         if node.text:
             parts.append(node.text)
         for child in node:
-            name = _local(child.tag)
+            name = local_name(child.tag)
             skip = name in ("image", "binary") or (
                 name == "a" and (child.get("type") or "").lower() == "note"
             )
@@ -138,7 +121,7 @@ class _Walker:
         """Headings of a ``<title>``; returns their texts."""
         texts = []
         for p in _kids(el):
-            if _local(p.tag) in ("p", "subtitle"):
+            if local_name(p.tag) in ("p", "subtitle"):
                 text = _inline_text(p)
                 if text and not _SEPARATOR_RE.match(text):
                     texts.append(text)
@@ -147,18 +130,18 @@ class _Walker:
 
     def content(self, el) -> None:
         """Any flow element (p, poem, cite, epigraph, table...)."""
-        name = _local(el.tag)
+        name = local_name(el.tag)
         if name in ("p", "subtitle", "text-author", "date"):
             self.para(_inline_text(el))
         elif name == "poem":
             for child in _kids(el):
-                cname = _local(child.tag)
+                cname = local_name(child.tag)
                 if cname == "title":
                     self.title(child, 0)  # a poem's title is a line of text, not a chapter
                 elif cname == "stanza":
                     lines = []
                     for v in _kids(child):
-                        vname = _local(v.tag)
+                        vname = local_name(v.tag)
                         if vname == "v":
                             lines.append(_inline_text(v))
                         elif vname in ("title", "subtitle"):
@@ -193,7 +176,7 @@ def _inline(walker: _Walker, section, depth: int) -> str:
     """Add a whole section (subsections included) to *walker*; returns its title."""
     title = ""
     for child in _kids(section):
-        name = _local(child.tag)
+        name = local_name(child.tag)
         if name == "title":
             texts = walker.title(child, depth)
             title = title or clean(" ".join(texts))
@@ -221,7 +204,7 @@ def _flatten(section, depth: int, path: str, *, part_hint: str | None) -> list[S
     out = [own]
     n = 0
     for child in _kids(section):
-        name = _local(child.tag)
+        name = local_name(child.tag)
         if name == "section":
             n += 1
             out.extend(_flatten(child, depth + 1, f"{path}/section[{n}]", part_hint="part"))
@@ -326,7 +309,7 @@ def _parse_fb2(data: bytes, source: str):
     return root
 
 
-def read_fb2(data: bytes, source: str) -> Fb2Content:
+def read_fb2(data: bytes, source: str) -> BookContent:
     """Read a FictionBook 2 document.
 
     Parameters
@@ -338,7 +321,7 @@ def read_fb2(data: bytes, source: str) -> Fb2Content:
 
     Returns
     -------
-    Fb2Content
+    BookContent
         Metadata, cover and the proposed sections (not yet classified).
 
     Raises
@@ -347,7 +330,7 @@ def read_fb2(data: bytes, source: str) -> Fb2Content:
         When the document is not XML, or its root is not ``FictionBook``.
     """
     root = _parse_fb2(data, source)
-    if root is None or _local(root.tag) != "FictionBook":
+    if root is None or local_name(root.tag) != "FictionBook":
         raise BookError(source, "not a valid FB2: the root element is not FictionBook")
     title, authors, language, cover_id = _metadata(root)
     sections: list[Section] = []
@@ -368,7 +351,7 @@ def read_fb2(data: bytes, source: str) -> Fb2Content:
         front_title = ""
         n = 0
         for child in _kids(body):
-            cname = _local(child.tag)
+            cname = local_name(child.tag)
             if cname == "section":
                 n += 1
                 if front.blocks:  # the body's title and epigraph: a title page
@@ -387,4 +370,4 @@ def read_fb2(data: bytes, source: str) -> Fb2Content:
             )
     if not main_seen:
         raise BookError(source, "not a valid FB2: no <body>")
-    return Fb2Content(title, authors, language, _cover(root, cover_id, source), sections)
+    return BookContent(title, authors, language, sections, _cover(root, cover_id, source))

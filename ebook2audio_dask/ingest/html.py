@@ -15,29 +15,18 @@ and transcriber's notes are recognised by the shared rules in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from ._sections import Section, mark_gutenberg
+from ._sections import BookContent, Section, mark_gutenberg
 from ._text import clean, pg_header_fields, split_authors
 from ._xhtml import Block, read_document
 
-__all__ = ["HtmlContent", "read_html"]
+__all__ = ["read_html"]
 
 _PG_TITLE_RES = (
     re.compile(r"^the project gutenberg e-?book of\s+(.*?)(?:,\s*by\s+.*)?$", re.I),
     re.compile(r"^(.*?)(?:,)?\s+by\s+.*?,?\s+a project gutenberg e-?book\.?$", re.I),
     re.compile(r"^(.*?)\s*[-—|:]\s*project gutenberg.*$", re.I),
 )
-
-
-@dataclass
-class HtmlContent:
-    """What the HTML reader found: metadata and proposed sections."""
-
-    title: str | None
-    authors: tuple[str, ...]
-    language: str | None
-    sections: list[Section]
 
 
 def _meta(soup, *names: str) -> str | None:
@@ -69,7 +58,7 @@ def _chapter_level(blocks: list[Block]) -> int | None:
     return None
 
 
-def read_html(data: bytes, source: str) -> HtmlContent:
+def read_html(data: bytes, source: str) -> BookContent:
     """Read a single-file HTML/XHTML book.
 
     Parameters
@@ -81,7 +70,7 @@ def read_html(data: bytes, source: str) -> HtmlContent:
 
     Returns
     -------
-    HtmlContent
+    BookContent
         Metadata and the proposed sections (not yet classified).
     """
     doc, soup = read_document(data, prefer_html=True)
@@ -112,7 +101,7 @@ def read_html(data: bytes, source: str) -> HtmlContent:
     if level is None:
         if blocks:
             sections.append(Section(title or "", list(blocks), ""))
-        return HtmlContent(title, authors, language, sections)
+        return BookContent(title, authors, language, sections)
 
     starts: list[int] = []
     prev_level = 0
@@ -136,4 +125,4 @@ def read_html(data: bytes, source: str) -> HtmlContent:
             (first_id[k] for k in range(start, start + len(heads)) if k in first_id), None
         )
         sections.append(Section(clean(" ".join(heads)), chunk, f"#{ident}" if ident else ""))
-    return HtmlContent(title, authors, language, sections)
+    return BookContent(title, authors, language, sections)

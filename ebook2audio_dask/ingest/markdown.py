@@ -15,8 +15,9 @@ import re
 
 import yaml
 
+from ._sections import BookContent
 from ._text import clean, split_authors
-from .html import HtmlContent, read_html
+from .html import read_html
 
 __all__ = ["read_markdown"]
 
@@ -45,7 +46,7 @@ def _str(value) -> str:
     return clean(str(value)) if value is not None else ""
 
 
-def read_markdown(text: str, source: str) -> HtmlContent:
+def read_markdown(text: str, source: str) -> BookContent:
     """Read a Markdown book (already decoded).
 
     Parameters
@@ -57,7 +58,7 @@ def read_markdown(text: str, source: str) -> HtmlContent:
 
     Returns
     -------
-    HtmlContent
+    BookContent
         Metadata and the proposed sections (not yet classified).
     """
     from markdown_it import MarkdownIt
@@ -75,7 +76,10 @@ def read_markdown(text: str, source: str) -> HtmlContent:
     if author:
         head += f'<meta name="author" content="{html.escape(author)}"/>'
     lang = f' lang="{html.escape(language)}"' if language else ""
-    page = f'<!DOCTYPE html><html{lang}><head><meta charset="utf-8"/>{head}</head><body>{rendered}</body></html>'
+    page = (
+        f'<!DOCTYPE html><html{lang}><head><meta charset="utf-8"/>{head}</head>'
+        f"<body>{rendered}</body></html>"
+    )
     content = read_html(page.encode("utf-8"), source)
     if title:
         content.title = title

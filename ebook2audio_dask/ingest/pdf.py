@@ -48,11 +48,11 @@ from dataclasses import dataclass
 
 from ..errors import BookError
 from ..logs import get_logger
-from ._sections import Section, mark_gutenberg
+from ._sections import BookContent, Section, mark_gutenberg
 from ._text import clean, fold, split_authors
 from ._xhtml import Block
 
-__all__ = ["PdfContent", "read_pdf"]
+__all__ = ["read_pdf"]
 
 log = get_logger(__name__)
 
@@ -68,16 +68,6 @@ _FILE_TITLE_RE = re.compile(
     re.IGNORECASE,
 )
 _PARA_END_CHARS = '.!?:;"”’»)…]'
-
-
-@dataclass
-class PdfContent:
-    """What the PDF reader found: metadata and proposed sections."""
-
-    title: str | None
-    authors: tuple[str, ...]
-    language: str | None
-    sections: list[Section]
 
 
 @dataclass
@@ -113,7 +103,7 @@ def _open(data: bytes, source: str):
 def _metadata(reader) -> tuple[str | None, tuple[str, ...], str | None]:
     try:
         info = reader.metadata or {}
-    except Exception:  # a damaged info dictionary is no reason to fail the book
+    except Exception:  # noqa: BLE001 - a damaged info dictionary is no reason to fail the book
         info = {}
     title = clean(str(info.get("/Title") or ""))
     if title and _FILE_TITLE_RE.search(title):
@@ -124,7 +114,7 @@ def _metadata(reader) -> tuple[str | None, tuple[str, ...], str | None]:
     try:
         lang = reader.trailer["/Root"].get("/Lang")
         language = clean(str(lang)) if lang else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a damaged catalogue: no language, the book is read
         language = None
     return title or None, tuple(authors), language or None
 
@@ -143,7 +133,7 @@ def _outline(reader) -> list[_Entry]:
                 continue
             try:
                 page = reader.get_destination_page_number(item)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a damaged outline entry points nowhere
                 page = None
             title = clean(str(getattr(item, "title", "") or ""))
             if page is None or page < 0 or not title:
@@ -313,7 +303,7 @@ def _extract(page) -> str:
         return page.extract_text(extraction_mode="layout") or ""
     except (RecursionError, MemoryError):
         raise
-    except Exception:  # layout mode is stricter about odd fonts: plain mode
+    except Exception:  # noqa: BLE001 - layout mode is stricter about odd fonts: plain mode
         return page.extract_text() or ""
 
 
@@ -323,7 +313,7 @@ def _choose_level(entries: list[_Entry]) -> list[_Entry]:
     return entries
 
 
-def read_pdf(data: bytes, source: str) -> PdfContent:
+def read_pdf(data: bytes, source: str) -> BookContent:
     """Read the text of a PDF book.
 
     Parameters
@@ -335,7 +325,7 @@ def read_pdf(data: bytes, source: str) -> PdfContent:
 
     Returns
     -------
-    PdfContent
+    BookContent
         Metadata and the proposed sections (not yet classified).
 
     Raises
@@ -352,7 +342,7 @@ def read_pdf(data: bytes, source: str) -> PdfContent:
                 text = _extract(page)
             except RecursionError:
                 raise
-            except Exception as exc:  # one damaged page does not lose the book
+            except Exception as exc:  # noqa: BLE001 - one damaged page does not lose the book
                 log.warning("%s: a page's text cannot be extracted (%s); skipped", source, exc)
                 text = ""
             raw_pages.append(_page_lines(text))
@@ -374,7 +364,7 @@ def read_pdf(data: bytes, source: str) -> PdfContent:
     typical = statistics.median(lengths) if lengths else 60.0
 
     if len(entries) < 2:
-        return PdfContent(title, authors, language, _sections_from_text(pages, typical, source))
+        return BookContent(title, authors, language, _sections_from_text(pages, typical, source))
 
     # chapter starts: (page, line, title, heading lines)
     starts: list[tuple[int, int, str, list[str]]] = []
@@ -433,7 +423,7 @@ def read_pdf(data: bytes, source: str) -> PdfContent:
         )
         sections.append(Section(label, blocks, f"page {page + 1}", own_end=own_end))
     mark_gutenberg([b for sec in sections for b in sec.blocks])
-    return PdfContent(title, authors, language, sections)
+    return BookContent(title, authors, language, sections)
 
 
 def _sections_from_text(pages: list[list[str]], typical: float, source: str) -> list[Section]:

@@ -43,7 +43,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
 
-from ._sections import Section
+from ..numerals import roman_value
+from ._sections import BookContent, Section
 from ._text import (
     PAGE_MARKER_RE,
     PG_CREDITS_RE,
@@ -54,13 +55,12 @@ from ._text import (
     decoded_text,
     fallback_encoding,
     pg_header_fields,
-    roman_to_int,
     split_authors,
     text_lines,
 )
 from ._xhtml import Block
 
-__all__ = ["TextContent", "read_txt", "read_txt_blocks"]
+__all__ = ["read_txt", "read_txt_blocks"]
 
 _NUMBER_WORDS = {
     w: i + 1
@@ -116,16 +116,6 @@ _ITALIC_OPEN_RE = re.compile(r"(?<![\w_])_(?=\S)")
 _ITALIC_CLOSE_RE = re.compile(r"(?<=\S)_(?![\w_])")
 _BOLD_RE = re.compile(r"(?<![\w=])=(?=\S)([^=]+?)(?<=\S)=(?![\w=])")
 _SEPARATOR_RE = re.compile(r"^[\s*\-_=~#.·•—–]+$")
-
-
-@dataclass
-class TextContent:
-    """What the text reader found: metadata and proposed sections."""
-
-    title: str | None
-    authors: tuple[str, ...]
-    language: str | None
-    sections: list[Section]
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +301,7 @@ def _number(value: str) -> int | None:
     low = value.lower()
     if low in _NUMBER_WORDS:
         return _NUMBER_WORDS[low]
-    return roman_to_int(value)
+    return roman_value(value, max_thousands=4)  # headings may number past 3999
 
 
 def _numbered_heading(line: str | None, blank_before: int) -> tuple[str | None, int, str] | None:
@@ -415,7 +405,7 @@ def _chapter_run(paras: _Paragraphs, headings: dict[int, tuple[str | None, int, 
     return max(runs, key=weight)
 
 
-def read_txt(text: str, source: str) -> TextContent:
+def read_txt(text: str, source: str) -> BookContent:
     """Read a plain-text book held in a string (the PDF reader's text).
 
     Parameters
@@ -427,13 +417,13 @@ def read_txt(text: str, source: str) -> TextContent:
 
     Returns
     -------
-    TextContent
+    BookContent
         Metadata and the proposed sections (not yet classified).
     """
     return _read_lines(text_lines([text]), source)
 
 
-def read_txt_blocks(blocks: Callable[[], Iterable[bytes]], source: str) -> TextContent:
+def read_txt_blocks(blocks: Callable[[], Iterable[bytes]], source: str) -> BookContent:
     """Read a plain-text book from its bytes, decoded and split into paragraphs as they come.
 
     The book is never in memory whole: only its paragraphs (the text the
@@ -450,7 +440,7 @@ def read_txt_blocks(blocks: Callable[[], Iterable[bytes]], source: str) -> TextC
 
     Returns
     -------
-    TextContent
+    BookContent
         Metadata and the proposed sections (not yet classified).
 
     Raises
@@ -465,7 +455,7 @@ def read_txt_blocks(blocks: Callable[[], Iterable[bytes]], source: str) -> TextC
     return _read_lines(text_lines(decoded_text(blocks(), source, encoding)), source)
 
 
-def _read_lines(lines: Iterable[str], source: str) -> TextContent:
+def _read_lines(lines: Iterable[str], source: str) -> BookContent:
     """Read a plain-text book given line by line (see the module docstring for the rules)."""
     start = end = None  # the Gutenberg START and END lines
     field_lines: list[str] = []  # "Title: ..." lines before the START line
@@ -621,4 +611,4 @@ def _read_lines(lines: Iterable[str], source: str) -> TextContent:
 
     title = fields.get("title")
     authors = split_authors(fields["author"]) if "author" in fields else ()
-    return TextContent(title, authors, fields.get("language"), sections)
+    return BookContent(title, authors, fields.get("language"), sections)

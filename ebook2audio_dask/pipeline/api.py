@@ -10,6 +10,7 @@ from distributed import Client
 from ..cluster import client_for
 from ..engines import get_engine_class
 from ..errors import Interrupted, UsageError
+from ..ingest.registry import BOOK_SUFFIXES  # file name endings picked up from a folder
 from ..logs import get_logger
 from ..storage import get_fs, stem_of
 from ..storage.checks import check_input, check_output
@@ -19,25 +20,6 @@ from .graph import BookJob, BookResult, ConvertOptions, run_jobs
 __all__ = ["BOOK_SUFFIXES", "check_request", "convert", "expand_inputs"]
 
 logger = get_logger(__name__)
-
-#: File name endings picked up when an input is a folder.
-BOOK_SUFFIXES = (
-    ".epub",
-    ".txt",
-    ".html",
-    ".htm",
-    ".xhtml",
-    ".fb2",
-    ".fb2.zip",
-    ".pdf",
-    ".mobi",
-    ".azw3",
-    ".docx",
-    ".rtf",
-    ".odt",
-    ".md",
-)
-
 
 def expand_inputs(
     inputs: Iterable[str], storage_options: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import UsageError, one_line
 from ..model import Pronunciation
+from ..pls import alphabet_name, parse_pls
 
 __all__ = [
     "Lexicon",
@@ -39,7 +40,6 @@ __all__ = [
     "xsampa_to_ipa",
 ]
 
-PLS_NS = "http://www.w3.org/2005/01/pronunciation-lexicon"
 #: Alphabets understood (PLS ``alphabet`` / ``ssml:alphabet`` values, lower case).
 ALPHABETS = ("ipa", "x-sampa")
 #: Order in which entries of different origins win (earlier wins).
@@ -50,87 +50,6 @@ _ORIGIN_RANK = {"user": 0, "ssml": 1, "pls": 2}
 def _primary(language: str | None) -> str:
     lang = (language or "").strip().replace("_", "-").lower()
     return "" if lang in ("", "*") else lang.split("-")[0]
-
-
-def _alphabet(value: str | None, default: str = "ipa") -> str:
-    value = (value or default).strip().lower()
-    if value in ("xsampa", "x_sampa", "sampa"):
-        value = "x-sampa"
-    return value
-
-
-def parse_pls(
-    data: bytes, *, origin: str = "pls", language: str | None = None, source: str = ""
-) -> list[Pronunciation]:
-    """Read a W3C Pronunciation Lexicon Specification (PLS 1.0) document.
-
-    Every ``<lexeme>`` gives one entry per ``<grapheme>``: its first
-    ``<phoneme>`` (in the lexeme's or the lexicon's ``alphabet``, IPA by
-    default) and/or its first ``<alias>``.  The XML is parsed with entity
-    expansion and network access off.
-
-    Parameters
-    ----------
-    data : bytes
-        The PLS file.
-    origin : str
-        Recorded in each entry (``"pls"`` for a book's, ``"user"`` for ``--lexicon``).
-    language : str, optional
-        Language of the entries when the lexicon's ``xml:lang`` is missing.
-    source : str
-        For error messages.
-
-    Returns
-    -------
-    list of Pronunciation
-
-    Raises
-    ------
-    ValueError
-        When *data* is not an XML document with a ``lexicon`` root.
-    """
-    from lxml import etree
-
-    from ..ingest._xhtml import safe_xml
-
-    try:
-        root = safe_xml(data)
-    except etree.XMLSyntaxError as exc:
-        raise ValueError(f"{source or 'PLS lexicon'}: not valid XML ({exc})") from None
-    if _local(root.tag) != "lexicon":
-        raise ValueError(
-            f"{source or 'PLS lexicon'}: not a PLS lexicon (root element <{_local(root.tag)}>)"
-        )
-    lang = root.get("{http://www.w3.org/XML/1998/namespace}lang") or language or ""
-    default_alphabet = _alphabet(root.get("alphabet"))
-    entries: list[Pronunciation] = []
-    for lexeme in root:
-        if _local(lexeme.tag) != "lexeme":
-            continue
-        graphemes = [_text(g) for g in lexeme if _local(g.tag) == "grapheme"]
-        phonemes = [g for g in lexeme if _local(g.tag) == "phoneme" and _text(g)]
-        aliases = [_text(g) for g in lexeme if _local(g.tag) == "alias" and _text(g)]
-        phoneme = _text(phonemes[0]) if phonemes else ""
-        alphabet = (
-            _alphabet(phonemes[0].get("alphabet"), default_alphabet)
-            if phonemes
-            else default_alphabet
-        )
-        alias = aliases[0] if aliases else ""
-        if not (phoneme or alias):
-            continue
-        for grapheme in graphemes:
-            if grapheme:
-                entries.append(Pronunciation(grapheme, phoneme, alphabet, lang, origin, alias))
-    return entries
-
-
-def _local(tag: Any) -> str:
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-def _text(el) -> str:
-    return " ".join("".join(el.itertext()).split())
 
 
 _SLASHED = re.compile(r"^/(.+)/$", re.S)
@@ -201,7 +120,7 @@ def _user_entry(word: str, value: Any, lang: str, source: str) -> Pronunciation:
     phonemes, alphabet, alias = "", "ipa", ""
     if isinstance(value, dict):
         phonemes = str(value.get("phonemes") or value.get("phoneme") or "").strip()
-        alphabet = _alphabet(value.get("alphabet"))
+        alphabet = alphabet_name(value.get("alphabet"))
         alias = " ".join(str(value.get("alias") or "").split())
         match = _SLASHED.match(phonemes)
         if match:
@@ -217,7 +136,8 @@ def _user_entry(word: str, value: Any, lang: str, source: str) -> Pronunciation:
         raise UsageError(f"lexicon {source}: bad replacement for {word!r}: {value!r}")
     if alphabet not in ALPHABETS:
         raise UsageError(
-            f"lexicon {source}: unknown phoneme alphabet {alphabet!r} for {word!r} (use ipa or x-sampa)"
+            f"lexicon {source}: unknown phoneme alphabet {alphabet!r} for {word!r} "
+            "(use ipa or x-sampa)"
         )
     if not (phonemes or alias):
         raise UsageError(f"lexicon {source}: empty replacement for {word!r}")
@@ -714,5 +634,5 @@ def configured_lexicon(
     """
     from .. import config
 
-    urls = list(config.get("text.lexicons", None) or []) + list(lexicons or [])
+    urls = list(config.get("text.lexicons") or []) + list(lexicons or [])
     return load_lexicons(urls, storage_options) if urls else ()

@@ -29,27 +29,12 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from ..numerals import roman_value
+
 __all__ = ["FEATURES", "roman_value", "rules_for", "spoken_form"]
 
 #: Normalisation features that can be switched off one by one.
 FEATURES = ("numbers", "abbreviations", "roman")
-
-_ROMAN_RE = re.compile(r"M{0,3}(?:CM|CD|D?C{0,3})(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3})")
-_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
-
-
-def roman_value(text: str) -> int | None:
-    """Value of a well-formed Roman numeral (any case), else ``None``."""
-    up = text.upper()
-    if not up or not _ROMAN_RE.fullmatch(up):
-        return None
-    total = 0
-    for i, ch in enumerate(up):
-        value = _ROMAN_VALUES[ch]
-        nxt = _ROMAN_VALUES[up[i + 1]] if i + 1 < len(up) else 0
-        total += -value if value < nxt else value
-    return total
-
 
 def _n2w(number, lang: str, to: str = "cardinal") -> str:
     from num2words import num2words
