@@ -57,7 +57,7 @@ def loadavg() -> float:
 
 def plan(engine: str, model: str | None, chapters) -> tuple[dict[str, int], str]:
     """{unique chunk key: characters} of the book as the pipeline plans it, and the voice."""
-    from ebook2audio_dask.pipeline.graph import ConvertOptions
+    from ebook2audio_dask.pipeline.options import ConvertOptions
     from ebook2audio_dask.pipeline.tasks import parse_task, plan_task
 
     options = ConvertOptions(output="unused", engine=engine, model=model, chapters=tuple(chapters))

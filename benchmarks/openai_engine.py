@@ -43,7 +43,7 @@ def plan_chunks(chapters: tuple[int, ...]) -> tuple[list[str], int]:
     import dask
 
     from ebook2audio_dask import config
-    from ebook2audio_dask.pipeline.graph import ConvertOptions
+    from ebook2audio_dask.pipeline.options import ConvertOptions
     from ebook2audio_dask.pipeline.tasks import parse_task, plan_task
 
     with dask.config.set({"ebook2audio.openai.endpoints": ["http://127.0.0.1:1/v1"]}):

@@ -589,7 +589,7 @@ def direct_child(source: str, chapters: tuple[int, ...]) -> dict:
     """Baseline (a): read + plan as the pipeline does, then time engine load + one loop."""
     from ebook2audio_dask import config
     from ebook2audio_dask.engines import load_engine
-    from ebook2audio_dask.pipeline.graph import ConvertOptions
+    from ebook2audio_dask.pipeline.options import ConvertOptions
     from ebook2audio_dask.pipeline.tasks import parse_task, plan_task
 
     options = ConvertOptions(output="unused", chapters=chapters)

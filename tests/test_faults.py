@@ -270,7 +270,8 @@ def kill_busy_worker(
 
 def _plan(corpus: Path, vits: Path):
     """(unique chunk keys, most chunks in one synthesize task) of the test book, planned here."""
-    from ebook2audio_dask.pipeline.graph import MIN_BATCH_CHARS, ConvertOptions
+    from ebook2audio_dask.pipeline.graph import MIN_BATCH_CHARS
+    from ebook2audio_dask.pipeline.options import ConvertOptions
     from ebook2audio_dask.pipeline.tasks import parse_task, plan_task
 
     first, last = (int(x) for x in CHAPTERS.split("-"))

@@ -246,7 +246,7 @@ def test_convert_routes_to_kokoro_beside_a_configured_coqui_model(model, tmp_pat
     from coqui_models import build_tiny_vits
 
     from ebook2audio_dask.model import Book, Chapter
-    from ebook2audio_dask.pipeline.graph import ConvertOptions
+    from ebook2audio_dask.pipeline.options import ConvertOptions
     from ebook2audio_dask.pipeline.tasks import plan_task
 
     vits = build_tiny_vits(tmp_path / "vits")

@@ -147,16 +147,16 @@ def test_output_spec_validation():
 
 def test_pause_option_parsing():
     from ebook2audio_dask.cli.main import parse_pauses
-    from ebook2audio_dask.pipeline.api import _check_pauses
+    from ebook2audio_dask.pipeline.options import check_pauses
 
     assert parse_pauses(("chapter=3", "sentence=0.4")) == {"chapter": 3.0, "sentence": 0.4}
     for bad in (("chapter",), ("=1",), ("title=x",)):
         with pytest.raises(UsageError):
             parse_pauses(bad)
     with pytest.raises(UsageError):
-        _check_pauses({"verse": 1})
+        check_pauses({"verse": 1})
     with pytest.raises(UsageError):
-        _check_pauses({"title": -1})
+        check_pauses({"title": -1})
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))

@@ -15,10 +15,10 @@ import logging
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import click
-import yaml
 
 from ..errors import (
     EXIT_BOOK_FAILED,
@@ -30,94 +30,27 @@ from ..errors import (
     one_line,
     terminal_safe,
 )
+from ..pipeline.options import (
+    Option,
+    cli_help,
+    options,
+    parse_chapters,
+    parse_flags,
+    parse_pauses,
+    parse_settings,
+    split_options,
+)
 
-__all__ = ["cli", "main", "parse_chapters", "parse_settings", "parse_storage_options"]
-
-
-#: A ``--chapters`` value of numbers and ranges only (anything else is a title).
-_NUMBERS = re.compile(r"^[\s\d,-]+$")
-
-
-def parse_chapters(
-    spec: str | tuple[str, ...] | list[str] | None,
-) -> tuple[int | range | str, ...] | None:
-    """``--chapters`` values → chapter numbers, ranges and titles; none → ``None`` (all chapters).
-
-    A value made of numbers and ranges (``"1-3,7"``) gives ``range(1, 4)``
-    and ``7``: a range stays a range, however wide (``1-20000000`` costs
-    nothing), and is checked against each book's chapter count by
-    :meth:`~ebook2audio_dask.model.Book.select`.  Any other value is one
-    chapter title or pattern (``"The Real Princess"``, ``"Stave*"``), commas
-    included, matched per book by
-    :meth:`~ebook2audio_dask.model.Book.find_chapters`.  Repeat the option
-    for several titles.  A title made only of digits is read as a number.
-    """
-    if not spec:
-        return None
-    values = [spec] if isinstance(spec, str) else list(spec)
-    out: list[int | range | str] = []
-    for value in values:
-        if not value.strip():
-            continue
-        if not _NUMBERS.match(value):
-            out.append(" ".join(value.split()))
-            continue
-        for part in value.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                if "-" in part:
-                    a, b = (int(x) for x in part.split("-", 1))
-                    if a > b or a < 1:
-                        raise ValueError
-                    out.append(range(a, b + 1) if b > a else a)
-                else:
-                    n = int(part)
-                    if n < 1:
-                        raise ValueError
-                    out.append(n)
-            except ValueError:
-                raise UsageError(
-                    f"bad chapter range {one_line(part, 40)!r} in --chapters (use e.g. 1-3,7)"
-                ) from None
-    return tuple(dict.fromkeys(out)) or None
-
-
-def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, Any] | None:
-    """``("length_scale=1.1", "speaker_id=3")`` → ``{"length_scale": 1.1, "speaker_id": 3}``.
-
-    Values are read as YAML scalars (numbers, booleans, strings), as dask does
-    for config values.
-    """
-    if not pairs:
-        return None
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"bad --setting {pair!r} (use KEY=VALUE, e.g. length_scale=1.1)")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
-    return out
-
-
-def parse_pauses(pairs: tuple[str, ...] | list[str]) -> dict[str, float] | None:
-    """``("chapter=3", "sentence=0.4")`` → ``{"chapter": 3.0, "sentence": 0.4}`` (kinds checked by convert)."""
-    if not pairs:
-        return None
-    out: dict[str, float] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not key.strip():
-            raise UsageError(f"bad --pause {pair!r} (use KIND=SECONDS, e.g. chapter=3)")
-    return out
+__all__ = [
+    "cli",
+    "click_option",
+    "main",
+    "option_flags",
+    "parse_chapters",
+    "parse_pauses",
+    "parse_settings",
+    "parse_storage_options",
+]
 
 
 def parse_storage_options(
@@ -165,12 +98,16 @@ def echo(text: object = "", err: bool = False) -> None:
 
 
 def echo_json(data: Any) -> None:
-    """Print *data* as JSON; characters a terminal would act on are ``\\uXXXX`` escapes (still valid JSON)."""
+    """Print *data* as JSON.
+
+    Characters a terminal would act on are ``\\uXXXX`` escapes (still valid JSON).
+    """
     text = json.dumps(data, indent=2, ensure_ascii=False)  # json escapes C0 controls itself
     click.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
-#: What json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (C1 controls, bidi overrides...).
+#: What json.dumps(ensure_ascii=False) leaves raw but a terminal acts on
+#: (C1 controls, bidi overrides...).
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
@@ -229,57 +166,86 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 debug_option = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-_cache_url = click.option(
-    "--cache", "cache_url", help="Chunk store URL (default: ebook2audio.cache)."
-)
+_cache_url = click.option("--cache", "cache_url", metavar="URL", help=cli_help("cache"))
 _storage = click.option(
-    "--storage-options", "storage_json", metavar="JSON", help="fsspec options (JSON)."
+    "--storage-options",
+    "storage_json",
+    metavar="JSON",
+    help=f"{cli_help('storage_options')} As a JSON object.",
 )
 _endpoint = click.option(
-    "--s3-endpoint", metavar="URL", help="S3-compatible endpoint for s3:// URLs."
+    "--s3-endpoint",
+    metavar="URL",
+    help="S3-compatible endpoint (MinIO, Ceph, moto...) for s3:// URLs.",
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def click_option(opt: Option, **overrides: Any) -> Callable:
+    """The click option of *opt* (:mod:`ebook2audio_dask.pipeline.options`), as a decorator.
+
+    Flags, help, value type, ``multiple`` and flag-ness all come from the
+    option's definition; *overrides* replace click arguments (another
+    ``help=`` for a subcommand that uses the option differently).
+    """
+    kwargs: dict[str, Any] = {"help": cli_help(opt.name), "metavar": opt.metavar}
+    if opt.multiple:
+        kwargs["multiple"] = True
+    if opt.is_flag:
+        kwargs.update(is_flag=True, default=None)
+    elif "/" in opt.flags[0]:  # --x/--no-x: None when neither is given
+        kwargs["default"] = None
+    if opt.choices:
+        kwargs["type"] = click.Choice(list(opt.choices))
+    elif opt.number is int:
+        kwargs["type"] = click.IntRange(min=opt.min)
+    elif opt.number is float:
+        kwargs["type"] = click.FloatRange(min=opt.min, min_open=opt.min_open)
+    kwargs.update(overrides)
+    return click.option(*opt.flags, opt.dest, **kwargs)
+
+
+def option_flags(function: Callable) -> Callable:
+    """Decorate a click command with a flag for every option that has one, in definition order."""
+    for opt in reversed(list(options().values())):
+        if opt.flags:
+            function = click_option(opt)(function)
+    return function
+
+
+def _input_formats() -> str:
+    """The book formats read, as the top-level help says them (from the ingest package)."""
+    from ..ingest import CALIBRE_FORMATS, FORMATS
+
+    shown = {"md": "Markdown"}
+    direct = [shown.get(f, f.upper()) for f in FORMATS if f not in CALIBRE_FORMATS]
+    calibre = [shown.get(f, f.upper()) for f in FORMATS if f in CALIBRE_FORMATS]
+    text = ", ".join(direct)
+    return f"{text}; {', '.join(calibre)} through Calibre" if calibre else text
+
+
+_CLI_HELP = f"""Turn ebooks ({_input_formats()}) into chaptered audiobooks (M4B by default) on a
+Dask cluster.
+
+\b
+Exit codes: 0 all books done, 1 at least one book failed (the others
+still finish), 2 usage error (bad option, unknown engine or voice, a
+chapter the book does not have, an input that is a FIFO or device, an
+output that cannot be written), 130 interrupted by Ctrl-C (the chunks
+made so far are kept: the same command resumes).
+Configuration: dask config key "ebook2audio" (env DASK_EBOOK2AUDIO__...).
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, help=_CLI_HELP)
 @click.version_option(package_name="ebook2audio_dask")
 def cli() -> None:
-    """Turn ebooks (EPUB, TXT, HTML, FB2, PDF, Markdown; MOBI, AZW3, DOCX, RTF, ODT through
-    Calibre) into chaptered audiobooks (M4B by default) on a Dask cluster.
-
-    \b
-    Exit codes: 0 all books done, 1 at least one book failed (the others
-    still finish), 2 usage error (bad option, unknown engine or voice, a
-    chapter the book does not have, an input that is a FIFO or device, an
-    output that cannot be written), 130 interrupted by Ctrl-C (the chunks
-    made so far are kept: the same command resumes).
-    Configuration: dask config key "ebook2audio" (env DASK_EBOOK2AUDIO__...).
-    """
+    """The ``ebook2audio`` group (its help is ``_CLI_HELP``)."""
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "output", required=True, help="Output folder (path or fsspec URL).")
-@click.option(
-    "--engine",
-    help="Speech engine (piper, espeak, coqui, kokoro, openai...; see `ebook2audio engines`); "
-    "default: chosen by language.",
-)
-@click.option(
-    "--voice",
-    "voices",
-    multiple=True,
-    help="Voice id, Piper .onnx model, Coqui speaker name, XTTS reference clip(s) to clone "
-    "(repeat for several clips; a folder or glob works too), or a Kokoro voice or blend "
-    '("af_heart:0.7+bf_emma:0.3"). Default: by language.',
-)
-@click.option(
-    "--model",
-    help="Coqui model: folder (config.json + checkpoint), checkpoint file, fsspec URL "
-    "or a Coqui model name already downloaded. Default: ebook2audio.coqui.model. "
-    "With --engine kokoro: a Kokoro-82M folder (.onnx + voices, or .pth + config.json "
-    "+ voices/), model file or fsspec URL (default ebook2audio.kokoro.model). "
-    "With --engine openai: the server's model name (tts-1, kokoro...).",
-)
+@option_flags
 @click.option(
     "--endpoint",
     "endpoints",
@@ -288,58 +254,6 @@ def cli() -> None:
     help="With --engine openai: base URL of an OpenAI-compatible speech server "
     "(http://127.0.0.1:8880/v1); repeat to spread the requests over several. API key: "
     "$OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY. See ebook2audio.openai.",
-)
-@click.option(
-    "--setting",
-    "settings",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Engine setting that changes the audio (e.g. length_scale=1.1, temperature=0.7). Repeatable.",
-)
-@click.option("--language", help="Override the book's language (BCP 47, e.g. fr, en-GB).")
-@click.option(
-    "--chapters",
-    multiple=True,
-    help="Chapters to convert: numbers as `inspect` shows them (1-3,7), or a title or part of "
-    'one ("The Real Princess", "Stave*"); repeatable.',
-)
-@click.option(
-    "--include-matter",
-    is_flag=True,
-    default=None,
-    help="Also read front/back matter (title page, contents, licence, colophon).",
-)
-@click.option(
-    "--workers", "n_workers", type=click.IntRange(1), help="Workers of the embedded cluster."
-)
-@click.option(
-    "--gpus", help="GPUs of the embedded cluster, one worker each: auto (default), none, or 0,1."
-)
-@click.option(
-    "--slots-per-gpu",
-    type=click.IntRange(1),
-    metavar="N",
-    help="Synthesize tasks each embedded GPU worker runs at once, sharing one copy of the engine "
-    "(default 1: ebook2audio.cluster.slots-per-gpu). 2-4 help a small model (Kokoro) that "
-    "leaves a big GPU idle.",
-)
-@click.option(
-    "--memory-limit",
-    help="Memory limit of each embedded worker: 4GiB, auto (default: the "
-    "machine's memory shared among the workers) or 0 (none).",
-)
-@click.option(
-    "--adapt",
-    metavar="MIN:MAX",
-    help="Adaptive cluster (embedded or --slurm): MIN to MAX workers, following the queued synthesis.",
-)
-@click.option(
-    "--slurm",
-    is_flag=True,
-    help="Run the workers as SLURM jobs (dask-jobqueue; settings: ebook2audio.slurm config section).",
-)
-@click.option(
-    "--scheduler", help="Run on an existing Dask scheduler (tcp://HOST:PORT or tls://HOST:PORT)."
 )
 @click.option(
     "--tls-ca-file",
@@ -361,198 +275,55 @@ def cli() -> None:
     "tls",
     is_flag=True,
     default=None,
-    help="TLS inside the embedded cluster (throw-away certificate; it listens on 127.0.0.1 anyway).",
+    help="TLS inside the embedded cluster (throw-away certificate; it listens on 127.0.0.1 "
+    "anyway).",
 )
-@click.option("--cache", help="Chunk store URL (default ~/.cache/ebook2audio/chunks).")
-@click.option(
-    "--storage-options",
-    "storage_json",
-    metavar="JSON",
-    help="fsspec options for inputs, output and cache: flat, or per protocol "
-    '({"s3": {"profile": "books"}}). Also FSSPEC_S3_* environment variables.',
-)
-@click.option(
-    "--s3-endpoint",
-    metavar="URL",
-    help="S3-compatible endpoint (MinIO, Ceph, moto...) for s3:// URLs.",
-)
-@click.option("--batch-chars", type=click.IntRange(1), help="Characters per synthesize task.")
-@click.option("--engine-threads", type=click.IntRange(1), help="CPU threads per engine.")
-@click.option(
-    "--retries",
-    type=click.IntRange(0),
-    help="More attempts for a chunk the engine fails on (default 2). Chunks that fail them all "
-    "are listed in OUTPUT/<stem>.failures.jsonl and the book fails (exit 1).",
-)
-@click.option(
-    "--allow-gaps",
-    is_flag=True,
-    default=None,
-    help="Finish books whose chunks could not all be synthesised, with silence in their place "
-    "(listed in the report and OUTPUT/<stem>.failures.jsonl).",
-)
-@click.option(
-    "--format",
-    "audio_format",
-    type=click.Choice(["m4b", "mp3", "opus", "flac", "wav"]),
-    help="Audio format (default m4b: AAC with chapters). mp3: ID3v2.3 tags and CHAP chapters; opus: "
-    "Ogg Opus; flac; wav (no chapters in the file). See ebook2audio.output.format.",
-)
-@click.option(
-    "--split",
-    type=click.Choice(["none", "chapters"]),
-    help="chapters: one file per chapter, OUTPUT/<stem>/<NN> - <title>.<ext>, with track numbers.",
-)
-@click.option(
-    "--split-hours",
-    type=click.FloatRange(min=0, min_open=True),
-    metavar="HOURS",
-    help="Parts of at most HOURS hours (e.g. 10 or 0.5): OUTPUT/<stem> - Part i of n.<ext>, cut "
-    "between sentences, at a chapter's start when one is close.",
-)
-@click.option(
-    "--loudnorm/--no-loudnorm",
-    default=None,
-    help="EBU R128 loudness normalisation (ffmpeg loudnorm; -16 LUFS, -1.5 dBTP, LRA 11 by default: "
-    "ebook2audio.output.loudness).",
-)
-@click.option(
-    "--subtitles",
-    type=click.Choice(["none", "srt", "vtt"]),
-    help="Write subtitles (read-along text) next to each audio file: one cue per sentence, timed "
-    "from the real audio.",
-)
-@click.option(
-    "--pause",
-    "pauses",
-    multiple=True,
-    metavar="KIND=SECONDS",
-    help="Silence after a sentence group, paragraph, title or chapter, e.g. --pause chapter=3 "
-    "(repeatable; default: ebook2audio.pauses).",
-)
-@click.option(
-    "--priority",
-    "priority",
-    multiple=True,
-    metavar="BOOK",
-    help="Convert this book first (path, file name or glob; repeatable). Default: input order.",
-)
-@click.option(
-    "--normalize/--no-normalize",
-    "normalize",
-    default=None,
-    help="Say numbers, Roman numerals and abbreviations in words (en, fr, nl rules; default: "
-    "ebook2audio.text.normalize, on). --no-normalize sends the text as written.",
-)
-@click.option(
-    "--lexicon",
-    "lexicons",
-    multiple=True,
-    metavar="FILE",
-    help="Pronunciation lexicon (path or URL; repeatable): YAML/JSON {language: {word: "
-    "respelling or /IPA/}} or PLS XML. See docs/text.md.",
-)
+@_storage
+@_endpoint
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @debug_option
 def convert(
     inputs,
     output,
-    engine,
-    voices,
-    model,
     endpoints,
-    settings,
-    language,
-    chapters,
-    include_matter,
-    n_workers,
-    gpus,
-    slots_per_gpu,
-    memory_limit,
-    adapt,
-    slurm,
-    scheduler,
     tls_ca_file,
     tls_cert,
     tls_key,
     tls,
-    cache,
     storage_json,
     s3_endpoint,
-    batch_chars,
-    engine_threads,
-    retries,
-    allow_gaps,
-    audio_format,
-    split,
-    split_hours,
-    loudnorm,
-    subtitles,
-    pauses,
-    priority,
-    normalize,
-    lexicons,
     no_progress,
     debug,
+    **flags,
 ) -> None:
-    """Convert INPUT books to OUTPUT/<stem>.m4b (or --format/--split files) and OUTPUT/<stem>.report.json.
+    """Convert INPUT books to OUTPUT/<stem>.m4b (or --format/--split files) and
+    OUTPUT/<stem>.report.json.
 
-    INPUT may be files, folders or glob patterns (paths or fsspec URLs).
+    INPUT may be files, folders or glob patterns (paths or fsspec URLs).  The
+    options are those of ebook2audio_dask.convert() in Python.
     """
     _setup_logging(debug)
     try:
-        from ..cluster import client_for
-        from ..pipeline import convert as run_convert
-
-        chapter_list = parse_chapters(chapters)
-        setting_map = parse_settings(settings)
-        pause_map = parse_pauses(pauses)
-        storage_options = parse_storage_options(storage_json, s3_endpoint)
-        voice = "|".join(voices) if voices else None
-        from ..cluster import parse_adapt
-
-        try:
-            adapt_range = parse_adapt(adapt)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        if scheduler and (adapt_range or slurm):
-            raise UsageError(
-                "--scheduler runs on an existing cluster: it cannot be combined with --adapt or --slurm"
-            )
         from ..cluster import client_security
-
-        security = client_security(tls_ca_file, tls_cert, tls_key)
+        from ..pipeline import convert as run_convert
         from ..pipeline.api import check_request
 
+        given = parse_flags(flags)
+        given["storage_options"] = parse_storage_options(storage_json, s3_endpoint)
+        adapt = given["adapt"]
+        if given["scheduler"] and (adapt or given["slurm"]):
+            raise UsageError(
+                "--scheduler runs on an existing cluster: "
+                "it cannot be combined with --adapt or --slurm"
+            )
+        security = client_security(tls_ca_file, tls_cert, tls_key)
         if endpoints:  # read where synthesis is submitted (engines.with_runtime), never in a key
             import dask
 
             dask.config.set({"ebook2audio.openai.endpoints": list(endpoints)})
-        check_request(
-            list(inputs),
-            output,
-            engine=engine,
-            storage_options=storage_options,
-            lexicons=lexicons,
-            format=audio_format,
-            split=split,
-            split_hours=split_hours,
-            loudnorm=loudnorm,
-            subtitles=subtitles,
-        )  # before the cluster starts
-        with client_for(
-            None,
-            scheduler,
-            n_workers,
-            engine_threads,
-            gpus=gpus or "default",
-            adapt=adapt_range,
-            slurm=slurm,
-            security=security,
-            tls=tls,
-            memory_limit=memory_limit or "default",
-            slots_per_gpu=slots_per_gpu,
-        ) as client:
+        check_request(list(inputs), output, **given)  # before the cluster starts
+        _, run = split_options(output, given)
+        with run.client_for(None, given["engine_threads"], security=security, tls=tls) as client:
             if client.dashboard_link:
                 echo(f"dashboard: {client.dashboard_link}", err=True)
             bars = None
@@ -572,32 +343,10 @@ def convert(
                 results = run_convert(
                     list(inputs),
                     output,
-                    engine=engine,
-                    voice=voice,
-                    model=model,
-                    language=language,
-                    settings=setting_map,
-                    storage_options=storage_options,
-                    chapters=chapter_list,
-                    include_matter=include_matter,
-                    cache=cache,
                     client=client,
-                    batch_chars=batch_chars,
-                    engine_threads=engine_threads,
-                    retries=retries,
-                    allow_gaps=allow_gaps,
                     bars=bars,
                     on_result=finished,
-                    priority=priority,
-                    format=audio_format,
-                    split=split,
-                    split_hours=split_hours,
-                    loudnorm=loudnorm,
-                    subtitles=subtitles,
-                    pauses=pause_map,
-                    normalize=normalize,
-                    lexicons=lexicons or None,
-                    slots=adapt_range[1] if adapt_range else None,
+                    **{**given, "slots": adapt[1] if adapt else None},
                 )
             finally:
                 if bars is not None:
@@ -624,8 +373,10 @@ def _result_line(r) -> tuple[str, bool]:
         f"{t['chunks_from_cache']}/{t['unique_chunks']} chunks from cache, {t['wall_s']:.1f} s)"
     )
     if t.get("chunks_failed"):  # --allow-gaps: finished, with silence for what failed
-        line += (f"; WARNING: {t['chunks_failed']} chunk(s) could not be synthesised, "
-                 f"{len(r.report['gaps'])} gap(s) of silence: see {r.report['failures']}")  # fmt: skip
+        line += (
+            f"; WARNING: {t['chunks_failed']} chunk(s) could not be synthesised, "
+            f"{len(r.report['gaps'])} gap(s) of silence: see {r.report['failures']}"
+        )
     if r.report.get("skipped"):  # front/back matter left out: said, so nothing disappears unseen
         from ..pipeline.report import skipped_summary
 
@@ -641,8 +392,8 @@ def _summary_table(results) -> str:
         if r.ok:
             t = r.report["totals"]
             status = "GAPS" if t.get("chunks_failed") else "done"
-            rows.append((name, status, str(len(r.report["chapters"])), f"{t['audio_s'] / 60:.1f} min",
-                         f"{t['wall_s']:.0f} s", r.output))  # fmt: skip
+            audio, wall = f"{t['audio_s'] / 60:.1f} min", f"{t['wall_s']:.0f} s"
+            rows.append((name, status, str(len(r.report["chapters"])), audio, wall, r.output))
         else:
             problem = (
                 r.error[len(r.source) + 2 :] if r.error.startswith(r.source + ": ") else r.error
@@ -697,7 +448,9 @@ def _book_summary(book, include_matter: bool = False) -> dict[str, Any]:
 @_endpoint
 @debug_option
 def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) -> None:
-    """Show INPUT's metadata and chapter list without synthesising anything (INPUT: path or fsspec URL).
+    """Show INPUT's metadata and chapter list without synthesising anything.
+
+    INPUT: a path or fsspec URL.
 
     Chapters are numbered as ``convert --chapters`` takes them.  Front and
     back matter that a conversion leaves out (title page, contents, licence,
@@ -859,9 +612,8 @@ def engines(as_json, model, debug) -> None:
         langs = info["languages"]
         shown = ", ".join(langs[:12]) + (f", ... ({len(langs)} in all)" if len(langs) > 12 else "")
         echo(f"  languages:   {shown or '-'}")
-        echo(
-            f"  voices:      {len(info['voices'])} (e.g. {info['voices'][0]['id'] if info['voices'] else '-'})"
-        )
+        example = info["voices"][0]["id"] if info["voices"] else "-"
+        echo(f"  voices:      {len(info['voices'])} (e.g. {example})")
         devices = ", ".join(info["devices"])
         if "cuda_devices" in info:
             devices += f" ({info['cuda_devices']} CUDA device(s) visible)"
@@ -978,7 +730,7 @@ def cache_prune_cmd(
         from .. import config
         from ..pipeline.api import expand_inputs
         from ..pipeline.cache import keys_for_books, prune_cache
-        from ..pipeline.graph import ConvertOptions
+        from ..pipeline.options import ConvertOptions
         from ..storage import ChunkStore
 
         if not keep_books and older_than is None:
@@ -987,9 +739,16 @@ def cache_prune_cmd(
         store = ChunkStore.make(config.get("cache", override=cache_url), options_)
         keep = None
         if keep_books:
-            opts = ConvertOptions(output=".", engine=engine, voice=voice, language=language,
-                                  settings=parse_settings(settings), storage_options=options_,
-                                  normalize=normalize, lexicons=tuple(lexicons) or None)  # fmt: skip
+            opts = ConvertOptions(
+                output=".",
+                engine=engine,
+                voice=voice,
+                language=language,
+                settings=parse_settings(settings),
+                storage_options=options_,
+                normalize=normalize,
+                lexicons=tuple(lexicons) or None,
+            )
             keep = keys_for_books(expand_inputs(keep_books, options_), opts)
         result = prune_cache(store, keep=keep, older_than_days=older_than, dry_run=dry_run)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001

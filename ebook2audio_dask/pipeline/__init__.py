@@ -1,7 +1,8 @@
 """The graph: ``parse → chunk → synthesize → merge`` on a Dask client."""
 
 from .api import convert, expand_inputs
-from .graph import BookJob, BookResult, ConvertOptions, run_jobs, submit_book
+from .graph import BookJob, BookResult, run_jobs, submit_book
+from .options import ConvertOptions, RunOptions
 from .report import build_report, dumps_report
 from .tasks import merge_task, parse_task, plan_task, synthesize_task
 
@@ -9,6 +10,7 @@ __all__ = [
     "BookJob",
     "BookResult",
     "ConvertOptions",
+    "RunOptions",
     "build_report",
     "convert",
     "dumps_report",

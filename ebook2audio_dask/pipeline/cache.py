@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..storage import ChunkStore
-from .graph import ConvertOptions
+from .options import ConvertOptions
 from .tasks import parse_task, plan_task
 
 __all__ = ["cache_info", "keys_for_books", "prune_cache"]

@@ -22,33 +22,29 @@ returns a :class:`BookJob` holding the futures.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dask.base import tokenize
 from distributed import Client, Event, Future, as_completed, span, wait
 
 from .. import config
-from ..audio.formats import OutputSpec
 from ..engines import get_engine_class, with_runtime
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError, one_line, terminal_safe
 from ..logs import get_logger
-from ..storage import ChunkStore, join, stem_of
+from ..storage import join, stem_of
 from ..storage.names import book_stem, fit_name
-from ..text.chunk import BookPlan, Pauses
-from ..text.lexicon import configured_lexicon
-from ..text.spoken import normalize_features
+from ..text.chunk import BookPlan
 from .metrics import ensure_job_metrics, log_book_event
+from .options import ConvertOptions
 from .report import build_report, dumps_report
 from .tasks import (
     BatchResult,
     LostBatch,
     MergeResult,
-    PlanRequest,
     _killed_worker,
     cover_task,
     merge_task,
@@ -58,7 +54,7 @@ from .tasks import (
     synthesize_task,
 )
 
-__all__ = ["BookJob", "ConvertOptions", "run_jobs", "submit_book"]
+__all__ = ["BookJob", "run_jobs", "submit_book"]
 
 logger = get_logger(__name__)
 
@@ -71,151 +67,6 @@ MERGE_RESTARTS = 2
 
 #: Smallest batch worth a task (~25 s of speech, a few seconds of work on one CPU thread).
 MIN_BATCH_CHARS = 400
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Settings of one conversion run (shared by all its books).
-
-    Every ``None`` is taken from the ``ebook2audio`` dask config namespace.
-
-    Parameters
-    ----------
-    output : str
-        Output folder (path or fsspec URL).
-    engine, voice, language : str, optional
-        Force an engine / voice / language instead of routing by the book's
-        language.
-    model : str, optional
-        Model of engines that load one (Coqui: a folder, checkpoint, fsspec
-        URL or downloaded Coqui model name); default ``ebook2audio.coqui.model``.
-    chapters : tuple of int, optional
-        Chapter indices to convert (as ``inspect`` numbers them); all if None.
-    include_matter : bool, optional
-        Keep front/back matter (title page, licence, colophon...).
-    cache : str, optional
-        Chunk store URL.
-    storage_options : dict, optional
-        fsspec options for inputs, outputs and the chunk store: flat
-        (``{"key": ..., "client_kwargs": {"endpoint_url": ...}}``, used for
-        every remote URL) or keyed by protocol (``{"s3": {...}, "gs": {...}}``).
-    output_storage_options, cache_storage_options : dict, optional
-        Options for the output folder / the chunk store only, when they differ
-        from the inputs' (another account, another endpoint).
-    batch_chars : int, optional
-        Characters per synthesize task.
-    resources : dict, optional
-        Worker resources each synthesize task requests.
-    engine_threads : int, optional
-        CPU threads per engine instance.
-    settings : dict, optional
-        Engine settings that change the audio (e.g. ``{"length_scale": 1.1}``).
-    retries : int, optional
-        How many more times a chunk the engine failed on is tried (and Dask
-        retries a synthesize task that failed as a whole); default
-        ``ebook2audio.synthesize.retries``.
-    allow_gaps : bool, optional
-        Finish a book whose chunks could not all be synthesised, with
-        silence in their place (listed in the report and the book's
-        ``<stem>.failures.jsonl``); default ``ebook2audio.synthesize.allow-gaps``.
-        Otherwise such a book fails.
-    slots : int, optional
-        Synthesize tasks the cluster can run at once, for sizing batches;
-        default: counted from the workers present (an adaptive cluster passes
-        its maximum).
-    format, split, split_hours, loudnorm, subtitles : optional
-        Output format (``m4b``, ``mp3``, ``opus``, ``flac``, ``wav``), split
-        (``"chapters"``), parts of at most *split_hours* hours, EBU R128
-        loudness normalisation, subtitles (``"srt"``, ``"vtt"``); default
-        ``ebook2audio.output.*`` (see :meth:`OutputSpec.resolve
-        <ebook2audio_dask.audio.formats.OutputSpec.resolve>`).
-    pauses : dict, optional
-        Seconds of silence by kind (``sentence``, ``paragraph``, ``title``,
-        ``chapter``), over ``ebook2audio.pauses``.
-    normalize : bool, optional
-        Write numbers, Roman numerals and abbreviations out in words before
-        synthesis; default ``ebook2audio.text.normalize`` (see docs/text.md).
-    lexicons : tuple of str, optional
-        User pronunciation lexicons (paths/URLs, YAML/JSON or PLS), read
-        after those of ``ebook2audio.text.lexicons``.
-    """
-
-    output: str
-    engine: str | None = None
-    voice: str | None = None
-    language: str | None = None
-    model: str | None = None
-    chapters: tuple[int, ...] | None = None
-    include_matter: bool | None = None
-    cache: str | None = None
-    storage_options: dict[str, Any] | None = field(
-        default=None, hash=False, compare=False, repr=False
-    )
-    output_storage_options: dict[str, Any] | None = field(
-        default=None, hash=False, compare=False, repr=False
-    )
-    cache_storage_options: dict[str, Any] | None = field(
-        default=None, hash=False, compare=False, repr=False
-    )
-    batch_chars: int | None = None
-    resources: dict[str, float] | None = field(default=None, hash=False, compare=False)
-    engine_threads: int | None = None
-    settings: dict[str, Any] | None = field(default=None, hash=False, compare=False)
-    retries: int | None = None
-    allow_gaps: bool | None = None
-    slots: int | None = None
-    format: str | None = None
-    split: str | None = None
-    split_hours: float | None = None
-    loudnorm: bool | None = None
-    subtitles: str | None = None
-    pauses: dict[str, float] | None = field(default=None, hash=False, compare=False)
-    normalize: bool | None = None
-    lexicons: tuple[str, ...] | None = None
-
-    def output_spec(self) -> OutputSpec:
-        """The merge's output settings (arguments over ``ebook2audio.output``)."""
-        return OutputSpec.resolve(
-            self.format, self.split, self.split_hours, self.loudnorm, self.subtitles
-        )
-
-    def store(self) -> ChunkStore:
-        return ChunkStore.make(config.get("cache", override=self.cache), self.cache_options)
-
-    @property
-    def output_options(self) -> dict[str, Any] | None:
-        return (
-            self.output_storage_options
-            if self.output_storage_options is not None
-            else self.storage_options
-        )
-
-    @property
-    def cache_options(self) -> dict[str, Any] | None:
-        return (
-            self.cache_storage_options
-            if self.cache_storage_options is not None
-            else self.storage_options
-        )
-
-    def plan_request(self) -> PlanRequest:
-        return PlanRequest(
-            chapters=self.chapters,
-            engine=config.get("engine", override=self.engine),
-            voice=config.get("voice", override=self.voice),
-            language=self.language,
-            model=self.model,  # None: each engine's own default (coqui.model, kokoro.model)
-            settings=tuple(sorted((self.settings or {}).items())),
-            max_chars=config.get("chunk.max-chars", None),
-            speak_titles=bool(config.get("chunk.speak-titles", True)),
-            pauses=dataclasses.replace(
-                Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}
-            ),
-            fallback_language=config.get("fallback-language"),
-            routing=tuple(config.get("routing")),
-            normalize=normalize_features(self.normalize),
-            lexicon=configured_lexicon(self.lexicons, self.storage_options),
-        )
 
 
 class BookJob:
