@@ -48,14 +48,26 @@ def timed_convert(client, out: str, cache: str, chapters, storage_options=None) 
     import ebook2audio_dask as e2a
 
     t0 = time.perf_counter()
-    [r] = e2a.convert(str(BOOK) if not out.startswith("s3://") else "s3://books/book.epub", out,
-                      chapters=chapters, client=client, cache=cache, storage_options=storage_options)  # fmt: skip
+    [r] = e2a.convert(
+        str(BOOK) if not out.startswith("s3://") else "s3://books/book.epub",
+        out,
+        chapters=chapters,
+        client=client,
+        cache=cache,
+        storage_options=storage_options,
+    )
     wall = time.perf_counter() - t0
     if not r.ok:
         raise SystemExit(f"convert failed: {r.error}")
     t = r.report["totals"]
-    return {"wall_s": round(wall, 2), "chars": t["chars"], "chunks": t["unique_chunks"],
-            "from_cache": t["chunks_from_cache"], "audio_s": t["audio_s"], "merge_s": t["merge_s"]}  # fmt: skip
+    return {
+        "wall_s": round(wall, 2),
+        "chars": t["chars"],
+        "chunks": t["unique_chunks"],
+        "from_cache": t["chunks_from_cache"],
+        "audio_s": t["audio_s"],
+        "merge_s": t["merge_s"],
+    }
 
 
 def main(argv=None) -> int:
@@ -75,8 +87,11 @@ def main(argv=None) -> int:
 
     chapters = chapters_for(args.chars)
     out: dict = {"chapters": chapters}
-    with tempfile.TemporaryDirectory(prefix="e2a-bench-cache-") as tmp, \
-            e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="e2a-bench-cache-") as tmp,
+        e2a.local_cluster(2, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         store = os.path.join(tmp, "store")
         out["synthesis"] = timed_convert(client, os.path.join(tmp, "out1"), store, chapters)
         out["rebuild_local"] = timed_convert(client, os.path.join(tmp, "out2"), store, chapters)

@@ -131,8 +131,16 @@ def loads(model: str, chapters: tuple[int, ...], workers: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="e2a-bench-coqui-") as tmp:
         t0 = time.perf_counter()
-        [r] = e2a.convert(str(CORPUS), tmp, engine="coqui", model=model, chapters=chapters,
-                          cache=os.path.join(tmp, "chunks"), n_workers=workers, gpus="none")  # fmt: skip
+        [r] = e2a.convert(
+            str(CORPUS),
+            tmp,
+            engine="coqui",
+            model=model,
+            chapters=chapters,
+            cache=os.path.join(tmp, "chunks"),
+            n_workers=workers,
+            gpus="none",
+        )
         wall = time.perf_counter() - t0
     if not r.ok:
         raise SystemExit(f"convert failed: {r.error}")

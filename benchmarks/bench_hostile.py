@@ -54,7 +54,10 @@ def main() -> int:
                     outcome, text, one_line = "undocumented", f"{type(exc).__name__}: {exc}", False
                 else:
                     outcome, one_line = "read", True
-                    text = f"{len(book.chapters)} chapter(s), {book.chars} chars, cover {bool(book.cover)}"
+                    text = (
+                        f"{len(book.chapters)} chapter(s), {book.chars} chars, "
+                        f"cover {bool(book.cover)}"
+                    )
                 seconds = time.perf_counter() - t0
                 _, peak = tracemalloc.get_traced_memory()
                 tracemalloc.stop()
@@ -62,9 +65,17 @@ def main() -> int:
                 expected = outcome == "error" and re.search(case.error, text) is not None
             else:
                 expected = outcome == "read" or (case.either and outcome == "error")
-            rows.append({"case": name, "outcome": outcome, "message": text[:200], "one_line": one_line,
-                         "as_expected": bool(expected), "seconds": round(seconds, 3),
-                         "peak_mib": round(peak / 2**20, 1)})  # fmt: skip
+            rows.append(
+                {
+                    "case": name,
+                    "outcome": outcome,
+                    "message": text[:200],
+                    "one_line": one_line,
+                    "as_expected": bool(expected),
+                    "seconds": round(seconds, 3),
+                    "peak_mib": round(peak / 2**20, 1),
+                }
+            )
     broken = CORPUS / "broken-xhtml-epubsample007.epub"
     if broken.is_file():
         try:

@@ -61,7 +61,8 @@ BATCH_CHARS = 800  # several synthesize tasks per worker, so a kill finds one ru
 
 # --------------------------------------------------------------------------- runs on the cluster
 def _kill_self_if_synthesizing(record: str, dask_worker=None) -> None:
-    """Runs on a worker: if it executes a synthesize task, note it in *record* and SIGKILL this process.
+    """Runs on a worker: if it executes a synthesize task, note it in *record* and SIGKILL this
+    process.
 
     The worker checks and kills itself (not its nanny), so there is no race
     between seeing the task run and the kill.
@@ -79,26 +80,46 @@ def _kill_self_if_synthesizing(record: str, dask_worker=None) -> None:
 
 
 def _scheduler_view(dask_scheduler=None) -> dict:
-    """Runs on the scheduler: every task's state, worker and suspicious count; every worker's load."""
+    """Runs on the scheduler: every task's state, worker and suspicious count; every worker's
+    load."""
     return {
-        "tasks": {str(k): [ts.state, ts.processing_on.name if ts.processing_on else None, ts.suspicious,
-                           len(ts.waiting_on or ()), len(ts.who_wants or ())]
-                  for k, ts in dask_scheduler.tasks.items()},
-        "workers": {ws.address: {"name": ws.name, "status": str(ws.status), "used": dict(ws.used_resources),
-                                 "resources": dict(ws.resources), "processing": len(ws.processing),
-                                 "executing": len(ws.executing), "long_running": len(ws.long_running)}
-                    for ws in dask_scheduler.workers.values()},
-        "unrunnable": len(dask_scheduler.unrunnable), "queued": len(dask_scheduler.queued),
+        "tasks": {
+            str(k): [
+                ts.state,
+                ts.processing_on.name if ts.processing_on else None,
+                ts.suspicious,
+                len(ts.waiting_on or ()),
+                len(ts.who_wants or ()),
+            ]
+            for k, ts in dask_scheduler.tasks.items()
+        },
+        "workers": {
+            ws.address: {
+                "name": ws.name,
+                "status": str(ws.status),
+                "used": dict(ws.used_resources),
+                "resources": dict(ws.resources),
+                "processing": len(ws.processing),
+                "executing": len(ws.executing),
+                "long_running": len(ws.long_running),
+            }
+            for ws in dask_scheduler.workers.values()
+        },
+        "unrunnable": len(dask_scheduler.unrunnable),
+        "queued": len(dask_scheduler.queued),
         "clients": sorted(str(c) for c in dask_scheduler.clients),
-    }  # fmt: skip
+    }
 
 
 def _worker_view(dask_worker=None) -> dict:
-    return {"pid": os.getpid(), "tasks": {str(k): ts.state for k, ts in dask_worker.state.tasks.items()},
-            "executing": len(dask_worker.state.executing)}  # fmt: skip
+    return {
+        "pid": os.getpid(),
+        "tasks": {str(k): ts.state for k, ts in dask_worker.state.tasks.items()},
+        "executing": len(dask_worker.state.executing),
+    }
 
 
-# --------------------------------------------------------------------------- one round (a child process)
+# ---------------------------------------------------------------------- one round (a child process)
 def _stored(cache: Path) -> set[str]:
     from ebook2audio_dask.storage import ChunkStore
 
@@ -115,7 +136,8 @@ def _m4b_seconds(path: Path) -> float | None:
 
 
 def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: float) -> dict:
-    """Convert the book on a fresh cluster, killing a synthesizing worker once (unless *expected* is None)."""
+    """Convert the book on a fresh cluster, killing a synthesizing worker once (unless *expected* is
+    None)."""
     from distributed import Client, LocalCluster
 
     import ebook2audio_dask as e2a
@@ -130,8 +152,18 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
 
     def convert() -> None:
         try:
-            results.extend(e2a.convert(str(BOOK), str(out), client=client, engine=ENGINE, cache=str(cache),
-                                       chapters=CHAPTERS, batch_chars=BATCH_CHARS, progress=False))  # fmt: skip
+            results.extend(
+                e2a.convert(
+                    str(BOOK),
+                    str(out),
+                    client=client,
+                    engine=ENGINE,
+                    cache=str(cache),
+                    chapters=CHAPTERS,
+                    batch_chars=BATCH_CHARS,
+                    progress=False,
+                )
+            )
         except BaseException as exc:  # noqa: BLE001 - reported in the row
             failure.append(f"{type(exc).__name__}: {exc}")
 
@@ -150,9 +182,13 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
                     _kill_self_if_synthesizing, str(record), workers=[address], on_error="return"
                 )
                 if record.exists():
-                    row.update(json.loads(record.read_text().splitlines()[0]), killed=True,
-                               kill_at_s=round(time.monotonic() - start, 2), stored_at_kill=len(_stored(cache)),
-                               scheduler_noticed=_gone(client, address))  # fmt: skip
+                    row.update(
+                        json.loads(record.read_text().splitlines()[0]),
+                        killed=True,
+                        kill_at_s=round(time.monotonic() - start, 2),
+                        stored_at_kill=len(_stored(cache)),
+                        scheduler_noticed=_gone(client, address),
+                    )
                     break
             else:
                 time.sleep(0.01)
@@ -176,10 +212,16 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
         unfinished = [(k, v) for k, v in (view.get("tasks") or {}).items()
                       if v[0] not in ("memory", "released", "forgotten")]  # fmt: skip
         row["stall"] = {
-            "dump": str(dump), "tasks_by_state": by_state, "unfinished_count": len(unfinished),
-            "unfinished": dict(unfinished[:60]),  # [state, worker, suspicious, waiting on, wanted by]; all in the dump
-            "workers": view.get("workers"), "unrunnable": view.get("unrunnable"), "queued": view.get("queued"),
-        }  # fmt: skip
+            "dump": str(dump),
+            "tasks_by_state": by_state,
+            "unfinished_count": len(unfinished),
+            "unfinished": dict(
+                unfinished[:60]
+            ),  # [state, worker, suspicious, waiting on, wanted by]; all in the dump
+            "workers": view.get("workers"),
+            "unrunnable": view.get("unrunnable"),
+            "queued": view.get("queued"),
+        }
     else:
         if failure:
             row["error"] = failure[0][:500]
@@ -206,7 +248,8 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
         row["keys"] = sorted(stored)
     else:
         lost = sorted(set(expected) - stored - dead)
-        # "lost" is judged after a run; a stalled one only says what was missing when it was given up
+        # "lost" is judged after a run; a stalled one only says what was missing when it was given
+        # up
         row["missing_at_stall" if row["stalled"] else "chunks_lost"] = len(lost)
         if lost and not row["stalled"]:
             row["lost"] = lost[:20]
@@ -239,8 +282,9 @@ def _child(args: list[str], timeout: float) -> dict:
     """Run one round in a fresh process (its own session, killed whole on a hard timeout)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True,
-                                text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True, text=True
+        )
         try:
             stdout, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -315,15 +359,30 @@ def main(argv: list[str] | None = None) -> int:
         keys = ref.pop("keys")
         (work / "expected.json").write_text(json.dumps(keys))
         limit = max(args.min_limit, args.stall_factor * ref["wall_s"])
-        print(json.dumps({"reference": {**ref, "chunks": len(keys)}, "stall_limit_s": round(limit, 1)}),
-              flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {"reference": {**ref, "chunks": len(keys)}, "stall_limit_s": round(limit, 1)}
+            ),
+            flush=True,
+        )
         rows = []
         for i in range(1, rounds + 1):
             folder = work / f"round-{i}"
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
-            row = _child(["--round", str(folder), "--expected", str(work / "expected.json"), "--limit",
-                          str(limit), "--kill-at", str(args.kill_at)], timeout=limit + 180)  # fmt: skip
+            row = _child(
+                [
+                    "--round",
+                    str(folder),
+                    "--expected",
+                    str(work / "expected.json"),
+                    "--limit",
+                    str(limit),
+                    "--kill-at",
+                    str(args.kill_at),
+                ],
+                timeout=limit + 180,
+            )
             row = {"round": i, **row}
             rows.append(row)
             print(json.dumps(row, default=str), flush=True)

@@ -51,7 +51,8 @@ COVER_MEMBER = "EPUB/images/cover.png"
 
 CONTAINER = """<?xml version="1.0"?>
 <container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">
-  <rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles>
+  <rootfiles><rootfile full-path="OEBPS/content.opf"
+  media-type="application/oebps-package+xml"/></rootfiles>
 </container>"""
 
 
@@ -72,8 +73,10 @@ def make_epub(path: Path, chars: int) -> dict:
         ("The Second Chapter", prose.chapter(chars // 2)),
     ]
     cover = zipfile.ZipFile(COVER_FROM).read(COVER_MEMBER)
-    manifest = ['<item id="cover" href="cover.png" media-type="image/png" properties="cover-image"/>',
-                '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>']  # fmt: skip
+    manifest = [
+        '<item id="cover" href="cover.png" media-type="image/png" properties="cover-image"/>',
+        '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>',
+    ]
     spine, nav, files = [], [], {}
     for i, (title, paras) in enumerate(chapters, 1):
         name = f"ch{i}.xhtml"
@@ -84,11 +87,13 @@ def make_epub(path: Path, chars: int) -> dict:
         spine.append(f'<itemref idref="c{i}"/>')
         nav.append(f'<li><a href="{name}">{escape(title)}</a></li>')
     files["nav.xhtml"] = _xhtml("Contents", f'<nav epub:type="toc"><ol>{"".join(nav)}</ol></nav>')
-    opf = ('<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
-           'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
-           '<dc:identifier id="id">bench-merge-short</dc:identifier><dc:title>A Short Book</dc:title>'
-           '<dc:creator>Arthur Conan Doyle</dc:creator><dc:language>en</dc:language></metadata>'
-           f'<manifest>{"".join(manifest)}</manifest><spine>{"".join(spine)}</spine></package>')  # fmt: skip
+    opf = (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+        'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        '<dc:identifier id="id">bench-merge-short</dc:identifier><dc:title>A Short Book</dc:title>'
+        "<dc:creator>Arthur Conan Doyle</dc:creator><dc:language>en</dc:language></metadata>"
+        f"<manifest>{''.join(manifest)}</manifest><spine>{''.join(spine)}</spine></package>"
+    )
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
         zf.writestr("META-INF/container.xml", CONTAINER)
@@ -144,16 +149,26 @@ def main(argv=None) -> int:
             for i in range(args.runs + 1):
                 with get_task_stream(client) as ts:
                     t0 = time.perf_counter()
-                    (result,) = e2a.convert([str(book)], str(Path(tmp) / f"out-{i}"), engine="espeak",
-                                            cache=cache, client=client)  # fmt: skip
+                    (result,) = e2a.convert(
+                        [str(book)],
+                        str(Path(tmp) / f"out-{i}"),
+                        engine="espeak",
+                        cache=cache,
+                        client=client,
+                    )
                     wall = time.perf_counter() - t0
                 if not result.ok:
                     raise SystemExit(f"conversion failed: {result.error}")
                 t = result.report["totals"]
-                run = {"run": "fresh" if i == 0 else "cached", "merge_s": t["merge_s"],
-                       "merge_task_compute_s": _merge_compute_s(ts.data), "convert_wall_s": round(wall, 3),
-                       "audio_reused": t["audio_reused"], "chunks": t["chunks"],
-                       "chunks_from_cache": t["chunks_from_cache"]}  # fmt: skip
+                run = {
+                    "run": "fresh" if i == 0 else "cached",
+                    "merge_s": t["merge_s"],
+                    "merge_task_compute_s": _merge_compute_s(ts.data),
+                    "convert_wall_s": round(wall, 3),
+                    "audio_reused": t["audio_reused"],
+                    "chunks": t["chunks"],
+                    "chunks_from_cache": t["chunks_from_cache"],
+                }
                 if i == 0 and t["chunks_from_cache"]:
                     raise SystemExit(f"the fresh run found chunks in its empty store: {t}")
                 if i > 0 and (t["audio_reused"] or t["chunks_from_cache"] != t["unique_chunks"]):

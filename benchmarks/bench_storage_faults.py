@@ -52,8 +52,14 @@ def main() -> int:
         try:
             with e2a.local_cluster(2, dashboard_address=None) as cluster, Client(cluster) as client:
                 t0 = time.perf_counter()
-                [clean] = e2a.convert("s3://books/book.txt", "s3://audio/clean/", chapters=chapters,
-                                      cache="s3://chunks/clean", client=client, storage_options=opts)  # fmt: skip
+                [clean] = e2a.convert(
+                    "s3://books/book.txt",
+                    "s3://audio/clean/",
+                    chapters=chapters,
+                    cache="s3://chunks/clean",
+                    client=client,
+                    storage_options=opts,
+                )
                 clean_s = time.perf_counter() - t0
                 if not clean.ok:
                     raise SystemExit(f"the fault-free conversion failed: {clean.error}")
@@ -71,9 +77,15 @@ def main() -> int:
                         )
 
                 throttled = [0]
-                [faulty] = e2a.convert("s3://books/book.txt", "s3://audio/faults/", chapters=chapters,
-                                       cache="s3://chunks/faults", client=client, storage_options=opts,
-                                       progress=later)  # fmt: skip
+                [faulty] = e2a.convert(
+                    "s3://books/book.txt",
+                    "s3://audio/faults/",
+                    chapters=chapters,
+                    cache="s3://chunks/faults",
+                    client=client,
+                    storage_options=opts,
+                    progress=later,
+                )
                 faulty_s = time.perf_counter() - t0
         finally:
             proxy.close()

@@ -1,10 +1,11 @@
-"""GPU check (issue 15): Kokoro batched on a GPU, slots per GPU, GPU busy, Coqui batching, placement.
+"""GPU check (issue 15): Kokoro batched on a GPU, slots per GPU, GPU busy, Coqui batching,
+placement.
 
 One command, under 8 minutes on one GPU, writing its figures as one JSON
 object (``--out``, and the last line of stdout)::
 
     python benchmarks/gpu_check.py --out gpu_check.json        # a GPU machine
-    python benchmarks/gpu_check.py --quick                     # any machine: CPU, tiny sizes, seconds
+    python benchmarks/gpu_check.py --quick          # any machine: CPU, tiny sizes, seconds
     python benchmarks/run.py --only gpu_check --gpu-json gpu_check.json   # into RESULTS.md
 
 Sections (each one's numbers, or why it did not run, are in the JSON):
@@ -12,12 +13,13 @@ Sections (each one's numbers, or why it did not run, are in the JSON):
 ``kokoro``     the real Kokoro-82M architecture (``tests/kokoro_models.py``, ``size="full"``: 82 M
                parameters, random weights -- compute does not depend on their values -- with the
                duration predictor biased to ~3 frames per phoneme, as real speech) loaded through
-               :class:`~ebook2audio_dask.engines.kokoro_torch.TorchKokoro`; the same texts (public-domain
-               English, cut into 60-300 character chunks, one token per character) spoken (a) one
-               text per forward pass and (b) in length buckets of up to ``batch_size`` (32 on a GPU),
-               after a warm-up.  chars/s, audio seconds per wall second, b/a, and whether (a) and
-               (b) agree (durations within 1 frame, waveform correlation).  GPU utilisation sampled
-               by ``nvidia-smi`` every 100 ms while each runs.
+               :class:`~ebook2audio_dask.engines.kokoro_torch.TorchKokoro`; the same texts
+               (public-domain English, cut into 60-300 character chunks, one token per
+               character) spoken (a) one text per forward pass and (b) in length buckets of up
+               to ``batch_size`` (32 on a GPU), after a warm-up.  chars/s, audio seconds per
+               wall second, b/a, and whether (a) and (b) agree (durations within 1 frame,
+               waveform correlation).  GPU utilisation sampled by ``nvidia-smi`` every 100 ms
+               while each runs.
 ``slots``      a :class:`~ebook2audio_dask.cluster.GPULocalCluster` of one worker on the first GPU
                with 1, 2, 4 and 8 slots (``--slots-per-gpu``): tasks of ~15 texts each (a synthesize
                task's size), each one engine call on the worker's one shared model; wall time from
@@ -44,13 +46,15 @@ here, in an ignored folder, and carry it::
     python benchmarks/gpu_check.py --wheels > /tmp/gpu-wheels.txt
     python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \\
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \\
-        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl -r /tmp/gpu-wheels.txt
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
+        -d .whl -r /tmp/gpu-wheels.txt
     du -sh .whl                                    # must stay under 64 MiB with the tree
 
 and run it there (carry ``.whl``)::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \\
-        && PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json
+        && PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 \\
+        python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json
 
 ``--budget-s`` (default 420) is checked between sections: a section that would start
 too late is skipped and says so, so the whole run stays under 8 minutes.
@@ -83,12 +87,13 @@ for _path in (str(REPO), str(REPO / "tests"), str(HERE)):
 #: coqui-tts with the parts of its stack the image does not have.
 WHEELS = (
     "dask==2026.8.0", "distributed==2026.8.0", "partd==1.4.2", "locket==1.0.0", "tblib==3.2.2",
-    "zict==3.0.0", "tornado==6.6.1", "beautifulsoup4==4.15.0", "soupsieve==4.1.4", "tenacity==9.2.1",
-    "pysbd==0.3.4", "num2words==0.5.14", "mutagen==1.48.1", "pypdf==7.1.1",
+    "zict==3.0.0", "tornado==6.6.1", "beautifulsoup4==4.15.0", "soupsieve==4.1.4",
+    "tenacity==9.2.1", "pysbd==0.3.4", "num2words==0.5.14", "mutagen==1.48.1", "pypdf==7.1.1",
     "kokoro==0.9.4", "loguru==0.7.3", "transformers==4.57.6", "tokenizers==0.22.2",
     "huggingface-hub==0.36.2",
     "coqui-tts==0.28.0", "coqui-tts-trainer==0.4.0", "coqpit-config==0.2.5", "anyascii==0.3.3",
-    "inflect==7.6.0", "typeguard==4.6.1", "more-itertools==11.2.1", "monotonic-alignment-search==0.2.1",
+    "inflect==7.6.0", "typeguard==4.6.1", "more-itertools==11.2.1",
+    "monotonic-alignment-search==0.2.1",
     "librosa==0.11.0", "soundfile==0.14.0", "cffi==2.1.1", "pycparser==3.12", "pooch==1.9.0",
     "platformdirs==4.14.9", "soxr==1.1.0", "audioread==3.1.0", "decorator==5.3.2",
 )  # fmt: skip
@@ -183,9 +188,16 @@ class GpuSampler:
         smi = shutil.which("nvidia-smi")
         if smi:
             self._proc = subprocess.Popen(
-                [smi, "--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits",
-                 f"--loop-ms={self.interval_ms}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            )  # fmt: skip
+                [
+                    smi,
+                    "--query-gpu=index,utilization.gpu",
+                    "--format=csv,noheader,nounits",
+                    f"--loop-ms={self.interval_ms}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             self._thread = threading.Thread(target=self._read, daemon=True)
             self._thread.start()
         return self
@@ -205,7 +217,8 @@ class GpuSampler:
             self._thread.join(timeout=5)
 
     def summary(self) -> dict | None:
-        """Mean and samples of the busiest GPU (the one the run used), or None without nvidia-smi."""
+        """Mean and samples of the busiest GPU (the one the run used), or None without
+        nvidia-smi."""
         if not self.samples:
             return None
         index, values = max(self.samples.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
@@ -263,10 +276,14 @@ def kokoro_section(model: tuple[str, dict], device: str, n_texts: int, longest: 
             wall = time.perf_counter() - t0
         audio_s = sum(len(a) for a, _ in outputs[label]) / SAMPLE_RATE
         runs[label] = {
-            "batch_size": size, "passes": len(tk.buckets([len(t) for t in tokens], size)),
-            "wall_s": round(wall, 3), "chars_per_s": round(chars / wall, 1),
-            "audio_s": round(audio_s, 1), "audio_x": round(audio_s / wall, 1), "gpu_util": gpu.summary(),
-        }  # fmt: skip
+            "batch_size": size,
+            "passes": len(tk.buckets([len(t) for t in tokens], size)),
+            "wall_s": round(wall, 3),
+            "chars_per_s": round(chars / wall, 1),
+            "audio_s": round(audio_s, 1),
+            "audio_x": round(audio_s / wall, 1),
+            "gpu_util": gpu.summary(),
+        }
     dur = [int(np.abs(a[1] - b[1]).max()) for a, b in zip(outputs["single"], outputs["batched"])]
     corr = [
         float(np.corrcoef(a[0], b[0])[0, 1])
@@ -297,8 +314,16 @@ def _slot_task(path: str, config: dict, device: str, tokens, styles) -> tuple:
             LOADS[(path, pick_device(device))])  # fmt: skip
 
 
-def slots_section(model: tuple[str, dict], device: str, gpu: str, n_texts: int, longest: int,
-                  slots: tuple[int, ...], deadline: float, per_task: int = 15) -> list[dict]:  # fmt: skip
+def slots_section(
+    model: tuple[str, dict],
+    device: str,
+    gpu: str,
+    n_texts: int,
+    longest: int,
+    slots: tuple[int, ...],
+    deadline: float,
+    per_task: int = 15,
+) -> list[dict]:
     """One worker on one GPU with N slots: throughput and GPU busy, per N.
 
     A task speaks *per_task* texts (15: about a synthesize task's 3000 characters).
@@ -318,12 +343,32 @@ def slots_section(model: tuple[str, dict], device: str, gpu: str, n_texts: int, 
         if time.time() > deadline:
             rows.append({"slots": n, "skipped": "time budget"})
             continue
-        with GPULocalCluster([gpu], slots_per_gpu=n, threads_per_worker=1, resources={"GPU": 1},
-                             dashboard_address=":0", host="127.0.0.1", silence_logs=50) as cluster, \
-                Client(cluster) as client:  # fmt: skip
+        with (
+            GPULocalCluster(
+                [gpu],
+                slots_per_gpu=n,
+                threads_per_worker=1,
+                resources={"GPU": 1},
+                dashboard_address=":0",
+                host="127.0.0.1",
+                silence_logs=50,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             client.wait_for_workers(1)
-            warm = [client.submit(_slot_task, path, config, device, tokens[:1], styles[:1], pure=False,
-                                  resources={"GPU": 1}) for _ in range(n)]  # fmt: skip
+            warm = [
+                client.submit(
+                    _slot_task,
+                    path,
+                    config,
+                    device,
+                    tokens[:1],
+                    styles[:1],
+                    pure=False,
+                    resources={"GPU": 1},
+                )
+                for _ in range(n)
+            ]
             client.gather(warm)
             with GpuSampler() as sampler:
                 t0 = time.perf_counter()
@@ -338,13 +383,23 @@ def slots_section(model: tuple[str, dict], device: str, gpu: str, n_texts: int, 
         for _, step in sorted(spans):
             now += step
             most = max(most, now)
-        rows.append({
-            "slots": n, "tasks": len(tasks), "texts": len(texts), "chars": sum(len(t) for t in texts),
-            "wall_s": round(wall, 3), "audio_s": round(audio_s, 1), "audio_x": round(audio_s / wall, 1),
-            "chars_per_s": round(sum(len(t) for t in texts) / wall, 1), "most_tasks_at_once": most,
-            "worker_threads": info["nthreads"], "worker_resources": info["resources"],
-            "model_loads": sorted({r[4] for r in results}), "gpu_util": sampler.summary(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "slots": n,
+                "tasks": len(tasks),
+                "texts": len(texts),
+                "chars": sum(len(t) for t in texts),
+                "wall_s": round(wall, 3),
+                "audio_s": round(audio_s, 1),
+                "audio_x": round(audio_s / wall, 1),
+                "chars_per_s": round(sum(len(t) for t in texts) / wall, 1),
+                "most_tasks_at_once": most,
+                "worker_threads": info["nthreads"],
+                "worker_resources": info["resources"],
+                "model_loads": sorted({r[4] for r in results}),
+                "gpu_util": sampler.summary(),
+            }
+        )
     return rows
 
 
@@ -354,7 +409,7 @@ def coqui_section(device: str, quick: bool, n_texts: int) -> dict:
 
     try:
         importlib.import_module("TTS")
-    except Exception as exc:  # coqui-tts or a part of its stack missing
+    except Exception as exc:  # noqa: BLE001 - coqui-tts or any part of its stack missing or broken
         return {"skipped": f"coqui-tts not importable here: {type(exc).__name__}: {exc}"[:300]}
     import bench_coqui
 
@@ -397,8 +452,12 @@ def _smi_uuids() -> dict[str, str]:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return {}
-    out = subprocess.run([smi, "--query-gpu=index,uuid", "--format=csv,noheader"], capture_output=True,
-                         text=True, timeout=30).stdout  # fmt: skip
+    out = subprocess.run(
+        [smi, "--query-gpu=index,uuid", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     return {
         i.strip(): u.strip()
         for i, u in (line.split(",", 1) for line in out.splitlines() if "," in line)
@@ -428,12 +487,14 @@ def placement_section(gpus: list[str]) -> dict:
         )
         workers.append({"worker": address, **v, "sees_only_its_gpu": ok})
     return {
-        "gpus": gpus, "workers": workers,
+        "gpus": gpus,
+        "workers": workers,
         "distinct_gpus": len({w["CUDA_VISIBLE_DEVICES"] for w in workers}) == len(gpus),
         "tasks_per_worker": {a: sum(1 for w, _ in tasks if w == a) for a in seen},
-        "tasks_saw_their_workers_gpu": all(seen[w]["CUDA_VISIBLE_DEVICES"] == v["CUDA_VISIBLE_DEVICES"]
-                                           for w, v in tasks),
-    }  # fmt: skip
+        "tasks_saw_their_workers_gpu": all(
+            seen[w]["CUDA_VISIBLE_DEVICES"] == v["CUDA_VISIBLE_DEVICES"] for w, v in tasks
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,8 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     from ebook2audio_dask.cluster import detect_gpus
 
     device = "cuda" if torch.cuda.is_available() and not args.quick else "cpu"
-    result: dict = {"mode": "quick" if args.quick else "full", "device": device,
-                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": _machine(device)}  # fmt: skip
+    result: dict = {
+        "mode": "quick" if args.quick else "full",
+        "device": device,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": _machine(device),
+    }
     if device == "cpu" and not args.quick:
         result.update(measured=False, why="no CUDA GPU visible to torch")
         _emit(result, args.out)
@@ -494,8 +559,11 @@ def main(argv: list[str] | None = None) -> int:
             deadline,
             per_task=1 if args.quick else 15,
         )
-    result["coqui"] = (coqui_section(device, args.quick, 4 if args.quick else 48) if time.time() < deadline
-                       else {"skipped": "time budget"})  # fmt: skip
+    result["coqui"] = (
+        coqui_section(device, args.quick, 4 if args.quick else 48)
+        if time.time() < deadline
+        else {"skipped": "time budget"}
+    )
     result["placement"] = (placement_section(gpus) if time.time() < deadline + 60
                            else {"skipped": "time budget"})  # fmt: skip
     result["wall_s"] = round(time.time() - started, 1)

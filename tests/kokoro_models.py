@@ -27,36 +27,68 @@ def config_for(size: str = "tiny") -> dict:
     if size == "full":  # hexgrad/Kokoro-82M's config.json, with a synthetic vocab
         return {
             "istftnet": {
-                "upsample_kernel_sizes": [20, 12], "upsample_rates": [10, 6], "gen_istft_hop_size": 5,
-                "gen_istft_n_fft": 20, "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-                "resblock_kernel_sizes": [3, 7, 11], "upsample_initial_channel": 512,
+                "upsample_kernel_sizes": [20, 12],
+                "upsample_rates": [10, 6],
+                "gen_istft_hop_size": 5,
+                "gen_istft_n_fft": 20,
+                "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+                "resblock_kernel_sizes": [3, 7, 11],
+                "upsample_initial_channel": 512,
             },
-            "dim_in": 64, "dropout": 0.2, "hidden_dim": 512, "max_conv_dim": 512, "max_dur": 50,
-            "multispeaker": True, "n_layer": 3, "n_mels": 80, "n_token": 178, "style_dim": 128,
+            "dim_in": 64,
+            "dropout": 0.2,
+            "hidden_dim": 512,
+            "max_conv_dim": 512,
+            "max_dur": 50,
+            "multispeaker": True,
+            "n_layer": 3,
+            "n_mels": 80,
+            "n_token": 178,
+            "style_dim": 128,
             "text_encoder_kernel_size": 5,
             "plbert": {
-                "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 2048,
-                "max_position_embeddings": 512, "num_hidden_layers": 12, "dropout": 0.1,
+                "hidden_size": 768,
+                "num_attention_heads": 12,
+                "intermediate_size": 2048,
+                "max_position_embeddings": 512,
+                "num_hidden_layers": 12,
+                "dropout": 0.1,
             },
             "vocab": vocab,
-        }  # fmt: skip
+        }
     if size != "tiny":
         raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
     return {
         "istftnet": {
-            "upsample_kernel_sizes": [20, 12], "upsample_rates": [10, 6], "gen_istft_hop_size": 5,
-            "gen_istft_n_fft": 20, "resblock_dilation_sizes": [[1, 3, 5]], "resblock_kernel_sizes": [3],
+            "upsample_kernel_sizes": [20, 12],
+            "upsample_rates": [10, 6],
+            "gen_istft_hop_size": 5,
+            "gen_istft_n_fft": 20,
+            "resblock_dilation_sizes": [[1, 3, 5]],
+            "resblock_kernel_sizes": [3],
             "upsample_initial_channel": 512,
         },
-        "dim_in": 64, "dropout": 0.2, "hidden_dim": 512, "max_conv_dim": 512, "max_dur": 4,
-        "multispeaker": True, "n_layer": 1, "n_mels": 80, "n_token": len(SYMBOLS) + 1, "style_dim": 128,
+        "dim_in": 64,
+        "dropout": 0.2,
+        "hidden_dim": 512,
+        "max_conv_dim": 512,
+        "max_dur": 4,
+        "multispeaker": True,
+        "n_layer": 1,
+        "n_mels": 80,
+        "n_token": len(SYMBOLS) + 1,
+        "style_dim": 128,
         "text_encoder_kernel_size": 5,
         "plbert": {
-            "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
-            "max_position_embeddings": 512, "num_hidden_layers": 1, "dropout": 0.1,
+            "hidden_size": 32,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 512,
+            "num_hidden_layers": 1,
+            "dropout": 0.1,
         },
         "vocab": vocab,
-    }  # fmt: skip
+    }
 
 
 def build_kokoro(

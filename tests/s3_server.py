@@ -40,9 +40,19 @@ def moto_server() -> Iterator[str]:
     """Start ``moto_server`` on 127.0.0.1; yield its endpoint URL; stop it."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from moto.server import main; main()", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, **CREDENTIALS),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from moto.server import main; main()",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, **CREDENTIALS),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -63,8 +73,10 @@ def moto_server() -> Iterator[str]:
             proc.kill()
 
 
-_ERROR = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
-          "<RequestId>fault</RequestId></Error>")  # fmt: skip
+_ERROR = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
+    "<RequestId>fault</RequestId></Error>"
+)
 
 
 class FaultProxy:

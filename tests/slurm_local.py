@@ -102,10 +102,21 @@ def local_slurm(folder: Path) -> Iterator[dict[str, str]]:
             shutil.chown(d, "munge", "munge")
         socket = Path("/run/munge/munge.socket.2")
         if not socket.exists():
-            procs.append(subprocess.Popen(
-                ["runuser", "-u", "munge", "--", shutil.which("munged") or "/usr/sbin/munged", "-F"],
-                stdout=open(folder / "munged.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-            ))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "runuser",
+                        "-u",
+                        "munge",
+                        "--",
+                        shutil.which("munged") or "/usr/sbin/munged",
+                        "-F",
+                    ],
+                    stdout=open(folder / "munged.log", "w"),  # noqa: SIM115 - the daemon's log
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             _wait(socket.exists, 30, "munged", logs)
         procs.append(subprocess.Popen(
             ["/usr/sbin/slurmctld", "-D", "-c", "-f", str(conf)], env=env,

@@ -235,7 +235,8 @@ def test_library_batch_priority_streamed_results_and_summary(tmp_path, cache_dir
             f"<html lang='en'><body><h1>{name.title()}</h1>{paras}</body></html>"
         )
     (books / "broken.epub").write_bytes(b"not a zip at all")
-    # Piper (not espeak, too fast for tasks to queue) on one worker: priorities alone decide what runs next
+    # Piper (not espeak, too fast for tasks to queue) on one worker: priorities alone decide what
+    # runs next
     proc = run_cli(
         "convert",
         str(books),

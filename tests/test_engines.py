@@ -27,16 +27,16 @@ LONG = (
 MEDIUM = "Chapter one. A letter arrives."
 PROSE = (
     "It was late in the autumn when the travellers reached the valley. The road had been long and "
-    "the weather unkind, and the horses walked with their heads low against the wind. Below them the "
-    "river ran grey and swollen between bare trees, and on the far bank a few houses gathered around a "
-    "stone church whose bell was ringing for the evening service. Nobody spoke. Each of them had "
-    "imagined this moment many times during the journey, and now that it had come it seemed smaller "
-    "and quieter than they had expected. The eldest of them, a woman who had left the valley as a "
-    "girl, got down from the cart and stood for a while looking at the roofs. Then she laughed, "
-    "softly, and said that the church had been taller in her memory. They crossed the bridge as the "
-    "lamps were being lit, and an old man at the inn door raised his hand to them as though they had "
-    "only been gone a week. Inside, the fire was already burning, and the smell of bread and wood "
-    "smoke filled the low room where they would sleep that night."
+    "the weather unkind, and the horses walked with their heads low against the wind. Below them "
+    "the river ran grey and swollen between bare trees, and on the far bank a few houses gathered "
+    "around a stone church whose bell was ringing for the evening service. Nobody spoke. Each of "
+    "them had imagined this moment many times during the journey, and now that it had come it "
+    "seemed smaller and quieter than they had expected. The eldest of them, a woman who had left "
+    "the valley as a girl, got down from the cart and stood for a while looking at the roofs. Then "
+    "she laughed, softly, and said that the church had been taller in her memory. They crossed the "
+    "bridge as the lamps were being lit, and an old man at the inn door raised his hand to them as "
+    "though they had only been gone a week. Inside, the fire was already burning, and the smell of "
+    "bread and wood smoke filled the low room where they would sleep that night."
 )
 FRENCH = (
     "Bonjour tout le monde. Il fait beau aujourd'hui, allons nous promener au bord de la rivière."
@@ -309,7 +309,7 @@ def test_espeak_concurrent_engines_match_sequential():
     def work(slot: int) -> None:
         try:
             results[slot] = engines[slot % 2].synthesize(texts[slot % 2])
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - any error is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]

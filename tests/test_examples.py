@@ -1,4 +1,5 @@
-"""The examples in examples/ run for real: the notebook, the SLURM scripts, the fixed-cluster script."""
+"""The examples in examples/ run for real: the notebook, the SLURM scripts, the fixed-cluster
+script."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def stdout_of(cell) -> str:
 
 
 def test_notebook_converts_and_plays_a_chapter(tmp_path, monkeypatch):
-    """Execute examples/convert_a_book.ipynb in a kernel of this interpreter, with examples/ as cwd."""
+    """Execute examples/convert_a_book.ipynb in a kernel of this interpreter, with examples/ as
+    cwd."""
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
@@ -143,8 +145,14 @@ FINAL_STATES = {
 
 
 def _job_state(job: str, env: dict) -> tuple[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "-o", job], env=env, capture_output=True, text=True,
-                         timeout=30, check=False).stdout  # fmt: skip
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", job],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
     fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
     return fields.get("JobState", "?"), fields.get("ExitCode", "?")
 
@@ -175,17 +183,36 @@ def _squeue(env: dict) -> list[str]:
 
 @pytest.mark.slow
 def test_sbatch_script_converts_in_one_allocation(slurm, tmp_path):
-    """examples/slurm/convert.sbatch: scheduler + client on the batch host, `srun dask worker` per GPU."""
+    """examples/slurm/convert.sbatch: scheduler + client on the batch host, `srun dask worker` per
+    GPU."""
     chapter = shortest_chapter()
     out, log = tmp_path / "out", tmp_path / "job.log"
     env = dict(slurm, PYTHON=sys.executable, E2A_INTERFACE="lo", E2A_DASHBOARD="127.0.0.1:0")
     # the test node has 2 CPUs and 2 (fake) GPUs: one CPU per worker instead of the script's 4
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--cpus-per-task=1", "--mem-per-cpu=1000", "--time=00:10:00", f"--output={log}",
-         str(EXAMPLES / "slurm" / "convert.sbatch"),
-         str(BOOK), "-o", str(out), "--cache", str(tmp_path / "chunks"), "--chapters", str(chapter.index)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "sbatch",
+            "--parsable",
+            "--cpus-per-task=1",
+            "--mem-per-cpu=1000",
+            "--time=00:10:00",
+            f"--output={log}",
+            str(EXAMPLES / "slurm" / "convert.sbatch"),
+            str(BOOK),
+            "-o",
+            str(out),
+            "--cache",
+            str(tmp_path / "chunks"),
+            "--chapters",
+            str(chapter.index),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert submit.returncode == 0, submit.stderr
     job = submit.stdout.strip().split(";")[0]
     state, code = _wait_for_job(job, env, timeout=300)
@@ -211,16 +238,43 @@ def test_sbatch_script_converts_in_one_allocation(slurm, tmp_path):
 
 @pytest.mark.slow
 def test_jobqueue_script_converts_on_slurm_jobs(slurm, tmp_path):
-    """examples/slurm/jobqueue_convert.py: SLURMCluster workers tagged GPU=1, cancelled at the end."""
+    """examples/slurm/jobqueue_convert.py: SLURMCluster workers tagged GPU=1, cancelled at the
+    end."""
     chapter = shortest_chapter()
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "slurm" / "jobqueue_convert.py"), str(BOOK), "-o", str(out),
-         "--cache", str(tmp_path / "chunks"), "--chapter", str(chapter.index),
-         "--partition", "debug", "--jobs", "2", "--cores", "1", "--memory", "2GB", "--walltime", "00:10:00",
-         "--interface", "lo", "--log-directory", str(tmp_path / "logs")],
-        env=slurm, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(EXAMPLES / "slurm" / "jobqueue_convert.py"),
+            str(BOOK),
+            "-o",
+            str(out),
+            "--cache",
+            str(tmp_path / "chunks"),
+            "--chapter",
+            str(chapter.index),
+            "--partition",
+            "debug",
+            "--jobs",
+            "2",
+            "--cores",
+            "1",
+            "--memory",
+            "2GB",
+            "--walltime",
+            "00:10:00",
+            "--interface",
+            "lo",
+            "--log-directory",
+            str(tmp_path / "logs"),
+        ],
+        env=slurm,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (
         "#SBATCH --gres=gpu:1" in run.stdout and "--resources GPU=1" in run.stdout
@@ -288,8 +342,11 @@ def test_fixed_cluster_script_converts_on_two_workers(tmp_path):
     # both workers the script started spoke part of the chapter
     started = set()
     for log in (out / "logs").glob("worker-*.log"):
-        started |= {line.split("Start worker at:")[1].strip() for line in log.read_text().splitlines()
-                    if "Start worker at:" in line}  # fmt: skip
+        started |= {
+            line.split("Start worker at:")[1].strip()
+            for line in log.read_text().splitlines()
+            if "Start worker at:" in line
+        }
     assert len(started) == 2
     assert set(report["chunks_per_worker"]) == started
 

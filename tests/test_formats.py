@@ -90,7 +90,10 @@ def write_fb2(book, path: Path, *, parts: bool = False, keep: int | None = None)
         extra = ""
         if i == 0:
             stanza = "".join(f"<v>{e(v)}</v>" for v in POEM)
-            extra = f"<epigraph><poem><stanza>{stanza}</stanza></poem><text-author>Anon.</text-author></epigraph>"
+            extra = (
+                f"<epigraph><poem><stanza>{stanza}</stanza></poem>"
+                "<text-author>Anon.</text-author></epigraph>"
+            )
         first = "".join(f"<p>{e(p)}</p>" for p in text[:half])
         if i == 0:
             first = first.replace("</p>", '<a l:href="#n1" type="note">[1]</a></p>', 1)
@@ -138,18 +141,16 @@ def write_odt(book, path: Path) -> None:
         f"<office:body><office:text>{''.join(body)}</office:text></office:body></office:document-content>"
     )
     meta = (
-        f'<?xml version="1.0" encoding="UTF-8"?><office:document-meta {ns} office:version="1.2"><office:meta>'
-        f"<dc:title>{escape(book.title)}</dc:title><meta:initial-creator>{escape(book.authors[0])}"
-        f"</meta:initial-creator><dc:creator>{escape(book.authors[0])}</dc:creator>"
-        f"<dc:language>en</dc:language></office:meta></office:document-meta>"
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-meta {ns} '
+        f'office:version="1.2"><office:meta><dc:title>{escape(book.title)}</dc:title><meta:initial-creator>{escape(book.authors[0])}</meta:initial-creator><dc:creator>{escape(book.authors[0])}</dc:creator><dc:language>en</dc:language></office:meta></office:document-meta>'
     )
     manifest = (
         '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
-        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
-        '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.text"/>'
-        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-        '<manifest:file-entry manifest:full-path="meta.xml" manifest:media-type="text/xml"/>'
-        "</manifest:manifest>"
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
+        'manifest:version="1.2"><manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.text"/><manifest:file-entry '
+        'manifest:full-path="content.xml" manifest:media-type="text/xml"/><manifest:file-entry '
+        'manifest:full-path="meta.xml" manifest:media-type="text/xml"/></manifest:manifest>'
     )
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.text")

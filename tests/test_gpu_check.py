@@ -1,4 +1,5 @@
-"""``benchmarks/gpu_check.py`` keeps working: its ``--quick`` mode on the CPU (tiny models, every section)."""
+"""``benchmarks/gpu_check.py`` keeps working: its ``--quick`` mode on the CPU (tiny models, every
+section)."""
 
 from __future__ import annotations
 

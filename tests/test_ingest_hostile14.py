@@ -360,9 +360,12 @@ def test_ctrl_c_during_calibre_removes_its_folder(calibre, tmp_path):
     try:
         # Calibre has started and is writing in its folder: a terminal's Ctrl-C now
         for _ in range(1200):
-            if _calibre_ran(calibre) and list(calibre["temp"].glob("ebook2audio-calibre-*/tmp")):
-                if _calibre_processes(calibre["temp"]):
-                    break
+            if (
+                _calibre_ran(calibre)
+                and list(calibre["temp"].glob("ebook2audio-calibre-*/tmp"))
+                and _calibre_processes(calibre["temp"])
+            ):
+                break
             assert child.poll() is None, child.communicate()
             time.sleep(0.05)
         os.killpg(child.pid, signal.SIGINT)  # to the process group, as a terminal sends it

@@ -95,7 +95,8 @@ def test_same_text_same_audio_and_speed_shortens(kokoro):
 
 
 def test_forward_is_kmodels_forward(model, monkeypatch):
-    """The same modules as ``KModel.forward_with_tokens``, the same audio (in float64, noise off)."""
+    """The same modules as ``KModel.forward_with_tokens``, the same audio (in float64, noise
+    off)."""
     KModel = kmodel_class()
     path, config = model
     upstream = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=path).eval().double()
@@ -276,7 +277,8 @@ def test_one_load_per_worker_process(model):
 
 
 def test_the_kokoro_engine_speaks_a_pth_model_and_its_voices_share_one_load(tmp_path):
-    """``--engine kokoro`` with a hexgrad-style folder (.pth, config.json, voices/*.pt) on this backend."""
+    """``--engine kokoro`` with a hexgrad-style folder (.pth, config.json, voices/*.pt) on this
+    backend."""
     from ebook2audio_dask.engines.kokoro import KokoroEngine
 
     path, config = build_kokoro(tmp_path / "Kokoro-82M", "tiny", seed=2)

@@ -34,8 +34,11 @@ def make_library(folder: Path, corpus: Path, n: int) -> list[str]:
     for i in range(n):
         p = paragraphs[4 * i : 4 * i + 4]
         path = folder / f"book-{i:02d}.md"
-        path.write_text(f"# Livre {i}, chapitre un\n\n{p[0]}\n\n{p[1]}\n\n# Livre {i}, chapitre deux\n\n"
-                        f"{p[2]}\n\n{p[3]}\n", encoding="utf-8")  # fmt: skip
+        path.write_text(
+            f"# Livre {i}, chapitre un\n\n{p[0]}\n\n{p[1]}\n\n# Livre {i}, chapitre deux\n\n"
+            f"{p[2]}\n\n{p[3]}\n",
+            encoding="utf-8",
+        )
         books.append(str(path))
     return books
 
@@ -92,7 +95,8 @@ def test_a_library_streams_out_in_input_order(tmp_path, corpus):
     assert last_synth, "no synthesize task of the last book in the task stream"
     first_done = min(finished.values())
     assert first_done < min(last_synth), (
-        f"the first book finished {first_done - min(last_synth):.1f} s after the last book's synthesis started"
+        f"the first book finished {first_done - min(last_synth):.1f} s after the last book's "
+        f"synthesis started"
     )
     # every merge ran once, after its own book's last batch (a dependency, not a waiting task);
     # the task stream's times are corrected by each worker's own clock offset: a few ms of slack

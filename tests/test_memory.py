@@ -72,8 +72,15 @@ def test_a_book_converts_within_a_tight_worker_memory_limit(corpus, tmp_path):
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        [result] = e2a.convert(str(corpus / "childrens-literature.epub"), str(tmp_path / "out"), chapters=[2],
-                               engine="piper", cache=str(tmp_path / "cache"), n_workers=2, memory_limit="800MiB")  # fmt: skip
+        [result] = e2a.convert(
+            str(corpus / "childrens-literature.epub"),
+            str(tmp_path / "out"),
+            chapters=[2],
+            engine="piper",
+            cache=str(tmp_path / "cache"),
+            n_workers=2,
+            memory_limit="800MiB",
+        )
     finally:
         done.set()
         sampler.join()

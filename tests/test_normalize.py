@@ -13,7 +13,8 @@ EN = [
     # cardinals, thousands separators, decimals
     (
         "There were 1,500 men and 59,265 acres.",
-        "There were one thousand five hundred men and fifty-nine thousand two hundred and sixty-five acres.",
+        "There were one thousand five hundred men and fifty-nine thousand two hundred and "
+        "sixty-five acres.",
     ),
     ("It measured 3.14 feet.", "It measured three point one four feet."),
     ("1,000,000 people", "one million people"),

@@ -58,8 +58,13 @@ def server(servers):
 
 
 def _runtime(*urls: str, key: str | None = KEY, **over) -> dict:
-    runtime = {"endpoints": tuple(u + "/audio/speech" for u in urls), "concurrency": 4, "timeout": 20.0,
-               "retries": 6, "retry-seconds": 120.0}  # fmt: skip
+    runtime = {
+        "endpoints": tuple(u + "/audio/speech" for u in urls),
+        "concurrency": 4,
+        "timeout": 20.0,
+        "retries": 6,
+        "retry-seconds": 120.0,
+    }
     if key is not None:
         runtime["api-key"] = Secret(key)
     runtime.update(over)
@@ -88,7 +93,7 @@ def test_secret_never_shows_and_runtime_stays_out_of_the_spec_identity():
         repr(secret),
         str(secret),
         f"{secret}",
-        "%s" % secret,
+        "%s" % secret,  # noqa: UP031 - %-formatting is one of the ways shown
         repr([secret]),
         repr({"k": secret}),
     ):
@@ -96,8 +101,13 @@ def test_secret_never_shows_and_runtime_stays_out_of_the_spec_identity():
     assert pickle.loads(pickle.dumps(secret)) == secret and secret != Secret(KEY + "x")
     assert dask.base.tokenize(secret) == dask.base.tokenize(Secret("another key"))
     spec = EngineSpec.make("openai", "alloy", {"speed": 1.1}, "tts-1")
-    a = EngineSpec("openai", "alloy", spec.settings, "tts-1",
-                   runtime=(("endpoints", ("http://a:1/v1/audio/speech",)), ("api-key", secret)))  # fmt: skip
+    a = EngineSpec(
+        "openai",
+        "alloy",
+        spec.settings,
+        "tts-1",
+        runtime=(("endpoints", ("http://a:1/v1/audio/speech",)), ("api-key", secret)),
+    )
     b = EngineSpec(
         "openai", "alloy", spec.settings, "tts-1", runtime=(("endpoints", ("http://b:2/x",)),)
     )
@@ -122,8 +132,11 @@ def test_content_key_is_model_voice_and_settings_not_endpoint_or_key(monkeypatch
     assert dict(one.runtime)["endpoints"] != dict(two.runtime)["endpoints"]
     assert dict(one.runtime)["api-key"] == Secret(KEY)
     assert KEY not in one.token() and "127.0.0.1" not in one.token()
-    for other in (planned("http://x/v1", KEY, voice="af_heart"), planned("http://x/v1", KEY, model="kokoro"),
-                  planned("http://x/v1", KEY, settings={"speed": 1.2})):  # fmt: skip
+    for other in (
+        planned("http://x/v1", KEY, voice="af_heart"),
+        planned("http://x/v1", KEY, model="kokoro"),
+        planned("http://x/v1", KEY, settings={"speed": 1.2}),
+    ):
         assert other.token() != one.token()
     with dask.config.set({"ebook2audio.openai.sample-rate": 22050}):
         assert planned("http://x/v1", KEY).token() != one.token()  # the rate is in the key
@@ -188,7 +201,8 @@ def test_client_errors_fail_at_once_and_kept_audio_is_not_asked_again(server):
     log = _speech(server.log())
     assert len(log) == 3  # no retry of a 400
     bad = next(e["text"] for e in log if e["status"] == 400)
-    # the synthesize task then asks for the batch's texts one by one: only the failed one is sent again
+    # the synthesize task then asks for the batch's texts one by one: only the failed one is sent
+    # again
     for text in TEXTS[:3]:
         assert len(engine.synthesize([text])[0]) > 0
     log = _speech(server.log())
@@ -289,8 +303,14 @@ def test_wav_answers_are_read_exactly_or_refused(samples, rate, cut):
     assert np.array_equal(_wav_samples(streamed)[0], pcm)
     # a stereo answer is mixed down
     stereo = encode_wav(np.repeat(pcm, 2), rate)
-    stereo = stereo[:22] + (2).to_bytes(2, "little") + stereo[24:28] + (rate * 4).to_bytes(4, "little") + \
-        (4).to_bytes(2, "little") + stereo[34:]  # fmt: skip
+    stereo = (
+        stereo[:22]
+        + (2).to_bytes(2, "little")
+        + stereo[24:28]
+        + (rate * 4).to_bytes(4, "little")
+        + (4).to_bytes(2, "little")
+        + stereo[34:]
+    )
     assert np.array_equal(_wav_samples(stereo)[0], pcm)
     # a body cut anywhere is refused, never read as shorter audio
     end = int(cut * (len(data) - 1))
@@ -301,8 +321,8 @@ def test_wav_answers_are_read_exactly_or_refused(samples, rate, cut):
 # ---------------------------------------------------------------------------- end to end
 BOOK = (
     "<html lang='en'><head><title>Two Small Chapters</title></head><body>"
-    "<h1>The First Chapter</h1><p>{0} {1}</p><p>{2} {3}</p>"
-    "<h1>The Second Chapter</h1><p>{4} {5}</p><p>{6} {7}</p></body></html>"
+    "<h1>The First Chapter</h1><p>{} {}</p><p>{} {}</p>"
+    "<h1>The Second Chapter</h1><p>{} {}</p><p>{} {}</p></body></html>"
 ).format(*TEXTS)
 
 
@@ -326,8 +346,22 @@ def test_book_converts_through_the_cli_with_faults_and_reruns_from_cache_elsewhe
     b.control(faults=["503", "truncate"])
     env = {"OPENAI_API_KEY": KEY, "DASK_EBOOK2AUDIO__OPENAI__TIMEOUT": "2",
            "DASK_EBOOK2AUDIO__CHUNK__MAX_CHARS": "120"}  # fmt: skip
-    args = ["convert", str(book), "-o", str(tmp_path / "out"), "--cache", str(tmp_path / "chunks"),
-            "--engine", "openai", "--model", "tts-1", "--voice", "alloy", "--no-progress", "--debug"]  # fmt: skip
+    args = [
+        "convert",
+        str(book),
+        "-o",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "chunks"),
+        "--engine",
+        "openai",
+        "--model",
+        "tts-1",
+        "--voice",
+        "alloy",
+        "--no-progress",
+        "--debug",
+    ]
     run = run_cli(*args, "--endpoint", a.url, "--endpoint", b.url, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     report = load_report(tmp_path / "out" / "book.report.json")
@@ -362,9 +396,25 @@ def test_a_refused_key_fails_the_book_in_one_line_without_the_key(server, tmp_pa
     wrong = "sk-wrong-KEY-Qx81"
     book = tmp_path / "book.html"
     book.write_text(BOOK, encoding="utf-8")
-    run = run_cli("convert", str(book), "-o", str(tmp_path / "out"), "--cache", str(tmp_path / "chunks"),
-                  "--engine", "openai", "--endpoint", server.url, "--voice", "alloy", "--no-progress",
-                  "--debug", "--retries", "0", env={"OPENAI_API_KEY": wrong})  # fmt: skip
+    run = run_cli(
+        "convert",
+        str(book),
+        "-o",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "chunks"),
+        "--engine",
+        "openai",
+        "--endpoint",
+        server.url,
+        "--voice",
+        "alloy",
+        "--no-progress",
+        "--debug",
+        "--retries",
+        "0",
+        env={"OPENAI_API_KEY": wrong},
+    )
     assert run.returncode == 1
     dead_letters = (tmp_path / "out" / "book.failures.jsonl").read_text(encoding="utf-8")
     assert "the server refused the API key (HTTP 401)" in dead_letters
@@ -384,8 +434,17 @@ def test_no_endpoint_is_a_usage_error_before_any_cluster(tmp_path):
     assert run.stderr.strip().splitlines() == [
         "error: the openai engine needs a server: --endpoint URL (repeatable; or "
         "ebook2audio.openai.endpoints), e.g. http://127.0.0.1:8880/v1"]  # fmt: skip
-    bad = run_cli("convert", str(book), "-o", str(tmp_path / "out"), "--engine", "openai", "--endpoint",
-                  "ftp://user:pw@host/v1", "--no-progress")  # fmt: skip
+    bad = run_cli(
+        "convert",
+        str(book),
+        "-o",
+        str(tmp_path / "out"),
+        "--engine",
+        "openai",
+        "--endpoint",
+        "ftp://user:pw@host/v1",
+        "--no-progress",
+    )
     assert bad.returncode == 2 and "bad --endpoint" in bad.stderr and "pw" not in bad.stderr
 
 

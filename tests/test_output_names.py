@@ -216,16 +216,31 @@ def test_publication_on_s3_is_all_or_nothing(tmp_path, monkeypatch):
         assert fs.cat_file("audio/out/book.m4b") == b"new audio"
 
 
-# --------------------------------------------------------------------------- end to end (CLI, espeak)
+# ------------------------------------------------------------------------- end to end (CLI, espeak)
 def _txt_book(path: Path, title: str) -> Path:
-    path.write_text(f"Title: {title}\n\n\n\nChapter 1: One\n\nA short book, read aloud by espeak.\n\n\n\n"
-                    "Chapter 2: Two\n\nIts second chapter is short too.\n", encoding="utf-8")  # fmt: skip
+    path.write_text(
+        f"Title: {title}\n\n\n\nChapter 1: One\n\nA short book, read aloud by espeak.\n\n\n\n"
+        "Chapter 2: Two\n\nIts second chapter is short too.\n",
+        encoding="utf-8",
+    )
     return path
 
 
 def _convert(books, out: Path, cache: str, *args: str):
-    return run_cli("convert", *map(str, books), "-o", str(out), "--engine", "espeak", "--cache", cache,
-                   "--workers", "1", "--no-progress", *args)  # fmt: skip
+    return run_cli(
+        "convert",
+        *map(str, books),
+        "-o",
+        str(out),
+        "--engine",
+        "espeak",
+        "--cache",
+        cache,
+        "--workers",
+        "1",
+        "--no-progress",
+        *args,
+    )
 
 
 def _names_fit(out: Path) -> list[Path]:
@@ -237,7 +252,8 @@ def _names_fit(out: Path) -> list[Path]:
 
 
 def test_cli_long_stems_are_published_with_their_reports(tmp_path, cache_dir):
-    """A 208-byte stem keeps its name; a 250-byte one is shortened (with a hash) for every output."""
+    """A 208-byte stem keeps its name; a 250-byte one is shortened (with a hash) for every
+    output."""
     books = tmp_path / "books"
     books.mkdir()
     fits, long = "ü" * 104, "Ω" * 125  # 208 and 250 bytes

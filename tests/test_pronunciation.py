@@ -1,4 +1,5 @@
-"""Pronunciation lexicons (user YAML/JSON/PLS, the EPUB's PLS and ssml:ph) reaching the engines as phonemes."""
+"""Pronunciation lexicons (user YAML/JSON/PLS, the EPUB's PLS and ssml:ph) reaching the engines as
+phonemes."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def georgia(corpus) -> Book:
 def test_yaml_lexicon_respellings_and_phonemes(tmp_path):
     path = tmp_path / "lex.yaml"
     path.write_text(
-        "en:\n  Dr.: Doctor\n  Ceres: /ˈsɪəriːz/\n  Xoco: {phonemes: 'S@\"koU', alphabet: x-sampa, alias: Shocko}\n"
+        "en:\n  Dr.: Doctor\n  Ceres: /ˈsɪəriːz/\n"
+        "  Xoco: {phonemes: 'S@\"koU', alphabet: x-sampa, alias: Shocko}\n"
         "'*':\n  Zeus: Zoos\nfr:\n  Zeus: Zeuce\n",
         encoding="utf-8",
     )
@@ -103,9 +105,10 @@ def test_matching_whole_words_case_sensitive_first():
         ],
         "en",
     )
-    found = lambda text: [
-        (text[m.start : m.end], m.entry.alias or m.entry.phonemes) for m in lex.find(text)
-    ]
+
+    def found(text):
+        return [(text[m.start : m.end], m.entry.alias or m.entry.phonemes) for m in lex.find(text)]
+
     assert found("Macon, macon, MACON and Maconville") == [
         ("Macon", "MAY-kon"),
         ("macon", "bacon"),

@@ -28,7 +28,8 @@ MAX_REPEATS = 6  # at most 3 measured (a chunk is looked up more than once)
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory, corpus):
-    """The moto server, credentials in the environment (for worker processes), buckets with a book."""
+    """The moto server, credentials in the environment (for worker processes), buckets with a
+    book."""
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     try:
@@ -302,8 +303,13 @@ def test_a_stuck_connect_times_out_and_is_retried_until_the_store_answers(s3):
         logger = logging.getLogger("ebook2audio_dask.storage.retry")
         logger.addHandler(handler)
         try:
-            with dask.config.set({"ebook2audio.storage.connect-timeout": 1, "ebook2audio.storage.retries": 20,
-                                  "ebook2audio.storage.retry-seconds": 240}):  # fmt: skip
+            with dask.config.set(
+                {
+                    "ebook2audio.storage.connect-timeout": 1,
+                    "ebook2audio.storage.retries": 20,
+                    "ebook2audio.storage.retry-seconds": 240,
+                }
+            ):
                 store = ChunkStore.make("s3://chunks/stuck", _options(stuck.url))
                 wav = encode_wav(np.arange(500, dtype=np.int16), 22050)
                 store.write("espeak", "ef" * 20, wav)

@@ -1,4 +1,5 @@
-"""TLS between client, scheduler and workers; the embedded cluster's exposure; no secrets leaking."""
+"""TLS between client, scheduler and workers; the embedded cluster's exposure; no secrets
+leaking."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_embedded_cluster_over_tls(tmp_path, cache_dir):
 
 @pytest.fixture
 def tls_cluster(tmp_path):
-    """A tls:// ``dask scheduler`` and one GPU-tagged ``dask worker``, with self-made certificates."""
+    """A tls:// ``dask scheduler`` and one GPU-tagged ``dask worker``, with self-made
+    certificates."""
     import contextlib
     import os
     import signal
@@ -62,18 +64,50 @@ def tls_cluster(tmp_path):
     sched_file = tmp_path / "scheduler.json"
     procs = []
     try:
-        procs.append(subprocess.Popen(
-            DASK + ["--host", "127.0.0.1", "--port", "0", "--protocol", "tls", "--no-dashboard",
-                    "--scheduler-file", str(sched_file), *tls],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                DASK
+                + [
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--protocol",
+                    "tls",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(sched_file),
+                    *tls,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         _wait_for(
             lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
         )
         address = json.loads(sched_file.read_text())["address"]
-        procs.append(subprocess.Popen(
-            WORKER + ["--scheduler-file", str(sched_file), "--host", "127.0.0.1", "--nthreads", "1",
-                      "--no-dashboard", "--resources", "GPU=1", *tls],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                WORKER
+                + [
+                    "--scheduler-file",
+                    str(sched_file),
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--resources",
+                    "GPU=1",
+                    *tls,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         yield address, certs
     finally:
         for p in procs:

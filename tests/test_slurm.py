@@ -27,7 +27,10 @@ PROFILE = {
 def slurm(tmp_path_factory):
     absent = missing()
     if absent:
-        message = f"SLURM is not installed ({', '.join(absent)} missing): .ci/install-dev.sh installs it as root"
+        message = (
+            f"SLURM is not installed ({', '.join(absent)} missing): "
+            ".ci/install-dev.sh installs it as root"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

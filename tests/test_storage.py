@@ -150,8 +150,11 @@ def test_s3_gets_finite_timeouts_and_the_users_options_win():
             "retries": ours["retries"],
         }
     user = {"s3": {"config_kwargs": {"read_timeout": 300, "retries": {"max_attempts": 9}}}}
-    assert options_for("s3://b/k", user)["config_kwargs"] == {"connect_timeout": 10.0, "read_timeout": 300,
-                                                             "retries": {"max_attempts": 9}}  # fmt: skip
+    assert options_for("s3://b/k", user)["config_kwargs"] == {
+        "connect_timeout": 10.0,
+        "read_timeout": 300,
+        "retries": {"max_attempts": 9},
+    }
     assert options_for("gs://b/k", None) == {} and options_for("/tmp/a", None) == {}
     fs, _ = get_fs("s3://b/k", {"key": "k", "secret": "s", "config_kwargs": {"read_timeout": 7}})
     assert fs.config_kwargs == {
@@ -170,9 +173,15 @@ def test_timeouts_are_transient():
 
     from ebook2audio_dask.storage.retry import is_transient
 
-    for exc in (ConnectTimeoutError(endpoint_url="http://x"), ReadTimeoutError(endpoint_url="http://x"),
-                aiohttp.ConnectionTimeoutError(), aiohttp.SocketTimeoutError(), aiohttp.ServerTimeoutError(),
-                asyncio.TimeoutError(), FSTimeoutError()):  # fmt: skip
+    for exc in (
+        ConnectTimeoutError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+        aiohttp.ConnectionTimeoutError(),
+        aiohttp.SocketTimeoutError(),
+        aiohttp.ServerTimeoutError(),
+        asyncio.TimeoutError(),
+        FSTimeoutError(),
+    ):
         assert is_transient(exc), exc
     wrapped = OSError("cannot look up")  # a timeout under another library's error is still one
     wrapped.__cause__ = ReadTimeoutError(endpoint_url="http://x")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ebook2audio_dask.engines.base import EngineSpec
@@ -19,7 +21,10 @@ SPEC = EngineSpec.make("piper", "en_US-joe-medium")
 
 
 def test_normalize_quotes_whitespace_and_invisible_marks():
-    raw = "\u201cWell,\u201d said he\u2014\u00a0\u2018quite\u2019 so\u2026\r\n  next\u00ad line\u200b."
+    raw = (
+        "\u201cWell,\u201d said he\u2014\u00a0\u2018quite\u2019 so\u2026"
+        "\r\n  next\u00ad line\u200b."
+    )
     assert normalize_text(raw) == "\"Well,\" said he\u2014 'quite' so... next line."
     assert normalize_text("\u00ab Bonjour ! \u00bb") == '"Bonjour !"'
     assert normalize_text(" \n\t ") == ""
@@ -143,7 +148,9 @@ def test_batches_shrink_towards_the_end_so_workers_finish_together():
     assert sum(sizes) == plan.chars
     assert max(sizes) <= 3000 and sizes[0] > 2500
     assert sizes[-1] <= 500  # the last tasks are short: no worker is left with a long tail
-    assert all(b <= a + 200 for a, b in zip(sizes, sizes[1:]))  # sizes only shrink (up to packing)
+    assert all(
+        b <= a + 200 for a, b in itertools.pairwise(sizes)
+    )  # sizes only shrink (up to packing)
     one_slot = plan.batches(3000, slots=1, min_chars=400)
     assert len(one_slot) < len(sizes)
 
@@ -165,7 +172,8 @@ def test_length_buckets_group_similar_lengths():
 
 
 def test_sentence_splitting_is_thread_safe(corpus):
-    """Chunk tasks run in threads of one worker: concurrent planning must give what sequential planning does
+    """Chunk tasks run in threads of one worker: concurrent planning must give what sequential
+    planning does
     (a shared pySBD segmenter used to drop text under concurrency)."""
     from concurrent.futures import ThreadPoolExecutor
 

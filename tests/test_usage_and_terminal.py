@@ -55,7 +55,8 @@ def unsafe_chars(text: str, *, newlines: bool = True) -> list[str]:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """stderr without the dashboard line the CLI prints when a cluster starts and its closing count."""
+    """stderr without the dashboard line the CLI prints when a cluster starts and its closing
+    count."""
     return [
         line
         for line in stderr.splitlines()
@@ -98,7 +99,8 @@ def test_a_range_is_checked_against_the_book_in_one_short_line(corpus):
 
 
 def test_cli_huge_range_and_huge_title_are_one_line_usage_errors(corpus, tmp_path):
-    """Both need the book, so both are found by the chunk stage on the cluster: exit 2, one line each."""
+    """Both need the book, so both are found by the chunk stage on the cluster: exit 2, one line
+    each."""
     common = ("convert", str(corpus / CAROL), "-o", str(tmp_path / "out"), "--engine", "espeak",
               "--cache", str(tmp_path / "cache"), "--no-progress")  # fmt: skip
     wide = run_cli(*common, "--chapters", "1-20000000")
@@ -126,7 +128,7 @@ def test_one_line_is_one_safe_bounded_line(text):
     assert "\n" not in str(err) and not unsafe_chars(str(err), newlines=False)
 
 
-# --------------------------------------------------------------------------- item 5: terminal safety
+# -------------------------------------------------------------------------- item 5: terminal safety
 @given(st.text(min_size=1, max_size=400))
 @settings(max_examples=300, derandomize=True, deadline=None)
 def test_terminal_safe_escapes_exactly_what_a_terminal_acts_on(text):
@@ -217,21 +219,25 @@ def test_escape_sequences_in_titles_warnings_and_paths(tmp_path):
     )
     nav = (
         '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
-        'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>n</title></head><body>'
-        '<nav epub:type="toc"><ol><li><a href="a.xhtml">Stave &#x202e;evil \u0085 One</a></li></ol></nav>'
-        "</body></html>"
+        'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>n</title></head><body><nav '
+        'epub:type="toc"><ol><li><a href="a.xhtml">Stave &#x202e;evil \u0085 '
+        "One</a></li></ol></nav></body></html>"
     )
     opf = (
-        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
-        '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>T</dc:title><dc:language>en</dc:language>'
-        '</metadata><manifest><item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
-        '<item id="a" href="a.xhtml" media-type="application/xhtml+xml"/>'
-        '<item id="gone" href="gone%0A%1B%5B2J.xhtml" media-type="application/xhtml+xml"/></manifest>'
-        '<spine><itemref idref="a"/><itemref idref="gone"/></spine></package>'
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" '
+        'version="3.0"><metadata '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>T</dc:title>'
+        "<dc:language>en</dc:language></metadata><manifest><item "
+        'id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/><item '
+        'id="a" href="a.xhtml" media-type="application/xhtml+xml"/><item id="gone" '
+        'href="gone%0A%1B%5B2J.xhtml" '
+        'media-type="application/xhtml+xml"/></manifest><spine><itemref idref="a"/><itemref '
+        'idref="gone"/></spine></package>'
     )
     container = (
-        '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:'
-        'container"><rootfiles><rootfile full-path="OEBPS/content.opf" '
+        '<?xml version="1.0"?><container version="1.0" '
+        'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile '
+        'full-path="OEBPS/content.opf" '
         'media-type="application/oebps-package+xml"/></rootfiles></container>'
     )
     epub = tmp_path / "member.epub"
@@ -306,8 +312,22 @@ def _stored_chunks(store: Path) -> int:
 @pytest.mark.slow
 def test_ctrl_c_says_what_is_kept_exits_130_and_the_same_command_resumes(corpus, tmp_path):
     store, out = tmp_path / "store", tmp_path / "out"
-    args = [EXE, "convert", str(corpus / CAROL), "-o", str(out), "--chapters", "1", "--engine", "espeak",
-            "--cache", str(store), "--no-progress", "--workers", "2"]  # fmt: skip
+    args = [
+        EXE,
+        "convert",
+        str(corpus / CAROL),
+        "-o",
+        str(out),
+        "--chapters",
+        "1",
+        "--engine",
+        "espeak",
+        "--cache",
+        str(store),
+        "--no-progress",
+        "--workers",
+        "2",
+    ]
     # A session of its own, so that Ctrl-C can be sent to the whole process group as a
     # terminal does: the CLI, its cluster's processes and the ffmpeg they run.
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -336,8 +356,11 @@ def test_ctrl_c_says_what_is_kept_exits_130_and_the_same_command_resumes(corpus,
         assert noise not in stderr, stderr
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr
-    said = re.fullmatch(r"interrupted: 1 book\(s\) not finished; (\d+) of their (\d+) chunks are in the chunk "
-                        r"store: the same command resumes from them", lines[0])  # fmt: skip
+    said = re.fullmatch(
+        r"interrupted: 1 book\(s\) not finished; (\d+) of their (\d+) chunks are in the chunk "
+        r"store: the same command resumes from them",
+        lines[0],
+    )
     assert said, lines[0]
     kept, total = int(said.group(1)), int(said.group(2))
     assert 20 <= kept <= at_exit and kept < total, (kept, at_exit, total)
