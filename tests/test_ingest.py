@@ -881,3 +881,111 @@ def test_deeply_nested_document(tmp_path):
         assert str(err).startswith(str(path))
     else:
         assert "Deep text." in b.chapters[0].text
+
+
+# --------------------------------------------------------------------------- the format table
+def test_docs_formats_table_is_the_registry():
+    """docs/formats.md's input table is :func:`formats_table`'s output (regenerate it)."""
+    from ebook2audio_dask.ingest.registry import formats_table
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text("utf-8")
+    assert formats_table() in docs
+
+
+def test_registry_drives_formats_suffixes_and_calibre():
+    from ebook2audio_dask.ingest import CALIBRE_FORMATS, FORMATS
+    from ebook2audio_dask.ingest.registry import BOOK_SUFFIXES, INPUT_FORMATS, get_format
+    from ebook2audio_dask.pipeline.api import BOOK_SUFFIXES as API_SUFFIXES
+
+    assert set(FORMATS) == {f.name for f in INPUT_FORMATS}
+    assert set(FORMATS) == {"epub", "txt", "html", "fb2", "pdf", "md", "mobi", "azw3", "docx"} | {
+        "rtf",
+        "odt",
+    }
+    assert set(CALIBRE_FORMATS) == {"mobi", "azw3", "docx", "rtf", "odt"}
+    assert API_SUFFIXES is BOOK_SUFFIXES
+    assert set(BOOK_SUFFIXES) == {
+        ".epub", ".txt", ".html", ".htm", ".xhtml", ".fb2", ".fb2.zip", ".pdf", ".mobi",
+        ".azw3", ".docx", ".rtf", ".odt", ".md",
+    }  # fmt: skip
+    assert get_format("rtf").calibre_options == get_format("odt").calibre_options
+    assert get_format("rtf").calibre_options[0] == "--level1-toc"
+    assert get_format("docx").calibre_options == ()
+
+
+def test_registry_rows_are_checked():
+    from ebook2audio_dask.ingest.registry import InputFormat
+
+    with pytest.raises(ValueError, match="container"):
+        InputFormat("x", "X", "tar", sniff=lambda head, name: True, calibre=True)
+    with pytest.raises(ValueError, match="takes"):
+        InputFormat("x", "X", "text", sniff=lambda head, name: True, read=print, takes="lines")
+    with pytest.raises(ValueError, match="reader"):
+        InputFormat("x", "X", "text", sniff=lambda head, name: True)
+
+
+def test_uses_calibre_reads_the_switch_at_call_time():
+    import dask
+
+    from ebook2audio_dask.errors import UsageError
+    from ebook2audio_dask.ingest.registry import get_format, uses_calibre
+
+    assert uses_calibre(get_format("mobi")) and not uses_calibre(get_format("epub"))
+    assert not uses_calibre(get_format("pdf"))
+    with dask.config.set({"ebook2audio.ingest.pdf": "calibre"}):
+        assert uses_calibre(get_format("pdf"))
+    with dask.config.set({"ebook2audio.ingest.pdf": "ocr"}):
+        with pytest.raises(UsageError, match="'pypdf' or 'calibre', not 'ocr'"):
+            uses_calibre(get_format("pdf"))
+
+
+def test_zip_without_signature_is_recognised_from_its_members():
+    from ebook2audio_dask.ingest.registry import zip_format_by_members
+
+    assert zip_format_by_members(["word/document.xml", "[Content_Types].xml"]) == "docx"
+    assert zip_format_by_members(["book.fb2"]) == "fb2"
+    assert zip_format_by_members(["a.fb2", "b.fb2"]) == "epub"
+    assert zip_format_by_members(["META-INF/container.xml", "x.fb2"]) == "epub"
+    assert zip_format_by_members([]) == "epub"
+
+
+# --------------------------------------------------------------------------- shared helpers
+def test_roman_value_rules_of_both_callers():
+    """One parser: text normalisation reads up to 3999, chapter headings up to 4999."""
+    from ebook2audio_dask.numerals import roman_value
+
+    assert roman_value("MMMCMXCIX") == 3999
+    assert roman_value("MMMM") is None and roman_value("mmmm") is None
+    assert roman_value("MMMM", max_thousands=4) == 4000
+    assert roman_value("mmmmcmxcix", max_thousands=4) == 4999
+    assert roman_value("MMMMM", max_thousands=4) is None
+    for word in ("", "IIII", "DID", "CIVIL", "VX", "IC"):
+        assert roman_value(word) is None and roman_value(word, max_thousands=4) is None
+
+
+def test_txt_heading_numbers_read_up_to_4999():
+    from ebook2audio_dask.ingest.txt import _number
+
+    assert _number("MMMM") == 4000 and _number("xiv") == 14 and _number("twelve") == 12
+    assert _number("MMMMM") is None and _number("IIII") is None
+
+
+def test_local_name():
+    from ebook2audio_dask.safexml import local_name
+
+    assert local_name("{http://www.idpf.org/2007/opf}Meta") == "Meta"
+    assert local_name("{http://www.idpf.org/2007/opf}Meta", lower=True) == "meta"
+    assert local_name("p") == "p"
+    assert local_name(None) == "" and local_name(object()) == ""
+
+
+def test_text_and_ingest_do_not_import_each_other():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "ebook2audio_dask"
+    for package, other in (("text", "ingest"), ("ingest", "text")):
+        for path in (root / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+                if isinstance(node, ast.ImportFrom):
+                    module = "." * node.level + (node.module or "")
+                    assert other not in module.split("."), f"{path.name} imports {module}"

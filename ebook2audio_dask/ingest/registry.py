@@ -19,8 +19,8 @@ one of the forms of :attr:`InputFormat.takes` and the source (its URL, for
 messages), that returns a :class:`~._sections.BookContent` and raises
 :class:`~ebook2audio_dask.errors.BookError` for a bad book.  Then add one
 row below, at the place in its container group where its sniffer should be
-tried, and regenerate the table in ``docs/formats.md`` (``python -m
-ebook2audio_dask.ingest.registry``; ``tests/test_ingest.py`` checks it).
+tried, and paste :func:`formats_table`'s output over the table in
+``docs/formats.md`` (``tests/test_ingest.py`` checks it).
 A format Calibre converts needs no reader: a row with ``calibre=True``.
 """
 
@@ -433,6 +433,3 @@ def formats_table() -> str:
             lines.append(f"| {fmt.label} | {fmt.recognised_by} | {fmt.read_by} | {fmt.needs} |")
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":  # pragma: no cover - prints the docs table
-    print(formats_table(), end="")

@@ -36,6 +36,7 @@ __all__ = ["FEATURES", "roman_value", "rules_for", "spoken_form"]
 #: Normalisation features that can be switched off one by one.
 FEATURES = ("numbers", "abbreviations", "roman")
 
+
 def _n2w(number, lang: str, to: str = "cardinal") -> str:
     from num2words import num2words
 
@@ -245,9 +246,10 @@ class EnglishRules(Rules):
     lang = "en"
     n2w = "en"
     title_words = (
-        "chapter", "chap", "book", "part", "volume", "vol", "section", "act", "scene", "canto", "stave",
-        "appendix", "lesson", "article", "psalm", "letter", "no", "number", "page", "p", "pp", "vols",
-        "chapters", "parts", "books", "plate", "figure", "fig", "class", "type", "grade", "phase",
+        "chapter", "chap", "book", "part", "volume", "vol", "section", "act", "scene", "canto",
+        "stave", "appendix", "lesson", "article", "psalm", "letter", "no", "number", "page", "p",
+        "pp", "vols", "chapters", "parts", "books", "plate", "figure", "fig", "class", "type",
+        "grade", "phase",
     )  # fmt: skip
     regnal_stop = frozenset(
         [
@@ -444,8 +446,9 @@ class FrenchRules(Rules):
     degree = ("degré", "degrés")
     scale_words = ("mille", "millions?", "milliards?")
     title_words = (
-        "chapitre", "chap", "livre", "partie", "tome", "acte", "scène", "leçon", "section", "article",
-        "volume", "vol", "chant", "lettre", "page", "p", "numéro", "n°", "no", "psaume", "planche", "figure",
+        "chapitre", "chap", "livre", "partie", "tome", "acte", "scène", "leçon", "section",
+        "article", "volume", "vol", "chant", "lettre", "page", "p", "numéro", "n°", "no", "psaume",
+        "planche", "figure",
     )  # fmt: skip
     regnal = "cardinal"
     regnal_stop = frozenset(
@@ -598,8 +601,9 @@ class DutchRules(Rules):
     degree = ("graad", "graden")
     scale_words = ("duizend", "miljoen", "miljard")
     title_words = (
-        "hoofdstuk", "deel", "boek", "bedrijf", "tooneel", "toneel", "les", "afdeling", "zang", "artikel",
-        "bladzijde", "blz", "nummer", "nr", "no", "psalm", "brief", "afbeelding", "fig", "plaat",
+        "hoofdstuk", "deel", "boek", "bedrijf", "tooneel", "toneel", "les", "afdeling", "zang",
+        "artikel", "bladzijde", "blz", "nummer", "nr", "no", "psalm", "brief", "afbeelding", "fig",
+        "plaat",
     )  # fmt: skip
     regnal_article = "de"
     regnal_stop = frozenset(
@@ -884,7 +888,8 @@ def _currency_words(rules: Rules, amount: str, symbol: str, scale: str = "") -> 
     if cents and int(cents):
         cents_n = int((cents + "0")[:2])
         if rules.lang == "en":
-            words += f" {rules.currency_and} {rules.cardinal(cents_n)} {names[2] if cents_n == 1 else names[3]}"
+            cents_name = names[2] if cents_n == 1 else names[3]
+            words += f" {rules.currency_and} {rules.cardinal(cents_n)} {cents_name}"
         else:
             words += f" {rules.cardinal(cents_n)}"
     return words
