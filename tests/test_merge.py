@@ -16,9 +16,9 @@ from pathlib import Path
 from helpers import check_m4b_against_report
 
 import ebook2audio_dask as e2a
+from ebook2audio_dask.pipeline.merge import merge_task
 from ebook2audio_dask.pipeline.tasks import (
     cover_task,
-    merge_task,
     parse_task,
     plan_task,
     synthesize_task,

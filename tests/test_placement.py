@@ -37,7 +37,7 @@ from distributed.utils_test import gen_cluster
 # what it was when utils_test was imported, and that must include our defaults.
 import ebook2audio_dask as e2a
 from ebook2audio_dask.config import DEFAULTS_FILE
-from ebook2audio_dask.pipeline.tasks import BatchResult
+from ebook2audio_dask.pipeline.results import BatchResult
 
 FRENCH = "entre-nous-lectures-francaises.txt"
 #: Four short chapters (~1,600 characters): several synthesize tasks, a few seconds of espeak.

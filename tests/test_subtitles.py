@@ -21,15 +21,14 @@ from ebook2audio_dask.audio import (
 )
 from ebook2audio_dask.audio.subtitles import (
     Cue,
-    chunk_cues,
     format_srt,
     format_vtt,
     parse_subtitles,
-    split_cue_text,
 )
 from ebook2audio_dask.errors import UsageError
-from ebook2audio_dask.pipeline import tasks
-from ebook2audio_dask.text.chunk import ChapterPlan, Chunk
+from ebook2audio_dask.pipeline import layout
+from ebook2audio_dask.pipeline.layout import chunk_cues
+from ebook2audio_dask.text.chunk import ChapterPlan, Chunk, split_cue_text
 
 
 def test_srt_numbering_and_clock():
@@ -79,10 +78,10 @@ def test_part_cues_use_the_written_text_skip_gaps_and_are_relative_to_the_file()
               Chunk("c", "Lost.", 0, 0.5), Chunk("d", "Last one.", 0, 0.0)]  # fmt: skip
     plan = _plan(chunks, [ChapterPlan(1, "Chapter one", 0, 4, 40)])
     rate = 1000
-    timeline = tasks._timeline(plan, {"a": 800, "b": 1500, "c": 700, "d": 900}, rate)
+    timeline = layout.timeline(plan, {"a": 800, "b": 1500, "c": 700, "d": 900}, rate)
     assert [t[0] for t in timeline] == [0, 1800, 3800, 5000]
-    part = tasks._Part(start=1800, first=1, path="", end=5900, stop=4)
-    cues = tasks._part_cues(plan, timeline, part, gap_at={2}, rate=rate)
+    part = layout.Part(start=1800, first=1, path="", end=5900, stop=4)
+    cues = layout.part_cues(plan, timeline, part, gap_at={2}, rate=rate)
     assert cues == [Cue(0.0, 1.5, "Dr. Smith came."), Cue(3.2, 4.1, "Last one.")]
 
 
@@ -90,18 +89,18 @@ def test_part_marks_continue_a_chapter_cut_across_files_and_names_are_safe():
     chunks = [Chunk(k, k, 0 if k < "c" else 1, 0.0) for k in "abcd"]
     chapters = [ChapterPlan(1, "One", 0, 2, 2), ChapterPlan(2, 'Two: "A/B"?', 2, 4, 2)]
     plan = _plan(chunks, chapters)
-    timeline = tasks._timeline(plan, dict.fromkeys("abcd", 100), 1000)
-    part = tasks._Part(start=100, first=1, path="", end=300, stop=3)
-    assert tasks._part_marks(plan, timeline, part, 400) == [ChapterMark("One (continued)", 0, 100),
+    timeline = layout.timeline(plan, dict.fromkeys("abcd", 100), 1000)
+    part = layout.Part(start=100, first=1, path="", end=300, stop=3)
+    assert layout.part_marks(plan, timeline, part, 400) == [ChapterMark("One (continued)", 0, 100),
                                                            ChapterMark('Two: "A/B"?', 100, 200)]  # fmt: skip
     spec = OutputSpec(split="chapters")
-    parts = [tasks._Part(0, 0, "", 200, 2), tasks._Part(200, 2, "", 400, 4)]
-    assert tasks._output_names("s3://b/out/My Book.mp3", spec, plan, parts) == [
+    parts = [layout.Part(0, 0, "", 200, 2), layout.Part(200, 2, "", 400, 4)]
+    assert layout.output_names("s3://b/out/My Book.mp3", spec, plan, parts) == [
         "s3://b/out/My Book/01 - One.mp3",
         "s3://b/out/My Book/02 - Two A B.mp3",
     ]
     hours = OutputSpec(split="hours", split_hours=1.0)
-    assert tasks._output_names("/o/x.m4b", hours, plan, parts) == [
+    assert layout.output_names("/o/x.m4b", hours, plan, parts) == [
         "/o/x - Part 1 of 2.m4b",
         "/o/x - Part 2 of 2.m4b",
     ]
@@ -110,7 +109,7 @@ def test_part_marks_continue_a_chapter_cut_across_files_and_names_are_safe():
 def test_split_hours_cuts_before_the_chunk_that_would_not_fit_or_at_a_close_chapter():
     spec = OutputSpec(split="hours", split_hours=1.0)
     chapter = ChapterPlan(2, "Two", 5, 9, 1000)
-    cut = tasks._cut_before
+    cut = layout.cut_before
     assert not cut(spec, 3, 0, 500, 100, {}, [10, 10])  # a part holds at least one chunk
     assert cut(spec, 3, 60, 41, 100, {}, [10, 10])
     assert not cut(spec, 3, 60, 40, 100, {}, [10, 10])

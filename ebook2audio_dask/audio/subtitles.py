@@ -2,14 +2,17 @@
 
 The merge knows exactly where each chunk's audio starts and ends in the
 output (it streams the chunks' PCM itself), so a cue per chunk is exact.  A
-chunk holds one to a few sentences: its cue is split into one cue per
-sentence, with times proportional to the sentences' lengths in characters
-inside the chunk's real duration (only the chunk's boundaries are measured;
-the split inside it is an estimate).
+chunk holds one to a few sentences, whose ends the plan gives
+(:attr:`~ebook2audio_dask.text.chunk.Chunk.sentences`): its cue is split
+into one cue per sentence, with times proportional to the sentences'
+lengths in characters inside the chunk's real duration (only the chunk's
+boundaries are measured; the split inside it is an estimate).  Nothing here
+splits text into sentences.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,19 +20,15 @@ from dataclasses import dataclass
 __all__ = [
     "SUBTITLE_FORMATS",
     "Cue",
-    "chunk_cues",
     "format_srt",
     "format_subtitles",
     "format_vtt",
     "parse_subtitles",
-    "split_cue_text",
+    "sentence_cues",
 ]  # fmt: skip
 
 #: Formats :func:`format_subtitles` writes (the file extension is the name).
 SUBTITLE_FORMATS = ("srt", "vtt")
-
-#: Sentence ends: ``.``, ``!``, ``?``, ``…`` (and their CJK forms), then any
-#: closing quotes or brackets, then white space.
 
 
 @dataclass(frozen=True)
@@ -41,23 +40,30 @@ class Cue:
     text: str
 
 
-def split_cue_text(text: str, language: str | None = None) -> list[str]:
-    """The sentences of a chunk's written text (white space collapsed), split
-    by the chunk stage's own splitter (:func:`~ebook2audio_dask.text.segment.split_sentences`,
-    which knows abbreviations such as "Dr."; English rules without a *language*)."""
-    from ..text.segment import split_sentences
-
-    return [" ".join(s.split()) for s in split_sentences(" ".join(str(text).split()), language)]
-
-
-def chunk_cues(text: str, start_s: float, end_s: float, language: str | None = None) -> list[Cue]:
+def sentence_cues(text: str, ends: Sequence[int], start_s: float, end_s: float) -> list[Cue]:
     """Cues for one chunk whose audio runs from *start_s* to *end_s*.
 
-    One cue per sentence, the chunk's duration shared among them in
-    proportion to their characters; the first starts at *start_s*, the last
-    ends at *end_s*.
+    Parameters
+    ----------
+    text : str
+        The chunk's written text.
+    ends : sequence of int
+        Where each of its sentences ends, as offsets into the text with its
+        white space collapsed (``" ".join(text.split())``; see
+        :func:`~ebook2audio_dask.text.chunk.sentence_ends`).
+    start_s, end_s : float
+        The chunk's audio in its file, in seconds.
+
+    Returns
+    -------
+    list of Cue
+        One cue per sentence, the chunk's duration shared among them in
+        proportion to their characters; the first starts at *start_s*, the
+        last ends at *end_s*.  None for an empty chunk or an empty duration.
     """
-    sentences = split_cue_text(text, language)
+    flat = " ".join(str(text).split())
+    bounds = (0, *ends)
+    sentences = [s for s in (flat[a:b].strip() for a, b in itertools.pairwise(bounds)) if s]
     if not sentences or end_s <= start_s:
         return []
     total = sum(len(s) for s in sentences)
@@ -95,7 +101,8 @@ def format_srt(cues: Iterable[Cue]) -> str:
 
 
 def format_vtt(cues: Iterable[Cue]) -> str:
-    """WebVTT text: the ``WEBVTT`` header, then cues with ``HH:MM:SS.mmm`` times (``&<>`` escaped)."""
+    """WebVTT text: the ``WEBVTT`` header, then cues with ``HH:MM:SS.mmm`` times
+    (``&<>`` escaped)."""
     blocks = ["WEBVTT\n"]
     for n, cue in enumerate(cues, 1):
         text = _cue_text(cue.text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -38,21 +38,13 @@ from ..logs import get_logger
 from ..storage import join, stem_of
 from ..storage.names import book_stem, fit_name
 from ..text.chunk import BookPlan
+from .coordination import killed_worker
+from .merge import merge_task
 from .metrics import ensure_job_metrics, log_book_event
 from .options import ConvertOptions
 from .report import build_report, dumps_report
-from .tasks import (
-    BatchResult,
-    LostBatch,
-    MergeResult,
-    _killed_worker,
-    cover_task,
-    merge_task,
-    parse_task,
-    plan_task,
-    prepare_voice_task,
-    synthesize_task,
-)
+from .results import BatchResult, LostBatch, MergeResult
+from .tasks import cover_task, parse_task, plan_task, prepare_voice_task, synthesize_task
 
 __all__ = ["BookJob", "run_jobs", "submit_book"]
 
@@ -309,10 +301,10 @@ class BookJob:
         again :data:`MERGE_RESTARTS` times.  Returns False when the book has
         failed (a batch's own error, or too many restarts).
         """
-        if not _killed_worker(exc):
+        if not killed_worker(exc):
             return False
         newly = {i: LostBatch.from_exception(f.exception()) for i, f in enumerate(self.batches)
-                 if i not in self.lost and f.status == "error" and _killed_worker(f.exception())}  # fmt: skip
+                 if i not in self.lost and f.status == "error" and killed_worker(f.exception())}  # fmt: skip
         if newly:
             self.lost.update(newly)
             logger.warning("%s: %d synthesize task(s) kept killing their workers; their chunks go to the "
@@ -637,7 +629,7 @@ def run_jobs(
                     job.discard_if_done()
                 continue
             if stage == "synthesize":
-                if future.status == "error" and not _killed_worker(future.exception()):
+                if future.status == "error" and not killed_worker(future.exception()):
                     fail(
                         job, job.stall_error or future.exception()
                     )  # that batch failed: so does the book

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import one_line
 from ..text.chunk import BookPlan
-from .tasks import BatchResult, MergeResult
+from .results import BatchResult, MergeResult
 
 __all__ = [
     "REPORT_VERSION",

@@ -20,7 +20,16 @@ from .normalize import normalize_text
 from .segment import split_long, split_sentences
 from .spoken import FEATURES, Speaker
 
-__all__ = ["BookPlan", "ChapterPlan", "Chunk", "Pauses", "content_key", "plan_book"]
+__all__ = [
+    "BookPlan",
+    "ChapterPlan",
+    "Chunk",
+    "Pauses",
+    "content_key",
+    "plan_book",
+    "sentence_ends",
+    "split_cue_text",
+]
 
 #: Bump when the audio for a given key would change (e.g. a new WAV layout).
 KEY_VERSION = 1
@@ -83,6 +92,11 @@ class Chunk:
         spoken form after normalisation and lexicons, possibly with phoneme
         markup); empty when they are the same.  Subtitles show
         ``chunk.display or chunk.text``.
+    sentences : tuple of int or None
+        Where each sentence of the text subtitles show ends
+        (:func:`sentence_ends`), when the plan was asked for them
+        (``plan_book(..., sentences=True)``); ``None`` otherwise.  Not part
+        of the key.
     """
 
     key: str
@@ -90,6 +104,7 @@ class Chunk:
     chapter: int
     pause_after: float
     display: str = ""
+    sentences: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,43 @@ class BookPlan:
         return batches
 
 
+def split_cue_text(text: str, language: str | None = None) -> list[str]:
+    """The sentences of a chunk's written text as its subtitle cues show them.
+
+    White space is collapsed, then the text is split by the chunk stage's own
+    splitter (:func:`~ebook2audio_dask.text.segment.split_sentences`, which
+    knows abbreviations such as "Dr."; English rules without a *language*).
+    """
+    return [" ".join(s.split()) for s in split_sentences(" ".join(str(text).split()), language)]
+
+
+def sentence_ends(text: str, language: str | None = None) -> tuple[int, ...]:
+    """Where each sentence of *text* (:func:`split_cue_text`) ends.
+
+    Parameters
+    ----------
+    text : str
+        A chunk's written text.
+    language : str or None
+        BCP 47 tag of the splitting rules.
+
+    Returns
+    -------
+    tuple of int
+        End offsets into ``" ".join(text.split())``, one per sentence, in
+        order: slicing there (and stripping) gives the sentences back (see
+        :func:`~ebook2audio_dask.audio.subtitles.sentence_cues`).
+    """
+    flat = " ".join(str(text).split())
+    ends: list[int] = []
+    pos = 0
+    for sentence in split_cue_text(flat, language):
+        found = flat.find(sentence, pos)
+        pos = (found if found >= 0 else pos) + len(sentence)
+        ends.append(min(pos, len(flat)))
+    return tuple(ends)
+
+
 def _spoken_groups(
     sentences: list[str], max_chars: int, speak: Callable[[str], str]
 ) -> list[tuple[str, str]]:
@@ -271,6 +323,7 @@ def plan_book(
     normalize: Iterable[str] = FEATURES,
     lexicon: Iterable[Pronunciation] = (),
     phoneme_alphabet: str | None = None,
+    sentences: bool = False,
 ) -> BookPlan:
     """Cut a book into chunks and key them.
 
@@ -302,6 +355,9 @@ def plan_book(
     phoneme_alphabet : str or None
         The engine's :attr:`~ebook2audio_dask.engines.base.Engine.phoneme_alphabet`:
         how phoneme entries are written into the chunk text.
+    sentences : bool
+        Give each chunk its sentence ends (:attr:`Chunk.sentences`), for
+        subtitles: the merge then need not split its text again.
 
     Each chunk's :attr:`Chunk.text` is the spoken form of its sentences
     (numbers, abbreviations and Roman numerals in words, lexicon entries as
@@ -340,12 +396,12 @@ def plan_book(
         if speak_titles and title and not heading:
             units.append((_spoken_groups([title], max_chars, head), pauses.title))
         for n, para in enumerate(paragraphs):
-            sentences = split_sentences(para, language)
+            para_sentences = split_sentences(para, language)
             if n < heading:
-                units.append((_spoken_groups(sentences, max_chars, head), pauses.title))
+                units.append((_spoken_groups(para_sentences, max_chars, head), pauses.title))
             else:
                 units.append(
-                    (_spoken_groups(sentences, max_chars, speaker.speak), pauses.paragraph)
+                    (_spoken_groups(para_sentences, max_chars, speaker.speak), pauses.paragraph)
                 )
         for groups, pause in units:
             for i, (text, written) in enumerate(groups):
@@ -357,6 +413,7 @@ def plan_book(
                         chapter=chapter.index,
                         pause_after=pause if last else pauses.sentence,
                         display=written if written != text else "",
+                        sentences=sentence_ends(written or text, language) if sentences else None,
                     )
                 )
         chunks[-1] = replace(chunks[-1], pause_after=max(chunks[-1].pause_after, pauses.chapter))
