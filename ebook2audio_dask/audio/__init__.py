@@ -17,26 +17,20 @@ it:
 :mod:`~ebook2audio_dask.audio.subtitles`
     SRT and WebVTT cues from the real chunk timings.
 :mod:`~ebook2audio_dask.audio.formats`
-    The output formats, one row each of :data:`FORMATS`; what the merge
-    writes (:class:`OutputSpec`), and the ffmpeg passes that write it
+    The output formats, one row each of :data:`FORMATS` (suffix, codec, how
+    tags, chapters and cover are written), and what the merge is asked to
+    write (:class:`OutputSpec`, resolved on the client).  Runs nothing.
+:mod:`~ebook2audio_dask.audio.encode`
+    The ffmpeg passes that write a file as its row says
     (:class:`PartEncoder`, :func:`finish_file`, :func:`normalize_part`).
 :mod:`~ebook2audio_dask.audio.m4b`
     :func:`encode_m4b`: a PCM stream to an M4B file in one call.
 """
 
 from .cover import prepare_cover
+from .encode import FinalFile, PartEncoder, finish_file, normalize_part
 from .ffmpeg import decode_to_pcm, ffmpeg_exe
-from .formats import (
-    FORMATS,
-    SPLITS,
-    FinalFile,
-    FormatInfo,
-    Loudness,
-    OutputSpec,
-    PartEncoder,
-    finish_file,
-    normalize_part,
-)
+from .formats import FORMATS, SPLITS, FormatInfo, Loudness, OutputSpec
 from .m4b import encode_m4b
 from .subtitles import (
     SUBTITLE_FORMATS,

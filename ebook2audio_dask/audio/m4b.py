@@ -8,8 +8,8 @@ pass copies that audio into an MP4 container with the ``"M4B "`` brand, the
 chapters, the tags and the cover.
 
 It is the one-call form of what the pipeline's merge task does with
-:class:`~ebook2audio_dask.audio.formats.PartEncoder` (pass 1) and
-:func:`~ebook2audio_dask.audio.formats.finish_file` (pass 2), which the merge
+:class:`~ebook2audio_dask.audio.encode.PartEncoder` (pass 1) and
+:func:`~ebook2audio_dask.audio.encode.finish_file` (pass 2), which the merge
 also uses for the other formats, split files and loudness normalisation.
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 
 from ..logs import get_logger
 from .cover import prepare_cover
-from .formats import OutputSpec, PartEncoder, finish_file
+from .encode import PartEncoder, finish_file
+from .formats import OutputSpec
 from .tags import BookTags, ChapterMark, check_chapters
 
 __all__ = ["encode_m4b"]
@@ -65,7 +66,7 @@ def encode_m4b(
         callable is given, it is called once the stream is exhausted (so
         chapter times may be computed while the audio is produced).  Either
         way the audio is encoded as it arrives (by the merge task's encoder,
-        :class:`~ebook2audio_dask.audio.formats.PartEncoder`), then remuxed
+        :class:`~ebook2audio_dask.audio.encode.PartEncoder`), then remuxed
         with the chapters, tags and cover without re-encoding (a fast second
         pass over the file).
     tags : BookTags
