@@ -437,10 +437,8 @@ def _book_summary(book, include_matter: bool = False) -> dict[str, Any]:
 @cli.command()
 @click.argument("input")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option(
-    "--include-matter",
-    is_flag=True,
-    default=None,
+@click_option(
+    options()["include_matter"],
     help="Number front/back matter (title page, contents, licence, colophon) too, as "
     "convert --include-matter does.",
 )
@@ -688,23 +686,17 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
     metavar="DAYS",
     help="Delete what was written more than DAYS ago (with --keep: only unused and old).",
 )
-@click.option("--engine", help="Engine the --keep books are converted with.")
-@click.option("--voice", help="Voice the --keep books are converted with.")
-@click.option("--language", help="Language override the --keep books are converted with.")
-@click.option(
-    "--setting", "settings", multiple=True, metavar="KEY=VALUE", help="Engine setting (repeatable)."
+@click_option(options()["engine"], help="Engine the --keep books are converted with.")
+@click_option(options()["voice"], multiple=False, help="Voice the --keep books are converted with.")
+@click_option(options()["language"], help="Language override the --keep books are converted with.")
+@click_option(options()["settings"], help="Engine setting (repeatable).")
+@click_option(
+    options()["normalize"],
+    help="Whether the --keep books are converted with text normalisation (default: "
+    "ebook2audio.text.normalize).",
 )
-@click.option(
-    "--normalize/--no-normalize",
-    "normalize",
-    default=None,
-    help="Whether the --keep books are converted with text normalisation (default: on).",
-)
-@click.option(
-    "--lexicon",
-    "lexicons",
-    multiple=True,
-    metavar="FILE",
+@click_option(
+    options()["lexicons"],
     help="Pronunciation lexicon the --keep books are converted with (repeatable).",
 )
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
