@@ -85,9 +85,24 @@ class Bench:
 
     def args(self, engine: str, out: Path, store: Path, address: str) -> list[str]:
         extra = ["--model", str(self.vits)] if engine == "coqui" else []
-        return ["convert", str(BOOK), "-o", str(out), "--chapters", ",".join(map(str, self.chapters)),
-                "--engine", engine, *extra, "--batch-chars", str(BATCH_CHARS), "--cache", str(store),
-                "--scheduler", address, "--no-progress"]  # fmt: skip
+        return [
+            "convert",
+            str(BOOK),
+            "-o",
+            str(out),
+            "--chapters",
+            ",".join(map(str, self.chapters)),
+            "--engine",
+            engine,
+            *extra,
+            "--batch-chars",
+            str(BATCH_CHARS),
+            "--cache",
+            str(store),
+            "--scheduler",
+            address,
+            "--no-progress",
+        ]
 
     def start(self, args: list[str]) -> subprocess.Popen:
         from test_faults import _start_cli
@@ -105,8 +120,12 @@ class Bench:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        return {"wall_s": round(time.perf_counter() - t0, 2), "rc": proc.returncode, "loadavg_before": load,
-                "stderr": err[-600:]}  # fmt: skip
+        return {
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "rc": proc.returncode,
+            "loadavg_before": load,
+            "stderr": err[-600:],
+        }
 
     def writes(self, store: Path) -> list[str]:
         from test_faults import _writes
@@ -128,7 +147,8 @@ class Bench:
         while self.stored(store, engine) < n:
             if proc.poll() is not None:
                 raise SystemExit(
-                    f"the conversion ended before {n} chunks were stored: {proc.stderr.read()[-800:]}"
+                    f"the conversion ended before {n} chunks were stored: "
+                    f"{proc.stderr.read()[-800:]}"
                 )
             if time.monotonic() > deadline:
                 raise SystemExit(f"fewer than {n} chunks stored after {TIMEOUT} s")
@@ -138,9 +158,13 @@ class Bench:
         keys = self.writes(store)
         unique_chars = sum(sizes.values())
         chars = sum(sizes.get(k, 0) for k in keys)
-        return {"chunk_writes": len(keys), "distinct_chunks": len(set(keys)), "chars_written": chars,
-                "work_ratio": round(len(keys) / len(sizes), 3),
-                "chars_ratio": round(chars / unique_chars, 3)}  # fmt: skip
+        return {
+            "chunk_writes": len(keys),
+            "distinct_chunks": len(set(keys)),
+            "chars_written": chars,
+            "work_ratio": round(len(keys) / len(sizes), 3),
+            "chars_ratio": round(chars / unique_chars, 3),
+        }
 
     # ------------------------------------------------------------------ (a)
     def uninterrupted(self, engine: str, sizes: dict[str, int], tag: str) -> dict:
@@ -153,8 +177,15 @@ class Bench:
         if r["rc"] != 0:
             raise SystemExit(f"uninterrupted {engine} run failed: {r['stderr']}")
         t = self.report(out)["totals"]
-        return {**r, **self.work_done(store, sizes), "unique_chunks": t["unique_chunks"], "audio_s": t["audio_s"],
-                "synth_s": t["synth_s"], "store": str(store), "out": str(out)}  # fmt: skip
+        return {
+            **r,
+            **self.work_done(store, sizes),
+            "unique_chunks": t["unique_chunks"],
+            "audio_s": t["audio_s"],
+            "synth_s": t["synth_s"],
+            "store": str(store),
+            "out": str(out),
+        }
 
     # ------------------------------------------------------------------ (b)
     def worker_kill(self, sizes: dict[str, int], reference: dict) -> dict:
@@ -200,20 +231,27 @@ class Bench:
             a, b = decode_to_pcm(ref_m4b, rate), decode_to_pcm(m4b, rate)
             identical_audio = len(a) == len(b) and bool((a == b).all())
         return {
-            "wall_s": round(wall, 2), "loadavg_before": load, "rc": proc.returncode, "stderr": err[-600:],
+            "wall_s": round(wall, 2),
+            "loadavg_before": load,
+            "rc": proc.returncode,
+            "stderr": err[-600:],
             "completed": proc.returncode == 0 and m4b is not None,
             "kills": [{k: v for k, v in victim.items() if k != "address"} for victim in killed],
-            "chunks_lost": len(set(sizes) - set(chunks)), "chunks_failed": totals.get("chunks_failed", 0),
-            "identical_chunks": same, "unique_chunks": len(sizes),
+            "chunks_lost": len(set(sizes) - set(chunks)),
+            "chunks_failed": totals.get("chunks_failed", 0),
+            "identical_chunks": same,
+            "unique_chunks": len(sizes),
             "identical_audio": identical_audio and same == len(sizes),
-            "wall_ratio": round(wall / reference["wall_s"], 3), **self.work_done(store, sizes),
-        }  # fmt: skip
+            "wall_ratio": round(wall / reference["wall_s"], 3),
+            **self.work_done(store, sizes),
+        }
 
     # ------------------------------------------------------------------ (c) and (d)
     def killed_then_rerun(
         self, what: str, engine: str, sizes: dict[str, int], reference: dict
     ) -> dict:
-        """Kill the scheduler or the client at 50 % of the chunks, then run the same command again."""
+        """Kill the scheduler or the client at 50 % of the chunks, then run the same command
+        again."""
         store, out = self.work / f"store-{what}", self.work / f"out-{what}"
         cluster = self.cluster()
         result: dict = {}
@@ -235,8 +273,12 @@ class Bench:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-            result.update(first_rc=proc.returncode, first_stderr=err[-400:], until_kill_s=round(until_kill, 2),
-                          loadavg_before=load)  # fmt: skip
+            result.update(
+                first_rc=proc.returncode,
+                first_stderr=err[-400:],
+                until_kill_s=round(until_kill, 2),
+                loadavg_before=load,
+            )
             if what == "scheduler":
                 cluster.close()  # what is left of it: the workers leave on their own
                 result["stored_before_rerun"] = self.stored(store, engine)
@@ -255,8 +297,11 @@ class Bench:
                     if not (held["tasks"] or held["variables"]) or time.monotonic() > deadline:
                         break
                     time.sleep(0.5)
-                result["held_15s_after_rerun"] = {"tasks": len(held["tasks"]), "variables": len(held["variables"]),
-                                                  "names": held["tasks"][:5]}  # fmt: skip
+                result["held_15s_after_rerun"] = {
+                    "tasks": len(held["tasks"]),
+                    "variables": len(held["variables"]),
+                    "names": held["tasks"][:5],
+                }
         finally:
             cluster.close()
         if rerun["rc"] != 0:
@@ -264,14 +309,20 @@ class Bench:
         t = self.report(out)["totals"]
         total = result["until_kill_s"] + rerun["wall_s"]
         return {
-            **result, "rerun_wall_s": rerun["wall_s"], "rerun_loadavg_before": rerun["loadavg_before"],
-            "rerun_from_cache": t["chunks_from_cache"], "rerun_synthesized": t["chunks_synthesized"],
-            "unique_chunks": t["unique_chunks"], "wall_s": round(total, 2),
+            **result,
+            "rerun_wall_s": rerun["wall_s"],
+            "rerun_loadavg_before": rerun["loadavg_before"],
+            "rerun_from_cache": t["chunks_from_cache"],
+            "rerun_synthesized": t["chunks_synthesized"],
+            "unique_chunks": t["unique_chunks"],
+            "wall_s": round(total, 2),
             "wall_ratio": round(total / reference["wall_s"], 3),
             # as the user lives it: run 1 until the CLI gave up, then the rerun
-            "wall_ratio_with_exit": round((total + result["cli_exit_after_kill_s"]) / reference["wall_s"], 3),
+            "wall_ratio_with_exit": round(
+                (total + result["cli_exit_after_kill_s"]) / reference["wall_s"], 3
+            ),
             **self.work_done(store, sizes),
-        }  # fmt: skip
+        }
 
 
 def main(argv=None) -> int:
@@ -295,10 +346,18 @@ def main(argv=None) -> int:
         sizes, voice = plan(args.engine, None, chapters)
         vits_sizes, _ = plan("coqui", str(vits), chapters)
         out: dict = {
-            "input": {"book": BOOK.name, "chapters": list(chapters), "chars": sum(sizes.values()),
-                      "batch_chars": BATCH_CHARS, "workers": 2},
-            "engines": {"timing": f"{args.engine} {voice}", "identity": "coqui tiny random VITS (CPU, batch 1)"},
-        }  # fmt: skip
+            "input": {
+                "book": BOOK.name,
+                "chapters": list(chapters),
+                "chars": sum(sizes.values()),
+                "batch_chars": BATCH_CHARS,
+                "workers": 2,
+            },
+            "engines": {
+                "timing": f"{args.engine} {voice}",
+                "identity": "coqui tiny random VITS (CPU, batch 1)",
+            },
+        }
         t0 = time.perf_counter()
         out["uninterrupted"] = bench.uninterrupted(args.engine, sizes, "a")
         out["scheduler_kill"] = bench.killed_then_rerun(

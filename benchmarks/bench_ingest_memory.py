@@ -49,32 +49,15 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from helpers import roman, wrap  # noqa: E402
+
 CORPUS_TEXT = (REPO / ".." / "shared" / "corpus" / "entre-nous-lectures-francaises.txt").resolve()
 MB = 1_000_000
 RAISED = {"DASK_EBOOK2AUDIO__INGEST__MAX_TEXT_SIZE": "4GiB"}
 SPINE_REPEATS = 1000
 CHAPTER_BYTES = 300_000
-
-
-def _roman(n: int) -> str:
-    out = ""
-    for value, numeral in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"),
-                           (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"),
-                           (4, "IV"), (1, "I")):  # fmt: skip
-        while n >= value:
-            out, n = out + numeral, n - value
-    return out
-
-
-def _wrap(paragraph: str, width: int = 70) -> str:
-    lines, current = [], ""
-    for word in paragraph.split():
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    return "\n".join(lines + [current])
 
 
 def write_text(path: Path, size: int) -> dict:
@@ -83,7 +66,7 @@ def write_text(path: Path, size: int) -> dict:
     body = text.split("*** START OF")[1].split("\n", 1)[1].split("End of the Project Gutenberg")[0]
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", body)]
     paragraphs = [
-        (_wrap(p) + "\n\n").encode() for p in paragraphs if len(p) > 60 and "Produced by" not in p
+        (wrap(p) + "\n\n").encode() for p in paragraphs if len(p) > 60 and "Produced by" not in p
     ]
     head = (b"Title: Generated\nAuthor: Bench\nLanguage: French\n\n"
             b"*** START OF THE PROJECT GUTENBERG EBOOK GENERATED ***\n\n")  # fmt: skip
@@ -92,7 +75,7 @@ def write_text(path: Path, size: int) -> dict:
         total += fh.write(head)
         while total < size:
             chapters += 1
-            total += fh.write(f"\n\n\n\nCHAPTER {_roman(chapters)}.\n\n".encode())
+            total += fh.write(f"\n\n\n\nCHAPTER {roman(chapters)}.\n\n".encode())
             start = total
             while total - start < CHAPTER_BYTES and total < size:
                 total += fh.write(paragraphs[k % len(paragraphs)])

@@ -53,6 +53,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from cluster_views import scheduler_view, worker_view  # noqa: E402
+
 BOOK = (REPO / ".." / "shared" / "corpus" / "childrens-literature.epub").resolve()
 CHAPTERS = (2, 3)  # 3,418 + 5,405 characters: ~60 chunks, ~12 synthesize tasks
 ENGINE = "espeak"
@@ -77,46 +81,6 @@ def _kill_self_if_synthesizing(record: str, dask_worker=None) -> None:
             + "\n"
         )
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _scheduler_view(dask_scheduler=None) -> dict:
-    """Runs on the scheduler: every task's state, worker and suspicious count; every worker's
-    load."""
-    return {
-        "tasks": {
-            str(k): [
-                ts.state,
-                ts.processing_on.name if ts.processing_on else None,
-                ts.suspicious,
-                len(ts.waiting_on or ()),
-                len(ts.who_wants or ()),
-            ]
-            for k, ts in dask_scheduler.tasks.items()
-        },
-        "workers": {
-            ws.address: {
-                "name": ws.name,
-                "status": str(ws.status),
-                "used": dict(ws.used_resources),
-                "resources": dict(ws.resources),
-                "processing": len(ws.processing),
-                "executing": len(ws.executing),
-                "long_running": len(ws.long_running),
-            }
-            for ws in dask_scheduler.workers.values()
-        },
-        "unrunnable": len(dask_scheduler.unrunnable),
-        "queued": len(dask_scheduler.queued),
-        "clients": sorted(str(c) for c in dask_scheduler.clients),
-    }
-
-
-def _worker_view(dask_worker=None) -> dict:
-    return {
-        "pid": os.getpid(),
-        "tasks": {str(k): ts.state for k, ts in dask_worker.state.tasks.items()},
-        "executing": len(dask_worker.state.executing),
-    }
 
 
 # ---------------------------------------------------------------------- one round (a child process)
@@ -200,8 +164,8 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
     row["stored"] = len(stored)
     if row["stalled"]:
         try:
-            view = client.run_on_scheduler(_scheduler_view)
-            workers = client.run(_worker_view, on_error="return")
+            view = client.run_on_scheduler(scheduler_view)
+            workers = client.run(worker_view, on_error="return")
         except Exception as exc:  # noqa: BLE001 - a report, not a check
             view, workers = {"error": repr(exc)}, {}
         dump = work / "stall.json"
@@ -215,9 +179,8 @@ def one_round(work: Path, *, expected: list[str] | None, kill_at: float, limit: 
             "dump": str(dump),
             "tasks_by_state": by_state,
             "unfinished_count": len(unfinished),
-            "unfinished": dict(
-                unfinished[:60]
-            ),  # [state, worker, suspicious, waiting on, wanted by]; all in the dump
+            # each task's cluster_views.TASK_FIELDS; all of them in the dump
+            "unfinished": dict(unfinished[:60]),
             "workers": view.get("workers"),
             "unrunnable": view.get("unrunnable"),
             "queued": view.get("queued"),

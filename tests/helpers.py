@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,3 +122,37 @@ def assert_scales_linearly(
         f"linear would be about {factor}"
     )
     return ratio
+
+
+def traced_peak(fn: Callable[[], object]) -> tuple[object, int]:
+    """``(result, peak bytes allocated by Python while fn ran)`` (:mod:`tracemalloc`)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def roman(n: int) -> str:
+    """*n* in Roman numerals (the ``CHAPTER XIV.`` headings of generated books)."""
+    out = ""
+    for value, numeral in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"),
+                           (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"),
+                           (4, "IV"), (1, "I")):  # fmt: skip
+        while n >= value:
+            out, n = out + numeral, n - value
+    return out
+
+
+def wrap(paragraph: str, width: int = 70) -> str:
+    """*paragraph* in lines of at most *width* characters, cut at spaces, as Gutenberg texts are."""
+    lines, current = [], ""
+    for word in paragraph.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    return "\n".join(lines + [current])

@@ -32,7 +32,8 @@ KILL_WORD = "miserably"
 
 # --------------------------------------------------------------------------- unit: synthesize_task
 class FakeEngine:
-    """Returns one second of a tone per text; raises for texts in *bad* (forever) or *flaky* (n times)."""
+    """Returns one second of a tone per text; raises for texts in *bad* (forever) or *flaky* (n
+    times)."""
 
     sample_rate = 8000
 
@@ -113,7 +114,8 @@ def test_a_rerun_task_does_not_redo_chunks_already_in_the_store(fake, tmp_path):
 
 
 def test_engine_load_failure_still_fails_the_task(monkeypatch, tmp_path):
-    """Only the engine call's errors become dead letters; a broken engine fails the task (Dask retries it)."""
+    """Only the engine call's errors become dead letters; a broken engine fails the task (Dask
+    retries it)."""
     from ebook2audio_dask.errors import EngineError
 
     def broken(spec, threads):
@@ -169,8 +171,10 @@ def test_dead_letter_file_then_allow_gaps_then_a_clean_rerun(corpus, tmp_path):
     assert first.returncode == 1, first.stderr
     errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
-        f"error: {corpus / 'childrens-literature.epub'}: 1 chunk could not be synthesised (first: chapter 2, "
-        f"""RuntimeError: cannot speak '"Wonderful! But are '); see {dead}; run again to retry them, """
+        f"error: {corpus / 'childrens-literature.epub'}: 1 chunk could not be synthesised "
+        "(first: chapter 2, "
+        """RuntimeError: cannot speak '"Wonderful! But are '); """
+        f"see {dead}; run again to retry them, "
         "or use --allow-gaps"
     ], first.stderr
     assert "Traceback" not in first.stderr
@@ -250,8 +254,11 @@ def test_a_chunk_that_keeps_killing_workers_ends_as_a_clear_failure(corpus, tmp_
     )
     assert first.returncode == 1, first.stderr
     errors = [line for line in first.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "could not be synthesised (first: chapter 3, KilledWorker: the worker died 2 times" \
-        in errors[0], first.stderr  # fmt: skip
+    assert (
+        len(errors) == 1
+        and "could not be synthesised (first: chapter 3, KilledWorker: the worker died 2 times"
+        in errors[0]
+    ), first.stderr
     assert "Traceback" not in first.stderr
     assert not (out / "childrens-literature.m4b").exists()
     assert (out / "entre-nous-lectures-francaises.m4b").exists()

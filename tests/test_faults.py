@@ -40,6 +40,7 @@ from pathlib import Path
 import cloudpickle
 import numpy as np
 import pytest
+from cluster_views import TASK_FIELDS, scheduler_view, worker_view
 from helpers import ROOT, check_m4b_against_report, load_report
 
 pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=5)
@@ -107,7 +108,8 @@ def _executing_synthesis(dask_worker) -> list[str]:
 
 
 def _kill_self_if_synthesizing(record: str, dask_worker=None) -> None:
-    """Runs on a worker: if it is executing a synthesize task, note it in *record* and SIGKILL this process."""
+    """Runs on a worker: if it is executing a synthesize task, note it in *record* and SIGKILL this
+    process."""
     running = _executing_synthesis(dask_worker)
     if not running:
         return
@@ -141,25 +143,54 @@ class Cluster:
         (folder / "tmp").mkdir(exist_ok=True)
         self.folder = folder
         self.n_workers = n_workers
-        # TMPDIR: the merge's temporary files (left behind when its worker is SIGKILLed) stay in here
+        # TMPDIR: the merge's temporary files (left behind when its worker is SIGKILLed) stay in
+        # here
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", E2A_FAULTS_WRITE_LOG=str(write_log),
                         TMPDIR=str(folder / "tmp"), **ENGINE_ENV)  # fmt: skip
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs = []
         sched_file = folder / "scheduler.json"
         try:
-            self._start("scheduler", ["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                                      "--no-dashboard", "--scheduler-file", str(sched_file)])  # fmt: skip
+            self._start(
+                "scheduler",
+                [
+                    "distributed.cli.dask_scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(sched_file),
+                ],
+            )
             _wait_for(
                 lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
             )
             self.address = json.loads(sched_file.read_text())["address"]
             self.names = [f"gpu-{i}" for i in range(n_workers)]
             for i in range(n_workers):
-                self._start(f"gpu-{i}", ["distributed.cli.dask_worker", "--scheduler-file", str(sched_file),
-                                         "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-                                         "--no-dashboard", "--resources", "GPU=1", "--preload", str(preload),
-                                         "--name", f"gpu-{i}"])  # fmt: skip
+                self._start(
+                    f"gpu-{i}",
+                    [
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(sched_file),
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--resources",
+                        "GPU=1",
+                        "--preload",
+                        str(preload),
+                        "--name",
+                        f"gpu-{i}",
+                    ],
+                )
             self.client = Client(self.address, timeout=60)
             self.client.wait_for_workers(n_workers, timeout=120)
         except BaseException:
@@ -167,10 +198,15 @@ class Cluster:
             raise
 
     def _start(self, name: str, args: list[str]) -> None:
-        log = open(self.folder / f"{name}.log", "a")
+        log = open(self.folder / f"{name}.log", "a")  # noqa: SIM115 - closed by close()
         self._logs.append(log)
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.env, start_new_session=True)  # fmt: skip
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
 
     def workers(self) -> dict[str, dict]:
         return self.client.scheduler_info(n_workers=-1)["workers"]
@@ -183,7 +219,7 @@ class Cluster:
         if client is not None:
             try:
                 client.close(timeout=10)
-            except Exception:  # the scheduler may be dead already
+            except Exception:  # noqa: BLE001 - the scheduler may be dead already
                 pass
         for p in self.procs.values():
             try:
@@ -261,8 +297,9 @@ def kill_busy_worker(
 
     def replaced():
         workers = cluster.workers()
-        return (victim["address"] not in workers
-                and sorted(w["name"] for w in workers.values()) == sorted(cluster.names))  # fmt: skip
+        return victim["address"] not in workers and sorted(
+            w["name"] for w in workers.values()
+        ) == sorted(cluster.names)
 
     _wait_for(replaced, 60, "the nanny's new worker")
     return victim
@@ -283,9 +320,25 @@ def _plan(corpus: Path, vits: Path):
 
 
 def _args(corpus: Path, vits: Path, out: Path, store: Path, address: str) -> list[str]:
-    return ["convert", str(corpus / BOOK), "-o", str(out), "--chapters", CHAPTERS, "--engine", "coqui",
-            "--model", str(vits), "--batch-chars", str(BATCH_CHARS), "--cache", str(store),
-            "--scheduler", address, "--no-progress"]  # fmt: skip
+    return [
+        "convert",
+        str(corpus / BOOK),
+        "-o",
+        str(out),
+        "--chapters",
+        CHAPTERS,
+        "--engine",
+        "coqui",
+        "--model",
+        str(vits),
+        "--batch-chars",
+        str(BATCH_CHARS),
+        "--cache",
+        str(store),
+        "--scheduler",
+        address,
+        "--no-progress",
+    ]
 
 
 def _start_cli(args: list[str]) -> subprocess.Popen:
@@ -321,37 +374,18 @@ def _writes(log: Path, store: Path) -> list[str]:
     return out
 
 
-def _scheduler_view(dask_scheduler) -> dict:
-    """Runs on the scheduler: every task's state and worker, and every worker's load (a stall's evidence)."""
-    return {
-        "tasks": {str(k): [ts.state, ts.processing_on.name if ts.processing_on else None, ts.suspicious,
-                           dict(ts.resource_restrictions or {})]
-                  for k, ts in dask_scheduler.tasks.items()},
-        "workers": {ws.address: {"name": ws.name, "status": str(ws.status), "used": dict(ws.used_resources),
-                                 "resources": dict(ws.resources), "processing": len(ws.processing),
-                                 "executing": len(ws.executing), "long_running": len(ws.long_running)}
-                    for ws in dask_scheduler.workers.values()},
-        "unrunnable": len(dask_scheduler.unrunnable), "queued": len(dask_scheduler.queued),
-    }  # fmt: skip
-
-
-def _worker_view(dask_worker) -> dict:
-    """Runs on a worker: its tasks' states and its thread count."""
-    return {"tasks": {str(k): ts.state for k, ts in dask_worker.state.tasks.items()},
-            "nthreads": dask_worker.state.nthreads, "executing": len(dask_worker.state.executing)}  # fmt: skip
-
-
 def _stall_report(cluster: Cluster | None) -> str:
-    """What the cluster was doing, for a test that timed out waiting for it (a CI log is all there is)."""
+    """What the cluster was doing, for a test that timed out waiting for it (a CI log is all there
+    is)."""
     if cluster is None:
         return ""
     parts = []
     try:
-        view = cluster.client.run_on_scheduler(_scheduler_view)
-        parts.append("scheduler tasks (state, worker, suspicious, resources):")
+        view = cluster.client.run_on_scheduler(scheduler_view)
+        parts.append(f"scheduler tasks ({', '.join(TASK_FIELDS)}):")
         parts.extend(f"  {k}: {json.dumps(v)}" for k, v in view.pop("tasks").items())
         parts.append(f"scheduler: {json.dumps(view, default=str)}")
-        for address, state in cluster.client.run(_worker_view, on_error="return").items():
+        for address, state in cluster.client.run(worker_view, on_error="return").items():
             parts.append(f"worker {address}: {state!r}")
     except Exception as exc:  # noqa: BLE001 - a report, not a check
         parts.append(f"cluster state unavailable ({exc!r})")
@@ -383,8 +417,10 @@ def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: flo
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)  # its stderr can be read to the end now
             _, stderr = proc.communicate()
-            raise AssertionError(f"{len(_stored(store))} of {n} chunks in the store after {timeout} s\n"
-                                 f"CLI stderr:\n{stderr[-4000:]}\n{_stall_report(cluster)}")  # fmt: skip
+            raise AssertionError(
+                f"{len(_stored(store))} of {n} chunks in the store after {timeout} s\n"
+                f"CLI stderr:\n{stderr[-4000:]}\n{_stall_report(cluster)}"
+            )
         time.sleep(0.05)
 
 
@@ -477,7 +513,8 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
             first.kill_scheduler()
             killed_at = time.monotonic()
             at_kill = len(_stored(store))
-            try:  # a guard against a hang, not a speed limit: it gives up in well under a minute idle
+            # a guard against a hang, not a speed limit: it gives up in well under a minute idle
+            try:
                 stdout, stderr = proc.communicate(timeout=300)
             except subprocess.TimeoutExpired:
                 pytest.fail(
@@ -491,8 +528,11 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         # the workers lose their scheduler too; let them finish what they were doing
-        _wait_for(lambda: all(p.poll() is not None for n, p in first.procs.items() if n != "scheduler"), 60,
-                  "the workers to leave after their scheduler died")  # fmt: skip
+        _wait_for(
+            lambda: all(p.poll() is not None for n, p in first.procs.items() if n != "scheduler"),
+            60,
+            "the workers to leave after their scheduler died",
+        )
     finally:
         first.close()
 
@@ -582,9 +622,11 @@ def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(
 
     allowance = N_WORKERS * most_per_task
     writes = _writes(log, store)
-    work = (f"work over both runs: {len(writes)} chunk writes for {len(keys)} unique chunks ({at_kill} stored "
-            f"at the kill, {totals['chunks_synthesized']} synthesised by the rerun; allowed: + {allowance} "
-            "in flight)")  # fmt: skip
+    work = (
+        f"work over both runs: {len(writes)} chunk writes for {len(keys)} unique chunks "
+        f"({at_kill} stored at the kill, {totals['chunks_synthesized']} synthesised by the rerun; "
+        f"allowed: + {allowance} in flight)"
+    )
     if (
         at_kill + totals["chunks_synthesized"] > len(keys) + allowance
         or len(writes) > len(keys) + allowance
@@ -624,12 +666,17 @@ def test_ctrl_c_stops_the_job_on_an_external_cluster(corpus, vits, setup, tmp_pa
     if held["tasks"] or held["variables"]:
         problems.append(_leak_message(held, "10 s after Ctrl-C"))
     if later > at_exit + N_WORKERS * most_per_task:
-        problems.append(f"{later - at_exit} chunks were synthesised after the CLI had stopped "
-                        f"({at_exit} stored when it exited, {later} 10 s later, of {len(keys)})")  # fmt: skip
+        problems.append(
+            f"{later - at_exit} chunks were synthesised after the CLI had stopped "
+            f"({at_exit} stored when it exited, {later} 10 s later, of {len(keys)})"
+        )
     assert not problems, "\n".join(problems)
 
 
 def _leak_message(held: dict, when: str) -> str:
-    return (f"{when} the scheduler still holds {len(held['tasks'])} task(s) ({', '.join(held['tasks'][:2])}, ...) "
-            f"and {len(held['variables'])} Variable(s) ({', '.join(held['variables'][:2])}, ...) of a client that is "
-            "gone: its synthesize tasks are kept alive (and run) for nobody")  # fmt: skip
+    return (
+        f"{when} the scheduler still holds {len(held['tasks'])} task(s) "
+        f"({', '.join(held['tasks'][:2])}, ...) "
+        f"and {len(held['variables'])} Variable(s) ({', '.join(held['variables'][:2])}, ...) "
+        "of a client that is gone: its synthesize tasks are kept alive (and run) for nobody"
+    )

@@ -268,7 +268,7 @@ def xxe_prolog(root: str, tmp_path: Path) -> str:
 
 def laughs_prolog(root: str, levels: int = 10) -> str:
     ents = ['<!ENTITY lol0 "lol">'] + [
-        f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, levels)
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels)
     ]
     return f"<!DOCTYPE {root} [{''.join(ents)}]>"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import os
-import tracemalloc
 import zipfile
 from pathlib import Path
 
 import dask
 import pytest
+from helpers import traced_peak
 
 from ebook2audio_dask.errors import BookError, UsageError
 from ebook2audio_dask.ingest import read_book
@@ -50,23 +50,12 @@ def _bytes_read() -> int:
         pytest.skip("needs /proc/self/io (Linux) to count the bytes read")
 
 
-def _traced_peak(fn):
-    """``(result, peak bytes allocated by Python while fn ran)``."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return result, peak
-
-
 def test_a_big_member_the_reader_does_not_need_is_never_loaded(corpus, tmp_path):
     path = _with_big_member(corpus, tmp_path / "big.epub", 200 * MIB)
     assert path.stat().st_size > 200 * MIB
     reference = read_book(str(corpus / SEED))
     before = _bytes_read()
-    book, peak = _traced_peak(lambda: read_book(str(path)))
+    book, peak = traced_peak(lambda: read_book(str(path)))
     read = _bytes_read() - before
     assert [c.paragraphs for c in book.chapters] == [c.paragraphs for c in reference.chapters]
     assert book.cover is not None and book.cover.data == reference.cover.data
@@ -88,7 +77,7 @@ def test_only_the_head_is_read_to_recognise_the_format(tmp_path):
             read_book(str(path))
         return info.value
 
-    error, peak = _traced_peak(refused)
+    error, peak = traced_peak(refused)
     assert str(error) == f"{path}: not an ebook (unrecognised content)"
     assert peak < 4 * MIB
 

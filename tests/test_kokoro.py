@@ -91,8 +91,13 @@ def test_ipa_from_a_lexicon_reaches_the_model(model, tmp_path):
     lexicon.write_text("en:\n  Zorblax: /ˈɛlɪfənt/\n", encoding="utf-8")
     book = Book(source="cat.txt", title="Cat", authors=(), language="en",
                 chapters=(Chapter(1, "The Cat", ("The Zorblax sat on the mat.",)),))  # fmt: skip
-    request = PlanRequest(engine="kokoro", voice=VOICE, model=model, lexicon=load_lexicons([str(lexicon)]),
-                          speak_titles=False)  # fmt: skip
+    request = PlanRequest(
+        engine="kokoro",
+        voice=VOICE,
+        model=model,
+        lexicon=load_lexicons([str(lexicon)]),
+        speak_titles=False,
+    )
     [chunk] = plan_task(book, request).chunks
     assert "[[" in chunk.text and "Zorblax" not in chunk.text, chunk.text
     engine = _engine(model)
@@ -130,7 +135,10 @@ def test_book_through_the_dask_graph_and_rerun_from_cache(model, tmp_path):
     assert list(report["engine_loads"].values()) == [1]
     m4b = tmp_path / "out" / "two.m4b"
     check_m4b_against_report(m4b, report, expect_cover=False)
-    spoken = "The First. Marley was dead, to begin with. The Second. Scrooge knew he was dead. Of course he did."
+    spoken = (
+        "The First. Marley was dead, to begin with. "
+        "The Second. Scrooge knew he was dead. Of course he did."
+    )
     result = round_trip(spoken, m4b)
     assert result.wer <= 0.25 and result.longest_missing <= 3, result
 
@@ -205,14 +213,36 @@ def test_engines_listing_and_a_missing_model(model, tmp_path):
 
     book = _md_book(tmp_path / "two.md")
     missing = tmp_path / "no-model-here"
-    bad = run_cli("convert", str(book), "-o", str(tmp_path / "o"), "--engine", "kokoro", "--model", str(missing),
-                  "--voice", VOICE, "--workers", "1", "--no-progress")  # fmt: skip
+    bad = run_cli(
+        "convert",
+        str(book),
+        "-o",
+        str(tmp_path / "o"),
+        "--engine",
+        "kokoro",
+        "--model",
+        str(missing),
+        "--voice",
+        VOICE,
+        "--workers",
+        "1",
+        "--no-progress",
+    )
     assert bad.returncode == 1, bad.stderr
     [line] = [x for x in bad.stderr.splitlines() if x.startswith("error:")]
     assert f"kokoro model not found: {missing}" in line and "never downloaded" in line, line
     assert "Traceback" not in bad.stderr
-    none = run_cli("convert", str(book), "-o", str(tmp_path / "o"), "--engine", "kokoro", "--workers", "1",
-                   "--no-progress")  # fmt: skip
+    none = run_cli(
+        "convert",
+        str(book),
+        "-o",
+        str(tmp_path / "o"),
+        "--engine",
+        "kokoro",
+        "--workers",
+        "1",
+        "--no-progress",
+    )
     assert (
         none.returncode == 1 and "the kokoro engine needs a model: give --model" in none.stderr
     ), none.stderr
@@ -234,8 +264,9 @@ def test_routing_picks_kokoro_only_with_a_model_and_a_voice_for_the_language(mod
         assert resolve_spec("en", routing=routing)[0].engine == "piper"
     # no kokoro model configured: kokoro is skipped like coqui
     assert resolve_spec("ja", routing=routing)[0].engine == "espeak"
-    assert [voice_language(v) for v in ("af_heart", "bm_george", "zf_xiaobei", "pm_alex", "xx")] == [
-        "en-US", "en-GB", "zh", "pt-BR", "und"]  # fmt: skip
+    assert [
+        voice_language(v) for v in ("af_heart", "bm_george", "zf_xiaobei", "pm_alex", "xx")
+    ] == ["en-US", "en-GB", "zh", "pt-BR", "und"]
     with pytest.raises(UsageError, match="unknown voice 'af_heart'"):
         resolve_spec("en", engine="kokoro", voice="af_heart", model=model)
 

@@ -175,8 +175,16 @@ def test_hostile_titles_round_trip(pass1, fmt, title, authors, chapters):
     tags = BookTags(title=plan.title, authors=plan.authors, language=plan.language)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"book.{fmt}"
-        finish_file(OutputSpec(format=fmt), pass1[fmt], out, sample_rate=RATE, chapters=marks, tags=tags,
-                    cover_path=None, workdir=Path(tmp))  # fmt: skip
+        finish_file(
+            OutputSpec(format=fmt),
+            pass1[fmt],
+            out,
+            sample_rate=RATE,
+            chapters=marks,
+            tags=tags,
+            cover_path=None,
+            workdir=Path(tmp),
+        )
         got_chapters, got_tags = read_back(fmt, out)
 
     assert [t for _, t in got_chapters] == [c.title for c in plan.chapters]
@@ -198,7 +206,8 @@ def _xhtml(title: str, body: str) -> str:
 
 
 def backslash_epub(path: Path, title: str, author: str, chapters: list[str]) -> Path:
-    """An EPUB 3 whose title and chapter titles are *title*, *chapters* (XML-escaped by the caller)."""
+    """An EPUB 3 whose title and chapter titles are *title*, *chapters* (XML-escaped by the
+    caller)."""
     names = [f"c{i}.xhtml" for i in range(len(chapters))]
     manifest = "".join(
         f'<item id="c{i}" href="{n}" media-type="application/xhtml+xml"/>'
@@ -212,8 +221,10 @@ def backslash_epub(path: Path, title: str, author: str, chapters: list[str]) -> 
     files = {
         "META-INF/container.xml": '<?xml version="1.0"?><container version="1.0" '
         'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles><rootfile '
-        'full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/></rootfiles></container>',
-        "OEBPS/content.opf": '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+        'full-path="OEBPS/content.opf" '
+        'media-type="application/oebps-package+xml"/></rootfiles></container>',
+        "OEBPS/content.opf": '<?xml version="1.0"?>'
+        '<package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
         'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
         f'<dc:identifier id="id">urn:test:backslash</dc:identifier><dc:title>{title}</dc:title>'
         f"<dc:creator>{author}</dc:creator><dc:language>en</dc:language></metadata>"

@@ -7,6 +7,7 @@ so the chunks are synthesised once and each test mostly measures the merge.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 from pathlib import Path
@@ -31,8 +32,15 @@ def store(tmp_path_factory) -> str:
 
 
 def convert(client, store, out: Path, chapters=CHAPTERS, **kwargs) -> dict:
-    [result] = e2a.convert(str(BOOK), str(out), chapters=chapters, engine="espeak", client=client, cache=store,
-                           **kwargs)  # fmt: skip
+    [result] = e2a.convert(
+        str(BOOK),
+        str(out),
+        chapters=chapters,
+        engine="espeak",
+        client=client,
+        cache=store,
+        **kwargs,
+    )
     assert result.ok, result.error
     report = load_report(out / f"{STEM}.report.json")
     assert report == result.report
@@ -65,7 +73,8 @@ def m4b_run(client, store, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_m4b_subtitles_match_the_chunk_audio(m4b_run, store):
     """Cue times equal the chunks' real starts (chunk WAVs in the store + the plan's pauses)
-    within 50 ms; the speech in the decoded M4B begins there; each chapter starts with its first cue."""
+    within 50 ms; the speech in the decoded M4B begins there; each chapter starts with its first
+    cue."""
     from mutagen.mp4 import MP4
 
     from ebook2audio_dask.audio.wav import decode_wav
@@ -102,7 +111,7 @@ def test_m4b_subtitles_match_the_chunk_audio(m4b_run, store):
         assert np.min(np.abs(cue_starts - start)) < 0.05, start
         assert any(abs(c.end_s - end) < 0.05 for c in cues), end
     assert len(cues) >= len(plan.chunks)
-    assert all(a.end_s <= b.start_s + 0.001 for a, b in zip(cues, cues[1:]))
+    assert all(a.end_s <= b.start_s + 0.001 for a, b in itertools.pairwise(cues))
     for chapter in MP4(str(m4b)).chapters:
         first = min(cues, key=lambda c: abs(c.start_s - chapter.start))
         assert abs(first.start_s - chapter.start) < 0.05
@@ -130,7 +139,8 @@ def test_formats_decode_to_the_report_duration_with_tags_and_chapters(
         assert [str(c.sub_frames["TIT2"]) for c in chaps] == TITLES
         assert all(abs(c.start_time / 1000 - s) < 0.05 for c, s in zip(chaps, starts))
         assert f.tags.getall("APIC")
-        # a rerun with every chunk and the encoded MP3 cached still writes the file, and the subtitles asked for
+        # a rerun with every chunk and the encoded MP3 cached still writes the file, and the
+        # subtitles asked for
         path.unlink()
         again = convert(client, store, tmp_path, format=fmt, subtitles="vtt")
         assert (
@@ -198,11 +208,26 @@ def test_split_hours_parts_add_up(client, store, tmp_path, m4b_run):
 
 
 def test_loudnorm_reaches_the_target(client, store, tmp_path):
-    """EBU R128 integrated loudness of the output, measured by ffmpeg's ebur128 filter: -16 LUFS ± 1 LU."""
+    """EBU R128 integrated loudness of the output, measured by ffmpeg's ebur128 filter: -16 LUFS ± 1
+    LU."""
 
     def integrated(path) -> float:
-        measured = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-af",
-                                   "ebur128=framelog=quiet", "-f", "null", "-"], capture_output=True, text=True)  # fmt: skip
+        measured = subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostats",
+                "-i",
+                str(path),
+                "-af",
+                "ebur128=framelog=quiet",
+                "-f",
+                "null",
+                "-",
+            ],
+            capture_output=True,
+            text=True,
+        )
         return float(re.findall(r"I:\s+(-?[\d.]+) LUFS", measured.stderr)[-1])
 
     report = convert(client, store, tmp_path, chapters=[2], loudnorm=True, format="opus")
@@ -217,13 +242,34 @@ def test_loudnorm_reaches_the_target(client, store, tmp_path):
 
 
 def test_cli_split_chapters_pauses_and_cached_rerun(store, tmp_path):
-    """--split chapters with --pause: one tagged file per chapter; a rerun from the cache writes them again."""
+    """--split chapters with --pause: one tagged file per chapter; a rerun from the cache writes
+    them again."""
     import mutagen
 
     out = tmp_path / "out"
-    args = ["convert", str(BOOK), "-o", str(out), "--chapters", "2,3", "--engine", "espeak", "--cache", store,
-            "--workers", "1", "--no-progress", "--format", "mp3", "--split", "chapters", "--subtitles", "srt",
-            "--pause", "title=2.5"]  # fmt: skip
+    args = [
+        "convert",
+        str(BOOK),
+        "-o",
+        str(out),
+        "--chapters",
+        "2,3",
+        "--engine",
+        "espeak",
+        "--cache",
+        store,
+        "--workers",
+        "1",
+        "--no-progress",
+        "--format",
+        "mp3",
+        "--split",
+        "chapters",
+        "--subtitles",
+        "srt",
+        "--pause",
+        "title=2.5",
+    ]
     for run in range(2):
         proc = run_cli(*args)
         assert proc.returncode == 0, proc.stderr

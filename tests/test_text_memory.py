@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import codecs
 import re
-import tracemalloc
 from pathlib import Path
 
 import dask
 import pytest
-from helpers import run_cli
+from helpers import roman, run_cli, traced_peak, wrap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,40 +41,19 @@ MIB = 1024 * 1024
 SPEC = EngineSpec.make("espeak", "fr")
 
 
-def _roman(n: int) -> str:
-    out = ""
-    for value, numeral in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"),
-                           (90, "XC"), (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"),
-                           (4, "IV"), (1, "I")):  # fmt: skip
-        while n >= value:
-            out, n = out + numeral, n - value
-    return out
-
-
-def _wrap(paragraph: str, width: int = 70) -> str:
-    lines, current = [], ""
-    for word in paragraph.split():
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    return "\n".join(lines + [current])
-
-
 def generated_text(corpus: Path, size: int, chapter_bytes: int = 100_000) -> str:
     """A Gutenberg-style book of about *size* UTF-8 bytes made of the corpus reader's prose."""
     text = (corpus / "entre-nous-lectures-francaises.txt").read_text(encoding="utf-8-sig")
     body = text.split("*** START OF")[1].split("\n", 1)[1]
     body = body.split("End of the Project Gutenberg")[0]
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", body)]
-    paragraphs = [_wrap(p) + "\n\n" for p in paragraphs if len(p) > 60 and "Produced by" not in p]
+    paragraphs = [wrap(p) + "\n\n" for p in paragraphs if len(p) > 60 and "Produced by" not in p]
     out = ["Title: Generated\nAuthor: Bench\nLanguage: French\n\n"
            "*** START OF THE PROJECT GUTENBERG EBOOK GENERATED ***\n\n"]  # fmt: skip
     total, chapter, k = len(out[0]), 0, 0
     while total < size:
         chapter += 1
-        out.append(f"\n\n\n\nCHAPTER {_roman(chapter)}.\n\n")
+        out.append(f"\n\n\n\nCHAPTER {roman(chapter)}.\n\n")
         in_chapter = 0
         while in_chapter < chapter_bytes and total < size:
             para = paragraphs[k % len(paragraphs)]
@@ -86,17 +64,6 @@ def generated_text(corpus: Path, size: int, chapter_bytes: int = 100_000) -> str
     return "".join(out)
 
 
-def _traced_peak(fn) -> tuple[object, int]:
-    """``(result, peak bytes allocated by Python while fn ran)``."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return result, peak
-
-
 def _marginal(corpus: Path, tmp_path: Path, sizes: tuple[int, int], work) -> float:
     """Peak traced bytes per extra byte of book, between books of *sizes* bytes."""
     peaks, lengths = [], []
@@ -104,7 +71,7 @@ def _marginal(corpus: Path, tmp_path: Path, sizes: tuple[int, int], work) -> flo
         path = tmp_path / f"book-{size}.txt"
         path.write_text(generated_text(corpus, size), encoding="utf-8")
         lengths.append(path.stat().st_size)
-        _, peak = _traced_peak(lambda: work(str(path)))
+        _, peak = traced_peak(lambda path=path: work(str(path)))
         peaks.append(peak)
     return (peaks[1] - peaks[0]) / (lengths[1] - lengths[0])
 
@@ -140,7 +107,13 @@ def _sparse_text(path: Path, size: int) -> Path:
 def test_a_text_over_the_default_limit_is_refused_before_it_is_read(tmp_path):
     limit = 64 * MIB  # ingest.max-text-size's default (ebook2audio.yaml)
     path = _sparse_text(tmp_path / "huge.txt", limit + 1)
-    error, peak = _traced_peak(lambda: pytest.raises(BookError, read_book, str(path)).value)
+
+    def refused() -> BookError:
+        with pytest.raises(BookError) as info:
+            read_book(str(path))
+        return info.value
+
+    error, peak = traced_peak(refused)
     assert str(error) == (
         f"{path}: file is 64.00 MiB, over the limit ingest.max-text-size (64.00 MiB)"
     )
@@ -248,7 +221,7 @@ _BYTES = st.lists(
                 b"\xe2\x80",
                 codecs.BOM_UTF8,
             ]
-        ),  # fmt: skip
+        ),
         st.binary(max_size=8),
     ),
     max_size=120,
