@@ -649,8 +649,8 @@ class ConvertOptions:
             language=self.language,
             model=self.model,  # None: each engine's own default (coqui.model, kokoro.model)
             settings=tuple(sorted((self.settings or {}).items())),
-            max_chars=config.get("chunk.max-chars", None),
-            speak_titles=bool(config.get("chunk.speak-titles", True)),
+            max_chars=config.get("chunk.max-chars"),
+            speak_titles=bool(config.get("chunk.speak-titles")),
             pauses=dataclasses.replace(
                 Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}
             ),
@@ -857,9 +857,8 @@ _LITERAL = re.compile(r"``(.+?)``")
 
 @functools.cache
 def _shipped() -> dict[str, Any]:
-    """The packaged defaults (``ebook2audio.yaml``), whatever this process has configured."""
-    with open(config.DEFAULTS_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    """The packaged defaults (:func:`ebook2audio_dask.config.defaults`), read once."""
+    return config.defaults()
 
 
 def _default_value(key: str) -> str | None:
@@ -867,7 +866,7 @@ def _default_value(key: str) -> str | None:
 
     The shipped value, not this process's: the help and the docs read the same.
     """
-    value = dask.config.get(f"ebook2audio.{key}", None, config=_shipped())
+    value = dask.config.get(key, None, config=_shipped())
     if value is None or value in ("", [], {}) or isinstance(value, (dict, list)):
         return None
     if isinstance(value, bool):
