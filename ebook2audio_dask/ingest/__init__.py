@@ -59,7 +59,14 @@ from .registry import (
     zip_format_by_members,
 )
 
-__all__ = ["CALIBRE_FORMATS", "FORMATS", "MAX_PARAGRAPH_CHARS", "detect_format", "read_book"]
+__all__ = [
+    "CALIBRE_FORMATS",
+    "FORMATS",
+    "MAX_PARAGRAPH_CHARS",
+    "BookContent",
+    "detect_format",
+    "read_book",
+]
 
 log = get_logger(__name__)
 
