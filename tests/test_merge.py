@@ -1,4 +1,5 @@
-"""The merge task called directly (no cluster): one pass when every length is known, two when one is not.
+"""The merge task called directly (no cluster): one pass when every length is known, two
+when one is not.
 
 The merge takes every chunk's length from its batches' results and the
 store's sizes, writes the chapter marks first and encodes in one ffmpeg pass.
@@ -54,8 +55,16 @@ def _merged(tmp_path: Path, *, wrong_sizes: bool):
     chunk_batch = {k: 0 for k, _ in rest}
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    merged = merge_task(plan, cover_task(book), (batch,), chunk_batch, store, str(out / "two.m4b"),
-                        chunk_sizes=sizes, failures_url=str(out / "two.failures.jsonl"))  # fmt: skip
+    merged = merge_task(
+        plan,
+        cover_task(book),
+        (batch,),
+        chunk_batch,
+        store,
+        str(out / "two.m4b"),
+        chunk_sizes=sizes,
+        failures_url=str(out / "two.failures.jsonl"),
+    )
     merged.publication.commit(None)
     return plan, merged, out / "two.m4b"
 

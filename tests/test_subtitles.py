@@ -33,9 +33,9 @@ from ebook2audio_dask.text.chunk import ChapterPlan, Chunk, split_cue_text
 
 def test_srt_numbering_and_clock():
     text = format_srt([Cue(0.0, 1.5, "One."), Cue(3661.25, 3662.0004, "Two  words\nhere.")])
-    assert (
-        text
-        == "1\n00:00:00,000 --> 00:00:01,500\nOne.\n\n2\n01:01:01,250 --> 01:01:02,000\nTwo words here.\n"
+    assert text == (
+        "1\n00:00:00,000 --> 00:00:01,500\nOne.\n\n"
+        "2\n01:01:01,250 --> 01:01:02,000\nTwo words here.\n"
     )
     assert parse_subtitles(text) == [Cue(0.0, 1.5, "One."), Cue(3661.25, 3662.0, "Two words here.")]
 
@@ -74,8 +74,12 @@ def _plan(chunks, chapters):
 
 
 def test_part_cues_use_the_written_text_skip_gaps_and_are_relative_to_the_file():
-    chunks = [Chunk("a", "Chapter one", 0, 1.0), Chunk("b", "Doctor Smith came.", 0, 0.5, display="Dr. Smith came."),
-              Chunk("c", "Lost.", 0, 0.5), Chunk("d", "Last one.", 0, 0.0)]  # fmt: skip
+    chunks = [
+        Chunk("a", "Chapter one", 0, 1.0),
+        Chunk("b", "Doctor Smith came.", 0, 0.5, display="Dr. Smith came."),
+        Chunk("c", "Lost.", 0, 0.5),
+        Chunk("d", "Last one.", 0, 0.0),
+    ]
     plan = _plan(chunks, [ChapterPlan(1, "Chapter one", 0, 4, 40)])
     rate = 1000
     timeline = layout.timeline(plan, {"a": 800, "b": 1500, "c": 700, "d": 900}, rate)
@@ -91,8 +95,10 @@ def test_part_marks_continue_a_chapter_cut_across_files_and_names_are_safe():
     plan = _plan(chunks, chapters)
     timeline = layout.timeline(plan, dict.fromkeys("abcd", 100), 1000)
     part = layout.Part(start=100, first=1, path="", end=300, stop=3)
-    assert layout.part_marks(plan, timeline, part, 400) == [ChapterMark("One (continued)", 0, 100),
-                                                           ChapterMark('Two: "A/B"?', 100, 200)]  # fmt: skip
+    assert layout.part_marks(plan, timeline, part, 400) == [
+        ChapterMark("One (continued)", 0, 100),
+        ChapterMark('Two: "A/B"?', 100, 200),
+    ]
     spec = OutputSpec(split="chapters")
     parts = [layout.Part(0, 0, "", 200, 2), layout.Part(200, 2, "", 400, 4)]
     assert layout.output_names("s3://b/out/My Book.mp3", spec, plan, parts) == [
@@ -171,12 +177,21 @@ def test_each_format_streams_and_tags_a_file(fmt, tmp_path):
         enc.write(tone)
     assert enc.close() == 3 * rate
     png = tmp_path / "c.png"
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=red:s=16x16", "-frames:v", "1",
-                    "-f", "image2", "-c:v", "png", str(png)], check=True)  # fmt: skip
+    red = [ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "color=red:s=16x16",
+           "-frames:v", "1", "-f", "image2", "-c:v", "png", str(png)]  # fmt: skip
+    subprocess.run(red, check=True)
     cover = prepare_cover(png.read_bytes(), "image/png", tmp_path)
     out = tmp_path / f"book{spec.info.ext}"
-    finish_file(spec, enc.path, out, sample_rate=rate, chapters=[ChapterMark("A", 0, rate), ChapterMark("B", rate, 3 * rate)],
-                tags=BookTags("Title", ("Ann", "Bob"), "en", track=(2, 5)), cover_path=cover, workdir=tmp_path)  # fmt: skip
+    finish_file(
+        spec,
+        enc.path,
+        out,
+        sample_rate=rate,
+        chapters=[ChapterMark("A", 0, rate), ChapterMark("B", rate, 3 * rate)],
+        tags=BookTags("Title", ("Ann", "Bob"), "en", track=(2, 5)),
+        cover_path=cover,
+        workdir=tmp_path,
+    )
     assert len(decode_to_pcm(out, rate)) == 3 * rate
     f = mutagen.File(str(out))
     if fmt == "wav":
