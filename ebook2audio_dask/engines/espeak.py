@@ -11,9 +11,10 @@ one module-level lock; it is initialised once per process, on first use.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from ..errors import EngineError, one_line
 from .base import Engine, VoiceInfo, module_missing
 
-__all__ = ["EspeakEngine"]
+__all__ = ["EspeakEngine", "locked_library"]
 
 _INSTALL_HINT = "espeakng-loader is not installed: pip install 'ebook2audio_dask[espeak]'"
 
@@ -67,6 +68,10 @@ class _EspeakVoiceStruct(ctypes.Structure):
 
 class _Library:
     """The process's one initialised libespeak-ng.  Use only under :data:`_LOCK`."""
+
+    def default_params(self) -> tuple[int, ...]:
+        """Every setting at its default, in ``_SETTINGS`` order (what :meth:`select` takes)."""
+        return tuple(self.defaults[name] for name in _SETTINGS)
 
     def __init__(self) -> None:
         try:
@@ -190,6 +195,19 @@ def _library() -> _Library:
     if _LIBRARY is None:
         _LIBRARY = _Library()
     return _LIBRARY
+
+
+@contextlib.contextmanager
+def locked_library() -> Iterator[_Library]:
+    """The process's one libespeak-ng, for the ``with`` block only, under its lock.
+
+    For other users of the same library (Kokoro's G2P asks it for phonemes):
+    libespeak-ng keeps one global state, so every call must hold the lock.
+    The object has ``lib`` (the ctypes library), ``voices``, ``defaults`` and
+    ``default_params()`` (every setting at its default, for ``select``).
+    """
+    with _LOCK:
+        yield _library()
 
 
 def _bcp47(code: str) -> str:

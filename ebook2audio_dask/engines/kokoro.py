@@ -504,8 +504,7 @@ def _espeak_phonemes(text: str, voice: str) -> str:
     data = ctypes.create_string_buffer(text.replace("\0", " ").encode("utf-8"))
     pointer = ctypes.c_void_p(ctypes.addressof(data))
     clauses = []
-    with espeak._LOCK:
-        library = espeak._library()
+    with espeak.locked_library() as library:
         lib = library.lib
         lib.espeak_TextToPhonemes.argtypes = [
             ctypes.POINTER(ctypes.c_void_p),
@@ -513,7 +512,7 @@ def _espeak_phonemes(text: str, voice: str) -> str:
             ctypes.c_int,
         ]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-        library.select(voice, tuple(library.defaults[name] for name in espeak._SETTINGS))
+        library.select(voice, library.default_params())
         while pointer.value:
             out = lib.espeak_TextToPhonemes(
                 ctypes.byref(pointer), _CHARS_UTF8, _TEXT_TO_PHONEMES_IPA
@@ -529,8 +528,8 @@ def _espeak_voice(language: str) -> str:
 
     tag = language.replace("_", "-").lower()
     primary = tag.split("-")[0]
-    with espeak._LOCK:
-        table = espeak._library().voices
+    with espeak.locked_library() as library:
+        table = library.voices
     for code in (_ESPEAK_CODES.get(tag, ""), tag, _ESPEAK_CODES.get(primary, ""), primary):
         if code and code in table:
             return table[code][0]

@@ -248,7 +248,7 @@ class BookJob:
                 )
             )
         allow_gaps = bool(
-            config.get("synthesize.allow-gaps", False, override=self.options.allow_gaps)
+            config.get("synthesize.allow-gaps", override=self.options.allow_gaps)
         )
         # The merge depends on the plan, the cover and every batch: Dask starts it when
         # the last batch is done (ahead of later books' synthesis: a higher priority).
@@ -616,7 +616,7 @@ def run_jobs(
     # can be sized knowing the books queued behind it.
     try:
         wait([job.plan for job in jobs if job.plan is not None],
-             timeout=float(config.get("synthesize.plan-wait", 0.5)))  # fmt: skip
+             timeout=float(config.get("synthesize.plan-wait")))  # fmt: skip
     except TimeoutError:
         pass
 
@@ -740,7 +740,7 @@ def run_jobs(
 
 def _books_in_flight(jobs: list[BookJob]) -> int:
     """How many books run at once (``ebook2audio.books-in-flight``; 0: four per synthesize slot, at least 8)."""
-    configured = int(config.get("books-in-flight", 0) or 0)
+    configured = int(config.get("books-in-flight") or 0)
     if configured > 0:
         return configured
     if not jobs:

@@ -631,7 +631,8 @@ class ConvertOptions:
         )
 
     def plan_request(self):
-        """What the planner needs of these options, config defaults read now, on the client.
+        """What the planner needs of these options; :class:`PlanRequest` reads the config
+        for whatever they leave unset, then and there, on the client.
 
         Returns
         -------
@@ -644,19 +645,17 @@ class ConvertOptions:
 
         return PlanRequest(
             chapters=self.chapters,
-            engine=config.get("engine", override=self.engine),
-            voice=config.get("voice", override=self.voice),
+            engine=self.engine,
+            voice=self.voice,
             language=self.language,
             model=self.model,  # None: each engine's own default (coqui.model, kokoro.model)
             settings=tuple(sorted((self.settings or {}).items())),
-            max_chars=config.get("chunk.max-chars"),
-            speak_titles=bool(config.get("chunk.speak-titles")),
             pauses=dataclasses.replace(
                 Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}
             ),
-            fallback_language=config.get("fallback-language"),
-            routing=tuple(config.get("routing")),
             normalize=normalize_features(self.normalize),
+            # subtitles are cut at the sentence ends the planner finds (not re-split at merge)
+            sentences=self.output_spec().subtitles is not None,
             lexicon=configured_lexicon(self.lexicons, self.storage_options),
         )
 

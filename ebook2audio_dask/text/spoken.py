@@ -1183,6 +1183,6 @@ def normalize_features(normalize: bool | None = None) -> tuple[str, ...]:
     whose ``ebook2audio.text.<feature>`` switch is on."""
     from .. import config
 
-    if not config.get("text.normalize", True, override=normalize):
+    if not config.get("text.normalize", override=normalize):
         return ()
-    return tuple(f for f in FEATURES if config.get(f"text.{_CONFIG_FEATURES[f]}", True))
+    return tuple(f for f in FEATURES if config.get(f"text.{_CONFIG_FEATURES[f]}"))
