@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_tts import FakeEngine
 from helpers import ROOT, check_m4b_against_report, load_report, run_cli
 
+from ebook2audio_dask.engines import load_engine, unload_engines
 from ebook2audio_dask.engines.base import EngineSpec
 from ebook2audio_dask.pipeline import tasks
 from ebook2audio_dask.storage import ChunkStore
@@ -31,40 +33,20 @@ KILL_WORD = "miserably"
 
 
 # --------------------------------------------------------------------------- unit: synthesize_task
-class FakeEngine:
-    """Returns one second of a tone per text; raises for texts in *bad* (forever) or *flaky* (n
-    times)."""
-
-    sample_rate = 8000
-
-    def __init__(self, batch_size=4, bad=(), flaky=None):
-        self.batch_size = batch_size
-        self.bad = set(bad)
-        self.flaky = dict(flaky or {})
-        self.calls: list[list[str]] = []
-
-    def prepare(self, store):
-        pass
-
-    def synthesize(self, texts, seeds=None):
-        self.calls.append(list(texts))
-        for t in texts:
-            if t in self.bad:
-                raise RuntimeError(f"cannot say {t}\nsecond line")
-            if self.flaky.get(t, 0) > 0:
-                self.flaky[t] -= 1
-                raise ConnectionError("try again")
-        return [np.full(self.sample_rate, 1000, dtype=np.int16) for _ in texts]
-
-
 @pytest.fixture
 def fake(monkeypatch):
-    def install(engine):
-        monkeypatch.setattr(tasks, "load_engine", lambda spec, threads: engine)
-        monkeypatch.setattr(tasks, "RETRY_PAUSES", (0.0,))
-        return engine
+    """``fake(**script)``: the registered ``fake`` engine (tests/plugins/fake_tts.py) scripted so
+    (see ``FakeEngine.configure``), made fresh; returns it (``None`` when scripted unavailable)."""
+    monkeypatch.setattr(tasks, "RETRY_PAUSES", (0.0,))
 
-    return install
+    def install(**script):
+        unload_engines()
+        FakeEngine.configure(**script)
+        return None if script.get("unavailable") else load_engine(SPEC)
+
+    yield install
+    unload_engines()
+    FakeEngine.configure()
 
 
 def _items(*texts):
@@ -75,7 +57,7 @@ SPEC = EngineSpec.make("fake", "v")
 
 
 def test_a_failing_engine_call_is_split_and_only_the_bad_chunk_is_a_dead_letter(fake, tmp_path):
-    engine = fake(FakeEngine(bad={"b"}))
+    engine = fake(bad={"b"})
     store = ChunkStore.make(str(tmp_path / "store"))
     result = tasks.synthesize_task(SPEC, _items("a", "b", "c"), store, retries=2)
     assert sorted(k for k, _ in result.samples) == [f"{1:040x}", f"{3:040x}"]
@@ -88,13 +70,13 @@ def test_a_failing_engine_call_is_split_and_only_the_bad_chunk_is_a_dead_letter(
 
 
 def test_a_flaky_chunk_is_retried_until_it_works(fake, tmp_path):
-    engine = fake(FakeEngine(batch_size=1, flaky={"b": 2}))
+    engine = fake(batch_size=1, flaky={"b": 2})
     store = ChunkStore.make(str(tmp_path / "store"))
     result = tasks.synthesize_task(SPEC, _items("a", "b"), store, retries=2)
     assert not result.failures and len(result.samples) == 2
     assert engine.calls.count(["b"]) == 3
     # one retry fewer than it needs: a dead letter
-    engine = fake(FakeEngine(batch_size=1, flaky={"b": 2}))
+    engine = fake(batch_size=1, flaky={"b": 2})
     result = tasks.synthesize_task(
         SPEC, _items("a", "b"), ChunkStore.make(str(tmp_path / "s2")), retries=1
     )
@@ -105,23 +87,20 @@ def test_a_rerun_task_does_not_redo_chunks_already_in_the_store(fake, tmp_path):
     """A task rescheduled after its worker died finds what its first attempt wrote."""
     store = ChunkStore.make(str(tmp_path / "store"))
     items = _items("a", "b", "c", "d")
-    fake(FakeEngine(batch_size=1))
+    fake(batch_size=1)
     tasks.synthesize_task(SPEC, items[:2], store)
-    engine = fake(FakeEngine(batch_size=1))
+    engine = fake(batch_size=1)
     result = tasks.synthesize_task(SPEC, items, store)
     assert engine.calls == [["c"], ["d"]]
     assert dict(result.samples) == {k: 8000 for k, _ in items}
 
 
-def test_engine_load_failure_still_fails_the_task(monkeypatch, tmp_path):
+def test_engine_load_failure_still_fails_the_task(fake, tmp_path):
     """Only the engine call's errors become dead letters; a broken engine fails the task (Dask
     retries it)."""
     from ebook2audio_dask.errors import EngineError
 
-    def broken(spec, threads):
-        raise EngineError("engine 'fake' is not available: no model")
-
-    monkeypatch.setattr(tasks, "load_engine", broken)
+    fake(unavailable="no model")  # load_engine: "engine 'fake' is not available: no model"
     with pytest.raises(EngineError):
         tasks.synthesize_task(SPEC, _items("a"), ChunkStore.make(str(tmp_path / "store")))
 
