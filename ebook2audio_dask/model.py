@@ -263,12 +263,14 @@ class Book:
             if len(found) > 1:
                 listed = "; ".join(f"{c.index} {c.title!r}" for c in found[:5])
                 raise UsageError(
-                    f"{self.source}: chapter title {title!r} matches {len(found)} chapters ({listed}"
+                    f"{self.source}: chapter title {title!r} matches "
+                    f"{len(found)} chapters ({listed}"
                     f"{'; ...' if len(found) > 5 else ''}): give more of the title, or numbers"
                 )
         if not found:
             raise UsageError(
-                f"{self.source}: no chapter titled {title!r} (ebook2audio inspect lists the chapters)"
+                f"{self.source}: no chapter titled {title!r} "
+                "(ebook2audio inspect lists the chapters)"
             )
         return found
 
@@ -281,7 +283,10 @@ def _fold_title(title: str) -> str:
 
 
 def _gaps(span: range, present: list[int]) -> list[tuple[int, int]]:
-    """The numbers of *span* not in *present* (sorted, all within *span*), as ``(first, last)`` runs."""
+    """The numbers of *span* not in *present*, as ``(first, last)`` runs.
+
+    *present* is sorted, all within *span*.
+    """
     out, expect = [], span.start
     for n in present:
         if n > expect:

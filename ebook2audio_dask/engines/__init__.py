@@ -132,7 +132,10 @@ def load_engine(spec: EngineSpec, threads: int = 1) -> Engine:
 
 
 def _serialize(engine: Engine) -> None:
-    """Make *engine*'s ``synthesize`` and ``prepare`` take turns (one reentrant lock per instance)."""
+    """Make *engine*'s ``synthesize`` and ``prepare`` take turns.
+
+    One reentrant lock per instance.
+    """
     lock = threading.RLock()  # an engine's synthesize may call its own prepare
     for name in ("synthesize", "prepare"):
         method = getattr(engine, name)
@@ -171,7 +174,7 @@ def with_runtime(spec: EngineSpec) -> EngineSpec:
 def _available(name: str) -> type[Engine] | None:
     try:
         cls = get_engine_class(name)
-    except Exception:  # an entry point that cannot import is just unavailable
+    except Exception:  # noqa: BLE001 - an entry point that cannot import is just unavailable
         return None
     ok, _ = cls.availability()
     return cls if ok else None

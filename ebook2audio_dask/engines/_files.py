@@ -126,7 +126,7 @@ def fetch_once(
             with os.fdopen(fd, "wb") as out, fsspec.open(source, "rb") as src:
                 shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, target)
-        except Exception as exc:  # remote file systems raise their own error types
+        except Exception as exc:  # noqa: BLE001 - remote file systems raise their own error types
             os.unlink(tmp)
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if nothing was cached in it
@@ -162,7 +162,7 @@ def read_json_config(source: str, what: str, required_key: str) -> dict[str, Any
             cfg = json.load(fh)
     except FileNotFoundError:
         raise EngineError(f"{what} not found: {source}") from None
-    except Exception as exc:  # JSON errors, and remote file systems' own error types
+    except Exception as exc:  # noqa: BLE001 - JSON errors, and remote file systems' own error types
         message = one_line(exc)
         raise EngineError(f"{what} unreadable: {source}: {message}") from None
     if not isinstance(cfg, dict) or required_key not in cfg:

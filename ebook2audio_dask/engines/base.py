@@ -282,10 +282,10 @@ class Engine(abc.ABC):
         randomness (or without a way to seed it) ignore them.
         """
 
-    def prepare(self, store) -> None:
+    def prepare(self, store) -> None:  # noqa: B027 - an optional hook: does nothing here
         """Called by each synthesize task before :meth:`synthesize`, with the
         chunk store (:class:`~ebook2audio_dask.storage.ChunkStore`), for engines
         that keep computed voices there.  Default: nothing."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: does nothing here
         """Release the model (called when a worker drops the engine)."""

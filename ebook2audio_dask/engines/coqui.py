@@ -65,7 +65,8 @@ _INSTALL_HINT = (
 )
 _NO_MODEL = (
     "the coqui engine needs a model: give --model (a folder with config.json and a checkpoint, "
-    "a checkpoint file, an fsspec URL or a downloaded Coqui model name) or set ebook2audio.coqui.model"
+    "a checkpoint file, an fsspec URL or a downloaded Coqui model name) "
+    "or set ebook2audio.coqui.model"
 )
 #: Checkpoint file names Coqui folders use, in the order they are preferred.
 _CHECKPOINTS = (
@@ -155,8 +156,9 @@ def _manager_folder(name: str) -> Path:
     folder = coqui_cache_dir() / name.replace("/", "--")
     if not (folder / "config.json").is_file():
         raise EngineError(
-            f"coqui model {name!r} is not downloaded (looked in {folder}); ebook2audio never downloads "
-            f"at run time: fetch it once with  python -c \"from TTS.api import TTS; TTS('{name}')\"  "
+            f"coqui model {name!r} is not downloaded (looked in {folder}); "
+            "ebook2audio never downloads at run time: fetch it once with  "
+            f"python -c \"from TTS.api import TTS; TTS('{name}')\"  "
             "or give the path of a model folder"
         )
     return folder
@@ -260,7 +262,7 @@ def _fetch_remote(model: str, folder_url: str, checkpoint_name: str | None) -> P
         names = sorted(sizes)
     except FileNotFoundError:
         raise EngineError(f"coqui model not found: {model}") from None
-    except Exception as exc:  # remote file systems' own errors
+    except Exception as exc:  # noqa: BLE001 - remote file systems' own errors
         raise EngineError(f"coqui model cannot be listed: {model}: {one_line(exc)}") from None
     if "config.json" not in names:
         raise EngineError(f"coqui model config not found: {folder_url}/config.json")
@@ -330,7 +332,7 @@ def _speaker_names(model: str, cfg: Mapping[str, Any]) -> list[str]:
         try:
             with fsspec.open(url, "rb") as fh:
                 data = fh.read()
-        except Exception:  # missing or unreachable: try the next candidate
+        except Exception:  # noqa: BLE001 - missing or unreachable: try the next candidate
             continue
         if url.endswith(".json"):
             return sorted(json.loads(data))
@@ -338,7 +340,7 @@ def _speaker_names(model: str, cfg: Mapping[str, Any]) -> list[str]:
             import torch
 
             loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception:  # a speakers file torch cannot read safely: no names
+        except Exception:  # noqa: BLE001 - a speakers file torch cannot read safely: no names
             continue
         if isinstance(loaded, dict):
             return sorted(str(k) for k in loaded)
@@ -353,7 +355,7 @@ def _weights_stamp(model: str) -> str:
     try:
         fs, root = fsspec.core.url_to_fs(folder_url)
         entries = fs.ls(root, detail=True)
-    except Exception as exc:  # missing folder or unreachable store
+    except Exception as exc:  # noqa: BLE001 - missing folder or unreachable store
         raise EngineError(f"coqui model cannot be listed: {model}: {one_line(exc)}") from None
     stamp = []
     for entry in entries:
@@ -530,7 +532,8 @@ class CoquiEngine(Engine):
         unknown = sorted(set(self.settings) - _SETTINGS)
         if unknown:
             raise EngineError(
-                f"unknown coqui setting(s) {', '.join(unknown)}: supported are {', '.join(self.setting_names)}"
+                f"unknown coqui setting(s) {', '.join(unknown)}: "
+                f"supported are {', '.join(self.setting_names)}"
             )
         self.model_source = model or self.default_model()
         if not self.model_source:
@@ -581,7 +584,10 @@ class CoquiEngine(Engine):
 
     @classmethod
     def languages(cls, model: str | None = None) -> list[str]:
-        """Languages the model speaks (from its config, its model name or ``ebook2audio.coqui.language``)."""
+        """Languages the model speaks.
+
+        From its config, its model name or ``ebook2audio.coqui.language``.
+        """
         facts = cls._model_facts(model) if (model or cls.default_model()) else {}
         return sorted(facts.get("languages", []))
 
@@ -613,7 +619,10 @@ class CoquiEngine(Engine):
 
     @classmethod
     def identify(cls, spec: EngineSpec) -> EngineSpec:
-        """Fingerprint the model (config, weight files' names, sizes and times) and any reference clips."""
+        """Fingerprint the model and any reference clips.
+
+        The model's config and its weight files' names, sizes and times.
+        """
         import dataclasses
 
         import fsspec
@@ -642,16 +651,22 @@ class CoquiEngine(Engine):
     def describe(cls) -> dict[str, Any]:
         """The configured model and the Coqui models already in Coqui's download cache."""
         cache = coqui_cache_dir()
-        downloaded = sorted(
-            p.name.replace("--", "/") for p in cache.glob("tts_models--*") if (p / "config.json").is_file()
-        ) if cache.is_dir() else []  # fmt: skip
+        downloaded = (
+            sorted(
+                p.name.replace("--", "/")
+                for p in cache.glob("tts_models--*")
+                if (p / "config.json").is_file()
+            )
+            if cache.is_dir()
+            else []
+        )
         info: dict[str, Any] = {"model": cls.default_model(), "downloaded_models": downloaded}
         if not module_missing("torch"):
             try:
                 import torch
 
                 info["cuda_devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            except Exception:  # pragma: no cover - a broken CUDA setup
+            except Exception:  # noqa: BLE001  # pragma: no cover - a broken CUDA setup
                 info["cuda_devices"] = 0
         return info
 
@@ -715,8 +730,11 @@ class CoquiEngine(Engine):
             self._sample_rate = int(self.model.config.audio.get("output_sample_rate", 24000))
         if not self.batched:
             self.batch_size = 1
-        for name, attr in (("length_scale", "length_scale"), ("noise_scale", "inference_noise_scale"),
-                           ("noise_scale_dp", "inference_noise_scale_dp")):  # fmt: skip
+        for name, attr in (
+            ("length_scale", "length_scale"),
+            ("noise_scale", "inference_noise_scale"),
+            ("noise_scale_dp", "inference_noise_scale_dp"),
+        ):
             if name in self.settings and hasattr(self.model, attr):
                 setattr(self.model, attr, float(self.settings[name]))
         self._speaker = self._speaker_for(self.voice)
@@ -737,7 +755,8 @@ class CoquiEngine(Engine):
                 return ("builtin", voice)
             if not _looks_like_clips(voice):
                 raise EngineError(
-                    f"coqui XTTS needs reference audio to clone (--voice clip.wav) or a built-in speaker; "
+                    "coqui XTTS needs reference audio to clone (--voice clip.wav) "
+                    "or a built-in speaker; "
                     f"{voice!r} is neither"
                 )
             return ("clips", voice)
@@ -794,7 +813,10 @@ class CoquiEngine(Engine):
             self._voice_state = (latent, embedding)
 
     def _conditioning_id(self) -> str:
-        """Content id of a cloned voice: the clips' bytes, the model and the settings that shape it."""
+        """Content id of a cloned voice.
+
+        From the clips' bytes, the model and the settings that shape it.
+        """
         import fsspec
 
         digest = hashlib.sha256()
@@ -829,9 +851,11 @@ class CoquiEngine(Engine):
             clips.append(audio[:, : rate * int(cfg.get("max_ref_len", 30))].to(self.device))
         embeddings = [self.model.get_speaker_embedding(a, rate) for a in clips]
         latent = self.model.get_gpt_cond_latents(
-            torch.cat(clips, dim=-1), rate,
-            length=int(cfg.get("gpt_cond_len", 30)), chunk_length=int(cfg.get("gpt_cond_chunk_len", 4)),
-        )  # fmt: skip
+            torch.cat(clips, dim=-1),
+            rate,
+            length=int(cfg.get("gpt_cond_len", 30)),
+            chunk_length=int(cfg.get("gpt_cond_chunk_len", 4)),
+        )
         return latent, torch.stack(embeddings).mean(dim=0)
 
     # -- synthesis ------------------------------------------------------------

@@ -322,7 +322,8 @@ class EspeakEngine(Engine):
         unknown = sorted(set(settings) - set(_SETTINGS))
         if unknown:
             raise EngineError(
-                f"unknown espeak setting(s) {', '.join(unknown)}: supported are {', '.join(sorted(_SETTINGS))}"
+                f"unknown espeak setting(s) {', '.join(unknown)}: "
+                f"supported are {', '.join(sorted(_SETTINGS))}"
             )
         params: dict[str, int] = {}
         for key, value in settings.items():

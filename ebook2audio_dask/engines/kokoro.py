@@ -177,7 +177,7 @@ def _list(fs, path: str, what: str) -> dict[str, dict]:
         return {str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: e for e in fs.ls(path, detail=True)}
     except FileNotFoundError:
         raise EngineError(_missing(what)) from None
-    except Exception as exc:  # remote file systems' own errors
+    except Exception as exc:  # noqa: BLE001 - remote file systems' own errors
         raise EngineError(f"kokoro model cannot be listed: {what}: {one_line(exc)}") from None
 
 
@@ -212,7 +212,7 @@ def _voices_location(
             raise EngineError(
                 f"kokoro voices not found: {configured} (ebook2audio.kokoro.voices)"
             ) from None
-        except Exception as exc:  # remote file systems' own errors
+        except Exception as exc:  # noqa: BLE001 - remote file systems' own errors
             raise EngineError(
                 f"kokoro voices cannot be read: {configured}: {one_line(exc)}"
             ) from None
@@ -232,7 +232,8 @@ def _voices_location(
         if stamps:
             return _url(fs, f"{folder}/voices", remote), remote, stamps
     raise EngineError(
-        f"kokoro voices not found beside the model in {_url(fs, folder, remote)}: expected voices*.npz, "
+        f"kokoro voices not found beside the model in {_url(fs, folder, remote)}: "
+        "expected voices*.npz, "
         "voices*.bin or a voices/ folder of .pt files (or set ebook2audio.kokoro.voices)"
     )
 
@@ -248,7 +249,7 @@ def _layout(model: str) -> _Layout:
         info = fs.info(path)
     except FileNotFoundError:
         raise EngineError(_missing(model)) from None
-    except Exception as exc:  # remote file systems' own errors
+    except Exception as exc:  # noqa: BLE001 - remote file systems' own errors
         raise EngineError(f"kokoro model cannot be read: {model}: {one_line(exc)}") from None
     if info.get("type") == "directory":
         folder, chosen = path, None
@@ -359,7 +360,7 @@ def _voice_names(voices: Path) -> list[str]:
     try:
         with np.load(voices) as archive:
             return sorted(archive.files)
-    except Exception as exc:  # not a zip, or a pickled array numpy refuses
+    except Exception as exc:  # noqa: BLE001 - not a zip, or a pickled array numpy refuses
         raise EngineError(f"kokoro voices file unreadable: {voices}: {one_line(exc)}") from None
 
 
@@ -367,7 +368,8 @@ def _as_pack(array: Any, where: str) -> np.ndarray:
     pack = np.asarray(array, dtype=np.float32)
     if pack.ndim < 1 or pack.shape[-1] != STYLE_DIM or pack.size < STYLE_DIM:
         raise EngineError(
-            f"kokoro voice {where} is not a voice pack (shape {tuple(pack.shape)}, expected [N, 1, 256])"
+            f"kokoro voice {where} is not a voice pack "
+            f"(shape {tuple(pack.shape)}, expected [N, 1, 256])"
         )
     return pack.reshape(-1, STYLE_DIM)
 
@@ -381,7 +383,7 @@ def _load_pt(path: Path, where: str) -> np.ndarray:
 
     try:
         tensor = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises its own types for bad files
+    except Exception as exc:  # noqa: BLE001 - torch raises its own types for bad files
         raise EngineError(f"kokoro voice file unreadable: {path}: {one_line(exc)}") from None
     return _as_pack(tensor.float().numpy() if hasattr(tensor, "numpy") else tensor, where)
 
@@ -427,8 +429,9 @@ def _local_voice_file(url: str) -> Path:
 
 
 def parse_blend(voice: str) -> list[tuple[str, float]]:
-    """``"af_heart:0.7+bf_emma:0.3"`` → ``[("af_heart", 0.7), ("bf_emma", 0.3)]``, weights normalised.
+    """Parse a voice blend, weights normalised.
 
+    ``"af_heart:0.7+bf_emma:0.3"`` → ``[("af_heart", 0.7), ("bf_emma", 0.3)]``.
     A part without a weight weighs 1; the same voice named twice adds up; parts
     are sorted by name, so the same blend written in another order is the same.
 
@@ -554,7 +557,10 @@ def _misaki_ready() -> bool:
 
 
 def g2p_backend(language: str) -> str:
-    """``"misaki"`` or ``"espeak-ng"``: what phonemises *language* here (``ebook2audio.kokoro.g2p``)."""
+    """``"misaki"`` or ``"espeak-ng"``: what phonemises *language* here.
+
+    See ``ebook2audio.kokoro.g2p``.
+    """
     wanted = str(e2a_config.get("kokoro.g2p")).lower()
     english = language.lower().split("-")[0] == "en"
     if wanted not in ("auto", "misaki", "espeak"):
@@ -564,7 +570,8 @@ def g2p_backend(language: str) -> str:
             raise EngineError(f"kokoro: misaki G2P is used for English only, not {language!r}")
         if not _misaki_ready():
             raise EngineError(
-                "kokoro: g2p misaki asked for but misaki[en] or spaCy's en_core_web_sm is not installed"
+                "kokoro: g2p misaki asked for but misaki[en] or spaCy's en_core_web_sm "
+                "is not installed"
             )
         return "misaki"
     return "misaki" if wanted == "auto" and english and _misaki_ready() else "espeak-ng"
@@ -597,9 +604,10 @@ class _G2P:
             british = not self.american
             fallback = espeak.EspeakFallback(british=british)
             g2p = en.G2P(trf=False, british=british, fallback=fallback)
-        except Exception as exc:  # misaki, spaCy and phonemizer raise their own types
+        except Exception as exc:  # noqa: BLE001 - misaki, spaCy, phonemizer: their own types
             raise EngineError(
-                f"kokoro: misaki G2P cannot load: {one_line(exc)} (set ebook2audio.kokoro.g2p: espeak)"
+                f"kokoro: misaki G2P cannot load: {one_line(exc)} "
+                "(set ebook2audio.kokoro.g2p: espeak)"
             ) from None
         return lambda text: g2p(text)[0]
 
@@ -642,7 +650,10 @@ class _G2P:
         return "".join(out)
 
     def tokens(self, text: str) -> list[list[int]]:
-        """Token ids of *text*, in pieces of at most :data:`MAX_TOKENS` (see :func:`split_phonemes`)."""
+        """Token ids of *text*, in pieces of at most :data:`MAX_TOKENS`.
+
+        See :func:`split_phonemes`.
+        """
         phonemes = self.phonemes(text)
         return [[self.vocab[ch] for ch in piece] for piece in split_phonemes(phonemes)]
 
@@ -711,8 +722,9 @@ class OnnxKokoro:
         gpu = "CUDAExecutionProvider" in available and _gpu_visible()
         if device == "cuda" and not gpu:
             raise EngineError(
-                "kokoro: device 'cuda' asked for but ONNX Runtime offers no CUDAExecutionProvider here "
-                "or the worker sees no GPU (pip install onnxruntime-gpu)"
+                "kokoro: device 'cuda' asked for but ONNX Runtime offers no "
+                "CUDAExecutionProvider here or the worker sees no GPU "
+                "(pip install onnxruntime-gpu)"
             )
         if device not in ("auto", "cpu", "cuda"):
             raise EngineError(f"kokoro ONNX models run on auto, cpu or cuda, not {device!r}")
@@ -727,10 +739,15 @@ class OnnxKokoro:
             self.session = onnxruntime.InferenceSession(
                 model_path, sess_options=opts, providers=providers
             )
-        except Exception as exc:  # ORT raises its own (non-OSError) types
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own (non-OSError) types
             raise EngineError(f"kokoro model unreadable: {model_path}: {one_line(exc)}") from None
-        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-                 "tensor(int64)": np.int64, "tensor(double)": np.float64}  # fmt: skip
+        types = {
+            "tensor(float)": np.float32,
+            "tensor(float16)": np.float16,
+            "tensor(int32)": np.int32,
+            "tensor(int64)": np.int64,
+            "tensor(double)": np.float64,
+        }
         self._dtypes = {i.name: types.get(i.type, np.float32) for i in self.session.get_inputs()}
         self._tokens = "input_ids" if "input_ids" in self._dtypes else "tokens"
         if not {self._tokens, "style", "speed"} <= set(self._dtypes):
@@ -775,7 +792,10 @@ class OnnxKokoro:
 # --------------------------------------------------------------------------- the engine
 @functools.lru_cache(maxsize=16)
 def _listed_voices(model: str, voices_setting: str | None) -> tuple[str, ...]:
-    """Voice names of a model's voices file (cached per process; fetches the voices, not the model)."""
+    """Voice names of a model's voices file.
+
+    Cached per process; fetches the voices, not the model.
+    """
     return tuple(_voice_names(_local_voices(_layout(model))))
 
 
@@ -841,8 +861,9 @@ class KokoroEngine(Engine):
             vocab = self.runtime.vocab() or (self._config or {}).get("vocab")
             if not vocab:
                 raise EngineError(
-                    f"kokoro model vocab not found: {self.files.model} has no kokoro_config metadata "
-                    "and no config.json beside it (put hexgrad/Kokoro-82M's config.json there)"
+                    f"kokoro model vocab not found: {self.files.model} has no kokoro_config "
+                    "metadata and no config.json beside it "
+                    "(put hexgrad/Kokoro-82M's config.json there)"
                 )
         else:
             self.runtime = self._torch_runtime(wanted_device)
@@ -905,8 +926,10 @@ class KokoroEngine(Engine):
             _LOGGER.warning("kokoro skipped by routing: %s", exc)
             return None
         wanted = _DEFAULT_REGIONS.get(language.lower(), language).replace("_", "-").lower()
-        for match in (lambda v: v.language.lower() == wanted,
-                      lambda v: v.language.lower().split("-")[0] == wanted.split("-")[0]):  # fmt: skip
+        for match in (
+            lambda v: v.language.lower() == wanted,
+            lambda v: v.language.lower().split("-")[0] == wanted.split("-")[0],
+        ):
             found = [v.id for v in voices if match(v)]
             if found:
                 rank = {name: i for i, name in enumerate(_PREFERRED)}
@@ -998,7 +1021,10 @@ class KokoroEngine(Engine):
 
     @staticmethod
     def _language_for(book_language: str | None, blend: Sequence[tuple[str, float]]) -> str:
-        """The G2P language: the book's, in the (heaviest) voice's accent when they share a language."""
+        """The G2P language: the book's.
+
+        In the (heaviest) voice's accent when they share a language.
+        """
         main = max(blend, key=lambda item: item[1])[0] if blend else ""
         voice_lang = voice_language(main)
         book = str(book_language or "").replace("_", "-")
@@ -1024,7 +1050,7 @@ class KokoroEngine(Engine):
             raise
         except ImportError:
             raise EngineError(_TORCH_HINT) from None
-        except Exception as exc:  # torch and kokoro raise their own types
+        except Exception as exc:  # noqa: BLE001 - torch and kokoro raise their own types
             message = one_line(exc)
             raise EngineError(f"kokoro model unreadable: {self.files.model}: {message}") from None
 

@@ -312,7 +312,8 @@ class TorchKokoro:
         for ids in tokens:
             if len(ids) + 2 > self.context_length:
                 raise EngineError(
-                    f"kokoro text too long: {len(ids)} tokens (the model takes {self.context_length - 2})"
+                    f"kokoro text too long: {len(ids)} tokens "
+                    f"(the model takes {self.context_length - 2})"
                 )
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(tokens)
         todo = self.buckets([len(t) for t in tokens], batch_size)

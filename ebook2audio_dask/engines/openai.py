@@ -180,8 +180,10 @@ def _number(key: str, kind: type, least: float = 0) -> Any:
         or number < least
         or (number == least and key != "retries")
     ):
-        raise UsageError(f"ebook2audio.openai.{key} must be a {'whole ' if kind is int else ''}number "
-                         f"above {least:g}, not {value!r}")  # fmt: skip
+        raise UsageError(
+            f"ebook2audio.openai.{key} must be a {'whole ' if kind is int else ''}number "
+            f"above {least:g}, not {value!r}"
+        )
     return number
 
 
@@ -412,7 +414,10 @@ class OpenAIEngine(Engine):
         self._refused: str | None = None
 
     def __repr__(self) -> str:
-        return f"OpenAIEngine(model={self.model!r}, voice={self.voice!r}, endpoints={list(self._shown)!r})"
+        return (
+            f"OpenAIEngine(model={self.model!r}, voice={self.voice!r}, "
+            f"endpoints={list(self._shown)!r})"
+        )
 
     # -- description ------------------------------------------------------
     @classmethod
@@ -480,8 +485,10 @@ class OpenAIEngine(Engine):
         """
         endpoints = _configured_endpoints()
         if not endpoints:
-            raise UsageError("the openai engine needs a server: --endpoint URL (repeatable; or "
-                             "ebook2audio.openai.endpoints), e.g. http://127.0.0.1:8880/v1")  # fmt: skip
+            raise UsageError(
+                "the openai engine needs a server: --endpoint URL (repeatable; or "
+                "ebook2audio.openai.endpoints), e.g. http://127.0.0.1:8880/v1"
+            )
         options: list[tuple[str, Any]] = [
             ("endpoints", endpoints),
             ("concurrency", _number("concurrency", int)),
@@ -596,11 +603,21 @@ class OpenAIEngine(Engine):
             return random.uniform(0, min(MAX_BACKOFF, 0.5 * 2 ** (state.attempt_number - 1)))
 
         def log(state: tenacity.RetryCallState) -> None:
-            logger.info("openai: %s; attempt %d of %d failed, next in %.1f s", state.outcome.exception(),
-                        state.attempt_number, self._retries + 1, state.next_action.sleep)  # fmt: skip
+            logger.info(
+                "openai: %s; attempt %d of %d failed, next in %.1f s",
+                state.outcome.exception(),
+                state.attempt_number,
+                self._retries + 1,
+                state.next_action.sleep,
+            )
 
-        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Transient), stop=stop, wait=wait,
-                                     before_sleep=log, reraise=True)  # fmt: skip
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=stop,
+            wait=wait,
+            before_sleep=log,
+            reraise=True,
+        )
         for attempt in retrying:
             with attempt:
                 index = self._balancer.acquire(avoid=last[0])
@@ -639,8 +656,12 @@ class OpenAIEngine(Engine):
             ) from None
         status = response.status_code
         if status in (401, 403):
-            how = "" if self._key else (" (no API key is set: $OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY"
-                                        " or ebook2audio.openai.api-key)")  # fmt: skip
+            how = ""
+            if not self._key:
+                how = (
+                    " (no API key is set: $OPENAI_API_KEY or $EBOOK2AUDIO_OPENAI_API_KEY"
+                    " or ebook2audio.openai.api-key)"
+                )
             self._refused = f"{shown}: the server refused the API key (HTTP {status}){how}"
             raise EngineError(self._refused)
         if status == 429 or status == 408 or status >= 500:
@@ -649,8 +670,10 @@ class OpenAIEngine(Engine):
         if status != 200:
             hint = " (is the endpoint the server's base URL, e.g. http://host:8880/v1?)"
             hint = hint if status == 404 else ""
-            raise EngineError(f"{shown}: HTTP {status} for model {self.model!r}, voice {self.voice!r}: "
-                              f"{self._message(body)}{hint}")  # fmt: skip
+            raise EngineError(
+                f"{shown}: HTTP {status} for model {self.model!r}, voice {self.voice!r}: "
+                f"{self._message(body)}{hint}"
+            )
         return self._audio(shown, body, len(text))
 
     def _audio(self, shown: str, body: bytes, chars: int) -> np.ndarray:
@@ -678,7 +701,10 @@ class OpenAIEngine(Engine):
         return samples
 
     def _message(self, body: bytes) -> str:
-        """The server's error text (OpenAI's ``{"error": {"message"}}`` or the body), one safe line."""
+        """The server's error text, one safe line.
+
+        OpenAI's ``{"error": {"message"}}`` or the body.
+        """
         text = body.decode("utf-8", "replace")
         try:
             data = json.loads(text)

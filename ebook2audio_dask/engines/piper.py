@@ -353,7 +353,7 @@ class PiperEngine(Engine):
             session = onnxruntime.InferenceSession(
                 str(self._model_path), sess_options=opts, providers=self._providers()
             )
-        except Exception as exc:  # ORT raises its own (non-OSError) exception types
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own (non-OSError) exception types
             message = one_line(exc)
             raise EngineError(
                 f"piper voice model unreadable: {self._model_path}: {message}"

@@ -432,4 +432,3 @@ def formats_table() -> str:
         if fmt.recognised_by:
             lines.append(f"| {fmt.label} | {fmt.recognised_by} | {fmt.read_by} | {fmt.needs} |")
     return "\n".join(lines) + "\n"
-

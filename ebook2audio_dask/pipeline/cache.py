@@ -50,7 +50,10 @@ def cache_info(store: ChunkStore) -> dict[str, Any]:
 
 
 def keys_for_books(books: Iterable[str], options: ConvertOptions) -> set[str]:
-    """Content keys of every chunk the given books would use with *options* (planned here, nothing spoken)."""
+    """Content keys of every chunk the given books would use with *options*.
+
+    The books are planned here; nothing is spoken.
+    """
     request = options.plan_request()
     keys: set[str] = set()
     for source in books:

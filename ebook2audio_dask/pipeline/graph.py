@@ -115,7 +115,8 @@ class BookJob:
         self._merge_kwargs: dict[str, Any] = {}
         #: Batches Dask gave up on (KilledWorker), by index: their chunks are dead letters.
         self.lost: dict[int, LostBatch] = {}
-        #: Times the merge was submitted again after Dask gave up on the merge itself (KilledWorker).
+        #: Times the merge was submitted again after Dask gave up on the merge itself
+        #: (KilledWorker).
         self.merge_restarts = 0
         #: Set when the book is failed from outside its tasks (no worker offers the resources).
         self.stall_error: Ebook2AudioError | None = None
@@ -129,7 +130,10 @@ class BookJob:
         return self.plan is not None
 
     def start(self) -> None:
-        """Submit the book's parse, chunk and cover tasks (:func:`run_jobs` starts books a window at a time)."""
+        """Submit the book's parse, chunk and cover tasks.
+
+        :func:`run_jobs` starts books a window at a time.
+        """
         if self.plan is not None:
             return
         options = self.options
@@ -247,9 +251,7 @@ class BookJob:
                     pure=False,
                 )
             )
-        allow_gaps = bool(
-            config.get("synthesize.allow-gaps", override=self.options.allow_gaps)
-        )
+        allow_gaps = bool(config.get("synthesize.allow-gaps", override=self.options.allow_gaps))
         # The merge depends on the plan, the cover and every batch: Dask starts it when
         # the last batch is done (ahead of later books' synthesis: a higher priority).
         self._merge_args = (
@@ -303,12 +305,19 @@ class BookJob:
         """
         if not killed_worker(exc):
             return False
-        newly = {i: LostBatch.from_exception(f.exception()) for i, f in enumerate(self.batches)
-                 if i not in self.lost and f.status == "error" and killed_worker(f.exception())}  # fmt: skip
+        newly = {
+            i: LostBatch.from_exception(f.exception())
+            for i, f in enumerate(self.batches)
+            if i not in self.lost and f.status == "error" and killed_worker(f.exception())
+        }
         if newly:
             self.lost.update(newly)
-            logger.warning("%s: %d synthesize task(s) kept killing their workers; their chunks go to the "
-                           "dead-letter file", self.source, len(newly))  # fmt: skip
+            logger.warning(
+                "%s: %d synthesize task(s) kept killing their workers; their chunks go to the "
+                "dead-letter file",
+                self.source,
+                len(newly),
+            )
         elif self.merge_restarts < MERGE_RESTARTS:
             self.merge_restarts += 1
             logger.warning(
@@ -320,7 +329,10 @@ class BookJob:
         return True
 
     def synth_resources(self) -> dict[str, float]:
-        """The worker resources each synthesize task requests (the options', else ``synthesize.resources``)."""
+        """The worker resources each synthesize task requests.
+
+        The options', else ``synthesize.resources``.
+        """
         resources = self.options.resources
         if resources is None:  # {} (no restriction) is a valid choice; None means "from config"
             resources = config.get("synthesize.resources") or {}
@@ -445,7 +457,7 @@ class BookJob:
         if self.merge is not None and self.merge.done():
             try:
                 Event(self.stop_event, client=self.client).clear()
-            except Exception:  # pragma: no cover - scheduler already gone
+            except Exception:  # noqa: BLE001  # pragma: no cover - scheduler already gone
                 pass
 
 
@@ -575,8 +587,15 @@ def run_jobs(
                 on_start(job)
 
     def backlog(job: BookJob) -> int:
-        later = [j for j in active.values() if j is not job and j.priority < job.priority
-                 and id(j) not in results and j.plan is not None and j.plan.status == "finished"]  # fmt: skip
+        later = [
+            j
+            for j in active.values()
+            if j is not job
+            and j.priority < job.priority
+            and id(j) not in results
+            and j.plan is not None
+            and j.plan.status == "finished"
+        ]
         return sum(j.fetch_plan().chars for j in later)  # each plan fetched once
 
     def fail(job: BookJob, exc: BaseException) -> None:
@@ -584,8 +603,11 @@ def run_jobs(
             return
         lost = _scheduler_lost(job.client, exc)
         if lost:
-            exc = BookError(job.source, f"lost the connection to the scheduler {_address(job.client)}; the chunks "
-                                        "made so far are kept in the store: run the same command again to resume")  # fmt: skip
+            exc = BookError(
+                job.source,
+                f"lost the connection to the scheduler {_address(job.client)}; the chunks "
+                "made so far are kept in the store: run the same command again to resume",
+            )
         logger.debug("book %s failed", job.source, exc_info=exc)
         code = exc.exit_code if isinstance(exc, Ebook2AudioError) else EXIT_BOOK_FAILED
         results[id(job)] = BookResult(
@@ -655,7 +677,7 @@ def run_jobs(
                     continue
             try:
                 future.result()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a book's failure must not stop the others
                 fail(job, job.stall_error or exc)
                 if stage == "merge":
                     job.release()
@@ -664,7 +686,7 @@ def run_jobs(
             if stage == "plan":
                 try:
                     job.submit_synthesis(backlog=backlog(job))
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - fails this book only
                     fail(job, exc)
                     start_more()
                     continue
@@ -701,7 +723,7 @@ def run_jobs(
                     if write_report:
                         write_report(job, report)
                     job.publish(report)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - fails this book only
                     job.discard()
                     fail(job, exc)
                     start_more()
@@ -739,7 +761,10 @@ def run_jobs(
 
 
 def _books_in_flight(jobs: list[BookJob]) -> int:
-    """How many books run at once (``ebook2audio.books-in-flight``; 0: four per synthesize slot, at least 8)."""
+    """How many books run at once (``ebook2audio.books-in-flight``).
+
+    0: four per synthesize slot, at least 8.
+    """
     configured = int(config.get("books-in-flight") or 0)
     if configured > 0:
         return configured
@@ -839,7 +864,8 @@ class _ResourceWatch:
                 wanted = ", ".join(f"{k}={v:g}" for k, v in job.resources.items())
                 job.stall_error = BookError(
                     job.source,
-                    f"no worker offers the synthesize resources {wanted} (waited {self.timeout:g} s; "
+                    f"no worker offers the synthesize resources {wanted} "
+                    f"(waited {self.timeout:g} s; "
                     f"start workers with --resources {wanted.replace(', ', ',')} or change "
                     "ebook2audio.synthesize.resources)",
                 )

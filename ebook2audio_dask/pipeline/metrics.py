@@ -119,7 +119,8 @@ class _Collector:
         yield chars
         chunks = CounterMetricFamily(
             "ebook2audio_chunks",
-            "Chunks by outcome: synthesized, failed (every attempt failed), from_cache (found in the chunk store)",
+            "Chunks by outcome: synthesized, failed (every attempt failed), "
+            "from_cache (found in the chunk store)",
             labels=["state"],
         )
         for state, activity in (
@@ -149,7 +150,8 @@ class _Collector:
         )
         books = CounterMetricFamily(
             "ebook2audio_books",
-            "Books by event: started (planned, synthesis submitted), finished, failed (at any stage)",
+            "Books by event: started (planned, synthesis submitted), finished, "
+            "failed (at any stage)",
             labels=["state"],
         )
         counts = dict(plugin.books)
@@ -253,7 +255,10 @@ def log_book_event(client, action: str, source: str, **fields: Any) -> None:
 
 
 def dask_setup(server) -> None:
-    """``dask scheduler --preload ebook2audio_dask.pipeline.metrics``: register :class:`JobMetrics`."""
+    """Register :class:`JobMetrics` on the scheduler.
+
+    ``dask scheduler --preload ebook2audio_dask.pipeline.metrics`` calls it.
+    """
     from distributed import Scheduler
 
     if isinstance(server, Scheduler):

@@ -55,9 +55,15 @@ class ProgressBars:
         if self._per_book:
             name = job.stem if len(job.stem) <= 32 else job.stem[:31] + "…"
             self.books[id(job)] = self._tqdm(
-                total=n, unit="chunk", desc=name, file=self._file, disable=self._disable, dynamic_ncols=True,
-                position=self._position, leave=False,
-            )  # fmt: skip
+                total=n,
+                unit="chunk",
+                desc=name,
+                file=self._file,
+                disable=self._disable,
+                dynamic_ncols=True,
+                position=self._position,
+                leave=False,
+            )
             self._position += 1
 
     def book_chunks(self, job, n: int) -> None:

@@ -43,7 +43,8 @@ def build_report(
     start_s, end_s, chars, chunks), ``totals`` (chars, chunks,
     chunks_from_cache, chunks_synthesized, synthesize_tasks, audio_s, wall_s,
     synth_s, merge_s, audio_reused, merge_passes: 1 when the file was
-    written in one ffmpeg pass, rtf), ``chunks_per_worker`` (worker address -> chunks synthesised there),
+    written in one ffmpeg pass, rtf), ``chunks_per_worker`` (worker address
+    -> chunks synthesised there),
     ``engine_loads`` (worker address -> times that worker process loaded the
     book's engine and model: 1 each when models stay resident),
     ``errors`` (non-fatal problems, e.g. a language fallback or gaps),
@@ -207,7 +208,9 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
         url = f"{outdir.rstrip('/')}/{name}"
         try:
             raw = with_retries(
-                lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read the report"
+                lambda name=name: fs.cat_file(f"{root.rstrip('/')}/{name}"),
+                url=url,
+                action="read the report",
             )
             rep = json.loads(raw)
             t = rep["totals"]
@@ -238,7 +241,7 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
         url = f"{outdir.rstrip('/')}/{name}"
         try:
             lines = with_retries(
-                lambda: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read"
+                lambda name=name: fs.cat_file(f"{root.rstrip('/')}/{name}"), url=url, action="read"
             )
             failed = sum(1 for line in lines.splitlines() if line.strip())
         except Exception:  # noqa: BLE001
@@ -286,7 +289,10 @@ def _clock(seconds: float | None) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The table of :func:`summarize_reports`: book, chapters, audio, wall, RTF, cache hits, failures."""
+    """The table of :func:`summarize_reports`.
+
+    Columns: book, chapters, audio, wall, RTF, cache hits, failures.
+    """
     head = ("book", "status", "chapters", "audio", "wall", "RTF", "cache hits", "failures")
     right = {2, 3, 4, 5, 6, 7}
 

@@ -36,8 +36,14 @@ def check_input(url: str, storage_options: dict[str, Any] | None = None) -> None
         return  # missing or unreadable: the book fails on its own, with its reason
     if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
         return
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")  # fmt: skip
+    if stat.S_ISFIFO(mode):
+        kind = "a named pipe (FIFO)"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "not a regular file"
     raise UsageError(f"{url}: is {kind}, not an ebook file")
 
 
@@ -66,10 +72,18 @@ def check_output(url: str, storage_options: dict[str, Any] | None = None) -> Non
                 pass
             os.unlink(probe)
         else:
-            with_retries(lambda: fs.pipe_file(probe, b""), url=url, action="write to the output folder",
-                         translate=False)  # fmt: skip
-            with_retries(lambda: fs.rm_file(probe), url=url, action="clean up the output folder",
-                         translate=False)  # fmt: skip
+            with_retries(
+                lambda: fs.pipe_file(probe, b""),
+                url=url,
+                action="write to the output folder",
+                translate=False,
+            )
+            with_retries(
+                lambda: fs.rm_file(probe),
+                url=url,
+                action="clean up the output folder",
+                translate=False,
+            )
     except Ebook2AudioError as exc:  # still failing after the retries
         raise UsageError(str(exc)) from None
     except FileNotFoundError:

@@ -197,11 +197,17 @@ class ChunkStore:
         with_retries(lambda: fs.rm(paths), url=self.url, action="delete from the chunk store")
 
     def write(self, engine: str, key: str, wav: bytes) -> None:
-        """Store one chunk's WAV bytes: complete or not at all (exclusive create where supported)."""
+        """Store one chunk's WAV bytes: complete or not at all.
+
+        Exclusive create where supported.
+        """
         fs, _ = self.fs_and_root
         path = self.path(engine, key)
-        with_retries(lambda: write_bytes_atomic(fs, path, wav, exclusive=True),
-                     url=self._url(engine, key[:2], f"{key}.wav"), action="write the chunk")  # fmt: skip
+        with_retries(
+            lambda: write_bytes_atomic(fs, path, wav, exclusive=True),
+            url=self._url(engine, key[:2], f"{key}.wav"),
+            action="write the chunk",
+        )
 
     def read(self, engine: str, key: str) -> bytes:
         """The WAV bytes of chunk *key*, checked complete (see :meth:`read_many`)."""
@@ -219,8 +225,13 @@ class ChunkStore:
         action = f"read {len(keys)} chunk(s)"
         if len(paths) == 1:
             [(path, key)] = paths.items()
-            found = {path: with_retries(lambda: fs.cat_file(path), url=self._url(engine, key[:2], f"{key}.wav"),
-                                        action="read the chunk")}  # fmt: skip
+            found = {
+                path: with_retries(
+                    lambda: fs.cat_file(path),
+                    url=self._url(engine, key[:2], f"{key}.wav"),
+                    action="read the chunk",
+                )
+            }
         else:
             found = with_retries(
                 lambda: fs.cat(list(paths), on_error="raise"), url=self.url, action=action
@@ -230,10 +241,13 @@ class ChunkStore:
             key = paths[path]
             if not wav_complete(data):
                 with_retries(
-                    lambda: fs.rm_file(path), url=self.url, action="delete a damaged chunk"
+                    lambda path=path: fs.rm_file(path),
+                    url=self.url,
+                    action="delete a damaged chunk",
                 )
                 raise StorageError(
-                    f"{self._url(engine, key[:2], key + '.wav')}: chunk is incomplete ({len(data)} bytes); "
+                    f"{self._url(engine, key[:2], key + '.wav')}: "
+                    f"chunk is incomplete ({len(data)} bytes); "
                     "it was deleted: run the conversion again to synthesise it"
                 )
             out[key] = data
@@ -265,8 +279,11 @@ class ChunkStore:
         from .fs import publish_copy
 
         fs, _ = self.fs_and_root
-        with_retries(lambda: publish_copy(fs, local_path, self.encoded_path(key)),
-                     url=self._url(ENCODED, key[:2], f"{key}.m4a"), action="write the encoded audio")  # fmt: skip
+        with_retries(
+            lambda: publish_copy(fs, local_path, self.encoded_path(key)),
+            url=self._url(ENCODED, key[:2], f"{key}.m4a"),
+            action="write the encoded audio",
+        )
 
     def voice_path(self, engine: str, name: str) -> str:
         """Where *engine* keeps a computed voice (e.g. XTTS speaker conditioning)."""
@@ -290,5 +307,8 @@ class ChunkStore:
         """Store a computed voice (atomically), for every worker and later runs."""
         fs, _ = self.fs_and_root
         path = self.voice_path(engine, name)
-        with_retries(lambda: write_bytes_atomic(fs, path, data), url=self._url(engine, "voices", name),
-                     action="write the voice")  # fmt: skip
+        with_retries(
+            lambda: write_bytes_atomic(fs, path, data),
+            url=self._url(engine, "voices", name),
+            action="write the voice",
+        )

@@ -246,7 +246,10 @@ def publish_file(local_path: str, url: str, storage_options: dict[str, Any] | No
 
 
 def publish_copy(fs, local_path: str, path: str) -> None:
-    """Copy a local file to *path* on *fs* so that *path* is complete or absent (the local file stays)."""
+    """Copy a local file to *path* on *fs* so that *path* is complete or absent.
+
+    The local file stays.
+    """
     if is_local(fs):
         _replace_local(path, lambda tmp: shutil.copyfile(local_path, tmp))
     else:
@@ -364,10 +367,16 @@ class Publication:
                 if is_local(fs) and os.path.isdir(path):
                     raise StorageError(f"{final}: cannot publish: a folder is in the way")
             for temp, final in self.files:
-                done.append((final, with_retries(lambda: _set_aside(final, storage_options), url=final,
-                                                 action="keep the earlier file")))  # fmt: skip
+                kept = with_retries(
+                    lambda final=final: _set_aside(final, storage_options),
+                    url=final,
+                    action="keep the earlier file",
+                )
+                done.append((final, kept))
                 with_retries(
-                    lambda: _move(temp, final, storage_options), url=final, action="publish"
+                    lambda temp=temp, final=final: _move(temp, final, storage_options),
+                    url=final,
+                    action="publish",
                 )
         except BaseException:
             for final, kept in reversed(done):

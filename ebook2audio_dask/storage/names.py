@@ -44,7 +44,10 @@ def _size(text: str) -> int:
 
 
 def _extends(ch: str) -> bool:
-    """True for a character that belongs to the one before it (a mark, joiner, selector, modifier, tag)."""
+    """True for a character that belongs to the one before it.
+
+    A mark, joiner, selector, modifier or tag.
+    """
     cp = ord(ch)
     return (
         unicodedata.category(ch) in ("Mn", "Mc", "Me")
@@ -161,7 +164,10 @@ def safe_title(title: str) -> str:
 
 
 def chapter_name(number: str, title: str, ext: str) -> str:
-    """``<number> - <title><ext>``, a file of ``--split chapters`` (title made safe, then fitted)."""
+    """``<number> - <title><ext>``, a file of ``--split chapters``.
+
+    The title is made safe, then fitted.
+    """
     return fit_name(f"{number} - {safe_title(title) or 'chapter'}", ext)
 
 

@@ -42,7 +42,8 @@ _TRANSIENT_NAMES = {
     "ServerDisconnectedError", "ClientOSError", "ClientConnectorError", "ClientPayloadError",
     "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
     "ResponseParserError", "IncompleteRead", "HTTPClientError", "FSTimeoutError",
-    "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "ConnectTimeout", "ReadTimeout",
+    "ServerTimeoutError", "ConnectionTimeoutError", "SocketTimeoutError", "ConnectTimeout",
+    "ReadTimeout",
 }  # fmt: skip
 _TRANSIENT_CODES = ("SlowDown", "Throttl", "ServiceUnavailable", "InternalError", "RequestTimeout",
                     "503", "500", "502", "504", "reduce your request rate")  # fmt: skip

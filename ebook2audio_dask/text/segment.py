@@ -87,14 +87,13 @@ def split_sentences(text: str, language: str | None) -> list[str]:
     protected = _protect(text, lang)
     segmenter = _segmenter(language or "en")
     if _one_sentence(segmenter.language_module, protected):
-        parts = [
-            protected
-        ]  # what pySBD would return (see _one_sentence), at a fraction of the cost
+        # what pySBD would return (see _one_sentence), at a fraction of the cost
+        parts = [protected]
     else:
         try:
             parts = _segment(segmenter, protected)
-        except Exception:  # pySBD has rare regex failures on odd input: keep the text whole
-            parts = [protected]
+        except Exception:  # noqa: BLE001 - pySBD's rare regex failures on odd input
+            parts = [protected]  # keep the text whole
     if protected is not text:
         parts = [p.replace(_DOT, ".") for p in parts]
     return [s.strip() for s in parts if s.strip()]
@@ -294,7 +293,8 @@ def _pack(pieces: list[str], max_chars: int) -> list[str]:
 _WORD_CHARS = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017e"
 _OTHER_CHARS = "'\",;:\\-\u2013\u2014"
 _ONE_SENTENCE_CHARS = re.compile(  # condition 1
-    rf"[{_WORD_CHARS}{_OTHER_CHARS}](?:[{_WORD_CHARS}{_OTHER_CHARS} .!?]*[{_WORD_CHARS}{_OTHER_CHARS}.!?])?"
+    rf"[{_WORD_CHARS}{_OTHER_CHARS}]"
+    rf"(?:[{_WORD_CHARS}{_OTHER_CHARS} .!?]*[{_WORD_CHARS}{_OTHER_CHARS}.!?])?"
 )
 _SPLIT_HINT = re.compile(r"""['"] +[A-Z]|\d\. |\.\d|(?<!\S)[a-z]\.""")
 _LOOSE_MARK = re.compile(r"""\.|[!?](?!['"])""")
