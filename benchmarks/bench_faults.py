@@ -105,9 +105,9 @@ class Bench:
         ]
 
     def start(self, args: list[str]) -> subprocess.Popen:
-        from test_faults import _start_cli
+        from test_faults import start_cli
 
-        return _start_cli(args)
+        return start_cli(args)
 
     def run(self, args: list[str]) -> dict:
         """The CLI to its end: {wall_s, rc, stderr tail}."""
@@ -128,14 +128,14 @@ class Bench:
         }
 
     def writes(self, store: Path) -> list[str]:
-        from test_faults import _writes
+        from test_faults import logged_writes
 
-        return _writes(self.log, store)
+        return logged_writes(self.log, store)
 
     def stored(self, store: Path, engine: str) -> int:
-        from test_faults import _stored
+        from test_faults import stored_chunks
 
-        return len(_stored(store, engine))
+        return len(stored_chunks(store, engine))
 
     @staticmethod
     def report(out: Path) -> dict:
@@ -189,7 +189,7 @@ class Bench:
 
     # ------------------------------------------------------------------ (b)
     def worker_kill(self, sizes: dict[str, int], reference: dict) -> dict:
-        from test_faults import _stored, kill_busy_worker
+        from test_faults import kill_busy_worker, stored_chunks
 
         from ebook2audio_dask.audio import decode_to_pcm
 
@@ -216,7 +216,10 @@ class Bench:
             wall = time.perf_counter() - t0
         finally:
             cluster.close()
-        ref_chunks, chunks = _stored(Path(reference["store"]), "coqui"), _stored(store, "coqui")
+        ref_chunks, chunks = (
+            stored_chunks(Path(reference["store"]), "coqui"),
+            stored_chunks(store, "coqui"),
+        )
         same = sum(
             1
             for k, p in chunks.items()
@@ -287,13 +290,13 @@ class Bench:
                 result["stored_before_rerun"] = self.stored(store, engine)
             rerun = self.run(self.args(engine, out, store, cluster.address))
             if what == "client":
-                from test_faults import _held
+                from test_faults import scheduler_holds
 
                 # tasks that were executing when the dead client's books were released
                 # run to their end, then go: wait up to 15 s for the scheduler to be empty
                 deadline = time.monotonic() + 15
                 while True:
-                    held = cluster.client.run_on_scheduler(_held)
+                    held = cluster.client.run_on_scheduler(scheduler_holds)
                     if not (held["tasks"] or held["variables"]) or time.monotonic() > deadline:
                         break
                     time.sleep(0.5)

@@ -156,3 +156,15 @@ def wrap(paragraph: str, width: int = 70) -> str:
         else:
             current = f"{current} {word}" if current else word
     return "\n".join(lines + [current])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    """*predicate()*'s first true value, polled every *interval* s; ``TimeoutError`` naming
+    *what* after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")

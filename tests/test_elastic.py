@@ -9,8 +9,8 @@ import threading
 import time
 
 import pytest
-from helpers import check_m4b_against_report
-from test_external_cluster import WORKER, dask_processes, wait_for
+from helpers import check_m4b_against_report, wait_for
+from test_external_cluster import WORKER, dask_processes
 
 import ebook2audio_dask as e2a
 

@@ -8,28 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from helpers import check_m4b_against_report, load_report, run_cli
+from helpers import check_m4b_against_report, load_report, run_cli, wait_for
 
 DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    """*predicate()*'s first true value, polled every 0.2 s; ``TimeoutError`` after *timeout* s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-#: Old name, still imported by test_security.
-_wait_for = wait_for
 
 
 @contextlib.contextmanager

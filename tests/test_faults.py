@@ -41,7 +41,7 @@ import cloudpickle
 import numpy as np
 import pytest
 from cluster_views import TASK_FIELDS, scheduler_view, worker_view
-from helpers import ROOT, check_m4b_against_report, load_report
+from helpers import ROOT, check_m4b_against_report, load_report, wait_for
 
 pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=5)
 
@@ -91,16 +91,6 @@ def dask_setup(worker):
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
-def _wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def _executing_synthesis(dask_worker) -> list[str]:
     """Runs on a worker: the synthesize tasks it is executing right now."""
     return [str(k) for k, ts in dask_worker.state.tasks.items()
@@ -124,7 +114,7 @@ def _suspicious(dask_scheduler) -> dict[str, int]:
     return {str(k): ts.suspicious for k, ts in dask_scheduler.tasks.items() if ts.suspicious}
 
 
-def _held(dask_scheduler) -> dict[str, list[str]]:
+def scheduler_holds(dask_scheduler) -> dict[str, list[str]]:
     """Runs on the scheduler: every task it still holds, and every named Variable."""
     variables = dask_scheduler.extensions.get("variables")
     return {
@@ -164,7 +154,7 @@ class Cluster:
                     str(sched_file),
                 ],
             )
-            _wait_for(
+            wait_for(
                 lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
             )
             self.address = json.loads(sched_file.read_text())["address"]
@@ -284,7 +274,7 @@ def kill_busy_worker(
             lines = record.read_text().splitlines() if record.exists() else []
             if len(lines) > done:
                 victim = dict(
-                    json.loads(lines[-1]), address=address, stored=len(_stored(store, engine))
+                    json.loads(lines[-1]), address=address, stored=len(stored_chunks(store, engine))
                 )
                 break
         else:
@@ -293,7 +283,7 @@ def kill_busy_worker(
     def noticed():
         return cluster.client.run_on_scheduler(_suspicious).get(victim["task"])
 
-    victim["suspicious"] = _wait_for(noticed, 30, "the scheduler to notice the dead worker")
+    victim["suspicious"] = wait_for(noticed, 30, "the scheduler to notice the dead worker")
 
     def replaced():
         workers = cluster.workers()
@@ -301,7 +291,7 @@ def kill_busy_worker(
             w["name"] for w in workers.values()
         ) == sorted(cluster.names)
 
-    _wait_for(replaced, 60, "the nanny's new worker")
+    wait_for(replaced, 60, "the nanny's new worker")
     return victim
 
 
@@ -341,7 +331,7 @@ def _args(corpus: Path, vits: Path, out: Path, store: Path, address: str) -> lis
     ]
 
 
-def _start_cli(args: list[str]) -> subprocess.Popen:
+def start_cli(args: list[str]) -> subprocess.Popen:
     """The CLI in its own process group (so it can be SIGKILLed whole), output in pipes."""
     return subprocess.Popen([sys.executable, "-m", "ebook2audio_dask", *args], cwd=str(ROOT),
                             env=dict(os.environ, **ENGINE_ENV), stdout=subprocess.PIPE,
@@ -354,7 +344,7 @@ def _run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProce
                           timeout=timeout)  # fmt: skip
 
 
-def _stored(store: Path, engine: str = "coqui") -> dict[str, Path]:
+def stored_chunks(store: Path, engine: str = "coqui") -> dict[str, Path]:
     """Chunks at their final names in the store: key -> file."""
     base = store / engine
     if not base.exists():
@@ -362,7 +352,7 @@ def _stored(store: Path, engine: str = "coqui") -> dict[str, Path]:
     return {p.stem: p for p in base.rglob("*.wav") if not p.name.startswith(".")}
 
 
-def _writes(log: Path, store: Path) -> list[str]:
+def logged_writes(log: Path, store: Path) -> list[str]:
     """Keys of every chunk any worker wrote into *store* (one per write, repeats included)."""
     if not log.exists():
         return []
@@ -410,7 +400,7 @@ def _stall_report(cluster: Cluster | None) -> str:
 def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: float = 240,
                        cluster: Cluster | None = None) -> None:  # fmt: skip
     deadline = time.monotonic() + timeout
-    while len(_stored(store)) < n:
+    while len(stored_chunks(store)) < n:
         assert proc.poll() is None, (
             f"the conversion ended before {n} chunks were stored:\n{proc.stderr.read()}"
         )
@@ -418,7 +408,7 @@ def _wait_until_stored(store: Path, proc: subprocess.Popen, n: int, timeout: flo
             os.killpg(proc.pid, signal.SIGKILL)  # its stderr can be read to the end now
             _, stderr = proc.communicate()
             raise AssertionError(
-                f"{len(_stored(store))} of {n} chunks in the store after {timeout} s\n"
+                f"{len(stored_chunks(store))} of {n} chunks in the store after {timeout} s\n"
                 f"CLI stderr:\n{stderr[-4000:]}\n{_stall_report(cluster)}"
             )
         time.sleep(0.05)
@@ -447,7 +437,7 @@ def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(
         assert ref.returncode == 0, ref.stderr
 
         store_b, out_b = tmp_path / "store-b", tmp_path / "out-b"
-        proc = _start_cli(_args(corpus, vits, out_b, store_b, cluster.address))
+        proc = start_cli(_args(corpus, vits, out_b, store_b, cluster.address))
         killed: list[dict] = []
         try:
             for share in (0.15, 0.45):  # one kill per worker, early and half-way
@@ -478,7 +468,7 @@ def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(
     assert totals.get("chunks_failed", 0) == 0 and not report_b.get("gaps")
     assert sum(report_b["chunks_per_worker"].values()) == len(keys)
     # the same chunk files, byte for byte
-    a, b = _stored(store_a), _stored(store_b)
+    a, b = stored_chunks(store_a), stored_chunks(store_b)
     assert set(a) == set(b) == keys
     differ = [k for k in keys if a[k].read_bytes() != b[k].read_bytes()]
     assert not differ, f"{len(differ)} of {len(keys)} chunks differ from the uninterrupted run's"
@@ -490,7 +480,7 @@ def test_workers_killed_mid_synthesis_lose_no_chunk_and_change_no_sample(
     pcm_b = decode_to_pcm(out_b / f"{STEM}.m4b", report_b["sample_rate"])
     assert len(pcm_a) == len(pcm_b) and np.array_equal(pcm_a, pcm_b)
     # work: each chunk written once (a task run again skips what its first attempt stored)
-    writes = _writes(log, store_b)
+    writes = logged_writes(log, store_b)
     assert set(writes) == keys
     assert len(writes) <= len(keys) + len(killed), (len(writes), len(keys), killed)
 
@@ -507,12 +497,12 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
     store, out = tmp_path / "store", tmp_path / "out"
     first = Cluster(tmp_path / "cluster-1", log, preload)
     try:
-        proc = _start_cli(_args(corpus, vits, out, store, first.address))
+        proc = start_cli(_args(corpus, vits, out, store, first.address))
         try:
             _wait_until_stored(store, proc, int(0.4 * len(keys)), cluster=first)
             first.kill_scheduler()
             killed_at = time.monotonic()
-            at_kill = len(_stored(store))
+            at_kill = len(stored_chunks(store))
             # a guard against a hang, not a speed limit: it gives up in well under a minute idle
             try:
                 stdout, stderr = proc.communicate(timeout=300)
@@ -528,7 +518,7 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         # the workers lose their scheduler too; let them finish what they were doing
-        _wait_for(
+        wait_for(
             lambda: all(p.poll() is not None for n, p in first.procs.items() if n != "scheduler"),
             60,
             "the workers to leave after their scheduler died",
@@ -544,7 +534,7 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
     assert "lost the connection to the scheduler tcp://127.0.0.1:" in errors[0], stderr
     assert "run the same command again to resume" in errors[0], stderr
     assert not (out / f"{STEM}.m4b").exists() and not (out / f"{STEM}.report.json").exists()
-    after_first = len(_stored(store))
+    after_first = len(stored_chunks(store))
     assert at_kill <= after_first < len(keys)
 
     # the same command on a new cluster
@@ -560,11 +550,11 @@ def test_scheduler_killed_mid_job_fails_cleanly_then_a_rerun_resumes(corpus, vit
     assert totals["chunks_from_cache"] == after_first >= at_kill > 0
     assert totals["chunks_synthesized"] == totals["unique_chunks"] - totals["chunks_from_cache"] > 0
     check_m4b_against_report(out / f"{STEM}.m4b", report, expect_cover=True)
-    assert set(_stored(store)) == keys
+    assert set(stored_chunks(store)) == keys
     # work over both runs: every chunk once, give or take what was in flight at the kill
     allowance = N_WORKERS * most_per_task
     assert after_first + totals["chunks_synthesized"] <= len(keys) + allowance
-    writes = _writes(log, store)
+    writes = logged_writes(log, store)
     assert len(writes) <= len(keys) + allowance, (len(writes), len(keys), allowance)
 
 
@@ -586,13 +576,13 @@ def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(
     store, out = tmp_path / "store", tmp_path / "out"
     cluster = Cluster(tmp_path / "cluster", log, preload)
     try:
-        proc = _start_cli(_args(corpus, vits, out, store, cluster.address))
+        proc = start_cli(_args(corpus, vits, out, store, cluster.address))
         try:
             _wait_until_stored(store, proc, int(0.4 * len(keys)), cluster=cluster)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI; the cluster is not in its process group
             proc.wait()
-        at_kill = len(_stored(store))
+        at_kill = len(stored_chunks(store))
         assert not (out / f"{STEM}.m4b").exists()
 
         rerun = _run_cli(_args(corpus, vits, out, store, cluster.address))
@@ -603,25 +593,27 @@ def test_client_killed_mid_job_then_a_rerun_on_the_same_cluster_resumes(
         assert totals["chunks_from_cache"] >= at_kill > 0
         assert totals["chunks_synthesized"] == totals["unique_chunks"] - totals["chunks_from_cache"]
         check_m4b_against_report(out / f"{STEM}.m4b", report, expect_cover=True)
-        assert set(_stored(store)) == keys
+        assert set(stored_chunks(store)) == keys
 
         # Both runs are over: the scheduler should hold nothing of either.
         def empty():
-            held = cluster.client.run_on_scheduler(_held)
+            held = cluster.client.run_on_scheduler(scheduler_holds)
             return not held["tasks"] and not held["variables"]
 
         problems = []
         try:
-            _wait_for(empty, 15, "the scheduler to let go of both runs", interval=0.5)
+            wait_for(empty, 15, "the scheduler to let go of both runs", interval=0.5)
         except TimeoutError:
             problems.append(
-                _leak_message(cluster.client.run_on_scheduler(_held), "after both runs ended")
+                _leak_message(
+                    cluster.client.run_on_scheduler(scheduler_holds), "after both runs ended"
+                )
             )
     finally:
         cluster.close()
 
     allowance = N_WORKERS * most_per_task
-    writes = _writes(log, store)
+    writes = logged_writes(log, store)
     work = (
         f"work over both runs: {len(writes)} chunk writes for {len(keys)} unique chunks "
         f"({at_kill} stored at the kill, {totals['chunks_synthesized']} synthesised by the rerun; "
@@ -644,7 +636,7 @@ def test_ctrl_c_stops_the_job_on_an_external_cluster(corpus, vits, setup, tmp_pa
     store, out = tmp_path / "store", tmp_path / "out"
     cluster = Cluster(tmp_path / "cluster", log, preload)
     try:
-        proc = _start_cli(_args(corpus, vits, out, store, cluster.address))
+        proc = start_cli(_args(corpus, vits, out, store, cluster.address))
         try:
             _wait_until_stored(store, proc, int(0.35 * len(keys)), cluster=cluster)
             proc.send_signal(signal.SIGINT)
@@ -653,13 +645,13 @@ def test_ctrl_c_stops_the_job_on_an_external_cluster(corpus, vits, setup, tmp_pa
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        at_exit = len(_stored(store))
+        at_exit = len(stored_chunks(store))
         assert proc.returncode not in (0, None), stderr
         assert "Traceback" not in stderr, stderr
         assert not (out / f"{STEM}.m4b").exists()
         time.sleep(10)  # long enough for the whole book to be synthesised if nothing stopped it
-        later = len(_stored(store))
-        held = cluster.client.run_on_scheduler(_held)
+        later = len(stored_chunks(store))
+        held = cluster.client.run_on_scheduler(scheduler_holds)
     finally:
         cluster.close()
     problems = []

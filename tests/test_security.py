@@ -7,8 +7,8 @@ import json
 import logging
 
 import pytest
-from helpers import run_cli
-from test_external_cluster import DASK, WORKER, _wait_for
+from helpers import run_cli, wait_for
+from test_external_cluster import DASK, WORKER
 
 import ebook2audio_dask as e2a
 
@@ -84,9 +84,7 @@ def tls_cluster(tmp_path):
                 start_new_session=True,
             )
         )
-        _wait_for(
-            lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler"
-        )
+        wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0, 60, "the scheduler")
         address = json.loads(sched_file.read_text())["address"]
         procs.append(
             subprocess.Popen(
