@@ -185,6 +185,9 @@ class OutputSpec:
 
     Made on the client by :meth:`resolve` (arguments, else the
     ``ebook2audio.output`` config), then handed to the merge task.
+    *bitrate* and *keep_encoded* left ``None`` are read from
+    ``ebook2audio.merge.bitrate`` and ``merge.keep-encoded`` when the spec is
+    made (on the client: a ``dask.config.set`` there reaches every worker).
     """
 
     format: str = "m4b"
@@ -192,8 +195,19 @@ class OutputSpec:
     split_hours: float | None = None
     loudnorm: Loudness | None = None
     subtitles: str | None = None  # None, "srt" or "vtt"
-    bitrate: str = "64k"
+    bitrate: str | None = None  # None: merge.bitrate
     aac_coder: str | None = None
+    #: Keep the encoded audio in the chunk store (None: ``merge.keep-encoded``).
+    keep_encoded: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.bitrate is None or self.keep_encoded is None:
+            from .. import config
+
+            if self.bitrate is None:
+                object.__setattr__(self, "bitrate", str(config.get("merge.bitrate")))
+            if self.keep_encoded is None:
+                object.__setattr__(self, "keep_encoded", bool(config.get("merge.keep-encoded")))
 
     @property
     def info(self) -> FormatInfo:
@@ -209,7 +223,11 @@ class OutputSpec:
         loudnorm: bool | None = None,
         subtitles: str | None = None,
     ) -> OutputSpec:
-        """Arguments, else ``ebook2audio.output.*`` (and ``merge.bitrate``, ``merge.aac-coder``).
+        """The spec of the arguments, else of the config.
+
+        Unset arguments are read from ``ebook2audio.output.*``; the bit rate,
+        AAC coder and keep-encoded from ``merge.bitrate``, ``merge.aac-coder``
+        and ``merge.keep-encoded``.
 
         Raises :class:`~ebook2audio_dask.errors.UsageError` for an unknown
         format, split or subtitle format, or split hours that are not a
@@ -251,7 +269,6 @@ class OutputSpec:
             split_hours=hours if how == "hours" else None,
             loudnorm=loud,
             subtitles=subs,
-            bitrate=str(config.get("merge.bitrate")),
             aac_coder=config.get("merge.aac-coder") if FORMATS[fmt].aac_coder else None,
         )
 

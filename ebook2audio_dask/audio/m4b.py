@@ -42,7 +42,7 @@ def encode_m4b(
     out_path: str | os.PathLike,
     cover: bytes | None = None,
     cover_media_type: str | None = None,
-    bitrate: str = "64k",
+    bitrate: str | None = None,
     aac_coder: str | None = None,
 ) -> float:
     """Encode a stream of PCM blocks into a chaptered, tagged M4B file.
@@ -85,8 +85,9 @@ def encode_m4b(
         ffmpeg's AAC coder: ``"twoloop"`` (ffmpeg's default, best quality) or
         ``"fast"`` (about 5x faster, slightly lower quality); ``None`` keeps
         ffmpeg's default.
-    bitrate : str
-        AAC bit rate in ffmpeg's notation, ``"64k"`` by default.
+    bitrate : str, optional
+        AAC bit rate in ffmpeg's notation (``"64k"``); ``None``:
+        ``ebook2audio.merge.bitrate``.
 
     Returns
     -------
@@ -115,7 +116,9 @@ def encode_m4b(
     two_pass = callable(chapters)
     marks = None if two_pass else check_chapters(chapters)  # bad marks fail before any encoding
     out_path = Path(out_path)
-    spec = OutputSpec(format="m4b", bitrate=str(bitrate), aac_coder=aac_coder)
+    spec = OutputSpec(
+        format="m4b", bitrate=None if bitrate is None else str(bitrate), aac_coder=aac_coder
+    )
     with tempfile.TemporaryDirectory(prefix="ebook2audio-m4b-", dir=out_path.parent) as tmp:
         workdir = Path(tmp)
         # Pass 1 (the merge task's own encoder): the stream as it comes, AAC in MP4, no tags.

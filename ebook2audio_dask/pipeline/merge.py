@@ -116,13 +116,12 @@ def merge_task(
 
     The encoded audio of an unsplit M4B, MP3 or Opus book is also kept in the
     store under a key made of the chunk keys, pauses and encoder settings
-    (``merge.keep-encoded``, read on the worker).  When every chunk was already in the store and
-    that audio is there too, nothing is decoded or encoded again: the book is
-    only remuxed with its chapters, tags and cover.
+    (``output_spec.keep_encoded``: ``merge.keep-encoded``, read where the
+    spec was made, on the client).  When every chunk was already in the store
+    and that audio is there too, nothing is decoded or encoded again: the
+    book is only remuxed with its chapters, tags and cover.
     """
-    spec = output_spec or OutputSpec(
-        bitrate=config.get("merge.bitrate"), aac_coder=config.get("merge.aac-coder")
-    )
+    spec = output_spec or OutputSpec(aac_coder=config.get("merge.aac-coder"))
     if bitrate:
         spec = dataclasses.replace(spec, bitrate=bitrate)
     merge = _Merge(plan, store, spec, chunk_batch, chunk_sizes or {})
@@ -205,9 +204,7 @@ class _Merge:
         self.parts: list[Part] = []
         self.chapter_at = {ch.start: ch for ch in plan.chapters if ch.stop > ch.start}
         self.tags = BookTags(title=plan.title, authors=plan.authors, language=plan.language)
-        self.keep = (
-            bool(config.get("merge.keep-encoded")) and self.info.cache and spec.split is None
-        )
+        self.keep = bool(spec.keep_encoded) and self.info.cache and spec.split is None
         self.audio_key = encoded_audio_key(
             plan, spec.bitrate, spec.aac_coder, extra=spec.cache_token()
         )
