@@ -650,9 +650,7 @@ class ConvertOptions:
             language=self.language,
             model=self.model,  # None: each engine's own default (coqui.model, kokoro.model)
             settings=tuple(sorted((self.settings or {}).items())),
-            pauses=dataclasses.replace(
-                Pauses.from_config(), **{k: float(v) for k, v in (self.pauses or {}).items()}
-            ),
+            pauses=Pauses(**{k: float(v) for k, v in (self.pauses or {}).items()}),
             normalize=normalize_features(self.normalize),
             # subtitles are cut at the sentence ends the planner finds (not re-split at merge)
             sentences=self.output_spec().subtitles is not None,

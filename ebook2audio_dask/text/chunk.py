@@ -58,19 +58,38 @@ def content_key(text: str, spec: EngineSpec, sample_rate: int) -> str:
 
 @dataclass(frozen=True)
 class Pauses:
-    """Silence in seconds after a sentence group, paragraph, title and chapter."""
+    """Silence in seconds after a sentence group, paragraph, title and chapter.
 
-    sentence: float = 0.25
-    paragraph: float = 0.6
-    title: float = 1.0
-    chapter: float = 2.0
+    A kind left ``None`` is read from ``ebook2audio.pauses.<kind>`` when the
+    ``Pauses`` is made (the packaged YAML is the one default), so every field
+    of a ``Pauses`` holds a number.
+
+    Parameters
+    ----------
+    sentence, paragraph, title, chapter : float, optional
+        Seconds of silence after each; ``None``: the configured value.
+    """
+
+    sentence: float | None = None
+    paragraph: float | None = None
+    title: float | None = None
+    chapter: float | None = None
+
+    def __post_init__(self) -> None:
+        unset = [
+            k for k in ("sentence", "paragraph", "title", "chapter") if getattr(self, k) is None
+        ]
+        if unset:
+            from .. import config
+
+            conf = config.get("pauses")
+            for kind in unset:
+                object.__setattr__(self, kind, float(conf[kind]))
 
     @classmethod
     def from_config(cls) -> Pauses:
-        from .. import config
-
-        conf = config.get("pauses")
-        return cls(**{k: float(conf[k]) for k in ("sentence", "paragraph", "title", "chapter")})
+        """Every kind from ``ebook2audio.pauses`` (the same as ``Pauses()``)."""
+        return cls()
 
 
 @dataclass(frozen=True, slots=True)  # slots: a plan holds one per ~200 characters of a book

@@ -1,0 +1,41 @@
+"""Values left ``None`` are read from the config when the object is made (on the client).
+
+``Pauses`` and ``OutputSpec`` hold no defaults of their own: the packaged
+``ebook2audio.yaml`` is the one default, and a value resolved on the client
+travels to the workers inside the object (a ``dask.config.set`` there need not
+reach the workers of an external cluster).
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import dask.config
+
+from ebook2audio_dask import config
+from ebook2audio_dask.audio.formats import OutputSpec
+from ebook2audio_dask.text import Pauses
+
+KINDS = ("sentence", "paragraph", "title", "chapter")
+
+
+def test_pauses_left_unset_are_the_configured_ones():
+    conf = config.get("pauses")
+    assert Pauses() == Pauses.from_config() == Pauses(**{k: float(conf[k]) for k in KINDS})
+    with dask.config.set({"ebook2audio.pauses.title": 3.5}):
+        pauses = Pauses(sentence=0.1)
+    assert pauses.sentence == 0.1 and pauses.title == 3.5
+    assert pauses.paragraph == float(conf["paragraph"])
+    assert pauses.chapter == float(conf["chapter"])
+
+
+def test_output_spec_reads_bitrate_and_keep_encoded_where_it_is_made():
+    assert OutputSpec().bitrate == str(config.get("merge.bitrate"))
+    assert OutputSpec().keep_encoded is bool(config.get("merge.keep-encoded"))
+    settings = {"ebook2audio.merge.bitrate": "96k", "ebook2audio.merge.keep-encoded": False}
+    with dask.config.set(settings):
+        spec = OutputSpec.resolve(format="mp3")
+    assert spec.bitrate == "96k" and spec.keep_encoded is False
+    # what the client resolved is what a worker gets, whatever the worker's config says
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert OutputSpec(bitrate="32k", keep_encoded=True).bitrate == "32k"
