@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -360,6 +361,18 @@ TARGETS.update(
         "merge_short": ("≤", 0.4),
         "piper_cli_book": ("≥", 1.05),
     }
+)
+# a restructuring must not cost speed or memory: this tree against an earlier commit (issue 17)
+RESTRUCTURE_BASE = "17d86b6"  # the last commit before issue 17's restructuring
+BENCHMARKS += ("restructure",)
+TARGETS["restructure"] = ("≤", 1.05)
+METHODS["restructure"] = (
+    f"Compares this tree with commit {RESTRUCTURE_BASE} (checked out as a git worktree; the "
+    "same virtual environment, the package imported from each tree through `PYTHONPATH`): the "
+    "`noop` benchmark's `bench_scaleout.py --per-char-ms 0 --workers 1,2 --books 3` seven times, "
+    "alternating base and new, and `bench_merge_memory.py --hours 1,10` once each. Figures: "
+    "the median worker time per chunk, and the merge's peak RSS (python + ffmpeg), new against "
+    "base; target: within 5 %."
 )
 METHODS["library"] = (
     "Runs `benchmarks/bench_library.py` (20 books, then 20 and 80, with `--quick`). Stream: 300 "
@@ -822,6 +835,70 @@ class Runner:
                     round(rss["python"] + rss["ffmpeg"], 1), "MB", target=TARGETS["merge_memory"])
             )  # fmt: skip
         return figures, {"sizes": rows}
+
+    def restructure(self):
+        # walls of ~1 s: three rounds did not see through the machine's noise, seven do
+        rounds = 1 if self.quick else 7
+        hours = "0.05" if self.quick else "1,10"
+        with tempfile.TemporaryDirectory(prefix="e2a-bench-base-") as tmp:
+            # beside this tree: the benchmarks find the corpus at ../shared/corpus
+            base = REPO.parent / f".e2a-bench-base-{os.getpid()}"
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(base),
+                 RESTRUCTURE_BASE], check=True, capture_output=True,
+            )  # fmt: skip
+            try:
+                noop: dict[str, list[dict]] = {"base": [], "new": []}
+                memory: dict[str, list[dict]] = {}
+                trees = {"base": base, "new": REPO}
+                for _ in range(rounds):
+                    for side, tree in trees.items():
+                        books = "1" if self.quick else "3"
+                        cmd = ["env", f"PYTHONPATH={tree}", sys.executable,
+                               str(tree / "benchmarks" / "bench_scaleout.py"), "--workers", "1,2",
+                               "--books", books, "--per-char-ms", "0"]  # fmt: skip
+                        _, out = run_timed(
+                            cmd, timeout=self.timeout, label=f"noop ({side})", cwd=tree
+                        )
+                        noop[side] += [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+                for side, tree in trees.items():
+                    cmd = ["env", f"PYTHONPATH={tree}", sys.executable,
+                           str(tree / "benchmarks" / "bench_merge_memory.py"), "--hours", hours,
+                           "--workdir", str(Path(tmp) / f"merge-{side}")]  # fmt: skip
+                    _, out = run_timed(
+                        cmd, timeout=max(self.timeout, 2400.0), label=f"merge ({side})", cwd=tree
+                    )
+                    memory[side] = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+            finally:
+                subprocess.run(
+                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)],
+                    check=False, capture_output=True,
+                )  # fmt: skip
+        figures = []
+        for n in (1, 2):
+            per = {
+                side: statistics.median(
+                    r["wall_s"] * n / r["chunks"] * 1000 for r in rows if r["workers"] == n
+                )
+                for side, rows in noop.items()
+            }
+            figures.append(
+                fig(f"restructure.noop{n}", f"no-op engine, worker time per chunk, {n} worker(s): "
+                    f"this tree vs {RESTRUCTURE_BASE}", round(per["new"], 2), "ms",
+                    baseline=round(per["base"], 2), ratio=per["new"] / per["base"],
+                    ratio_def="new/base", target=TARGETS["restructure"])
+            )  # fmt: skip
+        for new, old in zip(memory["new"], memory["base"]):
+            peak = {k: r["peak_rss_mb"]["python"] + r["peak_rss_mb"]["ffmpeg"]
+                    for k, r in (("new", new), ("base", old))}  # fmt: skip
+            figures.append(
+                fig(f"restructure.merge{new['hours']:g}h", f"merge peak RSS python + ffmpeg, "
+                    f"{new['hours']:g} h book: this tree vs {RESTRUCTURE_BASE}",
+                    round(peak["new"], 1), "MB", baseline=round(peak["base"], 1),
+                    ratio=peak["new"] / peak["base"], ratio_def="new/base",
+                    target=TARGETS["restructure"])
+            )  # fmt: skip
+        return figures, {"base": RESTRUCTURE_BASE, "noop": noop, "memory": memory}
 
     def coqui_batching(self):
         cmd = [sys.executable, str(COQUI_SCRIPT)] + (["--quick"] if self.quick else [])
@@ -1728,6 +1805,19 @@ def summarize(bench: str, details: dict) -> str:
                 f"{', '.join(str(x) for x in r['book_finish_s'])} s"
                 for r in details["rows"]
             )
+            + "."
+        )
+    if bench == "restructure":
+        walls = {
+            side: ", ".join(f"{r['wall_s']} s ({r['workers']} w)" for r in rows)
+            for side, rows in details["noop"].items()
+        }
+        return (
+            f"against {details['base']}: no-op walls, base {walls['base']}; new {walls['new']}; "
+            "merge wall base "
+            + ", ".join(f"{r['wall_s']} s" for r in details["memory"]["base"])
+            + ", new "
+            + ", ".join(f"{r['wall_s']} s" for r in details["memory"]["new"])
             + "."
         )
     if bench == "noop":
