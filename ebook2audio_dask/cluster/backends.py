@@ -40,14 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 from distributed import Client
 
-from .. import config
+from .. import config, plugins
 from ..errors import UsageError
 from .adaptive import SynthesisAdaptive
 from .gpus import ensure_engine_teardown
@@ -148,11 +146,7 @@ def unregister_backend(name: str) -> None:
 
 
 def _entries() -> dict[str, Any]:
-    found: dict[str, Any] = dict(_BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep
-    found.update(_REGISTERED)
-    return found
+    return {**plugins.discover(ENTRY_POINT_GROUP, _BUILTIN), **_REGISTERED}
 
 
 def backend_names() -> list[str]:
@@ -173,11 +167,8 @@ def get_backend(name: str) -> ClusterBackend:
     except KeyError:
         known = ", ".join(["auto", *backend_names()])
         raise UsageError(f"unknown cluster backend {name!r} (known: {known})") from None
-    if isinstance(entry, str):
-        module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
-    elif hasattr(entry, "load"):  # an entry point
-        entry = entry.load()
+    if isinstance(entry, str):  # built in or an entry point: "module:attribute"
+        entry = plugins.load(entry)
     return entry() if isinstance(entry, type) else entry
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import threading
 from collections import Counter
-from importlib.metadata import entry_points
 
+from .. import plugins
 from ..errors import EngineError, UsageError
 from ..logs import get_logger
 from .base import Engine, EngineSpec, VoiceInfo
@@ -51,10 +50,7 @@ _BUILTIN = {
 
 @functools.lru_cache(maxsize=1)
 def _registry() -> dict[str, str]:
-    found = dict(_BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found[ep.name] = ep.value
-    return found
+    return plugins.discover(ENTRY_POINT_GROUP, _BUILTIN)
 
 
 def engine_names() -> list[str]:
@@ -74,8 +70,7 @@ def get_engine_class(name: str) -> type[Engine]:
         target = _registry()[name]
     except KeyError:
         raise UsageError(f"unknown engine {name!r} (known: {', '.join(engine_names())})") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return plugins.load(target)
 
 
 # One engine instance per (spec, threads) per process: a worker loads a model once
