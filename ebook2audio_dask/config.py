@@ -44,16 +44,28 @@ def get(key: str, default: Any = dask.config.no_default, override: Any = None) -
     key : str
         Dotted key below the ``ebook2audio`` namespace, e.g. ``"pauses.chapter"``.
     default
-        Returned when the key is missing (else ``KeyError``).  Only for keys
-        that ``ebook2audio.yaml`` does not have: its keys take their default
-        from there.
+        Returned when the key is missing (else
+        :class:`~ebook2audio_dask.errors.UsageError`, naming the key).  Only
+        for keys that ``ebook2audio.yaml`` does not have: its keys take their
+        default from there.
     override
         When not ``None``, returned as-is: lets callers write
         ``config.get("cache", override=cache)`` for "argument or config".
     """
     if override is not None:
         return override
-    return dask.config.get(f"ebook2audio.{key}", default=default)
+    try:
+        return dask.config.get(f"ebook2audio.{key}", default=default)
+    except KeyError:
+        # Every key has a packaged default, so a missing one means a user setting replaced
+        # a whole section (dask.config.set({"ebook2audio.output.loudness": {...}}) with
+        # fewer keys): a usage error in one line, not a traceback.
+        from .errors import UsageError
+
+        raise UsageError(
+            f"configuration: ebook2audio.{key} is not set (was a whole section replaced? "
+            "set single keys, e.g. DASK_EBOOK2AUDIO__OUTPUT__LOUDNESS__INTEGRATED=-18)"
+        ) from None
 
 
 def defaults() -> dict[str, Any]:

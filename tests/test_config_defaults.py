@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 
 import dask.config
+import pytest
 
 from ebook2audio_dask import config
 from ebook2audio_dask.audio.formats import OutputSpec
@@ -39,3 +40,17 @@ def test_output_spec_reads_bitrate_and_keep_encoded_where_it_is_made():
     # what the client resolved is what a worker gets, whatever the worker's config says
     assert pickle.loads(pickle.dumps(spec)) == spec
     assert OutputSpec(bitrate="32k", keep_encoded=True).bitrate == "32k"
+
+
+def test_a_section_replaced_without_a_key_is_a_one_line_usage_error():
+    """A user setting that replaces a whole section with fewer keys names the missing key."""
+
+    from ebook2audio_dask.audio import Loudness
+    from ebook2audio_dask.errors import EXIT_USAGE, UsageError
+
+    with dask.config.set({"ebook2audio.output.loudness": {"integrated": -18}}):
+        with pytest.raises(UsageError) as info:
+            Loudness.from_config()
+    assert "ebook2audio.output.loudness.true-peak is not set" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert info.value.exit_code == EXIT_USAGE
