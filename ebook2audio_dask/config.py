@@ -17,15 +17,27 @@ or ``both``) in ``ebook2audio-schema.yaml``, a JSON Schema written as YAML
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import copy
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dask.config
 import yaml
 
-__all__ = ["DEFAULTS_FILE", "SCHEMA_FILE", "defaults", "get", "schema", "schema_leaves"]
+__all__ = [
+    "DEFAULTS_FILE",
+    "SCHEMA_FILE",
+    "applied",
+    "defaults",
+    "get",
+    "schema",
+    "schema_leaves",
+    "snapshot",
+]
 
 DEFAULTS_FILE = os.path.join(os.path.dirname(__file__), "ebook2audio.yaml")
 SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "ebook2audio-schema.yaml")
@@ -54,6 +66,15 @@ def get(key: str, default: Any = dask.config.no_default, override: Any = None) -
     """
     if override is not None:
         return override
+    sent = _SENT.get()
+    if sent is not None:
+        node: Any = sent
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return node
     try:
         return dask.config.get(f"ebook2audio.{key}", default=default)
     except KeyError:
@@ -66,6 +87,50 @@ def get(key: str, default: Any = dask.config.no_default, override: Any = None) -
             f"configuration: ebook2audio.{key} is not set (was a whole section replaced? "
             "set single keys, e.g. DASK_EBOOK2AUDIO__OUTPUT__LOUDNESS__INTEGRATED=-18)"
         ) from None
+
+
+#: The client's settings a task brought with it (see :func:`applied`): per thread/context.
+_SENT: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "ebook2audio_sent_settings", default=None
+)
+
+
+def snapshot(section: str, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """This process's values of a whole section, to send with a task (see :func:`applied`).
+
+    Parameters
+    ----------
+    section : str
+        A top-level key below ``ebook2audio``, e.g. ``"ingest"``.
+    exclude : tuple of str
+        Keys of the section left to each worker's own configuration (what
+        names something on the worker's machine, such as a program's path).
+
+    Returns
+    -------
+    dict
+        ``{section: {key: value, ...}}``, a copy.
+    """
+    values = copy.deepcopy(get(section))
+    for key in exclude:
+        values.pop(key, None)
+    return {section: values}
+
+
+@contextlib.contextmanager
+def applied(sent: Mapping[str, Any] | None) -> Iterator[None]:
+    """Within the block, :func:`get` answers from *sent* (a :func:`snapshot`) first.
+
+    For tasks: the client's settings reach an external cluster, whose workers
+    read their own configuration otherwise.  Only this thread (context) sees
+    them, so tasks running side by side on a worker never mix their settings,
+    and nothing is left behind.  ``None``: the worker's own configuration.
+    """
+    token = _SENT.set(sent)
+    try:
+        yield
+    finally:
+        _SENT.reset(token)
 
 
 def defaults() -> dict[str, Any]:

@@ -54,3 +54,50 @@ def test_a_section_replaced_without_a_key_is_a_one_line_usage_error():
     assert "ebook2audio.output.loudness.true-peak is not set" in str(info.value)
     assert "\n" not in str(info.value)
     assert info.value.exit_code == EXIT_USAGE
+
+
+def test_the_clients_ingest_limits_reach_workers_that_read_their_own_config(client, tmp_path):
+    """A worker reads its own configuration; the parse task brings the client's ingest limits.
+
+    The module's cluster started before this ``dask.config.set``, so its worker
+    processes still have the packaged 512MiB: only the value sent with the
+    task can make the book fail.
+    """
+    from helpers import ROOT
+
+    from ebook2audio_dask import convert
+
+    book = ROOT / "examples" / "childrens-literature.epub"
+    with dask.config.set({"ebook2audio.ingest.max-file-size": 4096}):
+        [result] = convert(
+            str(book), str(tmp_path / "out"), client=client, engine="espeak",
+            cache=str(tmp_path / "chunks"), chapters=[2], progress=False,
+        )  # fmt: skip
+    assert not result.ok
+    assert "ingest.max-file-size" in result.error
+    seen = client.run(lambda: dask.config.get("ebook2audio.ingest.max-file-size"))
+    assert set(seen.values()) == {"512MiB"}  # the workers' own config, untouched
+    assert not (tmp_path / "out" / "childrens-literature.m4b").exists()
+
+
+def test_settings_sent_with_a_task_stay_in_its_thread():
+    """``applied`` is per thread: tasks side by side on one worker never see each other's."""
+    import threading
+
+    seen = {}
+    barrier = threading.Barrier(2)
+
+    def task(name, limit):
+        with config.applied({"ingest": {"max-text-size": limit}}):
+            barrier.wait()
+            seen[name] = config.get("ingest.max-text-size")
+            barrier.wait()
+
+    threads = [threading.Thread(target=task, args=(n, v)) for n, v in (("a", 1), ("b", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"a": 1, "b": 2}
+    assert config.get("ingest.max-text-size") == config.defaults()["ingest"]["max-text-size"]
+    assert config.snapshot("ingest", exclude=("calibre",))["ingest"].get("calibre") is None

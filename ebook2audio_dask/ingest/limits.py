@@ -4,8 +4,10 @@ The defaults live only in the packaged ``ebook2audio.yaml`` (``ingest:``
 ``max-member-size``, ``max-total-size``, ``max-file-size``,
 ``max-text-size``, ``calibre-max-output-size``); :func:`size_limit` reads
 the current value each time, so ``dask.config.set`` takes effect at once.
-Books are read on workers: the values a worker sees are its own
-configuration's (see ``docs/configuration.md``).
+Books are read on workers: a conversion sends the client's ``ingest``
+section with each parse task (:func:`ebook2audio_dask.config.applied`), so
+the client's limits count on an external cluster too; a reader called
+directly (``ebook2audio inspect``) reads its own process's configuration.
 """
 
 from __future__ import annotations

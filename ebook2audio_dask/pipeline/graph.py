@@ -44,7 +44,14 @@ from .metrics import ensure_job_metrics, log_book_event
 from .options import ConvertOptions
 from .report import build_report, dumps_report
 from .results import BatchResult, LostBatch, MergeResult
-from .tasks import cover_task, parse_task, plan_task, prepare_voice_task, synthesize_task
+from .tasks import (
+    cover_task,
+    ingest_settings,
+    parse_task,
+    plan_task,
+    prepare_voice_task,
+    synthesize_task,
+)
 
 __all__ = ["BookJob", "run_jobs", "submit_book"]
 
@@ -147,6 +154,7 @@ class BookJob:
                 self.source,
                 include_matter,
                 options.storage_options,
+                ingest_settings(),  # the client's limits count on an external cluster too
                 key=f"parse-{self.stem}-{token}",
                 priority=PLAN_PRIORITY,
                 pure=False,

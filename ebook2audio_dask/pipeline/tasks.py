@@ -35,6 +35,7 @@ __all__ = [
     "PlanRequest",
     "cover_task",
     "error_line",
+    "ingest_settings",
     "length_buckets",
     "parse_task",
     "plan_task",
@@ -47,9 +48,28 @@ logger = get_logger(__name__)
 
 
 # --------------------------------------------------------------------------- parse
-def parse_task(source: str, include_matter: bool, storage_options: dict[str, Any] | None) -> Book:
-    """Parse stage: read the book at *source* (any fsspec URL)."""
-    return read_book(source, include_matter=include_matter, storage_options=storage_options)
+def parse_task(
+    source: str,
+    include_matter: bool,
+    storage_options: dict[str, Any] | None,
+    settings: dict[str, Any] | None = None,
+) -> Book:
+    """Parse stage: read the book at *source* (any fsspec URL).
+
+    *settings*: the client's ``ingest`` limits (:func:`ingest_settings`), which
+    then count on any worker; ``None``: the worker's own configuration.
+    """
+    with config.applied(settings):
+        return read_book(source, include_matter=include_matter, storage_options=storage_options)
+
+
+def ingest_settings() -> dict[str, Any]:
+    """The client's ``ebook2audio.ingest`` section for :func:`parse_task`.
+
+    All but ``ingest.calibre`` (the program's name or path, which is the
+    worker machine's own).
+    """
+    return config.snapshot("ingest", exclude=("calibre",))
 
 
 # --------------------------------------------------------------------------- chunk
