@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 __all__ = ["Book", "Chapter", "Cover", "Pronunciation", "Skipped"]
 
@@ -227,6 +228,35 @@ class Book:
                 f"{self.source}: no chapter {shown}{more} (the book has {len(self.chapters)})"
             )
         return replace(self, chapters=tuple(c for c in self.chapters if c.index in wanted))
+
+    def summary(self, include_matter: bool = False) -> dict[str, Any]:
+        """What ``ebook2audio inspect --json`` and the server show of this book.
+
+        Read the book with its front/back matter (``include_matter=True`` in
+        :func:`~ebook2audio_dask.read_book`).  ``chapters``: what a conversion
+        with the same *include_matter* speaks, ``index`` as ``--chapters``
+        takes it; ``skipped``: the front/back matter it leaves out, each with
+        the ``reason`` it was taken for matter; ``listing``: every section in
+        reading order (``index`` None when skipped).
+        """
+        listing, n = [], 0
+        for c in self.chapters:
+            skipped = c.kind != "body" and not include_matter
+            if not skipped:
+                n += 1
+            listing.append({"index": None if skipped else n, "title": c.title, "kind": c.kind,
+                            "chars": c.chars, "words": c.words, "reason": c.reason})  # fmt: skip
+        return {
+            "source": self.source,
+            "format": self.format,
+            "title": self.title,
+            "authors": list(self.authors),
+            "language": self.language,
+            "cover": self.cover.media_type if self.cover else None,
+            "chapters": [row for row in listing if row["index"] is not None],
+            "skipped": [row for row in listing if row["index"] is None],
+            "listing": listing,
+        }
 
     def find_chapters(self, title: str) -> list[Chapter]:
         """The chapters a title names, for ``--chapters "The Real Princess"``.

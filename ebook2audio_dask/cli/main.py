@@ -406,34 +406,6 @@ def _summary_table(results) -> str:
     return "\n".join(lines)
 
 
-def _book_summary(book, include_matter: bool = False) -> dict[str, Any]:
-    """What ``inspect`` shows of *book*, read with its front/back matter.
-
-    ``chapters``: what a conversion with the same *include_matter* speaks,
-    ``index`` as ``--chapters`` takes it; ``skipped``: the front/back matter
-    it leaves out, each with the ``reason`` it was taken for matter;
-    ``listing``: every section in reading order (``index`` None when skipped).
-    """
-    listing, n = [], 0
-    for c in book.chapters:
-        skipped = c.kind != "body" and not include_matter
-        if not skipped:
-            n += 1
-        listing.append({"index": None if skipped else n, "title": c.title, "kind": c.kind,
-                        "chars": c.chars, "words": c.words, "reason": c.reason})  # fmt: skip
-    return {
-        "source": book.source,
-        "format": book.format,
-        "title": book.title,
-        "authors": list(book.authors),
-        "language": book.language,
-        "cover": book.cover.media_type if book.cover else None,
-        "chapters": [row for row in listing if row["index"] is not None],
-        "skipped": [row for row in listing if row["index"] is None],
-        "listing": listing,
-    }
-
-
 @cli.command()
 @click.argument("input")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -469,7 +441,7 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
         _fail(exc, debug)
         return
-    info = _book_summary(book, keep)
+    info = book.summary(keep)
     if as_json:
         echo_json(info)
         return
@@ -535,52 +507,6 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
     sys.exit(EXIT_BOOK_FAILED if summary["problems"] or summary["totals"]["failed"] else EXIT_OK)
 
 
-def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
-    from ..engines import get_engine_class
-
-    info: dict[str, Any] = {
-        "name": name,
-        "available": False,
-        "why": "",
-        "devices": [],
-        "max_chars": None,
-        "languages": [],
-        "voices": [],
-        "sample_rate": None,
-    }
-    try:
-        cls = get_engine_class(name)
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
-        info["why"] = f"cannot import: {exc}"
-        return info
-    ok, why = cls.availability()
-    info.update(
-        available=ok,
-        why=why,
-        devices=list(cls.devices),
-        max_chars=cls.max_chars,
-        seeded=cls.seeded,
-        uses_model=cls.uses_model,
-    )
-    if not ok:
-        return info
-    try:
-        info.update(cls.describe())
-        model = model or (cls.default_model() if cls.uses_model else None)
-        if cls.uses_model:
-            info["model"] = model
-        if cls.uses_model and not model:
-            info["why"] = f"no model configured (--model or ebook2audio.{name}.model)"
-        voices = cls.voices(model)
-        info["voices"] = [{"id": v.id, "language": v.language} for v in voices]
-        info["languages"] = cls.languages(model)
-        if voices or model:
-            info["sample_rate"] = cls.sample_rate_for(voices[0].id if voices else "", model)
-    except Ebook2AudioError as exc:  # e.g. a configured model that cannot be read
-        info.update(available=False, why=str(exc))
-    return info
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
@@ -592,9 +518,9 @@ def _engine_info(name: str, model: str | None = None) -> dict[str, Any]:
 def engines(as_json, model, debug) -> None:
     """List the speech engines: installed or not (and why), languages, voices, devices."""
     _setup_logging(debug)
-    from ..engines import engine_names
+    from ..engines import engine_info, engine_names
 
-    infos = [_engine_info(name, model) for name in engine_names()]
+    infos = [engine_info(name, model) for name in engine_names()]
     if as_json:
         echo_json(infos)
         return

@@ -14,9 +14,10 @@ import dataclasses
 import functools
 import threading
 from collections import Counter
+from typing import Any
 
 from .. import plugins
-from ..errors import EngineError, UsageError
+from ..errors import Ebook2AudioError, EngineError, UsageError
 from ..logs import get_logger
 from .base import Engine, EngineSpec, VoiceInfo
 
@@ -26,6 +27,7 @@ __all__ = [
     "Engine",
     "EngineSpec",
     "VoiceInfo",
+    "engine_info",
     "engine_names",
     "get_engine_class",
     "load_engine",
@@ -266,3 +268,55 @@ def resolve_spec(
         f"no voice for language {language!r} nor the fallback {fallback_language!r} "
         f"in engine(s) {', '.join(c.name for c in classes)}"
     )
+
+
+def engine_info(name: str, model: str | None = None) -> dict[str, Any]:
+    """What ``ebook2audio engines`` and the server's ``/api/engines`` show of engine *name*.
+
+    Never raises for a broken or unavailable engine: ``available`` is False and
+    ``why`` says why.  Keys: ``name``, ``available``, ``why``, ``devices``,
+    ``max_chars``, ``languages``, ``voices`` (``{"id", "language"}`` each),
+    ``sample_rate``, and for an available engine ``seeded``, ``uses_model``,
+    ``model`` and what its :meth:`Engine.describe` adds.
+    """
+    info: dict[str, Any] = {
+        "name": name,
+        "available": False,
+        "why": "",
+        "devices": [],
+        "max_chars": None,
+        "languages": [],
+        "voices": [],
+        "sample_rate": None,
+    }
+    try:
+        cls = get_engine_class(name)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal
+        info["why"] = f"cannot import: {exc}"
+        return info
+    ok, why = cls.availability()
+    info.update(
+        available=ok,
+        why=why,
+        devices=list(cls.devices),
+        max_chars=cls.max_chars,
+        seeded=cls.seeded,
+        uses_model=cls.uses_model,
+    )
+    if not ok:
+        return info
+    try:
+        info.update(cls.describe())
+        model = model or (cls.default_model() if cls.uses_model else None)
+        if cls.uses_model:
+            info["model"] = model
+        if cls.uses_model and not model:
+            info["why"] = f"no model configured (--model or ebook2audio.{name}.model)"
+        voices = cls.voices(model)
+        info["voices"] = [{"id": v.id, "language": v.language} for v in voices]
+        info["languages"] = cls.languages(model)
+        if voices or model:
+            info["sample_rate"] = cls.sample_rate_for(voices[0].id if voices else "", model)
+    except Ebook2AudioError as exc:  # e.g. a configured model that cannot be read
+        info.update(available=False, why=str(exc))
+    return info
