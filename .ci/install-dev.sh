@@ -118,3 +118,18 @@ if ! command -v ebook-convert >/dev/null 2>&1; then
         echo "install-dev: Calibre not installed (needs root and apt-get): its tests in tests/test_formats.py will skip, or fail under CI" >&2
     fi
 fi
+
+# Debian's Chromium and its chromedriver for the real-browser test of the server's page
+# (tests/test_serve_browser.py drives them with Selenium; it fails without them).
+# Needs root and apt-get.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        pkgs=(chromium chromium-driver)
+        apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
+        echo "install-dev: $(chromium --version 2>/dev/null) + chromedriver installed"
+    else
+        echo "install-dev: Chromium not installed (needs root and apt-get): tests/test_serve_browser.py will fail" >&2
+    fi
+fi
