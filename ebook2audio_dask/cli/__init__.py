@@ -1,5 +1,8 @@
 """The ``ebook2audio`` command line."""
 
 from .main import cli, main, parse_chapters
+from .serve import serve
+
+cli.add_command(serve)
 
 __all__ = ["cli", "main", "parse_chapters"]

@@ -44,12 +44,14 @@ from ..pipeline.options import (
 __all__ = [
     "cli",
     "click_option",
+    "fail",
     "main",
     "option_flags",
     "parse_chapters",
     "parse_pauses",
     "parse_settings",
     "parse_storage_options",
+    "setup_logging",
 ]
 
 
@@ -118,7 +120,8 @@ class _SafeFormatter(logging.Formatter):
         return terminal_safe(super().formatMessage(record))
 
 
-def _setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool) -> None:
+    """Log to stderr, control characters escaped; quiet Dask and tornado unless *debug*."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
@@ -144,7 +147,7 @@ INTERRUPTED = (
 )
 
 
-def _fail(exc: BaseException, debug: bool) -> None:
+def fail(exc: BaseException, debug: bool) -> None:
     """Print *exc* as one line (plus a traceback with --debug) and exit.
 
     Exit codes: the error's own (1 a book failed, 2 usage), 130 for Ctrl-C,
@@ -302,7 +305,7 @@ def convert(
     INPUT may be files, folders or glob patterns (paths or fsspec URLs).  The
     options are those of ebook2audio_dask.convert() in Python.
     """
-    _setup_logging(debug)
+    setup_logging(debug)
     try:
         from ..cluster import client_security
         from ..pipeline import convert as run_convert
@@ -352,7 +355,7 @@ def convert(
                 if bars is not None:
                     bars.close()
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line + exit code
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     failed = [r for r in results if not r.ok]
     exit_code = max([EXIT_OK] + [r.exit_code for r in failed])
@@ -428,7 +431,7 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
     matter; ``--include-matter`` numbers it as ``convert --include-matter``
     would.
     """
-    _setup_logging(debug)
+    setup_logging(debug)
     try:
         from .. import config
         from ..ingest import read_book
@@ -439,7 +442,7 @@ def inspect(input, as_json, include_matter, storage_json, s3_endpoint, debug) ->
         check_input(input, storage_options)  # a FIFO or device would block inspect forever
         book = read_book(input, include_matter=True, storage_options=storage_options)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     info = book.summary(keep)
     if as_json:
@@ -485,7 +488,7 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
     dead-letter file and no report are listed as failed.  Exit code 1 when a
     book failed or a report could not be read, 2 when OUTDIR holds no report.
     """
-    _setup_logging(debug)
+    setup_logging(debug)
     try:
         from ..pipeline.report import format_summary, summarize_reports
 
@@ -495,7 +498,7 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
                 f"{outdir}: no *.report.json here (ebook2audio convert -o {outdir} writes them)"
             )
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if as_json:
         echo_json(summary)
@@ -517,7 +520,7 @@ def report(outdir, as_json, storage_json, s3_endpoint, debug) -> None:
 @debug_option
 def engines(as_json, model, debug) -> None:
     """List the speech engines: installed or not (and why), languages, voices, devices."""
-    _setup_logging(debug)
+    setup_logging(debug)
     from ..engines import engine_info, engine_names
 
     infos = [engine_info(name, model) for name in engine_names()]
@@ -568,7 +571,7 @@ def _human(n: float) -> str:
 @debug_option
 def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None:
     """Size of the chunk store: chunks, stored voices and bytes per engine."""
-    _setup_logging(debug)
+    setup_logging(debug)
     try:
         from .. import config
         from ..pipeline.cache import cache_info
@@ -580,7 +583,7 @@ def cache_info_cmd(cache_url, storage_json, s3_endpoint, as_json, debug) -> None
         )
         info = cache_info(store)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     if as_json:
         echo_json(info)
@@ -643,7 +646,7 @@ def cache_prune_cmd(
     debug,
 ) -> None:
     """Delete chunks no given book uses, and/or chunks older than some days."""
-    _setup_logging(debug)
+    setup_logging(debug)
     try:
         from .. import config
         from ..pipeline.api import expand_inputs
@@ -670,7 +673,7 @@ def cache_prune_cmd(
             keep = keys_for_books(expand_inputs(keep_books, options_), opts)
         result = prune_cache(store, keep=keep, older_than_days=older_than, dry_run=dry_run)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
-        _fail(exc, debug)
+        fail(exc, debug)
         return
     verb = "would delete" if dry_run else "deleted"
     echo(f"{verb} {result['deleted']} object(s), {_human(result['bytes'])}; kept {result['kept']}")
