@@ -8,12 +8,21 @@ synthesised twice), and one whose external scheduler goes away and comes back.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
+from helpers import ROOT, check_m4b_against_report, load_report, wait_for
+from logging_tts import LOG_ENV, SLEEP_ENV, logged_texts
+from serve_helpers import PLUGINS
 
 from ebook2audio_dask.errors import UsageError
+from ebook2audio_dask.serve.runner import Runner
+from ebook2audio_dask.serve.settings import ServeSettings
 from ebook2audio_dask.serve.store import SCHEMA_VERSION, JobStore
 
 # -- the store -------------------------------------------------------------------------------
@@ -246,3 +255,199 @@ def test_wait_change_wakes_on_a_change(store):
         before = store.version
         change()
         assert store.version > before
+
+
+# -- the runner, in-process on a real LocalCluster --------------------------------------------
+
+SAMPLE = ROOT / "examples" / "childrens-literature.epub"
+FINAL = ("done", "failed", "cancelled")
+
+
+@pytest.fixture
+def logging_engine(tmp_path, monkeypatch):
+    """The ``logging-test`` engine's log file, for the worker processes the test starts."""
+    log = tmp_path / "spoken.log"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    monkeypatch.setenv(SLEEP_ENV, "0")
+    paths = [str(PLUGINS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    return log
+
+
+def server_settings(tmp_path, **overrides) -> ServeSettings:
+    data = tmp_path / "data"
+    base = {"cluster": {"n_workers": 1}, "engine_threads": 1, "reconnect_interval": 0.5,
+            "jobs_in_flight": 2}  # fmt: skip
+    base.update(overrides)
+    return ServeSettings(data=data, output=str(data / "outputs"), cache=str(data / "chunks"),
+                         **base)  # fmt: skip
+
+
+def upload_book(store: JobStore, settings: ServeSettings, name: str, source=SAMPLE) -> str:
+    """Store *source* under a generated name, as the API does; returns the upload's id."""
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.uploads_dir / f"{len(list(settings.uploads_dir.iterdir())):04d}-{name}"
+    shutil.copyfile(source, path)
+    return store.add_upload(name=name, path=str(path), size=path.stat().st_size,
+                            summary={"title": None}, error=None)["id"]  # fmt: skip
+
+
+def wait_job(store: JobStore, job_id: str, states=FINAL, timeout: float = 300) -> dict:
+    return wait_for(lambda: (j := store.get_job(job_id))["state"] in states and j, timeout,
+                    f"job {job_id} to be {'/'.join(states)}: {store.get_job(job_id)}",
+                    interval=0.2)  # fmt: skip
+
+
+@contextlib.contextmanager
+def running(store: JobStore, settings: ServeSettings):
+    runner = Runner(store, settings)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+
+
+def book_report(store: JobStore, job: dict, index: int = 0) -> dict:
+    """The report a finished book published (found through its recorded files)."""
+    [name] = [f["name"] for f in job["books"][index]["files"] if f["kind"] == "report"]
+    return load_report(store.file_url(job["id"], index, name))
+
+
+def spoken(log) -> list[str]:
+    return [text for _, text in logged_texts(log)]
+
+
+def test_runner_converts_a_job_of_two_books(tmp_path, logging_engine):
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    books = [{"upload_id": upload_book(store, settings, "one.epub"), "chapters": "2"},
+             {"upload_id": upload_book(store, settings, "two.epub"), "chapters": "3"}]  # fmt: skip
+    job = store.create_job(books=books, options={"engine": "logging-test", "subtitles": "srt"},
+                           priority=0, output=settings.output)  # fmt: skip
+    versions = []
+    with running(store, settings) as runner:
+        assert runner.connected and runner.client is not None
+        assert runner.dashboard_link is None or runner.dashboard_link.startswith("http")
+        v = store.version
+        while (j := store.get_job(job["id"]))["state"] not in FINAL:
+            v = store.wait_change(v, 60)
+            versions.append(j["progress"]["chunks_done"])
+        assert j["state"] == "done", j
+        assert j["progress"]["fraction"] == 1.0 and j["progress"]["chunks_done"] > 0
+        for book, chapter in zip(j["books"], ("191 THE LORD HELPETH MAN AND BEAST",
+                                              "192 THE REAL PRINCESS")):  # fmt: skip
+            assert book["state"] == "done" and book["exit_code"] == 0 and book["error"] is None
+            assert book["title"] == "Children's Literature"
+            assert book["chunks_done"] == book["chunks_total"] > 0
+            assert book["chunks_from_cache"] <= 2  # a chunk both books share (same book)
+            kinds = {f["kind"]: f for f in book["files"]}
+            assert set(kinds) == {"audio", "report", "subtitles"}, book["files"]
+            for f in book["files"]:
+                url = runner.file_path(job["id"], book["index"], f["name"])
+                assert url and Path(url).parent == Path(j["output"])
+                assert Path(url).stat().st_size == f["size"] > 0
+            audio = Path(runner.file_path(job["id"], book["index"], kinds["audio"]["name"]))
+            report = load_report(runner.file_path(job["id"], book["index"],
+                                                  kinds["report"]["name"]))  # fmt: skip
+            assert [c["title"] for c in report["chapters"]] == [chapter]
+            check_m4b_against_report(audio, report, expect_cover=True)
+            assert runner.file_path(job["id"], book["index"], "../../queue.sqlite3") is None
+            assert runner.file_path(job["id"], 5, kinds["audio"]["name"]) is None
+        # progress was seen growing, not only at the end
+        assert any(0 < n < j["progress"]["chunks_total"] for n in versions), versions
+        # every chunk spoken once
+        texts = spoken(logging_engine)
+        assert len(texts) == len(set(texts)) > 0.9 * j["progress"]["chunks_total"]
+        assert Path(j["output"]) == Path(settings.job_output(job["id"]))
+        # deleting the job deletes its outputs
+        assert runner.delete_job(job["id"]) and not Path(j["output"]).exists()
+    store.close()
+
+
+def test_runner_cancel_then_retry_resumes_from_the_chunk_store(tmp_path, logging_engine,
+                                                               monkeypatch):  # fmt: skip
+    monkeypatch.setenv(SLEEP_ENV, "0.05")
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    up = upload_book(store, settings, "book.epub")
+    job = store.create_job(books=[{"upload_id": up, "chapters": "1-2"}],
+                           options={"engine": "logging-test"}, priority=0,
+                           output=settings.output)  # fmt: skip
+    queued = store.create_job(books=[{"upload_id": upload_book(store, settings, "q.epub"),
+                                      "chapters": "2"}],
+                              options={"engine": "logging-test"}, priority=-5,
+                              output=settings.output)  # fmt: skip
+    with running(store, settings) as runner:
+        assert runner.cancel(queued["id"])["state"] in ("cancelled", "cancelling")
+        wait_for(lambda: store.get_job(job["id"])["progress"]["chunks_done"] >= 10, 240,
+                 "some chunks of the book")  # fmt: skip
+        assert runner.cancel(job["id"])["state"] in ("cancelling", "cancelled")
+        j = wait_job(store, job["id"])
+        assert j["state"] == "cancelled", j
+        assert j["books"][0]["state"] == "cancelled" and j["books"][0]["files"] == []
+        assert not list(Path(j["output"]).glob("*.m4b"))  # nothing published
+        assert wait_job(store, queued["id"])["state"] == "cancelled"
+        # a synthesize task already running finishes its batch (Dask cannot stop a thread):
+        # its chunks are in the store for the retry
+        stopped = len(spoken(logging_engine))
+        assert stopped > 0
+        assert store.retry(job["id"])["state"] == "queued"
+        runner.wake()
+        j = wait_job(store, job["id"])
+        assert j["state"] == "done", j
+        book = j["books"][0]
+        assert book["chunks_from_cache"] >= stopped - 2  # what was made before is reused
+        texts = spoken(logging_engine)
+        assert len(set(texts)) == book_report(store, j)["totals"]["unique_chunks"]
+        assert len(texts) <= 1.1 * len(set(texts)), (len(texts), len(set(texts)))
+    store.close()
+
+
+def test_runner_stop_requeues_and_a_new_runner_finishes(tmp_path, logging_engine, monkeypatch):
+    monkeypatch.setenv(SLEEP_ENV, "0.05")
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    job = store.create_job(
+        books=[{"upload_id": upload_book(store, settings, "book.epub"), "chapters": "1-2"}],
+        options={"engine": "logging-test"}, priority=0, output=settings.output,
+    )  # fmt: skip
+    with running(store, settings):
+        wait_for(lambda: store.get_job(job["id"])["progress"]["chunks_done"] >= 10, 240,
+                 "some chunks of the book")  # fmt: skip
+    j = store.get_job(job["id"])  # a clean stop: queued again, nothing failed
+    assert j["state"] == "queued" and j["books"][0]["state"] == "queued", j
+    assert j["error"] is None and j["books"][0]["error"] is None
+    made = len(spoken(logging_engine))
+    store.close()
+    store = JobStore(settings.queue_path)
+    with running(store, settings):
+        j = wait_job(store, job["id"])
+    assert j["state"] == "done", j
+    assert j["books"][0]["chunks_from_cache"] >= made - 2
+    texts = spoken(logging_engine)
+    assert len(set(texts)) == book_report(store, j)["totals"]["unique_chunks"]
+    assert len(texts) <= 1.1 * len(set(texts)), (len(texts), len(set(texts)))
+    store.close()
+
+
+def test_runner_fails_a_bad_book_only(tmp_path, logging_engine):
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    bad = tmp_path / "bad.epub"
+    bad.write_bytes(b"PK\x03\x04 this is no zip")
+    books = [{"upload_id": upload_book(store, settings, "bad.epub", source=bad), "chapters": None},
+             {"upload_id": upload_book(store, settings, "good.epub"), "chapters": "2"},
+             {"upload_id": upload_book(store, settings, "far.epub"), "chapters": "99"}]  # fmt: skip
+    job = store.create_job(books=books, options={"engine": "logging-test"}, priority=0,
+                           output=settings.output)  # fmt: skip
+    with running(store, settings):
+        j = wait_job(store, job["id"])
+    assert j["state"] == "failed"
+    bad_book, good, far = j["books"]
+    assert good["state"] == "done" and good["files"]
+    assert bad_book["state"] == "failed" and bad_book["exit_code"] == 1
+    assert "\n" not in bad_book["error"] and "bad.epub" in bad_book["error"], bad_book["error"]
+    assert far["state"] == "failed" and far["exit_code"] == 2, far
+    assert j["error"].startswith("2 of 3 book(s) failed: "), j["error"]
+    store.close()

@@ -285,10 +285,12 @@ class JobStore:
         LookupError
             A book's upload is not known.
         ValueError
-            No book.
+            No book, or an upload twice.
         """
         if not books:
             raise ValueError("a job needs at least one book")
+        if len({b["upload_id"] for b in books}) < len(books):
+            raise ValueError("a job has each upload once (its books would share output names)")
         job_id = _new_id()
         now = time.time()
         with self._write():
@@ -421,7 +423,8 @@ class JobStore:
 
         *state*: ``queued`` (a clean shutdown: books not finished go back to
         ``queued``), ``waiting`` (the scheduler went away: likewise),
-        ``cancelled`` (books not finished → ``cancelled``), or ``finished``:
+        ``cancelled`` (books not finished → ``cancelled``; with none left, as
+        ``finished``), or ``finished``:
         ``failed`` when a book failed, else ``cancelled`` when one was
         cancelled, else ``done`` (a book left unfinished fails with *error*).
         """
@@ -435,10 +438,10 @@ class JobStore:
                     (job_id,),
                 )
                 self._set_job(job_id, state)
-            elif state == "cancelled":
+            elif state == "cancelled" and self._unfinished(job_id):
                 self._finish_books(job_id, "cancelled")
                 self._set_job(job_id, "cancelled")
-            elif state == "finished":
+            elif state in ("finished", "cancelled"):
                 self._db.execute(
                     "UPDATE books SET state='failed', error=?, exit_code=1 WHERE job_id=? AND "
                     "state IN ('queued', 'running')",
@@ -526,6 +529,12 @@ class JobStore:
     def _state(self, job_id: str) -> str | None:
         row = self._db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
         return None if row is None else row[0]
+
+    def _unfinished(self, job_id: str) -> int:
+        return self._db.execute(
+            "SELECT COUNT(*) FROM books WHERE job_id=? AND state IN ('queued', 'running')",
+            (job_id,),
+        ).fetchone()[0]
 
     def _set_job(self, job_id: str, state: str, *, error: str | None = None) -> None:
         self._db.execute(
