@@ -11,14 +11,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from helpers import ROOT, check_m4b_against_report, load_report, wait_for
 from logging_tts import LOG_ENV, SLEEP_ENV, logged_texts
-from serve_helpers import PLUGINS
+from serve_helpers import PLUGINS, ServerProcess, free_port
 
 from ebook2audio_dask.errors import UsageError
 from ebook2audio_dask.serve.runner import Runner
@@ -451,3 +454,184 @@ def test_runner_fails_a_bad_book_only(tmp_path, logging_engine):
     assert far["state"] == "failed" and far["exit_code"] == 2, far
     assert j["error"].startswith("2 of 3 book(s) failed: "), j["error"]
     store.close()
+
+
+# -- real server processes --------------------------------------------------------------------
+
+TOKEN = "queue-test-token"
+
+
+def post_job(http, chapters: str, priority: int = 0) -> dict:
+    """Upload the sample book and create a job of it (logging-test engine) through the API."""
+    r = http.post("/api/uploads", params={"filename": "book.epub"}, content=SAMPLE.read_bytes(),
+                  headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    r = http.post("/api/jobs", json={"books": [{"upload_id": r.json()["id"], "chapters": chapters}],
+                                     "options": {"engine": "logging-test"},
+                                     "priority": priority})  # fmt: skip
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def api_job(server: ServerProcess, job_id: str) -> dict:
+    with server.client() as http:
+        r = http.get(f"/api/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def download_and_check(server: ServerProcess, job: dict, tmp_path: Path) -> dict:
+    """Download the book's M4B and report through the API; check one against the other."""
+    files = {f["kind"]: f["name"] for f in job["books"][0]["files"]}
+    got = {}
+    with server.client() as http:
+        for kind in ("audio", "report"):
+            r = http.get(f"/api/jobs/{job['id']}/books/0/files/{files[kind]}")
+            assert r.status_code == 200, r.text
+            got[kind] = tmp_path / files[kind]
+            got[kind].write_bytes(r.content)
+    report = load_report(got["report"])
+    check_m4b_against_report(got["audio"], report, expect_cover=True)
+    return report
+
+
+@pytest.mark.slow
+def test_sigkill_mid_job_then_restart_finishes_without_synthesising_twice(tmp_path):
+    """The issue's test: SIGKILL the server mid-job, start it again on the same data folder:
+    the job finishes, a valid M4B, chunks synthesised in all <= 1.1 x unique chunks."""
+    log = tmp_path / "spoken.log"
+    env = {LOG_ENV: str(log), SLEEP_ENV: "0.1"}
+    server = ServerProcess(tmp_path / "data", "--n-workers", "1", token=TOKEN, env=env)
+    try:
+        server.start()
+        with server.client() as http:
+            job = post_job(http, "1-2")
+        wait_for(lambda: len(logged_texts(log)) >= 30, 300,
+                 f"30 chunks spoken:\n{server.log()}")  # fmt: skip
+        server.kill()
+        first = logged_texts(log)
+        before_pids = {pid for pid, _ in first}
+        assert not list((tmp_path / "data" / "outputs").rglob("*.m4b"))  # not finished
+        server.restart()
+        j = wait_for(lambda: (j := api_job(server, job["id"]))["state"] in FINAL and j, 300,
+                     f"the job to finish after the restart:\n{server.log()}")  # fmt: skip
+        assert j["state"] == "done", (j, server.log())
+        report = download_and_check(server, j, tmp_path)
+        all_spoken = logged_texts(log)
+        unique = {text for _, text in all_spoken}
+        assert len(unique) == report["totals"]["unique_chunks"]
+        assert len(all_spoken) <= 1.1 * len(unique), (len(all_spoken), len(unique))
+        # both servers' workers spoke: the second one resumed, it did not start over
+        after = all_spoken[len(first) :]
+        assert after and not {pid for pid, _ in after} & before_pids
+        assert len(first) < len(unique)
+        assert j["books"][0]["chunks_from_cache"] >= len(first) - 2
+    finally:
+        server.stop()
+
+
+class DaskProcess:
+    """A ``dask scheduler`` or ``dask worker`` process of its own session, output in a log."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict):
+        self.name, self.args, self.log_dir, self.env = name, args, log_dir, env
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> DaskProcess:
+        self.starts += 1
+        log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", *self.args], stdout=log,
+                                     stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)  # fmt: skip
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:]
+                         for p in sorted(self.log_dir.glob(f"{self.name}-*.log")))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_scheduler_going_away_and_coming_back_does_not_lose_the_job(tmp_path):
+    """``serve --scheduler ADDR``: the scheduler is SIGKILLed mid-job; the job waits (it does
+    not fail), then the scheduler comes back on the same port and the job finishes.
+
+    A ``dask worker`` exits when it loses its scheduler (distributed closes it:
+    ``worker-handle-scheduler-connection-broken``), so it is started again with
+    the scheduler, as a supervisor (systemd ``Restart=always``) would.
+    """
+    log = tmp_path / "spoken.log"
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
+        [str(PLUGINS), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]),
+        **{LOG_ENV: str(log), SLEEP_ENV: "0.1"})  # fmt: skip
+    scheduler = DaskProcess(
+        "scheduler",
+        [
+            "distributed.cli.dask_scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+        ],
+        tmp_path,
+        env,
+    )
+    worker = DaskProcess("worker", ["distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                                    "--nthreads", "1", "--no-dashboard", "--resources", "GPU=1"],
+                         tmp_path, env)  # fmt: skip
+    server = ServerProcess(tmp_path / "data", "--scheduler", address, token=TOKEN, env={
+        "DASK_EBOOK2AUDIO__SERVE__RECONNECT_INTERVAL": "1",
+        "DASK_EBOOK2AUDIO__CLUSTER__CONNECT_TIMEOUT": "5",
+    })  # fmt: skip
+
+    def workers() -> int:
+        with server.client() as http:
+            return http.get("/api/cluster").json().get("workers") or 0
+
+    def health() -> dict:
+        with server.client() as http:
+            return http.get("/healthz").json()
+
+    try:
+        scheduler.start()
+        worker.start()
+        server.start()
+        wait_for(workers, 120, f"the worker:\n{worker.log()}\n{server.log()}")
+        with server.client() as http:
+            job = post_job(http, "1-2")
+        wait_for(lambda: len(logged_texts(log)) >= 20, 300,
+                 f"20 chunks spoken:\n{worker.log()}\n{server.log()}")  # fmt: skip
+        scheduler.kill()
+        j = wait_for(lambda: (j := api_job(server, job["id"]))["state"] != "running" and j, 120,
+                     f"the job to notice:\n{server.log()}")  # fmt: skip
+        assert j["state"] == "waiting", (j, server.log())
+        assert all(b["state"] in ("queued", "done") and b["error"] is None for b in j["books"]), j
+        wait_for(lambda: not health()["connected"], 60, "the server to see the scheduler gone")
+        worker.kill()  # it exits by itself; make sure of it before its port's reuse
+        before = len(logged_texts(log))
+        scheduler.start()
+        worker.start()
+        wait_for(lambda: health()["connected"], 120, f"the server to reconnect:\n{server.log()}")
+        j = wait_for(lambda: (j := api_job(server, job["id"]))["state"] in FINAL and j, 300,
+                     f"the job to finish:\n{worker.log()}\n{server.log()}")  # fmt: skip
+        assert j["state"] == "done", (j, server.log())
+        report = download_and_check(server, j, tmp_path)
+        all_spoken = logged_texts(log)
+        unique = {text for _, text in all_spoken}
+        assert len(unique) == report["totals"]["unique_chunks"]
+        assert len(all_spoken) <= 1.1 * len(unique), (len(all_spoken), len(unique))
+        assert 0 < before < len(unique)  # resumed, not started over
+    finally:
+        server.stop()
+        worker.kill()
+        scheduler.kill()

@@ -219,10 +219,7 @@ class Runner:
                 self._outage_logged = True
             return False
         self._outage_logged = False
-        try:
-            link = client.dashboard_link
-        except Exception:  # noqa: BLE001 - no dashboard
-            link = None
+        link = _dashboard(client)
         with self._lock:
             self._cluster, self.client, self.dashboard_link = stack, client, link
             self.connected = True
@@ -512,6 +509,16 @@ class _Progress:
             since = min((b.started for b in planned), default=now)
             job_eta = _eta(sum(b.total - b.done for b in planned), made, now - since)
         self.runner.store.update_books(self.act.job_id, fields, eta_s=job_eta)
+
+
+def _dashboard(client) -> str | None:
+    """The cluster's dashboard URL, or None when its scheduler serves none."""
+    try:
+        if "dashboard" not in client.scheduler_info().get("services", {}):
+            return None
+        return client.dashboard_link
+    except Exception:  # noqa: BLE001 - an old scheduler, a closing client: no link
+        return None
 
 
 def _eta(left: int, made: int, elapsed: float) -> float | None:
