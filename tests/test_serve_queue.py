@@ -9,6 +9,7 @@ synthesised twice), and one whose external scheduler goes away and comes back.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -442,17 +443,23 @@ def test_runner_fails_a_bad_book_only(tmp_path, logging_engine):
     books = [{"upload_id": upload_book(store, settings, "bad.epub", source=bad), "chapters": None},
              {"upload_id": upload_book(store, settings, "good.epub"), "chapters": "2"},
              {"upload_id": upload_book(store, settings, "far.epub"), "chapters": "99"}]  # fmt: skip
+    books.append({"upload_id": books[1]["upload_id"], "chapters": "3"})  # the same upload again
     job = store.create_job(books=books, options={"engine": "logging-test"}, priority=0,
                            output=settings.output)  # fmt: skip
     with running(store, settings):
         j = wait_job(store, job["id"])
     assert j["state"] == "failed"
-    bad_book, good, far = j["books"]
+    bad_book, good, far, again = j["books"]
     assert good["state"] == "done" and good["files"]
     assert bad_book["state"] == "failed" and bad_book["exit_code"] == 1
     assert "\n" not in bad_book["error"] and "bad.epub" in bad_book["error"], bad_book["error"]
     assert far["state"] == "failed" and far["exit_code"] == 2, far
-    assert j["error"].startswith("2 of 3 book(s) failed: "), j["error"]
+    assert again["state"] == "failed" and again["exit_code"] == 2
+    assert again["error"] == (
+        "good.epub: the same upload as book 2 of this job (their files would have the same "
+        "names): give it a job of its own"
+    )
+    assert j["error"].startswith("3 of 4 book(s) failed: "), j["error"]
     store.close()
 
 
@@ -635,3 +642,58 @@ def test_scheduler_going_away_and_coming_back_does_not_lose_the_job(tmp_path):
         server.stop()
         worker.kill()
         scheduler.kill()
+
+
+def test_runner_takes_jobs_in_priority_order(tmp_path, logging_engine):
+    settings = server_settings(tmp_path, jobs_in_flight=1)
+    store = JobStore(settings.queue_path)
+
+    def job(name, priority):
+        up = upload_book(store, settings, name)
+        return store.create_job(books=[{"upload_id": up, "chapters": "2"}],
+                                options={"engine": "logging-test"}, priority=priority,
+                                output=settings.output)["id"]  # fmt: skip
+
+    a, b, c = job("a.epub", 0), job("b.epub", 5), job("c.epub", 0)
+    store.set_priority(c, 10)  # PATCH: c jumps the queue
+    with running(store, settings):
+        jobs = {i: wait_job(store, i) for i in (a, b, c)}
+    assert all(j["state"] == "done" for j in jobs.values()), jobs
+    # one job at a time: each book started after the previous one finished
+    reports = {i: book_report(store, j) for i, j in jobs.items()}
+    started = sorted(reports, key=lambda i: reports[i]["started"])
+    for earlier, later in itertools.pairwise(started):
+        assert reports[earlier]["finished"] <= reports[later]["started"]
+    assert started == [c, b, a]
+    store.close()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_job_requeues_it_and_the_next_server_finishes_it(tmp_path):
+    """A clean stop (SIGTERM) exits 0 and leaves the running job queued, not failed."""
+    log = tmp_path / "spoken.log"
+    env = {LOG_ENV: str(log), SLEEP_ENV: "0.1"}
+    server = ServerProcess(tmp_path / "data", "--n-workers", "1", token=TOKEN, env=env)
+    try:
+        server.start()
+        with server.client() as http:
+            job = post_job(http, "2-3")
+        wait_for(lambda: len(logged_texts(log)) >= 10, 300,
+                 f"10 chunks spoken:\n{server.log()}")  # fmt: skip
+        assert server.stop() == 0, server.log()
+        store = JobStore(tmp_path / "data" / "queue.sqlite3")
+        j = store.get_job(job["id"])
+        store.close()
+        assert j["state"] == "queued" and j["error"] is None, j
+        assert j["books"][0]["state"] == "queued" and j["books"][0]["error"] is None, j
+        made = len(logged_texts(log))
+        server.restart()
+        j = wait_for(lambda: (j := api_job(server, job["id"]))["state"] in FINAL and j, 300,
+                     f"the job to finish after the restart:\n{server.log()}")  # fmt: skip
+        assert j["state"] == "done", (j, server.log())
+        report = download_and_check(server, j, tmp_path)
+        texts = [text for _, text in logged_texts(log)]
+        assert len(set(texts)) == report["totals"]["unique_chunks"] > made
+        assert len(texts) <= 1.1 * len(set(texts)), (len(texts), len(set(texts)))
+    finally:
+        server.stop()

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Ebook2AudioError, one_line
+from ..errors import Ebook2AudioError, UsageError, one_line
 from ..logs import get_logger
 from ..pipeline.graph import BookJob, BookResult, run_jobs
 from ..pipeline.options import parse_chapters, split_options
@@ -328,9 +328,17 @@ class Runner:
     def _convert(self, act: _Active, job: dict, client) -> None:
         books = [b for b in job["books"] if b["state"] not in FINAL_STATES]
         n = len(job["books"])
+        first = {}
+        for b in job["books"]:
+            first.setdefault(b["upload_id"], b["index"])
         for b in books:
             upload = self.store.get_upload(b["upload_id"]) or {}
             try:
+                if first[b["upload_id"]] != b["index"]:
+                    raise UsageError(
+                        f"the same upload as book {first[b['upload_id']] + 1} of this job "
+                        "(their files would have the same names): give it a job of its own"
+                    )
                 options = self._book_options(job, b)
             except (Ebook2AudioError, TypeError, ValueError) as exc:
                 code = exc.exit_code if isinstance(exc, Ebook2AudioError) else 2

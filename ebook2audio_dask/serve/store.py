@@ -271,7 +271,8 @@ class JobStore:
         Parameters
         ----------
         books : list of dict
-            ``{"upload_id": str, "chapters": str or None}`` per book, in order.
+            ``{"upload_id": str, "chapters": str or None}`` per book, in order
+            (an upload given twice fails there: see :class:`~.runner.Runner`).
         options : dict
             The job's options, JSON-able (already validated by the API).
         priority : int
@@ -285,12 +286,10 @@ class JobStore:
         LookupError
             A book's upload is not known.
         ValueError
-            No book, or an upload twice.
+            No book.
         """
         if not books:
             raise ValueError("a job needs at least one book")
-        if len({b["upload_id"] for b in books}) < len(books):
-            raise ValueError("a job has each upload once (its books would share output names)")
         job_id = _new_id()
         now = time.time()
         with self._write():
