@@ -103,7 +103,9 @@ def serve(
             server_header=False,
             lifespan="on",
         )
-        logging.getLogger("uvicorn.access").setLevel(logging.INFO)  # the access log stays on
+        access = logging.getLogger("uvicorn.access")
+        access.setLevel(logging.INFO)  # the access log stays on, without query strings
+        access.addFilter(_without_query)
         # Without --debug, the runner's start failing (an embedded cluster that cannot
         # start...) is said as one line below, not as uvicorn's lifespan traceback.
         logging.getLogger("uvicorn.error").addFilter(
@@ -122,6 +124,15 @@ def serve(
         echo("error: the server did not start (see the messages above)", err=True)
         sys.exit(1)
     sys.exit(EXIT_OK)
+
+
+def _without_query(record: logging.LogRecord) -> bool:
+    """An access-log record with the query string cut from its path: a client may put
+    there what must not be logged (the server never reads a token from it anyway)."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+        record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+    return True
 
 
 def _listen(host: str, port: int) -> socket.socket:

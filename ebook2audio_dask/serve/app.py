@@ -807,7 +807,15 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         include_matter = given.get("include_matter")
         if include_matter is None:
             include_matter = bool(config.get("include-matter"))
+        first: dict[str, int] = {}
         for i, book in enumerate(books):
+            j = first.setdefault(book["upload_id"], i)
+            if j != i:  # its outputs would have the same names as the first's
+                raise HTTPException(
+                    422,
+                    f"books[{i}].upload_id: the same upload as books[{j}]: give it a job "
+                    "of its own, or upload it again",
+                )
             record = store.get_upload(book["upload_id"])
             if record is None:
                 raise HTTPException(422, f"books[{i}].upload_id: no such upload")

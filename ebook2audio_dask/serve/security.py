@@ -80,7 +80,7 @@ _HEADERS = [
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _WILDCARD = frozenset({"0.0.0.0", "::", ""})
-#: Routes answered without the token: only the login itself.
+#: The one route answered without the token (its POST: the login itself).
 _LOGIN = "/api/session"
 
 
@@ -289,7 +289,8 @@ class SecurityMiddleware:
         authorization = headers.get("authorization")
         cookies = _cookies(headers.get("cookie"))
         token = self.settings.token
-        if token and path != _LOGIN:
+        login = path == _LOGIN and method == "POST"
+        if token and not login:
             ok = token_matches(_bearer(authorization), token) or session_valid(
                 cookies.get(SESSION_COOKIE), token
             )
@@ -302,7 +303,7 @@ class SecurityMiddleware:
             origin = headers.get("origin")
             if origin is not None and not _origin_matches(origin, host or ""):
                 return _json(403, "cross-origin request refused (Origin does not match Host)")
-            if authorization is None and not (path == _LOGIN and method == "POST"):
+            if authorization is None and not login:
                 given = headers.get(CSRF_HEADER)
                 expected = cookies.get(CSRF_COOKIE)
                 if (
