@@ -143,16 +143,16 @@ class Runner:
         then the cluster is closed."""
         self._stopping.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:  # it starts no job after this
+            self._thread.join(max(0.1, deadline - time.monotonic()))
         with self._lock:
             active = list(self._active.values())
         for act in active:
             self._cancel_books(act)
-        deadline = time.monotonic() + timeout
         for act in active:
             if act.thread is not None:
                 act.thread.join(max(0.1, deadline - time.monotonic()))
-        if self._thread is not None:
-            self._thread.join(max(0.1, deadline - time.monotonic()))
         self._disconnect()
 
     def wake(self) -> None:
