@@ -697,3 +697,28 @@ def test_sigterm_mid_job_requeues_it_and_the_next_server_finishes_it(tmp_path):
         assert len(texts) <= 1.1 * len(set(texts)), (len(texts), len(set(texts)))
     finally:
         server.stop()
+
+
+def test_runner_cancel_as_soon_as_a_job_starts(tmp_path, logging_engine):
+    """Cancelled while its books' plans are in flight (run_jobs waits on them): cancelled, not
+    failed."""
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    ids = [
+        store.create_job(
+            books=[{"upload_id": upload_book(store, settings, f"{i}.epub")}],
+            options={"engine": "logging-test"},
+            priority=0,
+            output=settings.output,
+        )["id"]
+        for i in range(2)
+    ]
+    with running(store, settings) as runner:
+        for job_id in ids:
+            wait_job(store, job_id, states=("running", *FINAL))
+            runner.cancel(job_id)
+        jobs = [wait_job(store, job_id) for job_id in ids]
+    for j in jobs:
+        assert j["state"] == "cancelled" and j["error"] is None, j
+        assert [b["state"] for b in j["books"]] == ["cancelled"], j
+    store.close()

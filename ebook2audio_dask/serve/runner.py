@@ -313,15 +313,17 @@ class Runner:
         try:
             self._convert(act, job, client)
         except Exception as exc:  # fails this job only, never the runner
-            logger.exception("job %s", act.job_id)
-            if self._stopping.is_set() or act.lost or not self._client_ok():
-                self.store.release_job(
-                    act.job_id, "queued" if self._stopping.is_set() else "waiting"
-                )
+            # run_jobs itself raised: e.g. distributed.wait on plans cancelled meanwhile
+            state = self._ending(act)
+            if state == "finished" and "Cancelled" in type(exc).__name__:
+                state = "waiting"  # cancelled by nobody here: the scheduler forgot the tasks
+            if state == "finished":
+                logger.exception("job %s", act.job_id)
+                error = f"{type(exc).__name__}: {one_line(exc)}"
+                self.store.release_job(act.job_id, state, error=error)
             else:
-                self.store.release_job(
-                    act.job_id, "finished", error=f"{type(exc).__name__}: {one_line(exc)}"
-                )
+                logger.debug("job %s ended early", act.job_id, exc_info=True)
+                self.store.release_job(act.job_id, state)
         finally:
             self._wake.set()
 
@@ -370,18 +372,20 @@ class Runner:
             run_jobs([b.book_job for b in act.books], bars=sink, on_start=on_start,
                      on_result=on_result)  # fmt: skip
         sink.flush(force=True)
+        self.store.release_job(act.job_id, self._ending(act))
+
+    def _ending(self, act: _Active) -> str:
+        """How the runner lets go of a job whose books ended (:meth:`JobStore.release_job`)."""
         if self._stopping.is_set():
-            self.store.release_job(act.job_id, "queued")
-        elif act.lost:
-            logger.warning("job %s waits for the scheduler", act.job_id)
-            self.store.release_job(act.job_id, "waiting")
-        elif (
-            act.cancel_requested
-            or self.store.job_states([act.job_id]).get(act.job_id) == "cancelling"
+            return "queued"
+        if act.cancel_requested or self.store.job_states([act.job_id]).get(act.job_id) == (
+            "cancelling"
         ):
-            self.store.release_job(act.job_id, "cancelled")
-        else:
-            self.store.release_job(act.job_id, "finished")
+            return "cancelled"
+        if act.lost or not self._client_ok():
+            logger.warning("job %s waits for the scheduler", act.job_id)
+            return "waiting"
+        return "finished"
 
     def _book_options(self, job: dict, book: dict):
         given: dict[str, Any] = {k: v for k, v in job["options"].items() if v is not None}
