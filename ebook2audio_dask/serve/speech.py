@@ -25,6 +25,7 @@ includes.
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -42,7 +43,7 @@ from .. import config
 from ..audio import FORMATS, WAV_HEADER_BYTES, OutputSpec, decode_wav, encode_wav
 from ..audio.ffmpeg import run_ffmpeg, stderr_lines
 from ..engines import engine_info, engine_names, resolve_spec
-from ..errors import BookError, Ebook2AudioError, UsageError, one_line
+from ..errors import BookError, UsageError, one_line
 from ..model import Book, Chapter
 from ..pipeline.graph import PLAN_PRIORITY, BookJob
 from ..pipeline.layout import timeline
@@ -56,6 +57,7 @@ __all__ = [
     "OPENAI_MODELS",
     "OPENAI_VOICES",
     "PCM_RATE",
+    "PREVIEW_MIN_PARAGRAPH",
     "RESPONSE_FORMATS",
     "SPEECH_PRIORITY",
     "SpeechRequest",
@@ -398,16 +400,26 @@ def encode(pcm: np.ndarray, rate: int, response_format: str) -> tuple[bytes, str
     return _ffmpeg(pcm, rate, args, "." + response_format), media
 
 
+#: A paragraph shorter than this is a heading or a page number: the preview starts after it.
+PREVIEW_MIN_PARAGRAPH = 40
+
+
 def preview_text(book: Book, limit: int) -> str:
     """The start of *book*'s first chapter with text: whole sentences up to *limit* characters.
 
-    At least one sentence (cut at a word near *limit* when that one is longer).
+    It starts at the chapter's first paragraph of :data:`PREVIEW_MIN_PARAGRAPH`
+    characters or more (after its heading lines and page numbers), and holds
+    at least one sentence (cut at a word near *limit* when that one is longer).
     """
     for chapter in book.chapters:
         if not chapter.paragraphs:
             continue
+        paragraphs = list(chapter.paragraphs)
+        first = next(
+            (i for i, p in enumerate(paragraphs) if len(p.strip()) >= PREVIEW_MIN_PARAGRAPH), 0
+        )
         out = ""
-        for paragraph in chapter.paragraphs:
+        for paragraph in paragraphs[first:]:
             for sentence in split_sentences(" ".join(paragraph.split()), book.language):
                 sentence = sentence.strip()
                 if not sentence:
@@ -425,6 +437,15 @@ def preview_text(book: Book, limit: int) -> str:
 def _cut_words(text: str, limit: int) -> str:
     cut = text[:limit].rsplit(" ", 1)[0]
     return cut or text[:limit]
+
+
+@functools.lru_cache(maxsize=64)
+def _upload_preview(path: str, limit: int) -> tuple[str | None, str]:
+    """The language and preview text of the book at *path* (an upload: its file never changes)."""
+    from ..ingest import read_book
+
+    book = read_book(path, include_matter=False)
+    return book.language, preview_text(book, limit)
 
 
 def preview(
@@ -461,10 +482,8 @@ def preview(
     if isinstance(source, dict):
         if source.get("error") or not source.get("path"):
             raise UsageError(f"{source.get('name', 'upload')}: {source.get('error') or 'no file'}")
-        from ..ingest import read_book
-
-        source = read_book(str(source["path"]), include_matter=False)
-    if isinstance(source, Book):
+        language, text = _upload_preview(str(source["path"]), int(settings.preview_chars))
+    elif isinstance(source, Book):
         language = source.language
         text = preview_text(source, int(settings.preview_chars))
     else:
@@ -616,13 +635,18 @@ async def create_speech(request: Request) -> Response:
         )
         return encode(pcm, rate, body.response_format)
 
+    if engine is not None:
+        info = await run_in_threadpool(engine_info, engine)
+        if not info["available"]:
+            return _error(404, f"model {engine} is not available here: {info['why']}",
+                          param="model", code="model_not_found")  # fmt: skip
     try:
         data, media = await run_in_threadpool(work)
     except (UsageError, BookError) as exc:
         message = str(exc).removeprefix("speech: ")
         return _error(400, message, param="voice" if "voice" in message else "input")
-    except Ebook2AudioError as exc:  # engine unavailable or failing
-        return _error(500, str(exc), kind="server_error")
+    except Exception as exc:  # noqa: BLE001 - the engine failing, the cluster going away
+        return _error(500, f"{type(exc).__name__}: {exc}", kind="server_error")
     return Response(data, media_type=media, headers={"Cache-Control": "no-store"})
 
 
