@@ -138,6 +138,10 @@ def test_engines_and_cluster(http):
         ({"options": {"engine": "espeak", "voice": "no-such-voice"}}, "options.voice: "),
         ({"options": {"engine": "no-such-engine"}}, "options.engine: no-such-engine is not"),
         ({"options": {"pauses": {"nap": 1}}}, "options: unknown pause 'nap'"),
+        (
+            {"options": {"engine": "espeak", "settings": {"model_path": "/x"}}},
+            "options.settings: unknown espeak setting(s) model_path: supported are ",
+        ),
         ({"options": {"format": "exe"}}, "options.format: "),
         ({"chapters": "3-1"}, "books[0].chapters: bad chapter range '3-1'"),
         ({"chapters": "99"}, "books[0].chapters: chapter 99 does not exist (the book has 15)"),

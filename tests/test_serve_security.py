@@ -428,6 +428,17 @@ def test_port_taken_is_one_line(tmp_path, open_server):
     assert proc.stderr.strip().count("\n") == 0 and "cannot listen" in proc.stderr
 
 
+def test_cluster_that_cannot_start_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ebook2audio_dask", "serve", "--port", str(free_port()),
+         "--data", str(tmp_path / "data"), "--cluster", "no-such-backend"],
+        capture_output=True, text=True, timeout=120, cwd=str(ROOT),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: unknown cluster backend 'no-such-backend'")
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
 def test_token_and_cookies_never_logged(secured):
     with httpx.Client(base_url=secured.url, timeout=30) as browser:
         r = browser.post("/api/session", json={"token": TOKEN})

@@ -36,7 +36,7 @@ def _cluster_flags(function):
 @click.command(name="serve")
 @click.option("--host", metavar="HOST", help="Address to bind (default ebook2audio.serve.host: "
               "127.0.0.1). Anything but loopback requires an API token.")  # fmt: skip
-@click.option("--port", type=click.IntRange(0, 65535), help="Port (default 7860).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default 7860).")
 @click.option(
     "--data",
     metavar="DIR",
@@ -113,10 +113,13 @@ def serve(
         )
         server = _server(config, settings, app.state.runner)
         _quiet_signals()
-        server.run(sockets=[sock])
-        error = getattr(app.state, "startup_error", None)
-        if error is not None:
-            raise error
+        try:
+            server.run(sockets=[sock])
+        except SystemExit:  # uvicorn's own exit when the startup failed
+            if app.state.startup_error is None:
+                raise
+        if app.state.startup_error is not None:
+            raise app.state.startup_error
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line + exit code
         fail(exc, debug)
         return

@@ -58,6 +58,8 @@ KEEPALIVE_S = 15.0
 _STATIC = resources.files("ebook2audio_dask.serve") / "static"
 _CSRF_META = re.compile(r"<meta\s+name=\"csrf-token\"[^>]*>", re.IGNORECASE)
 _HEAD = re.compile(r"<head[^>]*>", re.IGNORECASE)
+#: Cover images served as they are (others are not served).
+_COVER_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 # -- models (what /openapi.json describes) ------------------------------------------------
@@ -344,7 +346,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _upload_out(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in record.items() if k != "path"}  # a server path: not shown
-    has_cover = bool((record.get("summary") or {}).get("cover"))
+    has_cover = (record.get("summary") or {}).get("cover") in _COVER_TYPES
     out["cover_url"] = f"/api/uploads/{record['id']}/cover" if has_cover else None
     return out
 
@@ -401,9 +403,18 @@ def _check_options(settings: ServeSettings, catalog: EngineCatalog, given: dict)
             why = f": {info['why']}" if info.get("why") else ""
             raise HTTPException(422, f"options.engine: {engine} is not available here{why}")
         try:
-            get_engine_class(engine).runtime_options()
+            cls = get_engine_class(engine)
+            cls.runtime_options()
         except Exception as exc:  # noqa: BLE001 - e.g. a server engine with no endpoint
             raise HTTPException(422, f"options.engine: {_one_line(exc)}") from None
+        known = getattr(cls, "setting_names", None)
+        unknown = sorted(set(given.get("settings") or ()) - set(known or ()))
+        if known is not None and unknown:
+            raise HTTPException(
+                422,
+                f"options.settings: unknown {engine} setting(s) {', '.join(unknown)}: "
+                f"supported are {', '.join(known)}",
+            )
     voice = given.get("voice")
     if voice:
         if not engine:
@@ -534,7 +545,8 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
             {"detail": one_line(detail, 500)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    errors = {404: {"model": Detail}, 422: {"model": Detail}}
+    invalid: dict[int | str, dict[str, Any]] = {422: {"model": Detail}}
+    errors: dict[int | str, dict[str, Any]] = {404: {"model": Detail}, **invalid}
 
     # -- page, docs, health -----------------------------------------------------------------
 
@@ -571,7 +583,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
 
     # -- session ----------------------------------------------------------------------------
 
-    session = APIRouter(prefix="/api", tags=["session"])
+    session = APIRouter(prefix="/api", tags=["session"], responses=invalid)
 
     @session.post(
         "/session",
@@ -648,7 +660,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
 
     # -- uploads ----------------------------------------------------------------------------
 
-    uploads = APIRouter(prefix="/api/uploads", tags=["uploads"])
+    uploads = APIRouter(prefix="/api/uploads", tags=["uploads"], responses=invalid)
 
     @uploads.post(
         "",
@@ -700,14 +712,13 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         """The cover image the book holds (404 when it has none)."""
         record = store.get_upload(upload_id)
         media = ((record or {}).get("summary") or {}).get("cover")
-        if record is None or not media:
+        if record is None or media not in _COVER_TYPES:  # never an SVG (it may hold script)
             raise _not_found("cover")
         try:
             data = await anyio.to_thread.run_sync(cover_path(record["path"]).read_bytes)
         except OSError:
             raise _not_found("cover") from None
-        safe = media if media.startswith("image/") and "svg" not in media else "image/jpeg"
-        return Response(data, media_type=safe, headers={"Cache-Control": "private, max-age=3600"})
+        return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
 
     @uploads.delete(
         "/{upload_id}",
@@ -780,7 +791,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
 
     # -- jobs -------------------------------------------------------------------------------
 
-    jobs = APIRouter(prefix="/api/jobs", tags=["jobs"])
+    jobs = APIRouter(prefix="/api/jobs", tags=["jobs"], responses=invalid)
 
     @jobs.post(
         "",
@@ -966,7 +977,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         tags=["jobs"],
         summary="A job's events",
         response_class=StreamingResponse,
-        responses={**sse, 404: {"model": Detail}},
+        responses={**sse, **errors},
     )
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
         """Server-sent events: ``event: job`` with the job at once and on every change;
