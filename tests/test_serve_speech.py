@@ -12,6 +12,7 @@ from distributed import get_task_stream
 
 from ebook2audio_dask import config, read_book
 from ebook2audio_dask.audio import decode_to_pcm, decode_wav
+from ebook2audio_dask.engines import engine_info, engine_names
 from ebook2audio_dask.errors import UsageError
 from ebook2audio_dask.serve import ServeSettings
 from ebook2audio_dask.serve.speech import (
@@ -257,6 +258,14 @@ def test_errors_have_openais_shape(server, openai_client):
     with pytest.raises(openai.NotFoundError) as info:
         openai_client.audio.speech.create(model="no-such-model", voice="alloy", input="Hi.")
     assert info.value.body["code"] == "model_not_found" and info.value.body["param"] == "model"
+    # an engine that cannot speak here (kokoro and coqui without a configured model)
+    idle = [n for n in engine_names() if not (engine_info(n)["available"] and
+                                              not engine_info(n)["why"])]  # fmt: skip
+    assert idle, "expected kokoro/coqui without a model in the test environment"
+    with pytest.raises(openai.NotFoundError) as info:
+        openai_client.audio.speech.create(model=idle[0], voice="alloy", input="Hi.")
+    assert "not available" in info.value.body["message"]
+    assert idle[0] not in {m.id for m in openai_client.models.list()}
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.audio.speech.create(model="piper", voice="../../etc/passwd", input="Hi.")
     assert "no voice" in info.value.body["message"]

@@ -558,6 +558,14 @@ _ERRORS = {
 router = APIRouter(tags=["speech"])
 
 
+def _usable(info: dict) -> bool:
+    """Can the engine of :func:`~ebook2audio_dask.engines.engine_info` *info* speak now?
+
+    Available, and not missing its model (``why`` says what is missing).
+    """
+    return bool(info["available"]) and not info["why"]
+
+
 @router.post(
     "/v1/audio/speech",
     summary="Speak a text (OpenAI-compatible)",
@@ -637,7 +645,7 @@ async def create_speech(request: Request) -> Response:
 
     if engine is not None:
         info = await run_in_threadpool(engine_info, engine)
-        if not info["available"]:
+        if not _usable(info):
             return _error(404, f"model {engine} is not available here: {info['why']}",
                           param="model", code="model_not_found")  # fmt: skip
     try:
@@ -652,10 +660,11 @@ async def create_speech(request: Request) -> Response:
 
 @router.get("/v1/models", summary="Models (OpenAI-compatible): OpenAI's names and the engines")
 async def list_models() -> dict:
-    """``GET /v1/models``: OpenAI's speech model names and every available engine."""
+    """``GET /v1/models``: OpenAI's speech model names and every engine that can speak here
+    (available, with its model when it needs one)."""
 
     def available() -> list[str]:
-        return [n for n in engine_names() if engine_info(n)["available"]]
+        return [n for n in engine_names() if _usable(engine_info(n))]
 
     names = list(OPENAI_MODELS) + await run_in_threadpool(available)
     return {
