@@ -722,3 +722,17 @@ def test_runner_cancel_as_soon_as_a_job_starts(tmp_path, logging_engine):
         assert j["state"] == "cancelled" and j["error"] is None, j
         assert [b["state"] for b in j["books"]] == ["cancelled"], j
     store.close()
+
+
+def test_one_runner_per_data_folder(tmp_path, logging_engine):
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    with running(store, settings):
+        other = Runner(store, settings)
+        busy = rf"data: another ebook2audio serve \(pid {os.getpid()}\) uses this data folder"
+        with pytest.raises(UsageError, match=busy):
+            other.start()
+        assert other.client is None
+    with running(store, settings) as runner:  # free again once stopped
+        assert runner.connected
+    store.close()

@@ -26,6 +26,7 @@ What survives what:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class Runner:
         self._active: dict[str, _Active] = {}
         self._last_requeue = 0.0
         self._outage_logged = False
+        self._folder_lock = None
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -129,12 +131,18 @@ class Runner:
         Raises
         ------
         UsageError
-            The cluster options are wrong, or the embedded cluster cannot start.
+            Another server uses the data folder, the cluster options are
+            wrong, or the embedded cluster cannot start.
         """
+        self._hold_data_folder()
         requeued = self.store.recover()
         if requeued:
             logger.info("%d job(s) left by the last server queued again", len(requeued))
-        self._connect(quiet=self._external())
+        try:
+            self._connect(quiet=self._external())
+        except BaseException:
+            self._release_data_folder()
+            raise
         self._thread = threading.Thread(target=self._loop, name="ebook2audio-runner", daemon=True)
         self._thread.start()
 
@@ -154,6 +162,39 @@ class Runner:
             if act.thread is not None:
                 act.thread.join(max(0.1, deadline - time.monotonic()))
         self._disconnect()
+        self._release_data_folder()
+
+    def _hold_data_folder(self) -> None:
+        """Lock ``<data>/serve.lock`` for this runner's life: two servers on one queue would
+        convert its jobs twice (and each would take the other's running jobs for a dead
+        server's).  The lock goes with the process, however it ends."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no guard
+            return
+        self.settings.data.mkdir(parents=True, exist_ok=True)
+        path = self.settings.data / "serve.lock"
+        f = open(path, "a+")  # noqa: SIM115 - held open until stop()
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise UsageError(
+                f"{self.settings.data}: another ebook2audio serve (pid {holder}) uses this data "
+                "folder; stop it or give --data another folder"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._folder_lock = f
+
+    def _release_data_folder(self) -> None:
+        if self._folder_lock is not None:
+            self._folder_lock.close()  # releases the lock
+            self._folder_lock = None
 
     def wake(self) -> None:
         """Look at the queue now (a job was created, reprioritised or retried)."""
