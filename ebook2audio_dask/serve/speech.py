@@ -16,7 +16,8 @@ A second request for the same text, engine, voice and speed synthesises
 nothing.
 
 :func:`encode` writes the clip as an OpenAI ``response_format`` (WAV, MP3,
-Ogg Opus, FLAC, AAC in ADTS, raw 24 kHz PCM) with the project's ffmpeg.
+Ogg Opus, FLAC, AAC in ADTS, raw PCM), all at 24 kHz as OpenAI sends
+them, with the project's ffmpeg.
 :func:`preview` speaks the start of a book (the page's voice preview).
 :data:`router` holds the HTTP routes (``POST /v1/audio/speech``,
 ``GET /v1/models``) that :func:`~ebook2audio_dask.serve.app.create_app`
@@ -81,7 +82,8 @@ OPENAI_VOICES = frozenset(
      "verse"}
 )  # fmt: skip
 
-#: Rate of ``response_format="pcm"``: raw signed 16-bit little-endian mono, as OpenAI sends it.
+#: Sample rate of every ``response_format`` (``pcm``: raw signed 16-bit little-endian mono),
+#: as OpenAI's API sends them.
 PCM_RATE = 24000
 
 #: ``response_format`` → (media type, row of :data:`~ebook2audio_dask.audio.FORMATS` whose
@@ -351,6 +353,12 @@ def _ffmpeg(pcm: np.ndarray, rate: int, args: list[str], suffix: str) -> bytes:
         return target.read_bytes()
 
 
+def _filtered(pcm: np.ndarray, rate: int, args: list[str]) -> np.ndarray:
+    """*pcm* through ffmpeg with output *args* (a filter, a new rate), back as mono int16."""
+    data = _ffmpeg(pcm, rate, [*args, "-c:a", "pcm_s16le", "-ac", "1", "-f", "s16le"], ".raw")
+    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+
+
 def _atempo(pcm: np.ndarray, rate: int, tempo: float) -> np.ndarray:
     """*pcm* played *tempo* times faster, pitch kept (ffmpeg ``atempo``, chained within 0.5-2)."""
     steps = []
@@ -362,18 +370,18 @@ def _atempo(pcm: np.ndarray, rate: int, tempo: float) -> np.ndarray:
         tempo /= 0.5
     steps.append(tempo)
     chain = ",".join(f"atempo={s:.6f}" for s in steps)
-    data = _ffmpeg(pcm, rate, ["-af", chain, "-ac", "1", "-ar", str(rate), "-f", "s16le"], ".raw")
-    return np.frombuffer(data, dtype="<i2").astype(np.int16)
+    return _filtered(pcm, rate, ["-af", chain, "-ar", str(rate)])
 
 
 def encode(pcm: np.ndarray, rate: int, response_format: str) -> tuple[bytes, str]:
     """*pcm* (mono int16 at *rate*) as a file of *response_format*; returns ``(bytes, media type)``.
 
-    ``wav``, ``mp3``, ``opus`` (Ogg), ``flac`` and ``aac`` (ADTS) keep the
-    rate (Opus: 48 kHz, as libopus takes it) and use the codec and bit rate
-    of the book formats (:data:`~ebook2audio_dask.audio.FORMATS`,
-    ``merge.bitrate``); ``pcm`` is raw signed 16-bit little-endian mono at
-    :data:`PCM_RATE` (24 kHz), as OpenAI documents it.
+    Every format is at :data:`PCM_RATE` (24 kHz, resampled by ffmpeg), as
+    OpenAI's API sends them (clients such as this project's ``openai``
+    engine expect that rate).  ``mp3``, ``opus`` (Ogg), ``flac`` and ``aac``
+    (ADTS) use the codec and bit rate of the book formats
+    (:data:`~ebook2audio_dask.audio.FORMATS`, ``merge.bitrate``); ``pcm`` is
+    raw signed 16-bit little-endian mono.
 
     Raises
     ------
@@ -386,18 +394,17 @@ def encode(pcm: np.ndarray, rate: int, response_format: str) -> tuple[bytes, str
         )
     media, row, muxer = RESPONSE_FORMATS[response_format]
     pcm = np.asarray(pcm, dtype=np.int16)
+    if rate != PCM_RATE:
+        pcm = _filtered(pcm, rate, ["-ar", str(PCM_RATE)])
     if response_format == "wav":
-        return encode_wav(pcm, rate), media
-    if row is None:  # raw PCM at 24 kHz
-        if rate == PCM_RATE:
-            return pcm.astype("<i2").tobytes(), media
-        args = ["-c:a", "pcm_s16le", "-ac", "1", "-ar", str(PCM_RATE), "-f", muxer]
-        return _ffmpeg(pcm, rate, args, ".raw"), media
+        return encode_wav(pcm, PCM_RATE), media
+    if row is None:  # raw PCM
+        return pcm.astype("<i2").tobytes(), media
     spec = OutputSpec(format=row, keep_encoded=False)
     if FORMATS[row].aac_coder:
         spec = OutputSpec(format=row, keep_encoded=False, aac_coder=config.get("merge.aac-coder"))
     args = ["-map", "0:a", "-ac", "1", *spec.codec_args(), "-f", muxer]
-    return _ffmpeg(pcm, rate, args, "." + response_format), media
+    return _ffmpeg(pcm, PCM_RATE, args, "." + response_format), media
 
 
 #: A paragraph shorter than this is a heading or a page number: the preview starts after it.
