@@ -13,6 +13,7 @@ book of a job whose good book still finishes.
 from __future__ import annotations
 
 import json
+import time
 import wave
 from io import BytesIO
 from pathlib import Path
@@ -40,7 +41,7 @@ FINAL = {"done", "failed", "cancelled"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-api")
-    srv = ServerProcess(
+    with ServerProcess(
         root / "data",
         "--n-workers",
         "1",
@@ -48,12 +49,8 @@ def server(tmp_path_factory):
             "DASK_EBOOK2AUDIO__SERVE__MAX_BOOKS_PER_JOB": "5",
             "DASK_EBOOK2AUDIO__SERVE__JOBS_IN_FLIGHT": "1",
         },
-    )
-    srv.start()
-    try:
+    ) as srv:  # stopped (SIGTERM, then SIGKILL) on the way out
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +236,10 @@ def test_job_lifecycle_priority_cancel_retry_delete(http, sample):
     blocker = http.post(
         "/api/jobs", json={"books": [{"upload_id": sample["id"]}], "options": {"engine": "espeak"}}
     ).json()
+    deadline = time.monotonic() + 120
+    while http.get(f"/api/jobs/{blocker['id']}").json()["state"] == "queued":
+        assert time.monotonic() < deadline, "the first job never started"
+        time.sleep(0.1)
     create = {
         "books": [{"upload_id": sample["id"], "chapters": "2"}],
         "options": {"engine": "fake"},

@@ -51,7 +51,7 @@ def assert_secure_headers(r: httpx.Response) -> None:
 def secured(tmp_path_factory):
     """A server with a token and an allowed reverse-proxy name."""
     root = tmp_path_factory.mktemp("serve-token")
-    srv = ServerProcess(
+    with ServerProcess(
         root / "data",
         "--n-workers",
         "1",
@@ -59,19 +59,15 @@ def secured(tmp_path_factory):
         "books.example.org",
         token=TOKEN,
         env={"DASK_EBOOK2AUDIO__SERVE__MAX_UPLOAD_SIZE": str(LIMIT)},
-    )
-    srv.start()
-    try:
+    ) as srv:  # stopped (SIGTERM, then SIGKILL) on the way out
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory):
     """A loopback server without a token (the default), small limits."""
     root = tmp_path_factory.mktemp("serve-open")
-    srv = ServerProcess(
+    with ServerProcess(
         root / "data",
         "--n-workers",
         "1",
@@ -80,12 +76,8 @@ def open_server(tmp_path_factory):
             "DASK_EBOOK2AUDIO__SERVE__MAX_PENDING_UPLOADS": "3",
             "EBOOK2AUDIO_TOKEN": "",
         },
-    )
-    srv.start()
-    try:
+    ) as srv:  # stopped (SIGTERM, then SIGKILL) on the way out
         yield srv
-    finally:
-        srv.stop()
 
 
 def routes(openapi: dict) -> list[tuple[str, str]]:

@@ -798,7 +798,6 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         status_code=201,
         response_model=Job,
         summary="Create a job",
-        responses={422: {"model": Detail}},
     )
     async def create_job(body: JobIn) -> dict[str, Any]:
         """Queue the books (uploads) with the options.  Options are checked as ``convert``
