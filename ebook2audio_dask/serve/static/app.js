@@ -254,7 +254,8 @@ async function uploadBook(book) {
   if (book.upload.error || !book.upload.summary) {
     book.error = book.upload.error || "the book could not be read";
     renderBook(book, "failed");
-    announce(`${book.file.name} cannot be converted: ${book.error}`);
+    const named = book.error.startsWith(`${book.file.name}:`);
+    announce(`Cannot convert ${named ? "" : `${book.file.name}: `}${book.error}`);
     return;
   }
   renderBook(book, "ready");
@@ -586,7 +587,13 @@ function renderJobs(jobs) {
       node = el("li", { class: "job", "data-job": job.id });
       jobNodes.set(job.id, node);
     }
-    fillJob(node, job, jobs);
+    // Redraw a job only when it (or its place among the queued jobs) changed.
+    const queued = jobs.filter((j) => j.state === "queued");
+    const drawn = JSON.stringify([job, queued.indexOf(job), queued.length]);
+    if (node.dataset.drawn !== drawn) {
+      fillJob(node, job, jobs);
+      node.dataset.drawn = drawn;
+    }
     if (list.children[position] !== node) list.insertBefore(node, list.children[position] || null);
   });
   for (const [id, node] of jobNodes) {
@@ -596,10 +603,18 @@ function renderJobs(jobs) {
     }
   }
   $("queue-empty").hidden = jobs.length > 0;
-  // Keep the keyboard where it was when the node it was on moved or was redrawn.
+  // Keep the keyboard where it was when the node it was on moved or was redrawn; when
+  // that control went away (a job's state changed), go to the job's next control.
   if (focusKey && document.activeElement !== focused) {
     const again = list.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+    const job = list.querySelector(`li[data-job="${CSS.escape(focusKey.split(":")[0])}"]`);
+    const fallback = job
+      ? [...job.querySelectorAll(".actions button")].find((b) => !b.hidden)
+      : null;
     if (again && !again.hidden) again.focus();
+    else if (fallback) fallback.focus();
+    else if (job) job.querySelector("h3").focus();
+    else $("queue-heading").focus();
   }
 }
 
@@ -640,7 +655,7 @@ function fillJob(node, job, jobs) {
   node.className = `job job-state-${job.state}`;
   const [oldHeader, oldMeta, oldBar, actions, oldBooks] = node.firstChild.children;
   const titles = job.books.map(bookTitle).join("; ");
-  oldHeader.replaceWith(el("h3", { id: `${id}-title` }, `${name}: ${titles} `,
+  oldHeader.replaceWith(el("h3", { id: `${id}-title`, tabindex: -1 }, `${name}: ${titles} `,
     stateBadge(job.state)));
   const options = job.options || {};
   const position = Number.isInteger(job.position) ? `Position ${job.position} in the queue. ` : "";
@@ -663,14 +678,19 @@ function fillJob(node, job, jobs) {
   const queued = jobs.filter((j) => j.state === "queued");
   const rank = queued.findIndex((j) => j.id === job.id);
   const show = {
-    up: rank > 0,
-    down: rank >= 0 && rank < queued.length - 1,
+    up: rank >= 0,
+    down: rank >= 0,
     cancel: ACTIVE.has(job.state),
     retry: job.state === "failed" || job.state === "cancelled",
     delete: FINAL.has(job.state),
   };
+  // At either end of the queue the move buttons stay focusable, marked unavailable.
+  const blocked = { up: rank === 0, down: rank === queued.length - 1 };
   for (const button of actions.children) {
-    button.hidden = !show[button.dataset.focusKey.split(":").pop()];
+    const action = button.dataset.focusKey.split(":").pop();
+    button.hidden = !show[action];
+    if (blocked[action]) button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
   }
 
   const bookList = el("ul", { class: "job-books", "aria-label": `Books of ${name}` });
@@ -714,12 +734,13 @@ function bookItem(job, book) {
 }
 
 async function move(jobId, direction) {
-  const job = lastJobs.find((j) => j.id === jobId);
-  if (!job) return;
   const peers = lastJobs.filter((j) => j.state === "queued");
   const rank = peers.findIndex((j) => j.id === jobId);
-  const other = peers[rank + direction];
-  if (!other) return;
+  const other = rank < 0 ? null : peers[rank + direction];
+  if (!other) {
+    announce(`Job ${shortId(jobId)} is already ${direction < 0 ? "first" : "last"} in the queue.`);
+    return;
+  }
   // The queue runs by priority, then age: step just past the neighbour's priority.
   const priority = direction < 0 ? other.priority + 1 : other.priority - 1;
   try {
