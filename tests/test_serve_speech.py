@@ -189,7 +189,8 @@ def server(tmp_path_factory):
         "--n-workers",
         "2",
         token=TOKEN,
-        env={"DASK_EBOOK2AUDIO__SERVE__SPEECH_MAX_CHARS": "3000"},
+        # the faulty test engine (espeak) raises on chunks holding this word
+        env={"DASK_EBOOK2AUDIO__SERVE__SPEECH_MAX_CHARS": "3000", "E2A_FAULTY_FAIL": "unsayable"},
     )
     try:
         proc.start()
@@ -293,6 +294,13 @@ def test_errors_have_openais_shape(server, openai_client):
     with pytest.raises(openai.APIStatusError) as info:
         openai_client.audio.speech.create(model="piper", voice="alloy", input="word " * 700)
     assert info.value.status_code == 413 and info.value.body["param"] == "input"
+    # the engine failing on a chunk (every retry spent): a server error, in the same shape
+    with pytest.raises(openai.InternalServerError) as info:
+        openai_client.audio.speech.create(
+            model="faulty", voice="alloy", input="Fine words. Then an unsayable one."
+        )
+    assert info.value.body["type"] == "server_error"
+    assert "engine failed on a chunk" in info.value.body["message"]
     with server.client() as http:
         r = http.post("/v1/audio/speech", content=b"not json",
                       headers={"Content-Type": "application/json"})  # fmt: skip

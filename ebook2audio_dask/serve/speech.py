@@ -44,7 +44,7 @@ from .. import config
 from ..audio import FORMATS, WAV_HEADER_BYTES, OutputSpec, decode_wav, encode_wav
 from ..audio.ffmpeg import run_ffmpeg, stderr_lines
 from ..engines import engine_info, engine_names, resolve_spec
-from ..errors import BookError, UsageError, one_line
+from ..errors import BookError, EngineError, StorageError, UsageError, one_line
 from ..model import Book, Chapter
 from ..pipeline.graph import PLAN_PRIORITY, BookJob
 from ..pipeline.layout import timeline
@@ -302,10 +302,9 @@ def speak(
         for result in client.gather(job.batches):
             if result.failures:
                 failure = result.failures[0]
-                raise BookError(
-                    "speech", f"the engine failed on a chunk ({failure.attempts} tries): "
-                    f"{failure.error}"
-                )  # fmt: skip
+                raise EngineError(
+                    f"the engine failed on a chunk ({failure.attempts} tries): {failure.error}"
+                )
             lengths.update(result.samples)
         pcm = _join(plan, job.store, lengths)
     except BaseException:
@@ -319,25 +318,25 @@ def speak(
 
 
 def _join(plan: BookPlan, store, lengths: dict[str, int]) -> np.ndarray:
-    """The plan's clips read from *store* and laid out with their pauses, none after the last."""
+    """The plan's clips read from *store* and laid out with their pauses, none after the last.
+
+    Read a window of chunks at a time (one concurrent request each), so
+    memory holds the result and one window.
+    """
     rate = plan.sample_rate
     times = timeline(plan, lengths, rate)
     start, n = times[-1]
     out = np.zeros(start + n, dtype=np.int16)
-    keys = list(dict.fromkeys(c.key for c in plan.chunks))
-    clips: dict[str, np.ndarray] = {}
-    for i in range(0, len(keys), READ_WINDOW):
-        window = keys[i : i + READ_WINDOW]
-        for key, wav in store.read_many(plan.spec.engine, window).items():
-            samples, clip_rate = decode_wav(wav)
+    for i in range(0, len(plan.chunks), READ_WINDOW):
+        window = plan.chunks[i : i + READ_WINDOW]
+        clips = store.read_many(plan.spec.engine, list(dict.fromkeys(c.key for c in window)))
+        for chunk, (start, n) in zip(window, times[i : i + READ_WINDOW]):
+            if chunk.key not in clips:
+                raise StorageError(f"chunk {chunk.key} is missing from the chunk store")
+            samples, clip_rate = decode_wav(clips[chunk.key])
             if clip_rate != rate:
-                raise BookError("speech", f"chunk {key} in the store is damaged; delete it")
-            clips[key] = samples
-    for chunk, (start, n) in zip(plan.chunks, times):
-        clip = clips.get(chunk.key)
-        if clip is None:
-            raise BookError("speech", f"chunk {chunk.key} is missing from the chunk store")
-        out[start : start + min(n, len(clip))] = clip[:n]
+                raise StorageError(f"chunk {chunk.key} in the store is damaged; delete it")
+            out[start : start + min(n, len(samples))] = samples[:n]
     return out
 
 
