@@ -346,6 +346,9 @@ def test_runner_converts_a_job_of_two_books(tmp_path, logging_engine):
             assert book["chunks_done"] == book["chunks_total"] > 0
             assert book["chunks_from_cache"] <= 2  # a chunk both books share (same book)
             kinds = {f["kind"]: f for f in book["files"]}
+            stem = ("one", "two")[book["index"]]  # the uploaded file's name, not the stored one
+            assert {f["name"] for f in book["files"]} == {f"{stem}.m4b", f"{stem}.report.json",
+                                                          f"{stem}.srt"}  # fmt: skip
             assert set(kinds) == {"audio", "report", "subtitles"}, book["files"]
             for f in book["files"]:
                 url = runner.file_path(job["id"], book["index"], f["name"])
@@ -442,24 +445,51 @@ def test_runner_fails_a_bad_book_only(tmp_path, logging_engine):
     bad.write_bytes(b"PK\x03\x04 this is no zip")
     books = [{"upload_id": upload_book(store, settings, "bad.epub", source=bad), "chapters": None},
              {"upload_id": upload_book(store, settings, "good.epub"), "chapters": "2"},
-             {"upload_id": upload_book(store, settings, "far.epub"), "chapters": "99"}]  # fmt: skip
-    books.append({"upload_id": books[1]["upload_id"], "chapters": "3"})  # the same upload again
+             {"upload_id": upload_book(store, settings, "far.epub"), "chapters": "99"},
+             {"upload_id": upload_book(store, settings, "gone.epub"), "chapters": "2"}]  # fmt: skip
+    Path(store.get_upload(books[3]["upload_id"])["path"]).unlink()
     job = store.create_job(books=books, options={"engine": "logging-test"}, priority=0,
                            output=settings.output)  # fmt: skip
     with running(store, settings):
         j = wait_job(store, job["id"])
     assert j["state"] == "failed"
-    bad_book, good, far, again = j["books"]
+    bad_book, good, far, gone = j["books"]
     assert good["state"] == "done" and good["files"]
-    assert bad_book["state"] == "failed" and bad_book["exit_code"] == 1
-    assert "\n" not in bad_book["error"] and "bad.epub" in bad_book["error"], bad_book["error"]
-    assert far["state"] == "failed" and far["exit_code"] == 2, far
-    assert again["state"] == "failed" and again["exit_code"] == 2
-    assert again["error"] == (
-        "good.epub: the same upload as book 2 of this job (their files would have the same "
-        "names): give it a job of its own"
-    )
-    assert j["error"].startswith("3 of 4 book(s) failed: "), j["error"]
+    for book in (bad_book, far, gone):
+        assert book["state"] == "failed" and book["files"] == [], book
+        # one line, naming the file as uploaded, not the server's folders
+        assert "\n" not in book["error"] and book["error"].startswith(book["name"]), book
+        assert str(settings.data) not in book["error"], book
+    assert bad_book["exit_code"] == 1 and far["exit_code"] == 2
+    assert gone["exit_code"] == 1
+    assert gone["error"] == "gone.epub: the uploaded file is no longer on the server"
+    assert j["error"].startswith("3 of 4 book(s) failed: bad.epub: "), j["error"]
+    store.close()
+
+
+def test_runner_books_with_the_same_name_get_folders_of_their_own(tmp_path, logging_engine):
+    """The same upload twice, and two uploads of one name: each book its own files."""
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    first = upload_book(store, settings, "Book.epub")
+    other = upload_book(store, settings, "book.epub")
+    books = [{"upload_id": first, "chapters": "2"}, {"upload_id": first, "chapters": "3"},
+             {"upload_id": other, "chapters": "2"}]  # fmt: skip
+    job = store.create_job(books=books, options={"engine": "logging-test"}, priority=0,
+                           output=settings.output)  # fmt: skip
+    with running(store, settings) as runner:
+        j = wait_job(store, job["id"])
+        assert j["state"] == "done", j
+        urls = []
+        for book in j["books"]:
+            [audio] = [f["name"] for f in book["files"] if f["kind"] == "audio"]
+            assert audio.casefold() == "book.m4b"
+            urls.append(Path(runner.file_path(job["id"], book["index"], audio)))
+    assert urls == [Path(j["output"]) / "Book.m4b", Path(j["output"]) / "1" / "Book.m4b",
+                    Path(j["output"]) / "2" / "book.m4b"]  # fmt: skip
+    chapters = [load_report(u.with_name(u.stem + ".report.json"))["chapters"] for u in urls]
+    assert [len(c) for c in chapters] == [1, 1, 1]
+    assert chapters[0] != chapters[1] and chapters[0] == chapters[2]
     store.close()
 
 
@@ -735,4 +765,31 @@ def test_one_runner_per_data_folder(tmp_path, logging_engine):
         assert other.client is None
     with running(store, settings) as runner:  # free again once stopped
         assert runner.connected
+    store.close()
+
+
+def test_runner_lists_the_failures_file_of_a_book_failing_on_the_cluster(tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    """A chunk the engine cannot speak (no --allow-gaps): the book fails, and its dead-letter
+    file is one of its files."""
+    monkeypatch.setenv("E2A_FAULTY_FAIL", "Hebrew")  # a word of chapter 2
+    paths = [str(PLUGINS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    settings = server_settings(tmp_path)
+    store = JobStore(settings.queue_path)
+    job = store.create_job(
+        books=[{"upload_id": upload_book(store, settings, "book.epub"), "chapters": "2"}],
+        options={"engine": "faulty", "retries": 0}, priority=0, output=settings.output,
+    )  # fmt: skip
+    with running(store, settings) as runner:
+        j = wait_job(store, job["id"])
+        assert j["state"] == "failed", j
+        [book] = j["books"]
+        assert book["exit_code"] == 1 and book["error"].startswith("book.epub: "), book
+        assert [(f["name"], f["kind"]) for f in book["files"]] == [
+            ("book.failures.jsonl", "failures")
+        ]
+        url = runner.file_path(job["id"], 0, "book.failures.jsonl")
+        assert "Hebrew" in Path(url).read_text(encoding="utf-8")
+        assert Path(url).stat().st_size == book["files"][0]["size"]
     store.close()

@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..errors import Ebook2AudioError, UsageError, one_line
 from ..logs import get_logger
 from ..pipeline.graph import BookJob, BookResult, run_jobs
 from ..pipeline.options import parse_chapters, split_options
-from ..storage import get_fs
+from ..storage import get_fs, stem_of
+from ..storage.names import book_stem
 from .settings import ServeSettings
 from .store import FINAL_STATES, JobStore
 
@@ -61,6 +64,8 @@ class _Book:
     job_id: str
     index: int
     book_job: BookJob
+    #: The book's file name as uploaded (what its error lines name).
+    name: str = ""
     total: int = 0
     done: int = 0
     from_cache: int = 0
@@ -217,6 +222,7 @@ class Runner:
         if job is None or not self.store.delete_job(job_id):
             return False
         try:
+            shutil.rmtree(self.settings.data / "jobs" / job_id, ignore_errors=True)
             fs, path = get_fs(job["output"], self.settings.storage_options)
             if fs.exists(path):
                 fs.rm(path, recursive=True)
@@ -371,28 +377,22 @@ class Runner:
     def _convert(self, act: _Active, job: dict, client) -> None:
         books = [b for b in job["books"] if b["state"] not in FINAL_STATES]
         n = len(job["books"])
-        first = {}
-        for b in job["books"]:
-            first.setdefault(b["upload_id"], b["index"])
+        folders = _output_folders(job)
         for b in books:
             upload = self.store.get_upload(b["upload_id"]) or {}
             try:
-                if first[b["upload_id"]] != b["index"]:
-                    raise UsageError(
-                        f"the same upload as book {first[b['upload_id']] + 1} of this job "
-                        "(their files would have the same names): give it a job of its own"
-                    )
-                options = self._book_options(job, b)
-            except (Ebook2AudioError, TypeError, ValueError) as exc:
+                options = self._book_options(job, b, folders[b["index"]])
+                source = self._source(act.job_id, b, upload)
+            except (Ebook2AudioError, TypeError, ValueError, OSError) as exc:
                 code = exc.exit_code if isinstance(exc, Ebook2AudioError) else 2
+                code = 1 if isinstance(exc, OSError) else code  # the book, not the request
                 self.store.update_books(act.job_id, {b["index"]: {
                     "state": "failed", "error": f"{b['name']}: {one_line(exc)}", "exit_code": code,
                 }})  # fmt: skip
                 continue
             priority = job["priority"] * JOB_PRIORITY_STEP + 100 * (n - b["index"])
-            book_job = BookJob(client, upload.get("path", ""), options, priority=priority,
-                               start=False)  # fmt: skip
-            act.books.append(_Book(act.job_id, b["index"], book_job))
+            book_job = BookJob(client, source, options, priority=priority, start=False)
+            act.books.append(_Book(act.job_id, b["index"], book_job, name=b["name"]))
         by_job = {id(book.book_job): book for book in act.books}
         by_source = {book.book_job.source: book for book in act.books}
         sink = _Progress(self, act, by_job)
@@ -428,21 +428,37 @@ class Runner:
             return "waiting"
         return "finished"
 
-    def _book_options(self, job: dict, book: dict):
+    def _book_options(self, job: dict, book: dict, output: str):
         given: dict[str, Any] = {k: v for k, v in job["options"].items() if v is not None}
         given["chapters"] = parse_chapters(book["chapters"]) if book["chapters"] else None
         given["cache"] = self.settings.cache
         given["storage_options"] = self.settings.storage_options
-        options = split_options(job["output"], given, caller="job")[0]
+        options = split_options(output, given, caller="job")[0]
         options.output_spec()  # a bad format or split: this book's failure, now
         return options
+
+    def _source(self, job_id: str, book: dict, upload: dict) -> str:
+        """The book's input: ``<data>/jobs/<job>/<index>/<uploaded file name>``, a link to
+        the upload (stored under a generated name), so its outputs and errors carry the
+        name the user gave it."""
+        stored = Path(upload.get("path") or "")
+        if not upload or not stored.is_file():
+            raise FileNotFoundError("the uploaded file is no longer on the server")
+        folder = self.settings.data / "jobs" / job_id / str(book["index"])
+        folder.mkdir(parents=True, exist_ok=True)
+        link = folder / _file_name(book["name"], stored.name)
+        if not link.is_symlink() or link.resolve() != stored.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(stored.resolve())
+        return str(link)
 
     def _outcome(self, act: _Active, book: _Book, result: BookResult) -> dict:
         """The store fields of a book that ended with *result*."""
         if result.ok:
             return {"state": "done", "error": None, "exit_code": 0, "eta_s": None,
                     "chunks_done": book.total, "files": self._files(book, result)}  # fmt: skip
-        error = result.error or "failed"
+        # the user's file name, not the server's path
+        error = (result.error or "failed").replace(book.book_job.source, book.name)
         if self._stopping.is_set():
             return {"state": "queued", "eta_s": None}
         if any(mark in error for mark in LOST_MARKS) or not self._client_ok():
@@ -455,7 +471,25 @@ class Runner:
             act.lost = True
             return {"state": "queued", "eta_s": None}
         return {"state": "failed", "error": error, "exit_code": result.exit_code or 1,
-                "eta_s": None}  # fmt: skip
+                "eta_s": None, "files": self._failures_file(book)}  # fmt: skip
+
+    def _failures_file(self, book: _Book) -> list[dict]:
+        """The dead-letter file a failed book's merge wrote (chunks it could not make), if
+        this run wrote one."""
+        url = book.book_job.failures_url
+        try:
+            fs, path = get_fs(url, self.settings.storage_options)
+            if not fs.exists(path):
+                return []
+            info = fs.info(path)
+        except Exception:  # none to list
+            logger.debug("failures file of %s", url, exc_info=True)
+            return []
+        mtime = info.get("mtime") or info.get("created")
+        if isinstance(mtime, (int, float)) and mtime < book.book_job.started - 2:
+            return []  # an earlier run's
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        return [{"name": name, "kind": "failures", "size": info.get("size"), "url": url}]
 
     def _files(self, book: _Book, result: BookResult) -> list[dict]:
         """The files a finished book published: name, kind, size, and their URL (kept)."""
@@ -562,6 +596,28 @@ class _Progress:
             since = min((b.started for b in planned), default=now)
             job_eta = _eta(sum(b.total - b.done for b in planned), made, now - since)
         self.runner.store.update_books(self.act.job_id, fields, eta_s=job_eta)
+
+
+def _file_name(name: str, fallback: str) -> str:
+    """*name* as one safe file name (its last path part, no NUL or control character),
+    else *fallback*."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    if name in ("", ".", "..") or len(name.encode()) > 240:
+        return fallback
+    return name
+
+
+def _output_folders(job: dict) -> dict[int, str]:
+    """Each book's output folder: the job's, or ``<job output>/<index>`` for a book whose
+    outputs would take the names of an earlier book's (the same file name)."""
+    seen: set[str] = set()
+    folders = {}
+    for b in job["books"]:
+        stem = book_stem(stem_of(_file_name(b["name"], "book"))).casefold()
+        folders[b["index"]] = job["output"] if stem not in seen else f"{job['output']}/{b['index']}"
+        seen.add(stem)
+    return folders
 
 
 def _dashboard(client) -> str | None:
