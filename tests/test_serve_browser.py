@@ -35,6 +35,7 @@ SAMPLE = ROOT / "examples" / "childrens-literature.epub"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 IMAGES = ROOT / "docs" / "images"
+TOKEN = "browser-test-token-0123456789"
 #: Longest the job may take on a loaded 2-core machine (not a timing assertion).
 JOB_TIMEOUT = 900
 
@@ -451,3 +452,104 @@ def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
     assert driver.execute_script("return document.activeElement.id") == "queue-heading"
     activity = driver.find_element(By.ID, "activity").text
     assert "Cancelling job" in activity and "removed from the list" in activity, activity
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    # one job at a time, and a slow engine: the second and third jobs stay queued
+    env = {"DASK_EBOOK2AUDIO__SERVE__JOBS_IN_FLIGHT": "1", "E2A_LOGGING_TTS_SLEEP": "0.5"}
+    srv = ServerProcess(tmp_path / "data", "--n-workers", "1", token=TOKEN, env=env)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_page_signs_in_and_reorders_by_keyboard(token_server, browser):
+    """With a token the page first asks for it; queued jobs are moved with the keyboard
+    (Enter on "Move up"), and focus stays on the button the job's move redrew."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    server, driver = token_server, browser
+    driver.get(server.url + "/")
+    assert driver.title == "ebook2audio: sign in"
+    driver.find_element(By.ID, "token").send_keys(TOKEN + Keys.ENTER)
+
+    def signed_in():
+        if driver.title == "ebook2audio":
+            return True
+        text = driver.find_element(By.TAG_NAME, "body").text
+        if '"detail"' in text:
+            # e.g. Chromium sends "Origin: null" with a form POST from a page whose
+            # Referrer-Policy is no-referrer
+            pytest.fail(f"the sign-in form's POST /api/session was refused: {text}")
+        return False
+
+    wait_until("the page after signing in", signed_in, 30, server)
+    wait_until(
+        "the engines in the engine picker",
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#engine option[value='logging-test']"),
+        180,
+        server,
+    )
+    Select(driver.find_element(By.ID, "engine")).select_by_value("logging-test")
+    ids = []
+    for _ in range(3):
+        driver.find_element(By.ID, "files").send_keys(str(SAMPLE))
+        wait_until(
+            "the book's chapters",
+            lambda: driver.find_elements(By.CSS_SELECTOR, "#books li.book-ready"),
+            120,
+            server,
+        )
+        driver.find_element(By.ID, "submit").click()
+
+        def new_job():
+            words = driver.find_element(By.ID, "submit-status").text.split()
+            return words[1] if words[:1] == ["Job"] and words[1] not in ids else None
+
+        ids.append(wait_until("the job to be queued", new_job, 60, server))
+
+    def order():
+        return [
+            e.get_attribute("data-job")[:8]
+            for e in driver.find_elements(By.CSS_SELECTOR, "#jobs li.job-state-queued")
+        ]
+
+    wait_until("one job running, two queued", lambda: order() == ids[1:], 120, server)
+    first_job = f"#jobs li[data-job^='{ids[1]}']"
+    last_job = f"#jobs li[data-job^='{ids[2]}']"
+    up = driver.find_element(By.CSS_SELECTOR, f"{last_job} button.action-up")
+    first_up = driver.find_element(By.CSS_SELECTOR, f"{first_job} button.action-up")
+    assert first_up.get_attribute("aria-disabled") == "true"
+    assert up.get_attribute("aria-disabled") is None
+    driver.execute_script("arguments[0].focus()", up)
+    up.send_keys(Keys.ENTER)
+    wait_until("the last job to move up", lambda: order() == [ids[2], ids[1]], 60, server)
+    focused = driver.execute_script("return document.activeElement.dataset.focusKey || ''")
+    assert focused.startswith(ids[2]) and focused.endswith(":up"), focused
+    up = driver.find_element(By.CSS_SELECTOR, f"{last_job} button.action-up")
+    wait_until("Move up to be unavailable", lambda: up.get_attribute("aria-disabled"), 30)
+    up.send_keys(Keys.ENTER)
+    wait_until(
+        "the page to say the job is first",
+        lambda: "already first" in driver.find_element(By.ID, "activity").text,
+        30,
+    )
+    with server.client() as http:
+        jobs = {j["id"][:8]: j for j in http.get("/api/jobs").json()["jobs"]}
+    assert jobs[ids[2]]["position"] == 1 and jobs[ids[1]]["position"] == 2
+    assert jobs[ids[2]]["priority"] > jobs[ids[1]]["priority"]
+    for short in ids:
+        driver.find_element(
+            By.CSS_SELECTOR, f"#jobs li[data-job^='{short}'] .action-cancel"
+        ).click()
+    wait_until(
+        "every job cancelled",
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "#jobs li.job-state-cancelled")) == 3,
+        300,
+        server,
+    )
