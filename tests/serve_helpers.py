@@ -1,8 +1,9 @@
 """A real ``ebook2audio serve`` process for the server's tests (started and stopped by them).
 
 :class:`ServerProcess` runs ``python -m ebook2audio_dask serve`` on a free loopback
-port with its own ``--data`` folder, in a new session (so a SIGKILL takes its
-embedded cluster's worker processes with it), with ``tests/plugins`` on
+port with its own ``--data`` folder, in a new session (a SIGKILL goes to that
+session; the embedded cluster's workers, in sessions of their own, exit when
+their parent dies), with ``tests/plugins`` on
 ``PYTHONPATH`` so the test engines (``fake``, ``faulty``...) are there as plugins.
 Its output goes to ``<data>/server.log``, shown when it fails to start.
 """
@@ -138,7 +139,7 @@ class ServerProcess:
             self._kill_group()
 
     def kill(self) -> None:
-        """SIGKILL the server and every process of its session (its cluster's workers)."""
+        """SIGKILL the server and every process of its session (its workers then exit by themselves)."""
         if self.proc is None:
             return
         self._kill_group()

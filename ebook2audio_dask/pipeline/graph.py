@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any
 
@@ -647,8 +648,8 @@ def run_jobs(
     try:
         wait([job.plan for job in jobs if job.plan is not None],
              timeout=float(config.get("synthesize.plan-wait")))  # fmt: skip
-    except TimeoutError:
-        pass
+    except (TimeoutError, CancelledError):
+        pass  # a plan cancelled meanwhile fails its own book in the loop below
 
     try:
         for future in pending:
