@@ -139,7 +139,7 @@ class ServerProcess:
             self._kill_group()
 
     def kill(self) -> None:
-        """SIGKILL the server and every process of its session (its workers then exit by themselves)."""
+        """SIGKILL the server and its session (its workers then exit by themselves)."""
         if self.proc is None:
             return
         self._kill_group()
