@@ -205,6 +205,50 @@ def job_state(driver) -> dict | None:
     )
 
 
+def choose_engine(driver, server, engine: str) -> None:
+    """Wait for the engine picker to list *engine* (the server lists them once), pick it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    wait_until(
+        f"{engine} in the engine picker",
+        lambda: driver.find_elements(By.CSS_SELECTOR, f"#engine option[value='{engine}']"),
+        180,
+        server,
+    )
+    Select(driver.find_element(By.ID, "engine")).select_by_value(engine)
+
+
+def add_book(driver, server, path: Path = SAMPLE):
+    """Give *path* to the drop zone's file input; its card once read."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "files").send_keys(str(path))
+    return wait_until(
+        f"the card of {path.name}",
+        lambda: driver.find_elements(
+            By.CSS_SELECTOR, "#books li.book-ready, #books li.book-failed"
+        ),
+        120,
+        server,
+    )[-1]
+
+
+def submit(driver, server, known=()) -> str:
+    """Press Convert; the short id of the job the page says it queued."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "submit").click()
+
+    def new_job():
+        words = driver.find_element(By.ID, "submit-status").text.split()
+        if words[:1] == ["Not"]:
+            pytest.fail(" ".join(words))
+        return words[1] if words[:1] == ["Job"] and words[1] not in known else None
+
+    return wait_until("the job to be queued", new_job, 60, server)
+
+
 def test_page_end_to_end(server, browser, downloads, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -214,29 +258,13 @@ def test_page_end_to_end(server, browser, downloads, tmp_path):
     assert driver.title == "ebook2audio"
     # the CSRF token is in the page as served
     assert driver.find_element(By.CSS_SELECTOR, 'meta[name="csrf-token"]').get_attribute("content")
-    wait_until(
-        "the engines in the engine picker",
-        lambda: driver.execute_script(
-            "return [...document.querySelectorAll('#engine option')].map(o => o.value)"
-        ),
-        180,
-        server,
-    )
-    engines = Select(driver.find_element(By.ID, "engine"))
-    engines.select_by_value("espeak")
+    choose_engine(driver, server, "espeak")
     voices = [o.get_attribute("value") for o in Select(driver.find_element(By.ID, "voice")).options]
     assert "en" in voices, voices[:10]
     Select(driver.find_element(By.ID, "voice")).select_by_value("en")
 
     # --- the book, through the file input of the drop zone
-    driver.find_element(By.ID, "files").send_keys(str(SAMPLE))
-    wait_until(
-        "the book's chapters",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "#books input[data-chapter]"),
-        120,
-        server,
-    )
-    book = driver.find_element(By.CSS_SELECTOR, "#books li.book")
+    book = add_book(driver, server)
     assert book.find_element(By.TAG_NAME, "h3").text == "Children's Literature"
     assert "Charles Madison Curry" in book.text and "Language: en" in book.text
     cover = book.find_element(By.CSS_SELECTOR, "img.cover")
@@ -292,14 +320,7 @@ def test_page_end_to_end(server, browser, downloads, tmp_path):
     assert "No preview" not in driver.find_element(By.ID, "preview-status").text
 
     # --- submit, then the queue follows the job to 100 %
-    driver.find_element(By.ID, "submit").click()
-    status = wait_until(
-        "the job to be queued",
-        lambda: driver.find_element(By.ID, "submit-status").text,
-        60,
-        server,
-    )
-    assert status.startswith("Job "), status
+    submit(driver, server)
     assert not driver.find_elements(By.CSS_SELECTOR, "#books li.book")
 
     def finished():
@@ -367,22 +388,11 @@ def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
 
     driver = browser
     driver.get(server.url + "/")
-    wait_until(
-        "the engines in the engine picker",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "#engine option[value='espeak']"),
-        180,
-        server,
-    )
-    Select(driver.find_element(By.ID, "engine")).select_by_value("espeak")
+    choose_engine(driver, server, "espeak")
     broken = tmp_path / "broken.epub"
     broken.write_bytes(b"PK\x03\x04 this is not a zip archive")
-    driver.find_element(By.ID, "files").send_keys(str(broken))
-    card = wait_until(
-        "the upload's error",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "#books li.book-failed"),
-        120,
-        server,
-    )[0]
+    card = add_book(driver, server, broken)
+    assert "book-failed" in card.get_attribute("class")
     error = card.find_element(By.CSS_SELECTOR, ".error").text
     assert error.startswith("Error: ") and "\n" not in error, error
     assert "broken.epub" in card.text and "Failed" in card.text
@@ -392,13 +402,7 @@ def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
     card.find_element(By.CSS_SELECTOR, "button.remove").click()
     wait_until("the card to go", lambda: not driver.find_elements(By.CSS_SELECTOR, "#books li"), 30)
 
-    driver.find_element(By.ID, "files").send_keys(str(SAMPLE))
-    book = wait_until(
-        "the book's chapters",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "#books li.book-ready"),
-        120,
-        server,
-    )[0]
+    book = add_book(driver, server)
     book.find_element(By.XPATH, ".//button[starts-with(normalize-space(), 'Uncheck all')]").click()
     bibliography = book.find_element(
         By.XPATH, ".//li[contains(., 'BIBLIOGRAPHY')]/input[@data-skipped]"
@@ -410,14 +414,7 @@ def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
     priority = driver.find_element(By.ID, "priority")
     priority.clear()
     priority.send_keys("-5")
-    driver.find_element(By.ID, "submit").click()
-    status = wait_until(
-        "the job to be queued",
-        lambda: driver.find_element(By.ID, "submit-status").text,
-        60,
-        server,
-    )
-    short = status.split()[1]
+    short = submit(driver, server)
     with server.client() as http:
         (job,) = [j for j in http.get("/api/jobs").json()["jobs"] if j["id"].startswith(short)]
     assert job["options"]["include_matter"] is True and job["options"]["format"] == "mp3"
@@ -471,7 +468,6 @@ def test_page_signs_in_and_reorders_by_keyboard(token_server, browser):
     (Enter on "Move up"), and focus stays on the button the job's move redrew."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
 
     server, driver = token_server, browser
     driver.get(server.url + "/")
@@ -489,29 +485,11 @@ def test_page_signs_in_and_reorders_by_keyboard(token_server, browser):
         return False
 
     wait_until("the page after signing in", signed_in, 30, server)
-    wait_until(
-        "the engines in the engine picker",
-        lambda: driver.find_elements(By.CSS_SELECTOR, "#engine option[value='logging-test']"),
-        180,
-        server,
-    )
-    Select(driver.find_element(By.ID, "engine")).select_by_value("logging-test")
+    choose_engine(driver, server, "logging-test")
     ids = []
     for _ in range(3):
-        driver.find_element(By.ID, "files").send_keys(str(SAMPLE))
-        wait_until(
-            "the book's chapters",
-            lambda: driver.find_elements(By.CSS_SELECTOR, "#books li.book-ready"),
-            120,
-            server,
-        )
-        driver.find_element(By.ID, "submit").click()
-
-        def new_job():
-            words = driver.find_element(By.ID, "submit-status").text.split()
-            return words[1] if words[:1] == ["Job"] and words[1] not in ids else None
-
-        ids.append(wait_until("the job to be queued", new_job, 60, server))
+        add_book(driver, server)
+        ids.append(submit(driver, server, ids))
 
     def order():
         return [

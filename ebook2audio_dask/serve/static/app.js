@@ -665,13 +665,14 @@ function fillJob(node, job, jobs) {
     options.engine ? `Engine ${options.engine}` : "Default engine",
     options.voice ? `, voice ${options.voice}. ` : ". ",
     options.format ? `Format ${options.format}.` : ""));
+  const fromCache = job.books.reduce((sum, b) => sum + (b.chunks_from_cache || 0), 0);
   const bar = el("div", { class: "progress" },
     el("label", { for: `${id}-progress`, text: `Progress of ${name}` }),
     el("progress", { id: `${id}-progress`, max: 100, value: pct, "data-percent": pct,
       text: `${pct} %` }),
     el("span", { class: "percent", text: `${pct} %` }),
     el("span", { class: "detail", text: ` ${progressLine(progress.chunks_done,
-      progress.chunks_total, null, job.state === "running" ? progress.eta_s : null)}` }));
+      progress.chunks_total, fromCache, job.state === "running" ? progress.eta_s : null)}` }));
   if (job.error) bar.append(el("p", { class: "error", text: `Error: ${job.error}` }));
   oldBar.replaceWith(bar);
 
