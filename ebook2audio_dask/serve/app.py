@@ -545,7 +545,10 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
             {"detail": one_line(detail, 500)}, status_code=exc.status_code, headers=exc.headers
         )
 
-    invalid: dict[int | str, dict[str, Any]] = {422: {"model": Detail}}
+    invalid: dict[int | str, dict[str, Any]] = {
+        400: {"model": Detail, "description": "A body that is not JSON"},
+        422: {"model": Detail},
+    }
     errors: dict[int | str, dict[str, Any]] = {404: {"model": Detail}, **invalid}
 
     # -- page, docs, health -----------------------------------------------------------------
@@ -589,7 +592,15 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         "/session",
         response_model=SessionOut,
         summary="Sign in",
-        responses={401: {"model": Detail}},
+        responses={
+            303: {"description": "The sign-in form: to the page, with the session cookie"},
+            413: {"model": Detail, "description": "A body over 8 KiB"},
+            401: {
+                "model": Detail,
+                "description": "Wrong token (the form: the sign-in page again)",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+        },
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -758,8 +769,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         response_class=Response,
         responses={
             200: {"content": {"audio/wav": {}}},
-            404: {"model": Detail},
-            422: {"model": Detail},
+            **errors,
             503: {"model": Detail},
         },
     )
