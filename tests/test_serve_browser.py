@@ -90,6 +90,7 @@ def browser(downloads):
                 "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
                 "--lang=en-US"):  # fmt: skip
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     options.add_experimental_option(
         "prefs",
         {
@@ -165,6 +166,17 @@ def check_accessible(driver) -> None:
     assert levels[0] == 1 and levels.count(1) == 1, levels
     for before, after in itertools.pairwise(levels):
         assert after <= before + 1, f"heading levels skip: {levels}"
+
+
+def check_console(driver) -> None:
+    """No script error and no Content-Security-Policy violation in the browser's console."""
+    bad = [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE"
+        and ("Content Security Policy" in entry["message"] or "Uncaught" in entry["message"])
+    ]
+    assert not bad, bad
 
 
 def check_reflow(driver) -> None:
@@ -377,6 +389,7 @@ def test_page_end_to_end(server, browser, downloads, tmp_path):
     # --- a screenshot of the queue for the docs
     queue = driver.find_element(By.ID, "queue-heading").find_element(By.XPATH, "..")
     save_screenshot(driver, queue, tmp_path / "serve-queue.png")
+    check_console(driver)
 
 
 def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
@@ -400,6 +413,27 @@ def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
         f"Cannot convert {error[len('Error: ') :]}" in driver.find_element(By.ID, "activity").text
     )
     card.find_element(By.CSS_SELECTOR, "button.remove").click()
+    wait_until("the card to go", lambda: not driver.find_elements(By.CSS_SELECTOR, "#books li"), 30)
+
+    # a book dropped on the drop zone (a drop event carrying a file) is uploaded too
+    driver.execute_script(
+        """const data = new DataTransfer();
+        data.items.add(new File(["# The Dropped Book\\n\\nOne short paragraph of text.\\n"],
+                                "dropped.md", {type: "text/markdown"}));
+        const zone = document.getElementById("dropzone");
+        zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true,
+                                                      cancelable: true}));
+        zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true,
+                                                  cancelable: true}));"""
+    )
+    dropped = wait_until(
+        "the dropped book's card",
+        lambda: driver.find_elements(By.CSS_SELECTOR, "#books li.book-ready"),
+        120,
+        server,
+    )[0]
+    assert "dropped.md" in dropped.text or "The Dropped Book" in dropped.text, dropped.text
+    dropped.find_element(By.CSS_SELECTOR, "button.remove").click()
     wait_until("the card to go", lambda: not driver.find_elements(By.CSS_SELECTOR, "#books li"), 30)
 
     book = add_book(driver, server)
@@ -449,6 +483,7 @@ def test_page_upload_error_and_queue_actions(server, browser, tmp_path):
     assert driver.execute_script("return document.activeElement.id") == "queue-heading"
     activity = driver.find_element(By.ID, "activity").text
     assert "Cancelling job" in activity and "removed from the list" in activity, activity
+    check_console(driver)
 
 
 @pytest.fixture
