@@ -337,9 +337,11 @@ def test_downloads_only_a_jobs_own_recorded_files(open_server):
     auth = {"Authorization": "Bearer x"}
     with httpx.Client(base_url=open_server.url, timeout=120, headers=auth) as http:
         ups, jobs = [], []
-        for chapters in ("2", "3"):  # two uploads: each job's files have their own names
+        for chapters in ("2", "3"):  # two names: each job's files have their own names
             up = http.post(
-                "/api/uploads", params={"filename": SAMPLE.name}, content=SAMPLE.read_bytes()
+                "/api/uploads",
+                params={"filename": f"book-{chapters}.epub"},
+                content=SAMPLE.read_bytes(),
             ).json()
             job = http.post(
                 "/api/jobs",

@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import config
 from ..errors import Ebook2AudioError, one_line
+from . import speech
+from .runner import Runner
 from .security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -46,12 +48,11 @@ from .security import (
     token_matches,
 )
 from .settings import ServeSettings
+from .store import FINAL_STATES, JobStore
 from .uploads import UploadRefused, cover_path, receive_upload
 
-__all__ = ["FINAL_STATES", "KEEPALIVE_S", "ChangeFeed", "EngineCatalog", "create_app"]
+__all__ = ["KEEPALIVE_S", "ChangeFeed", "EngineCatalog", "create_app"]
 
-#: Job states after which a job's event stream closes.
-FINAL_STATES = frozenset({"done", "failed", "cancelled"})
 #: Seconds between keep-alive comments on an idle event stream.
 KEEPALIVE_S = 15.0
 
@@ -483,13 +484,9 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         (:class:`EngineCatalog`) and ``.changes`` (:class:`ChangeFeed`).
     """
     if store is None:
-        from .store import JobStore
-
         settings.data.mkdir(parents=True, exist_ok=True)
         store = JobStore(settings.queue_path)
     if runner is None:
-        from .runner import Runner
-
         runner = Runner(store, settings)
     catalog = EngineCatalog()
     changes = ChangeFeed(store)
@@ -776,8 +773,6 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     async def preview(body: PreviewIn) -> Response:
         """A few seconds of speech (WAV): the start of an upload's first chapter, or *text*,
         in *engine*'s *voice*, spoken on the cluster."""
-        from . import speech
-
         if body.upload_id is not None:
             source: Any = store.get_upload(body.upload_id)
             if source is None:
@@ -941,13 +936,16 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
             raise _not_found("file") from None
 
         async def body() -> AsyncIterator[bytes]:
-            if first:
-                yield first
-            while True:
-                block = await anyio.to_thread.run_sync(next, stream, b"")
-                if not block:
-                    break
-                yield block
+            try:
+                if first:
+                    yield first
+                while True:
+                    block = await anyio.to_thread.run_sync(next, stream, b"")
+                    if not block:
+                        break
+                    yield block
+            finally:  # also when the client went away: the file is closed now
+                stream.close()
 
         return StreamingResponse(body(), media_type=media, headers=headers)
 
@@ -1011,13 +1009,8 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
 
         return _event_stream(stream())
 
-    # -- the speech endpoint (serve/speech.py), when there ---------------------------------
-    try:
-        from . import speech
-    except ImportError:
-        speech = None
-    if speech is not None and hasattr(speech, "router"):
-        app.include_router(speech.router)
+    # -- the OpenAI-compatible speech endpoint (serve/speech.py) ----------------------------
+    app.include_router(speech.router)
 
     # The guard goes outside everything, Starlette's error handler included, so a 500
     # gets the security headers too.
