@@ -21,7 +21,9 @@ around the whole application (page, static files, ``/docs``,
    Otherwise 403.
 4. **Headers** on every response: a Content-Security-Policy
    (:data:`CSP`, unless the route set its own), ``X-Content-Type-Options:
-   nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
+   nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: same-origin`` (no
+   referrer ever leaves for another site; ``no-referrer`` would make browsers send
+   ``Origin: null`` with this server's own form POSTs),
    ``Cross-Origin-Opener-Policy: same-origin``, ``Cross-Origin-Resource-Policy:
    same-origin``; ``Cache-Control: no-store`` on everything but ``/static/``.
 """
@@ -72,7 +74,7 @@ CSP = (
 _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
