@@ -440,6 +440,36 @@ METHODS["kill_loop"] = (
     "each; the median wall of a round with a kill."
 )
 
+# ebook2audio serve (issue 18): API under load, a job vs convert (benchmarks/bench_serve.py),
+# /v1/audio/speech on 2 workers vs 1 (benchmarks/bench_speech.py)
+SERVE_SCRIPT = HERE / "bench_serve.py"
+SPEECH_SCRIPT = HERE / "bench_speech.py"
+BENCHMARKS += ("serve", "speech")
+TARGETS.update({"serve_errors": ("≤", 0.0), "serve_p95": ("<", 100.0), "serve_job": ("≤", 1.05),
+                "speech": ("≥", 1.6)})  # fmt: skip
+METHODS["serve"] = (
+    "Runs `benchmarks/bench_serve.py`. (1) A real `ebook2audio serve` process (embedded cluster, "
+    "the `fake` test engine: a tone per text, so the cluster is not the bottleneck) and 50 "
+    "concurrent API clients (asyncio + httpx in one process, one connection each) on loopback for "
+    "60 s: each uploads a 5-paragraph text book, creates a job (WAV), then polls `GET "
+    "/api/jobs/{{id}}` and `GET /api/jobs` every second until it is finished, and again (bounded: "
+    "at most 1,000 rounds). Figures: errors (non-2xx answers and failed requests; target 0) and "
+    "the p95 latency of the GETs (target < 100 ms). (2) Chapters 2-3 of "
+    "`childrens-literature.epub` ({chars} characters) with eSpeak NG, cold chunk store each: "
+    "`python -m ebook2audio_dask convert` as a subprocess (spawn to exit) vs a job through a "
+    "server started beforehand with a fresh data folder (upload, create, follow its events, "
+    "download every output; upload start to last byte). Figure: server/convert, one run each; "
+    "target ≤ 1.05. The server's own start (spawn to `/healthz`) is in the details."
+)
+METHODS["speech"] = (
+    "Runs `benchmarks/bench_speech.py`: a real `ebook2audio serve` process (embedded cluster of "
+    "N workers, one engine thread each, empty chunk store) is asked `POST /v1/audio/speech` for "
+    "2,000-character passages of `childrens-literature.epub` (whole sentences) with Piper, WAV; "
+    "a first request loads the engine on every worker (not timed), each timed request is a "
+    "passage the server has not spoken before. Figure: median wall with 1 worker / with 2 "
+    "workers; target ≥ 1.6."
+)
+
 
 # --------------------------------------------------------------------------- helpers
 class BenchError(RuntimeError):
@@ -1588,6 +1618,34 @@ class Runner:
             "ours_default": ours,
         }
 
+    def serve(self):
+        cmd = [sys.executable, str(SERVE_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 900.0), label="serve")
+        r = last_json_line(out, "serve")
+        load, job = r["load"], r["job"]
+        n = load["clients"]
+        figures = [
+            fig("serve.errors", f"serve: errors, {n} API clients for {load['seconds']:g} s",
+                load["errors"], "errors", target=TARGETS["serve_errors"]),
+            fig("serve.p95", f"serve: p95 GET latency, {n} clients ({load['get_requests']} GETs)",
+                load["get_p95_ms"], "ms", target=TARGETS["serve_p95"]),
+            fig("serve.job", "serve: a job through the server vs convert (espeak, cold store)",
+                job["server_job_s"], "s", baseline=job["convert_s"], ratio=job["ratio"],
+                ratio_def="server/convert", target=TARGETS["serve_job"]),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": job["chars"]}, **r}
+
+    def speech(self):
+        cmd = [sys.executable, str(SPEECH_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 900.0), label="speech")
+        r = last_json_line(out, "speech")
+        figures = [
+            fig("speech.speedup", "/v1/audio/speech, 2,000 chars: 2 workers vs 1",
+                r["workers_2"]["median_s"], "s", baseline=r["workers_1"]["median_s"],
+                ratio=r["speedup"], ratio_def="t1/t2", target=TARGETS["speech"]),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r.get("chars", "?")}, **r}
+
     def kill_loop(self):
         cmd = [sys.executable, str(KILL_LOOP_SCRIPT)] + (["--quick"] if self.quick else [])
         _, out = run_timed(
@@ -2013,6 +2071,16 @@ def summarize(bench: str, details: dict) -> str:
             f"{d['held_15s_after_rerun']['tasks']} tasks and "
             f"{d['held_15s_after_rerun']['variables']} Variables of the dead client left on the "
             f"scheduler 15 s after the rerun."
+        )
+    if bench == "serve":
+        load, job = details["load"], details["job"]
+        return (
+            f"{load['clients']} clients, {load['requests']} requests in {load['seconds']} s, "
+            f"{load['jobs_submitted']} jobs submitted, {load['jobs_finished']} finished "
+            f"({load['jobs_failed']} failed); GET p50 {load['get_p50_ms']} ms, max "
+            f"{load['get_max_ms']} ms. Job: convert {job['convert_s']} s (its report's wall "
+            f"{job['convert_report_wall_s']} s), server job {job['server_job_s']} s, server start "
+            f"{job['server_start_s']} s (ratio counting it {job['ratio_with_server_start']})."
         )
     return ""
 

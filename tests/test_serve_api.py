@@ -220,6 +220,19 @@ def test_queue_events_stream_starts_with_the_jobs(http, server):
         assert data.startswith("data: ") and "jobs" in json.loads(data[6:])
 
 
+@pytest.mark.slow
+def test_idle_event_stream_keeps_alive(http):
+    """With nothing changing, the stream sends a comment every 15 s (proxies keep it open)."""
+    with http.stream("GET", "/api/events", timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "event: jobs"
+        start = time.monotonic()
+        rest = [next(lines) for _ in range(3)]  # data, blank, then the keep-alive comment
+        waited = time.monotonic() - start
+    assert rest[0].startswith("data: ") and rest[1] == "" and rest[2] == ": keep-alive"
+    assert waited >= 10  # a comment after a quiet while, not a flood
+
+
 def test_voice_preview(http, sample):
     r = http.post("/api/preview", json={"upload_id": sample["id"], "engine": "espeak"})
     assert r.status_code == 200, r.text

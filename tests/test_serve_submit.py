@@ -9,6 +9,10 @@ a book that fails.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,12 +61,6 @@ def one_error_line(proc) -> str:
     return lines[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve runner/uploads (A/B): a job's outputs are named after the upload's generated "
-    "file name (<hex>.m4b), not the uploaded book's (childrens-literature.m4b), and its "
-    "errors name the server's upload path",
-)
 def test_submit_wait_downloads_a_valid_m4b(server, token_file, tmp_path):
     out = tmp_path / "out"
     proc = submit(
@@ -133,12 +131,6 @@ def test_missing_or_wrong_token_is_one_line_exit_2(server, tmp_path, token):
     assert token is None or token not in proc.stderr + proc.stdout  # never echoed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve runner/uploads (A/B): a job's outputs are named after the upload's generated "
-    "file name (<hex>.m4b), not the uploaded book's (childrens-literature.m4b), and its "
-    "errors name the server's upload path",
-)
 def test_a_failing_book_exits_1_and_the_other_still_finishes(server, token_file, tmp_path):
     broken = tmp_path / "broken.epub"
     broken.write_bytes(b"PK\x03\x04 this is no zip archive")
@@ -154,11 +146,6 @@ def test_a_failing_book_exits_1_and_the_other_still_finishes(server, token_file,
     assert "1 of 2 book(s) failed" in proc.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve runner (A): a failed book's files list is empty although its "
-    "<stem>.failures.jsonl was written (spec: kind 'failures')",
-)
 def test_a_book_failing_on_the_cluster_exits_1(server, token_file, tmp_path):
     out = tmp_path / "out"
     proc = submit(
@@ -204,6 +191,42 @@ def test_cancel_and_retry_through_the_client(server, tmp_path):
         job = client.retry(job["id"])
         assert job["state"] in ("queued", "running"), job
         client.cancel(job["id"])
+
+
+@pytest.mark.slow
+def test_wait_survives_a_server_restart_and_split_chapters_go_to_a_folder(tmp_path):
+    """SIGTERM the server mid-job (its job goes back to the queue), start it again on the same
+    port: ``submit --wait`` reconnects, the job finishes, every chapter file is downloaded."""
+    server = ServerProcess(tmp_path / "data")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ebook2audio_dask", "submit", str(SAMPLE), "--server",
+           server.url, "--chapters", "2-4", "--engine", "espeak", "--split", "chapters",
+           "-o", str(out), "--no-progress"]  # fmt: skip
+    with server:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env={**os.environ, "EBOOK2AUDIO_TOKEN": ""})  # fmt: skip
+        try:
+            with ServerClient(server.url) as client:
+                wait_for(
+                    lambda: any(
+                        j["state"] == "running" and j["progress"]["chunks_done"] > 0
+                        for j in client.jobs()
+                    ),
+                    300,
+                    "the job to have spoken a chunk",
+                )
+            server.stop()
+            time.sleep(3)  # submit finds no server for a while
+            server.start()
+            stdout, stderr = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == EXIT_OK, stdout + stderr + server.log()
+    files = sorted(p.name for p in (out / "childrens-literature").iterdir())
+    assert len(files) == 3 and all(f.endswith(".m4b") for f in files), files
+    assert (out / "childrens-literature.report.json").is_file()
+    assert "done: 3 files in" in stdout, stdout
 
 
 def test_safe_file_name_refuses_paths():

@@ -142,17 +142,23 @@ class _Progress:
             self.bars.close()
 
 
-def _book_line(book: dict, paths: list[tuple[Path, dict]], report: dict | None) -> tuple[str, bool]:
-    """``("done: ...", False)`` or ``("error: ...", True)`` for one finished book."""
-    name = book.get("name") or f"book {book['index']}"
+def _problem(error: str, name: str) -> str:
+    """The server's one-line *error* without the upload's *name* it may start with."""
+    return error[len(name) + 2 :] if name and error.startswith(f"{name}: ") else error
+
+
+def _book_line(
+    book: dict, source: str, paths: list[tuple[Path, dict]], report: dict | None
+) -> tuple[str, bool]:
+    """``("done: ...", False)`` or ``("error: SOURCE: ...", True)`` for one finished book."""
+    name = book.get("name") or ""
     if book["state"] != "done":
-        problem = book.get("error") or book["state"]
-        return f"error: {name}: {problem}", True
+        return f"error: {source}: {_problem(book.get('error') or book['state'], name)}", True
     audio = [p for p, f in paths if f.get("kind") == "audio"]
     if len(audio) == 1:
         shown = str(audio[0])
     else:
-        shown = f"{len(audio)} files in {audio[0].parent}" if audio else name
+        shown = f"{len(audio)} files in {audio[0].parent}" if audio else source
     if report is None:
         return f"done: {shown}", False
     t = report["totals"]
@@ -199,10 +205,17 @@ def _fetch(server, job: dict, book: dict, outdir: Path) -> tuple[list, dict | No
     return got, report
 
 
-def _follow(server, job: dict, outdir: Path, progress: _Progress) -> int:
-    """Follow *job* to its end, downloading each book's files as it finishes; its exit code."""
+def _follow(
+    server, job: dict, sources: list[str], outdir: Path, progress: _Progress
+) -> tuple[int, int]:
+    """Follow *job* to its end, downloading each book's files as it finishes.
+
+    Returns its exit code and how many of its books failed.  *sources* are the
+    books as given on the command line, in the job's order.
+    """
     reported: set[int] = set()
     code = EXIT_OK
+    failed = 0
     final = job
     for final in server.events(job["id"], reconnect_for=RECONNECT_FOR):
         progress.update(final)
@@ -211,9 +224,12 @@ def _follow(server, job: dict, outdir: Path, progress: _Progress) -> int:
                 continue
             reported.add(book["index"])
             paths, report = _fetch(server, final, book, outdir)
-            line, err = _book_line(book, paths, report)
+            index = book["index"]
+            source = sources[index] if index < len(sources) else book.get("name") or str(index)
+            line, err = _book_line(book, source, paths, report)
             progress.write(line, err=err)
             if book["state"] != "done":
+                failed += 1
                 code = max(code, book.get("exit_code") or EXIT_BOOK_FAILED)
     if final["state"] == "cancelled":
         progress.write(f"error: job {final['id']} was cancelled", err=True)
@@ -222,7 +238,7 @@ def _follow(server, job: dict, outdir: Path, progress: _Progress) -> int:
         code = max(code, EXIT_BOOK_FAILED)
         if final.get("error"):
             progress.write(f"error: job {final['id']}: {final['error']}", err=True)
-    return code
+    return code, failed
 
 
 @click.command(help=_HELP, short_help="Convert books on a running ebook2audio serve.")
@@ -299,7 +315,8 @@ def submit(
             except OSError as exc:
                 raise UsageError(f"{output}: cannot create the folder ({exc.strerror})") from None
         with ServerClient(server, token) as client:
-            uploads = []
+            uploads: list[dict] = []
+            sources: list[str] = []
             for book in inputs:
                 try:
                     record = client.upload(book)
@@ -308,11 +325,13 @@ def submit(
                     failed += 1
                     continue
                 if record.get("error"):
-                    echo(f"error: {book}: {record['error']}", err=True)
+                    problem = _problem(record["error"], record.get("name") or "")
+                    echo(f"error: {book}: {problem}", err=True)
                     failed += 1
                     _forget(client, record)
                     continue
                 uploads.append(record)
+                sources.append(book)
             if not uploads:
                 echo(f"{failed} of {len(inputs)} book(s) failed", err=True)
                 sys.exit(EXIT_BOOK_FAILED)
@@ -332,7 +351,8 @@ def submit(
             echo(f"job {job['id']}: {client.url}/api/jobs/{job['id']}", err=True)
             progress = _Progress(not no_progress)
             try:
-                code = _follow(client, job, outdir, progress)
+                code, lost = _follow(client, job, sources, outdir, progress)
+                failed += lost
             except KeyboardInterrupt:
                 progress.close()
                 echo(
@@ -346,6 +366,8 @@ def submit(
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - one line + exit code
         fail(exc, debug)
         return
+    if failed:
+        echo(f"{failed} of {len(inputs)} book(s) failed", err=True)
     sys.exit(max(code, EXIT_BOOK_FAILED if failed else EXIT_OK))
 
 

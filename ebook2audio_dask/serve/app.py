@@ -20,7 +20,8 @@ import json
 import mimetypes
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Literal
@@ -966,18 +967,10 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         """Server-sent events: ``event: jobs`` with ``{"jobs": [...]}`` at once and on every
         change; a keep-alive comment every 15 s."""
 
-        async def stream() -> AsyncIterator[str]:
-            version = None
-            while not await request.is_disconnected():
-                current = changes.version
-                if current != version:
-                    version = current
-                    yield _sse("jobs", {"jobs": await anyio.to_thread.run_sync(store.list_jobs)})
-                    continue
-                if await changes.wait(version, KEEPALIVE_S) == version:
-                    yield ": keep-alive\n\n"
+        async def jobs() -> dict[str, Any]:
+            return {"jobs": await anyio.to_thread.run_sync(store.list_jobs)}
 
-        return _event_stream(stream())
+        return _event_stream(_changes_as_events(request, changes, "jobs", jobs))
 
     @app.get(
         "/api/jobs/{job_id}/events",
@@ -992,22 +985,10 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         if store.get_job(job_id) is None:
             raise _not_found("job")
 
-        async def stream() -> AsyncIterator[str]:
-            last = None
-            while not await request.is_disconnected():
-                version = changes.version
-                job = await anyio.to_thread.run_sync(store.get_job, job_id)
-                if job is None:
-                    return
-                if job != last:
-                    last = job
-                    yield _sse("job", job)
-                if job["state"] in FINAL_STATES:
-                    return
-                if await changes.wait(version, KEEPALIVE_S) == version:
-                    yield ": keep-alive\n\n"
+        async def job() -> dict[str, Any] | None:
+            return await anyio.to_thread.run_sync(store.get_job, job_id)
 
-        return _event_stream(stream())
+        return _event_stream(_changes_as_events(request, changes, "job", job))
 
     # -- the OpenAI-compatible speech endpoint (serve/speech.py) ----------------------------
     app.include_router(speech.router)
@@ -1017,6 +998,32 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     build_stack = app.build_middleware_stack
     app.build_middleware_stack = lambda: SecurityMiddleware(build_stack(), settings)
     return app
+
+
+async def _changes_as_events(
+    request: Request, changes: ChangeFeed, event: str, read: Callable[[], Awaitable[Any]]
+) -> AsyncIterator[str]:
+    """Server-sent events: *read*'s value as ``event: <event>`` at once and whenever it
+    differs after a change of the store; ``: keep-alive`` after 15 quiet seconds.  Ends
+    when the client goes away, when *read* gives None, or after a job's final state."""
+    last: Any = None
+    sent = time.monotonic()
+    while not await request.is_disconnected():
+        version = changes.version
+        value = await read()
+        if value is None:
+            return
+        if value != last:
+            last = value
+            sent = time.monotonic()
+            yield _sse(event, value)
+        elif time.monotonic() - sent >= KEEPALIVE_S:
+            sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        if event == "job" and value["state"] in FINAL_STATES:
+            return
+        quiet = time.monotonic() - sent
+        await changes.wait(version, max(0.05, KEEPALIVE_S - quiet))
 
 
 def _event_stream(body: AsyncIterator[str]) -> StreamingResponse:
