@@ -259,6 +259,12 @@ def test_wait_change_wakes_on_a_change(store):
         before = store.version
         change()
         assert store.version > before
+    # an idle runner's polls change no row: they wake no one
+    store.recover()  # the claimed job, cancelling, ends cancelled: nothing left to change
+    for no_change in (store.claim_next, store.requeue_waiting, store.recover):
+        before = store.version
+        no_change()
+        assert store.version == before, no_change
 
 
 # -- the runner, in-process on a real LocalCluster --------------------------------------------

@@ -144,7 +144,7 @@ class ServeSettings:
             output=str(output),
             cache=str(cache),
             host=given.pop("host", None) or config.get("serve.host"),
-            port=int(given.pop("port", None) or config.get("serve.port")),
+            port=int(given.pop("port", config.get("serve.port"))),  # 0: any free port
             token=token,
             allowed_hosts=list(
                 given.pop("allowed_hosts", None) or config.get("serve.allowed-hosts")

@@ -572,15 +572,18 @@ class JobStore:
 
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) under the store's lock;
-    a committed change bumps the version."""
+    a committed transaction that changed a row bumps the version (an idle runner's
+    polls wake no one)."""
 
     def __init__(self, store: JobStore):
         self.store = store
+        self.changes = 0
 
     def __enter__(self):
         self.store._lock.acquire()
         try:
             self.store._db.execute("BEGIN IMMEDIATE")
+            self.changes = self.store._db.total_changes
         except BaseException:
             self.store._lock.release()
             raise
@@ -590,7 +593,8 @@ class _Transaction:
         try:
             if exc_type is None:
                 self.store._db.execute("COMMIT")
-                self.store._bump()
+                if self.store._db.total_changes != self.changes:
+                    self.store._bump()
             else:
                 self.store._db.execute("ROLLBACK")
         finally:
