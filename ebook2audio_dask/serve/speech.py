@@ -61,6 +61,7 @@ __all__ = [
     "PREVIEW_MIN_PARAGRAPH",
     "RESPONSE_FORMATS",
     "SPEECH_PRIORITY",
+    "SPEECH_TASKS",
     "SpeechRequest",
     "encode",
     "engine_voice",
@@ -100,6 +101,10 @@ RESPONSE_FORMATS: dict[str, tuple[str, str | None, str]] = {
 #: Dask priority of speech's synthesize tasks: above every book's synthesis (a request
 #: waits for its answer; a book does not), below the plans.
 SPEECH_PRIORITY = 10**6
+
+#: A text is cut into at least this many synthesize tasks (as its chunks allow; the
+#: largest is ``synthesize.batch-chars``), so that the workers share it evenly.
+SPEECH_TASKS = 8
 
 #: Speed settings: engine → (setting, its value at normal speed, lowest, highest, slower
 #: is a larger value).  Engines not listed are sped up by ffmpeg's ``atempo`` filter.
@@ -248,8 +253,9 @@ def speak(
     The text is planned, synthesised and cached exactly as a book's chapter
     (see the module docstring); its chunks are spoken in parallel by
     synthesize tasks requesting ``synthesize.resources``, at
-    :data:`SPEECH_PRIORITY`; the clips are joined with the configured
-    pauses (no pause after the last).
+    :data:`SPEECH_PRIORITY`, in at least :data:`SPEECH_TASKS` batches (as
+    its chunks allow); the clips are joined with the configured pauses (no
+    pause after the last).
 
     Parameters
     ----------
@@ -293,6 +299,10 @@ def speak(
         storage_options=storage_options,
         settings=extra or None,
         engine_threads=engine_threads,
+        # small batches (down to one chunk each): the workers share even a short text evenly
+        batch_chars=min(
+            int(config.get("synthesize.batch-chars")), max(1, -(-len(text) // SPEECH_TASKS))
+        ),
     )
     job = _SpeechJob(client, book, options)
     try:
