@@ -8,7 +8,9 @@ another passage loads the engine on every worker (not timed); each timed
 request is a passage that server has not spoken before, so every chunk is
 synthesised (cold chunk store).  Both servers speak the same passages.
 Figures: the median wall time of the timed requests with 1 and with 2
-workers, and their ratio.  Prints one JSON line.
+workers, and their ratio; the machine's cores and its load average after
+each (other work on a small machine takes the second worker's core).
+Prints one JSON line.
 
     python benchmarks/bench_speech.py [--rounds 3] [--chars 2000] [--quick]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -82,11 +85,14 @@ def main() -> None:
     args = parser.parse_args()
     rounds, chars = (1, 600) if args.quick else (args.rounds, args.chars)
     texts = passages(rounds + 1, chars)  # the same passages on each (fresh) server
-    out: dict = {"chars": chars, "rounds": rounds, "engine": "piper", "target": 1.6}
+    out: dict = {"chars": chars, "rounds": rounds, "engine": "piper", "target": 1.6,
+                 "cores": os.cpu_count()}  # fmt: skip
     for workers in (1, 2):
         times = timed_requests(workers, texts[1:], texts[0])
         out[f"workers_{workers}"] = {"wall_s": [round(t, 3) for t in times],
-                                     "median_s": round(statistics.median(times), 3)}  # fmt: skip
+                                     "median_s": round(statistics.median(times), 3),
+                                     # other work on the machine: 1-minute load average after
+                                     "load_after": round(os.getloadavg()[0], 2)}  # fmt: skip
     out["speedup"] = round(out["workers_1"]["median_s"] / out["workers_2"]["median_s"], 3)
     print(json.dumps(out), flush=True)
 
