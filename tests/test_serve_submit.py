@@ -195,12 +195,13 @@ def test_cancel_and_retry_through_the_client(server, tmp_path):
 
 @pytest.mark.slow
 def test_wait_survives_a_server_restart_and_split_chapters_go_to_a_folder(tmp_path):
-    """SIGTERM the server mid-job (its job goes back to the queue), start it again on the same
-    port: ``submit --wait`` reconnects, the job finishes, every chapter file is downloaded."""
+    """SIGKILL the server mid-job, start it again on the same port (the job resumes from the
+    chunk store): ``submit --wait`` reconnects, the job finishes, every chapter file is
+    downloaded into <output>/<stem>/."""
     server = ServerProcess(tmp_path / "data")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "ebook2audio_dask", "submit", str(SAMPLE), "--server",
-           server.url, "--chapters", "2-4", "--engine", "espeak", "--split", "chapters",
+           server.url, "--chapters", "2-6", "--engine", "espeak", "--split", "chapters",
            "-o", str(out), "--no-progress"]  # fmt: skip
     with server:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -215,7 +216,7 @@ def test_wait_survives_a_server_restart_and_split_chapters_go_to_a_folder(tmp_pa
                     300,
                     "the job to have spoken a chunk",
                 )
-            server.stop()
+            server.kill()
             time.sleep(3)  # submit finds no server for a while
             server.start()
             stdout, stderr = proc.communicate(timeout=600)
@@ -224,9 +225,9 @@ def test_wait_survives_a_server_restart_and_split_chapters_go_to_a_folder(tmp_pa
                 proc.kill()
     assert proc.returncode == EXIT_OK, stdout + stderr + server.log()
     files = sorted(p.name for p in (out / "childrens-literature").iterdir())
-    assert len(files) == 3 and all(f.endswith(".m4b") for f in files), files
+    assert len(files) == 5 and all(f.endswith(".m4b") for f in files), files
     assert (out / "childrens-literature.report.json").is_file()
-    assert "done: 3 files in" in stdout, stdout
+    assert "done: 5 files in" in stdout, stdout
 
 
 def test_safe_file_name_refuses_paths():

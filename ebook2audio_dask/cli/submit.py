@@ -195,7 +195,7 @@ def _fetch(server, job: dict, book: dict, outdir: Path) -> tuple[list, dict | No
         if split and f.get("kind") in ("audio", "subtitles"):
             dest = outdir / stem_of(book.get("name") or "book")
             dest.mkdir(parents=True, exist_ok=True)
-        path = server.download(job["id"], book["index"], f["name"], dest)
+        path = server.download(job["id"], book["index"], f["name"], dest, RECONNECT_FOR)
         got.append((path, f))
         if f.get("kind") == "report":
             try:

@@ -411,11 +411,20 @@ class ServerClient:
                     elif field == "data":
                         data.append(value)
 
-    def download(self, job_id: str, index: int, name: str, dest: str | os.PathLike) -> Path:
+    def download(
+        self,
+        job_id: str,
+        index: int,
+        name: str,
+        dest: str | os.PathLike,
+        retry_for: float = 0.0,
+    ) -> Path:
         """Stream one output file of a job's book to *dest* (a folder or a file path).
 
         Written to a temporary name next to it, renamed when complete: an
         interrupted download never leaves a partial file under the final name.
+        When no answer comes or the transfer breaks (a server restarting), it
+        is tried again every 2 s for up to *retry_for* seconds.
 
         Returns
         -------
@@ -435,20 +444,26 @@ class ServerClient:
         part = target.with_name(f".{target.name}.part")
         path = f"api/jobs/{job_id}/books/{int(index)}/files/{_quote(name)}"
         timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0))
-        try:
-            with self.http.stream("GET", path, timeout=timeout) as response:
-                if not response.is_success:
-                    response.read()
-                    self.check(response)
-                with open(part, "wb") as f:
-                    for block in response.iter_bytes(_BLOCK):
-                        f.write(block)
-            os.replace(part, target)
-        except httpx.HTTPError as exc:
-            raise self.transport_error(exc, f"GET /{path}") from None
-        finally:
-            part.unlink(missing_ok=True)
-        return target
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                with self.http.stream("GET", path, timeout=timeout) as response:
+                    if not response.is_success:
+                        response.read()
+                        self.check(response)
+                    with open(part, "wb") as f:
+                        for block in response.iter_bytes(_BLOCK):
+                            f.write(block)
+                os.replace(part, target)
+                return target
+            except httpx.TransportError as exc:
+                if time.monotonic() >= deadline:
+                    raise self.transport_error(exc, f"GET /{path}") from None
+                time.sleep(2.0)
+            except httpx.HTTPError as exc:
+                raise self.transport_error(exc, f"GET /{path}") from None
+            finally:
+                part.unlink(missing_ok=True)
 
 
 def _quote(name: str) -> str:
