@@ -130,8 +130,9 @@ class Runner:
         """Queue again the jobs a dead server left, open the cluster and start the thread.
 
         An embedded cluster that cannot start raises here; an external
-        scheduler that cannot be reached is tried again every
-        ``reconnect_interval`` seconds (:attr:`connected` stays False).
+        scheduler is connected to from the runner's thread, and tried again
+        every ``reconnect_interval`` seconds while it cannot be reached
+        (:attr:`connected` stays False meanwhile).
 
         Raises
         ------
@@ -144,7 +145,8 @@ class Runner:
         if requeued:
             logger.info("%d job(s) left by the last server queued again", len(requeued))
         try:
-            self._connect(quiet=self._external())
+            if not self._external():  # an external scheduler is reached by the thread: the
+                self._connect(quiet=False)  # page and API answer while it is tried
         except BaseException:
             self._release_data_folder()
             raise

@@ -263,6 +263,8 @@ class SecurityMiddleware:
             await send(message)
 
         refusal = self.refusal(scope)
+        if refusal is None and self.body_limited(scope):
+            receive, refusal = await self.read_body(scope, receive)
         if refusal is not None:
             status, body, content_type, extra = refusal
             await send_with_headers(
@@ -279,6 +281,50 @@ class SecurityMiddleware:
             await send_with_headers({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send_with_headers)
+
+    def body_limit(self) -> int:
+        """Most bytes of a request body other than an upload: a ``/v1/audio/speech`` input
+        of ``speech-max-chars`` characters, JSON-escaped (6 bytes each), and 64 KiB more."""
+        return 6 * int(self.settings.speech_max_chars) + 65536
+
+    def body_limited(self, scope: Scope) -> bool:
+        """True for a request whose body is read whole by its route (all but uploads)."""
+        method = scope.get("method", "GET").upper()
+        return method in ("POST", "PUT", "PATCH", "DELETE") and not scope.get(
+            "path", ""
+        ).startswith("/api/uploads")
+
+    async def read_body(self, scope: Scope, receive: Receive):
+        """Read the body here, at most :meth:`body_limit` bytes: ``(receive, None)`` with a
+        ``receive`` that replays it, or ``(receive, refusal)`` (413) when it is larger, so
+        no route ever holds an unbounded body in memory."""
+        limit = self.body_limit()
+        declared = _headers(scope).get("content-length", "")
+        too_large = (413, b'{"detail":"request body too large"}', b"application/json", [])
+        if declared.isdigit() and int(declared) > limit:
+            return receive, too_large
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive, None  # the client went away: the route sees it as it would
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                return receive, too_large
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay, None
 
     def refusal(self, scope: Scope) -> tuple[int, bytes, bytes, list] | None:
         """``(status, body, content type, more headers)`` when the request is refused, else None."""
