@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from helpers import ROOT, check_m4b_against_report, load_report, wait_for
 from logging_tts import LOG_ENV, SLEEP_ENV, logged_texts
@@ -716,7 +717,22 @@ def test_sigterm_mid_job_requeues_it_and_the_next_server_finishes_it(tmp_path):
             job = post_job(http, "2-3")
         wait_for(lambda: len(logged_texts(log)) >= 10, 300,
                  f"10 chunks spoken:\n{server.log()}")  # fmt: skip
+        # a page following the job: its event stream must not hold the stop until the job ends
+        streamed: list[str] = []
+
+        def follow() -> None:
+            with contextlib.suppress(httpx.HTTPError), server.client(timeout=None) as http:
+                with http.stream("GET", f"/api/jobs/{job['id']}/events") as r:
+                    for line in r.iter_lines():
+                        streamed.append(line)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        wait_for(lambda: any(line.startswith("event: job") for line in streamed), 60,
+                 "the event stream to start")  # fmt: skip
         assert server.stop() == 0, server.log()
+        follower.join(60)
+        assert not follower.is_alive()  # the stream ended with the server
         store = JobStore(tmp_path / "data" / "queue.sqlite3")
         j = store.get_job(job["id"])
         store.close()

@@ -102,6 +102,7 @@ def serve(
             log_level="debug" if debug else "warning",
             server_header=False,
             lifespan="on",
+            timeout_graceful_shutdown=10,  # then open connections are closed, not waited for
         )
         access = logging.getLogger("uvicorn.access")
         access.setLevel(logging.INFO)  # the access log stays on, without query strings
@@ -148,8 +149,10 @@ def _listen(host: str, port: int) -> socket.socket:
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, _, _, _, address = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, _, proto, _, address = infos[0]
+        # the protocol too: asyncio sets TCP_NODELAY only on sockets whose proto is TCP
+        # (with 0, every keep-alive request after the first waited ~40 ms for Nagle)
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
     except OSError as exc:
         raise UsageError(f"--host {host}: cannot listen there ({exc.strerror or exc})") from None
     try:
@@ -213,5 +216,13 @@ def _server(config, settings, runner):
             link = getattr(runner, "dashboard_link", None)
             dashboard = f" (dashboard: {link})" if link else ""
             echo(f"serving on http://{host}:{port}{dashboard}", err=True)
+
+        async def shutdown(self, sockets=None) -> None:
+            # uvicorn waits for open responses: end the event streams first, or a page
+            # following a long job would hold a SIGTERM until the job ends
+            changes = getattr(self.config.app.state, "changes", None)
+            if changes is not None:
+                changes.close_streams()
+            await super().shutdown(sockets)
 
     return Server(config)

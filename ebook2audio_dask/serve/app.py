@@ -275,6 +275,8 @@ class ChangeFeed:
         self._event: asyncio.Event | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Set when the server shuts down: every event stream ends (uvicorn waits for them).
+        self.closing = False
 
     def start(self) -> None:
         """Start following the store (call from the event loop)."""
@@ -300,6 +302,11 @@ class ChangeFeed:
                 self.version = version
                 with contextlib.suppress(RuntimeError):  # the loop closed
                     self._loop.call_soon_threadsafe(self._wake)
+
+    def close_streams(self) -> None:
+        """End every event stream now (call from the event loop, as the server stops)."""
+        self.closing = True
+        self._wake()
 
     def _wake(self) -> None:
         event, self._event = self._event, asyncio.Event()
@@ -1008,7 +1015,7 @@ async def _changes_as_events(
     when the client goes away, when *read* gives None, or after a job's final state."""
     last: Any = None
     sent = time.monotonic()
-    while not await request.is_disconnected():
+    while not changes.closing and not await request.is_disconnected():
         version = changes.version
         value = await read()
         if value is None:
@@ -1023,7 +1030,8 @@ async def _changes_as_events(
         if event == "job" and value["state"] in FINAL_STATES:
             return
         quiet = time.monotonic() - sent
-        await changes.wait(version, max(0.05, KEEPALIVE_S - quiet))
+        if not changes.closing:
+            await changes.wait(version, max(0.05, KEEPALIVE_S - quiet))
 
 
 def _event_stream(body: AsyncIterator[str]) -> StreamingResponse:
