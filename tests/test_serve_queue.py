@@ -110,6 +110,9 @@ def test_queue_order_priority_then_created(store):
     store.release_job(c["id"], "finished")
     assert store.cancel(a["id"])["state"] == "cancelled"
     assert [j["id"] for j in store.list_jobs()] == [b["id"], d["id"], a["id"], c["id"]]
+    # only the newest finished jobs when asked (GET /api/jobs?finished=N): every active one
+    assert [j["id"] for j in store.list_jobs(finished=1)] == [b["id"], d["id"], a["id"]]
+    assert [j["id"] for j in store.list_jobs(finished=0)] == [b["id"], d["id"]]
 
 
 def test_cancel_queued_and_running(store):

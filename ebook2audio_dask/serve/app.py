@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import mimetypes
@@ -448,6 +449,53 @@ def _attachment(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
+#: Finished jobs listed by ``GET /api/jobs`` and the queue's events unless asked otherwise.
+FINISHED_SHOWN = 100
+
+
+async def _io(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking call (the store's SQLite under its lock...) in a worker thread, so a
+    write holding the store never stalls the event loop."""
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+class QueueSnapshots:
+    """The queue's JSON, made once per store version and shared by every ``GET /api/jobs``
+    and queue event stream (50 clients polling cost one listing per change, not 50).
+
+    Parameters
+    ----------
+    store : JobStore
+        The queue.
+    """
+
+    def __init__(self, store: Any):
+        self.store = store
+        self._cached: tuple[int, int, dict[str, Any], bytes] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, finished: int) -> tuple[dict[str, Any], bytes]:
+        """``({"jobs": [...]}, its JSON)`` as of the store's current version or later."""
+        version = self.store.version
+        cached = self._cached
+        if cached is not None and cached[:2] == (version, finished):
+            return cached[2], cached[3]
+        async with self._lock:  # one listing at a time; those who waited take it
+            cached = self._cached
+            if cached is not None and cached[0] >= version and cached[1] == finished:
+                return cached[2], cached[3]
+            version = self.store.version  # read before the listing: never newer than it
+
+            def listing() -> tuple[dict[str, Any], bytes]:
+                value = {"jobs": self.store.list_jobs(finished)}
+                return value, json.dumps(value, separators=(",", ":")).encode()
+
+            value, body = await _io(listing)
+            if finished == FINISHED_SHOWN:
+                self._cached = (version, finished, value, body)
+            return value, body
+
+
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -498,6 +546,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         runner = Runner(store, settings)
     catalog = EngineCatalog()
     changes = ChangeFeed(store)
+    snapshots = QueueSnapshots(store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -713,7 +762,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     @uploads.get("/{upload_id}", response_model=Upload, summary="An upload", responses=errors)
     async def get_upload(upload_id: str) -> dict[str, Any]:
         """An upload's name, size, summary (title, chapters, skipped matter) or error."""
-        record = store.get_upload(upload_id)
+        record = await _io(store.get_upload, upload_id)
         if record is None:
             raise _not_found("upload")
         return _upload_out(record)
@@ -726,7 +775,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     )
     async def get_cover(upload_id: str) -> Response:
         """The cover image the book holds (404 when it has none)."""
-        record = store.get_upload(upload_id)
+        record = await _io(store.get_upload, upload_id)
         media = ((record or {}).get("summary") or {}).get("cover")
         if record is None or media not in _COVER_TYPES:  # never an SVG (it may hold script)
             raise _not_found("cover")
@@ -744,10 +793,10 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     )
     async def delete_upload(upload_id: str) -> Response:
         """Delete an upload no job uses (409 when one does)."""
-        record = store.get_upload(upload_id)
+        record = await _io(store.get_upload, upload_id)
         if record is None:
             raise _not_found("upload")
-        if not store.delete_upload(upload_id):
+        if not await _io(store.delete_upload, upload_id):
             raise HTTPException(409, "a job uses this upload")
         for path in (record["path"], cover_path(record["path"])):
             await anyio.to_thread.run_sync(_unlink, str(path))
@@ -782,7 +831,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         """A few seconds of speech (WAV): the start of an upload's first chapter, or *text*,
         in *engine*'s *voice*, spoken on the cluster."""
         if body.upload_id is not None:
-            source: Any = store.get_upload(body.upload_id)
+            source: Any = await _io(store.get_upload, body.upload_id)
             if source is None:
                 raise _not_found("upload")
         elif body.text and body.text.strip():
@@ -839,26 +888,33 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
                     f"books[{i}].upload_id: the same upload as books[{j}]: give it a job "
                     "of its own, or upload it again",
                 )
-            record = store.get_upload(book["upload_id"])
+            record = await _io(store.get_upload, book["upload_id"])
             if record is None:
                 raise HTTPException(422, f"books[{i}].upload_id: no such upload")
             _check_chapters(i, book["chapters"], record.get("summary"), include_matter)
         await anyio.to_thread.run_sync(_check_options, settings, catalog, given)
-        job = store.create_job(
-            books=books, options=given, priority=body.priority, output=settings.output
-        )
+        job = await _io(
+            functools.partial(store.create_job, books=books, options=given,
+                              priority=body.priority, output=settings.output)
+        )  # fmt: skip
         runner.wake()
         return job
 
     @jobs.get("", response_model=Jobs, summary="The queue")
-    async def list_jobs() -> dict[str, Any]:
-        """Every job: running, waiting, queued (by priority), then finished (newest first)."""
-        return {"jobs": await anyio.to_thread.run_sync(store.list_jobs)}
+    async def list_jobs(
+        finished: int = Query(
+            FINISHED_SHOWN, ge=0, le=100_000, description="How many finished jobs (newest first)"
+        ),
+    ) -> Response:
+        """Every job that is not finished: running, waiting, queued (by priority); then the
+        newest *finished* finished ones."""
+        _, body = await snapshots.get(finished)
+        return Response(body, media_type="application/json")
 
     @jobs.get("/{job_id}", response_model=Job, summary="A job", responses=errors)
     async def get_job(job_id: str) -> dict[str, Any]:
         """A job's state, books, progress and output files."""
-        job = store.get_job(job_id)
+        job = await _io(store.get_job, job_id)
         if job is None:
             raise _not_found("job")
         return job
@@ -866,7 +922,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     @jobs.patch("/{job_id}", response_model=Job, summary="Reprioritise a job", responses=errors)
     async def patch_job(job_id: str, body: PriorityIn) -> dict[str, Any]:
         """Set a job's priority (higher runs first)."""
-        job = store.set_priority(job_id, body.priority)
+        job = await _io(store.set_priority, job_id, body.priority)
         if job is None:
             raise _not_found("job")
         runner.wake()
@@ -875,10 +931,10 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     @jobs.post("/{job_id}/cancel", response_model=Job, summary="Cancel a job", responses=errors)
     async def cancel_job(job_id: str) -> dict[str, Any]:
         """Cancel a job: a queued one at once, a running one as soon as its tasks stop."""
-        if store.get_job(job_id) is None:
+        if await _io(store.get_job, job_id) is None:
             raise _not_found("job")
         await anyio.to_thread.run_sync(runner.cancel, job_id)
-        job = store.get_job(job_id)
+        job = await _io(store.get_job, job_id)
         if job is None:
             raise _not_found("job")
         return job
@@ -886,7 +942,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     @jobs.post("/{job_id}/retry", response_model=Job, summary="Retry a job", responses=errors)
     async def retry_job(job_id: str) -> dict[str, Any]:
         """Queue a job's failed and cancelled books again (they resume from the chunk store)."""
-        job = store.retry(job_id)
+        job = await _io(store.retry, job_id)
         if job is None:
             raise _not_found("job")
         runner.wake()
@@ -901,7 +957,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     async def delete_job(job_id: str) -> Response:
         """Forget a finished job and delete its outputs (409 while it is queued or running:
         cancel it first)."""
-        if store.get_job(job_id) is None:
+        if await _io(store.get_job, job_id) is None:
             raise _not_found("job")
         deleted = await anyio.to_thread.run_sync(runner.delete_job, job_id)
         if not deleted:
@@ -917,7 +973,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     async def download(job_id: str, index: int, name: str) -> Response:
         """A file the book's conversion wrote (its audio, report, subtitles, failures): only
         names listed in the book's ``files``."""
-        job = store.get_job(job_id)
+        job = await _io(store.get_job, job_id)
         if job is None or not 0 <= index < len(job["books"]):
             raise _not_found("file")
         files = {f["name"]: f for f in job["books"][index].get("files") or []}
@@ -975,7 +1031,8 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
         change; a keep-alive comment every 15 s."""
 
         async def jobs() -> dict[str, Any]:
-            return {"jobs": await anyio.to_thread.run_sync(store.list_jobs)}
+            value, _ = await snapshots.get(FINISHED_SHOWN)
+            return value
 
         return _event_stream(_changes_as_events(request, changes, "jobs", jobs))
 
@@ -989,7 +1046,7 @@ def create_app(settings: ServeSettings, *, store: Any = None, runner: Any = None
     async def job_events(request: Request, job_id: str) -> StreamingResponse:
         """Server-sent events: ``event: job`` with the job at once and on every change;
         the stream ends after a final state (done, failed, cancelled)."""
-        if store.get_job(job_id) is None:
+        if await _io(store.get_job, job_id) is None:
             raise _not_found("job")
 
         async def job() -> dict[str, Any] | None:

@@ -325,12 +325,21 @@ class JobStore:
             row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             return None if row is None else self._job_dicts([row])[0]
 
-    def list_jobs(self) -> list[dict]:
+    def list_jobs(self, finished: int | None = None) -> list[dict]:
         """Every job in queue order: running (and cancelling), waiting, queued (priority
-        desc, then oldest first), then finished ones, most recently finished first."""
+        desc, then oldest first), then finished ones, most recently finished first.
+
+        Parameters
+        ----------
+        finished : int, optional
+            Keep only this many finished jobs (the newest); None: all of them.
+        """
         with self._lock:
             rows = self._db.execute("SELECT * FROM jobs").fetchall()
             rows.sort(key=_queue_order)
+            if finished is not None:
+                active = [r for r in rows if r["state"] not in FINAL_STATES]
+                rows = active + [r for r in rows if r["state"] in FINAL_STATES][: max(0, finished)]
             return self._job_dicts(rows)
 
     def set_priority(self, job_id: str, priority: int) -> dict | None:

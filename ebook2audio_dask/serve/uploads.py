@@ -15,6 +15,7 @@ Its cover, if any, is kept beside it as ``<hex>.cover``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -127,7 +128,7 @@ async def receive_upload(request, settings, store, filename: str | None) -> dict
     import anyio
 
     limit = settings.max_upload_size
-    if store.pending_uploads() >= settings.max_pending_uploads:
+    if await anyio.to_thread.run_sync(store.pending_uploads) >= settings.max_pending_uploads:
         raise UploadRefused(
             429,
             f"too many uploads waiting for a job ({settings.max_pending_uploads}, "
@@ -169,7 +170,9 @@ async def receive_upload(request, settings, store, filename: str | None) -> dict
     name = display_name(filename)
     summary, error = await anyio.to_thread.run_sync(read_summary, final, name)
     try:
-        return store.add_upload(name=name, path=str(final), size=size, summary=summary, error=error)
+        add = functools.partial(store.add_upload, name=name, path=str(final), size=size,
+                                summary=summary, error=error)  # fmt: skip
+        return await anyio.to_thread.run_sync(add)  # the store's lock: off the event loop
     except BaseException:
         for stale in (final, cover_path(final)):
             with contextlib.suppress(OSError):
