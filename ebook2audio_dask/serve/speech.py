@@ -26,6 +26,7 @@ includes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import tempfile
@@ -60,6 +61,7 @@ __all__ = [
     "PCM_RATE",
     "PREVIEW_MIN_PARAGRAPH",
     "RESPONSE_FORMATS",
+    "SPEECH_CHUNK_CHARS",
     "SPEECH_PRIORITY",
     "SPEECH_TASKS",
     "SpeechRequest",
@@ -105,6 +107,11 @@ SPEECH_PRIORITY = 10**6
 #: A text is cut into at least this many synthesize tasks (as its chunks allow; the
 #: largest is ``synthesize.batch-chars``), so that the workers share it evenly.
 SPEECH_TASKS = 8
+
+#: Longest chunk of a speech request, in characters (or the engine's limit if lower):
+#: about a sentence or two, so a text of a few paragraphs is enough chunks for every
+#: worker to take a share (a book's chunks are as long as the engine allows).
+SPEECH_CHUNK_CHARS = 200
 
 #: Speed settings: engine → (setting, its value at normal speed, lowest, highest, slower
 #: is a larger value).  Engines not listed are sped up by ffmpeg's ``atempo`` filter.
@@ -219,6 +226,9 @@ class _SpeechJob(BookJob):
     def __init__(self, client, book: Book, options: ConvertOptions):
         super().__init__(client, book.source, options, priority=SPEECH_PRIORITY, start=False)
         request = options.plan_request()
+        request = dataclasses.replace(
+            request, max_chars=min(request.max_chars or SPEECH_CHUNK_CHARS, SPEECH_CHUNK_CHARS)
+        )
         self.started = time.time()
         self.token = tokenize(book, request, self.started)
         self.stop_event = f"ebook2audio-stop-speech-{self.token}"
