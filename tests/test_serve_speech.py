@@ -106,6 +106,21 @@ def test_speak_joins_chunks_in_order_with_pauses_and_shares_the_work(client, cac
     assert np.array_equal(whole, expected)
 
 
+def test_speech_fails_when_no_worker_offers_the_resources(client, cache_dir):
+    """A request never waits forever on tasks no worker can run (a book fails the same way)."""
+    import dask
+
+    from ebook2audio_dask.serve.speech import NoWorkers
+
+    with dask.config.set({"ebook2audio.synthesize.resources": {"TPU": 1},
+                          "ebook2audio.cluster.no-workers-timeout": 1}):  # fmt: skip
+        with pytest.raises(NoWorkers, match=r"\(TPU=1\) after 1 s"):
+            speak(client, "Nobody can say this.", engine="fake", cache=cache_dir)
+    # the workers offer GPU=1: speech runs there as before
+    pcm, _ = speak(client, "Somebody can say this.", engine="fake", cache=cache_dir)
+    assert len(pcm) > 0
+
+
 def test_second_identical_request_synthesises_nothing(client, cache_dir):
     text = "Caching is checked here. " * 30
     first, rate = speak(client, text, engine="espeak", cache=cache_dir)

@@ -45,7 +45,7 @@ from .. import config
 from ..audio import FORMATS, WAV_HEADER_BYTES, OutputSpec, decode_wav, encode_wav
 from ..audio.ffmpeg import run_ffmpeg, stderr_lines
 from ..engines import engine_info, engine_names, resolve_spec
-from ..errors import BookError, EngineError, StorageError, UsageError, one_line
+from ..errors import BookError, Ebook2AudioError, EngineError, StorageError, UsageError, one_line
 from ..model import Book, Chapter
 from ..pipeline.graph import PLAN_PRIORITY, BookJob
 from ..pipeline.layout import timeline
@@ -64,6 +64,7 @@ __all__ = [
     "SPEECH_CHUNK_CHARS",
     "SPEECH_PRIORITY",
     "SPEECH_TASKS",
+    "NoWorkers",
     "SpeechRequest",
     "encode",
     "engine_voice",
@@ -73,6 +74,7 @@ __all__ = [
     "speak",
     "speed_settings",
     "text_book",
+    "wait_for_workers",
 ]
 
 #: OpenAI's speech models: they name the server's default engine (``ebook2audio.engine``,
@@ -246,6 +248,47 @@ class _SpeechJob(BookJob):
         """No merge task: :func:`speak` joins the clips on the client."""
 
 
+class NoWorkers(Ebook2AudioError):
+    """No worker of the cluster offers the resources a synthesize task asks for (503)."""
+
+
+def wait_for_workers(client, resources: dict[str, float], timeout: float | None = None) -> None:
+    """Return once a worker offers *resources*; a request never waits on tasks no worker
+    can run (a book fails the same way, after ``cluster.no-workers-timeout``).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The server's client.
+    resources : dict
+        What each synthesize task asks for (``BookJob.synth_resources``).
+    timeout : float, optional
+        Seconds to wait; default ``ebook2audio.cluster.no-workers-timeout`` (0: forever).
+
+    Raises
+    ------
+    NoWorkers
+        None came within *timeout*.
+    """
+    if timeout is None:
+        timeout = float(config.get("cluster.no-workers-timeout"))
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        if any(
+            all((w.get("resources") or {}).get(k, 0) >= v for k, v in resources.items())
+            for w in workers
+        ):
+            return
+        if timeout > 0 and time.monotonic() >= deadline:
+            wanted = ", ".join(f"{k}={v:g}" for k, v in resources.items()) or "none"
+            raise NoWorkers(
+                f"no worker of the cluster offers the resources speech needs ({wanted}) "
+                f"after {timeout:g} s (ebook2audio.cluster.no-workers-timeout)"
+            )
+        time.sleep(0.5)
+
+
 def speak(
     client,
     text: str,
@@ -293,6 +336,8 @@ def speak(
     ------
     UsageError
         No text, an unknown voice, a bad speed.
+    NoWorkers
+        No worker offers the synthesize resources (:func:`wait_for_workers`).
     Ebook2AudioError
         The engine is unavailable or failed on a chunk (every retry spent).
     """
@@ -316,6 +361,7 @@ def speak(
     )
     job = _SpeechJob(client, book, options)
     try:
+        wait_for_workers(client, job.synth_resources())
         job.submit_synthesis()
         plan = job.fetch_plan()
         lengths = {k: (size - WAV_HEADER_BYTES) // 2 for k, size in job.cached_sizes.items()}
@@ -679,6 +725,8 @@ async def create_speech(request: Request) -> Response:
     except (UsageError, BookError) as exc:
         message = str(exc).removeprefix("speech: ")
         return _error(400, message, param="voice" if "voice" in message else "input")
+    except NoWorkers as exc:
+        return _error(503, str(exc), kind="server_error")
     except Exception as exc:  # noqa: BLE001 - the engine failing, the cluster going away
         return _error(500, f"{type(exc).__name__}: {exc}", kind="server_error")
     return Response(data, media_type=media, headers={"Cache-Control": "no-store"})
