@@ -436,6 +436,16 @@ def test_beyond_loopback_without_a_token_refuses_to_start(tmp_path):
     assert not (tmp_path / "data" / "queue.sqlite3").exists()  # nothing started
 
 
+def test_a_short_token_is_refused(tmp_path):
+    """Wrong tokens are not rate-limited, so a guessable one is refused at the start."""
+    from ebook2audio_dask.errors import UsageError
+    from ebook2audio_dask.serve import ServeSettings
+
+    with pytest.raises(UsageError, match=r"15 characters long: use at least 16"):
+        ServeSettings.from_config(data=str(tmp_path / "d"), token="x" * 15)
+    assert ServeSettings.from_config(data=str(tmp_path / "d"), token="x" * 16).token
+
+
 def test_port_taken_is_one_line(tmp_path, open_server):
     proc = subprocess.run(
         [sys.executable, "-m", "ebook2audio_dask", "serve", "--port", str(open_server.port),

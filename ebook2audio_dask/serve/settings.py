@@ -18,10 +18,15 @@ from dask.utils import parse_bytes
 from .. import config
 from ..errors import UsageError
 
-__all__ = ["TOKEN_ENV", "ServeSettings", "is_loopback", "read_token"]
+__all__ = ["MIN_TOKEN_CHARS", "TOKEN_ENV", "ServeSettings", "is_loopback", "read_token"]
 
 #: Environment variable holding the API token (wins over ``ebook2audio.serve.token``).
 TOKEN_ENV = "EBOOK2AUDIO_TOKEN"
+
+#: Shortest API token accepted.  Wrong tokens are not rate-limited (behind a reverse proxy
+#: every client has the proxy's address, so a limit per address would lock everyone out):
+#: what keeps a token from being guessed is its length.
+MIN_TOKEN_CHARS = 16
 
 
 def is_loopback(host: str) -> bool:
@@ -165,13 +170,20 @@ class ServeSettings:
         return settings
 
     def check(self) -> None:
-        """Refuse what would be unsafe: beyond loopback with no token.
+        """Refuse what would be unsafe: beyond loopback with no token, a short token.
 
         Raises
         ------
         UsageError
-            *host* is not loopback and no token is set.
+            *host* is not loopback and no token is set, or the token is shorter
+            than :data:`MIN_TOKEN_CHARS`.
         """
+        if self.token and len(self.token) < MIN_TOKEN_CHARS:
+            raise UsageError(
+                f"the API token is {len(self.token)} characters long: use at least "
+                f'{MIN_TOKEN_CHARS} random ones, e.g. python -c "import secrets; '
+                'print(secrets.token_urlsafe(32))"'
+            )
         if not is_loopback(self.host) and not self.token:
             raise UsageError(
                 f"--host {self.host} accepts connections from other machines: an API token "
