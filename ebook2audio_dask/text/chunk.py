@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..audio import clean_tag
@@ -26,6 +26,7 @@ __all__ = [
     "Chunk",
     "Pauses",
     "content_key",
+    "heading_paragraphs",
     "plan_book",
     "sentence_ends",
     "split_cue_text",
@@ -308,12 +309,28 @@ def _norm_words(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
-def _heading_paragraphs(paragraphs: list[str], title: str) -> int:
+def heading_paragraphs(paragraphs: Sequence[str], title: str) -> int:
     """How many leading paragraphs are the chapter's heading (its title's words).
 
     Ingest keeps a chapter's own heading lines as paragraphs ("STAVE ONE.",
     "MARLEY'S GHOST."); when they spell the title, the title is not spoken a
-    second time and they get the title pause.
+    second time and they get the title pause.  A generated EPUB
+    (:mod:`ebook2audio_dask.readalong.generate`) likewise writes no ``<h1>``
+    then.
+
+    Parameters
+    ----------
+    paragraphs : sequence of str
+        The chapter's paragraphs (normalised as the plan speaks them).
+    title : str
+        The chapter's title.
+
+    Returns
+    -------
+    int
+        The number of leading paragraphs (at most 4) whose letters and digits,
+        joined, spell the title or its beginning (``"I."`` of ``"I. Deux
+        Parents"``); 0 when the first does not.
     """
     target = _norm_words(title)
     if not target:
@@ -411,7 +428,7 @@ def plan_book(
         units: list[
             tuple[list[tuple[str, str]], float]
         ] = []  # ((spoken, written)s, pause after the last)
-        heading = _heading_paragraphs(paragraphs, title)
+        heading = heading_paragraphs(paragraphs, title)
         if speak_titles and title and not heading:
             units.append((_spoken_groups([title], max_chars, head), pauses.title))
         for n, para in enumerate(paragraphs):
