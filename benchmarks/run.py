@@ -463,6 +463,20 @@ METHODS["serve"] = (
     "The command line's `convert` as a subprocess (spawn to exit, cluster start included) and "
     "the server's own start (spawn to `/healthz`) are in the details."
 )
+# Read-along EPUB (issue 19): a conversion with readalong vs without (benchmarks/bench_readalong.py)
+READALONG_SCRIPT = HERE / "bench_readalong.py"
+BENCHMARKS += ("readalong",)
+TARGETS.update({"readalong_wall": ("≤", 1.10), "readalong_worker": ("≤", 1.02)})
+METHODS["readalong"] = (
+    "Runs `benchmarks/bench_readalong.py`: chapters 2-4 of `childrens-literature.epub` "
+    "({chars} characters) with Piper on an embedded cluster of 2 workers (engines loaded by a "
+    "warm-up conversion), a cold chunk store each run, `convert(...)` without and with "
+    "`readalong=True` alternating. Figures: median wall time of the call, and median worker "
+    "time (sum of the compute spans of every task in Dask's task stream). A read-along run "
+    "plans one sentence per chunk (each sentence's start is then a chunk's exact start); its "
+    "merge reads the book again and writes the EPUB around the encoded audio. Targets: wall "
+    "ratio ≤ 1.10, worker-time ratio ≤ 1.02."
+)
 METHODS["speech"] = (
     "Runs `benchmarks/bench_speech.py`: a real `ebook2audio serve` process (embedded cluster of "
     "N workers, one engine thread each, empty chunk store) is asked `POST /v1/audio/speech` for "
@@ -1648,6 +1662,21 @@ class Runner:
                 ratio=r["speedup"], ratio_def="t1/t2", target=TARGETS["speech"]),
         ]  # fmt: skip
         return figures, {"input": {"chars": r.get("chars", "?")}, **r}
+
+    def readalong(self):
+        cmd = [sys.executable, str(READALONG_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 1800.0), label="readalong")
+        r = last_json_line(out, "readalong")
+        figures = [
+            fig("readalong.wall", "read-along EPUB: conversion wall, with vs without",
+                r["wall_readalong_s"], "s", baseline=r["wall_plain_s"], ratio=r["wall_ratio"],
+                ratio_def="with/without", target=TARGETS["readalong_wall"]),
+            fig("readalong.worker", "read-along EPUB: worker time (all tasks), with vs without",
+                r["worker_readalong_s"], "s", baseline=r["worker_plain_s"],
+                ratio=r["worker_ratio"], ratio_def="with/without",
+                target=TARGETS["readalong_worker"]),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r["chars"]}, **r}
 
     def kill_loop(self):
         cmd = [sys.executable, str(KILL_LOOP_SCRIPT)] + (["--quick"] if self.quick else [])

@@ -30,7 +30,7 @@ it:
 from .cover import prepare_cover
 from .encode import FinalFile, PartEncoder, finish_file, normalize_part
 from .ffmpeg import decode_to_pcm, ffmpeg_exe
-from .formats import FORMATS, SPLITS, FormatInfo, Loudness, OutputSpec
+from .formats import FORMATS, READALONG_FORMATS, SPLITS, FormatInfo, Loudness, OutputSpec
 from .m4b import encode_m4b
 from .subtitles import (
     SUBTITLE_FORMATS,
@@ -46,6 +46,7 @@ from .wav import WAV_HEADER_BYTES, decode_wav, encode_wav, silence, wav_complete
 
 __all__ = [
     "FORMATS",
+    "READALONG_FORMATS",
     "SPLITS",
     "SUBTITLE_FORMATS",
     "TAG_MAX_BYTES",

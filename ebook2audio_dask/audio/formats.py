@@ -19,10 +19,14 @@ from typing import Any
 
 from .subtitles import SUBTITLE_FORMATS
 
-__all__ = ["FORMATS", "SPLITS", "FormatInfo", "Loudness", "OutputSpec"]
+__all__ = ["FORMATS", "READALONG_FORMATS", "SPLITS", "FormatInfo", "Loudness", "OutputSpec"]
 
 #: Ways to split a book: one file per chapter, or parts of at most N hours.
 SPLITS = ("chapters", "hours")
+
+#: Formats a read-along EPUB can hold: the core media types of EPUB 3 audio
+#: (AAC in MP4, MP3).
+READALONG_FORMATS = ("m4b", "mp3")
 
 #: The ffmpeg option that sets the language, by :attr:`FormatInfo.language`.
 _LANGUAGE_OPTION = {"track": "-metadata:s:a:0", "global": "-metadata"}
@@ -195,6 +199,9 @@ class OutputSpec:
     split_hours: float | None = None
     loudnorm: Loudness | None = None
     subtitles: str | None = None  # None, "srt" or "vtt"
+    #: Also write ``<stem>.readalong.epub``: the book's text with EPUB 3 Media Overlays
+    #: timed from this audio (see :mod:`ebook2audio_dask.readalong`).
+    readalong: bool = False
     bitrate: str | None = None  # None: merge.bitrate
     aac_coder: str | None = None
     #: Keep the encoded audio in the chunk store (None: ``merge.keep-encoded``).
@@ -222,6 +229,7 @@ class OutputSpec:
         split_hours: float | None = None,
         loudnorm: bool | None = None,
         subtitles: str | None = None,
+        readalong: bool | None = None,
     ) -> OutputSpec:
         """The spec of the arguments, else of the config.
 
@@ -230,8 +238,9 @@ class OutputSpec:
         and ``merge.keep-encoded``.
 
         Raises :class:`~ebook2audio_dask.errors.UsageError` for an unknown
-        format, split or subtitle format, or split hours that are not a
-        positive number.
+        format, split or subtitle format, split hours that are not a
+        positive number, or a read-along book with audio that EPUB readers
+        cannot play (:data:`READALONG_FORMATS`).
         """
         from .. import config
         from ..errors import UsageError
@@ -263,12 +272,19 @@ class OutputSpec:
                 f"unknown subtitle format {subs!r}; choose {' or '.join(SUBTITLE_FORMATS)}"
             )
         loud = Loudness.from_config() if config.get("output.loudnorm", override=loudnorm) else None
+        along = bool(config.get("output.readalong", override=readalong))
+        if along and fmt not in READALONG_FORMATS:
+            raise UsageError(
+                f"--readalong needs --format {' or '.join(READALONG_FORMATS)} (EPUB 3 readers "
+                f"play only MP3 and AAC in MP4), not {fmt}"
+            )
         return cls(
             format=fmt,
             split=how,
             split_hours=hours if how == "hours" else None,
             loudnorm=loud,
             subtitles=subs,
+            readalong=along,
             aac_coder=config.get("merge.aac-coder") if FORMATS[fmt].aac_coder else None,
         )
 

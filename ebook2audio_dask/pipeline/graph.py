@@ -37,6 +37,7 @@ from ..engines import get_engine_class, with_runtime
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError, one_line, terminal_safe
 from ..logs import get_logger
 from ..storage import join, stem_of
+from ..storage.audiobookshelf import place_book, sidecar_files
 from ..storage.names import book_stem, fit_name
 from ..text.chunk import BookPlan
 from .coordination import killed_worker
@@ -101,6 +102,11 @@ class BookJob:
         self.report_url = join(options.output, fit_name(self.name, ".report.json"))
         #: The dead-letter file: chunks that could not be synthesised (JSON lines).
         self.failures_url = join(options.output, fit_name(self.name, ".failures.jsonl"))
+        #: ``flat`` or ``audiobookshelf`` (``<output>/<Author>/<Title>/``: the names above are
+        #: chosen again once the plan gives the title and authors, see :meth:`place`).
+        self.layout = str(config.get("output.layout", override=options.layout) or "flat")
+        #: The folder of the book's own files (the output folder, or its title folder).
+        self.folder = options.output.rstrip("/")
         self.priority = priority
         self.store = options.store()
         self.parse: Future | None = None
@@ -201,8 +207,27 @@ class BookJob:
             self._n_chunks = len(self.book_plan.chunks)
         return self.book_plan
 
+    def place(self, plan: BookPlan) -> None:
+        """Name the book's files after its title and authors (``--layout audiobookshelf``).
+
+        ``<output>/<Author>/<Title>/<Title>.<ext>`` and the report, dead-letter
+        file and split files there too (see
+        :func:`~ebook2audio_dask.storage.audiobookshelf.place_book`); nothing
+        changes in the flat layout.
+        """
+        if self.layout != "audiobookshelf":
+            return
+        spec = self.output_spec
+        where = place_book(
+            self.options.output, plan.title, plan.authors, self.stem, spec.info.ext, spec.split
+        )
+        self.folder, self.name, self.output = where.folder, where.name, where.output
+        self.report_url = where.file(".report.json")
+        self.failures_url = where.file(".failures.jsonl")
+
     def _submit_synthesis(self, backlog: int) -> None:
         plan: BookPlan = self.fetch_plan()
+        self.place(plan)
         # One lookup per key of this book (never a listing of the whole store, whose
         # cost would grow with every book converted before).
         self.cached_sizes = self.store.sizes(
@@ -280,6 +305,14 @@ class BookJob:
             "failures_url": self.failures_url,
             "output_spec": self.output_spec,
         }
+        if self.output_spec.readalong:  # the merge reads the book's text again, as parse did
+            self._merge_kwargs["readalong"] = {
+                "include_matter": bool(
+                    config.get("include-matter", override=self.options.include_matter)
+                ),
+                "storage_options": self.options.storage_options,
+                "ingest": ingest_settings(),
+            }
         self.submit_merge()
         # The parsed book is no longer needed (Dask recomputes it should the plan or
         # cover be lost with a worker).
@@ -397,11 +430,31 @@ class BookJob:
         publication = (self.merged or self.merge.result()).publication
         options = self.options.output_options
         try:
+            for name, data in self.sidecars(report):
+                publication.stage_bytes(data, join(self.folder, name), options)
             publication.stage_bytes(dumps_report(report).encode("utf-8"), self.report_url, options)
             publication.commit(options)
         except Exception as exc:
             publication.discard(options)
             raise BookError(self.source, f"nothing was published: {exc}") from exc
+
+    def sidecars(self, report: dict) -> list[tuple[str, bytes]]:
+        """The files published beside the audio in the audiobookshelf layout (none when flat):
+        ``metadata.json``, ``reader.txt`` and ``cover.jpg`` (when the book has a cover), see
+        :func:`~ebook2audio_dask.storage.audiobookshelf.sidecar_files`."""
+        if self.layout != "audiobookshelf":
+            return []
+        cover = None
+        if self.cover is not None:
+            try:
+                cover = self.cover.result()
+            except Exception as exc:  # noqa: BLE001 - no cover.jpg, the book is fine
+                logger.warning("%s: no cover.jpg: %s", self.source, one_line(exc))
+        return sidecar_files(
+            report,
+            cover=cover.data if cover is not None else None,
+            cover_suffix=cover.suffix if cover is not None else "",
+        )
 
     def discard(self) -> None:
         """Delete what a finished merge staged but was not published (the book failed after it)."""

@@ -78,6 +78,7 @@ def merge_task(
     allow_gaps: bool = False,
     failures_url: str | None = None,
     output_spec: OutputSpec | None = None,
+    readalong: dict[str, Any] | None = None,
 ) -> MergeResult:
     """Merge stage: chunks + pauses → the book's tagged, chaptered audio file(s) at *output_url*.
 
@@ -120,6 +121,11 @@ def merge_task(
     spec was made, on the client).  When every chunk was already in the store
     and that audio is there too, nothing is decoded or encoded again: the
     book is only remuxed with its chapters, tags and cover.
+
+    With ``output_spec.readalong`` the merge also writes the read-along EPUB
+    (:func:`~ebook2audio_dask.readalong.build.build_readalong`), staged with
+    the audio; *readalong* holds what reading the source again takes
+    (``include_matter``, ``storage_options``, ``ingest``).
     """
     spec = output_spec or OutputSpec(aac_coder=config.get("merge.aac-coder"))
     if bitrate:
@@ -138,7 +144,9 @@ def merge_task(
             workdir = Path(tmp)
             cover_path = cover.write(workdir) if cover is not None else None
             merge.encode(workdir, cover_path)
-            merge.finish(workdir, cover_path, output_url, publication, storage_options)
+            merge.finish(
+                workdir, cover_path, output_url, publication, storage_options, readalong or {}
+            )
             if merge.dead.failed and failures_url:
                 publication.stage_bytes(merge.dead.data(), failures_url, storage_options)
             elif failures_url:  # an earlier run's, gone once this one is published
@@ -214,6 +222,7 @@ class _Merge:
         self.outputs: list[dict] = []
         self.subtitle_files: list[tuple[str, str]] = []
         self.times: list[tuple[int, int]] = []  # the timeline, once the audio is encoded
+        self.readalong: dict[str, Any] | None = None  # the read-along EPUB's url and figures
 
     # ----------------------------------------------------------------- lengths
     def collect(self, batches: tuple[BatchResult | None, ...], lost: dict[int, LostBatch]) -> None:
@@ -386,11 +395,14 @@ class _Merge:
         output_url: str,
         publication: Publication,
         storage_options: dict[str, Any] | None,
+        readalong: dict[str, Any],
     ) -> None:
-        """Each file finished (chapters, tags, cover; its subtitles) and staged at its name."""
+        """Each file finished (chapters, tags, cover; its subtitles), the read-along EPUB
+        written around them, and all staged at their names."""
         plan, spec, parts = self.plan, self.spec, self.parts
         self.times = times = timeline(plan, self.lengths, self.rate)
         names = output_names(output_url, spec, plan, parts)
+        finals: list[tuple[str, str]] = []
         for n, (part, url) in enumerate(zip(parts, names), 1):
             final_path = str(workdir / f"final-{n}{self.info.ext}")
             marks = part_marks(plan, times, part, parts[-1].end)
@@ -406,7 +418,11 @@ class _Merge:
                 publication.own_folder(posixpath.dirname(url), storage_options)
             if self.keep and not self.reused and not self.dead.failed:
                 self._keep_encoded()
-            publication.stage_file(final_path, url, storage_options)
+            finals.append((final_path, url))
+        if spec.readalong:
+            self._readalong(workdir, finals, output_url, readalong)
+        for path, url in finals:
+            publication.stage_file(path, url, storage_options)
         for path, url in self.subtitle_files:
             publication.stage_file(path, url, storage_options)
 
@@ -471,6 +487,36 @@ class _Merge:
             "subtitles": None,
         }
 
+    def _readalong(
+        self,
+        workdir: Path,
+        finals: list[tuple[str, str]],
+        output_url: str,
+        options: dict[str, Any],
+    ) -> None:
+        """Write the read-along EPUB around the finished files (staged with the subtitles)."""
+        from ..readalong.build import AudioPart, build_readalong, readalong_url
+
+        parts = [
+            AudioPart(path, p.start, p.end, p.first, p.stop)
+            for p, (path, _) in zip(self.parts, finals, strict=True)
+        ]
+        path = str(workdir / "readalong.epub")
+        stats = build_readalong(
+            self.plan,
+            self.times,
+            parts,
+            self.spec.format,
+            path,
+            workdir,
+            include_matter=bool(options.get("include_matter")),
+            storage_options=options.get("storage_options"),
+            ingest=options.get("ingest"),
+        )
+        url = readalong_url(output_url)
+        self.subtitle_files.append((path, url))
+        self.readalong = {"url": url, **dataclasses.asdict(stats)}
+
     def _subtitles(self, workdir: Path, n: int, part: Part, url: str) -> str:
         """Write file *n*'s subtitles; returns their URL (staged with the audio)."""
         kind = self.spec.subtitles
@@ -528,7 +574,10 @@ class _Merge:
             chunks_failed=len(dead.failed),
             failures_url=failures_url if dead.failed else None,
             outputs=tuple(self.outputs),
-            subtitles=tuple(url for _, url in self.subtitle_files),
+            subtitles=tuple(
+                url for _, url in self.subtitle_files if url != (self.readalong or {}).get("url")
+            ),
+            readalong=self.readalong,
             format=self.spec.format,
             publication=publication,
             passes=1 if self.one_pass else 2,

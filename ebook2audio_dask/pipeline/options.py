@@ -554,6 +554,26 @@ class ConvertOptions:
         flags="--subtitles",
         choices=("none", "srt", "vtt"),
     )
+    readalong: bool | None = option(
+        "bool",
+        "Also write ``<stem>.readalong.epub``: the book's text (its own documents for an "
+        "EPUB, a generated EPUB 3 for other inputs) with EPUB 3 Media Overlays, so a reader "
+        "(Thorium, Apple Books...) highlights each sentence as it is spoken, timed from the "
+        "merged audio, which the EPUB holds.  Needs ``--format m4b`` or ``mp3``; each "
+        "sentence is then a chunk of its own (see docs/outputs.md).",
+        config="output.readalong",
+        flags="--readalong/--no-readalong",
+    )
+    layout: str | None = option(
+        "str",
+        "Where a book's files go: ``flat``: in the output folder; ``audiobookshelf``: in "
+        "``<output>/<Author>/<Title>/`` with ``metadata.json``, ``reader.txt``, "
+        "``desc.txt`` and ``cover.jpg`` beside the audio, as Audiobookshelf's scanner reads "
+        "them (see docs/outputs.md).",
+        config="output.layout",
+        flags="--layout",
+        choices=("flat", "audiobookshelf"),
+    )
     pauses: dict[str, float] | None = option(
         "dict",
         "Seconds of silence (0 to 60) after a sentence group, paragraph, title or chapter, "
@@ -598,7 +618,12 @@ class ConvertOptions:
         from ..audio import OutputSpec
 
         return OutputSpec.resolve(
-            self.format, self.split, self.split_hours, self.loudnorm, self.subtitles
+            self.format,
+            self.split,
+            self.split_hours,
+            self.loudnorm,
+            self.subtitles,
+            self.readalong,
         )
 
     def store(self):
@@ -643,6 +668,7 @@ class ConvertOptions:
         from ..text.spoken import normalize_features
         from .tasks import PlanRequest
 
+        spec = self.output_spec()
         return PlanRequest(
             chapters=self.chapters,
             engine=self.engine,
@@ -653,7 +679,9 @@ class ConvertOptions:
             pauses=Pauses(**{k: float(v) for k, v in (self.pauses or {}).items()}),
             normalize=normalize_features(self.normalize),
             # subtitles are cut at the sentence ends the planner finds (not re-split at merge)
-            sentences=self.output_spec().subtitles is not None,
+            sentences=spec.subtitles is not None or spec.readalong,
+            # a read-along book times each sentence by the start of its own chunk
+            sentence_chunks=spec.readalong,
             lexicon=configured_lexicon(self.lexicons, self.storage_options),
         )
 

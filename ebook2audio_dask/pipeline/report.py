@@ -55,7 +55,9 @@ def build_report(
     ``format`` is the audio format, ``outputs`` every file written (one,
     or one per chapter / part when split: url, start_s and end_s in the
     book, duration_s, chapters relative to the file, subtitles) and
-    ``subtitles`` the subtitle files.  ``skipped`` lists the front and
+    ``subtitles`` the subtitle files; ``readalong`` the read-along EPUB
+    (``--readalong``: url, sentences, overlaid, unmatched, documents) or
+    null.  ``skipped`` lists the front and
     back matter the conversion left out (title, kind, reason, chars; empty
     with ``--include-matter``), so nothing disappears unseen.
     """
@@ -109,6 +111,7 @@ def build_report(
         "format": merged.format,
         "outputs": list(merged.outputs),
         "subtitles": list(merged.subtitles),
+        "readalong": merged.readalong,
         "skipped": [asdict(s) for s in plan.skipped],
     }
 

@@ -122,3 +122,6 @@ class MergeResult:
     publication: Publication | None = None
     #: ffmpeg passes over the audio: 1 when the finished file was written as it was encoded.
     passes: int = 2
+    #: The read-along EPUB (``--readalong``): its url and sentences, overlaid, unmatched,
+    #: documents (:class:`~ebook2audio_dask.readalong.overlays.ReadAlongStats`); else None.
+    readalong: dict | None = None

@@ -113,6 +113,9 @@ class PlanRequest:
     sentences : bool
         Give each chunk its sentence ends (for subtitles; see
         :func:`~ebook2audio_dask.text.chunk.plan_book`).
+    sentence_chunks : bool
+        One sentence per chunk, for read-along books (see
+        :func:`~ebook2audio_dask.text.chunk.plan_book`).
     """
 
     chapters: tuple[int, ...] | None = None
@@ -129,6 +132,7 @@ class PlanRequest:
     normalize: tuple[str, ...] | None = None
     lexicon: tuple[Pronunciation, ...] = ()
     sentences: bool = False
+    sentence_chunks: bool = False
 
     def __post_init__(self) -> None:
         resolved = {
@@ -175,6 +179,7 @@ def plan_task(book: Book, request: PlanRequest) -> BookPlan:
         normalize=request.normalize,
         lexicon=request.lexicon,
         sentences=request.sentences,
+        sentence_chunks=request.sentence_chunks,
         phoneme_alphabet=cls.phoneme_alphabet,
     )
     if not plan.chunks:

@@ -267,13 +267,14 @@ def sentence_ends(text: str, language: str | None = None) -> tuple[int, ...]:
 
 
 def _spoken_groups(
-    sentences: list[str], max_chars: int, speak: Callable[[str], str]
+    sentences: list[str], max_chars: int, speak: Callable[[str], str], join: bool = True
 ) -> list[tuple[str, str]]:
     """Join consecutive sentences into ``(spoken, written)`` groups.
 
     Each sentence is turned into its spoken form first; the groups obey
     *max_chars* on the spoken text (what the engine gets).  A sentence whose
-    spoken form is too long is cut finer in its written form.
+    spoken form is too long is cut finer in its written form.  With *join*
+    false every sentence (or piece of a long one) is a group of its own.
     """
     pieces: list[tuple[str, str]] = []  # (written, spoken)
     for sentence in sentences:
@@ -293,7 +294,7 @@ def _spoken_groups(
     groups: list[tuple[str, str]] = []
     cur_w = cur_s = ""
     for written, spoken in pieces:
-        if cur_s and len(cur_s) + 1 + len(spoken) <= max_chars:
+        if join and cur_s and len(cur_s) + 1 + len(spoken) <= max_chars:
             cur_s = f"{cur_s} {spoken}"
             cur_w = f"{cur_w} {written}".strip()
         else:
@@ -360,6 +361,7 @@ def plan_book(
     lexicon: Iterable[Pronunciation] = (),
     phoneme_alphabet: str | None = None,
     sentences: bool = False,
+    sentence_chunks: bool = False,
 ) -> BookPlan:
     """Cut a book into chunks and key them.
 
@@ -394,6 +396,12 @@ def plan_book(
     sentences : bool
         Give each chunk its sentence ends (:attr:`Chunk.sentences`), for
         subtitles: the merge then need not split its text again.
+    sentence_chunks : bool
+        One sentence per chunk (a sentence longer than *max_chars* still
+        takes several): every sentence then starts at a chunk's start, whose
+        place in the merged audio is exact, for read-along books
+        (``--readalong``).  Sentences of one paragraph are otherwise joined
+        up to *max_chars*.
 
     Each chunk's :attr:`Chunk.text` is the spoken form of its sentences
     (numbers, abbreviations and Roman numerals in words, lexicon entries as
@@ -429,15 +437,19 @@ def plan_book(
             tuple[list[tuple[str, str]], float]
         ] = []  # ((spoken, written)s, pause after the last)
         heading = heading_paragraphs(paragraphs, title)
+        join = not sentence_chunks
         if speak_titles and title and not heading:
-            units.append((_spoken_groups([title], max_chars, head), pauses.title))
+            units.append((_spoken_groups([title], max_chars, head, join), pauses.title))
         for n, para in enumerate(paragraphs):
             para_sentences = split_sentences(para, language)
             if n < heading:
-                units.append((_spoken_groups(para_sentences, max_chars, head), pauses.title))
+                units.append((_spoken_groups(para_sentences, max_chars, head, join), pauses.title))
             else:
                 units.append(
-                    (_spoken_groups(para_sentences, max_chars, speaker.speak), pauses.paragraph)
+                    (
+                        _spoken_groups(para_sentences, max_chars, speaker.speak, join),
+                        pauses.paragraph,
+                    )
                 )
         for groups, pause in units:
             for i, (text, written) in enumerate(groups):
