@@ -143,6 +143,7 @@ class JobOptions(BaseModel):
     split: Literal["none", "chapters"] | None = None
     split_hours: float | None = Field(None, gt=0, le=1000)
     subtitles: Literal["none", "srt", "vtt"] | None = None
+    layout: Literal["flat", "audiobookshelf"] | None = None
     loudnorm: bool | None = None
     normalize: bool | None = None
     include_matter: bool | None = None

@@ -428,6 +428,7 @@ function jobOptions() {
     format: $("format").value,
     split: $("split").value,
     subtitles: $("subtitles").value,
+    layout: $("layout").value,
   };
   if ($("engine").value) options.engine = $("engine").value;
   if ($("voice").value) options.voice = $("voice").value;
