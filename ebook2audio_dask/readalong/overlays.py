@@ -1,0 +1,549 @@
+"""Read-along EPUB 3: a book's own documents with Media Overlays timed from its audio.
+
+:func:`write_readalong` takes an EPUB (2 or 3), the sentences the conversion
+spoke with their clips in the audio files, and writes an EPUB 3 whose content
+documents have each spoken sentence wrapped in ``<span id="e2a-NNNN"
+class="e2a-s">``, one SMIL file per document with a ``<par>`` per sentence,
+the audio files themselves, ``media:duration`` for every overlay and the
+total, and ``media:active-class`` with its CSS rule, so reading systems
+(Thorium, Apple Books...) highlight the sentence being spoken.
+
+Nothing else in the documents changes (one stylesheet link is added to each
+overlaid document's head); an EPUB 2 input gets what EPUB 3 requires (package
+version, ``dcterms:modified``, a navigation document made from its NCX, the
+HTML doctype).  Sentences are found by sequential text alignment
+(:mod:`.overlays_align`); one that is not found keeps its audio in the next
+(or previous) sentence's clip, so the clips of a file stay contiguous, and is
+counted in :class:`ReadAlongStats`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import html.entities
+import logging
+import os
+import posixpath
+import re
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urldefrag
+
+from lxml import etree
+
+from ..errors import BookError
+from ..safexml import as_utf8, fix_char_refs, local_name, strip_internal_subset
+from .overlays_align import Aligner, DocText, fold_text
+from .overlays_epub3 import OPF_NS, html5_markup, nav_document, upgrade_package
+from .sentences import AudioFile, TimedSentence
+
+__all__ = ["ACTIVE_CLASS", "ChapterText", "ReadAlongStats", "write_readalong"]
+
+log = logging.getLogger(__name__)
+
+#: The class reading systems put on the sentence being spoken.
+ACTIVE_CLASS = "-epub-media-overlay-active"
+_CSS = (
+    "/* ebook2audio read-along: the sentence being spoken */\n"
+    f".{ACTIVE_CLASS} {{\n  background-color: #ffe58a;\n  color: #000;\n}}\n"
+)
+_SMIL_NS = "http://www.w3.org/ns/SMIL"
+_OPS_NS = "http://www.idpf.org/2007/ops"
+_CONTAINER_NS = "urn:oasis:names:tc:opendocument:xmlns:container"
+_XHTML_TYPES = ("application/xhtml+xml",)
+_PUNCT = "".join(
+    chr(c) for c in range(0x20, 0x3000) if not chr(c).isalnum() and not chr(c).isspace()
+)
+_ENTITY_RE = re.compile(rb"&([A-Za-z][A-Za-z0-9]*);")
+
+
+@dataclass(frozen=True)
+class ChapterText:
+    """A planned (spoken) chapter and where its text starts in the EPUB.
+
+    Parameters
+    ----------
+    chapter : int
+        The plan chapter's index.
+    source : str
+        Where it starts, as :attr:`~ebook2audio_dask.model.Chapter.source`
+        gives it (``"text/ch1.xhtml#c1"``: relative to the package document,
+        or an archive path); the anchor is optional.
+    """
+
+    chapter: int
+    source: str
+
+
+@dataclass(frozen=True)
+class ReadAlongStats:
+    """What :func:`write_readalong` did.
+
+    Parameters
+    ----------
+    sentences : int
+        Spoken sentences given.
+    overlaid : int
+        Sentences that got their own ``<par>``.
+    unmatched : int
+        Sentences not found in the text (their audio joins a neighbouring par).
+    documents : int
+        Content documents with an overlay.
+    """
+
+    sentences: int
+    overlaid: int
+    unmatched: int
+    documents: int
+
+
+def _parse(data: bytes):
+    """Parse XML keeping comments and processing instructions, without entities or DTDs."""
+    data = fix_char_refs(strip_internal_subset(as_utf8(data)))
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=True,
+        remove_comments=False,
+        remove_pis=False,
+        strip_cdata=False,
+    )
+    root = etree.fromstring(data, parser)
+    if root is None:
+        raise etree.XMLSyntaxError("empty document", None, 0, 0, "<bytes>")
+    return root
+
+
+def _numeric_entities(data: bytes) -> bytes:
+    """HTML's named entities as character references (EPUB 2 XHTML may use them)."""
+
+    def repl(m: re.Match) -> bytes:
+        code = html.entities.name2codepoint.get(m.group(1).decode("ascii"))
+        if code is None or m.group(1) in (b"amp", b"lt", b"gt", b"quot", b"apos"):
+            return m.group(0)
+        return b"&#%d;" % code
+
+    return _ENTITY_RE.sub(repl, data)
+
+
+def _clock(ms: int) -> str:
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def _href(target: str, start_dir: str) -> str:
+    return quote(posixpath.relpath(target, start_dir or "."))
+
+
+class _Epub:
+    """The input EPUB: its archive, package document and spine documents."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.zip = zipfile.ZipFile(path)
+            self.names = self.zip.namelist()
+            container = _parse(self.zip.read("META-INF/container.xml"))
+            rootfile = next(
+                (el for el in container.iter() if local_name(el.tag) == "rootfile"), None
+            )
+            if rootfile is None or not rootfile.get("full-path"):
+                raise BookError(path, "not a valid EPUB: container.xml names no package document")
+            self.opf_path = rootfile.get("full-path")
+            self.opf = _parse(self.zip.read(self.opf_path))
+        except BookError:
+            raise
+        except (OSError, KeyError, zipfile.BadZipFile, etree.XMLSyntaxError, EOFError) as exc:
+            raise BookError(path, f"not a valid EPUB: {exc}") from exc
+        self.opf_dir = posixpath.dirname(self.opf_path)
+        self.version = (self.opf.get("version") or "2.0").strip()
+        self.manifest = next(el for el in self.opf if local_name(el.tag) == "manifest")
+        self.metadata = next(el for el in self.opf if local_name(el.tag) == "metadata")
+        self.items: dict[str, etree._Element] = {
+            el.get("id"): el for el in self.manifest if local_name(el.tag) == "item"
+        }
+        spine = next((el for el in self.opf if local_name(el.tag) == "spine"), None)
+        self.spine = spine
+        self.docs: list[tuple[str, etree._Element]] = []  # (archive path, manifest item)
+        for ref in spine if spine is not None else ():
+            item = (
+                self.items.get(ref.get("idref", "")) if local_name(ref.tag) == "itemref" else None
+            )
+            if item is not None and item.get("media-type") in _XHTML_TYPES:
+                self.docs.append((self.member(item.get("href", "")), item))
+
+    def member(self, href: str) -> str:
+        """Archive path of a manifest *href* (relative to the package document)."""
+        return posixpath.normpath(posixpath.join(self.opf_dir, unquote(href)))
+
+    def read(self, name: str) -> bytes:
+        try:
+            return self.zip.read(name)
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise BookError(self.path, f"not a valid EPUB: {name}: {exc}") from exc
+
+
+def _load_docs(epub: _Epub, upgrade: bool) -> list:
+    roots = []
+    for name, _item in epub.docs:
+        data = epub.read(name) if name in epub.names else None
+        root = None
+        if data is not None:
+            for attempt in (data, _numeric_entities(data)):
+                try:
+                    root = _parse(attempt)
+                    break
+                except etree.XMLSyntaxError:
+                    continue
+        if root is None:
+            log.warning("%s: %s is not well-formed XHTML; left without overlay", epub.path, name)
+        roots.append(root)
+    return roots
+
+
+def _chapter_starts(epub: _Epub, chapters: Sequence[ChapterText], texts) -> dict:
+    index = {name: n for n, (name, _) in enumerate(epub.docs)}
+    starts = {}
+    for ch in chapters:
+        path, frag = urldefrag(ch.source)
+        for cand in (epub.member(path), posixpath.normpath(unquote(path))):
+            d = index.get(cand)
+            if d is not None and texts[d] is not None:
+                off = texts[d].anchor(frag or None)
+                starts[ch.chapter] = (d, off if off is not None else 0)
+                break
+    return starts
+
+
+def _id_prefix(roots) -> str:
+    ids = {
+        el.get("id")
+        for root in roots
+        if root is not None
+        for el in root.iter()
+        if isinstance(el.tag, str) and el.get("id")
+    }
+    prefix = "e2a-"
+    n = 1
+    while any(i.startswith(prefix) for i in ids):
+        n += 1
+        prefix = f"e2a{n}-"
+    return prefix
+
+
+def write_readalong(
+    epub_path: str,
+    chapters: Sequence[ChapterText],
+    sentences: Sequence[TimedSentence],
+    audio: Sequence[AudioFile],
+    target: str,
+    *,
+    language: str | None = None,
+) -> ReadAlongStats:
+    """Write *epub_path* as a read-along EPUB 3 with Media Overlays to *target*.
+
+    Parameters
+    ----------
+    epub_path : str
+        The book (EPUB 2 or 3).
+    chapters : sequence of ChapterText
+        Where each spoken chapter starts.
+    sentences : sequence of TimedSentence
+        Every spoken sentence in book order, with its clip.
+    audio : sequence of AudioFile
+        The audio files the clips are in; embedded as they are (stored).
+    target : str
+        Path of the EPUB to write; written to a temporary file beside it
+        and renamed, so nothing half-written is ever there.
+    language : str, optional
+        Language of a navigation document made for an EPUB 2 book that
+        does not name its own.
+
+    Returns
+    -------
+    ReadAlongStats
+
+    Raises
+    ------
+    BookError
+        The EPUB cannot be read (damaged archive, missing package document).
+    """
+    epub = _Epub(epub_path)
+    upgrade = not epub.version.startswith("3")
+    roots = _load_docs(epub, upgrade)
+    texts = [DocText(r) if r is not None else None for r in roots]
+    starts = _chapter_starts(epub, chapters, texts)
+    prefix = _id_prefix(roots)
+
+    # align
+    aligner = Aligner(texts)
+    floors: dict[int, int] = {}
+    found: list[tuple[int, int, int, int]] = []  # (ordinal, doc, a, b)
+    chapter = None
+    for n, timed in enumerate(sentences):
+        if timed.sentence.chapter != chapter:
+            chapter = timed.sentence.chapter
+            if chapter in starts:
+                aligner.seek(*starts[chapter])
+        said = timed.sentence.text
+        if not fold_text(said):  # punctuation alone: right after the previous sentence
+            d = aligner.doc
+            got = texts[d].punct_range(floors[d], len(said)) if d in floors else None
+            if got is not None:
+                floors[d] = got[1]
+                found.append((n, d, *got))
+            continue
+        match = aligner.find(said)
+        if match is None:
+            continue
+        lead = len(said) - len(said.lstrip(_PUNCT))
+        trail = len(said) - len(said.rstrip(_PUNCT))
+        a, b = texts[match.doc].raw_range(
+            match.start, match.end, floors.get(match.doc, 0), lead, trail
+        )
+        floors[match.doc] = b
+        found.append((n, match.doc, a, b))
+
+    # wrap, each document from its last sentence to its first
+    sentence_ids: dict[int, str] = {}
+    for n, d, a, b in reversed(found):
+        text = texts[d]
+        ns = etree.QName(text.body).namespace
+        tag = f"{{{ns}}}span" if ns else "span"
+        ident = f"{prefix}{n + 1:04d}"
+
+        def make(k: int, tag=tag, ident=ident):
+            span = etree.Element(tag)
+            span.set("id", ident if k == 0 else f"{ident}-{k + 1}")
+            span.set("class", "e2a-s")
+            return span
+
+        if text.wrap(a, b, make):
+            sentence_ids[n] = ident
+    doc_of = {n: d for n, d, _a, _b in found if n in sentence_ids}
+
+    # clips: an unmatched sentence's time joins the next overlaid one of its file (or the last)
+    clips: dict[int, list[int]] = {}  # ordinal -> [audio, begin_ms, end_ms]
+    pending: dict[int, int] = {}  # audio -> begin_ms of unmatched time waiting for a par
+    last: dict[int, int] = {}  # audio -> ordinal of its last par
+    for n, timed in enumerate(sentences):
+        begin, end = round(timed.begin * 1000), round(timed.end * 1000)
+        if n in doc_of:
+            clips[n] = [timed.audio, pending.pop(timed.audio, begin), end]
+            last[timed.audio] = n
+        else:
+            pending.setdefault(timed.audio, begin)
+            if timed.audio in last:
+                clips[last[timed.audio]][2] = max(clips[last[timed.audio]][2], end)
+                pending.pop(timed.audio)
+    # (unmatched time before a file's first par stays pending only until that par)
+
+    stats = ReadAlongStats(
+        sentences=len(sentences),
+        overlaid=len(doc_of),
+        unmatched=len(sentences) - len(doc_of),
+        documents=len(set(doc_of.values())),
+    )
+    _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, language)
+    return stats
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, n = base, 1
+    stem, ext = posixpath.splitext(base)
+    while name in taken or name.lower() in {t.lower() for t in taken}:
+        n += 1
+        name = f"{stem}-{n}{ext}"
+    taken.add(name)
+    return name
+
+
+def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, language) -> None:
+    taken = set(epub.names)
+    base = posixpath.join(epub.opf_dir, "e2a") if epub.opf_dir else "e2a"
+    css_path = _unique(f"{base}/readalong.css", taken)
+    audio_paths = [_unique(f"{base}/audio/{a.name}", taken) for a in audio]
+    item_ids = set(epub.items)
+
+    def new_id(want: str) -> str:
+        got, n = want, 1
+        while got in item_ids:
+            n += 1
+            got = f"{want}-{n}"
+        item_ids.add(got)
+        return got
+
+    def add_item(path: str, media_type: str, ident: str, props: str | None = None):
+        item = etree.SubElement(epub.manifest, f"{{{OPF_NS}}}item")
+        item.set("id", new_id(ident))
+        item.set("href", _href(path, epub.opf_dir))
+        item.set("media-type", media_type)
+        if props:
+            item.set("properties", props)
+        item.tail = "\n"
+        return item
+
+    replaced: dict[str, bytes] = {}
+    by_doc: dict[int, list[int]] = {}
+    for n, d in sorted(doc_of.items()):
+        by_doc.setdefault(d, []).append(n)
+    durations: list[tuple[str, int]] = []
+    for d, ordinals in sorted(by_doc.items()):
+        name, item = epub.docs[d]
+        stem = posixpath.splitext(posixpath.basename(name))[0]
+        smil_path = _unique(f"{base}/smil/{stem}.smil", taken)
+        smil_dir = posixpath.dirname(smil_path)
+        doc_href = _href(name, smil_dir)
+        smil = etree.Element(f"{{{_SMIL_NS}}}smil", nsmap={None: _SMIL_NS, "epub": _OPS_NS})
+        smil.set("version", "3.0")
+        body = etree.SubElement(smil, f"{{{_SMIL_NS}}}body")
+        # the text it stands for: the document's body (epubcheck wants an element id)
+        body_id = _body_id(roots[d]) or sentence_ids[ordinals[0]]
+        body.set(f"{{{_OPS_NS}}}textref", f"{doc_href}#{body_id}")
+        total = 0
+        for n in ordinals:
+            a, begin, end = clips[n]
+            ident = sentence_ids[n]
+            par = etree.SubElement(body, f"{{{_SMIL_NS}}}par", id=f"par-{ident}")
+            etree.SubElement(par, f"{{{_SMIL_NS}}}text", src=f"{doc_href}#{ident}")
+            etree.SubElement(
+                par,
+                f"{{{_SMIL_NS}}}audio",
+                src=_href(audio_paths[a], smil_dir),
+                clipBegin=_clock(begin),
+                clipEnd=_clock(end),
+            )
+            total += end - begin
+        replaced[smil_path] = etree.tostring(
+            smil, xml_declaration=True, encoding="utf-8", pretty_print=True
+        )
+        smil_item = add_item(smil_path, "application/smil+xml", f"e2a-smil-{stem}")
+        item.set("media-overlay", smil_item.get("id"))
+        durations.append((smil_item.get("id"), total))
+        _link_css(roots[d], _href(css_path, posixpath.dirname(name)))
+
+    for d, (name, _item) in enumerate(epub.docs):
+        root = roots[d]
+        if root is None or (d not in by_doc and not upgrade):
+            continue
+        if upgrade:
+            html5_markup(root)
+        doctype = "<!DOCTYPE html>" if upgrade else None
+        replaced[name] = _serialise(root, doctype)
+
+    replaced[css_path] = _CSS.encode("utf-8")
+    add_item(css_path, "text/css", "e2a-css")
+    for a, path in zip(audio, audio_paths):
+        add_item(path, a.media_type, "e2a-audio")
+    _metadata(epub, durations, upgrade)
+    if upgrade:
+        nav_path = _unique(f"{base}/nav.xhtml", taken)
+        ncx_item = next(
+            (i for i in epub.items.values() if i.get("media-type") == "application/x-dtbncx+xml"),
+            None,
+        )
+        ncx = None
+        ncx_path = nav_path
+        if ncx_item is not None:
+            ncx_path = epub.member(ncx_item.get("href", ""))
+            with contextlib.suppress(BookError, etree.XMLSyntaxError):
+                ncx = _parse(epub.read(ncx_path))
+        lang = next(
+            (
+                (el.text or "").strip()
+                for el in epub.metadata
+                if local_name(el.tag) == "language" and (el.text or "").strip()
+            ),
+            language or "",
+        )
+        replaced[nav_path] = nav_document(ncx, ncx_path, nav_path, "Contents", lang)
+        add_item(nav_path, "application/xhtml+xml", "e2a-nav", "nav")
+    replaced[epub.opf_path] = _serialise(epub.opf, None)
+
+    _zip(epub, replaced, audio, audio_paths, target)
+
+
+def _body_id(root) -> str | None:
+    """The ``id`` of a document's ``<body>``, if it has one."""
+    body = next(
+        (el for el in root if isinstance(el.tag, str) and local_name(el.tag) == "body"), None
+    )
+    return body.get("id") if body is not None else None
+
+
+def _link_css(root, href: str) -> None:
+    head = next(
+        (el for el in root if isinstance(el.tag, str) and local_name(el.tag) == "head"), None
+    )
+    if head is None:
+        return
+    ns = etree.QName(root).namespace
+    link = etree.SubElement(head, f"{{{ns}}}link" if ns else "link")
+    link.set("rel", "stylesheet")
+    link.set("type", "text/css")
+    link.set("href", href)
+
+
+def _serialise(root, doctype: str | None) -> bytes:
+    tree = root.getroottree()
+    kwargs = {"doctype": doctype} if doctype else {}
+    return etree.tostring(tree, xml_declaration=True, encoding="utf-8", **kwargs)
+
+
+def _metadata(epub, durations, upgrade) -> None:
+    md = epub.metadata
+    if upgrade:
+        upgrade_package(epub.opf)
+    for el in list(md):
+        if local_name(el.tag) == "meta" and el.get("property") in (
+            "dcterms:modified",
+            "media:duration",
+            "media:active-class",
+        ):
+            md.remove(el)
+
+    def meta(prop: str, value: str, refines: str | None = None) -> None:
+        el = etree.SubElement(md, f"{{{OPF_NS}}}meta")
+        if refines:
+            el.set("refines", refines)
+        el.set("property", prop)
+        el.text = value
+        el.tail = "\n"
+
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    meta("dcterms:modified", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for ident, ms in durations:
+        meta("media:duration", _clock(ms), f"#{ident}")
+    meta("media:duration", _clock(sum(ms for _, ms in durations)))
+    meta("media:active-class", ACTIVE_CLASS)
+
+
+def _zip(epub, replaced: dict[str, bytes], audio, audio_paths, target: str) -> None:
+    folder = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=".e2a-", suffix=".epub.part", dir=folder)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+            out.writestr(zipfile.ZipInfo("mimetype"), b"application/epub+zip", zipfile.ZIP_STORED)
+            for info in epub.zip.infolist():
+                if info.filename == "mimetype" or info.is_dir():
+                    continue
+                data = replaced.pop(info.filename, None)
+                if data is None:
+                    data = epub.read(info.filename)
+                out.writestr(info.filename, data, zipfile.ZIP_DEFLATED)
+            for name, data in replaced.items():
+                out.writestr(name, data, zipfile.ZIP_DEFLATED)
+            for a, path in zip(audio, audio_paths):
+                out.write(a.path, path, compress_type=zipfile.ZIP_STORED)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
