@@ -19,7 +19,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
-from helpers import load_report, run_cli
+from helpers import load_report, run_cli, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -229,7 +229,9 @@ def _tree(root: Path) -> dict[str, int]:
     }
 
 
-def _check_book(folder: Path, title: str | None, authors: list[str], *, cover: bool) -> dict:
+def _check_book(
+    folder: Path, title: str | None, authors: list[str], *, cover: bool, subtitles: bool = True
+) -> dict:
     """The book's folder holds its audio, report, subtitles and the sidecar files, and
     metadata.json agrees with the report and with the M4B's own chapters."""
     from mutagen.mp4 import MP4
@@ -238,7 +240,7 @@ def _check_book(folder: Path, title: str | None, authors: list[str], *, cover: b
     report = load_report(report_path)
     m4b = Path(report["output"])
     assert m4b.parent == folder and m4b.stat().st_size > 1000
-    assert m4b.with_suffix(".srt").is_file()
+    assert m4b.with_suffix(".srt").is_file() is subtitles
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     assert set(meta) == ABS_KEYS
     assert meta["title"] == report["title"] and meta["authors"] == authors
@@ -391,3 +393,51 @@ def test_cli_a_sidecar_that_cannot_be_written_publishes_nothing_of_its_book(tmp_
     assert sorted(p.name for p in emma.iterdir()) == ["metadata.json"]
     assert (blocked / "keep").read_text() == "a user's file"
     _check_book(out / "Jane Austen" / "Persuasion", "Persuasion", ["Jane Austen"], cover=False)
+
+
+def test_server_job_with_layout_audiobookshelf(tmp_path):
+    """The API's job option ``layout``: a job's book lands in ``<Author>/<Title>/`` of the
+    job's output folder with its sidecar files; the audio downloads by its listed name."""
+    from serve_helpers import ServerProcess
+
+    book = _html_book(tmp_path / "emma.html", "Emma", "Jane Austen")
+    script = {"Authorization": "Bearer script"}  # what a script sends (the CSRF check)
+    with ServerProcess(tmp_path / "data", "--n-workers", "1") as server:
+        with server.client(timeout=120) as http:
+            http.headers.update(script)
+            r = http.post(
+                "/api/uploads",
+                params={"filename": book.name},
+                content=book.read_bytes(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert r.status_code == 201, r.text
+            upload_id = r.json()["id"]
+            bad = http.post(
+                "/api/jobs", json={"uploads": [upload_id], "options": {"layout": "../up"}}
+            )
+            assert bad.status_code == 422
+            r = http.post(
+                "/api/jobs",
+                json={
+                    "uploads": [upload_id],
+                    "options": {"engine": "espeak", "layout": "audiobookshelf"},
+                },
+            )
+            assert r.status_code == 201, r.text
+            job_id = r.json()["id"]
+
+            def finished():
+                job = http.get(f"/api/jobs/{job_id}").json()
+                return job if job["state"] in ("done", "failed", "cancelled") else None
+
+            job = wait_for(finished, 600, "the job to end")  # a hang guard, not a timing
+            assert job["state"] == "done", job
+            files = {f["kind"]: f for f in job["books"][0]["files"]}
+            assert files["audio"]["name"] == "Emma.m4b"
+            assert files["report"]["name"] == "Emma.report.json"
+            r = http.get(f"/api/jobs/{job_id}/books/0/files/Emma.m4b")
+            assert r.status_code == 200 and len(r.content) == files["audio"]["size"]
+    [folder] = (tmp_path / "data").rglob("Jane Austen/Emma")
+    assert "outputs" in folder.parts
+    _check_book(folder, "Emma", ["Jane Austen"], cover=False, subtitles=False)
