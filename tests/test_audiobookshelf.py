@@ -27,6 +27,7 @@ from ebook2audio_dask.audio.ffmpeg import ffmpeg_exe
 from ebook2audio_dask.storage.audiobookshelf import (
     author_folder,
     cover_jpeg,
+    epub_description,
     folder_name,
     metadata_json,
     narrator,
@@ -183,6 +184,48 @@ def test_cover_jpeg_keeps_a_jpeg_and_converts_a_png(tmp_path):
     assert cover_jpeg(b"not an image", ".png") is None
 
 
+def _epub(path: Path, metadata: str, *, doctype: str = "") -> Path:
+    """A minimal EPUB (container and package document only: enough for its description)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        z.writestr(
+            "META-INF/container.xml",
+            '<?xml version="1.0"?><container version="1.0" '
+            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+            '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+            "</rootfiles></container>",
+        )
+        z.writestr(
+            "OEBPS/content.opf",
+            f'<?xml version="1.0"?>{doctype}<package xmlns="http://www.idpf.org/2007/opf" '
+            'version="3.0"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            f"<dc:title>T</dc:title>{metadata}</metadata></package>",
+        )
+    return path
+
+
+def test_epub_description_plain_text_and_hostile(tmp_path):
+    escaped = (
+        "&lt;p&gt;A &lt;i&gt;fine&lt;/i&gt; novel &amp;amp; more.&lt;/p&gt;&lt;p&gt;Two.&lt;/p&gt;"
+    )
+    book = _epub(tmp_path / "a.epub", f"<dc:description>{escaped}</dc:description>")
+    assert epub_description(str(book)) == "A fine novel & more.\nTwo."
+    assert epub_description(str(_epub(tmp_path / "none.epub", ""))) is None
+    xxe = _epub(
+        tmp_path / "xxe.epub",
+        "<dc:description>&secret;</dc:description>",
+        doctype=f'<!DOCTYPE package [<!ENTITY secret SYSTEM "file://{tmp_path}/secret">]>',
+    )
+    (tmp_path / "secret").write_text("SECRET")
+    assert "SECRET" not in (epub_description(str(xxe)) or "")
+    (tmp_path / "junk.epub").write_bytes(b"not a zip")
+    assert epub_description(str(tmp_path / "junk.epub")) is None
+    assert epub_description(str(tmp_path / "missing.epub")) is None
+    assert epub_description(str(_html_book(tmp_path / "b.html", "B", "A"))) is None
+
+
 # --------------------------------------------------------------------------- end to end
 def _html_book(path: Path, title: str, author: str) -> Path:
     path.write_text(
@@ -230,7 +273,13 @@ def _tree(root: Path) -> dict[str, int]:
 
 
 def _check_book(
-    folder: Path, title: str | None, authors: list[str], *, cover: bool, subtitles: bool = True
+    folder: Path,
+    title: str | None,
+    authors: list[str],
+    *,
+    cover: bool,
+    subtitles: bool = True,
+    description: str | None = None,
 ) -> dict:
     """The book's folder holds its audio, report, subtitles and the sidecar files, and
     metadata.json agrees with the report and with the M4B's own chapters."""
@@ -255,7 +304,11 @@ def _check_book(
     assert meta["chapters"][-1]["end"] == pytest.approx(report["totals"]["audio_s"], abs=0.01)
     assert all(a["end"] == b["start"] for a, b in zip(meta["chapters"], meta["chapters"][1:]))
     assert (folder / "reader.txt").read_text(encoding="utf-8") == meta["narrators"][0] + "\n"
-    assert not (folder / "desc.txt").exists()  # no description in these books
+    assert meta["description"] == description
+    if description is None:
+        assert not (folder / "desc.txt").exists()
+    else:
+        assert (folder / "desc.txt").read_text(encoding="utf-8") == description + "\n"
     if cover:
         assert (folder / "cover.jpg").read_bytes()[:3] == JPEG
     else:
@@ -349,6 +402,72 @@ def test_cli_split_files_stay_in_the_title_folder(tmp_path, cache_dir):
         folder / f"Emma - Part {i} of {n}.m4b" for i in range(1, n + 1)
     ]
     assert (folder / "metadata.json").is_file() and (folder / "reader.txt").is_file()
+
+
+def _full_epub(path: Path, cover: bytes) -> Path:
+    """An EPUB 3 book by two authors, with a description and a JPEG cover."""
+    import zipfile
+
+    def doc(title: str, text: str) -> str:
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml">'
+            f"<head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p></body></html>"
+        )
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        z.writestr(
+            "META-INF/container.xml",
+            '<?xml version="1.0"?><container version="1.0" '
+            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+            '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+            "</rootfiles></container>",
+        )
+        z.writestr(
+            "OEBPS/content.opf",
+            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+            'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            '<dc:identifier id="id">urn:uuid:0b8e3f9a-1c1d-4c55-9d47-5d2b3c1e0a01</dc:identifier>'
+            "<dc:title>The Courage to Be Disliked</dc:title>"
+            "<dc:creator>Ichiro Kishimi</dc:creator><dc:creator>Fumitake Koga</dc:creator>"
+            "<dc:language>en</dc:language>"
+            "<dc:description>&lt;p&gt;A dialogue &lt;b&gt;between&lt;/b&gt; a philosopher "
+            "and a youth.&lt;/p&gt;</dc:description>"
+            '<meta property="dcterms:modified">2024-01-01T00:00:00Z</meta></metadata>'
+            '<manifest><item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" '
+            'properties="nav"/><item id="c1" href="c1.xhtml" media-type="application/xhtml+xml"/>'
+            '<item id="c2" href="c2.xhtml" media-type="application/xhtml+xml"/>'
+            '<item id="cover" href="cover.jpg" media-type="image/jpeg" properties="cover-image"/>'
+            '</manifest><spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>',
+        )
+        z.writestr(
+            "OEBPS/nav.xhtml",
+            '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
+            'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>Nav</title></head><body>'
+            '<nav epub:type="toc"><ol><li><a href="c1.xhtml">The First Night</a></li>'
+            '<li><a href="c2.xhtml">The Second Night</a></li></ol></nav></body></html>',
+        )
+        z.writestr("OEBPS/c1.xhtml", doc("The First Night", "A youth visits a philosopher."))
+        z.writestr("OEBPS/c2.xhtml", doc("The Second Night", "He comes back the next night."))
+        z.writestr("OEBPS/cover.jpg", cover)
+    return path
+
+
+def test_cli_an_epub_gives_its_description_and_cover(tmp_path, cache_dir):
+    """An EPUB by two authors: the folder names both (`A & B`), its dc:description is
+    desc.txt and metadata.json's description, its JPEG cover is cover.jpg unchanged."""
+    cover = cover_jpeg(_png(tmp_path / "c.png"), ".png")
+    book = _full_epub(tmp_path / "courage.epub", cover)
+    out = tmp_path / "out"
+    proc = _convert([book], out, cache_dir, "--subtitles", "srt")
+    assert proc.returncode == 0, proc.stderr
+    folder = out / "Ichiro Kishimi & Fumitake Koga" / "The Courage to Be Disliked"
+    report = _check_book(
+        folder, "The Courage to Be Disliked", ["Ichiro Kishimi", "Fumitake Koga"], cover=True,
+        description="A dialogue between a philosopher and a youth.",
+    )  # fmt: skip
+    assert [c["title"] for c in report["chapters"]] == ["The First Night", "The Second Night"]
+    assert (folder / "cover.jpg").read_bytes() == cover
 
 
 def test_flat_layout_writes_no_sidecar(tmp_path, cache_dir):

@@ -37,7 +37,7 @@ from ..engines import get_engine_class, with_runtime
 from ..errors import EXIT_BOOK_FAILED, BookError, Ebook2AudioError, one_line, terminal_safe
 from ..logs import get_logger
 from ..storage import join, stem_of
-from ..storage.audiobookshelf import place_book, sidecar_files
+from ..storage.audiobookshelf import epub_description, place_book, sidecar_files
 from ..storage.names import book_stem, fit_name
 from ..text.chunk import BookPlan
 from .coordination import killed_worker
@@ -440,7 +440,8 @@ class BookJob:
 
     def sidecars(self, report: dict) -> list[tuple[str, bytes]]:
         """The files published beside the audio in the audiobookshelf layout (none when flat):
-        ``metadata.json``, ``reader.txt`` and ``cover.jpg`` (when the book has a cover), see
+        ``metadata.json``, ``reader.txt``, ``desc.txt`` (an EPUB's ``dc:description``) and
+        ``cover.jpg`` (when the book has them), see
         :func:`~ebook2audio_dask.storage.audiobookshelf.sidecar_files`."""
         if self.layout != "audiobookshelf":
             return []
@@ -454,6 +455,7 @@ class BookJob:
             report,
             cover=cover.data if cover is not None else None,
             cover_suffix=cover.suffix if cover is not None else "",
+            description=epub_description(self.source, self.options.storage_options),
         )
 
     def discard(self) -> None:

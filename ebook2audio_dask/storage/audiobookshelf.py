@@ -27,17 +27,21 @@ trailing dots or spaces (so never ``.`` or ``..``), no Windows device names
 
 from __future__ import annotations
 
+import html
 import json
 import posixpath
 import re
 import tempfile
 import unicodedata
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fs import join
+from ..logs import get_logger
+from ..safexml import local_name, safe_xml
+from .fs import join, open_url
 from .names import NAME_MAX, book_stem, fit_name, safe_title
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "BookPlace",
     "author_folder",
     "cover_jpeg",
+    "epub_description",
     "folder_name",
     "metadata_json",
     "narrator",
@@ -66,6 +71,12 @@ _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
     + [f"{p}{n}" for p in ("COM", "LPT") for n in (*"0123456789", "¹", "²", "³")]
 )
+logger = get_logger(__name__)
+
+#: Largest package document (or container.xml) read for a description, in bytes.
+_XML_MAX = 4 * 1024 * 1024
+#: Longest description kept, in characters.
+_DESCRIPTION_MAX = 20_000
 #: Separators of several narrators in reader.txt (the scanner splits there).
 _NARRATOR_SEPARATORS = re.compile(r"[,;]+")
 
@@ -250,6 +261,58 @@ def cover_jpeg(data: bytes, suffix: str) -> bytes | None:
         if done.returncode != 0 or not dst.is_file() or dst.stat().st_size == 0:
             return None
         return dst.read_bytes()
+
+
+def _member(book: zipfile.ZipFile, name: str) -> bytes:
+    """A small member of an EPUB (never more than ``_XML_MAX`` bytes, whatever it claims)."""
+    info = book.getinfo(name)
+    if info.file_size > _XML_MAX:
+        raise ValueError(f"{name}: {info.file_size} bytes")
+    with book.open(info) as f:
+        data = f.read(_XML_MAX + 1)
+    if len(data) > _XML_MAX:
+        raise ValueError(f"{name}: over {_XML_MAX} bytes")
+    return data
+
+
+def _plain(text: str) -> str:
+    """A description as plain text: HTML markup (often escaped in ``dc:description``)
+    removed, paragraphs kept, each on one line."""
+    text = re.sub(r"(?i)<\s*(br|/p|/div|/li|/h[1-6])\b[^>]*>", "\n", text)
+    text = html.unescape(re.sub(r"<[^>]*>", " ", text))
+    lines = (safe_line(line) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)[:_DESCRIPTION_MAX].strip()
+
+
+def epub_description(url: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The ``dc:description`` of the EPUB at *url* as plain text, else None.
+
+    Only ``META-INF/container.xml`` and the package document are read (each
+    at most 4 MiB, parsed without entities or network access).  None for a
+    book that is not an EPUB, has no description or cannot be read: a
+    description is never worth failing a book; a reason is logged.
+    """
+    if not url.lower().rstrip("/").endswith(".epub"):
+        return None
+    try:
+        with open_url(url, "rb", storage_options) as f, zipfile.ZipFile(f) as book:
+            container = safe_xml(_member(book, "META-INF/container.xml"), recover=True)
+            paths = [
+                el.get("full-path", "").strip().lstrip("/")
+                for el in container.iter()
+                if isinstance(el.tag, str) and local_name(el.tag) == "rootfile"
+            ]
+            if not paths or not paths[0]:
+                return None
+            package = safe_xml(_member(book, posixpath.normpath(paths[0])), recover=True)
+            for el in package.iter():
+                if isinstance(el.tag, str) and local_name(el.tag) == "description":
+                    text = _plain("".join(el.itertext()))
+                    if text:
+                        return text
+    except Exception as exc:  # noqa: BLE001 - no desc.txt, the book is fine
+        logger.info("%s: no description read: %s", url, exc)
+    return None
 
 
 def sidecar_files(
