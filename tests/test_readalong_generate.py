@@ -79,13 +79,10 @@ def document_paragraphs(data: bytes) -> list[str]:
     section = root.find("x:body/x:section", NS)
     out: list[str] = []
     for element in section:
-        if element.tag == f"{{{NS['x']}}}h1":
-            line = [element.text or ""]
-            for br in element:
-                assert br.tag == f"{{{NS['x']}}}br", etree.tostring(element)
-                out.append("".join(line))
-                line = [br.tail or ""]
-            out.append("".join(line))
+        if element.tag == f"{{{NS['x']}}}h1":  # its lines, cut at each <br/>
+            for br in element.iter(f"{{{NS['x']}}}br"):
+                br.tail = "\ue000" + (br.tail or "")  # a private-use mark
+            out += "".join(element.itertext()).split("\ue000")
         else:
             assert element.tag == f"{{{NS['x']}}}p", element.tag
             out.append("".join(element.itertext()))
@@ -300,3 +297,102 @@ def test_target_never_half_written(tmp_path):
         generate_epub(book, str(tmp_path / "missing" / "out.epub"))
     with pytest.raises(BookError, match=r"^mem://empty\.txt: no chapters"):
         generate_epub(Book("mem://empty.txt", "Empty", (), "en", ()), str(tmp_path / "e.epub"))
+
+
+# ==========================================================================
+# With the overlays
+# ==========================================================================
+def clock(value: str) -> float:
+    """Seconds of a SMIL clock value (``"0:01:02.500"``, ``"02:03.5"``, ``"1.5s"``, ``"20ms"``)."""
+    if value.endswith("ms"):
+        return float(value[:-2]) / 1000
+    for unit, factor in (("h", 3600), ("min", 60), ("s", 1)):
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    seconds = 0.0
+    for part in value.split(":"):
+        seconds = seconds * 60 + float(part)
+    return round(seconds, 3)
+
+
+def silent_m4a(path: Path, seconds: float) -> None:
+    """A real AAC-in-MP4 file of *seconds* of silence, made by imageio_ffmpeg's ffmpeg."""
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "anullsrc=r=22050:cl=mono", "-t", f"{seconds:.3f}", "-c:a", "aac", "-b:a", "32k",
+         "-y", str(path)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_readalong_over_a_generated_epub(tmp_path):
+    """The French book planned (2 chapters), timed 1 s per sentence, overlaid on its generated
+    EPUB: epubcheck finds no error and no warning, every spoken sentence has exactly one <par>."""
+    from ebook2audio_dask.engines.base import EngineSpec
+    from ebook2audio_dask.readalong import (
+        AudioFile,
+        ChapterText,
+        TimedSentence,
+        spoken_sentences,
+        write_readalong,
+    )
+    from ebook2audio_dask.text.chunk import plan_book
+
+    src = str(CORPUS / "entre-nous-lectures-francaises.txt")
+    full = read_book(src, include_matter=True)
+    sources = generate_epub(full, str(tmp_path / "generated.epub"))
+    book = read_book(src).select([2, 5])  # what a conversion with --chapters 2,5 speaks
+    plan = plan_book(book, EngineSpec.make("espeak", "fr"), sample_rate=22050, max_chars=200,
+                     language="fr", sentences=True)  # fmt: skip
+    # plan chapter n is the n-th body chapter of the read with the matter
+    body = [src_ for c, src_ in zip(full.chapters, sources) if c.kind == "body"]
+    chapters = [ChapterText(ch.index, body[ch.index - 1]) for ch in plan.chapters]
+    assert [c.index for c in plan.chapters] == [2, 5]
+    spoken = spoken_sentences(plan)
+    assert len(spoken) > 20
+    timed = [TimedSentence(s, 0, float(n), float(n + 1)) for n, s in enumerate(spoken)]
+    audio = tmp_path / "book.m4a"
+    silent_m4a(audio, len(spoken))
+    target = tmp_path / "readalong.epub"
+    stats = write_readalong(
+        str(tmp_path / "generated.epub"), chapters, timed,
+        [AudioFile(str(audio), "audio/mp4", float(len(spoken)), "book.m4a")], str(target),
+        language="fr",
+    )  # fmt: skip
+    assert (stats.sentences, stats.overlaid, stats.unmatched) == (len(spoken), len(spoken), 0)
+    assert stats.documents == 2
+    assert_valid(target)
+    with zipfile.ZipFile(target) as archive:
+        folder, opf = package(archive)
+        smils = [
+            f"{folder}/{i.get('href')}"
+            for i in opf.iterfind("opf:manifest/opf:item", NS)
+            if i.get("media-type") == "application/smil+xml"
+        ]
+        pars = [
+            par for name in smils for par in etree.fromstring(archive.read(name)).iter("{*}par")
+        ]
+        refs = [par.find("{*}text").get("src").rpartition("#")[2] for par in pars]
+        assert len(pars) == len(spoken) and len(set(refs)) == len(refs)
+        # in book order, sentence n plays from n s to n + 1 s of the one audio file
+        clips = [par.find("{*}audio") for par in pars]
+        assert {c.get("src").rpartition("/")[2] for c in clips} == {"book.m4a"}
+        spans = [(clock(c.get("clipBegin")), clock(c.get("clipEnd"))) for c in clips]
+        assert spans == [(float(n), float(n + 1)) for n in range(len(spoken))]
+        # the overlaid documents are the two chapters'; the others keep their text unchanged
+        overlaid = {
+            f"{folder}/{i.get('href')}"
+            for i in opf.iterfind("opf:manifest/opf:item", NS)
+            if i.get("media-overlay")
+        }
+        assert overlaid == {chapters[0].source, chapters[1].source}
+        generated = zipfile.ZipFile(tmp_path / "generated.epub")
+        for source in sources:
+            if source not in overlaid:
+                assert archive.read(source) == generated.read(source)
+            else:  # with the wrappers removed, the same paragraphs
+                assert document_paragraphs(archive.read(source)) == document_paragraphs(
+                    generated.read(source)
+                )

@@ -120,17 +120,23 @@ def _chapter_document(chapter: Chapter, title: str, language: str, direction: st
     body += [f"<p>{_text(p)}</p>" for p in chapter.paragraphs[heads:]]
     section = ' epub:type="chapter"' if chapter.kind == "body" else ""
     lines = "\n".join(body)
-    return (
-        f"{_XHTML_HEAD}{_language_attrs(language, direction)}>\n"
-        f"<head>\n<title>{_text(title)}</title>\n</head>\n"
-        f'<body epub:type="{_MATTER.get(chapter.kind, "bodymatter")}">\n'
-        f"<section{section}>\n{lines}\n</section>\n</body>\n</html>\n"
+    return _xhtml(
+        title,
+        language,
+        direction,
+        f' epub:type="{_MATTER.get(chapter.kind, "bodymatter")}"',
+        f"<section{section}>\n{lines}\n</section>\n",
     )
 
 
-def _language_attrs(language: str, direction: str) -> str:
-    attrs = f'xml:lang="{language}" lang="{language}"'
-    return attrs + (' dir="rtl"' if direction == "rtl" else "")
+def _xhtml(title: str, language: str, direction: str, body_attrs: str, content: str) -> str:
+    """An XHTML 5 document: *title*, the language (and ``dir="rtl"``), the body's *content*."""
+    rtl = ' dir="rtl"' if direction == "rtl" else ""
+    return (
+        f'{_XHTML_HEAD}xml:lang="{language}" lang="{language}"{rtl}>\n'
+        f"<head>\n<title>{_text(title)}</title>\n</head>\n"
+        f"<body{body_attrs}>\n{content}</body>\n</html>\n"
+    )
 
 
 def _nav_document(
@@ -148,11 +154,13 @@ def _nav_document(
             f'<ol>\n<li><a epub:type="bodymatter" href="{body}">Start of Content</a></li>\n'
             "</ol>\n</nav>\n"
         )
-    return (
-        f"{_XHTML_HEAD}{_language_attrs(language, direction)}>\n"
-        f"<head>\n<title>{_text(book_title)}</title>\n</head>\n<body>\n"
+    return _xhtml(
+        book_title,
+        language,
+        direction,
+        "",
         f'<nav epub:type="toc" id="toc">\n<h1>{_text(book_title)}</h1>\n<ol>\n{toc}\n</ol>\n'
-        f"</nav>\n{landmarks}</body>\n</html>\n"
+        f"</nav>\n{landmarks}",
     )
 
 
