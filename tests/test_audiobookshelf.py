@@ -184,26 +184,35 @@ def test_cover_jpeg_keeps_a_jpeg_and_converts_a_png(tmp_path):
     assert cover_jpeg(b"not an image", ".png") is None
 
 
-def _epub(path: Path, metadata: str, *, doctype: str = "") -> Path:
-    """A minimal EPUB (container and package document only: enough for its description)."""
+CONTAINER = (
+    '<?xml version="1.0"?><container version="1.0" '
+    'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
+    '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+    "</rootfiles></container>"
+)
+
+
+def _write_epub(path: Path, package: str, files: dict[str, str | bytes] | None = None) -> Path:
+    """An EPUB: mimetype, container, ``OEBPS/content.opf`` = *package*, and *files*."""
     import zipfile
 
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
-        z.writestr(
-            "META-INF/container.xml",
-            '<?xml version="1.0"?><container version="1.0" '
-            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
-            '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
-            "</rootfiles></container>",
-        )
-        z.writestr(
-            "OEBPS/content.opf",
-            f'<?xml version="1.0"?>{doctype}<package xmlns="http://www.idpf.org/2007/opf" '
-            'version="3.0"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
-            f"<dc:title>T</dc:title>{metadata}</metadata></package>",
-        )
+        z.writestr("META-INF/container.xml", CONTAINER)
+        z.writestr("OEBPS/content.opf", package)
+        for name, data in (files or {}).items():
+            z.writestr(name, data)
     return path
+
+
+def _epub(path: Path, metadata: str, *, doctype: str = "") -> Path:
+    """A minimal EPUB (container and package document only: enough for its description)."""
+    return _write_epub(
+        path,
+        f'<?xml version="1.0"?>{doctype}<package xmlns="http://www.idpf.org/2007/opf" '
+        'version="3.0"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<dc:title>T</dc:title>{metadata}</metadata></package>",
+    )
 
 
 def test_epub_description_plain_text_and_hostile(tmp_path):
@@ -406,7 +415,6 @@ def test_cli_split_files_stay_in_the_title_folder(tmp_path, cache_dir):
 
 def _full_epub(path: Path, cover: bytes) -> Path:
     """An EPUB 3 book by two authors, with a description and a JPEG cover."""
-    import zipfile
 
     def doc(title: str, text: str) -> str:
         return (
@@ -414,43 +422,38 @@ def _full_epub(path: Path, cover: bytes) -> Path:
             f"<head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p></body></html>"
         )
 
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
-        z.writestr(
-            "META-INF/container.xml",
-            '<?xml version="1.0"?><container version="1.0" '
-            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container"><rootfiles>'
-            '<rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
-            "</rootfiles></container>",
-        )
-        z.writestr(
-            "OEBPS/content.opf",
-            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
-            'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
-            '<dc:identifier id="id">urn:uuid:0b8e3f9a-1c1d-4c55-9d47-5d2b3c1e0a01</dc:identifier>'
-            "<dc:title>The Courage to Be Disliked</dc:title>"
-            "<dc:creator>Ichiro Kishimi</dc:creator><dc:creator>Fumitake Koga</dc:creator>"
-            "<dc:language>en</dc:language>"
-            "<dc:description>&lt;p&gt;A dialogue &lt;b&gt;between&lt;/b&gt; a philosopher "
-            "and a youth.&lt;/p&gt;</dc:description>"
-            '<meta property="dcterms:modified">2024-01-01T00:00:00Z</meta></metadata>'
-            '<manifest><item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" '
-            'properties="nav"/><item id="c1" href="c1.xhtml" media-type="application/xhtml+xml"/>'
-            '<item id="c2" href="c2.xhtml" media-type="application/xhtml+xml"/>'
-            '<item id="cover" href="cover.jpg" media-type="image/jpeg" properties="cover-image"/>'
-            '</manifest><spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>',
-        )
-        z.writestr(
-            "OEBPS/nav.xhtml",
-            '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
-            'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>Nav</title></head><body>'
-            '<nav epub:type="toc"><ol><li><a href="c1.xhtml">The First Night</a></li>'
-            '<li><a href="c2.xhtml">The Second Night</a></li></ol></nav></body></html>',
-        )
-        z.writestr("OEBPS/c1.xhtml", doc("The First Night", "A youth visits a philosopher."))
-        z.writestr("OEBPS/c2.xhtml", doc("The Second Night", "He comes back the next night."))
-        z.writestr("OEBPS/cover.jpg", cover)
-    return path
+    package = (
+        '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+        'unique-identifier="id"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        '<dc:identifier id="id">urn:uuid:0b8e3f9a-1c1d-4c55-9d47-5d2b3c1e0a01</dc:identifier>'
+        "<dc:title>The Courage to Be Disliked</dc:title>"
+        "<dc:creator>Ichiro Kishimi</dc:creator><dc:creator>Fumitake Koga</dc:creator>"
+        "<dc:language>en</dc:language>"
+        "<dc:description>&lt;p&gt;A dialogue &lt;b&gt;between&lt;/b&gt; a philosopher "
+        "and a youth.&lt;/p&gt;</dc:description>"
+        '<meta property="dcterms:modified">2024-01-01T00:00:00Z</meta></metadata>'
+        '<manifest><item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" '
+        'properties="nav"/><item id="c1" href="c1.xhtml" media-type="application/xhtml+xml"/>'
+        '<item id="c2" href="c2.xhtml" media-type="application/xhtml+xml"/>'
+        '<item id="cover" href="cover.jpg" media-type="image/jpeg" properties="cover-image"/>'
+        '</manifest><spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>'
+    )
+    nav = (
+        '<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
+        'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>Nav</title></head><body>'
+        '<nav epub:type="toc"><ol><li><a href="c1.xhtml">The First Night</a></li>'
+        '<li><a href="c2.xhtml">The Second Night</a></li></ol></nav></body></html>'
+    )
+    return _write_epub(
+        path,
+        package,
+        {
+            "OEBPS/nav.xhtml": nav,
+            "OEBPS/c1.xhtml": doc("The First Night", "A youth visits a philosopher."),
+            "OEBPS/c2.xhtml": doc("The Second Night", "He comes back the next night."),
+            "OEBPS/cover.jpg": cover,
+        },
+    )
 
 
 def test_cli_an_epub_gives_its_description_and_cover(tmp_path, cache_dir):
