@@ -327,9 +327,13 @@ def silent_m4a(path: Path, seconds: float) -> None:
     )  # fmt: skip
 
 
-def test_readalong_over_a_generated_epub(tmp_path):
-    """The French book planned (2 chapters), timed 1 s per sentence, overlaid on its generated
-    EPUB: epubcheck finds no error and no warning, every spoken sentence has exactly one <par>."""
+@pytest.mark.parametrize("fmt", ["txt", "fb2", "pdf"])
+def test_readalong_over_a_generated_epub(inputs, fmt, tmp_path):
+    """The book planned (2 chapters), timed 1 s per sentence, overlaid on its generated EPUB:
+    epubcheck finds no error and no warning, every spoken sentence has exactly one <par>.
+
+    The French text book; the Carol as FB2 (heading lines, an epigraph, a note) and as PDF
+    (no language: "und")."""
     from ebook2audio_dask.engines.base import EngineSpec
     from ebook2audio_dask.readalong import (
         AudioFile,
@@ -340,16 +344,17 @@ def test_readalong_over_a_generated_epub(tmp_path):
     )
     from ebook2audio_dask.text.chunk import plan_book
 
-    src = str(CORPUS / "entre-nous-lectures-francaises.txt")
+    src = str(inputs[fmt])
     full = read_book(src, include_matter=True)
     sources = generate_epub(full, str(tmp_path / "generated.epub"))
-    book = read_book(src).select([2, 5])  # what a conversion with --chapters 2,5 speaks
-    plan = plan_book(book, EngineSpec.make("espeak", "fr"), sample_rate=22050, max_chars=200,
-                     language="fr", sentences=True)  # fmt: skip
+    book = read_book(src).select([2, 5] if fmt == "txt" else [1, 3])  # as --chapters selects
+    language = full.language or "en"
+    plan = plan_book(book, EngineSpec.make("espeak", language), sample_rate=22050,
+                     max_chars=200, language=language, sentences=True)  # fmt: skip
     # plan chapter n is the n-th body chapter of the read with the matter
     body = [src_ for c, src_ in zip(full.chapters, sources) if c.kind == "body"]
     chapters = [ChapterText(ch.index, body[ch.index - 1]) for ch in plan.chapters]
-    assert [c.index for c in plan.chapters] == [2, 5]
+    assert [c.index for c in plan.chapters] == ([2, 5] if fmt == "txt" else [1, 3])
     spoken = spoken_sentences(plan)
     assert len(spoken) > 20
     timed = [TimedSentence(s, 0, float(n), float(n + 1)) for n, s in enumerate(spoken)]
@@ -359,7 +364,7 @@ def test_readalong_over_a_generated_epub(tmp_path):
     stats = write_readalong(
         str(tmp_path / "generated.epub"), chapters, timed,
         [AudioFile(str(audio), "audio/mp4", float(len(spoken)), "book.m4a")], str(target),
-        language="fr",
+        language=full.language,
     )  # fmt: skip
     assert (stats.sentences, stats.overlaid, stats.unmatched) == (len(spoken), len(spoken), 0)
     assert stats.documents == 2
