@@ -40,7 +40,7 @@ from .overlays_align import Aligner, DocText, fold_text
 from .overlays_epub3 import OPF_NS, html5_markup, nav_document, upgrade_package
 from .sentences import AudioFile, TimedSentence
 
-__all__ = ["ACTIVE_CLASS", "ChapterText", "ReadAlongStats", "write_readalong"]
+__all__ = ["ACTIVE_CLASS", "ChapterText", "ReadAlongStats", "archive_name", "write_readalong"]
 
 log = logging.getLogger(__name__)
 
@@ -330,19 +330,21 @@ def write_readalong(
 
     # clips: an unmatched sentence's time joins the next overlaid one of its file (or the last)
     clips: dict[int, list[int]] = {}  # ordinal -> [audio, begin_ms, end_ms]
-    pending: dict[int, int] = {}  # audio -> begin_ms of unmatched time waiting for a par
+    pending: dict[int, list[int]] = {}  # audio -> [begin_ms, end_ms] of time without a par
     last: dict[int, int] = {}  # audio -> ordinal of its last par
     for n, timed in enumerate(sentences):
         begin, end = round(timed.begin * 1000), round(timed.end * 1000)
         if n in doc_of:
-            clips[n] = [timed.audio, pending.pop(timed.audio, begin), end]
+            waiting = pending.pop(timed.audio, None)
+            clips[n] = [timed.audio, waiting[0] if waiting else begin, end]
             last[timed.audio] = n
+        elif timed.audio in pending:
+            pending[timed.audio][1] = end
         else:
-            pending.setdefault(timed.audio, begin)
-            if timed.audio in last:
-                clips[last[timed.audio]][2] = max(clips[last[timed.audio]][2], end)
-                pending.pop(timed.audio)
-    # (unmatched time before a file's first par stays pending only until that par)
+            pending[timed.audio] = [begin, end]
+    for file, (_begin, end) in pending.items():
+        if file in last:
+            clips[last[file]][2] = max(clips[last[file]][2], end)
 
     stats = ReadAlongStats(
         sentences=len(sentences),
@@ -352,6 +354,16 @@ def write_readalong(
     )
     _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, language)
     return stats
+
+
+def archive_name(name: str) -> str:
+    """An audio file's name inside the EPUB: its base name, white space as ``_``.
+
+    epubcheck warns of spaces in file names (PKG-010); ``"01 - Stave One.mp3"``
+    becomes ``"01_-_Stave_One.mp3"``.
+    """
+    base = posixpath.basename(name.replace("\\", "/")) or "audio"
+    return re.sub(r"\s+", "_", base.strip())
 
 
 def _unique(base: str, taken: set[str]) -> str:
@@ -368,7 +380,7 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
     taken = set(epub.names)
     base = posixpath.join(epub.opf_dir, "e2a") if epub.opf_dir else "e2a"
     css_path = _unique(f"{base}/readalong.css", taken)
-    audio_paths = [_unique(f"{base}/audio/{a.name}", taken) for a in audio]
+    audio_paths = [_unique(f"{base}/audio/{archive_name(a.name)}", taken) for a in audio]
     item_ids = set(epub.items)
 
     def new_id(want: str) -> str:

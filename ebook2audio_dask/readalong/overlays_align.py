@@ -401,12 +401,45 @@ class Aligner:
                 if h < 0:
                     continue
                 start = max(lo, h - hoff)
+                if hoff:  # the characters before the head anchor, with gaps
+                    p = _back(norm, q[:hoff], h, lo)
+                    start = p if p is not None else start
                 for toff in tails:
                     if toff <= hoff:
                         continue
                     want = h + (toff - hoff)
                     t = norm.find(q[toff : toff + k], max(h + k, want - slack), want + slack + k)
-                    if t >= 0:
-                        return d, start, min(len(norm), t + k + (n - toff - k))
+                    if t < 0:
+                        continue
+                    end = t + k
+                    rest = q[toff + k :]
+                    if rest:  # the characters after the tail anchor, with gaps
+                        e = _forward(norm, rest, end)
+                        end = e if e is not None else end + len(rest)
+                    return d, start, min(len(norm), end)
                 break
         return None
+
+
+#: Most characters the document may hold between two of a sentence's, at its ends.
+_GAP = 12
+
+
+def _back(norm: str, part: str, pos: int, lo: int) -> int | None:
+    """Where *part* starts if its characters precede *pos* in order, each within a gap."""
+    for ch in reversed(part):
+        got = norm.rfind(ch, max(lo, pos - 1 - _GAP), pos)
+        if got < 0:
+            return None
+        pos = got
+    return pos
+
+
+def _forward(norm: str, part: str, pos: int) -> int | None:
+    """Where *part* ends if its characters follow *pos* in order, each within a gap."""
+    for ch in part:
+        got = norm.find(ch, pos, pos + 1 + _GAP)
+        if got < 0:
+            return None
+        pos = got + 1
+    return pos
