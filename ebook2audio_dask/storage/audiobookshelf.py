@@ -16,7 +16,8 @@ tracks, in name order), and the scanner reads beside them:
 An author folder may name several authors, ``A & B``; a book with no author
 is a title folder at the library's root.  :func:`place_book` chooses the
 folder and the names of a book's files; :func:`sidecar_files` makes the files
-above from the book's report (``docs/outputs.md``, "Audiobookshelf layout").
+above from the book's report, its cover and (:func:`epub_description`) an
+EPUB's ``dc:description`` (``docs/outputs.md``, "Audiobookshelf layout").
 
 Names follow :mod:`~ebook2audio_dask.storage.names`: NFC, no ``/ \\ : * ? "
 < > |``, control or bidirectional-control characters, no leading or
