@@ -26,8 +26,10 @@ import logging
 import os
 import posixpath
 import re
+import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urldefrag
@@ -54,9 +56,6 @@ _SMIL_NS = "http://www.w3.org/ns/SMIL"
 _OPS_NS = "http://www.idpf.org/2007/ops"
 _CONTAINER_NS = "urn:oasis:names:tc:opendocument:xmlns:container"
 _XHTML_TYPES = ("application/xhtml+xml",)
-_PUNCT = "".join(
-    chr(c) for c in range(0x20, 0x3000) if not chr(c).isalnum() and not chr(c).isspace()
-)
 _ENTITY_RE = re.compile(rb"&([A-Za-z][A-Za-z0-9]*);")
 
 
@@ -130,6 +129,14 @@ def _numeric_entities(data: bytes) -> bytes:
     return _ENTITY_RE.sub(repl, data)
 
 
+def _punctuation_ends(text: str) -> tuple[int, int]:
+    """How many punctuation characters *text* starts and ends with."""
+    marks = [not ch.isspace() and not fold_text(ch) for ch in text]
+    lead = next((n for n, m in enumerate(marks) if not m), len(marks))
+    trail = next((n for n, m in enumerate(reversed(marks)) if not m), len(marks))
+    return lead, trail
+
+
 def _clock(ms: int) -> str:
     h, rest = divmod(ms, 3_600_000)
     m, rest = divmod(rest, 60_000)
@@ -176,7 +183,9 @@ class _Epub:
                 self.items.get(ref.get("idref", "")) if local_name(ref.tag) == "itemref" else None
             )
             if item is not None and item.get("media-type") in _XHTML_TYPES:
-                self.docs.append((self.member(item.get("href", "")), item))
+                name = self.member(item.get("href", ""))
+                if all(name != seen for seen, _ in self.docs):  # a document listed twice
+                    self.docs.append((name, item))
 
     def member(self, href: str) -> str:
         """Archive path of a manifest *href* (relative to the package document)."""
@@ -189,7 +198,7 @@ class _Epub:
             raise BookError(self.path, f"not a valid EPUB: {name}: {exc}") from exc
 
 
-def _load_docs(epub: _Epub, upgrade: bool) -> list:
+def _load_docs(epub: _Epub) -> list:
     roots = []
     for name, _item in epub.docs:
         data = epub.read(name) if name in epub.names else None
@@ -276,7 +285,7 @@ def write_readalong(
     """
     epub = _Epub(epub_path)
     upgrade = not epub.version.startswith("3")
-    roots = _load_docs(epub, upgrade)
+    roots = _load_docs(epub)
     texts = [DocText(r) if r is not None else None for r in roots]
     starts = _chapter_starts(epub, chapters, texts)
     prefix = _id_prefix(roots)
@@ -302,8 +311,7 @@ def write_readalong(
         match = aligner.find(said)
         if match is None:
             continue
-        lead = len(said) - len(said.lstrip(_PUNCT))
-        trail = len(said) - len(said.rstrip(_PUNCT))
+        lead, trail = _punctuation_ends(said)
         a, b = texts[match.doc].raw_range(
             match.start, match.end, floors.get(match.doc, 0), lead, trail
         )
@@ -401,6 +409,8 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
         item.tail = "\n"
         return item
 
+    for item in epub.items.values():  # overlays the book had are replaced by ours
+        item.attrib.pop("media-overlay", None)
     replaced: dict[str, bytes] = {}
     by_doc: dict[int, list[int]] = {}
     for n, d in sorted(doc_of.items()):
@@ -547,9 +557,18 @@ def _zip(epub, replaced: dict[str, bytes], audio, audio_paths, target: str) -> N
                 if info.filename == "mimetype" or info.is_dir():
                     continue
                 data = replaced.pop(info.filename, None)
-                if data is None:
-                    data = epub.read(info.filename)
-                out.writestr(info.filename, data, zipfile.ZIP_DEFLATED)
+                if data is not None:
+                    out.writestr(info.filename, data, zipfile.ZIP_DEFLATED)
+                    continue
+                copy = zipfile.ZipInfo(info.filename, info.date_time)
+                copy.compress_type = info.compress_type
+                copy.external_attr = info.external_attr
+                copy.file_size = info.file_size  # zip64 only where the member needs it
+                try:  # streamed, in blocks: a member may be large (video, audio)
+                    with epub.zip.open(info) as src, out.open(copy, "w") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+                    raise BookError(epub.path, f"not a valid EPUB: {info.filename}: {exc}") from exc
             for name, data in replaced.items():
                 out.writestr(name, data, zipfile.ZIP_DEFLATED)
             for a, path in zip(audio, audio_paths):

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 
 from ..safexml import local_name
 
-__all__ = ["XHTML_NS", "Aligner", "DocText", "Match", "fold_text"]
-
-XHTML_NS = "http://www.w3.org/1999/xhtml"
+__all__ = ["Aligner", "DocText", "Match", "fold_text"]
 
 #: Elements whose text is never spoken nor wrapped.
 _SKIP = frozenset(("script", "style", "template"))

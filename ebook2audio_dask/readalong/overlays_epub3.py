@@ -97,22 +97,26 @@ def _nav_points(parent, ncx_dir: str, nav_dir: str, out) -> None:
         _nav_points(point, ncx_dir, nav_dir, li)
 
 
-def nav_document(ncx: bytes | None, ncx_path: str, nav_path: str, title: str, lang: str) -> bytes:
+def nav_document(ncx, ncx_path: str, nav_path: str, title: str, lang: str) -> bytes:
     """An EPUB 3 navigation document holding the NCX's table of contents.
 
     Parameters
     ----------
-    ncx : bytes or None
-        The NCX document (already parsed safely by the caller: its root is
-        taken from :func:`lxml.etree.fromstring` of trusted bytes is not
-        assumed; ``None``: an empty list with one entry per spine document
-        is not made, the nav has no entries beyond *title*).
+    ncx : lxml.etree._Element or None
+        The NCX document's root (parsed safely by the caller); ``None``:
+        the list holds one entry, the navigation document itself.
     ncx_path, nav_path : str
-        Archive paths of the NCX and of the navigation document.
+        Archive paths of the NCX and of the navigation document (the NCX's
+        links are rewritten relative to the latter).
     title : str
         Heading of the list.
     lang : str
-        Language of the document.
+        Language of the document (``lang`` and ``xml:lang``).
+
+    Returns
+    -------
+    bytes
+        The XHTML document.
     """
     xhtml = "http://www.w3.org/1999/xhtml"
     html = etree.Element(
