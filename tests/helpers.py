@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,3 +169,23 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def epubcheck(path: Path) -> list[dict]:
+    """Run Debian's epubcheck on *path*; return its messages (fatal, error, warning...).
+
+    ``/usr/bin/epubcheck`` may be a link to the jar itself, run then with ``java -jar``.
+    """
+    import shutil
+
+    program = shutil.which("epubcheck")
+    if program is None:
+        pytest.fail("epubcheck is not installed (Debian package epubcheck; .ci/install-dev.sh)")
+    real = os.path.realpath(program)
+    command = ["java", "-jar", real] if real.endswith(".jar") else [program]
+    out = path.with_suffix(".epubcheck.json")
+    proc = subprocess.run(
+        [*command, str(path), "--json", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert out.is_file(), f"epubcheck wrote no report: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    return json.loads(out.read_text(encoding="utf-8"))["messages"]

@@ -312,6 +312,8 @@ class BookJob:
                 ),
                 "storage_options": self.options.storage_options,
                 "ingest": ingest_settings(),
+                # beside the report, in the book's folder (its own with --layout audiobookshelf)
+                "url": join(self.folder, fit_name(self.name, ".readalong.epub")),
             }
         self.submit_merge()
         # The parsed book is no longer needed (Dask recomputes it should the plan or

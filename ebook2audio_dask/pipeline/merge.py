@@ -125,7 +125,7 @@ def merge_task(
     With ``output_spec.readalong`` the merge also writes the read-along EPUB
     (:func:`~ebook2audio_dask.readalong.build.build_readalong`), staged with
     the audio; *readalong* holds what reading the source again takes
-    (``include_matter``, ``storage_options``, ``ingest``).
+    (``include_matter``, ``storage_options``, ``ingest``) and where it goes (``url``).
     """
     spec = output_spec or OutputSpec(aac_coder=config.get("merge.aac-coder"))
     if bitrate:
@@ -513,7 +513,7 @@ class _Merge:
             storage_options=options.get("storage_options"),
             ingest=options.get("ingest"),
         )
-        url = readalong_url(output_url)
+        url = options.get("url") or readalong_url(output_url)
         self.subtitle_files.append((path, url))
         self.readalong = {"url": url, **dataclasses.asdict(stats)}
 

@@ -145,6 +145,7 @@ class JobOptions(BaseModel):
     subtitles: Literal["none", "srt", "vtt"] | None = None
     layout: Literal["flat", "audiobookshelf"] | None = None
     loudnorm: bool | None = None
+    readalong: bool | None = None
     normalize: bool | None = None
     include_matter: bool | None = None
     allow_gaps: bool | None = None

@@ -501,6 +501,8 @@ class Runner:
             urls.append((result.output, "audio"))
         urls.append((book.book_job.report_url, "report"))
         urls += [(s, "subtitles") for s in report.get("subtitles", ()) if s]
+        if report.get("readalong"):
+            urls.append((report["readalong"]["url"], "readalong"))
         if report.get("failures"):
             urls.append((report["failures"], "failures"))
         files, seen = [], set()

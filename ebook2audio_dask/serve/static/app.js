@@ -25,6 +25,7 @@ const FILE_KIND = {
   audio: "Audiobook",
   report: "Report",
   subtitles: "Subtitles",
+  readalong: "Read-along EPUB",
   failures: "Failed chunks",
 };
 const FINAL = new Set(["done", "failed", "cancelled"]);
@@ -435,6 +436,7 @@ function jobOptions() {
   const language = $("language").value.trim();
   if (language) options.language = language;
   if ($("loudnorm").checked) options.loudnorm = true;
+  if ($("readalong").checked) options.readalong = true;
   return options;
 }
 
