@@ -133,3 +133,16 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
         echo "install-dev: Chromium not installed (needs root and apt-get): tests/test_serve_browser.py will fail" >&2
     fi
 fi
+
+# Debian's epubcheck (Java) validates the read-along EPUBs (tests/test_readalong_*.py fail
+# without it). Needs root and apt-get.
+if ! command -v epubcheck >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends epubcheck >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends epubcheck >/dev/null; }
+        echo "install-dev: epubcheck installed"
+    else
+        echo "install-dev: epubcheck not installed (needs root and apt-get): tests/test_readalong_*.py will fail" >&2
+    fi
+fi
