@@ -381,6 +381,12 @@ def test_cli_two_books_of_one_author_and_hostile_names(tmp_path, cache_dir):
     assert not [p for p in out.rglob(".e2a-*")]
     _check_book(austen / "Emma", "Emma", ["Jane Austen"], cover=False)
     _check_book(evil, "../../escape/me", ["AC/DC .."], cover=True)
+    # `ebook2audio report OUT` finds the books in their folders
+    proc = run_cli("report", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["books"]
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    assert {"Jane Austen/Emma/Emma", "AC DC/escape me/escape me"} <= {r["book"] for r in rows}
 
 
 def test_cli_split_files_stay_in_the_title_folder(tmp_path, cache_dir):

@@ -166,7 +166,8 @@ def _when(text: Any) -> float | None:
 def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Summarise a batch from the reports in *outdir* (path or fsspec URL).
 
-    Reads every ``*.report.json`` there, and notes the books that have a
+    Reads every ``*.report.json`` there and two folder levels down (the
+    ``<Author>/<Title>/`` folders of ``--layout audiobookshelf``), and notes the books that have a
     dead-letter file (``*.failures.jsonl``) but no report: books that failed
     because chunks could not be synthesised.  Nothing is recomputed: the
     reports are the single source of the figures.
@@ -191,10 +192,15 @@ def summarize_reports(outdir: str, storage_options: dict[str, Any] | None = None
         from ..errors import UsageError
 
         raise UsageError(f"{outdir}: no such folder")
-    names = with_retries(
-        lambda: fs.ls(root, detail=False), url=outdir, action="list the output folder"
+    found = with_retries(
+        lambda: fs.find(root, maxdepth=3), url=outdir, action="list the output folder"
     )
-    names = sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in names)
+    base = root.rstrip("/") + "/"
+    names = sorted(
+        str(n)[len(base) :] if str(n).startswith(base) else str(n).rsplit("/", 1)[-1]
+        for n in found
+        if str(n).endswith((".report.json", ".failures.jsonl"))
+    )
     reports = [n for n in names if n.endswith(".report.json")]
     stems = {n[: -len(".report.json")] for n in reports}
     orphans = [
