@@ -488,13 +488,13 @@ CONTAINER = b"""<?xml version="1.0"?>
 """
 
 
-def small_epub(path: Path) -> None:
+def small_epub(path: Path, chapter: bytes = CHAPTER) -> None:
     with zipfile.ZipFile(path, "w") as out:
         out.writestr("mimetype", b"application/epub+zip", zipfile.ZIP_STORED)
         out.writestr("META-INF/container.xml", CONTAINER, zipfile.ZIP_DEFLATED)
         out.writestr("OEBPS/content.opf", PACKAGE, zipfile.ZIP_DEFLATED)
         out.writestr("OEBPS/nav.xhtml", NAV, zipfile.ZIP_DEFLATED)
-        out.writestr("OEBPS/ch1.xhtml", CHAPTER, zipfile.ZIP_DEFLATED)
+        out.writestr("OEBPS/ch1.xhtml", chapter, zipfile.ZIP_DEFLATED)
 
 
 def test_wrappers_fragments_and_unmatched_sentences(tmp_path):
@@ -570,6 +570,37 @@ def test_wrappers_fragments_and_unmatched_sentences(tmp_path):
         ("e2a2-0006", 5.0, 6.0),
         ("e2a2-0007", 6.0, 8.0),  # with the last, unmatched, one's
     ]
+
+
+def test_a_book_in_one_element_between_line_breaks(tmp_path):
+    """Thousands of sentences in one <div>, between <br/>s: each wrapped, in a time that
+    grows with the book (the writer walks siblings from the sentence, not the whole
+    <div> each time), and the document unchanged once unwrapped."""
+    n = 3000
+    lines = [f"Line {i} of the book, said {'ABCDEFG'[i % 7]}.<br/>" for i in range(n)]
+    head = CHAPTER.split(b"<body>")[0]
+    chapter = head + b'<body><div id="c1">' + "\n".join(lines).encode() + b"</div></body></html>"
+    src = tmp_path / "lines.epub"
+    small_epub(src, chapter)
+    timed = [
+        TimedSentence(SpokenSentence(i, 1, f"Line {i} of the book, said {'ABCDEFG'[i % 7]}."),
+                      0, float(i), float(i + 1))
+        for i in range(n)
+    ]  # fmt: skip
+    audio = tmp_path / "a.mp3"
+    silence(audio, 1.0)
+    target = tmp_path / "lines.readalong.epub"
+    stats = write_readalong(
+        str(src), [ChapterText(1, "ch1.xhtml#c1")], timed,
+        [AudioFile(str(audio), "audio/mpeg", float(n), "a.mp3")], str(target),
+    )  # fmt: skip
+    assert (stats.overlaid, stats.unmatched) == (n, 0)
+    with zipfile.ZipFile(target) as archive:
+        doc = archive.read("OEBPS/ch1.xhtml")
+    spans = list(xml(doc).iter("{*}span"))
+    assert len(spans) == n and spans[7].text == "Line 7 of the book, said A."
+    assert spans[7].get("id") == "e2a-0008"  # no id of the book looks like ours here
+    assert c14n(unwrap(xml(doc))) == c14n(xml(chapter))
 
 
 # ==========================================================================

@@ -106,6 +106,7 @@ class DocText:
         self.slot_el: list = []
         self.slot_tail: list[bool] = []
         self.span: dict = {}
+        self._ids: dict | None = None
         self.pos = 0
         self.nmap = array("q")
         parts: list[str] = []
@@ -141,10 +142,15 @@ class DocText:
         """Normalised offset where the element with id (or ``name``) *ident* starts."""
         if not ident:
             return 0
-        for el in self.body.iter() if self.body is not None else ():
-            if isinstance(el.tag, str) and ident in (el.get("id"), el.get("name")):
-                return bisect.bisect_left(self.nmap, self.span[el][0])
-        return None
+        if self._ids is None:  # made once: a book may start hundreds of chapters in one file
+            self._ids = {}
+            for el in reversed(list(self.span)):
+                if isinstance(el.tag, str):
+                    for name in (el.get("name"), el.get("id")):
+                        if name:
+                            self._ids[name] = el
+        el = self._ids.get(ident)
+        return None if el is None else bisect.bisect_left(self.nmap, self.span[el][0])
 
     def raw_range(self, nstart: int, nend: int, floor: int, lead: int, trail: int):
         """The raw range of normalised ``[nstart, nend)``, widened over adjoining punctuation.
@@ -214,55 +220,73 @@ class DocText:
         the number of fragments made (0: nothing but white space was there).
         """
         k = bisect.bisect_right(self.slot_start, a) - 1
-        el = self.slot_el[k].getparent() if self.slot_tail[k] else self.slot_el[k]
+        hint = (self.slot_el[k], self.slot_tail[k])
+        el = hint[0].getparent() if hint[1] else hint[0]
         while not (self.span[el][0] <= a and b <= self.span[el][1]):
             el = el.getparent()
         ops: list[tuple] = []
-        self._plan(el, self.span[el][0], a, b, ops)
+        self._plan(el, a, b, ops, hint)
         spans = [make(n) for n in range(len(ops))]
         for (parent, s, i, e, j), span in reversed(list(zip(ops, spans))):
             _apply(parent, s, i, e, j, span)
         return len(ops)
 
-    def _plan(self, el, start: int, a: int, b: int, ops: list) -> None:
-        children = list(el)
+    def _plan(self, el, a: int, b: int, ops: list, hint) -> None:
+        """Plan the runs of *el*'s content inside ``[a, b)`` (children walked as siblings).
 
-        def text(k: int) -> str:
-            return (el.text if k < 0 else children[k].tail) or ""
+        A run goes from an offset in a text slot to an offset in a later one,
+        the slots named by their owner: ``None`` for *el*'s ``text``, a child
+        for its ``tail``; the children between them are held whole.
+        """
+        run: list | None = None
 
-        run: list[int] | None = None
+        def text(owner) -> str:
+            return (el.text if owner is None else owner.tail) or ""
 
         def close() -> None:
             nonlocal run
             if run is not None:
-                s, i, e, j = run
+                s, i, e, j, whole = run
                 st, et = text(s), text(e)
-                while i < len(st) and (s < e or i < j) and st[i].isspace():
+                while i < len(st) and (whole or s is not e or i < j) and st[i].isspace():
                     i += 1
-                while j > 0 and (s < e or j > i) and et[j - 1].isspace():
+                while j > 0 and (whole or s is not e or j > i) and et[j - 1].isspace():
                     j -= 1
-                if s < e or i < j:
+                if whole or (s is e and i < j) or (s is not e):
                     ops.append((el, s, i, e, j))
                 run = None
 
-        def slot(k: int, ts: int) -> int:
+        def slot(owner, ts: int) -> int:
             nonlocal run
-            t = text(k)
+            t = text(owner)
             te = ts + len(t)
             lo, hi = max(a, ts), min(b, te)
             if lo < hi:
                 if run is None:
-                    run = [k, lo - ts, k, hi - ts]
+                    run = [owner, lo - ts, owner, hi - ts, False]
                 else:
-                    run[2], run[3] = k, hi - ts
+                    run[2], run[3] = owner, hi - ts
             elif ts >= b:
                 close()
             return te
 
-        pos = slot(-1, start) if _counted(el) else start
-        for k, child in enumerate(children):
-            if pos >= b:
-                break
+        # where to begin: the child holding the range's start, not el's first child
+        # (el may be a <div> holding a whole book's text between <br/>s)
+        start_el, is_tail = hint if hint is not None else (el, False)
+        child = None
+        if start_el is el and not is_tail:
+            pos = slot(None, self.span[el][0]) if _counted(el) else self.span[el][0]
+            child = next(iter(el), None)
+        elif is_tail and start_el.getparent() is el:
+            pos = slot(start_el, self.span[start_el][1])
+            child = start_el.getnext()
+        else:
+            top = start_el
+            while top.getparent() is not el:
+                top = top.getparent()
+            pos, child = self.span[top][0], top
+        while child is not None and pos < b:
+            nxt = child.getnext()
             cs = pos
             ce = cs + self._length(child)
             if ce <= a:
@@ -272,14 +296,28 @@ class DocText:
                 break
             elif a <= cs and ce <= b and _phrasing(child):
                 if run is None:
-                    run = [k - 1, len(text(k - 1)), k, 0]
+                    prev = child.getprevious()
+                    run = [prev, len(text(prev)), child, 0, True]
                 else:
-                    run[2], run[3] = k, 0
+                    run[2], run[3], run[4] = child, 0, True
             else:
                 close()
-                self._plan(child, cs, a, b, ops)
-            pos = slot(k, ce)
+                inner = hint if hint is not None and self.span.get(child, (0, 0))[0] < a else None
+                if inner is not None and not _holds(child, inner[0]):
+                    inner = None
+                self._plan(child, a, b, ops, inner)
+            pos = slot(child, ce)
+            child = nxt
         close()
+
+
+def _holds(el, other) -> bool:
+    """Whether *other* is *el* or inside it."""
+    while other is not None:
+        if other is el:
+            return True
+        other = other.getparent()
+    return False
 
 
 def _phrasing(el) -> bool:
@@ -290,34 +328,44 @@ def _is_punct(ch: str) -> bool:
     return not ch.isspace() and not _fold_char(ch)
 
 
-def _apply(el, s: int, i: int, e: int, j: int, span) -> None:
-    """Move slot *s* from offset *i* .. slot *e* up to offset *j* of *el* into *span*."""
-    children = list(el)
+def _apply(el, s, i: int, e, j: int, span) -> None:
+    """Move *el*'s content from slot *s* offset *i* to slot *e* offset *j* into *span*.
 
-    def get(k: int) -> str:
-        return (el.text if k < 0 else children[k].tail) or ""
+    A slot is named by its owner: ``None`` for ``el.text``, a child for its tail.
+    """
 
-    def put(k: int, value: str) -> None:
-        value = value or None
-        if k < 0:
-            el.text = value
+    def get(owner) -> str:
+        return (el.text if owner is None else owner.tail) or ""
+
+    def put(owner, value: str) -> None:
+        if owner is None:
+            el.text = value or None
         else:
-            children[k].tail = value
+            owner.tail = value or None
 
     first = get(s)
-    if s == e:
+    if s is e:
         span.text, span.tail = first[i:j] or None, first[j:] or None
         put(s, first[:i])
     else:
         last = get(e)
         span.text = first[i:] or None
         put(s, first[:i])
-        moved = children[s + 1 : e + 1]
+        moved = []
+        child = next(iter(el), None) if s is None else s.getnext()
+        while child is not None:
+            moved.append(child)
+            if child is e:
+                break
+            child = child.getnext()
         for child in moved:
             span.append(child)
-        moved[-1].tail = last[:j] or None
+        e.tail = last[:j] or None
         span.tail = last[j:] or None
-    el.insert(s + 1, span)
+    if s is None:
+        el.insert(0, span)
+    else:
+        s.addnext(span)
 
 
 @dataclass(frozen=True)
