@@ -343,10 +343,15 @@ def write_readalong(
     for n, timed in enumerate(sentences):
         begin, end = round(timed.begin * 1000), round(timed.end * 1000)
         if n in doc_of:
-            waiting = pending.pop(timed.audio, None)
-            clips[n] = [timed.audio, waiting[0] if waiting else begin, end]
-            last[timed.audio] = n
-        elif timed.audio in pending:
+            waiting = pending.get(timed.audio)
+            first = waiting[0] if waiting else begin
+            if end > first:
+                pending.pop(timed.audio, None)
+                clips[n] = [timed.audio, first, end]
+                last[timed.audio] = n
+                continue
+            del doc_of[n]  # no time of its own (under a millisecond): wrapped, but no par
+        if timed.audio in pending:
             pending[timed.audio][1] = end
         else:
             pending[timed.audio] = [begin, end]
@@ -360,6 +365,14 @@ def write_readalong(
         unmatched=len(sentences) - len(doc_of),
         documents=len(set(doc_of.values())),
     )
+    if stats.unmatched:
+        log.info(
+            "%s: %d of %d spoken sentences not found in the text (their audio joins a "
+            "neighbouring sentence's)",
+            epub_path,
+            stats.unmatched,
+            stats.sentences,
+        )
     _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, language)
     return stats
 
