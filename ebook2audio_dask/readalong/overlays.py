@@ -39,7 +39,14 @@ from lxml import etree
 from ..errors import BookError
 from ..safexml import as_utf8, fix_char_refs, local_name, strip_internal_subset
 from .overlays_align import Aligner, DocText, fold_text
-from .overlays_epub3 import OPF_NS, html5_markup, nav_document, upgrade_package
+from .overlays_epub3 import (
+    OPF_NS,
+    html5_markup,
+    nav_document,
+    relink,
+    upgrade_package,
+    xhtml_names,
+)
 from .sentences import AudioFile, TimedSentence
 
 __all__ = ["ACTIVE_CLASS", "ChapterText", "ReadAlongStats", "archive_name", "write_readalong"]
@@ -425,12 +432,21 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
     for item in epub.items.values():  # overlays the book had are replaced by ours
         item.attrib.pop("media-overlay", None)
     replaced: dict[str, bytes] = {}
+    # EPUB 3 wants *.xhtml names: an EPUB 2 book's documents are renamed, links followed
+    readable = [n for (n, _), root in zip(epub.docs, roots) if root is not None]
+    renamed = xhtml_names(readable, taken) if upgrade else {}
+    names = [renamed.get(n, n) for n, _ in epub.docs]
+    if renamed:
+        relink(epub.opf, epub.opf_path, renamed)
+        for name, root in zip([n for n, _ in epub.docs], roots):
+            if root is not None:
+                relink(root, name, renamed)
     by_doc: dict[int, list[int]] = {}
     for n, d in sorted(doc_of.items()):
         by_doc.setdefault(d, []).append(n)
     durations: list[tuple[str, int]] = []
     for d, ordinals in sorted(by_doc.items()):
-        name, item = epub.docs[d]
+        name, item = names[d], epub.docs[d][1]
         stem = posixpath.splitext(posixpath.basename(name))[0]
         smil_path = _unique(f"{base}/smil/{stem}.smil", taken)
         smil_dir = posixpath.dirname(smil_path)
@@ -463,7 +479,7 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
         durations.append((smil_item.get("id"), total))
         _link_css(roots[d], _href(css_path, posixpath.dirname(name)))
 
-    for d, (name, _item) in enumerate(epub.docs):
+    for d, name in enumerate(names):
         root = roots[d]
         if root is None or (d not in by_doc and not upgrade):
             continue
@@ -489,6 +505,9 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
             ncx_path = epub.member(ncx_item.get("href", ""))
             with contextlib.suppress(BookError, etree.XMLSyntaxError):
                 ncx = _parse(epub.read(ncx_path))
+            if ncx is not None and renamed:
+                relink(ncx, ncx_path, renamed)
+                replaced[ncx_path] = _serialise(ncx, None)
         lang = next(
             (
                 (el.text or "").strip()
@@ -501,7 +520,7 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
         add_item(nav_path, "application/xhtml+xml", "e2a-nav", "nav")
     replaced[epub.opf_path] = _serialise(epub.opf, None)
 
-    _zip(epub, replaced, audio, audio_paths, target)
+    _zip(epub, replaced, set(renamed), audio, audio_paths, target)
 
 
 def _body_id(root) -> str | None:
@@ -559,7 +578,7 @@ def _metadata(epub, durations, upgrade) -> None:
     meta("media:active-class", ACTIVE_CLASS)
 
 
-def _zip(epub, replaced: dict[str, bytes], audio, audio_paths, target: str) -> None:
+def _zip(epub, replaced: dict[str, bytes], dropped, audio, audio_paths, target: str) -> None:
     folder = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(prefix=".e2a-", suffix=".epub.part", dir=folder)
     os.close(fd)
@@ -567,7 +586,7 @@ def _zip(epub, replaced: dict[str, bytes], audio, audio_paths, target: str) -> N
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
             out.writestr(zipfile.ZipInfo("mimetype"), b"application/epub+zip", zipfile.ZIP_STORED)
             for info in epub.zip.infolist():
-                if info.filename == "mimetype" or info.is_dir():
+                if info.filename == "mimetype" or info.is_dir() or info.filename in dropped:
                     continue
                 data = replaced.pop(info.filename, None)
                 if data is not None:

@@ -7,13 +7,21 @@ is changed where they are written.
 from __future__ import annotations
 
 import posixpath
+import re
 from urllib.parse import quote, unquote, urldefrag
 
 from lxml import etree
 
 from ..safexml import local_name
 
-__all__ = ["OPF_NS", "nav_document", "upgrade_package"]
+__all__ = [
+    "OPF_NS",
+    "html5_markup",
+    "nav_document",
+    "relink",
+    "upgrade_package",
+    "xhtml_names",
+]
 
 OPF_NS = "http://www.idpf.org/2007/opf"
 _OPF_ATTR_NS = "{http://www.idpf.org/2007/opf}"
@@ -207,3 +215,57 @@ def html5_markup(root) -> None:
                     _add_style(el, f"border: {int(border)}px solid;")
             for attr in ("cellpadding", "cellspacing", "frame", "rules"):
                 el.attrib.pop(attr, None)
+
+
+def xhtml_names(names: list[str], taken: set[str]) -> dict[str, str]:
+    """New archive names ending in ``.xhtml`` for documents named otherwise.
+
+    EPUB 3 wants XHTML content documents named ``*.xhtml`` (epubcheck
+    HTM-014a): ``x.htm.html`` becomes ``x.htm.xhtml``.  Names already in
+    *taken* are avoided; the new ones are added to it.
+
+    Returns
+    -------
+    dict
+        Old archive path -> new one, for the documents renamed.
+    """
+    renamed: dict[str, str] = {}
+    for name in names:
+        if name.lower().endswith(".xhtml") or name in renamed:
+            continue
+        stem, ext = posixpath.splitext(name)
+        stem = stem if ext.lower() in (".html", ".htm", ".xml", "") else name
+        new, n = f"{stem}.xhtml", 1
+        while new in taken:
+            n += 1
+            new = f"{stem}-{n}.xhtml"
+        taken.add(new)
+        renamed[name] = new
+    return renamed
+
+
+_LINK_ATTRS = ("href", "src", "{http://www.w3.org/1999/xlink}href")
+
+
+def relink(root, path: str, renamed: dict[str, str]) -> None:
+    """Point the links of the document at archive path *path* to renamed documents.
+
+    ``href``, ``src`` and ``xlink:href`` values naming a document in
+    *renamed* (relative to *path*'s folder, fragment kept) are rewritten;
+    absolute URLs and same-document fragments are left alone.
+    """
+    base = posixpath.dirname(path)
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        for attr in _LINK_ATTRS:
+            value = el.get(attr)
+            if not value or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+                continue
+            ref, frag = urldefrag(value)
+            if not ref:
+                continue
+            new = renamed.get(posixpath.normpath(posixpath.join(base, unquote(ref))))
+            if new is not None:
+                href = quote(posixpath.relpath(new, base or "."))
+                el.set(attr, href + (f"#{frag}" if frag else ""))
