@@ -172,13 +172,21 @@ class _Epub:
             self.opf_path = rootfile.get("full-path")
             self.opf = _parse(self.zip.read(self.opf_path))
         except BookError:
+            self.zip.close()
             raise
-        except (OSError, KeyError, zipfile.BadZipFile, etree.XMLSyntaxError, EOFError) as exc:
+        except (
+            OSError, KeyError, zipfile.BadZipFile, etree.XMLSyntaxError, EOFError, zlib.error
+        ) as exc:  # fmt: skip
+            if hasattr(self, "zip"):
+                self.zip.close()
             raise BookError(path, f"not a valid EPUB: {exc}") from exc
         self.opf_dir = posixpath.dirname(self.opf_path)
         self.version = (self.opf.get("version") or "2.0").strip()
-        self.manifest = next(el for el in self.opf if local_name(el.tag) == "manifest")
-        self.metadata = next(el for el in self.opf if local_name(el.tag) == "metadata")
+        self.manifest = next((el for el in self.opf if local_name(el.tag) == "manifest"), None)
+        self.metadata = next((el for el in self.opf if local_name(el.tag) == "metadata"), None)
+        if self.manifest is None or self.metadata is None:
+            self.zip.close()
+            raise BookError(path, f"not a valid EPUB: {self.opf_path} has no manifest or metadata")
         self.items: dict[str, etree._Element] = {
             el.get("id"): el for el in self.manifest if local_name(el.tag) == "item"
         }
@@ -201,7 +209,7 @@ class _Epub:
     def read(self, name: str) -> bytes:
         try:
             return self.zip.read(name)
-        except (OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        except (OSError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             raise BookError(self.path, f"not a valid EPUB: {name}: {exc}") from exc
 
 
@@ -291,6 +299,12 @@ def write_readalong(
         The EPUB cannot be read (damaged archive, missing package document).
     """
     epub = _Epub(epub_path)
+    with epub.zip:
+        return _readalong(epub, chapters, sentences, audio, target, language)
+
+
+def _readalong(epub, chapters, sentences, audio, target, language) -> ReadAlongStats:
+    epub_path = epub.path
     upgrade = not epub.version.startswith("3")
     roots = _load_docs(epub)
     texts = [DocText(r) if r is not None else None for r in roots]
