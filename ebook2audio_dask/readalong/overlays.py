@@ -170,7 +170,9 @@ class _Epub:
             if rootfile is None or not rootfile.get("full-path"):
                 raise BookError(path, "not a valid EPUB: container.xml names no package document")
             self.opf_path = rootfile.get("full-path")
-            self.opf = _parse(self.zip.read(self.opf_path))
+            opf = self.zip.read(self.opf_path)
+            self.opf = _parse(opf)
+            self.declarations = {self.opf: _declaration(opf)}
         except BookError:
             self.zip.close()
             raise
@@ -222,6 +224,7 @@ def _load_docs(epub: _Epub) -> list:
             for attempt in (data, _numeric_entities(data)):
                 try:
                     root = _parse(attempt)
+                    epub.declarations[root] = _declaration(attempt)
                     break
                 except etree.XMLSyntaxError:
                     continue
@@ -500,7 +503,7 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
         if upgrade:
             html5_markup(root)
         doctype = "<!DOCTYPE html>" if upgrade else None
-        replaced[name] = _serialise(root, doctype)
+        replaced[name] = _serialise(root, doctype, epub.declarations.get(root))
 
     replaced[css_path] = _CSS.encode("utf-8")
     add_item(css_path, "text/css", "e2a-css")
@@ -518,10 +521,12 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
         if ncx_item is not None:
             ncx_path = epub.member(ncx_item.get("href", ""))
             with contextlib.suppress(BookError, etree.XMLSyntaxError):
-                ncx = _parse(epub.read(ncx_path))
+                data = epub.read(ncx_path)
+                ncx = _parse(data)
+                epub.declarations[ncx] = _declaration(data)
             if ncx is not None and renamed:
                 relink(ncx, ncx_path, renamed)
-                replaced[ncx_path] = _serialise(ncx, None)
+                replaced[ncx_path] = _serialise(ncx, None, epub.declarations.get(ncx))
         lang = next(
             (
                 (el.text or "").strip()
@@ -532,7 +537,7 @@ def _write(epub, roots, upgrade, sentence_ids, doc_of, clips, audio, target, lan
         )
         replaced[nav_path] = nav_document(ncx, ncx_path, nav_path, "Contents", lang)
         add_item(nav_path, "application/xhtml+xml", "e2a-nav", "nav")
-    replaced[epub.opf_path] = _serialise(epub.opf, None)
+    replaced[epub.opf_path] = _serialise(epub.opf, None, epub.declarations.get(epub.opf))
 
     _zip(epub, replaced, set(renamed), audio, audio_paths, target)
 
@@ -558,10 +563,26 @@ def _link_css(root, href: str) -> None:
     link.set("href", href)
 
 
-def _serialise(root, doctype: str | None) -> bytes:
+_DECLARATION_RE = re.compile(rb"^(<\?xml[^>]*\?>)")
+_UTF8_RE = re.compile(rb"""encoding\s*=\s*["']utf-?8["']""", re.IGNORECASE)
+
+
+def _declaration(data: bytes) -> bytes | None:
+    """A document's XML declaration, if it declares UTF-8 (or no encoding)."""
+    m = _DECLARATION_RE.match(data.lstrip(b"\xef\xbb\xbf"))
+    if m and (b"encoding" not in m.group(1) or _UTF8_RE.search(m.group(1))):
+        return m.group(1)
+    return None
+
+
+def _serialise(root, doctype: str | None, declaration: bytes | None = None) -> bytes:
+    """The document as UTF-8, its own XML declaration kept (lxml's otherwise)."""
     tree = root.getroottree()
     kwargs = {"doctype": doctype} if doctype else {}
-    return etree.tostring(tree, xml_declaration=True, encoding="utf-8", **kwargs)
+    data = etree.tostring(tree, xml_declaration=True, encoding="utf-8", **kwargs)
+    if declaration is not None:
+        data = _DECLARATION_RE.sub(lambda m: declaration, data, count=1)
+    return data
 
 
 def _metadata(epub, durations, upgrade) -> None:
