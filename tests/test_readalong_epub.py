@@ -578,6 +578,36 @@ def test_wrappers_fragments_and_unmatched_sentences(tmp_path):
     ]
 
 
+def test_a_sentence_without_time_gets_no_par(tmp_path):
+    """A sentence whose clip would be empty (under a millisecond) has no par: SMIL clips
+    must not be empty; it counts as not overlaid."""
+    src = tmp_path / "small.epub"
+    small_epub(src)
+    timed = [
+        TimedSentence(SpokenSentence(0, 1, "Chapter One"), 0, 0.0, 1.0),
+        TimedSentence(SpokenSentence(1, 1, "He said no."), 0, 1.0, 1.0002),
+        TimedSentence(SpokenSentence(1, 1, "Then he left."), 0, 1.0002, 2.0),
+    ]
+    audio = tmp_path / "a.mp3"
+    silence(audio, 2.0)
+    target = tmp_path / "small.readalong.epub"
+    stats = write_readalong(
+        str(src), [ChapterText(1, "ch1.xhtml#c1")], timed,
+        [AudioFile(str(audio), "audio/mpeg", 2.0, "a.mp3")], str(target),
+    )  # fmt: skip
+    assert (stats.sentences, stats.overlaid, stats.unmatched) == (3, 2, 1)
+    with zipfile.ZipFile(target) as archive:
+        smil = xml(archive.read(next(n for n in archive.namelist() if n.endswith(".smil"))))
+    clips = [
+        (p.find("smil:text", NS).get("src").partition("#")[2], p.find("smil:audio", NS))
+        for p in smil.iter("{*}par")
+    ]
+    assert [(i, clock(c.get("clipBegin")), clock(c.get("clipEnd"))) for i, c in clips] == [
+        ("e2a2-0001", 0.0, 1.0),
+        ("e2a2-0003", 1.0, 2.0),
+    ]
+
+
 def test_a_book_in_one_element_between_line_breaks(tmp_path):
     """Thousands of sentences in one <div>, between <br/>s: each wrapped, in a time that
     grows with the book (the writer walks siblings from the sentence, not the whole
