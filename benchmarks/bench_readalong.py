@@ -11,7 +11,7 @@ run plans one sentence per chunk (so each sentence's start is a chunk's
 exact start): its synthesis is of the same text, in more, smaller chunks.
 Prints one JSON line.
 
-    python benchmarks/bench_readalong.py [--rounds 2] [--quick]
+    python benchmarks/bench_readalong.py [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def one_run(client, chapters: list[int], readalong: bool, engine: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="espeak, one chapter, one round")
     args = parser.parse_args()
     from distributed import Client, LocalCluster

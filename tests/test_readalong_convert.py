@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CORPUS
 from helpers import ROOT, epubcheck, load_report, run_cli
 from lxml import etree
 
@@ -37,7 +38,7 @@ RATE = 22050  # espeak's
 OPF = "{http://www.idpf.org/2007/opf}"
 SMIL = "{http://www.w3.org/ns/SMIL}"
 XHTML = "{http://www.w3.org/1999/xhtml}"
-CORPUS = ROOT.parent / "shared" / "corpus"
+
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,9 @@ Dask, no synthesis.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import posixpath
 import re
-import shutil
 import subprocess
 import zipfile
 from collections import Counter
@@ -26,6 +24,7 @@ from urllib.parse import unquote
 
 import pytest
 from conftest import CORPUS
+from helpers import epubcheck
 from lxml import etree
 
 from ebook2audio_dask.audio.ffmpeg import ffmpeg_exe
@@ -54,21 +53,6 @@ SPAN_ID = re.compile(r"^e2a-(\d+)(?:-(\d+))?$")
 # ==========================================================================
 # Helpers (independent of the writer)
 # ==========================================================================
-def epubcheck(path: Path) -> list[dict]:
-    """Run Debian's epubcheck on *path*; return its messages."""
-    program = shutil.which("epubcheck")
-    if program is None:
-        pytest.fail("epubcheck is not installed (Debian package epubcheck; .ci/install-dev.sh)")
-    real = os.path.realpath(program)
-    command = ["java", "-jar", real] if real.endswith(".jar") else [program]
-    out = path.with_suffix(".epubcheck.json")
-    proc = subprocess.run(
-        [*command, str(path), "--json", str(out)], capture_output=True, text=True, timeout=600
-    )
-    assert out.is_file(), f"epubcheck wrote no report: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    return json.loads(out.read_text(encoding="utf-8"))["messages"]
-
-
 def check_epub(path: Path, allowed_warnings: set[str] = frozenset()) -> Counter:
     """epubcheck: no fatal error, no error, no overlay (MED) warning, no warning beyond
     *allowed_warnings*; returns the warnings' ids."""

@@ -12,15 +12,14 @@ gives the same chapters.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import epubcheck
 from lxml import etree
 from test_formats import CAROL, _split_title, write_fb2, write_pdf
 
@@ -44,21 +43,6 @@ KIND_TYPES = {"front": "frontmatter", "body": "bodymatter", "back": "backmatter"
 # ==========================================================================
 # Helpers
 # ==========================================================================
-def epubcheck(path: Path) -> list[dict]:
-    """Run Debian's epubcheck on *path*; return its messages (fatal, error, warning...)."""
-    program = shutil.which("epubcheck")
-    if program is None:
-        pytest.fail("epubcheck is not installed (Debian package epubcheck; .ci/install-dev.sh)")
-    real = os.path.realpath(program)
-    command = ["java", "-jar", real] if real.endswith(".jar") else [program]
-    out = path.with_suffix(".epubcheck.json")
-    proc = subprocess.run(
-        [*command, str(path), "--json", str(out)], capture_output=True, text=True, timeout=600
-    )
-    assert out.is_file(), f"epubcheck wrote no report: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    return json.loads(out.read_text(encoding="utf-8"))["messages"]
-
-
 def assert_valid(path: Path) -> None:
     """epubcheck: no fatal error, no error, no warning."""
     bad = [m for m in epubcheck(path) if m["severity"] in ("FATAL", "ERROR", "WARNING")]
