@@ -4,6 +4,10 @@
 #   scheduler [ARGS]   dask scheduler (port $SCHEDULER_PORT, dashboard $DASHBOARD_PORT)
 #   worker [ARGS]      dask worker joining $SCHEDULER: one process, --resources for synthesis
 #   serve [ARGS]       ebook2audio serve on $SERVE_PORT, on $SCHEDULER (embedded cluster if unset)
+#   dask-scheduler ARGS, dask-worker ARGS
+#                      the commands the Dask Helm chart and dask-kubernetes run: dask scheduler,
+#                      dask worker with ARGS as given (a worker gets --resources as below
+#                      unless ARGS have it)
 #   healthcheck scheduler|worker|serve
 #                      exit 0 when that process answers its health URL (compose healthchecks)
 #   convert ... | inspect ... | engines ... | submit ... | report ... | cache ... | --help
@@ -12,9 +16,9 @@
 #
 # Settings (environment; compose.yaml and .env.example list them):
 #   SCHEDULER              the scheduler's address for workers, serve and convert (tcp://HOST:PORT,
-#                          tls://...); when empty, tcp://$SCHEDULER_HOST:$SCHEDULER_PORT if
-#                          SCHEDULER_HOST is set; else workers use tcp://scheduler:8786, serve
-#                          and convert an embedded cluster
+#                          tls://...); when empty, $DASK_SCHEDULER_ADDRESS, else
+#                          tcp://$SCHEDULER_HOST:$SCHEDULER_PORT if SCHEDULER_HOST is set; else
+#                          workers use tcp://scheduler:8786, serve and convert an embedded cluster
 #   E2A_LISTEN_HOST        address the processes bind inside the container (default: all)
 #   SCHEDULER_PORT         8786;  DASHBOARD_PORT  8787 (scheduler dashboard, its /health)
 #   WORKER_DASHBOARD_PORT  8789 (the worker's /health and metrics); WORKER_PORT  random
@@ -38,6 +42,8 @@ log() { echo "e2a-entrypoint: $*" >&2; }
 scheduler_address() {
     if [ -n "${SCHEDULER:-}" ]; then
         echo "$SCHEDULER"
+    elif [ -n "${DASK_SCHEDULER_ADDRESS:-}" ]; then # set by the dask-kubernetes operator
+        echo "$DASK_SCHEDULER_ADDRESS"
     elif [ -n "${SCHEDULER_HOST:-}" ]; then
         echo "tcp://$SCHEDULER_HOST:${SCHEDULER_PORT:-8786}"
     fi
@@ -146,6 +152,17 @@ serve)
     ;;
 healthcheck)
     healthcheck "$@"
+    ;;
+dask-scheduler)
+    exec dask scheduler "$@"
+    ;;
+dask-worker)
+    resources=${E2A_WORKER_RESOURCES-GPU=1}
+    case "$resources" in
+    "" | none | NONE) ;;
+    *) has_option resources "$@" || set -- "$@" --resources "$resources" ;;
+    esac
+    exec dask worker "$@"
     ;;
 convert)
     scheduler=$(scheduler_address)
