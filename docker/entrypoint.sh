@@ -31,7 +31,7 @@
 #                          a GPU is given when either is set and not empty, void or none
 #   E2A_SLOTS_PER_GPU      synthesize tasks a GPU worker runs at once (GPU=N, N threads); 1
 #   E2A_WORKER_NTHREADS    worker threads (default: the GPU slots, else 1)
-#   E2A_WORKER_NAME        the worker's name (default: the container's host name)
+#   E2A_WORKER_NAME        the worker's name (default: the host name, uname -n)
 #   SERVE_PORT             7860
 #   EBOOK2AUDIO_TOKEN      the serve API token; or E2A_TOKEN_FILE (a file holding it; default
 #                          /run/secrets/e2a_token when that exists)
@@ -127,7 +127,7 @@ worker)
     fi
     if [ -z "${E2A_WORKER_RESOURCES+set}" ]; then resources="GPU=$slots"; fi
     set -- --nworkers 1 --nthreads "${E2A_WORKER_NTHREADS:-$slots}" \
-        --name "${E2A_WORKER_NAME:-${HOSTNAME:-worker}}" \
+        --name "${E2A_WORKER_NAME:-$(uname -n)}" \
         --memory-limit "${WORKER_MEMORY_LIMIT:-auto}" \
         --dashboard-address "${E2A_LISTEN_HOST:-}:${WORKER_DASHBOARD_PORT:-8789}" "$@"
     case "$resources" in

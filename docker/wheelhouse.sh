@@ -40,4 +40,4 @@ if [ -n "${PYTHON_VERSION:-}" ]; then
     done
     "$PYTHON" -m pip download "$@"
 fi
-echo "wheelhouse: $(ls "$DIR"/*.whl | wc -l) wheels in $DIR ($(du -sh "$DIR" | cut -f1))"
+echo "wheelhouse: $(find "$DIR" -maxdepth 1 -name "*.whl" | wc -l) wheels in $DIR ($(du -sh "$DIR" | cut -f1))"
