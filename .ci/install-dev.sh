@@ -146,3 +146,21 @@ if ! command -v epubcheck >/dev/null 2>&1; then
         echo "install-dev: epubcheck not installed (needs root and apt-get): tests/test_readalong_*.py will fail" >&2
     fi
 fi
+
+# podman, podman-compose, runc, mmdebstrap and CNI's dnsname plugin (name resolution
+# between the containers of a compose project) for tests/test_containers.py, which builds
+# the image from a Debian base made with mmdebstrap and brings compose.yaml up (no Docker
+# engine and no image registry are needed). Needs root and apt-get.
+if ! command -v podman-compose >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1 \
+    || [ ! -x /usr/lib/cni/dnsname ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        pkgs=(podman runc mmdebstrap podman-compose uidmap slirp4netns
+              golang-github-containernetworking-plugin-dnsname)
+        apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null \
+            || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; }
+        echo "install-dev: $(podman --version 2>/dev/null), podman-compose, mmdebstrap installed"
+    else
+        echo "install-dev: podman not installed (needs root and apt-get): tests/test_containers.py will fail" >&2
+    fi
+fi
