@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import html.entities
-import logging
 import os
 import posixpath
 import re
@@ -37,6 +36,7 @@ from urllib.parse import quote, unquote, urldefrag
 from lxml import etree
 
 from ..errors import BookError
+from ..logs import get_logger
 from ..safexml import as_utf8, fix_char_refs, local_name, strip_internal_subset
 from .overlays_align import Aligner, DocText, fold_text
 from .overlays_epub3 import (
@@ -51,7 +51,7 @@ from .sentences import AudioFile, TimedSentence
 
 __all__ = ["ACTIVE_CLASS", "ChapterText", "ReadAlongStats", "archive_name", "write_readalong"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: The class reading systems put on the sentence being spoken.
 ACTIVE_CLASS = "-epub-media-overlay-active"
