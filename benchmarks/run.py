@@ -477,6 +477,28 @@ METHODS["readalong"] = (
     "merge reads the book again and writes the EPUB around the encoded audio. Targets: wall "
     "ratio ≤ 1.10, worker-time ratio ≤ 1.02."
 )
+# Containers (issue 20): image size, compose up to first chunk, containers vs host
+# (benchmarks/bench_containers.py)
+CONTAINERS_SCRIPT = HERE / "bench_containers.py"
+BENCHMARKS += ("containers",)
+TARGETS.update({"containers_image_gb": ("≤", 1.2), "containers_first_chunk": ("≤", 60.0),
+                "containers_ratio": ("≤", 1.10)})  # fmt: skip
+METHODS["containers"] = (
+    "Runs `benchmarks/bench_containers.py` (root, podman; an isolated podman store removed at "
+    "the end). The image: a Debian bookworm minbase with python3 made by mmdebstrap as the "
+    "base, the project's Containerfile built offline (`podman build --network none`) from a "
+    "wheelhouse made on the host, extras piper,espeak,serve (the CPU variant). (1) Its size "
+    "(`podman image inspect`); the largest layers (`podman history`) and site-packages "
+    "entries (`du`) in the details; target ≤ 1.2 GB. (2) `podman-compose up -d` of "
+    "compose.yaml's scheduler, two workers and serve (fresh volumes, image built), then as "
+    "soon as the server answers: upload `childrens-literature.epub`, a job of chapter 4 with "
+    "Piper, polled every 0.2 s: seconds from `up` to its first synthesised chunk; target ≤ 60 "
+    "s. (3) Chapters 2-3 ({chars} characters) with Piper through the containers' server "
+    "(after that warm-up job ran to its end, so both workers hold Piper; a cold chunk store "
+    "for these chapters) vs the same through `ebook2audio serve --workers 2 --engine-threads "
+    "1` on the host (its own warm-up job first), each timed from the job's creation until "
+    "the API reports it done. Figure: containers / host, one run each; target ≤ 1.10."
+)
 METHODS["speech"] = (
     "Runs `benchmarks/bench_speech.py`: a real `ebook2audio serve` process (embedded cluster of "
     "N workers, one engine thread each, empty chunk store) is asked `POST /v1/audio/speech` for "
@@ -1678,6 +1700,24 @@ class Runner:
         ]  # fmt: skip
         return figures, {"input": {"chars": r["chars"]}, **r}
 
+    def containers(self):
+        cmd = [sys.executable, str(CONTAINERS_SCRIPT)] + (["--quick"] if self.quick else [])
+        _, out = run_timed(cmd, timeout=max(self.timeout, 3600.0), label="containers")
+        r = last_json_line(out, "containers")
+        size, c, h = r["size"], r["containers"], r["host"]
+        figures = [
+            fig("containers.image", "containers: image size, CPU variant (piper,espeak,serve)",
+                size["image_gb"], "GB", target=TARGETS["containers_image_gb"]),
+            fig("containers.first_chunk", "containers: compose up to first chunk synthesised "
+                "(image built)", c["up_to_first_chunk_s"], "s",
+                target=TARGETS["containers_first_chunk"]),
+            fig("containers.ratio", f"containers: chapters {r['timed_chapters']} with Piper "
+                "through compose's serve vs serve on the host (2 workers each)",
+                c["job_s"], "s", baseline=h["job_s"], ratio=r["ratio"],
+                ratio_def="containers/host", target=TARGETS["containers_ratio"]),
+        ]  # fmt: skip
+        return figures, {"input": {"chars": r.get("chars", "?")}, **r}
+
     def kill_loop(self):
         cmd = [sys.executable, str(KILL_LOOP_SCRIPT)] + (["--quick"] if self.quick else [])
         _, out = run_timed(
@@ -2103,6 +2143,20 @@ def summarize(bench: str, details: dict) -> str:
             f"{d['held_15s_after_rerun']['tasks']} tasks and "
             f"{d['held_15s_after_rerun']['variables']} Variables of the dead client left on the "
             f"scheduler 15 s after the rerun."
+        )
+    if bench == "containers":
+        size, c, h = details["size"], details["containers"], details["host"]
+        layers = "; ".join(f"{x['bytes'] / 1e6:.0f} MB {x['step'][:60]}"
+                           for x in size["largest_layers"][:3])  # fmt: skip
+        pkgs = ", ".join(f"{p['path']} {p['mb']:g} MB" for p in size["largest_packages"][:6])
+        return (
+            f"image {size['image_bytes'] / 1e6:.0f} MB (base {size['base_bytes'] / 1e6:.0f} MB, "
+            f"venv {size['venv_mb']} MB; largest layers: {layers}; largest in site-packages: "
+            f"{pkgs}); image build {details['build_s']} s offline. Compose: `up -d` returned in "
+            f"{c['up_returned_s']} s, server connected at {c['server_ready_s']} s, first chunk at "
+            f"{c['up_to_first_chunk_s']} s; warm-up job {c['warm_up_job_s']} s in containers, "
+            f"{h['warm_up_job_s']} s on the host; timed job {c['job_s']} s vs {h['job_s']} s "
+            f"({c['chunks']} chunks)."
         )
     if bench == "serve":
         load, job = details["load"], details["job"]
